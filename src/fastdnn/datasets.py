@@ -1,0 +1,338 @@
+"""Small data sets for examples, tests and the command line.
+
+Everything here is generated on the spot or ships with a dependency; nothing is
+downloaded at run time. Features come back as a C-contiguous float array of the
+requested dtype, class labels as ``int64``.
+"""
+
+import csv
+import os
+import zipfile
+
+import numpy as np
+
+__all__ = [
+    "load_digits",
+    "make_parity",
+    "make_zigzag",
+    "train_test_split",
+    "load_csv_or_npz",
+]
+
+
+def _float_dtype(dtype):
+    """Return ``np.dtype(dtype)``, insisting on float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def load_digits(dtype=np.float32):
+    """Load the 8x8 handwritten digits that ship with scikit-learn.
+
+    Parameters
+    ----------
+    dtype : {np.float32, np.float64}, default np.float32
+        dtype of the returned features.
+
+    Returns
+    -------
+    X : ndarray of shape (1797, 64)
+        Pixel intensities scaled from 0..16 to [0, 1].
+    y : ndarray of shape (1797,), int64
+        Digit labels 0..9.
+
+    Raises
+    ------
+    ImportError
+        If scikit-learn is not installed.
+    """
+    dt = _float_dtype(dtype)
+    try:
+        # Imported here so that fastdnn itself does not need scikit-learn.
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError as exc:
+        raise ImportError(
+            "the digits data set ships with scikit-learn; "
+            "install it with `pip install scikit-learn` (or `pip install fastdnn[test]`)"
+        ) from exc
+    X, y = sk_load_digits(return_X_y=True)
+    X = np.ascontiguousarray(X / 16.0, dtype=dt)
+    return X, np.asarray(y, dtype=np.int64)
+
+
+def make_parity(n_bits=8, signed=False, dtype=np.float32):
+    """Make every ``n_bits``-bit vector and its parity.
+
+    The parity experiment from the lecture: a depth-``log n`` circuit of XOR
+    gates computes it, while a shallow net needs exponentially many units.
+
+    Parameters
+    ----------
+    n_bits : int, default 8
+        Number of input bits, 1..24 (there are ``2**n_bits`` samples).
+    signed : bool, default False
+        If True, encode bits as -1/+1 instead of 0/1 (zero-mean inputs often
+        train faster).
+    dtype : {np.float32, np.float64}, default np.float32
+        dtype of the returned features.
+
+    Returns
+    -------
+    X : ndarray of shape (2**n_bits, n_bits)
+        Row ``i`` holds the binary digits of ``i``, most significant first.
+    y : ndarray of shape (2**n_bits,), int64
+        1 if the row has an odd number of ones, else 0.
+    """
+    dt = _float_dtype(dtype)
+    if not isinstance(n_bits, (int, np.integer)) or isinstance(n_bits, bool):
+        raise TypeError(f"n_bits must be an int, got {type(n_bits).__name__}")
+    if not 1 <= n_bits <= 24:
+        # 2**24 rows is already 400 MB of float32 features at 24 bits.
+        raise ValueError(f"n_bits must be in 1..24, got {n_bits}")
+    codes = np.arange(2**n_bits, dtype=np.int64)
+    shifts = np.arange(n_bits - 1, -1, -1, dtype=np.int64)
+    bits = (codes[:, None] >> shifts) & 1
+    y = bits.sum(axis=1) % 2
+    X = 2 * bits - 1 if signed else bits
+    return np.ascontiguousarray(X, dtype=dt), y.astype(np.int64)
+
+
+def tent(x):
+    """Tent map ``t(x) = 2 * min(x, 1 - x)``, which maps [0, 1] onto [0, 1].
+
+    One ReLU layer computes it exactly: ``t(x) = 2 relu(x) - 4 relu(x - 1/2)``
+    on [0, 1].
+    """
+    return 2.0 * np.minimum(x, 1.0 - x)
+
+
+def make_zigzag(n_samples=1024, depth=3, noise=0.0, seed=0, dtype=np.float32):
+    """Sample the tent map composed ``depth`` times: a zig-zag with ``2**depth`` pieces.
+
+    Composing the tent map doubles the number of linear pieces each time, so a
+    ReLU net of depth ``depth`` with two units per layer fits it exactly, while
+    one hidden layer needs about ``2**depth`` units (Telgarsky's example).
+
+    Parameters
+    ----------
+    n_samples : int, default 1024
+        Number of points, at least 2.
+    depth : int, default 3
+        How many times the tent map is composed, 0..30.
+    noise : float, default 0.0
+        Standard deviation of Gaussian noise added to the targets.
+    seed : int, default 0
+        Seed for the noise; without noise the data are deterministic.
+    dtype : {np.float32, np.float64}, default np.float32
+        dtype of the returned arrays.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, 1)
+        Evenly spaced points ``np.linspace(0, 1, n_samples)``.
+    y : ndarray of shape (n_samples,)
+        ``t(t(...t(x)))`` with ``depth`` applications of the tent map, plus noise.
+
+    Notes
+    -----
+    The points are evenly spaced rather than random so that every linear piece
+    is sampled. With ``n_samples = m * 2**depth + 1`` the grid contains every
+    kink exactly (the dyadic grid points are exact in floating point).
+    """
+    dt = _float_dtype(dtype)
+    n_samples, depth = int(n_samples), int(depth)
+    if n_samples < 2:
+        raise ValueError(f"n_samples must be at least 2, got {n_samples}")
+    if not 0 <= depth <= 30:
+        raise ValueError(f"depth must be in 0..30, got {depth}")
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    x = np.linspace(0.0, 1.0, n_samples)
+    y = x.copy()
+    for _ in range(depth):
+        y = tent(y)
+    if noise > 0:
+        y = y + noise * np.random.default_rng(seed).standard_normal(n_samples)
+    X = np.ascontiguousarray(x[:, None], dtype=dt)
+    return X, np.ascontiguousarray(y, dtype=dt)
+
+
+def train_test_split(X, y, test_size=0.2, seed=0):
+    """Split ``X, y`` into random train and test subsets (no stratification).
+
+    Parameters
+    ----------
+    X : array_like of shape (n, ...)
+    y : array_like of shape (n, ...)
+    test_size : float in (0, 1) or int, default 0.2
+        Fraction of the samples (rounded up, as in scikit-learn) or number of
+        samples that go to the test set.
+    seed : int or None, default 0
+        Seed for ``np.random.default_rng`` that shuffles the rows.
+
+    Returns
+    -------
+    X_train, X_test, y_train, y_test : ndarray
+        Both sides non-empty; together they hold every row exactly once.
+    """
+    X, y = np.asarray(X), np.asarray(y)
+    n = len(X)
+    if len(y) != n:
+        raise ValueError(f"X and y have different numbers of samples: {n} and {len(y)}")
+    if isinstance(test_size, bool):
+        raise TypeError("test_size must be a float in (0, 1) or an int")
+    if isinstance(test_size, (int, np.integer)):
+        n_test = int(test_size)
+    elif isinstance(test_size, (float, np.floating)):
+        if not 0.0 < test_size < 1.0:
+            raise ValueError(f"test_size as a fraction must be in (0, 1), got {test_size}")
+        n_test = int(np.ceil(test_size * n))
+    else:
+        raise TypeError(f"test_size must be a float in (0, 1) or an int, got {test_size!r}")
+    if not 0 < n_test < n:
+        raise ValueError(
+            f"test_size={test_size} leaves an empty train or test set for {n} samples"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    test, train = order[:n_test], order[n_test:]
+    return X[train], X[test], y[train], y[test]
+
+
+def _labels_or_values(y, dt):
+    """Return 1-D integer-valued targets as int64 labels, anything else as ``dt``."""
+    if y.dtype.kind in "biu" or (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        return y.astype(np.int64)
+    return np.ascontiguousarray(y, dtype=dt)
+
+
+def _load_csv(path, target, dt):
+    """Read a numeric CSV with a header row; ``target`` names the label column."""
+    if target is None:
+        raise ValueError(f"{path}: a CSV file needs --target COLUMN to name the label column")
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            # Keep the file's line numbers for error messages; skip blank lines.
+            rows = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: not a readable CSV text file ({exc})") from None
+    if not rows:
+        raise ValueError(f"{path}: file is empty")
+    header = [name.strip() for name in rows[0][1]]
+    if target not in header:
+        raise ValueError(
+            f"{path}: no column named {target!r}; columns are {', '.join(header)}"
+        )
+    if len(header) < 2:
+        raise ValueError(f"{path}: needs at least one feature column besides {target!r}")
+    body = rows[1:]
+    if not body:
+        raise ValueError(f"{path}: no data rows after the header")
+    values = np.empty((len(body), len(header)), dtype=np.float64)
+    for i, (line, row) in enumerate(body):
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
+            )
+        for j, cell in enumerate(row):
+            try:
+                values[i, j] = float(cell)
+            except ValueError:
+                raise ValueError(
+                    f"{path}: line {line}, column {header[j]!r}: "
+                    f"{cell.strip()!r} is not a number"
+                ) from None
+    if not np.all(np.isfinite(values)):
+        i, j = np.argwhere(~np.isfinite(values))[0]
+        raise ValueError(f"{path}: line {body[i][0]}, column {header[j]!r} is not finite")
+    k = header.index(target)
+    X = np.ascontiguousarray(np.delete(values, k, axis=1), dtype=dt)
+    return X, _labels_or_values(values[:, k], dt)
+
+
+def _load_npz(path, target, dt):
+    """Read arrays ``X`` and ``y`` (or the key named by ``target``) from an .npz file."""
+    y_key = "y" if target is None else target
+    with open(path, "rb") as f:
+        # Checked first because np.load takes any unknown bytes for a pickle and
+        # says so, which would mislead; this also rejects a bare .npy array.
+        if not zipfile.is_zipfile(f):
+            raise ValueError(f"{path}: not an .npz file (a zip archive written by numpy.savez)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = list(data.files)
+            arrays = {key: data[key] for key in keys if key in ("X", y_key)}
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        # Object arrays need allow_pickle (ValueError); a damaged member raises
+        # BadZipFile or EOFError.
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+    for key in ("X", y_key):
+        if key not in arrays:
+            raise ValueError(
+                f"{path}: no array named {key!r}; arrays are {', '.join(keys) or '(none)'}"
+            )
+    X, y = arrays["X"], arrays[y_key]
+    if X.ndim != 2:
+        raise ValueError(f"{path}: X must be 2-D (samples, features), got shape {X.shape}")
+    if y.ndim not in (1, 2):
+        raise ValueError(f"{path}: {y_key} must be 1-D or 2-D, got shape {y.shape}")
+    if len(X) != len(y):
+        raise ValueError(
+            f"{path}: X has {len(X)} rows but {y_key} has {len(y)}"
+        )
+    if len(X) == 0 or X.shape[1] == 0:
+        raise ValueError(f"{path}: X is empty (shape {X.shape})")
+    for name, arr in (("X", X), (y_key, y)):
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: {name} must be numeric, got dtype {arr.dtype}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{path}: {name} contains NaN or infinite values")
+    if y.ndim == 2:  # several outputs: always regression (or multi-label) targets
+        y = np.ascontiguousarray(y, dtype=dt)
+    else:
+        y = _labels_or_values(y, dt)
+    return np.ascontiguousarray(X, dtype=dt), y
+
+
+def load_csv_or_npz(path, target=None, dtype=np.float32):
+    """Load features and targets from a ``.csv`` or ``.npz`` file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.csv`` file with a header row and numeric fields only, or a
+        ``.npz`` file holding arrays ``X`` (samples, features) and ``y``.
+    target : str, optional
+        CSV: name of the label column (required); all other columns are
+        features. NPZ: name of the target array (default ``"y"``).
+    dtype : {np.float32, np.float64}, default np.float32
+        dtype of the returned features (and of non-integer targets).
+
+    Returns
+    -------
+    X : ndarray of shape (n, d)
+    y : ndarray of shape (n,) or (n, k)
+        ``int64`` when ``y`` is 1-D and every target is a whole number (class
+        labels), otherwise ``dtype`` (regression or multi-output targets).
+
+    Raises
+    ------
+    ValueError
+        With a one-line message naming the file and the problem: unknown
+        extension, missing column or array, non-numeric field, empty file,
+        mismatched shapes.
+    OSError
+        If the file cannot be opened.
+    """
+    dt = _float_dtype(dtype)
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext == ".csv":
+        return _load_csv(path, target, dt)
+    if ext == ".npz":
+        return _load_npz(path, target, dt)
+    raise ValueError(f"{path}: unsupported file type {ext or '(none)'!r}; use .csv or .npz")

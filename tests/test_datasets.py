@@ -1,0 +1,283 @@
+"""Tests for fastdnn.datasets: generated data against brute-force oracles, file loading."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fastdnn.datasets import (
+    load_csv_or_npz,
+    load_digits,
+    make_parity,
+    make_zigzag,
+    train_test_split,
+)
+
+DTYPES = [np.float32, np.float64]
+
+
+# --- digits -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_digits_shape_dtype_range(dtype):
+    pytest.importorskip("sklearn")
+    X, y = load_digits(dtype=dtype)
+    assert X.shape == (1797, 64) and X.dtype == dtype and X.flags.c_contiguous
+    assert y.shape == (1797,) and y.dtype == np.int64
+    assert X.min() == 0.0 and X.max() == 1.0
+    assert set(np.unique(y)) == set(range(10))
+
+
+def test_digits_without_sklearn_says_how_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_sklearn(name, *args, **kwargs):
+        if name == "sklearn" or name.startswith("sklearn."):
+            raise ImportError("No module named 'sklearn'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    with pytest.raises(ImportError, match="pip install scikit-learn"):
+        load_digits()
+
+
+# --- parity -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_bits", [1, 3, 8])
+@pytest.mark.parametrize("signed", [False, True])
+def test_parity_matches_brute_force(n_bits, signed):
+    X, y = make_parity(n_bits, signed=signed)
+    assert X.shape == (2**n_bits, n_bits) and X.dtype == np.float32
+    assert y.shape == (2**n_bits,) and y.dtype == np.int64
+    ones = X > 0
+    # Every bit vector appears exactly once.
+    assert len({tuple(row) for row in ones}) == 2**n_bits
+    assert set(np.unique(X)) == ({-1.0, 1.0} if signed else {0.0, 1.0})
+    for row, label in zip(ones, y):
+        count = sum(1 for bit in row if bit)
+        assert label == count % 2
+
+
+def test_parity_row_order_is_binary_counting():
+    X, _ = make_parity(3, dtype=np.float64)
+    expected = np.array(list(itertools.product([0, 1], repeat=3)), dtype=np.float64)
+    np.testing.assert_array_equal(X, expected)
+
+
+@pytest.mark.parametrize("n_bits", [0, 25])
+def test_parity_rejects_bad_n_bits(n_bits):
+    with pytest.raises(ValueError, match="n_bits"):
+        make_parity(n_bits)
+
+
+def test_parity_rejects_non_float_dtype():
+    with pytest.raises(TypeError, match="dtype"):
+        make_parity(3, dtype=np.int32)
+
+
+# --- zigzag -----------------------------------------------------------------
+
+
+def count_linear_pieces(y):
+    """Number of monotone runs of ``y`` = slope sign changes + 1 (oracle)."""
+    signs = np.sign(np.diff(y.astype(np.float64)))
+    signs = signs[signs != 0]
+    return 1 + int(np.count_nonzero(signs[1:] != signs[:-1]))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zigzag_has_two_to_the_depth_pieces(depth, dtype):
+    # 2**depth * 4 + 1 points put every kink on the grid.
+    n = 4 * 2**depth + 1
+    X, y = make_zigzag(n, depth=depth, dtype=dtype)
+    assert X.shape == (n, 1) and y.shape == (n,)
+    assert X.dtype == dtype and y.dtype == dtype
+    np.testing.assert_allclose(X[:, 0], np.linspace(0, 1, n))
+    assert y.min() >= 0 and y.max() <= 1
+    assert count_linear_pieces(y) == 2**depth
+
+
+def test_zigzag_off_grid_still_counts_pieces():
+    X, y = make_zigzag(1000, depth=3)
+    assert count_linear_pieces(y) == 8
+
+
+def test_zigzag_depth_zero_is_identity():
+    X, y = make_zigzag(11, depth=0, dtype=np.float64)
+    np.testing.assert_array_equal(y, X[:, 0])
+
+
+def test_zigzag_noise_is_seeded():
+    _, clean = make_zigzag(64, noise=0.0)
+    _, a = make_zigzag(64, noise=0.1, seed=1)
+    _, b = make_zigzag(64, noise=0.1, seed=1)
+    _, c = make_zigzag(64, noise=0.1, seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, clean)
+
+
+@pytest.mark.parametrize("kwargs", [{"n_samples": 1}, {"depth": -1}, {"noise": -0.5}])
+def test_zigzag_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        make_zigzag(**kwargs)
+
+
+# --- train_test_split ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, test_size, n_test", [(100, 0.2, 20), (7, 0.2, 2), (33, 5, 5)])
+def test_split_sizes_and_no_overlap(n, test_size, n_test):
+    X = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+    y = np.arange(n)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, seed=3)
+    assert len(X_test) == len(y_test) == n_test
+    assert len(X_train) == len(y_train) == n - n_test
+    assert set(y_train).isdisjoint(y_test)
+    assert sorted(np.concatenate([y_train, y_test])) == list(range(n))
+    # Rows stay paired with their labels.
+    np.testing.assert_array_equal(X_train[:, 0], 2 * y_train)
+    np.testing.assert_array_equal(X_test[:, 0], 2 * y_test)
+
+
+def test_split_is_seeded_and_shuffles():
+    X, y = np.zeros((50, 1)), np.arange(50)
+    a = train_test_split(X, y, seed=0)[3]
+    b = train_test_split(X, y, seed=0)[3]
+    c = train_test_split(X, y, seed=1)[3]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("test_size", [0.0, 1.0, 0, 10])
+def test_split_rejects_empty_side(test_size):
+    with pytest.raises(ValueError):
+        train_test_split(np.zeros((10, 1)), np.zeros(10), test_size=test_size)
+
+
+def test_split_rejects_length_mismatch():
+    with pytest.raises(ValueError, match="different numbers"):
+        train_test_split(np.zeros((10, 1)), np.zeros(9))
+
+
+# --- load_csv_or_npz ----------------------------------------------------------
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_csv_classification(tmp_path):
+    f = write(tmp_path / "d.csv", "a,label,b\n1,0,2.5\n3,1,4\n\n5,2,6\n")
+    X, y = load_csv_or_npz(f, target="label")
+    np.testing.assert_array_equal(X, [[1, 2.5], [3, 4], [5, 6]])
+    assert X.dtype == np.float32
+    np.testing.assert_array_equal(y, [0, 1, 2])
+    assert y.dtype == np.int64
+
+
+def test_csv_regression_target_stays_float(tmp_path):
+    f = write(tmp_path / "d.csv", "x, t\n1, 0.5\n2, 1.5\n")
+    X, y = load_csv_or_npz(f, target="t", dtype=np.float64)
+    assert X.shape == (2, 1) and X.dtype == np.float64
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y, [0.5, 1.5])
+
+
+@pytest.mark.parametrize(
+    "text, target, match",
+    [
+        ("a,b\n1,2\n", "c", "no column named 'c'"),
+        ("a,b\n1,x\n", "a", r"line 2, column 'b': 'x' is not a number"),
+        ("a,b\n1,\n", "a", "is not a number"),
+        ("a,b\n1,nan\n", "a", "not finite"),
+        ("a,b\n1,2,3\n", "a", "3 fields"),
+        ("", "a", "empty"),
+        ("a,b\n", "a", "no data rows"),
+        ("a\n1\n", "a", "at least one feature"),
+        ("a,b\n1,2\n", None, "--target"),
+    ],
+)
+def test_csv_bad_files(tmp_path, text, target, match):
+    f = write(tmp_path / "bad.csv", text)
+    with pytest.raises(ValueError, match=match) as info:
+        load_csv_or_npz(f, target=target)
+    assert "\n" not in str(info.value)
+
+
+def test_csv_binary_garbage(tmp_path):
+    f = tmp_path / "bin.csv"
+    f.write_bytes(b"\xff\xfe\x00\x81garbage")
+    with pytest.raises(ValueError, match="bin.csv"):
+        load_csv_or_npz(f, target="a")
+
+
+def test_npz_roundtrip(tmp_path):
+    X = np.random.default_rng(0).random((6, 3))
+    f = tmp_path / "d.npz"
+    np.savez(f, X=X, y=np.array([0, 1, 1, 0, 2, 1]), t=np.linspace(0, 1, 6))
+    X1, y1 = load_csv_or_npz(f)
+    np.testing.assert_allclose(X1, X.astype(np.float32))
+    assert X1.dtype == np.float32 and y1.dtype == np.int64
+    _, t = load_csv_or_npz(f, target="t", dtype=np.float64)
+    np.testing.assert_array_equal(t, np.linspace(0, 1, 6))
+
+
+def test_npz_two_dimensional_target_is_float(tmp_path):
+    f = tmp_path / "d.npz"
+    np.savez(f, X=np.zeros((4, 2)), y=np.ones((4, 3), dtype=np.int64))
+    _, y = load_csv_or_npz(f)
+    assert y.shape == (4, 3) and y.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        ({"X": np.zeros((3, 2))}, "no array named 'y'"),
+        ({"y": np.zeros(3)}, "no array named 'X'"),
+        ({"X": np.zeros(3), "y": np.zeros(3)}, "2-D"),
+        ({"X": np.zeros((3, 2)), "y": np.zeros(4)}, "3 rows but y has 4"),
+        ({"X": np.zeros((3, 2)), "y": np.zeros((3, 1, 1))}, "1-D or 2-D"),
+        ({"X": np.zeros((0, 2)), "y": np.zeros(0)}, "empty"),
+        ({"X": np.array([["a", "b"]]), "y": np.zeros(1)}, "numeric"),
+        ({"X": np.array([[np.inf, 1.0]]), "y": np.zeros(1)}, "NaN or infinite"),
+    ],
+)
+def test_npz_bad_contents(tmp_path, arrays, match):
+    f = tmp_path / "bad.npz"
+    np.savez(f, **arrays)
+    with pytest.raises(ValueError, match=match):
+        load_csv_or_npz(f)
+
+
+def test_npz_object_array_is_refused(tmp_path):
+    f = tmp_path / "obj.npz"
+    np.savez(f, X=np.array([[1, "a"]], dtype=object), y=np.zeros(1))
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        load_csv_or_npz(f)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello", None])
+def test_npz_not_a_zip(tmp_path, content):
+    f = tmp_path / "bad.npz"
+    if content is None:  # a bare .npy under an .npz name
+        with open(f, "wb") as fh:
+            np.save(fh, np.zeros(3))
+    else:
+        f.write_bytes(content)
+    with pytest.raises(ValueError, match="not an .npz file"):
+        load_csv_or_npz(f)
+
+
+def test_unknown_extension_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="unsupported file type '.txt'"):
+        load_csv_or_npz(tmp_path / "d.txt", target="a")
+    with pytest.raises(OSError):
+        load_csv_or_npz(tmp_path / "missing.csv", target="a")
+    with pytest.raises(OSError):
+        load_csv_or_npz(tmp_path / "missing.npz")
