@@ -1,0 +1,12 @@
+"""fastdnn: fast training of deep feed-forward neural networks with Numba kernels."""
+from .errors import DeviceError, TrainingDivergedError
+from .model import MLP, History
+from .optim import SGD, Adam, AdamW, Optimizer
+from .schedules import (Constant, CosineDecay, ExponentialDecay, InverseTimeDecay, Schedule,
+                        StepDecay)
+
+__version__ = "0.1.0"
+
+__all__ = ["MLP", "History", "SGD", "Adam", "AdamW", "Optimizer", "Schedule", "Constant",
+           "InverseTimeDecay", "StepDecay", "ExponentialDecay", "CosineDecay",
+           "TrainingDivergedError", "DeviceError", "__version__"]

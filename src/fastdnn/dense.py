@@ -1,0 +1,100 @@
+"""Dense layer kernels: the forward affine map with fused bias + activation, and its
+layerwise backward twin.  ``W`` has shape ``(fan_in, fan_out)``; rows are samples.
+
+Two paths per product, chosen once per layer by the caller (``blas`` flag, see
+:mod:`fastdnn.layout`): hand-written loops for narrow layers, where a BLAS call costs
+more than its arithmetic, and ``np.dot`` (SciPy's OpenBLAS) for wide ones.  The choice
+depends on shapes only, never on the thread count, so results do too.
+"""
+import numpy as np
+from numba import njit
+
+from . import config
+from .activations import activate
+
+# Reassociation lets LLVM vectorise the dot-product reduction of ``delta @ W.T``; it
+# changes rounding only (no NaN/inf assumptions), and this leaf holds no softmax/log.
+_REASSOC = {"reassoc"}
+
+
+@njit(cache=config.CACHE)
+def _affine_rows(A_prev, W, b, Z):
+    """``Z = A_prev @ W + b`` with row-broadcast bias (loop form, vectorised over fan_out)."""
+    m, k = A_prev.shape
+    n = W.shape[1]
+    for i in range(m):
+        for j in range(n):
+            Z[i, j] = b[j]
+        for p in range(k):
+            a = A_prev[i, p]
+            for j in range(n):
+                Z[i, j] += a * W[p, j]
+
+
+@njit(cache=config.CACHE)
+def dense_forward(A_prev, W, b, code, blas, Z, A):
+    """``Z = A_prev @ W + b``, ``A = g(Z)`` (``A`` may be ``Z`` itself)."""
+    m = A_prev.shape[0]
+    if blas:
+        np.dot(A_prev, W, Z)
+        n = W.shape[1]
+        for i in range(m):
+            for j in range(n):
+                Z[i, j] += b[j]
+            activate(Z[i], code, A[i])
+    else:
+        _affine_rows(A_prev, W, b, Z)
+        for i in range(m):
+            activate(Z[i], code, A[i])
+
+
+@njit(cache=config.CACHE)
+def _weight_grad_rows(delta, A_prev, dW, db):
+    """``dW = A_prev.T @ delta``, ``db = delta.sum(0)`` (loop form, serial over samples)."""
+    m, k = A_prev.shape
+    n = delta.shape[1]
+    dW[:] = 0.0
+    db[:] = 0.0
+    for i in range(m):
+        for j in range(n):
+            db[j] += delta[i, j]
+        for p in range(k):
+            a = A_prev[i, p]
+            for j in range(n):
+                dW[p, j] += a * delta[i, j]
+
+
+@njit(cache=config.CACHE, fastmath=_REASSOC)
+def _backprop_rows(delta, W, delta_prev):
+    """``delta_prev = delta @ W.T`` (loop form: a dot product per element)."""
+    m, n = delta.shape
+    k = W.shape[0]
+    for i in range(m):
+        for p in range(k):
+            s = 0.0
+            for j in range(n):
+                s += delta[i, j] * W[p, j]
+            delta_prev[i, p] = s
+
+
+@njit(cache=config.CACHE)
+def dense_backward(delta, A_prev, W, blas, dW, db, delta_prev):
+    """``dW = A_prev.T @ delta``, ``db = delta.sum(0)``, ``delta_prev = delta @ W.T``.
+
+    ``delta`` is dL/dZ of this layer.  ``delta_prev`` is dL/dA of the layer below,
+    before its activation derivative (see ``activation_backward``); pass an empty
+    array for the first layer, which needs none.
+    """
+    if blas:
+        np.dot(A_prev.T, delta, dW)
+        db[:] = 0.0
+        m, n = delta.shape
+        for i in range(m):
+            for j in range(n):
+                db[j] += delta[i, j]
+        if delta_prev.size > 0:
+            np.dot(delta, W.T, delta_prev)
+    else:
+        _weight_grad_rows(delta, A_prev, dW, db)
+        if delta_prev.size > 0:
+            _backprop_rows(delta, W, delta_prev)

@@ -1,0 +1,16 @@
+"""Exceptions raised by fastdnn."""
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss or the weights became NaN/inf during ``fit``.
+
+    The net keeps its last finite weights; ``history`` holds the completed epochs.
+    """
+
+    def __init__(self, message, history=None):
+        super().__init__(message)
+        self.history = history
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used (no numba-cuda, or no GPU)."""

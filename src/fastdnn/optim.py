@@ -1,0 +1,212 @@
+"""Optimizers: small Python configuration objects plus in-place Numba update kernels
+over the flat parameter vector ``theta`` (one loop for the whole net).
+
+Semantics follow ``torch.optim`` (SGD with dampening 0, Adam, AdamW), so PyTorch can
+serve as the oracle.  An optimizer instance keeps its state (velocity or moments, and
+the step count) between ``fit`` calls, as a PyTorch optimizer does; a name such as
+``"adam"`` makes a fresh instance each time.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from . import config
+
+SGD_CODE, ADAM_CODE = range(2)
+
+# Layout of the float64 hyper-parameter vector the training kernel receives.
+LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED = range(8)
+
+
+@njit(cache=config.CACHE)
+def sgd_update(theta, grad, velocity, lr, momentum, nesterov, weight_decay, first):
+    """``theta -= lr * d`` with ``d`` the (Nesterov-)momentum of ``grad + wd * theta``."""
+    for i in range(theta.shape[0]):
+        g = grad[i] + weight_decay * theta[i]
+        if momentum != 0.0:
+            v = g if first else momentum * velocity[i] + g
+            velocity[i] = v
+            g = g + momentum * v if nesterov else v
+        theta[i] -= lr * g
+
+
+@njit(cache=config.CACHE)
+def adam_update(theta, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """One Adam step (``t`` counts from 1); AdamW when ``decoupled``."""
+    bias1 = 1.0 - beta1**t
+    sqrt_bias2 = math.sqrt(1.0 - beta2**t)
+    step = lr / bias1
+    for i in range(theta.shape[0]):
+        g = grad[i]
+        if decoupled:
+            theta[i] *= 1.0 - lr * weight_decay
+        else:
+            g = g + weight_decay * theta[i]
+        mi = beta1 * m[i] + (1.0 - beta1) * g
+        vi = beta2 * v[i] + (1.0 - beta2) * g * g
+        m[i] = mi
+        v[i] = vi
+        theta[i] -= step * mi / (math.sqrt(vi) / sqrt_bias2 + eps)
+
+
+@njit(cache=config.CACHE)
+def optimizer_step(code, hyper, lr, theta, grad, state, t):
+    """Apply optimizer ``code`` at learning rate ``lr``; ``t`` = steps taken before this one."""
+    if code == SGD_CODE:
+        sgd_update(theta, grad, state[0], lr, hyper[MOMENTUM], hyper[NESTEROV] != 0.0,
+                   hyper[WEIGHT_DECAY], t == 0)
+    else:
+        adam_update(theta, grad, state[0], state[1], t + 1, lr, hyper[BETA1], hyper[BETA2],
+                    hyper[EPS], hyper[WEIGHT_DECAY], hyper[DECOUPLED] != 0.0)
+
+
+def _check_nonneg(name, value, upper=None):
+    if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (upper is not None and value >= upper):
+        bound = f" and < {upper}" if upper is not None else ""
+        raise ValueError(f"{name} must be finite, >= 0{bound}; got {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """Base class: holds hyper-parameters, the step count ``t`` and the state arrays."""
+
+    code = SGD_CODE
+    n_state = 1
+
+    def __init__(self, lr):
+        self.lr = _check_nonneg("lr", lr)
+        if self.lr == 0:
+            raise ValueError("lr must be > 0; got 0")
+        self.t = 0
+        self.state = None
+
+    def hyper(self):
+        """The float64 hyper-parameter vector in the layout the kernels read."""
+        h = np.zeros(8)
+        h[LR] = self.lr
+        return h
+
+    def bind(self, n_params, dtype):
+        """Allocate (or keep) state for ``n_params`` parameters of ``dtype``."""
+        shape = (self.n_state, n_params)
+        if self.state is None or self.state.shape != shape or self.state.dtype != dtype:
+            self.state = np.zeros(shape, dtype=dtype)
+            self.t = 0
+        return self.state
+
+    def reset(self):
+        """Forget the state and step count."""
+        self.state = None
+        self.t = 0
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum and weight decay.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate (> 0); a schedule scales it per iteration.
+    momentum : float, default 0
+        Momentum factor in [0, 1).
+    nesterov : bool, default False
+        Use Nesterov momentum (needs ``momentum > 0``).
+    weight_decay : float, default 0
+        L2 penalty added to the gradient (``grad + weight_decay * theta``).
+    """
+
+    code = SGD_CODE
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr)
+        self.momentum = _check_nonneg("momentum", momentum, upper=1.0)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.weight_decay = _check_nonneg("weight_decay", weight_decay)
+
+    def _params(self):
+        return dict(lr=self.lr, momentum=self.momentum, nesterov=self.nesterov,
+                    weight_decay=self.weight_decay)
+
+    def hyper(self):
+        h = super().hyper()
+        h[MOMENTUM] = self.momentum
+        h[NESTEROV] = float(self.nesterov)
+        h[WEIGHT_DECAY] = self.weight_decay
+        return h
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), with optional L2 weight decay added to the gradient.
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+    betas : tuple of float, default (0.9, 0.999)
+    eps : float, default 1e-8
+    weight_decay : float, default 0
+    """
+
+    code = ADAM_CODE
+    n_state = 2
+    _decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr)
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise TypeError(f"betas must be a pair of floats, got {betas!r}") from None
+        self.betas = (_check_nonneg("beta1", b1, 1.0), _check_nonneg("beta2", b2, 1.0))
+        self.eps = _check_nonneg("eps", eps)
+        self.weight_decay = _check_nonneg("weight_decay", weight_decay)
+
+    def _params(self):
+        return dict(lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)
+
+    def hyper(self):
+        h = super().hyper()
+        h[BETA1], h[BETA2] = self.betas
+        h[EPS] = self.eps
+        h[WEIGHT_DECAY] = self.weight_decay
+        h[DECOUPLED] = float(self._decoupled)
+        return h
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): ``theta *= 1 - lr * wd``.
+
+    Parameters are those of :class:`Adam`; ``weight_decay`` defaults to 1e-2 as in PyTorch.
+    """
+
+    _decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def make_optimizer(optimizer):
+    """Return an :class:`Optimizer` for an instance (as is) or a name (fresh defaults)."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        try:
+            return OPTIMIZERS[optimizer.lower()]()
+        except KeyError:
+            raise ValueError(
+                f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+            ) from None
+    raise TypeError(
+        f"optimizer must be a name or an fd.SGD/Adam/AdamW instance, got {type(optimizer).__name__}"
+    )

@@ -1,0 +1,154 @@
+"""Learning-rate schedules: ``lr_t = lr * factor(t)`` at iteration ``t`` (0-based count
+of optimizer steps), evaluated per step inside the compiled training loop.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from . import config
+
+CONSTANT, INVERSE_TIME, STEP, EXPONENTIAL, COSINE = range(5)
+
+
+@njit(cache=config.CACHE)
+def lr_factor(code, params, t):
+    """The multiplier of the base learning rate at iteration ``t``."""
+    if code == INVERSE_TIME:
+        return 1.0 / (1.0 + params[0] * t)
+    elif code == STEP:
+        return params[1] ** (t // int(params[0]))
+    elif code == EXPONENTIAL:
+        return params[0] ** (t / params[1])
+    elif code == COSINE:
+        total = params[0]
+        floor = params[1]
+        frac = min(t, total) / total
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return 1.0
+
+
+def _positive(name, value, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0; got {value!r}")
+    return float(value)
+
+
+class Schedule:
+    """Base class. ``factor(t)`` gives the multiplier at iteration ``t``."""
+
+    code = CONSTANT
+
+    def params(self, total_steps):
+        """Float64 parameter vector for :func:`lr_factor` (``total_steps`` of the fit)."""
+        return np.zeros(3)
+
+    def factor(self, t, total_steps=None):
+        """Multiplier of the base learning rate at iteration ``t`` (0-based)."""
+        return lr_factor(self.code, self.params(total_steps), int(t))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class Constant(Schedule):
+    """The base learning rate throughout."""
+
+
+class InverseTimeDecay(Schedule):
+    """``lr / (1 + decay * t)``: decays toward 0 as iterations go on (the course's SGD).
+
+    Parameters
+    ----------
+    decay : float
+        Decay rate per iteration (> 0).
+    """
+
+    code = INVERSE_TIME
+
+    def __init__(self, decay=1e-3):
+        self.decay = _positive("decay", decay, allow_zero=True)
+
+    def params(self, total_steps):
+        return np.array([self.decay, 0.0, 0.0])
+
+
+class StepDecay(Schedule):
+    """``lr * gamma ** (t // step_size)``.
+
+    Parameters
+    ----------
+    step_size : int
+        Iterations between drops (>= 1).
+    gamma : float, default 0.1
+        Multiplier at each drop.
+    """
+
+    code = STEP
+
+    def __init__(self, step_size, gamma=0.1):
+        if isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) or step_size < 1:
+            raise ValueError(f"step_size must be an integer >= 1; got {step_size!r}")
+        self.step_size = int(step_size)
+        self.gamma = _positive("gamma", gamma)
+
+    def params(self, total_steps):
+        return np.array([float(self.step_size), self.gamma, 0.0])
+
+
+class ExponentialDecay(Schedule):
+    """``lr * rate ** (t / decay_steps)``.
+
+    Parameters
+    ----------
+    rate : float
+        Multiplier per ``decay_steps`` iterations (> 0).
+    decay_steps : float, default 1
+    """
+
+    code = EXPONENTIAL
+
+    def __init__(self, rate, decay_steps=1):
+        self.rate = _positive("rate", rate)
+        self.decay_steps = _positive("decay_steps", decay_steps)
+
+    def params(self, total_steps):
+        return np.array([self.rate, self.decay_steps, 0.0])
+
+
+class CosineDecay(Schedule):
+    """Cosine annealing from ``lr`` to ``min_factor * lr`` over ``total_steps`` iterations.
+
+    Parameters
+    ----------
+    total_steps : int, optional
+        Length of the decay; default: all iterations of the ``fit`` call.
+    min_factor : float, default 0
+        Final multiplier, held after ``total_steps``.
+    """
+
+    code = COSINE
+
+    def __init__(self, total_steps=None, min_factor=0.0):
+        if total_steps is not None:
+            total_steps = int(_positive("total_steps", total_steps))
+        self.total_steps = total_steps
+        self.min_factor = _positive("min_factor", min_factor, allow_zero=True)
+
+    def params(self, total_steps):
+        total = self.total_steps if self.total_steps is not None else total_steps
+        if total is None:
+            raise ValueError("CosineDecay needs total_steps outside of fit")
+        return np.array([float(max(total, 1)), self.min_factor, 0.0])
+
+
+def make_schedule(schedule):
+    """Return a :class:`Schedule` for ``None`` (constant) or an instance."""
+    if schedule is None:
+        return Constant()
+    if isinstance(schedule, Schedule):
+        return schedule
+    raise TypeError(f"schedule must be an fd schedule instance or None, got {type(schedule).__name__}")

@@ -1,0 +1,173 @@
+"""The compiled training loop: sampling, batch gathering, forward, layerwise backprop,
+loss and parameter updates for a whole epoch, with no allocation per batch.
+
+Python calls :func:`train_epoch` once per epoch (for progress, validation, early stop);
+everything inside an epoch runs here.  Buffers come in as namedtuples so the kernels
+keep few arguments and one signature per dtype.
+"""
+from collections import namedtuple
+
+import numpy as np
+from numba import njit
+
+from . import config
+from .activations import activation_backward
+from .dense import dense_backward, dense_forward
+from .layout import A_OFF, ACT, B_OFF, GEMM_MIN, FAN_IN, FAN_OUT, IN_OFF, W_OFF, Z_OFF
+from .losses import loss_grad
+from .optim import LR, optimizer_step
+from .schedules import lr_factor
+
+IN_ORDER, SHUFFLE, UNIFORM = range(3)
+
+#: Work buffers of one fit: activations, the two ping-pong deltas, the gradient vector,
+#: a batch of targets, and the sample order.
+Buffers = namedtuple("Buffers", "work deltas grad targets order")
+#: Optimizer code, float64 hyper-parameters, state rows (velocity or Adam moments).
+OptimizerArgs = namedtuple("OptimizerArgs", "code hyper state")
+#: Schedule code and its float64 parameters.
+ScheduleArgs = namedtuple("ScheduleArgs", "code params")
+#: Integers of an epoch: loss code, batch size, sampling mode, step count so far, seed.
+EpochPlan = namedtuple("EpochPlan", "loss batch_size sampling step0 seed")
+
+
+@njit(cache=config.CACHE, inline="always")
+def _view(buf, off, m, n):
+    """Rows ``m`` x ``n`` of the flat buffer ``buf`` from ``off`` (a C-contiguous view)."""
+    return buf[off:off + m * n].reshape((m, n))
+
+
+@njit(cache=config.CACHE)
+def forward_layers(X, theta, table, work):
+    """``A_i = g_i(A_{i-1} W_i + b_i)`` for every layer; returns the logits (a view)."""
+    m = X.shape[0]
+    A_prev = X
+    for i in range(table.shape[0]):
+        k = table[i, FAN_IN]
+        n = table[i, FAN_OUT]
+        W = _view(theta, table[i, W_OFF], k, n)
+        b = theta[table[i, B_OFF]:table[i, B_OFF] + n]
+        Z = _view(work, table[i, Z_OFF], m, n)
+        A = _view(work, table[i, A_OFF], m, n)
+        dense_forward(A_prev, W, b, table[i, ACT], m * k * n >= table[i, GEMM_MIN], Z, A)
+        A_prev = A
+    return A_prev
+
+
+@njit(cache=config.CACHE)
+def backward_layers(X, theta, table, work, deltas, grad):
+    """Layerwise backprop from dL/dZ of the top layer, held in ``deltas[0]``, into ``grad``."""
+    m = X.shape[0]
+    cur = 0
+    for i in range(table.shape[0] - 1, -1, -1):
+        k = table[i, FAN_IN]
+        n = table[i, FAN_OUT]
+        W = _view(theta, table[i, W_OFF], k, n)
+        dW = _view(grad, table[i, W_OFF], k, n)
+        db = grad[table[i, B_OFF]:table[i, B_OFF] + n]
+        delta = _view(deltas[cur], 0, m, n)
+        blas = m * k * n >= table[i, GEMM_MIN]
+        if i == 0:
+            dense_backward(delta, X, W, blas, dW, db, _view(deltas[1 - cur], 0, 0, k))
+        else:
+            A_prev = _view(work, table[i, IN_OFF], m, k)
+            delta_prev = _view(deltas[1 - cur], 0, m, k)
+            dense_backward(delta, A_prev, W, blas, dW, db, delta_prev)
+            below = table[i - 1]
+            activation_backward(deltas[1 - cur][:m * k], work[below[A_OFF]:below[A_OFF] + m * k],
+                                work[below[Z_OFF]:below[Z_OFF] + m * k], below[ACT])
+            cur = 1 - cur
+
+
+@njit(cache=config.CACHE)
+def loss_and_gradient(X, T, theta, table, work, deltas, grad, loss):
+    """Mean loss of batch ``(X, T)``; its gradient w.r.t. ``theta`` goes into ``grad``."""
+    m = X.shape[0]
+    out = forward_layers(X, theta, table, work)
+    G = _view(deltas[0], 0, m, out.shape[1])
+    value = loss_grad(out, T, loss, G)
+    backward_layers(X, theta, table, work, deltas, grad)
+    return value
+
+
+@njit(cache=config.CACHE)
+def forward_chunks(X, theta, table, work, out, cap):
+    """Logits of every row of ``X`` into ``out``, ``cap`` rows at a time."""
+    n, d = X.shape
+    flat = X.reshape(X.size)
+    k = out.shape[1]
+    for start in range(0, n, cap):
+        m = min(cap, n - start)
+        logits = forward_layers(_view(flat, start * d, m, d), theta, table, work)
+        out[start:start + m, :] = logits
+    return out
+
+
+@njit(cache=config.CACHE)
+def loss_chunks(X, T, theta, table, work, deltas, loss, cap):
+    """Mean loss over all rows, ``cap`` rows at a time (weighted by chunk size)."""
+    n, d = X.shape
+    t = T.shape[1]
+    flat_x = X.reshape(X.size)
+    flat_t = T.reshape(T.size)
+    total = 0.0
+    for start in range(0, n, cap):
+        m = min(cap, n - start)
+        logits = forward_layers(_view(flat_x, start * d, m, d), theta, table, work)
+        G = _view(deltas[0], 0, m, logits.shape[1])
+        total += m * loss_grad(logits, _view(flat_t, start * t, m, t), loss, G)
+    return total / n
+
+
+@njit(cache=config.CACHE)
+def _shuffle(order):
+    """In-place Fisher-Yates permutation, drawn from Numba's seeded generator."""
+    for i in range(order.shape[0]):
+        order[i] = i
+    for i in range(order.shape[0] - 1, 0, -1):
+        j = np.random.randint(0, i + 1)
+        order[i], order[j] = order[j], order[i]
+
+
+@njit(cache=config.CACHE)
+def train_epoch(X, T, theta, table, bufs, opt, sched, plan):
+    """One epoch of minibatch training; returns ``(loss_sum, samples, steps, failed_step)``.
+
+    ``loss_sum`` is the sum over batches of ``batch loss * batch rows`` (so divided by
+    ``samples`` it is the epoch's mean training loss).  ``failed_step`` is -1, or the
+    index of the step whose loss was not finite: the epoch stops there without updating.
+    """
+    n, d = X.shape
+    t = T.shape[1]
+    bs = plan.batch_size
+    n_steps = (n + bs - 1) // bs
+    np.random.seed(plan.seed)
+    if plan.sampling == SHUFFLE:
+        _shuffle(bufs.order)
+    total = 0.0
+    seen = 0
+    for s in range(n_steps):
+        start = s * bs
+        m = min(bs, n - start)
+        Xb = _view(bufs.work, 0, m, d)
+        Tb = _view(bufs.targets, 0, m, t)
+        for r in range(m):
+            if plan.sampling == UNIFORM:
+                idx = np.random.randint(0, n)
+            elif plan.sampling == SHUFFLE:
+                idx = bufs.order[start + r]
+            else:
+                idx = start + r
+            for c in range(d):
+                Xb[r, c] = X[idx, c]
+            for c in range(t):
+                Tb[r, c] = T[idx, c]
+        value = loss_and_gradient(Xb, Tb, theta, table, bufs.work, bufs.deltas, bufs.grad, plan.loss)
+        if not np.isfinite(value):
+            return total, seen, s, s
+        step = plan.step0 + s
+        lr = opt.hyper[LR] * lr_factor(sched.code, sched.params, step)
+        optimizer_step(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, step)
+        total += value * m
+        seen += m
+    return total, seen, n_steps, -1

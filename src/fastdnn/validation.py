@@ -1,0 +1,83 @@
+"""Input checks at the public boundary: one dtype and a C-contiguous layout go in, so
+the kernels see one signature and never validate themselves.
+"""
+import numbers
+
+import numpy as np
+
+from .losses import CROSS_ENTROPY, BINARY_CROSS_ENTROPY
+
+DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+
+
+def check_dtype(dtype):
+    """Return ``np.float32`` or ``np.float64`` dtype for a name or dtype-like."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in DTYPES.values():
+        raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
+    return dt
+
+
+def _as_numeric(a, name):
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers; got an array of dtype {a.dtype}")
+    return a
+
+
+def check_X(X, n_features, dtype):
+    """Return ``X`` as a finite, C-contiguous 2-D array of ``dtype`` with ``n_features`` columns."""
+    X = _as_numeric(X, "X")
+    if X.ndim != 2:
+        hint = " (use X.reshape(-1, 1) for a single feature)" if X.ndim == 1 else ""
+        raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}{hint}")
+    if X.shape[0] == 0:
+        raise ValueError("X is empty: it has 0 samples")
+    if X.shape[1] != n_features:
+        raise ValueError(f"X has {X.shape[1]} features but the net expects {n_features}")
+    X = np.ascontiguousarray(X, dtype=dtype)
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinity (after conversion to %s)" % dtype)
+    return X
+
+
+def check_targets(y, loss, n_outputs, n_samples, dtype):
+    """Return targets as the 2-D array ``T`` the loss kernels read (see :mod:`losses`)."""
+    y = _as_numeric(y, "y")
+    if y.shape[:1] != (n_samples,):
+        raise ValueError(f"y has {y.shape[0] if y.ndim else 0} samples but X has {n_samples}")
+    if not np.isfinite(y).all():
+        raise ValueError("y contains NaN or infinity")
+    if loss == CROSS_ENTROPY:
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"cross_entropy needs y of shape (n_samples,) with class labels; got {y.shape}")
+        if np.any(y != np.round(y)):
+            raise ValueError("cross_entropy labels must be integers 0..n_classes-1")
+        if y.min() < 0 or y.max() >= n_outputs:
+            raise ValueError(
+                f"labels out of range: got {y.min():g}..{y.max():g}, the net has {n_outputs} "
+                f"classes (labels 0..{n_outputs - 1})"
+            )
+        return np.ascontiguousarray(y.reshape(-1, 1), dtype=dtype)
+    if y.ndim == 1:
+        y = y.reshape(-1, 1)
+    if y.ndim != 2 or y.shape[1] != n_outputs:
+        raise ValueError(f"y must have shape ({n_samples},{'' if n_outputs == 1 else ''} {n_outputs}) "
+                         f"for a net with {n_outputs} outputs; got {y.shape}")
+    if loss == BINARY_CROSS_ENTROPY and (y.min() < 0 or y.max() > 1):
+        raise ValueError("binary_cross_entropy targets must lie in [0, 1]")
+    return np.ascontiguousarray(y, dtype=dtype)
+
+
+def check_positive_int(name, value):
+    """Return ``value`` as an int >= 1, or raise a ``ValueError``/``TypeError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}")
+    return int(value)
