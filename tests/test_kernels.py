@@ -1,0 +1,157 @@
+"""Each CPU kernel against the plain-NumPy oracle in naive.py, over activation x dtype x
+odd sizes, on both the loop path and the BLAS path of the dense kernels."""
+import numpy as np
+import pytest
+
+import naive
+from fastdnn.activations import ACTIVATIONS, NEEDS_Z, activate, activation_backward
+from fastdnn.dense import dense_backward, dense_forward
+from fastdnn.losses import LOSSES, loss_grad
+from fastdnn.optim import adam_update, sgd_update
+
+SIZES = [1, 7, 33]
+DTYPES = [np.float32, np.float64]
+# Relative tolerances: float32 sums of up to 33 terms, float64 near round-off.
+RTOL = {np.float32: 2e-5, np.float64: 1e-12}
+ATOL = {np.float32: 2e-6, np.float64: 1e-13}
+
+
+def close(got, want, dtype):
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=ATOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activation_and_derivative(name, dtype):
+    rng = np.random.default_rng(0)
+    Z = (3 * rng.standard_normal(101)).astype(dtype)
+    A = np.empty_like(Z)
+    activate(Z, ACTIVATIONS[name], A)
+    close(A, naive.ACTIVATIONS[name](Z.astype(np.float64)), dtype)
+    delta = rng.standard_normal(101).astype(dtype)
+    got = delta.copy()
+    activation_backward(got, A, Z, ACTIVATIONS[name])
+    close(got, delta * naive.DERIVATIVES[name](Z.astype(np.float64)), dtype)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activation_in_place(name):
+    # The forward pass writes A over Z for every activation outside NEEDS_Z.
+    Z = np.linspace(-4, 4, 17)
+    want = naive.ACTIVATIONS[name](Z)
+    if ACTIVATIONS[name] not in NEEDS_Z:
+        activate(Z, ACTIVATIONS[name], Z)
+        close(Z, want, np.float64)
+
+
+@pytest.mark.parametrize("blas", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,k,n", [(m, k, n) for m in SIZES for k in SIZES for n in SIZES][::4])
+@pytest.mark.parametrize("name", ["identity", "relu", "tanh", "gelu"])
+def test_dense_forward(name, m, k, n, dtype, blas):
+    rng = np.random.default_rng(m * 100 + k * 10 + n)
+    A_prev = rng.standard_normal((m, k)).astype(dtype)
+    W = rng.standard_normal((k, n)).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype)
+    Z = np.full((m, n), np.nan, dtype)
+    A = np.full((m, n), np.nan, dtype)
+    dense_forward(A_prev, W, b, ACTIVATIONS[name], blas, Z, A)
+    Zn = naive.dense_forward(A_prev.astype(np.float64), W.astype(np.float64), b.astype(np.float64))
+    close(Z, Zn, dtype)
+    close(A, naive.ACTIVATIONS[name](Zn), dtype)
+
+
+@pytest.mark.parametrize("blas", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,k,n", [(m, k, n) for m in SIZES for k in SIZES for n in SIZES][1::3])
+def test_dense_backward(m, k, n, dtype, blas):
+    rng = np.random.default_rng(m + 10 * k + 100 * n)
+    A_prev = rng.standard_normal((m, k)).astype(dtype)
+    W = rng.standard_normal((k, n)).astype(dtype)
+    delta = rng.standard_normal((m, n)).astype(dtype)
+    dW = np.full((k, n), np.nan, dtype)
+    db = np.full(n, np.nan, dtype)
+    delta_prev = np.full((m, k), np.nan, dtype)
+    dense_backward(delta, A_prev, W, blas, dW, db, delta_prev)
+    f64 = [a.astype(np.float64) for a in (A_prev, W, delta)]
+    dWn, dbn, dAn = naive.dense_backward(*f64)
+    close(dW, dWn, dtype)
+    close(db, dbn, dtype)
+    close(delta_prev, dAn, dtype)
+
+
+def test_dense_backward_first_layer_skips_delta_prev():
+    A_prev, W, delta = np.ones((3, 2)), np.ones((2, 4)), np.ones((3, 4))
+    dW, db = np.empty((2, 4)), np.empty(4)
+    dense_backward(delta, A_prev, W, False, dW, db, np.empty((0, 2)))
+    close(dW, np.full((2, 4), 3.0), np.float64)
+
+
+def _targets(loss, m, k, rng):
+    if loss == "cross_entropy":
+        y = rng.integers(0, k, m)
+        return y, y.reshape(-1, 1).astype(np.float64)
+    if loss == "mse":
+        Y = rng.standard_normal((m, k))
+    else:
+        Y = rng.random((m, k))
+    return Y, Y
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [2, 7, 33])
+@pytest.mark.parametrize("m", SIZES)
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_loss_heads(loss, m, k, dtype):
+    rng = np.random.default_rng(m * k)
+    Z = (2 * rng.standard_normal((m, k))).astype(dtype)
+    y, T = _targets(loss, m, k, rng)
+    G = np.full_like(Z, np.nan)
+    value = loss_grad(Z, T.astype(dtype), LOSSES[loss], G)
+    want, Gn = naive.LOSSES[loss](Z.astype(np.float64), y)
+    assert value == pytest.approx(want, rel=RTOL[dtype] * 10, abs=ATOL[dtype])
+    close(G, Gn, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_loss_heads_finite_for_huge_logits(loss, dtype):
+    Z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]], dtype=dtype)
+    y, T = (np.array([1, 2]), np.array([[1.0], [2.0]])) if loss == "cross_entropy" else (None, None)
+    if T is None:
+        T = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+        y = T
+    G = np.empty_like(Z)
+    value = loss_grad(Z, T.astype(dtype), LOSSES[loss], G)
+    assert np.isfinite(value) and np.isfinite(G).all()
+    want, Gn = naive.LOSSES[loss](Z.astype(np.float64), y)
+    assert value == pytest.approx(want, rel=1e-6)
+    np.testing.assert_allclose(G, Gn, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 1e-2), (0.9, True, 0.0)])
+def test_sgd_update(momentum, nesterov, wd):
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal(33)
+    ref = naive.SGD(0.1, momentum=momentum, nesterov=nesterov, weight_decay=wd)
+    p = [theta.copy()]
+    velocity = np.zeros(33)
+    for step in range(3):
+        g = rng.standard_normal(33)
+        sgd_update(theta, g, velocity, 0.1, momentum, nesterov, wd, step == 0)
+        ref.step(p, [g])
+        close(theta, p[0], np.float64)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_update(decoupled):
+    rng = np.random.default_rng(1)
+    theta = rng.standard_normal(7)
+    ref = naive.Adam(1e-2, weight_decay=0.1, decoupled=decoupled)
+    p = [theta.copy()]
+    m, v = np.zeros(7), np.zeros(7)
+    for t in range(1, 4):
+        g = rng.standard_normal(7)
+        adam_update(theta, g, m, v, t, 1e-2, 0.9, 0.999, 1e-8, 0.1, decoupled)
+        ref.step(p, [g])
+        close(theta, p[0], np.float64)
