@@ -5,10 +5,16 @@ so patching them never forces a recompile.
 """
 
 #: Below this many multiply-adds (rows * fan_in * fan_out) a dense layer uses the
-#: hand-written loop kernels instead of BLAS: for narrow layers the BLAS call, packing
-#: and thread hand-off cost more than the arithmetic.  Tuned with
-#: ``benchmarks/test_bench_kernels.py`` (see docs/benchmarks.md).
-SMALL_GEMM_MACS = 64 * 64 * 64
+#: hand-written loop kernels instead of BLAS, whose call overhead dominates only for
+#: the tiniest products.  Measured (whole epochs, 1 BLAS thread, OpenBLAS 0.3 small-
+#: matrix kernels): loops win for batch-1 SGD on a 2-8-8-1 net (0.70 vs 0.53 M
+#: samples/s), BLAS wins already at 32x16x16 (16-wide ReLU net, batch 32: 3.5 vs 1.0 M).
+SMALL_GEMM_MACS = 256
+
+#: When ``n_threads`` is not set, ``fit`` runs BLAS single-threaded if no layer's
+#: per-step product exceeds this many multiply-adds: for small products a second
+#: OpenBLAS thread costs more in hand-off (and spinning, on a busy machine) than it gains.
+SERIAL_BLAS_MACS = 1 << 22
 
 #: Rows processed per call when ``forward``/``predict`` stream through a large X;
 #: bounds the activation buffers allocated for inference.

@@ -62,7 +62,10 @@ class CPUBackend:
         """Logits for the rows of ``X`` (checked, C-contiguous, net dtype)."""
         layout, work, _ = self._inference(X.shape[0])
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
-        return forward_chunks(X, self.theta, layout.table, work, out, layout.cap)
+        # Returns nothing: boxing a returned array costs more than the whole kernel
+        # for a single-row predict.
+        forward_chunks(X, self.theta, layout.table, work, out, layout.cap)
+        return out
 
     def loss_value(self, X, T):
         """Mean loss over all rows."""

@@ -11,7 +11,7 @@ from .errors import TrainingDivergedError
 from .losses import BINARY_CROSS_ENTROPY, CLASSIFIERS, CROSS_ENTROPY, LOSS_NAMES, loss_code
 from .optim import make_optimizer
 from .schedules import make_schedule
-from .threads import check_n_threads, limit_threads
+from .threads import check_n_threads, fit_threads, limit_threads
 from .train import IN_ORDER, SHUFFLE, UNIFORM
 from .validation import check_dtype, check_positive_int, check_targets, check_X
 
@@ -220,9 +220,7 @@ class MLP:
 
     def forward(self, X):
         """Raw outputs of the last layer (the logits), shape ``(n_samples, n_outputs)``."""
-        X = self._X(X)
-        with limit_threads(self.n_threads):
-            return self._backend.forward(X)
+        return self._backend_forward(self._X(X))
 
     def predict(self, X):
         """Class labels (classification) or predicted values (regression).
@@ -259,6 +257,8 @@ class MLP:
         return self._metric(self._backend_forward(X), T)
 
     def _backend_forward(self, X):
+        if self.n_threads is None:  # the common case skips the context manager: predict(x) latency
+            return self._backend.forward(X)
         with limit_threads(self.n_threads):
             return self._backend.forward(X)
 
@@ -348,7 +348,7 @@ class MLP:
         sched_params = sched.params(opt.t + epochs * steps_per_epoch)
         hist = History()
         best, since_best = math.inf, 0
-        with limit_threads(self.n_threads):
+        with fit_threads(self.n_threads, self.sizes, min(batch_size, X.shape[0])):
             trainer = self._backend.trainer(X, T, batch_size, opt, (sched.code, sched_params))
             for epoch in range(epochs):
                 snapshot = self._backend.get_theta()

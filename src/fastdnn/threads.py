@@ -14,6 +14,8 @@ import os
 
 import numba
 
+from . import config
+
 _SETTERS = ("scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
             "openblas_set_num_threads", "openblas_set_num_threads64_")
 _GETTERS = ("scipy_openblas_get_num_threads", "scipy_openblas_get_num_threads64_",
@@ -68,21 +70,34 @@ def check_n_threads(n_threads):
 
 
 @contextlib.contextmanager
-def limit_threads(n_threads):
-    """Run the block with ``n_threads`` BLAS and Numba threads; ``None`` changes nothing."""
+def limit_threads(n_threads, blas_only=False):
+    """Run the block with ``n_threads`` BLAS (and Numba) threads; ``None`` changes nothing.
+
+    ``blas_only`` leaves Numba's pool alone (touching it starts its threading layer).
+    """
     if n_threads is None:
         yield
         return
     blas = scipy_blas()
     old_blas = blas[0]() if blas else None
-    old_numba = numba.get_num_threads()
-    n_numba = min(n_threads, numba.config.NUMBA_NUM_THREADS)
+    old_numba = None if blas_only else numba.get_num_threads()
     try:
         if blas:
             blas[1](n_threads)
-        numba.set_num_threads(n_numba)
+        if old_numba is not None:
+            numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
         yield
     finally:
         if blas:
             blas[1](old_blas)
-        numba.set_num_threads(old_numba)
+        if old_numba is not None:
+            numba.set_num_threads(old_numba)
+
+
+def fit_threads(n_threads, sizes, batch_size):
+    """The thread scope of a ``fit``: the user's ``n_threads``, or one BLAS thread for
+    nets whose largest per-step product is below ``config.SERIAL_BLAS_MACS``."""
+    if n_threads is not None:
+        return limit_threads(n_threads)
+    macs = max(batch_size * k * n for k, n in zip(sizes[:-1], sizes[1:]))
+    return limit_threads(1 if macs < config.SERIAL_BLAS_MACS else None, blas_only=True)

@@ -95,12 +95,10 @@ def forward_chunks(X, theta, table, work, out, cap):
     """Logits of every row of ``X`` into ``out``, ``cap`` rows at a time."""
     n, d = X.shape
     flat = X.reshape(X.size)
-    k = out.shape[1]
     for start in range(0, n, cap):
         m = min(cap, n - start)
         logits = forward_layers(_view(flat, start * d, m, d), theta, table, work)
         out[start:start + m, :] = logits
-    return out
 
 
 @njit(cache=config.CACHE)
