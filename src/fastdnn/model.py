@@ -345,7 +345,8 @@ class MLP:
             val = self._XT(Xv, yv)
 
         steps_per_epoch = -(-X.shape[0] // min(batch_size, X.shape[0]))
-        sched_params = sched.params(opt.t + epochs * steps_per_epoch)
+        total_steps = opt.t + epochs * steps_per_epoch
+        sched_params = sched.params(total_steps)
         hist = History()
         best, since_best = math.inf, 0
         with fit_threads(self.n_threads, self.sizes, min(batch_size, X.shape[0])):
@@ -365,7 +366,7 @@ class MLP:
                         f"training diverged in epoch {epoch + 1} at {where}: the loss or the "
                         f"weights became NaN/inf (lr too large?); the net keeps its last "
                         f"finite weights", hist)
-                lr = opt.lr * sched.factor(max(opt.t - 1, 0), None) if sched.code else opt.lr
+                lr = opt.lr * sched.factor(max(opt.t - 1, 0), total_steps)  # of the last step
                 record = dict(loss=loss_sum / seen, lr=lr, seconds=seconds,
                               val_loss=math.nan, val_metric=math.nan)
                 if val is not None:
