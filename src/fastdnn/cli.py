@@ -22,15 +22,23 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
 
-# Per-dataset defaults, chosen so that `fastdnn train` alone is a good demo.
-# digits: Adam at 2e-3 with batch 64 reaches 0.97-0.99 held-out accuracy in 30
-# epochs (about a second after compile). parity: 256 samples, memorised, so
-# evaluated on all of them. zigzag: depth-3 tent map, a regression.
+# Per-dataset defaults, so that `fastdnn train` alone is a good demo. Measured on
+# 8 seeds (each its own split and init), one thread:
+# - digits: SGD momentum 0.9, lr 0.1, batch 32, 30 epochs: held-out accuracy
+#   0.975-0.989 (mean 0.981), 0.1 s of training. Adam 2e-3 dipped to 0.969.
+# - parity: memorised (evaluated on all 256 inputs); Adam 3e-3 reaches 100% in
+#   30 epochs on 5/5 seeds, so 100 leaves margin.
+# - zigzag: depth-3 tent map. With relu 1 seed in 8 stalled at R2 0.47 (dead
+#   units); leaky_relu (still piecewise linear) gave R2 >= 0.996 on all 8.
 PRESETS = {
-    "digits": dict(hidden=[128, 128], epochs=30, batch_size=64, optimizer="adam", lr=2e-3),
-    "parity": dict(hidden=[128, 128], epochs=300, batch_size=32, optimizer="adam", lr=3e-3),
-    "zigzag": dict(hidden=[64, 64, 64], epochs=300, batch_size=32, optimizer="adam", lr=3e-3),
-    "file": dict(hidden=[128, 128], epochs=30, batch_size=64, optimizer="adam", lr=1e-3),
+    "digits": dict(hidden=[128, 128], activation="relu", epochs=30, batch_size=32,
+                   optimizer="momentum", lr=0.1),
+    "parity": dict(hidden=[128, 128], activation="relu", epochs=100, batch_size=32,
+                   optimizer="adam", lr=3e-3),
+    "zigzag": dict(hidden=[32, 32, 32], activation="leaky_relu", epochs=300, batch_size=32,
+                   optimizer="adam", lr=3e-3),
+    "file": dict(hidden=[128, 128], activation="relu", epochs=30, batch_size=32,
+                 optimizer="adam", lr=1e-3),
 }
 
 
@@ -90,6 +98,16 @@ def _positive(kind):
     return parse
 
 
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 # --- train ---------------------------------------------------------------------
 
 
@@ -112,18 +130,19 @@ def configure_train(parser):
         "or the target array of an .npz (default y)",
     )
     data.add_argument(
-        "--test-size", type=float, default=0.2, metavar="FRAC",
+        "--test-size", type=_fraction, default=0.2, metavar="FRAC",
         help="held-out fraction for evaluation (default 0.2; parity uses all data)",
     )
 
     model = parser.add_argument_group("model")
     model.add_argument(
         "--hidden", type=parse_hidden, metavar="N,N,...",
-        help="hidden layer widths (default 128,128; 64,64,64 for zigzag)",
+        help="hidden layer widths (default 128,128; 32,32,32 for zigzag)",
     )
     model.add_argument(
-        "--activation", default="relu", metavar="NAME[,NAME...]",
-        help="hidden activation, or one per hidden layer (default relu)",
+        "--activation", metavar="NAME[,NAME...]",
+        help="hidden activation, or one per hidden layer (default relu; leaky_relu "
+        "for zigzag)",
     )
     model.add_argument(
         "--loss", choices=LOSSES, help="loss; default cross_entropy for integer "
@@ -133,9 +152,9 @@ def configure_train(parser):
 
     fit = parser.add_argument_group("training")
     fit.add_argument("--epochs", type=_positive(int), help="default depends on the data set")
-    fit.add_argument("--batch-size", type=_positive(int), help="default 64 (32 for parity, zigzag)")
-    fit.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam; momentum is SGD "
-                     "with momentum 0.9")
+    fit.add_argument("--batch-size", type=_positive(int), help="default 32")
+    fit.add_argument("--optimizer", choices=OPTIMIZERS, help="momentum is SGD with momentum "
+                     "0.9 (default for digits; adam otherwise)")
     fit.add_argument("--lr", type=_positive(float), help="learning rate (default depends on "
                      "the data set)")
     fit.add_argument("--seed", type=int, default=0, help="seed for the split and the "
@@ -216,6 +235,11 @@ def run_train(args):
     start = time.perf_counter()
     import fastdnn as fd
 
+    if not args.no_save:
+        # Fail before training, not after it.
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(folder):
+            raise UsageError(f"--out {args.out}: folder {folder} does not exist")
     dtype = np.dtype(args.dtype)
     name, X, y = load_data(args, dtype)
     preset = PRESETS[args.dataset or ("file" if args.data else "digits")]
@@ -224,7 +248,9 @@ def run_train(args):
     batch_size = args.batch_size or preset["batch_size"]
     optimizer_name = args.optimizer or preset["optimizer"]
     lr = args.lr or preset["lr"]
-    activation = args.activation.split(",") if "," in args.activation else args.activation
+    activation = args.activation or preset["activation"]
+    if "," in activation:
+        activation = activation.split(",")
 
     loss = choose_loss(args, y)
     y, n_outputs, note = encode_labels(y, loss, dtype)
@@ -332,7 +358,7 @@ def _error_types():
 def _one_line(exc):
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, FloatingPointError):
-        text += " (try a smaller --lr)"
+        text += "; try a smaller --lr"
     return text
 
 

@@ -28,3 +28,16 @@ CACHE = True
 #: (a tile is TILE x TILE threads).  Tests lower them so tiny inputs span several blocks.
 CUDA_THREADS_PER_BLOCK = 256
 CUDA_TILE = 16
+
+#: Largest register tile of the CUDA GEMM: each thread computes up to MICRO x MICRO
+#: outputs, so a block covers (TILE*MICRO)^2.  Smaller products get a smaller register
+#: tile (down to 1) so that they still fill the GPU (see ``gpu_launch.gemm_config``).
+CUDA_MICRO = 8
+
+#: Cap on blocks per grid dimension.  Kernels loop over their work with grid strides,
+#: so any cap is correct; tests lower it to exercise those loops.
+CUDA_MAX_BLOCKS = 65535
+
+#: Training data at most this many bytes (X and targets) stays on the GPU for a whole
+#: fit; larger data goes up in chunks each epoch.  ``None``: half the free GPU memory.
+CUDA_DATA_BYTES = None

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import config
 from .layout import Layout
+from .validation import all_finite
 from .train import (Buffers, EpochPlan, OptimizerArgs, ScheduleArgs, forward_chunks,
                     loss_and_gradient, loss_chunks, train_epoch)
 
@@ -40,6 +41,10 @@ class CPUBackend:
     def get_theta(self):
         """A NumPy copy of the flat parameter vector."""
         return self.theta.copy()
+
+    def theta_finite(self):
+        """Whether every parameter is finite (checked in place, no copy)."""
+        return bool(all_finite(self.theta))
 
     def set_theta(self, theta):
         """Overwrite the parameters from a flat NumPy vector (same length and dtype)."""

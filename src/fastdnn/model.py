@@ -358,9 +358,8 @@ class MLP:
                 loss_sum, seen, steps, failed = trainer.run_epoch(sampling, opt.t, seed)
                 seconds = time.perf_counter() - start
                 opt.t += steps
-                theta = self._backend.get_theta()
-                if failed >= 0 or not np.isfinite(theta).all():
-                    self._recover(snapshot, theta, opt)
+                if failed >= 0 or not self._backend.theta_finite():
+                    self._recover(snapshot, opt)
                     where = f"step {failed + 1}" if failed >= 0 else "its last step"
                     raise TrainingDivergedError(
                         f"training diverged in epoch {epoch + 1} at {where}: the loss or the "
@@ -384,10 +383,10 @@ class MLP:
                         break
         return hist
 
-    def _recover(self, snapshot, theta, opt):
+    def _recover(self, snapshot, opt):
         # The weights that produced the non-finite loss are kept if they are finite,
         # else those from the start of the epoch; momentum/moments may hold inf: reset.
-        if not np.isfinite(theta).all():
+        if not self._backend.theta_finite():
             self._backend.set_theta(snapshot)
         opt.reset()
 

@@ -1,0 +1,212 @@
+"""CUDA twins of :mod:`fastdnn.dense`: the forward affine map with fused bias + activation,
+and its layerwise backward, as one tiled shared-memory GEMM kernel with three epilogues.
+
+All three products of a dense layer are ``C = A @ B`` with operands at strides in the
+flat buffers (see :mod:`fastdnn.layout`), so one tile loop serves them:
+
+=============  ========================  ====================  ==============================
+mode           ``A`` (M x K)             ``B`` (K x N)         epilogue
+=============  ========================  ====================  ==============================
+FORWARD        ``A_prev`` (m x k)        ``W`` (k x n)         ``Z = C + b``, ``A = g(Z)``
+WEIGHT_GRAD    ``[A_prev, 1].T`` (k+1)   ``delta`` (m x n)     ``[dW; db] = C``
+BACKPROP       ``delta`` (m x n)         ``W.T`` (n x k)       ``delta_prev = C * g'(below)``
+=============  ========================  ====================  ==============================
+
+``db`` is the extra row of ones under ``A_prev.T``: ``b_i`` follows ``W_i`` in ``theta``,
+so ``[dW; db]`` is one ``(k+1) x n`` block of the gradient, summed in a fixed order
+with no atomics (deterministic).  ``delta_prev`` comes out already multiplied by the
+derivative of the layer below, which the CPU does in a second pass.
+
+Each block computes a ``(TILE*MICRO)^2`` tile of ``C``; each thread a ``MICRO x MICRO``
+register tile.  The K loop runs over ``range(0, K, TILE)`` (from the matrix size,
+never from the grid), and blocks stride over output tiles, so any grid is correct.
+Every output element sums its K terms in the same order whatever MICRO is, so the
+launch shape never changes results.
+"""
+import functools
+
+import numba
+import numpy as np
+from numba import cuda
+
+from . import config, gpu_launch
+from .gpu_activations import activate, derivative
+from .layout import A_OFF, ACT, B_OFF, FAN_IN, FAN_OUT, IN_OFF, W_OFF, Z_OFF
+
+FORWARD, WEIGHT_GRAD, BACKPROP = range(3)
+
+
+@functools.lru_cache(maxsize=None)
+def gemm_kernel(tile, micro, dtype):
+    """The tiled GEMM kernel for ``tile x tile`` threads, ``micro x micro`` outputs each."""
+    T = tile
+    R = micro
+    V = min(R, 4)       # outputs a thread owns side by side: float4 reads of shared memory
+    BM = T * R          # block tile (rows and columns of C)
+    BK = T              # depth of one shared-memory stage
+    PAD = 4             # keeps rows 16-byte aligned, breaks bank conflicts of transposed stores
+    TT = T * T
+    STAGE = (BK, BM + PAD)
+    TV = T * V
+    nbtype = numba.from_dtype(np.dtype(dtype))
+
+    @cuda.jit
+    def tile_gemm(mode, theta, grad, work, deltas, table, layer, m, d_off, p_off):
+        """``C = A @ B`` over the layer ``layer`` of ``table``, epilogue by ``mode``."""
+        k = table[layer, FAN_IN]
+        n = table[layer, FAN_OUT]
+        w_off = table[layer, W_OFF]
+        b_off = table[layer, B_OFF]
+        code = table[layer, ACT]
+        z_out = table[layer, Z_OFF]
+        a_out = table[layer, A_OFF]
+        aug = -1
+        if mode == FORWARD:
+            A = work
+            a_base = table[layer, IN_OFF]
+            sa_i = k
+            sa_p = 1
+            B = theta
+            b_base = w_off
+            sb_p = n
+            sb_j = 1
+            M = m
+            N = n
+            K = k
+        elif mode == WEIGHT_GRAD:
+            A = work
+            a_base = table[layer, IN_OFF]
+            sa_i = 1
+            sa_p = k
+            B = deltas
+            b_base = d_off
+            sb_p = n
+            sb_j = 1
+            M = k + 1
+            N = n
+            K = m
+            aug = k
+        else:
+            A = deltas
+            a_base = d_off
+            sa_i = n
+            sa_p = 1
+            B = theta
+            b_base = w_off
+            sb_p = 1
+            sb_j = n
+            M = m
+            N = k
+            K = n
+            code = table[layer - 1, ACT]
+            z_out = table[layer - 1, Z_OFF]
+            a_out = table[layer - 1, A_OFF]
+
+        sA = cuda.shared.array(STAGE, dtype=nbtype)
+        sB = cuda.shared.array(STAGE, dtype=nbtype)
+        acc = cuda.local.array((R, R), dtype=nbtype)
+        a_reg = cuda.local.array(R, dtype=nbtype)
+        b_reg = cuda.local.array(R, dtype=nbtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * T + tx
+        tiles_m = (M + BM - 1) // BM
+        tiles_n = (N + BM - 1) // BM
+        for ti in range(cuda.blockIdx.y, tiles_m, cuda.gridDim.y):
+            row0 = ti * BM
+            for tj in range(cuda.blockIdx.x, tiles_n, cuda.gridDim.x):
+                col0 = tj * BM
+                for r in range(R):
+                    for c in range(R):
+                        acc[r, c] = 0
+                for p0 in range(0, K, BK):
+                    # Stage A[row0:, p0:] and B[p0:, col0:]; consecutive threads walk the
+                    # operand's unit-stride side so that global reads coalesce.
+                    for ld in range(R):
+                        e = tid + ld * TT
+                        if sa_p == 1:
+                            i = e // BK
+                            p = e % BK
+                        else:
+                            i = e % BM
+                            p = e // BM
+                        gi = row0 + i
+                        gp = p0 + p
+                        v = 0
+                        if gp < K:
+                            if gi == aug:
+                                v = 1
+                            elif gi < M:
+                                v = A[a_base + gi * sa_i + gp * sa_p]
+                        sA[p, i] = v
+                        if sb_j == 1:
+                            j = e % BM
+                            p = e // BM
+                        else:
+                            j = e // BK
+                            p = e % BK
+                        gj = col0 + j
+                        gp = p0 + p
+                        v = 0
+                        if gp < K and gj < N:
+                            v = B[b_base + gp * sb_p + gj * sb_j]
+                        sB[p, j] = v
+                    cuda.syncthreads()
+                    for p in range(BK):
+                        for r in range(R):
+                            a_reg[r] = sA[p, (r // V) * TV + ty * V + r % V]
+                        for c in range(R):
+                            b_reg[c] = sB[p, (c // V) * TV + tx * V + c % V]
+                        for r in range(R):
+                            for c in range(R):
+                                acc[r, c] += a_reg[r] * b_reg[c]
+                    cuda.syncthreads()
+                for r in range(R):
+                    i = row0 + (r // V) * TV + ty * V + r % V
+                    if i < M:
+                        for c in range(R):
+                            j = col0 + (c // V) * TV + tx * V + c % V
+                            if j < N:
+                                v = acc[r, c]
+                                if mode == FORWARD:
+                                    e = i * n + j
+                                    z = v + theta[b_off + j]
+                                    if z_out != a_out:
+                                        work[z_out + e] = z
+                                    work[a_out + e] = activate(z, code)
+                                elif mode == WEIGHT_GRAD:
+                                    grad[w_off + i * n + j] = v
+                                else:
+                                    e = i * k + j
+                                    deltas[p_off + e] = v * derivative(work[a_out + e],
+                                                                       work[z_out + e], code)
+
+    return tile_gemm
+
+
+def _launch(mode, bufs, M, N, layer, m, d_off=0, p_off=0, micro=None):
+    micro, grid, block = gpu_launch.gemm_config(M, N, micro)
+    kernel = gemm_kernel(int(config.CUDA_TILE), micro, bufs.theta.dtype.str)
+    kernel[grid, block](mode, bufs.theta, bufs.grad, bufs.work, bufs.deltas, bufs.table,
+                        layer, m, d_off, p_off)
+
+
+def dense_forward(bufs, table, layer, m, micro=None):
+    """``Z = A_prev @ W + b``, ``A = g(Z)`` for layer ``layer`` on ``m`` rows (in ``bufs.work``).
+
+    ``table`` is the host copy of the layout table; ``bufs.table`` its device copy.
+    """
+    _launch(FORWARD, bufs, m, int(table[layer, FAN_OUT]), layer, m, micro=micro)
+
+
+def dense_backward(bufs, table, layer, m, d_off, p_off):
+    """``[dW; db] = [A_prev, 1].T @ delta`` into ``bufs.grad``, then (above layer 0)
+    ``delta_prev = (delta @ W.T) * g'(Z_below)`` into ``bufs.deltas[p_off:]``.
+
+    ``delta`` is dL/dZ of this layer, at ``bufs.deltas[d_off:]``.
+    """
+    k = int(table[layer, FAN_IN])
+    n = int(table[layer, FAN_OUT])
+    _launch(WEIGHT_GRAD, bufs, k + 1, n, layer, m, d_off, p_off)
+    if layer > 0:
+        _launch(BACKPROP, bufs, m, k, layer, m, d_off, p_off)
