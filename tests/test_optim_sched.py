@@ -1,0 +1,171 @@
+"""Optimizer updates and learning-rate schedules against naive.py.
+
+Tolerances are relative to the largest entry of the compared array: 1e-12 in
+float64 (a handful of steps, different summation order), 1e-5 in float32 (the
+gradients themselves carry ~1e-6 relative rounding; see test_net_oracle.py).
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastdnn as fd
+import naive
+
+RTOL = {"float32": 1e-5, "float64": 1e-12}
+
+# name -> (fastdnn optimizer factory, naive optimizer factory), same hyper-parameters.
+OPTIMIZERS = {
+    "sgd": (lambda: fd.SGD(lr=0.1), lambda: naive.SGD(0.1)),
+    "sgd-momentum": (lambda: fd.SGD(lr=0.1, momentum=0.9), lambda: naive.SGD(0.1, momentum=0.9)),
+    "sgd-nesterov-wd": (
+        lambda: fd.SGD(lr=0.1, momentum=0.8, nesterov=True, weight_decay=0.05),
+        lambda: naive.SGD(0.1, momentum=0.8, nesterov=True, weight_decay=0.05),
+    ),
+    "sgd-wd": (
+        lambda: fd.SGD(lr=0.1, weight_decay=0.05),
+        lambda: naive.SGD(0.1, weight_decay=0.05),
+    ),
+    "adam": (lambda: fd.Adam(lr=0.01), lambda: naive.Adam(0.01)),
+    "adam-wd-betas": (
+        lambda: fd.Adam(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05),
+        lambda: naive.Adam(0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05),
+    ),
+    "adamw": (
+        lambda: fd.AdamW(lr=0.01, weight_decay=0.1),
+        lambda: naive.AdamW(0.01, weight_decay=0.1),
+    ),
+}
+
+
+def assert_close(got, want, rtol):
+    want = np.asarray(want, dtype=np.float64)
+    np.testing.assert_allclose(got, want, rtol=0, atol=rtol * np.max(np.abs(want)) + 1e-300)
+
+
+def build(sizes, loss, dtype, seed=2):
+    net = fd.MLP(sizes, activation="tanh", loss=loss, dtype=dtype, seed=seed)
+    bias_rng = np.random.default_rng(seed + 1)
+    params = [(W, bias_rng.normal(scale=0.5, size=b.shape).astype(dtype)) for W, b in net.get_weights()]
+    net.set_weights(params)
+    return net, params
+
+
+def assert_weights(net, want, rtol):
+    for (W, b), (want_W, want_b) in zip(net.get_weights(), want):
+        assert_close(W, want_W, rtol)
+        assert_close(b, want_b, rtol)
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_full_batch_steps_match_naive_update(optimizer, dtype, epochs, make_data):
+    """batch_size=n, shuffle=False: each epoch is exactly one optimizer step."""
+    n = 7
+    X, y = make_data("cross_entropy", n, 5, 3, dtype)
+    net, params = build([5, 7, 3], "cross_entropy", dtype)
+    make_fd, make_naive = OPTIMIZERS[optimizer]
+    net.fit(X, y, epochs=epochs, batch_size=n, optimizer=make_fd(), shuffle=False)
+    want = naive.train(params, "tanh", "cross_entropy", X.astype(np.float64), y, epochs, n, make_naive())
+    assert_weights(net, want, RTOL[dtype])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_optimizer_name_means_default_instance(name, make_data):
+    X, y = make_data("mse", 7, 5, 2)
+    by_name, _ = build([5, 7, 2], "mse", "float64")
+    by_instance, _ = build([5, 7, 2], "mse", "float64")
+    by_name.fit(X, y, epochs=2, batch_size=4, optimizer=name, shuffle=False)
+    default = {"sgd": fd.SGD, "adam": fd.Adam, "adamw": fd.AdamW}[name]()
+    by_instance.fit(X, y, epochs=2, batch_size=4, optimizer=default, shuffle=False)
+    for (W1, b1), (W2, b2) in zip(by_name.get_weights(), by_instance.get_weights()):
+        np.testing.assert_array_equal(W1, W2)
+        np.testing.assert_array_equal(b1, b2)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd-nesterov-wd", "adamw"])
+def test_optimizer_state_and_step_count_carry_over_between_fits(optimizer, make_data):
+    """Two fit calls with one optimizer instance continue where the first stopped:
+    momentum / moments, Adam's bias correction and the schedule's t."""
+    X, y = make_data("mse", 8, 5, 2)
+    net, params = build([5, 7, 2], "mse", "float64")
+    make_fd, make_naive = OPTIMIZERS[optimizer]
+    opt, schedule = make_fd(), fd.InverseTimeDecay(decay=0.2)
+    net.fit(X, y, epochs=1, batch_size=3, optimizer=opt, schedule=schedule, shuffle=False)
+    net.fit(X, y, epochs=2, batch_size=3, optimizer=opt, schedule=schedule, shuffle=False)
+    want = naive.train(params, "tanh", "mse", X, y, 3, 3, make_naive(),
+                       lambda t: naive.inverse_time_factor(t, 0.2))
+    assert_weights(net, want, RTOL["float64"])
+
+
+# name -> (schedule, factor(t, total_steps) from naive.py)
+SCHEDULES = {
+    "constant": (lambda: fd.Constant(), lambda t, T: 1.0),
+    "inverse-time": (lambda: fd.InverseTimeDecay(decay=0.3), lambda t, T: naive.inverse_time_factor(t, 0.3)),
+    "step": (lambda: fd.StepDecay(step_size=4, gamma=0.5), lambda t, T: naive.step_factor(t, 4, 0.5)),
+    "exponential": (
+        lambda: fd.ExponentialDecay(rate=0.5, decay_steps=3),
+        lambda t, T: naive.exponential_factor(t, 0.5, 3),
+    ),
+    "cosine": (lambda: fd.CosineDecay(total_steps=7), lambda t, T: naive.cosine_factor(t, 7)),
+    "cosine-floor": (
+        lambda: fd.CosineDecay(total_steps=5, min_factor=0.2),
+        lambda t, T: naive.cosine_factor(t, 5, 0.2),
+    ),
+    # total_steps=None: decays over all iterations of the fit call.
+    "cosine-fit-length": (lambda: fd.CosineDecay(), lambda t, T: naive.cosine_factor(t, T)),
+}
+
+
+@pytest.mark.parametrize("schedule", [s for s in SCHEDULES if s != "cosine-fit-length"])
+def test_schedule_factor_formula(schedule):
+    make_fd, factor = SCHEDULES[schedule]
+    sched = make_fd()
+    for t in range(40):
+        assert sched.factor(t) == pytest.approx(factor(t, None), rel=1e-12, abs=1e-300), t
+
+
+def test_cosine_without_total_steps_uses_given_total():
+    sched = fd.CosineDecay(min_factor=0.1)
+    for t in range(15):
+        assert sched.factor(t, total_steps=10) == pytest.approx(naive.cosine_factor(t, 10, 0.1), rel=1e-12)
+
+
+def test_schedule_formulas_at_landmarks():
+    """Hand-computed values, independent of naive.py."""
+    assert fd.InverseTimeDecay(decay=0.5).factor(0) == 1.0
+    assert fd.InverseTimeDecay(decay=0.5).factor(4) == pytest.approx(1 / 3)
+    assert fd.StepDecay(step_size=3, gamma=0.1).factor(2) == 1.0
+    assert fd.StepDecay(step_size=3, gamma=0.1).factor(3) == pytest.approx(0.1)
+    assert fd.StepDecay(step_size=3, gamma=0.1).factor(6) == pytest.approx(0.01)
+    assert fd.ExponentialDecay(rate=0.5, decay_steps=2).factor(2) == pytest.approx(0.5)
+    assert fd.ExponentialDecay(rate=0.5, decay_steps=2).factor(1) == pytest.approx(math.sqrt(0.5))
+    assert fd.CosineDecay(total_steps=10).factor(0) == pytest.approx(1.0)
+    assert fd.CosineDecay(total_steps=10).factor(5) == pytest.approx(0.5)
+    assert fd.CosineDecay(total_steps=10).factor(10) == pytest.approx(0.0, abs=1e-15)
+    assert fd.CosineDecay(total_steps=10, min_factor=0.2).factor(25) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_fit_applies_schedule_per_iteration(schedule, make_data):
+    """12 samples, batches of 5: 3 iterations per epoch (the last one partial), 3 epochs."""
+    n, batch_size, epochs = 12, 5, 3
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = steps_per_epoch * epochs
+    X, y = make_data("mse", n, 5, 2)
+    net, params = build([5, 7, 2], "mse", "float64")
+    make_fd, factor = SCHEDULES[schedule]
+    lr = 0.1
+    hist = net.fit(X, y, epochs=epochs, batch_size=batch_size, shuffle=False,
+                   optimizer=fd.SGD(lr=lr, momentum=0.5), schedule=make_fd())
+    want = naive.train(params, "tanh", "mse", X, y, epochs, batch_size,
+                       naive.SGD(lr, momentum=0.5), lambda t: factor(t, total))
+    assert_weights(net, want, RTOL["float64"])
+
+    # hist.lr holds one lr per epoch: the lr of the epoch's last step.
+    assert len(hist.lr) == epochs
+    for epoch, got in enumerate(hist.lr):
+        last_t = (epoch + 1) * steps_per_epoch - 1
+        assert got == pytest.approx(lr * factor(last_t, total), rel=1e-12), epoch
