@@ -212,6 +212,8 @@ class MLP:
 
     # -- evaluation ------------------------------------------------------------------
     def _X(self, X):
+        if self._backend.device == "cuda" and self._backend.is_device_array(X):
+            return self._backend.check_device_X(X)  # stays on the GPU
         return check_X(X, self.sizes[0], self.dtype)
 
     def _XT(self, X, y):
@@ -229,6 +231,8 @@ class MLP:
         return 1-D arrays.
         """
         Z = self.forward(X)
+        if not isinstance(Z, np.ndarray):  # device array in, device array out
+            return self._backend.predict_device(Z, self._loss)
         if self._loss == CROSS_ENTROPY:
             return Z.argmax(axis=1)
         if self._loss == BINARY_CROSS_ENTROPY:
@@ -240,7 +244,10 @@ class MLP:
         """Class probabilities: softmax rows, or sigmoids (``(n, 2)`` for one output)."""
         if self._loss not in CLASSIFIERS:
             raise ValueError("predict_proba needs a classification loss, this net uses 'mse'")
-        Z = self.forward(X).astype(np.float64)
+        Z = self.forward(X)
+        if not isinstance(Z, np.ndarray):  # device array in, device array out
+            return self._backend.proba_device(Z, self._loss)
+        Z = Z.astype(np.float64)
         if self._loss == CROSS_ENTROPY:
             Z -= Z.max(axis=1, keepdims=True)
             P = np.exp(Z)
@@ -263,6 +270,8 @@ class MLP:
             return self._backend.forward(X)
 
     def _metric(self, Z, T):
+        if not isinstance(Z, np.ndarray):  # logits of device-array input
+            Z = Z.copy_to_host()
         if self._loss == CROSS_ENTROPY:
             return float(np.mean(Z.argmax(axis=1) == T[:, 0]))
         if self._loss == BINARY_CROSS_ENTROPY:
