@@ -1,0 +1,788 @@
+"""Train the same MLPs with fastdnn and its peers; write ``docs/peers.md`` and ``docs/peers.png``.
+
+Every system trains the same net, on the same data, from the same initial weights, with
+plain SGD (constant learning rate, no momentum, no weight decay, no shuffling, batches in
+order), in float32. Each (round, workload, system) runs in its own subprocess::
+
+    python benchmarks/peers.py --worker torch --workload d     # prints one JSON line
+
+and the driver interleaves the systems over the rounds and reports medians::
+
+    python benchmarks/peers.py                          # all workloads, 3 rounds, writes docs/
+    python benchmarks/peers.py --workloads a,b --rounds 5
+    python benchmarks/peers.py --quick                  # fewer samples, 1 round, prints only
+
+Systems: ``fastdnn``, ``torch`` (eager, ``torch.set_num_threads(2)``), ``jax`` (the whole
+epoch is one ``jax.jit`` of a ``lax.scan`` over batches; compile time is measured on its
+own), ``sklearn`` (``MLPClassifier``/``MLPRegressor``, ``solver="sgd"``, one
+``partial_fit`` per epoch) and ``numpy`` (a plain loop). A peer that is not installed is
+skipped with a note.
+
+Timing: in each worker, one warm-up epoch (it includes JIT compilation or numba cache
+loading and is reported as "warm-up"), then ``epochs`` timed epochs, each timed on its
+own; the worker reports the median. The driver reports the median over rounds.
+After training, each worker computes the loss of its final weights with one shared
+float64 NumPy function, so the table also shows that all systems did the same work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEMS = ("fastdnn", "jax", "torch", "numpy", "sklearn")
+N_THREADS = 2
+SEED = 0
+
+
+# --------------------------------------------------------------------------- workloads
+@dataclass(frozen=True)
+class Workload:
+    """One training problem, identical for all systems."""
+
+    key: str
+    title: str
+    sizes: tuple
+    activation: str  # "tanh" | "relu"
+    loss: str  # "mse" | "cross_entropy"
+    batch: int
+    n: int  # samples per epoch (a multiple of batch: no ragged last batch)
+    n_quick: int
+    lr: float
+    epochs: int = 5  # timed epochs per worker (after one warm-up epoch)
+    data: str = ""
+    note: str = ""
+    gflops: bool = False  # report GFLOP/s for this workload
+    extra: dict = field(default_factory=dict)
+
+    def samples(self, quick):
+        return self.n_quick if quick else self.n
+
+    def flops_per_sample(self):
+        """Training FLOPs per sample: forward 2*m*n per layer, dW 2*m*n, delta_prev 2*m*n
+        (no delta_prev for the first layer). Activations, loss and update not counted."""
+        pairs = list(zip(self.sizes[:-1], self.sizes[1:]))
+        mn = [m * n for m, n in pairs]
+        return 2 * sum(mn) + 2 * sum(mn) + 2 * sum(mn[1:])
+
+
+WORKLOADS = {
+    w.key: w
+    for w in [
+        Workload(
+            "a", "2-8-8-1 tanh, batch 1 (course SGD)", (2, 8, 8, 1), "tanh", "mse",
+            batch=1, n=2000, n_quick=500, lr=0.05, data="saddle",
+            note="y = x1*x2 on U[-1,1]^2; online SGD, one sample per step",
+        ),
+        Workload(
+            "b", "16-32-32-32-2 ReLU, batch 64 (parity)", (16, 32, 32, 32, 2), "relu",
+            "cross_entropy", batch=64, n=16384, n_quick=2048, lr=0.1, data="parity",
+            note="16 random bits in {0,1}, label = their parity (XOR)",
+        ),
+        Workload(
+            "c", "1-16-16-16-16-1 ReLU, batch 32 (zig-zag)", (1, 16, 16, 16, 16, 1),
+            "relu", "mse", batch=32, n=8192, n_quick=1024, lr=0.05, data="zigzag",
+            note="x on U[-1,1], y = triangle wave with 4 teeth",
+        ),
+        Workload(
+            "d", "64-128-128-10 ReLU, batch 128 (digits-like)", (64, 128, 128, 10),
+            "relu", "cross_entropy", batch=128, n=16384, n_quick=2048, lr=0.05,
+            data="teacher", note="x ~ U[0,16]^64 / 16, label from a random linear teacher",
+        ),
+        Workload(
+            "e", "784-1024-1024-10 ReLU, batch 256 (MNIST-sized)", (784, 1024, 1024, 10),
+            "relu", "cross_entropy", batch=256, n=4096, n_quick=512, lr=0.01, epochs=3,
+            data="teacher", note="x ~ U[0,1]^784, label from a random linear teacher",
+            gflops=True,
+        ),
+        Workload(
+            "f", "1024-4096-4096-1024 ReLU, batch 512 (wide)", (1024, 4096, 4096, 1024),
+            "relu", "mse", batch=512, n=1536, n_quick=512, lr=0.01, epochs=2,
+            data="autoencoder", note="x ~ N(0,1)^1024, target y = x (mse)", gflops=True,
+        ),
+    ]
+}
+
+
+def make_data(wl: Workload, n: int):
+    """Deterministic float32 data for a workload: X (n, d) and y ((n,) int64 labels for
+    cross_entropy, (n, k) float32 targets for mse)."""
+    rng = np.random.default_rng(SEED + 1)
+    d, k = wl.sizes[0], wl.sizes[-1]
+    if wl.data == "saddle":
+        X = rng.uniform(-1, 1, (n, d))
+        y = (X[:, 0] * X[:, 1])[:, None]
+    elif wl.data == "parity":
+        X = rng.integers(0, 2, (n, d)).astype(np.float64)
+        y = X.sum(axis=1).astype(np.int64) % 2
+    elif wl.data == "zigzag":
+        X = rng.uniform(-1, 1, (n, 1))
+        t = (X[:, 0] + 1) * 2  # 4 teeth on [-1, 1]
+        y = (1 - 4 * np.abs(t - np.floor(t) - 0.5))[:, None]
+    elif wl.data == "teacher":
+        X = rng.integers(0, 17, (n, d)) / 16.0 if d == 64 else rng.uniform(0, 1, (n, d))
+        T = rng.normal(size=(d, k))
+        Xc = X - X.mean(axis=0)
+        y = np.argmax(Xc @ T, axis=1).astype(np.int64)
+    elif wl.data == "autoencoder":
+        X = rng.normal(size=(n, d))
+        y = X.copy()
+    else:  # pragma: no cover
+        raise ValueError(wl.data)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if wl.loss == "mse":
+        y = np.ascontiguousarray(y, dtype=np.float32)
+    return X, y
+
+
+def init_weights(sizes, seed=SEED):
+    """Glorot-uniform W (fan_in, fan_out), zero b; float32. Shared by every system."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for m, n in zip(sizes[:-1], sizes[1:]):
+        lim = np.sqrt(6.0 / (m + n))
+        W = rng.uniform(-lim, lim, (m, n)).astype(np.float32)
+        out.append((W, np.zeros(n, np.float32)))
+    return out
+
+
+def reference_loss(weights, X, y, wl: Workload, n_max=2048):
+    """Mean loss of the net on the first n_max samples, float64 NumPy (torch conventions)."""
+    A = X[:n_max].astype(np.float64)
+    for i, (W, b) in enumerate(weights):
+        A = A @ np.asarray(W, np.float64) + np.asarray(b, np.float64)
+        if i < len(weights) - 1:
+            A = np.tanh(A) if wl.activation == "tanh" else np.maximum(A, 0)
+    yy = y[:n_max]
+    if wl.loss == "mse":
+        return float(np.mean((A - yy) ** 2))
+    m = A.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(A - m).sum(axis=1))
+    return float(np.mean(lse - A[np.arange(len(yy)), yy]))
+
+
+def _timed_epochs(run_epoch, epochs):
+    """Run one warm-up epoch and `epochs` timed epochs; return (warmup_s, [epoch_s])."""
+    t0 = time.perf_counter()
+    run_epoch()
+    warm = time.perf_counter() - t0
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        run_epoch()
+        times.append(time.perf_counter() - t0)
+    return warm, times
+
+
+# --------------------------------------------------------------------------- workers
+# Each worker returns a dict with: version, warmup_s, epoch_s (list), weights (final
+# [(W, b)], NumPy, W (fan_in, fan_out)), and optionally compile_s, threads, note.
+
+
+def worker_numpy(wl, X, y, weights, epochs):
+    """Plain NumPy: forward, backprop and update written out, float32 throughout."""
+    Ws = [W.copy() for W, _ in weights]
+    bs = [b.copy() for _, b in weights]
+    L = len(Ws)
+    n, B, lr = X.shape[0], wl.batch, np.float32(wl.lr)
+    tanh = wl.activation == "tanh"
+    if wl.loss == "cross_entropy":
+        onehot = np.eye(wl.sizes[-1], dtype=np.float32)[y]
+    else:
+        k = wl.sizes[-1]
+
+    def run_epoch():
+        for s in range(0, n, B):
+            A = [X[s:s + B]]
+            for i in range(L):
+                Z = A[-1] @ Ws[i] + bs[i]
+                if i < L - 1:
+                    Z = np.tanh(Z) if tanh else np.maximum(Z, 0, out=Z)
+                A.append(Z)
+            Zl = A[-1]
+            m = Zl.shape[0]
+            if wl.loss == "cross_entropy":
+                E = np.exp(Zl - Zl.max(axis=1, keepdims=True))
+                delta = (E / E.sum(axis=1, keepdims=True) - onehot[s:s + B]) / m
+            else:
+                delta = (Zl - y[s:s + B]) * np.float32(2.0 / (m * k))
+            for i in range(L - 1, -1, -1):
+                dW = A[i].T @ delta
+                db = delta.sum(axis=0)
+                if i > 0:
+                    delta = delta @ Ws[i].T
+                    if tanh:
+                        delta *= 1 - A[i] * A[i]
+                    else:
+                        delta *= A[i] > 0
+                Ws[i] -= lr * dW
+                bs[i] -= lr * db
+
+    warm, times = _timed_epochs(run_epoch, epochs)
+    return dict(version=np.__version__, warmup_s=warm, epoch_s=times,
+                weights=list(zip(Ws, bs)), threads="BLAS default")
+
+
+def worker_torch(wl, X, y, weights, epochs):
+    """PyTorch eager, the textbook loop: zero_grad, forward, loss, backward, step."""
+    import torch
+
+    torch.set_num_threads(N_THREADS)
+    layers = []
+    for i, (W, b) in enumerate(weights):
+        lin = torch.nn.Linear(*W.shape)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(W.T.copy()))
+            lin.bias.copy_(torch.from_numpy(b))
+        layers.append(lin)
+        if i < len(weights) - 1:
+            layers.append(torch.nn.Tanh() if wl.activation == "tanh" else torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    crit = torch.nn.CrossEntropyLoss() if wl.loss == "cross_entropy" else torch.nn.MSELoss()
+    opt = torch.optim.SGD(model.parameters(), lr=wl.lr, momentum=0.0)
+    Xt = torch.from_numpy(X)
+    yt = torch.from_numpy(y)
+    n, B = X.shape[0], wl.batch
+
+    def run_epoch():
+        for s in range(0, n, B):
+            opt.zero_grad(set_to_none=True)
+            loss = crit(model(Xt[s:s + B]), yt[s:s + B])
+            loss.backward()
+            opt.step()
+
+    warm, times = _timed_epochs(run_epoch, epochs)
+    lins = [m for m in model if isinstance(m, torch.nn.Linear)]
+    final = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
+             for m in lins]
+    return dict(version=torch.__version__, warmup_s=warm, epoch_s=times, weights=final,
+                threads=torch.get_num_threads())
+
+
+def worker_jax(wl, X, y, weights, epochs):
+    """JAX: one epoch = jax.jit(lax.scan(sgd_step, params, batches)); compile timed alone."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    L = len(weights)
+    act = jnp.tanh if wl.activation == "tanh" else jax.nn.relu
+    lr = wl.lr
+
+    def loss_fn(params, xb, yb):
+        A = xb
+        for i, (W, b) in enumerate(params):
+            A = A @ W + b
+            if i < L - 1:
+                A = act(A)
+        if wl.loss == "cross_entropy":
+            lse = jax.nn.logsumexp(A, axis=1)
+            return jnp.mean(lse - jnp.take_along_axis(A, yb[:, None], axis=1)[:, 0])
+        return jnp.mean((A - yb) ** 2)
+
+    def step(params, xy):
+        loss, g = jax.value_and_grad(loss_fn)(params, *xy)
+        params = jax.tree_util.tree_map(lambda p, d: p - lr * d, params, g)
+        return params, loss
+
+    def epoch(params, Xb, yb):
+        params, losses = lax.scan(step, params, (Xb, yb))
+        return params, jnp.mean(losses)
+
+    n, B = X.shape[0], wl.batch
+    Xb = jnp.asarray(X.reshape(n // B, B, -1))
+    yb = jnp.asarray(y.astype(np.int32).reshape(n // B, B) if wl.loss == "cross_entropy"
+                     else y.reshape(n // B, B, -1))
+    params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in weights]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "donated buffers were not usable" on old CPUs
+        t0 = time.perf_counter()
+        compiled = jax.jit(epoch, donate_argnums=0).lower(params, Xb, yb).compile()
+        compile_s = time.perf_counter() - t0
+    state = {"p": params}
+
+    def run_epoch():
+        p, loss = compiled(state["p"], Xb, yb)
+        jax.block_until_ready(p)
+        state["p"] = p
+
+    warm, times = _timed_epochs(run_epoch, epochs)
+    final = [(np.asarray(W), np.asarray(b)) for W, b in state["p"]]
+    return dict(version=jax.__version__, warmup_s=warm, epoch_s=times, weights=final,
+                compile_s=compile_s, threads="XLA default")
+
+
+def worker_sklearn(wl, X, y, weights, epochs):
+    """scikit-learn MLP, solver="sgd", momentum 0, one partial_fit per epoch."""
+    import sklearn
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+    common = dict(
+        hidden_layer_sizes=wl.sizes[1:-1], activation=wl.activation, solver="sgd",
+        alpha=0.0, batch_size=wl.batch, learning_rate="constant", momentum=0.0,
+        nesterovs_momentum=False, shuffle=False, early_stopping=False, max_iter=1,
+        random_state=0,
+    )
+    k = wl.sizes[-1]
+    W_init = [W.copy() for W, _ in weights]
+    b_init = [b.copy() for _, b in weights]
+    note = None
+    if wl.loss == "cross_entropy":
+        est = MLPClassifier(learning_rate_init=wl.lr, **common)
+        fit_kw = dict(classes=np.arange(k))
+        if k == 2:
+            # sklearn uses one logistic output for two classes; sigmoid(z1 - z0) is the
+            # same model as a softmax over (z0, z1), so start from the difference.
+            W_init[-1] = W_init[-1][:, 1:] - W_init[-1][:, :1]
+            b_init[-1] = b_init[-1][1:] - b_init[-1][:1]
+            note = "2 classes: 1 logistic output (same model, slightly different SGD path)"
+    else:
+        # sklearn's squared loss is mean/2 but its gradient is (p - y)/n_samples, i.e.
+        # k/2 times torch's MSELoss gradient; scale lr so the SGD path is the same.
+        est = MLPRegressor(learning_rate_init=wl.lr * 2.0 / k, **common)
+        fit_kw = {}
+    yk = y[:, 0] if (wl.loss == "mse" and k == 1) else y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.partial_fit(X[: wl.batch], yk[: wl.batch], **fit_kw)  # allocates coefs_
+    # Overwrite in place: the optimizer holds references to these arrays.
+    for i in range(len(W_init)):
+        est.coefs_[i][...] = W_init[i]
+        est.intercepts_[i][...] = b_init[i]
+
+    def run_epoch():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.partial_fit(X, yk)
+
+    warm, times = _timed_epochs(run_epoch, epochs)
+    final = [(W.copy(), b.copy()) for W, b in zip(est.coefs_, est.intercepts_)]
+    if wl.loss == "cross_entropy" and k == 2:
+        W, b = final[-1]
+        final[-1] = (np.hstack([np.zeros_like(W), W]), np.concatenate([[0], b]))
+    return dict(version=sklearn.__version__, warmup_s=warm, epoch_s=times, weights=final,
+                threads="BLAS default", note=note)
+
+
+def worker_fastdnn(wl, X, y, weights, epochs):
+    """fastdnn through its public API: MLP(...).set_weights(init).fit(epochs=1) per epoch."""
+    import fastdnn as fd
+
+    net = fd.MLP(list(wl.sizes), activation=wl.activation, loss=wl.loss,
+                 dtype="float32", seed=SEED, n_threads=N_THREADS)
+    net.set_weights([(W.copy(), b.copy()) for W, b in weights])
+    yy = y[:, 0] if (wl.loss == "mse" and wl.sizes[-1] == 1) else y
+    opt = fd.SGD(lr=wl.lr, momentum=0.0)
+    sched = fd.Constant()
+
+    def run_epoch():
+        net.fit(X, yy, epochs=1, batch_size=wl.batch, optimizer=opt, schedule=sched,
+                shuffle=False)
+
+    warm, times = _timed_epochs(run_epoch, epochs)
+    return dict(version=getattr(fd, "__version__", "?"), warmup_s=warm, epoch_s=times,
+                weights=net.get_weights(), threads=N_THREADS)
+
+
+def worker_matmul(shapes, repeats=5):
+    """Machine fp32 matmul rate: NumPy (BLAS) A(m,k) @ B(k,n), best and median GFLOP/s."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for m, k, n in shapes:
+        A = rng.standard_normal((m, k), dtype=np.float32)
+        Bm = rng.standard_normal((k, n), dtype=np.float32)
+        C = A @ Bm
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            np.matmul(A, Bm, out=C)
+            ts.append(time.perf_counter() - t0)
+        out[f"{m}x{k}@{k}x{n}"] = 2.0 * m * k * n / statistics.median(ts) / 1e9
+    return out
+
+
+WORKERS = {
+    "fastdnn": worker_fastdnn,
+    "torch": worker_torch,
+    "jax": worker_jax,
+    "sklearn": worker_sklearn,
+    "numpy": worker_numpy,
+}
+IMPORT_NAME = {"fastdnn": "fastdnn", "torch": "torch", "jax": "jax", "sklearn": "sklearn",
+               "numpy": "numpy"}
+
+
+def matmul_shapes(workloads):
+    """(m, k, n) of the largest layer of each GFLOP/s workload, at its batch size."""
+    shapes = []
+    for wl in workloads:
+        if wl.gflops:
+            pairs = list(zip(wl.sizes[:-1], wl.sizes[1:]))
+            k, n = max(pairs, key=lambda p: p[0] * p[1])
+            shapes.append((wl.batch, k, n))
+    return shapes
+
+
+def run_worker(system, key, quick):
+    """Body of ``--worker``: returns the JSON-able result dict."""
+    if system == "matmul":
+        wls = [WORKLOADS[k] for k in key.split(",")]
+        return dict(system="matmul", gflops=worker_matmul(matmul_shapes(wls)))
+    wl = WORKLOADS[key]
+    try:
+        mod = __import__(IMPORT_NAME[system])
+        if system == "fastdnn" and not hasattr(mod, "MLP"):
+            raise ImportError("fastdnn has no MLP yet")
+    except Exception as exc:  # ImportError, or a broken install
+        return dict(system=system, workload=key, skipped=f"{type(exc).__name__}: {exc}")
+    n = wl.samples(quick)
+    X, y = make_data(wl, n)
+    weights = init_weights(wl.sizes)
+    epochs = 1 if quick else wl.epochs
+    res = WORKERS[system](wl, X, y, weights, epochs)
+    final = res.pop("weights")
+    res.update(system=system, workload=key, n=n, epochs_timed=epochs,
+               loss_init=reference_loss(weights, X, y, wl),
+               loss=reference_loss(final, X, y, wl))
+    return res
+
+
+# --------------------------------------------------------------------------- driver
+def _spawn(system, key, quick, timeout):
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system,
+           "--workload", key] + (["--quick"] if quick else [])
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(N_THREADS))
+    env.setdefault("OPENBLAS_NUM_THREADS", str(N_THREADS))
+    env.setdefault("NUMBA_NUM_THREADS", str(N_THREADS))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return dict(system=system, workload=key, error=f"timeout after {timeout} s")
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
+        return dict(system=system, workload=key, error=" | ".join(tail) or f"rc={p.returncode}")
+    return json.loads(lines[-1])
+
+
+def drive(args):
+    keys = args.workloads.split(",")
+    wls = [WORKLOADS[k] for k in keys]
+    systems = [s for s in args.systems.split(",") if s]
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    results = {(s, k): [] for s in systems for k in keys}
+    skipped, errors, matmul = {}, {}, []
+    for r in range(rounds):
+        # Rotate the order each round so no system always runs right after another.
+        order = systems[r % len(systems):] + systems[: r % len(systems)]
+        if any(w.gflops for w in wls):
+            mm = _spawn("matmul", ",".join(keys), args.quick, args.timeout)
+            if "gflops" in mm:
+                matmul.append(mm["gflops"])
+        for k in keys:
+            for s in order:
+                if s in skipped:
+                    continue
+                res = _spawn(s, k, args.quick, args.timeout)
+                if "skipped" in res:
+                    skipped[s] = res["skipped"]
+                    print(f"[round {r + 1}] {s:8s} skipped: {res['skipped']}", flush=True)
+                elif "error" in res:
+                    errors.setdefault((s, k), res["error"])
+                    print(f"[round {r + 1}] {k} {s:8s} ERROR: {res['error']}", flush=True)
+                else:
+                    results[(s, k)].append(res)
+                    med = statistics.median(res["epoch_s"])
+                    print(f"[round {r + 1}] {k} {s:8s} epoch {med * 1e3:10.2f} ms  "
+                          f"{res['n'] / med:12.0f} samples/s  warm-up {res['warmup_s']:.2f} s"
+                          f"  loss {res['loss']:.5f}", flush=True)
+    summary = summarize(results, wls, systems, matmul)
+    md = render_markdown(summary, wls, systems, skipped, errors, args, rounds)
+    if args.out:
+        Path(args.out).write_text(md)
+        print(f"wrote {args.out}")
+    else:
+        print(md)
+    if args.png:
+        try:
+            plot(summary, wls, systems, args.png)
+            print(f"wrote {args.png}")
+        except ImportError as exc:
+            print(f"no plot: {exc}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {f"{s}/{k}": v for (s, k), v in results.items()} | {"matmul": matmul}, indent=1))
+    return summary
+
+
+def summarize(results, wls, systems, matmul):
+    """Medians over rounds: samples/s, warm-up s, compile s, loss, GFLOP/s."""
+    out = {"cells": {}, "matmul": {}}
+    for wl in wls:
+        for s in systems:
+            rs = results[(s, wl.key)]
+            if not rs:
+                continue
+            per_round = [statistics.median(r["epoch_s"]) for r in rs]
+            epoch_s = statistics.median(per_round)
+            cell = dict(
+                epoch_s=epoch_s,
+                sps=rs[0]["n"] / epoch_s,
+                spread=(max(per_round) - min(per_round)) / epoch_s if len(rs) > 1 else 0.0,
+                warmup_s=statistics.median(r["warmup_s"] for r in rs),
+                compile_s=(statistics.median(r["compile_s"] for r in rs)
+                           if "compile_s" in rs[0] else None),
+                loss=statistics.median(r["loss"] for r in rs),
+                loss_init=rs[0]["loss_init"],
+                version=rs[0]["version"], threads=rs[0].get("threads"),
+                note=rs[0].get("note"), rounds=len(rs), n=rs[0]["n"],
+                epochs=1 + rs[0]["epochs_timed"],
+            )
+            cell["gflops"] = cell["sps"] * wl.flops_per_sample() / 1e9
+            out["cells"][(s, wl.key)] = cell
+    if matmul:
+        for shape in matmul[0]:
+            out["matmul"][shape] = statistics.median(m[shape] for m in matmul)
+    return out
+
+
+def _fmt_sps(x):
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
+
+
+def _machine():
+    model, cores = platform.processor() or "?", os.cpu_count()
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{model}, {cores} logical CPUs ({platform.machine()}, {platform.system()})"
+
+
+def _versions():
+    vs = [f"Python {platform.python_version()}"]
+    for name in ("numpy", "numba", "torch", "jax", "sklearn", "fastdnn"):
+        try:
+            mod = __import__(name)
+            vs.append(f"{name} {getattr(mod, '__version__', '?')}")
+        except Exception:
+            vs.append(f"{name} (not installed)")
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        vs.append(f"NumPy BLAS {blas.get('name')} {blas.get('version')}")
+    except Exception:
+        pass
+    return ", ".join(vs)
+
+
+def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
+    cells = summary["cells"]
+    peers = [s for s in systems if s != "fastdnn"]
+    cmd = "python benchmarks/peers.py" + "".join(
+        f" {a}" for a in sys.argv[1:] if not a.startswith("--worker"))
+    L = []
+    L.append("# fastdnn vs. peers: training throughput on the CPU\n")
+    L.append("Generated by `benchmarks/peers.py`; do not edit by hand.\n")
+    L.append(f"- Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}")
+    L.append(f"- Machine: {_machine()}. **A shared 2-core VM**: other jobs ran at the "
+             "same time, absolute numbers drift up to 2x between runs; compare ratios "
+             "within one table.")
+    L.append(f"- Versions: {_versions()}")
+    L.append(f"- Command: `{cmd}`")
+    L.append(f"- Rounds: {rounds} (systems interleaved, order rotated each round, each "
+             "run in a fresh subprocess); each cell is the median over rounds of the "
+             "per-run median epoch time.")
+    L.append("- All systems: float32, same data, same initial weights (Glorot uniform, "
+             "zero bias), plain SGD with constant lr, no momentum/weight decay, no "
+             "shuffling, batches in order. One warm-up epoch (JIT compile / cache load) "
+             "is excluded and shown separately.")
+    L.append(f"- Threads: fastdnn n_threads={N_THREADS}, torch.set_num_threads"
+             f"({N_THREADS}), JAX/XLA and NumPy/OpenBLAS defaults (= {os.cpu_count()} "
+             "cores).\n")
+
+    L.append("## Training throughput (samples/s, higher is better)\n")
+    hdr = "| workload | n | " + " | ".join(systems) + " | " + " | ".join(
+        f"fastdnn / {p}" for p in peers) + " |"
+    L.append(hdr)
+    L.append("|" + "---|" * (2 + len(systems) + len(peers)))
+    for wl in wls:
+        row = [f"({wl.key}) {wl.title}", str(wl.samples(args.quick))]
+        for s in systems:
+            c = cells.get((s, wl.key))
+            row.append(_fmt_sps(c["sps"]) if c else "—")
+        f = cells.get(("fastdnn", wl.key))
+        for p in peers:
+            c = cells.get((p, wl.key))
+            row.append(f"{f['sps'] / c['sps']:.2f}x" if (f and c) else "—")
+        L.append("| " + " | ".join(row) + " |")
+    L.append("\nRatios > 1 mean fastdnn is faster. Run-to-run spread (max-min over "
+             "rounds, relative to the median) is in the JSON (`--json`).\n")
+
+    gf = [wl for wl in wls if wl.gflops]
+    if gf:
+        L.append("## Arithmetic rate on the large nets (GFLOP/s)\n")
+        L.append("Training FLOPs per sample = 2mn (forward) + 2mn (dW) + 2mn "
+                 "(delta to the previous layer, not for the first layer), summed over "
+                 "layers (m x n); activations, loss and updates not counted.\n")
+        L.append("| workload | MFLOP/sample | " + " | ".join(systems) + " |")
+        L.append("|" + "---|" * (2 + len(systems)))
+        for wl in gf:
+            row = [f"({wl.key})", f"{wl.flops_per_sample() / 1e6:.1f}"]
+            for s in systems:
+                c = cells.get((s, wl.key))
+                row.append(f"{c['gflops']:.1f}" if c else "—")
+            L.append("| " + " | ".join(row) + " |")
+        if summary["matmul"]:
+            mm = ", ".join(f"`{k}`: {v:.1f} GFLOP/s" for k, v in summary["matmul"].items())
+            L.append(f"\nMachine fp32 matmul rate (NumPy/OpenBLAS, largest layer at the "
+                     f"workload's batch, median of 5, median over rounds): {mm}.\n")
+
+    L.append("## Warm-up (first epoch incl. JIT compile or cache load) and JAX compile, s\n")
+    L.append("| workload | " + " | ".join(systems) + " | jax compile only |")
+    L.append("|" + "---|" * (2 + len(systems)))
+    for wl in wls:
+        row = [f"({wl.key})"]
+        for s in systems:
+            c = cells.get((s, wl.key))
+            row.append(f"{c['warmup_s']:.3f}" if c else "—")
+        cj = cells.get(("jax", wl.key))
+        row.append(f"{cj['compile_s']:.3f}" if cj and cj["compile_s"] is not None else "—")
+        L.append("| " + " | ".join(row) + " |")
+    L.append("\nThe jax warm-up column is the first call of the already compiled epoch; "
+             "the compile itself (`jit(...).lower().compile()`) is the last column. "
+             "fastdnn's warm-up includes loading numba's on-disk cache (or compiling, if "
+             "the cache is cold).\n")
+
+    L.append("## Same work? Training loss after the run (float64 NumPy on the final "
+             "weights, first 2048 samples)\n")
+    L.append("| workload | epochs | initial | " + " | ".join(systems) + " |")
+    L.append("|" + "---|" * (3 + len(systems)))
+    for wl in wls:
+        any_c = next((cells[(s, wl.key)] for s in systems if (s, wl.key) in cells), None)
+        if not any_c:
+            continue
+        row = [f"({wl.key})", str(any_c["epochs"]), f"{any_c['loss_init']:.5f}"]
+        for s in systems:
+            c = cells.get((s, wl.key))
+            row.append(f"{c['loss']:.5f}" if c else "—")
+        L.append("| " + " | ".join(row) + " |")
+    L.append("")
+
+    L.append("## Workloads\n")
+    for wl in wls:
+        L.append(f"- ({wl.key}) {wl.title}: sizes {list(wl.sizes)}, {wl.activation}, "
+                 f"{wl.loss}, batch {wl.batch}, lr {wl.lr}, {wl.samples(args.quick)} "
+                 f"samples/epoch. Data: {wl.note}.")
+    notes = sorted({c["note"] for c in cells.values() if c.get("note")})
+    L.append("\n## Notes\n")
+    L.append("- JAX runs the whole epoch as one compiled XLA program (`jax.jit` of "
+             "`lax.scan` over the batches, params donated): no Python per step. "
+             "PyTorch is eager (`zero_grad`, forward, `backward`, `optimizer.step()` "
+             "per batch).")
+    L.append("- scikit-learn: `solver='sgd'`, `momentum=0`, `alpha=0`, `shuffle=False`, "
+             "one `partial_fit` per epoch (it also computes the loss each batch). For "
+             "mse its gradient is k/2 times torch's, so its lr is scaled by 2/k to follow "
+             "the same path.")
+    for note in notes:
+        L.append(f"- sklearn: {note}.")
+    for s, why in skipped.items():
+        L.append(f"- **{s} skipped**: {why}")
+    for (s, k), why in errors.items():
+        L.append(f"- **{s} failed on ({k})**: {why}")
+    L.append("")
+    return "\n".join(L)
+
+
+def plot(summary, wls, systems, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = summary["cells"]
+    fig, ax = plt.subplots(figsize=(10, 5.2))
+    width = 0.8 / len(systems)
+    x = np.arange(len(wls))
+    for j, s in enumerate(systems):
+        vals = [cells[(s, wl.key)]["sps"] if (s, wl.key) in cells else np.nan for wl in wls]
+        ax.bar(x + (j - (len(systems) - 1) / 2) * width, vals, width, label=s)
+    ax.set_yscale("log")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"({wl.key}) {wl.sizes[0]}-...-{wl.sizes[-1]}\nbatch {wl.batch}"
+                        for wl in wls], fontsize=8)
+    ax.set_ylabel("training samples / s (log)")
+    ax.set_title("fastdnn vs. peers: plain SGD, float32, "
+                 f"{os.cpu_count()}-core shared VM (median of rounds)", pad=28)
+    ax.legend(fontsize=8, ncols=len(systems), loc="lower center",
+              bbox_to_anchor=(0.5, 1.0), frameon=False)
+    if "fastdnn" in systems:  # fastdnn's ratio to the fastest peer, over its bar
+        j = systems.index("fastdnn")
+        for i, wl in enumerate(wls):
+            c = cells.get(("fastdnn", wl.key))
+            peers = [cells[(s, wl.key)]["sps"] for s in systems
+                     if s != "fastdnn" and (s, wl.key) in cells]
+            if c and peers:
+                xi = i + (j - (len(systems) - 1) / 2) * width
+                ax.annotate(f"{c['sps'] / max(peers):.2f}x\nvs best", (xi, c["sps"]),
+                            ha="center", va="bottom", fontsize=7)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS),
+                    help="comma-separated keys from " + ",".join(WORKLOADS))
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--rounds", type=int, default=None, help="default 3 (1 with --quick)")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer samples, 1 timed epoch, 1 round; prints instead of writing")
+    ap.add_argument("--out", default=None,
+                    help="markdown output (default docs/peers.md; none with --quick)")
+    ap.add_argument("--png", default=None, help="bar chart (default docs/peers.png)")
+    ap.add_argument("--json", default=None, help="also dump raw per-round results here")
+    ap.add_argument("--no-write", action="store_true", help="print only, write nothing")
+    ap.add_argument("--timeout", type=float, default=600, help="per worker, seconds")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--workload", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        res = run_worker(args.worker, args.workload, args.quick)
+        print(json.dumps(res))
+        return 0
+    for k in args.workloads.split(","):
+        if k not in WORKLOADS:
+            ap.error(f"unknown workload {k!r}; choose from {','.join(WORKLOADS)}")
+    if not args.quick and not args.no_write:
+        args.out = args.out or str(ROOT / "docs" / "peers.md")
+        args.png = args.png or str(ROOT / "docs" / "peers.png")
+    if args.no_write:
+        args.out = args.png = None
+    drive(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
