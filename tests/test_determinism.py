@@ -1,0 +1,128 @@
+"""Reproducibility: same seed and data give bit-identical weights; the thread count does
+not change results; and the compiled training kernel keeps one signature per dtype
+whatever the architecture, batch size, epochs or hyper-parameters."""
+
+import numpy as np
+import pytest
+
+import fastdnn as fd
+from fastdnn import train
+
+DTYPES = ["float32", "float64"]
+
+
+def problem(n=50, n_in=6, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, n_in)), rng.integers(0, k, size=n)
+
+
+def fitted_weights(dtype, shuffle, seed=7, init=None, n_threads=None, sizes=(6, 9, 9, 3),
+                   optimizer=None, batch_size=8, n=50):
+    X, y = problem(n=n)
+    net = fd.MLP(list(sizes), activation="tanh", dtype=dtype, seed=seed, n_threads=n_threads)
+    if init is not None:
+        net.set_weights(init)
+    net.fit(X, y, epochs=3, batch_size=batch_size, shuffle=shuffle,
+            optimizer=optimizer or fd.SGD(lr=0.1, momentum=0.9))
+    return net.get_weights()
+
+
+def identical(a, b):
+    return all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a, b))
+
+
+@pytest.mark.parametrize("shuffle", [True, "uniform", False])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_same_seed_same_weights(dtype, shuffle):
+    assert identical(fitted_weights(dtype, shuffle), fitted_weights(dtype, shuffle))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sampling_follows_the_seed(dtype):
+    """From the same initial weights, the seed changes the result only through the
+    sample order: identical without shuffling, different with it."""
+    init = fd.MLP([6, 9, 9, 3], dtype=dtype, seed=0).get_weights()
+    in_order = [fitted_weights(dtype, False, seed=s, init=init) for s in (1, 2)]
+    assert identical(*in_order)
+    for shuffle in (True, "uniform"):
+        runs = [fitted_weights(dtype, shuffle, seed=s, init=init) for s in (1, 2)]
+        assert not identical(*runs)
+        assert not identical(runs[0], in_order[0])
+
+
+@pytest.mark.parametrize("shuffle", [True, "uniform"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_or_two_threads_same_weights(dtype, shuffle, monkeypatch):
+    from fastdnn import config
+
+    # Every product through BLAS, the only place where threads could split the work,
+    # and products big enough (100 x 129 x 127) for OpenBLAS to use both threads.
+    monkeypatch.setattr(config, "SMALL_GEMM_MACS", 0)
+    sizes, opt = (6, 129, 127, 3), lambda: fd.Adam(lr=1e-2)
+    runs = [fitted_weights(dtype, shuffle, n_threads=t, sizes=sizes, optimizer=opt(),
+                           batch_size=100, n=200) for t in (1, 2)]
+    assert identical(*runs)
+
+    X, y = problem(n=200)
+    nets = [fd.MLP(list(sizes), dtype=dtype, seed=3, n_threads=t) for t in (1, 2)]
+    np.testing.assert_array_equal(nets[0].forward(X), nets[1].forward(X))
+    assert identical(nets[0].gradients(X, y), nets[1].gradients(X, y))
+
+
+def _n_signatures():
+    return len(train.train_epoch.signatures)
+
+
+def test_no_new_compiled_signatures_per_architecture_or_batch():
+    X, y = problem(n=40)
+    # Warm up both dtypes first: earlier tests in this process may or may not have.
+    for dtype in DTYPES:
+        fd.MLP([6, 5, 3], dtype=dtype, seed=0).fit(X, y, epochs=1, batch_size=8)
+    before = _n_signatures()
+    assert before >= 1
+
+    variations = [
+        dict(sizes=[6, 3], epochs=1, batch_size=40),  # no hidden layer, full batch
+        dict(sizes=[6, 17, 3], epochs=2, batch_size=1),
+        dict(sizes=[6, 33, 7, 7, 7, 3], epochs=3, batch_size=7),  # deeper, ragged last batch
+        dict(sizes=[6, 5, 3], epochs=1, batch_size=1000),  # batch larger than the data
+        dict(sizes=[6, 5, 4], loss="mse", activation="gelu", batch_size=5),
+        dict(sizes=[6, 5, 1], loss="binary_cross_entropy", activation=["silu"], batch_size=3),
+        dict(sizes=[6, 5, 5, 3], activation=["elu", "softplus"], optimizer=fd.AdamW(lr=1e-3),
+             schedule=fd.CosineDecay(), shuffle="uniform"),
+        dict(sizes=[6, 5, 3], optimizer=fd.SGD(lr=0.1, momentum=0.9, nesterov=True),
+             schedule=fd.StepDecay(step_size=2), shuffle=False),
+        dict(sizes=[6, 5, 3], X=np.asfortranarray(X), schedule=fd.InverseTimeDecay(0.1)),
+        dict(sizes=[6, 5, 3], X=X.astype(np.float32), y=y.astype(np.float64)),
+        dict(sizes=[6, 5, 3], validation_data=(X[:5], y[:5]), patience=1),
+    ]
+    rng = np.random.default_rng(0)
+    for dtype in DTYPES:
+        for v in variations:
+            v = dict(v)
+            loss = v.pop("loss", "cross_entropy")
+            sizes = v.pop("sizes")
+            net = fd.MLP(sizes, activation=v.pop("activation", "relu"), loss=loss, dtype=dtype, seed=1)
+            Xv, yv = v.pop("X", X), v.pop("y", y)
+            if loss == "mse":
+                yv = rng.normal(size=(len(X), sizes[-1]))
+            elif loss == "binary_cross_entropy":
+                yv = rng.uniform(size=len(X))
+            net.fit(Xv, yv, **{"epochs": 1, "batch_size": 8, **v})
+            assert _n_signatures() == before, (dtype, sizes, v)
+
+
+def test_no_new_compiled_signatures_for_evaluation():
+    """forward / loss / gradients: one signature per dtype for any net and any n."""
+    kernels = [train.forward_chunks, train.loss_chunks, train.loss_and_gradient]
+    X, y = problem(n=40)
+    for dtype in DTYPES:
+        net = fd.MLP([6, 5, 3], dtype=dtype, seed=0)
+        net.forward(X), net.loss(X, y), net.gradients(X, y)
+    before = [len(k.signatures) for k in kernels]
+    for dtype in DTYPES:
+        for sizes, n in [([6, 3], 1), ([6, 33, 7, 7, 3], 40), ([6, 17, 3], 7)]:
+            net = fd.MLP(sizes, activation="silu", dtype=dtype, seed=0)
+            net.forward(X[:n]), net.predict(X[:n]), net.loss(X[:n], y[:n]), net.gradients(X[:n], y[:n])
+            net.forward(np.asfortranarray(X[:n]).astype(np.float32))
+            assert [len(k.signatures) for k in kernels] == before, (dtype, sizes, n)

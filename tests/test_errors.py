@@ -1,0 +1,469 @@
+"""Bad input is rejected with a ValueError / TypeError that names the problem; input that
+is merely in an unusual form (ints, Fortran order, strided views, lists) is converted;
+a diverging fit raises TrainingDivergedError and keeps finite weights; save/load is
+atomic, bit-exact and rejects files fastdnn did not write."""
+
+import os
+
+import numpy as np
+import pytest
+
+import fastdnn as fd
+
+N_IN, K = 4, 3
+
+
+def tiny_net(loss="cross_entropy", k=K, dtype="float64", **kwargs):
+    return fd.MLP([N_IN, 5, k], activation="tanh", loss=loss, dtype=dtype, seed=0, **kwargs)
+
+
+def data(loss="cross_entropy", n=6, k=K, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, N_IN))
+    if loss == "cross_entropy":
+        y = np.arange(n) % k
+    elif loss == "mse":
+        y = rng.normal(size=(n, k))
+    else:
+        y = rng.uniform(size=(n, k))
+    return X, y
+
+
+def assert_same_weights(a, b):
+    for (W1, b1), (W2, b2) in zip(a, b):
+        np.testing.assert_array_equal(W1, W2)
+        np.testing.assert_array_equal(b1, b2)
+
+
+# ------------------------------------------------------------------ construction
+
+@pytest.mark.parametrize("sizes, exc, match", [
+    ([4], ValueError, "sizes|width"),
+    ([], ValueError, "sizes|width"),
+    ([4, 0, 3], ValueError, "width"),
+    ([4, 5, -3], ValueError, "width"),
+    ([0, 5, 3], ValueError, "width"),
+    ([4, 2.5, 3], TypeError, "integer"),
+    ([4, "5", 3], TypeError, "integer"),
+    (7, TypeError, "sizes"),
+])
+def test_bad_sizes(sizes, exc, match):
+    with pytest.raises(exc, match=match):
+        fd.MLP(sizes)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(activation="swish2"), ValueError, "activation"),
+    (dict(activation=["tanh", "nope"]), ValueError, "activation"),
+    (dict(activation=["tanh"]), ValueError, "activations"),  # 2 hidden layers
+    (dict(activation=3), TypeError, "activation"),
+    (dict(loss="hinge"), ValueError, "loss"),
+    (dict(loss=None), TypeError, "loss"),
+    (dict(dtype="int32"), (ValueError, TypeError), "dtype"),
+    (dict(dtype="float16"), (ValueError, TypeError), "dtype"),
+    (dict(device="tpu"), ValueError, "device"),
+    (dict(n_threads=0), ValueError, "n_threads"),
+])
+def test_bad_constructor_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        fd.MLP([N_IN, 5, 5, K], **kwargs)
+
+
+def test_cross_entropy_needs_two_outputs():
+    with pytest.raises(ValueError, match="outputs"):
+        fd.MLP([N_IN, 5, 1], loss="cross_entropy")
+
+
+# ------------------------------------------------------------------ data
+
+def _call(net, method, X, y):
+    if method == "fit":
+        return net.fit(X, y, epochs=1, batch_size=2, optimizer=fd.SGD(lr=0.1))
+    if method == "validation":
+        Xok, yok = data(net.loss_name, k=net.sizes[-1])
+        return net.fit(Xok, yok, epochs=1, batch_size=2, validation_data=(X, y))
+    return getattr(net, method)(X, y)
+
+
+TARGET_METHODS = ["fit", "loss", "gradients", "score", "validation"]
+
+
+@pytest.mark.parametrize("method", TARGET_METHODS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_X(bad, method):
+    net = tiny_net()
+    X, y = data()
+    X[2, 1] = bad
+    before = net.get_weights()
+    with pytest.raises(ValueError, match="X.*(NaN|nan|finite|inf)"):
+        _call(net, method, X, y)
+    assert_same_weights(net.get_weights(), before)
+
+
+@pytest.mark.parametrize("method", ["forward", "predict"])
+def test_non_finite_X_at_inference(method):
+    X, _ = data()
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="X.*(NaN|nan|finite|inf)"):
+        getattr(tiny_net(), method)(X)
+
+
+@pytest.mark.parametrize("method", TARGET_METHODS)
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "binary_cross_entropy"])
+def test_non_finite_y(loss, method):
+    net = tiny_net(loss)
+    X, y = data(loss)
+    y = y.astype(np.float64)
+    y.flat[3] = np.nan
+    with pytest.raises(ValueError, match="y.*(NaN|nan|finite|inf)"):
+        _call(net, method, X, y)
+
+
+@pytest.mark.parametrize("method", TARGET_METHODS)
+def test_rows_of_X_and_y_differ(method):
+    X, y = data()
+    with pytest.raises(ValueError, match="samples|rows"):
+        _call(tiny_net(), method, X, y[:-1])
+
+
+@pytest.mark.parametrize("method", TARGET_METHODS)
+def test_features_of_X_differ_from_net_input(method):
+    X, y = data()
+    with pytest.raises(ValueError, match="features"):
+        _call(tiny_net(), method, X[:, :-1], y)
+
+
+@pytest.mark.parametrize("method", ["forward", "predict", "predict_proba"])
+def test_X_must_be_2d_with_the_right_features(method):
+    net = tiny_net()
+    with pytest.raises(ValueError, match="2-D"):
+        getattr(net, method)(np.zeros(N_IN))
+    with pytest.raises(ValueError, match="features"):
+        getattr(net, method)(np.zeros((3, N_IN + 1)))
+
+
+@pytest.mark.parametrize("method", TARGET_METHODS)
+@pytest.mark.parametrize("label", [K, -1, 100])
+def test_labels_out_of_range(label, method):
+    X, y = data()
+    y[1] = label
+    with pytest.raises(ValueError, match="range"):
+        _call(tiny_net(), method, X, y)
+
+
+@pytest.mark.parametrize("method", TARGET_METHODS)
+def test_non_integer_labels(method):
+    X, y = data()
+    y = y.astype(np.float64)
+    y[0] = 0.5
+    with pytest.raises(ValueError, match="integer"):
+        _call(tiny_net(), method, X, y)
+
+
+def test_cross_entropy_labels_must_be_1d():
+    X, _ = data()
+    with pytest.raises(ValueError, match="shape|labels"):
+        tiny_net().loss(X, np.zeros((len(X), K)))
+
+
+@pytest.mark.parametrize("method", TARGET_METHODS)
+@pytest.mark.parametrize("bad", [1.5, -0.1])
+def test_bce_targets_outside_unit_interval(bad, method):
+    X, y = data("binary_cross_entropy")
+    y[2, 0] = bad
+    with pytest.raises(ValueError, match=r"\[0, ?1\]"):
+        _call(tiny_net("binary_cross_entropy"), method, X, y)
+
+
+@pytest.mark.parametrize("loss", ["mse", "binary_cross_entropy"])
+def test_target_shape_must_match_outputs(loss):
+    X, y = data(loss)
+    with pytest.raises(ValueError, match="shape"):
+        tiny_net(loss).loss(X, y[:, :2])
+    with pytest.raises(ValueError, match="shape"):
+        tiny_net(loss).loss(X, y[:, 0])  # 1-D targets are only for one output
+
+
+@pytest.mark.parametrize("method", TARGET_METHODS)
+def test_empty_data(method):
+    X = np.zeros((0, N_IN))
+    y = np.zeros(0, dtype=np.int64)
+    with pytest.raises(ValueError, match="empty|0 samples"):
+        _call(tiny_net(), method, X, y)
+
+
+def test_non_numeric_input():
+    with pytest.raises(TypeError, match="X"):
+        tiny_net().forward(np.array([["a", "b", "c", "d"]]))
+    X, _ = data()
+    with pytest.raises(TypeError, match="y"):
+        tiny_net().loss(X, np.array(["a"] * len(X)))
+
+
+def test_predict_proba_needs_a_classifier():
+    X, _ = data("mse")
+    with pytest.raises(ValueError, match="classif"):
+        tiny_net("mse").predict_proba(X)
+
+
+# ------------------------------------------------------------------ conversion, not rejection
+
+def _strided(X):
+    big = np.zeros((2 * X.shape[0], 3 * X.shape[1]))
+    big[::2, ::3] = X
+    view = big[::2, ::3]
+    assert not view.flags.c_contiguous
+    return view
+
+
+CONVERSIONS = {
+    "int": lambda X: X.astype(np.int32),  # X holds whole numbers in this case
+    "fortran": np.asfortranarray,
+    "strided": _strided,
+    "list": lambda X: X.tolist(),
+    "float32": lambda X: X.astype(np.float32),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("form", list(CONVERSIONS))
+def test_unusual_X_is_converted(form, dtype):
+    X, y = data(n=7)
+    if form == "int":
+        X = np.rint(4 * X)  # the reference holds the same (integral) values as floats
+    if form == "float32":
+        X = X.astype(np.float32).astype(np.float64)
+    unusual = CONVERSIONS[form](X)
+    reference = np.ascontiguousarray(X, dtype=dtype)
+
+    a, b = tiny_net(dtype=dtype), tiny_net(dtype=dtype)
+    np.testing.assert_array_equal(a.forward(unusual), b.forward(reference))
+    np.testing.assert_array_equal(a.predict(unusual), b.predict(reference))
+    assert a.loss(unusual, y) == b.loss(reference, y)
+    assert_same_weights(a.gradients(unusual, y), b.gradients(reference, y))
+    a.fit(unusual, y, epochs=2, batch_size=3, optimizer=fd.SGD(lr=0.1), shuffle=True)
+    b.fit(reference, y, epochs=2, batch_size=3, optimizer=fd.SGD(lr=0.1), shuffle=True)
+    assert_same_weights(a.get_weights(), b.get_weights())
+
+
+def test_unusual_y_is_converted():
+    X, y = data()
+    net = tiny_net()
+    want = net.loss(X, y)
+    assert net.loss(X, y.astype(np.float64)) == want  # integral floats are labels
+    assert net.loss(X, y.tolist()) == want
+    assert net.loss(X, y.reshape(-1, 1)) == want
+    Xm, ym = data("mse")
+    net = tiny_net("mse")
+    assert net.loss(Xm, np.asfortranarray(ym)) == net.loss(Xm, ym)
+    assert net.loss(Xm, ym[:, ::-1][:, ::-1]) == net.loss(Xm, ym)
+
+
+# ------------------------------------------------------------------ hyper-parameters
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: fd.SGD(lr=0), ValueError, "lr"),
+    (lambda: fd.SGD(lr=-0.1), ValueError, "lr"),
+    (lambda: fd.SGD(lr=float("nan")), ValueError, "lr"),
+    (lambda: fd.SGD(lr=float("inf")), ValueError, "lr"),
+    (lambda: fd.SGD(lr="0.1"), TypeError, "lr"),
+    (lambda: fd.Adam(lr=0), ValueError, "lr"),
+    (lambda: fd.AdamW(lr=-1), ValueError, "lr"),
+    (lambda: fd.SGD(lr=0.1, momentum=-0.5), ValueError, "momentum"),
+    (lambda: fd.SGD(lr=0.1, momentum=1.5), ValueError, "momentum"),
+    (lambda: fd.SGD(lr=0.1, nesterov=True), ValueError, "nesterov"),
+    (lambda: fd.SGD(lr=0.1, weight_decay=-1), ValueError, "weight_decay"),
+    (lambda: fd.Adam(betas=(0.9, 1.0)), ValueError, "beta"),
+    (lambda: fd.Adam(betas=(-0.1, 0.999)), ValueError, "beta"),
+    (lambda: fd.Adam(betas=0.9), TypeError, "betas"),
+    (lambda: fd.Adam(eps=-1e-8), ValueError, "eps"),
+    (lambda: fd.AdamW(weight_decay=-0.01), ValueError, "weight_decay"),
+    (lambda: fd.InverseTimeDecay(decay=-1), ValueError, "decay"),
+    (lambda: fd.StepDecay(step_size=0), ValueError, "step_size"),
+    (lambda: fd.StepDecay(step_size=2, gamma=0), ValueError, "gamma"),
+    (lambda: fd.ExponentialDecay(rate=0), ValueError, "rate"),
+    (lambda: fd.ExponentialDecay(rate=0.5, decay_steps=0), ValueError, "decay_steps"),
+    (lambda: fd.CosineDecay(total_steps=0), ValueError, "total_steps"),
+    (lambda: fd.CosineDecay(min_factor=-0.5), ValueError, "min_factor"),
+])
+def test_bad_optimizer_or_schedule(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(batch_size=-4), ValueError, "batch_size"),
+    (dict(batch_size=2.5), TypeError, "batch_size"),
+    (dict(epochs=0), ValueError, "epochs"),
+    (dict(epochs=1.5), TypeError, "epochs"),
+    (dict(optimizer="rmsprop"), ValueError, "optimizer"),
+    (dict(optimizer=0.1), TypeError, "optimizer"),
+    (dict(schedule="cosine"), TypeError, "schedule"),
+    (dict(shuffle="sometimes"), ValueError, "shuffle"),
+    (dict(validation_data=np.zeros((3, N_IN))), TypeError, "validation_data"),
+])
+def test_bad_fit_arguments(kwargs, exc, match):
+    net = tiny_net()
+    X, y = data()
+    before = net.get_weights()
+    with pytest.raises(exc, match=match):
+        net.fit(X, y, **kwargs)
+    assert_same_weights(net.get_weights(), before)
+
+
+# ------------------------------------------------------------------ set_weights
+
+def test_set_weights_wrong_count():
+    net = tiny_net()
+    with pytest.raises(ValueError, match="pairs|layers"):
+        net.set_weights(net.get_weights()[:1])
+    with pytest.raises(ValueError, match="pairs|layers"):
+        net.set_weights(net.get_weights() * 2)
+
+
+@pytest.mark.parametrize("layer, which", [(0, "W"), (1, "W"), (0, "b"), (1, "b")])
+def test_set_weights_wrong_shape_leaves_weights_alone(layer, which):
+    net = tiny_net()
+    before = net.get_weights()
+    weights = net.get_weights()
+    W, b = weights[layer]
+    weights[layer] = (W.T, b) if which == "W" else (W, np.append(b, 0.0))
+    with pytest.raises(ValueError, match="shape|expected"):
+        net.set_weights(weights)
+    assert_same_weights(net.get_weights(), before)
+
+
+def test_set_weights_rejects_non_finite_and_non_numeric():
+    net = tiny_net()
+    before = net.get_weights()
+    weights = net.get_weights()
+    weights[1][0][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN|finite|inf"):
+        net.set_weights(weights)
+    weights = net.get_weights()
+    weights[0] = (weights[0][0].astype(str), weights[0][1])
+    with pytest.raises(TypeError, match="real|numer"):
+        net.set_weights(weights)
+    with pytest.raises(TypeError, match="pair"):
+        net.set_weights([1, 2])
+    assert_same_weights(net.get_weights(), before)
+
+
+# ------------------------------------------------------------------ divergence
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimizer", ["sgd", "sgd-momentum"])
+def test_diverging_fit_raises_and_keeps_finite_weights(optimizer, dtype):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(32, N_IN))
+    y = 1e6 * rng.normal(size=(32, 2))
+    net = fd.MLP([N_IN, 8, 2], activation="relu", loss="mse", dtype=dtype, seed=0)
+    opt = fd.SGD(lr=1e6, momentum=0.9 if optimizer == "sgd-momentum" else 0.0)
+    with pytest.raises(fd.TrainingDivergedError, match="diverge") as info:
+        net.fit(X, y, epochs=50, batch_size=8, optimizer=opt)
+    assert isinstance(info.value, FloatingPointError)
+    weights = net.get_weights()
+    assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in weights)
+    assert np.isfinite(net.forward(X)).all()
+
+
+# ------------------------------------------------------------------ save / load
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss, k", [("cross_entropy", 3), ("mse", 1), ("binary_cross_entropy", 2)])
+def test_save_load_round_trip_is_bit_exact(loss, k, dtype, tmp_path):
+    acts = ["gelu", "leaky_relu", "sigmoid"]
+    net = fd.MLP([N_IN, 5, 6, 7, k], activation=acts, loss=loss, dtype=dtype, seed=4)
+    X, y = data(loss, n=10, k=k)
+    y = y[:, 0] if k == 1 else y
+    net.fit(X, y, epochs=2, batch_size=4)  # weights no init could produce
+    path = tmp_path / "model.npz"
+    net.save(path)
+    assert os.listdir(tmp_path) == ["model.npz"]  # no temporary file left behind
+
+    back = fd.MLP.load(path)
+    assert back.sizes == net.sizes
+    assert back.activations == acts
+    assert back.loss_name == loss
+    assert back.dtype == np.dtype(dtype)
+    for (W1, b1), (W2, b2) in zip(back.get_weights(), net.get_weights()):
+        assert W1.dtype == W2.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(W1, W2)
+        np.testing.assert_array_equal(b1, b2)
+    np.testing.assert_array_equal(back.forward(X), net.forward(X))
+    # A str path works as well as a Path, and saving again overwrites.
+    net.save(str(path))
+    assert os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_save_into_missing_directory_fails_cleanly(tmp_path):
+    with pytest.raises(OSError):
+        tiny_net().save(tmp_path / "missing" / "model.npz")
+    assert os.listdir(tmp_path) == []
+
+
+def test_failing_save_leaves_old_file_and_no_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    tiny_net().save(path)
+    old_bytes = path.read_bytes()
+
+    def write_half_then_fail(file, *args, **kwargs):
+        file.write(b"PK\x03\x04 partial")  # the start of a zip, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", write_half_then_fail)
+    monkeypatch.setattr(np, "savez_compressed", write_half_then_fail)
+    other = fd.MLP([N_IN, 9, K], seed=1)
+    with pytest.raises(OSError, match="space"):
+        other.save(path)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["model.npz"]
+    assert path.read_bytes() == old_bytes
+    assert fd.MLP.load(path).sizes == [N_IN, 5, K]
+
+
+def test_load_random_bytes(tmp_path):
+    path = tmp_path / "model.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(2000))
+    with pytest.raises(ValueError):
+        fd.MLP.load(path)
+
+
+def test_load_truncated_file(tmp_path):
+    path = tmp_path / "model.npz"
+    tiny_net().save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError):
+        fd.MLP.load(path)
+
+
+def test_load_foreign_npz_and_npy(tmp_path):
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, X=np.zeros((3, 4)), y=np.arange(3))
+    with pytest.raises(ValueError, match="fastdnn"):
+        fd.MLP.load(foreign)
+    npy = tmp_path / "array.npy"
+    np.save(npy, np.zeros(5))
+    with pytest.raises(ValueError):
+        fd.MLP.load(npy)
+
+
+def test_load_tampered_model(tmp_path):
+    path = tmp_path / "model.npz"
+    tiny_net().save(path)
+    with np.load(path) as f:
+        arrays = dict(f)
+    arrays["theta"] = arrays["theta"][:-1]  # one weight short
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="weights|size|theta"):
+        fd.MLP.load(path)
+    arrays["theta"] = np.append(arrays["theta"], np.nan)  # right size, not finite
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="finite"):
+        fd.MLP.load(path)
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(OSError):
+        fd.MLP.load(tmp_path / "nothing.npz")
