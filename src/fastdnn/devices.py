@@ -1,4 +1,6 @@
 """Device selection: whether CUDA is usable, and what ``device="auto"`` picks."""
+import os
+
 from .errors import DeviceError
 
 #: ``device="auto"`` moves a net to the GPU from this many parameters on: below it,
@@ -6,22 +8,24 @@ from .errors import DeviceError
 AUTO_MIN_PARAMS = 250_000
 
 
+_INSTALL = ("pip install 'fastdnn[cuda]' (plus 'numba-cuda[cu12]' or 'numba-cuda[cu13]' for the "
+            "CUDA libraries matching your driver), or use device='cpu'")
+
+
 def cuda_status():
     """``None`` when CUDA is usable, else a sentence saying why not and how to fix it."""
     try:
-        from numba import cuda
-    except ImportError:  # pragma: no cover - numba always has the cuda module
-        return "numba is installed without CUDA support"
-    try:
         import numba_cuda  # noqa: F401
+        from numba import cuda
     except ImportError:
-        return ("the CUDA backend needs the numba-cuda package: "
-                "pip install 'fastdnn[cuda]' (plus numba-cuda[cu12] or [cu13] for the CUDA runtime)")
+        return "device='cuda' needs the numba-cuda package, which is not installed: " + _INSTALL
     try:
         if not cuda.is_available():
-            return "no CUDA GPU is available (cuda.is_available() is False); use device='cpu'"
-    except Exception as exc:  # driver errors surface here
-        return f"CUDA is not usable: {exc}"
+            return ("device='cuda' found no usable CUDA GPU (numba.cuda.is_available() is False: "
+                    "no NVIDIA GPU or driver is visible); run where one is, or use device='cpu' "
+                    "(device='auto' chooses for you)")
+    except Exception as exc:  # driver and toolkit errors surface here
+        return f"device='cuda': CUDA is installed but not usable ({exc}); " + _INSTALL
     return None
 
 
@@ -35,6 +39,8 @@ def require_cuda():
 def auto_device(sizes):
     """'cuda' for a net big enough to gain on a usable GPU, else 'cpu'."""
     n_params = sum(k * n + n for k, n in zip(sizes[:-1], sizes[1:]))
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return "cpu"  # the simulator is for tests: it is a "GPU" that gains nothing
     if n_params >= AUTO_MIN_PARAMS and cuda_status() is None:
         return "cuda"
     return "cpu"

@@ -107,6 +107,8 @@ def gemm_kernel(tile, micro, dtype):
         acc = cuda.local.array((R, R), dtype=nbtype)
         a_reg = cuda.local.array(R, dtype=nbtype)
         b_reg = cuda.local.array(R, dtype=nbtype)
+        zero = nbtype(0)
+        one = nbtype(1)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         tid = ty * T + tx
@@ -118,7 +120,7 @@ def gemm_kernel(tile, micro, dtype):
                 col0 = tj * BM
                 for r in range(R):
                     for c in range(R):
-                        acc[r, c] = 0
+                        acc[r, c] = zero
                 for p0 in range(0, K, BK):
                     # Stage A[row0:, p0:] and B[p0:, col0:]; consecutive threads walk the
                     # operand's unit-stride side so that global reads coalesce.
@@ -132,10 +134,10 @@ def gemm_kernel(tile, micro, dtype):
                             p = e // BM
                         gi = row0 + i
                         gp = p0 + p
-                        v = 0
+                        v = zero
                         if gp < K:
                             if gi == aug:
-                                v = 1
+                                v = one
                             elif gi < M:
                                 v = A[a_base + gi * sa_i + gp * sa_p]
                         sA[p, i] = v
@@ -147,7 +149,7 @@ def gemm_kernel(tile, micro, dtype):
                             p = e % BK
                         gj = col0 + j
                         gp = p0 + p
-                        v = 0
+                        v = zero
                         if gp < K and gj < N:
                             v = B[b_base + gp * sb_p + gj * sb_j]
                         sB[p, j] = v

@@ -1,0 +1,286 @@
+"""CUDA backend: the GPU twin of :mod:`fastdnn.cpu_backend`, with the same methods, so
+:class:`fastdnn.MLP` drives either without knowing which.
+
+The parameters use the CPU's flat layout (:mod:`fastdnn.layout`), so weights, ``save``
+and ``load`` are shared between devices.  During ``fit`` the parameters, the optimizer
+state, the activation buffers and (when they fit, see ``config.CUDA_DATA_BYTES``) the
+training data stay in GPU memory; the host uploads each epoch's sample order, launches
+the steps, and synchronizes once per epoch to read the loss and copy the optimizer
+state back into the optimizer object (so a later ``fit`` continues from it, on either
+device).
+
+Sampling: the epoch's order is drawn on the host with NumPy from the epoch's seed (a
+permutation, or ``n`` uniform draws), so it differs from the CPU backend's Numba
+generator; with ``shuffle=False`` both visit the rows in order and agree to rounding.
+"""
+import numpy as np
+
+from . import config
+from .devices import require_cuda
+from .layout import Layout
+from .losses import CLASSIFIERS, CROSS_ENTROPY
+from .train import SHUFFLE, UNIFORM
+
+# numba.cuda is imported only once CUDA is known to be usable: ``require_cuda`` runs
+# first in GPUBackend.__init__, and the CPU path never imports this module.
+cuda = None
+gpu_train = None
+gpu_losses = None
+
+
+def _import_cuda():
+    global cuda, gpu_train, gpu_losses
+    if cuda is None:
+        from numba import cuda as _cuda
+        from . import gpu_losses as _losses, gpu_train as _train
+        cuda, gpu_train, gpu_losses = _cuda, _train, _losses
+
+
+def is_device_array(X):
+    """True for a Numba device array or any object with ``__cuda_array_interface__``."""
+    if cuda is None:
+        return False
+    return cuda.devicearray.is_cuda_ndarray(X) or hasattr(X, "__cuda_array_interface__")
+
+
+def _copy_rows(src, first_row, m, dst, dst_off=0):
+    """Rows ``first_row:first_row+m`` of the 2-D device array ``src`` into flat ``dst[dst_off:]``."""
+    d = src.shape[1]
+    gpu_train.copy_flat(src.reshape(src.shape[0] * d), first_row * d, dst, dst_off, m * d)
+
+
+class GPUBackend:
+    """Parameters and kernels of a net on a CUDA GPU.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Layer widths, input first.
+    codes : list of int
+        Activation code per hidden layer.
+    loss : int
+        Loss code.
+    dtype : numpy.dtype
+        float32 or float64.
+
+    Raises
+    ------
+    fastdnn.DeviceError
+        When numba-cuda is missing or no GPU is usable.
+    """
+
+    device = "cuda"
+
+    def __init__(self, sizes, codes, loss, dtype):
+        require_cuda()
+        _import_cuda()
+        self.sizes = list(sizes)
+        self.codes = list(codes)
+        self.loss = loss
+        self.dtype = np.dtype(dtype)
+        self.n_params = Layout.build(self.sizes, self.codes, 1).n_params
+        self.theta = cuda.to_device(np.zeros(self.n_params, dtype=self.dtype))
+        self._infer = None  # (layout, buffers) reused across predict calls
+
+    # -- parameters ------------------------------------------------------------------
+    def get_theta(self):
+        """A NumPy copy of the flat parameter vector."""
+        return self.theta.copy_to_host()
+
+    def theta_finite(self):
+        """Whether every parameter is finite (checked on the device, one int read back)."""
+        return gpu_train.all_finite(self.theta)
+
+    def set_theta(self, theta):
+        """Overwrite the parameters from a flat NumPy vector (same length)."""
+        self.theta.copy_to_device(np.ascontiguousarray(theta, dtype=self.dtype))
+
+    # -- buffers ---------------------------------------------------------------------
+    @property
+    def _n_targets(self):
+        return 1 if self.loss == CROSS_ENTROPY else self.sizes[-1]
+
+    def _buffers(self, layout, grad=True):
+        """Device buffers for ``layout`` (``grad=False``: inference, no gradient vector)."""
+        dt = self.dtype
+        return gpu_train.DeviceBuffers(
+            theta=self.theta,
+            grad=cuda.device_array(self.n_params if grad else 1, dtype=dt),
+            work=cuda.to_device(np.zeros(layout.work_size, dtype=dt)),
+            deltas=cuda.to_device(np.zeros(2 * layout.delta_size, dtype=dt)),
+            table=cuda.to_device(layout.table),
+            targets=cuda.to_device(np.zeros(layout.cap * self._n_targets, dtype=dt)),
+            row_loss=cuda.device_array(layout.cap, dtype=np.float64),
+            acc=cuda.to_device(np.zeros(3)),
+            status=cuda.to_device(np.full(1, -1, dtype=np.int64)),
+        )
+
+    @staticmethod
+    def _reset(bufs):
+        bufs.acc.copy_to_device(np.zeros(3))
+        bufs.status.copy_to_device(np.full(1, -1, dtype=np.int64))
+
+    def _inference(self, n):
+        # Grown on demand and kept: repeated predict calls allocate only their output.
+        cap = min(n, config.PREDICT_CHUNK)
+        if self._infer is None or self._infer[0].cap < cap:
+            layout = Layout.build(self.sizes, self.codes, cap)
+            self._infer = (layout, self._buffers(layout, grad=False))
+        return self._infer
+
+    def _chunks(self, X, T, cap):
+        """``(start, m, X_chunk, T_chunk)`` on the device, ``cap`` rows at a time."""
+        device_X = is_device_array(X)
+        for start in range(0, X.shape[0], cap):
+            m = min(cap, X.shape[0] - start)
+            if device_X:
+                Xc, first = X, start
+            else:
+                Xc, first = cuda.to_device(X[start:start + m]), 0
+            Tc = None if T is None else cuda.to_device(T[start:start + m])
+            yield start, m, Xc, first, Tc
+
+    # -- evaluation ------------------------------------------------------------------
+    is_device_array = staticmethod(is_device_array)
+
+    def check_device_X(self, X):
+        """Validate a device array input: 2-D, C-contiguous, the net's width and dtype."""
+        if not cuda.devicearray.is_cuda_ndarray(X):
+            X = cuda.as_cuda_array(X)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError("X is empty: it has 0 samples")
+        if X.shape[1] != self.sizes[0]:
+            raise ValueError(f"X has {X.shape[1]} features but the net expects {self.sizes[0]}")
+        if np.dtype(X.dtype) != self.dtype:
+            raise TypeError(f"a device array X must have the net's dtype {self.dtype.name}; "
+                            f"got {np.dtype(X.dtype).name} (convert it on the device first)")
+        if not X.is_c_contiguous():
+            raise ValueError("a device array X must be C-contiguous")
+        return X
+
+    def forward(self, X):
+        """Logits for the rows of ``X``: NumPy in, NumPy out; device array in, device array out."""
+        n = X.shape[0]
+        k = self.sizes[-1]
+        layout, bufs = self._inference(n)
+        out = cuda.device_array(n * k, dtype=self.dtype)
+        for start, m, Xc, first, _ in self._chunks(X, None, layout.cap):
+            _copy_rows(Xc, first, m, bufs.work)
+            gpu_train.forward_layers(bufs, layout.table, m)
+            gpu_train.copy_flat(bufs.work, layout.out_offset, out, start * k, m * k)
+        out = out.reshape(n, k)
+        return out if is_device_array(X) else out.copy_to_host()
+
+    def loss_value(self, X, T):
+        """Mean loss over all rows."""
+        layout, bufs = self._inference(X.shape[0])
+        self._reset(bufs)
+        k = self.sizes[-1]
+        for start, m, Xc, first, Tc in self._chunks(X, T, layout.cap):
+            _copy_rows(Xc, first, m, bufs.work)
+            _copy_rows(Tc, 0, m, bufs.targets)
+            gpu_train.forward_layers(bufs, layout.table, m)
+            gpu_losses.loss_grad(self.loss, bufs.work, layout.out_offset, bufs.targets,
+                                 bufs.deltas, bufs.row_loss, m, k, bufs.acc, bufs.status)
+        return float(bufs.acc.copy_to_host()[gpu_losses.EVAL_SUM] / X.shape[0])
+
+    def gradient(self, X, T):
+        """``(mean loss, flat gradient)`` over all rows, in one batch."""
+        n = X.shape[0]
+        layout = Layout.build(self.sizes, self.codes, n)
+        bufs = self._buffers(layout)
+        for _, m, Xc, first, Tc in self._chunks(X, T, n):
+            _copy_rows(Xc, first, m, bufs.work)
+            _copy_rows(Tc, 0, m, bufs.targets)
+        gpu_train.loss_and_gradient(bufs, layout.table, self.loss, n)
+        return float(bufs.acc.copy_to_host()[gpu_losses.LAST]), bufs.grad.copy_to_host()
+
+    def predict_device(self, Z, loss):
+        """``MLP.predict`` of device logits ``Z``: labels (classification) or values, on the device."""
+        if loss in CLASSIFIERS:
+            return gpu_losses.predict_labels(loss, Z)
+        return Z.reshape(Z.shape[0]) if Z.shape[1] == 1 else Z
+
+    def proba_device(self, Z, loss):
+        """``MLP.predict_proba`` of device logits ``Z``, on the device."""
+        return gpu_losses.predict_probabilities(loss, Z)
+
+    # -- training --------------------------------------------------------------------
+    def trainer(self, X, T, batch_size, optimizer, schedule_params):
+        """A :class:`GPUTrainer` with buffers (and, when it fits, the data) on the GPU."""
+        return GPUTrainer(self, X, T, batch_size, optimizer, schedule_params)
+
+
+def _data_budget():
+    """Bytes of training data that may stay on the GPU (see ``config.CUDA_DATA_BYTES``)."""
+    if config.CUDA_DATA_BYTES is not None:
+        return int(config.CUDA_DATA_BYTES)
+    free, _ = cuda.current_context().get_memory_info()
+    return int(min(free, 2**62)) // 2  # the simulator reports infinite memory
+
+
+class GPUTrainer:
+    """Device buffers and arguments of one ``fit``; :meth:`run_epoch` trains one epoch."""
+
+    def __init__(self, backend, X, T, batch_size, optimizer, schedule_params):
+        n = X.shape[0]
+        self.backend = backend
+        self.n = n
+        self.batch_size = min(batch_size, n)
+        layout = Layout.build(backend.sizes, backend.codes, self.batch_size)
+        self.table = layout.table
+        self.bufs = backend._buffers(layout)
+        self.optimizer = optimizer
+        state = optimizer.bind(layout.n_params, backend.dtype)
+        self.opt = gpu_train.OptimizerArgs(optimizer.code, optimizer.hyper(), cuda.to_device(state))
+        self.sched = gpu_train.ScheduleArgs(schedule_params[0], schedule_params[1])
+        row_bytes = (X.shape[1] + T.shape[1]) * backend.dtype.itemsize
+        self.resident = is_device_array(X) or n * row_bytes <= _data_budget()
+        if self.resident:
+            self.X = X if is_device_array(X) else cuda.to_device(X)
+            self.T = cuda.to_device(T)
+        else:
+            # Whole batches per chunk, so that chunks change nothing but the uploads.
+            rows = max(1, _data_budget() // row_bytes) // self.batch_size * self.batch_size
+            self.chunk_rows = max(self.batch_size, rows)
+            self.X_host, self.T_host = X, T
+            self.X = cuda.device_array((self.chunk_rows, X.shape[1]), dtype=backend.dtype)
+            self.T = cuda.device_array((self.chunk_rows, T.shape[1]), dtype=backend.dtype)
+        self.in_order = cuda.to_device(np.arange(n, dtype=np.int64))
+
+    def _order(self, sampling, seed):
+        rng = np.random.default_rng(seed)
+        if sampling == SHUFFLE:
+            return rng.permutation(self.n)
+        if sampling == UNIFORM:
+            return rng.integers(0, self.n, size=self.n)
+        return None
+
+    def run_epoch(self, sampling, step0, seed):
+        """Train one epoch; returns ``(loss_sum, samples, steps, failed_step)``."""
+        bufs = self.bufs
+        GPUBackend._reset(bufs)
+        order = self._order(sampling, seed)
+        loss = self.backend.loss
+        args = (bufs, self.table, self.opt, self.sched, loss, self.batch_size)
+        if self.resident:
+            order_d = self.in_order if order is None else cuda.to_device(order)
+            steps = gpu_train.train_steps(self.X, self.T, order_d, self.n, *args, step0)
+        else:
+            steps = 0
+            for c0 in range(0, self.n, self.chunk_rows):
+                m = min(self.chunk_rows, self.n - c0)
+                rows = slice(c0, c0 + m) if order is None else order[c0:c0 + m]
+                # A plain (pageable) copy waits for the kernels still reading the buffer.
+                self.X[:m].copy_to_device(np.ascontiguousarray(self.X_host[rows]))
+                self.T[:m].copy_to_device(np.ascontiguousarray(self.T_host[rows]))
+                steps += gpu_train.train_steps(self.X, self.T, self.in_order, m, *args, step0 + steps)
+        acc = bufs.acc.copy_to_host()
+        failed = int(bufs.status.copy_to_host()[0])
+        self.opt.state.copy_to_host(self.optimizer.state)
+        if failed >= 0:
+            s = failed - step0
+            return float(acc[gpu_losses.TRAIN_SUM]), s * self.batch_size, s, s
+        return float(acc[gpu_losses.TRAIN_SUM]), self.n, steps, -1

@@ -1,0 +1,247 @@
+"""Each CUDA kernel against the plain-NumPy oracle (tests/naive.py), as the CPU kernels are.
+
+Sizes 1, 7 and 33 are not multiples of the (lowered, see conftest.py) tile of 4 x 4
+threads x 2 x 2 outputs, so every product has partial tiles, several blocks and, with
+at most 3 blocks per grid dimension, grid-stride rounds.
+
+Tolerances, relative to the largest entry of the expected array: float64 1e-12 (the
+oracle sums in another order); float32 1e-5 (about 100 ulps: sums of up to 34 terms
+and float32 transcendental functions).
+"""
+import numpy as np
+import pytest
+
+import naive
+from fastdnn import gpu_dense, gpu_losses, gpu_optim, gpu_train
+from fastdnn.activations import ACTIVATIONS, NEEDS_Z
+from fastdnn.gpu_backend import GPUBackend
+from fastdnn.layout import A_OFF, B_OFF, FAN_IN, W_OFF, Z_OFF, Layout
+from fastdnn.losses import LOSSES, MSE
+from numba import cuda
+
+DTYPES = ("float32", "float64")
+RTOL = {"float32": 1e-5, "float64": 1e-12}
+# (m, k, n): every size once in every position.
+SHAPES = [(1, 7, 33), (7, 33, 1), (33, 1, 7)]
+
+
+def assert_close(got, want, rtol):
+    want = np.asarray(want, dtype=np.float64)
+    scale = max(np.max(np.abs(want)) if want.size else 0.0, 1e-30)
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=0, atol=rtol * scale)
+
+
+def setup_net(sizes, codes, loss, dtype, cap):
+    """A backend, a layout of batch capacity ``cap`` and its device buffers."""
+    backend = GPUBackend(sizes, codes, loss, np.dtype(dtype))
+    layout = Layout.build(sizes, codes, cap)
+    return backend, layout, backend._buffers(layout)
+
+
+def view(flat, off, m, n):
+    return flat[off:off + m * n].reshape(m, n)
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_dense_forward(activation, dtype, m, k, n, rng):
+    code = ACTIVATIONS[activation]
+    backend, layout, bufs = setup_net([k, n, 2], [code], MSE, dtype, m)
+    theta = rng.normal(size=backend.n_params).astype(dtype)
+    A_prev = rng.normal(size=(m, k)).astype(dtype)
+    backend.set_theta(theta)
+    work = np.zeros(layout.work_size, dtype=dtype)
+    work[:m * k] = A_prev.ravel()
+    bufs.work.copy_to_device(work)
+
+    gpu_dense.dense_forward(bufs, layout.table, 0, m)
+
+    work = bufs.work.copy_to_host()
+    row = layout.table[0]
+    W = view(theta, row[W_OFF], k, n)
+    b = theta[row[B_OFF]:row[B_OFF] + n]
+    Z = naive.dense_forward(A_prev.astype(np.float64), W.astype(np.float64), b)
+    assert_close(view(work, row[A_OFF], m, n), naive.ACTIVATIONS[activation](Z), RTOL[dtype])
+    if code in NEEDS_Z:
+        assert_close(view(work, row[Z_OFF], m, n), Z, RTOL[dtype])
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_dense_backward(activation, dtype, m, k, n, rng):
+    """Layer 1 of a 3-k-n net: [dW; db] by the augmented GEMM, and delta_prev fused with
+    the derivative of layer 0's activation; then layer 0's dW from the input slot."""
+    code = ACTIVATIONS[activation]
+    d = 3
+    backend, layout, bufs = setup_net([d, k, n], [code], MSE, dtype, m)
+    theta = rng.normal(size=backend.n_params).astype(dtype)
+    backend.set_theta(theta)
+    X = rng.normal(size=(m, d)).astype(dtype)
+    Z0 = rng.normal(size=(m, k)).astype(dtype)
+    A0 = naive.ACTIVATIONS[activation](Z0.astype(np.float64)).astype(dtype)
+    delta = rng.normal(size=(m, n)).astype(dtype)
+    t0, t1 = layout.table
+    work = np.zeros(layout.work_size, dtype=dtype)
+    work[:m * d] = X.ravel()
+    work[t0[Z_OFF]:t0[Z_OFF] + m * k] = Z0.ravel()
+    work[t0[A_OFF]:t0[A_OFF] + m * k] = A0.ravel()  # A overwrites Z where they share a slot
+    bufs.work.copy_to_device(work)
+    half = layout.delta_size
+    deltas = np.zeros(2 * half, dtype=dtype)
+    deltas[:m * n] = delta.ravel()
+    bufs.deltas.copy_to_device(deltas)
+
+    gpu_dense.dense_backward(bufs, layout.table, 1, m, 0, half)
+    grad = bufs.grad.copy_to_host()
+    delta_prev = view(bufs.deltas.copy_to_host(), half, m, k)
+
+    W1 = view(theta, t1[W_OFF], k, n).astype(np.float64)
+    dW, db, dA = naive.dense_backward(A0.astype(np.float64), W1, delta.astype(np.float64))
+    assert_close(view(grad, t1[W_OFF], k, n), dW, RTOL[dtype])
+    assert_close(grad[t1[B_OFF]:t1[B_OFF] + n], db, RTOL[dtype])
+    want = dA * naive.DERIVATIVES[activation](Z0.astype(np.float64))
+    assert_close(delta_prev, want, 10 * RTOL[dtype])  # derivative from float32 A: a few ulps more
+
+    # Layer 0 reads its input from the batch slot and has no delta below it.
+    gpu_dense.dense_backward(bufs, layout.table, 0, m, half, 0)
+    grad = bufs.grad.copy_to_host()
+    dW0, db0, _ = naive.dense_backward(X.astype(np.float64), view(theta, 0, d, k).astype(np.float64),
+                                       delta_prev.astype(np.float64))
+    assert_close(view(grad, t0[W_OFF], d, k), dW0, RTOL[dtype])
+    assert_close(grad[t0[B_OFF]:t0[B_OFF] + k], db0, RTOL[dtype])
+
+
+def _targets(loss, m, k, rng):
+    if loss == "cross_entropy":
+        return rng.integers(0, k, size=m).astype(np.float64).reshape(m, 1)
+    if loss == "mse":
+        return rng.normal(size=(m, k))
+    return rng.uniform(size=(m, k))
+
+
+def _run_head(loss, Z, T, dtype, step=0):
+    m, k = Z.shape
+    code = LOSSES[loss]
+    backend, layout, bufs = setup_net([2, k], [], code, dtype, m)
+    work = np.zeros(layout.work_size, dtype=dtype)
+    view(work, layout.out_offset, m, k)[:] = Z
+    bufs.work.copy_to_device(work)
+    bufs.targets.copy_to_device(T.astype(dtype).ravel())
+    gpu_losses.loss_grad(code, bufs.work, layout.out_offset, bufs.targets, bufs.deltas,
+                         bufs.row_loss, m, k, bufs.acc, bufs.status, step)
+    G = view(bufs.deltas.copy_to_host(), 0, m, k)
+    return bufs, G
+
+
+@pytest.mark.parametrize("m,k", [(1, 7), (7, 33), (33, 1)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_loss_heads(loss, dtype, m, k, rng):
+    if loss == "cross_entropy":
+        k = max(k, 2)
+    Z = (3 * rng.normal(size=(m, k))).astype(dtype)
+    T = _targets(loss, m, k, rng).astype(dtype)
+    bufs, G = _run_head(loss, Z, T, dtype)
+    y = T[:, 0] if loss == "cross_entropy" else T
+    want_loss, want_G = naive.LOSSES[loss](Z.astype(np.float64), y)
+    acc = bufs.acc.copy_to_host()
+    assert abs(acc[gpu_losses.LAST] - want_loss) <= RTOL[dtype] * max(abs(want_loss), 1.0)
+    assert abs(acc[gpu_losses.TRAIN_SUM] - m * want_loss) <= m * RTOL[dtype] * max(abs(want_loss), 1.0)
+    assert_close(G, want_G, RTOL[dtype])
+    assert bufs.status.copy_to_host()[0] == -1
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits(rng):
+    Z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4 + 1.0, -1e4]])
+    T = np.array([[1.0], [1.0]])
+    bufs, G = _run_head("cross_entropy", Z, T, "float64")
+    want_loss, want_G = naive.cross_entropy(Z, T[:, 0])
+    assert np.isfinite(G).all()
+    assert abs(bufs.acc.copy_to_host()[gpu_losses.LAST] - want_loss) <= 1e-12 * want_loss
+    assert_close(G, want_G, 1e-12)
+
+
+def test_non_finite_loss_sets_status_and_stops_updates(rng):
+    Z = np.array([[np.nan, 0.0], [1.0, 2.0]])
+    bufs, _ = _run_head("cross_entropy", Z, np.array([[0.0], [1.0]]), "float64", step=5)
+    assert bufs.status.copy_to_host()[0] == 5
+    assert bufs.acc.copy_to_host()[gpu_losses.TRAIN_SUM] == 0.0
+    theta = cuda.to_device(np.ones(7))
+    state = cuda.to_device(np.zeros((2, 7)))
+    grad = cuda.to_device(np.ones(7))
+    gpu_optim.optimizer_step(1, np.array([0.1, 0, 0, 0, 0.9, 0.999, 1e-8, 0]), 0.1, theta, grad,
+                             state, bufs.status, 0)
+    assert (theta.copy_to_host() == 1.0).all() and (state.copy_to_host() == 0.0).all()
+
+
+OPTIMIZERS = {
+    "sgd": dict(lr=0.1),
+    "momentum-wd": dict(lr=0.1, momentum=0.9, weight_decay=0.01),
+    "nesterov": dict(lr=0.1, momentum=0.9, nesterov=True),
+    "adam-wd": dict(lr=0.01, weight_decay=0.01),
+    "adamw": dict(lr=0.01, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("n", [1, 7, 33])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_updates(name, dtype, n, rng):
+    import fastdnn as fd
+    kwargs = OPTIMIZERS[name]
+    if name.startswith("adam"):
+        opt = (fd.AdamW if name == "adamw" else fd.Adam)(**kwargs)
+        oracle = (naive.AdamW if name == "adamw" else naive.Adam)(**kwargs)
+    else:
+        opt = fd.SGD(**kwargs)
+        oracle = naive.SGD(**kwargs)
+    theta = rng.normal(size=n).astype(dtype)
+    want = theta.astype(np.float64)
+    theta_d = cuda.to_device(theta)
+    state_d = cuda.to_device(opt.bind(n, np.dtype(dtype)))
+    status = cuda.to_device(np.full(1, -1, dtype=np.int64))
+    for t, lr_factor in enumerate([1.0, 0.5, 0.25]):
+        grad = rng.normal(size=n).astype(dtype)
+        lr = opt.lr * lr_factor
+        gpu_optim.optimizer_step(opt.code, opt.hyper(), lr, theta_d, cuda.to_device(grad), state_d,
+                                 status, t)
+        oracle.step([want], [grad.astype(np.float64)], lr=lr)
+    assert_close(theta_d.copy_to_host(), want, 10 * RTOL[dtype])
+
+
+def test_gather_batch(rng):
+    X = rng.normal(size=(7, 5))
+    T = rng.normal(size=(7, 2))
+    order = rng.permutation(7)
+    work = cuda.to_device(np.zeros(40))
+    targets = cuda.to_device(np.zeros(8))
+    gpu_train.gather_batch[2, 4](cuda.to_device(X), cuda.to_device(T), cuda.to_device(order), 2,
+                                 4, work, targets)
+    np.testing.assert_array_equal(work.copy_to_host()[:20].reshape(4, 5), X[order[2:6]])
+    np.testing.assert_array_equal(targets.copy_to_host().reshape(4, 2), T[order[2:6]])
+
+
+def test_all_finite():
+    x = np.zeros(33)
+    assert gpu_train.all_finite(cuda.to_device(x))
+    x[32] = np.inf
+    assert not gpu_train.all_finite(cuda.to_device(x))
+
+
+def test_register_tile_does_not_change_results(rng, monkeypatch):
+    """Every output sums its K terms in the same order whatever MICRO is: bit-identical."""
+    from fastdnn import config
+    backend, layout, bufs = setup_net([33, 7, 2], [ACTIVATIONS["tanh"]], MSE, "float32", 9)
+    backend.set_theta(rng.normal(size=backend.n_params).astype(np.float32))
+    work = np.zeros(layout.work_size, dtype=np.float32)
+    work[:9 * 33] = rng.normal(size=9 * 33)
+    outs = []
+    for micro in (1, 2, 4):
+        monkeypatch.setattr(config, "CUDA_MICRO", micro)
+        bufs.work.copy_to_device(work)
+        gpu_dense.dense_forward(bufs, layout.table, 0, 9)
+        outs.append(bufs.work.copy_to_host())
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])

@@ -1,0 +1,184 @@
+"""fd.MLP(device="cuda") against fd.MLP(device="cpu"): same seed, same init, same results.
+
+Tolerances, relative to the largest entry of the CPU result: float64 1e-11 (different
+summation orders, compounded over a few training steps); float32 2e-5 for one pass,
+5e-4 after training (rounding differences grow through the updates).
+"""
+import numpy as np
+import pytest
+
+import fastdnn as fd
+from fastdnn import config
+from numba import cuda
+
+from conftest import SHIPPED, SIMULATOR
+
+DTYPES = ("float32", "float64")
+RTOL = {"float32": 2e-5, "float64": 1e-11}
+FIT_RTOL = {"float32": 5e-4, "float64": 1e-11}
+# (loss, outputs, hidden activations): every head, six of the nine activations.
+NETS = [("cross_entropy", 3, ["relu", "silu"]), ("mse", 2, ["tanh", "elu"]),
+        ("binary_cross_entropy", 1, ["softplus", "leaky_relu"])]
+NET_IDS = [loss for loss, _, _ in NETS]
+
+
+def assert_close(got, want, rtol):
+    want = np.asarray(want, dtype=np.float64)
+    scale = max(np.max(np.abs(want)) if want.size else 0.0, 1e-30)
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=0, atol=rtol * scale)
+
+
+def pair(loss, k, acts, dtype, n_in=5, seed=3):
+    sizes = [n_in, 7, 6, k]
+    return [fd.MLP(sizes, activation=acts, loss=loss, dtype=dtype, seed=seed, device=device)
+            for device in ("cpu", "cuda")]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss,k,acts", NETS, ids=NET_IDS)
+def test_forward_loss_gradients_predict_match_cpu(loss, k, acts, dtype, make_data):
+    X, y = make_data(loss, 9, 5, k)
+    cpu, gpu = pair(loss, k, acts, dtype)
+    assert gpu.device == "cuda" and "cuda" in repr(gpu)
+    assert_close(gpu.forward(X), cpu.forward(X), RTOL[dtype])
+    assert abs(gpu.loss(X, y) - cpu.loss(X, y)) <= RTOL[dtype] * abs(cpu.loss(X, y))
+    for (dW, db), (cW, cb) in zip(gpu.gradients(X, y), cpu.gradients(X, y)):
+        assert_close(dW, cW, RTOL[dtype])
+        assert_close(db, cb, RTOL[dtype])
+    if loss != "mse":
+        np.testing.assert_array_equal(gpu.predict(X), cpu.predict(X))
+        assert_close(gpu.predict_proba(X), cpu.predict_proba(X), RTOL[dtype])
+
+
+OPTIMIZERS = {
+    "sgd-nesterov": lambda: fd.SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": lambda: fd.Adam(lr=0.01),
+    "adamw": lambda: fd.AdamW(lr=0.01),
+}
+
+
+@pytest.mark.parametrize("opt,dtype", [("sgd-nesterov", "float64"), ("adam", "float64"),
+                                       ("adamw", "float64"), ("adam", "float32")])
+def test_fit_matches_cpu(opt, dtype, make_data):
+    """2 epochs in order (batches 4, 3) with a schedule, then 1 more continuing the
+    optimizer state: the GPU copies its state back to the optimizer at epoch ends."""
+    loss, k, acts = NETS[list(OPTIMIZERS).index(opt)]
+    X, y = make_data(loss, 7, 5, k)
+    nets = pair(loss, k, acts, dtype)
+    hists = []
+    for net in nets:
+        optimizer = OPTIMIZERS[opt]()
+        h = net.fit(X, y, epochs=2, batch_size=4, optimizer=optimizer, shuffle=False,
+                    schedule=fd.InverseTimeDecay(0.1))
+        h2 = net.fit(X, y, epochs=1, batch_size=4, optimizer=optimizer, shuffle=False)
+        hists.append(h.loss + h2.loss)
+        assert optimizer.t == 6
+    cpu, gpu = nets
+    assert_close(hists[1], hists[0], FIT_RTOL[dtype])
+    assert_close(gpu._backend.get_theta(), cpu._backend.get_theta(), FIT_RTOL[dtype])
+
+
+@pytest.mark.parametrize("shuffle", [True, "uniform"])
+def test_same_seed_same_weights(shuffle, make_data):
+    X, y = make_data("cross_entropy", 7, 5, 3)
+    thetas = []
+    for _ in range(2):
+        net = fd.MLP([5, 7, 3], activation="gelu", seed=7, device="cuda")
+        net.fit(X, y, epochs=2, batch_size=4, shuffle=shuffle, optimizer=fd.Adam(lr=0.01))
+        thetas.append(net._backend.get_theta())
+    np.testing.assert_array_equal(thetas[0], thetas[1])
+
+
+def test_data_in_chunks_gives_the_same_weights(make_data, monkeypatch):
+    """Data larger than CUDA_DATA_BYTES goes up in chunks of whole batches: same steps."""
+    X, y = make_data("mse", 8, 5, 2)
+    thetas = []
+    for budget in (None, 350):  # 350 bytes: 6 rows of 5 + 2 float64 -> chunks of 2 batches
+        monkeypatch.setattr(config, "CUDA_DATA_BYTES", budget)
+        net = fd.MLP([5, 7, 2], activation="tanh", loss="mse", dtype="float64", seed=2,
+                     device="cuda")
+        net.fit(X, y, epochs=1, batch_size=3, shuffle=True, optimizer=fd.SGD(lr=0.05))
+        thetas.append(net._backend.get_theta())
+    np.testing.assert_array_equal(thetas[0], thetas[1])
+
+
+def test_save_on_one_device_load_on_the_other(tmp_path, make_data):
+    X, _ = make_data("cross_entropy", 7, 5, 3)
+    gpu = fd.MLP([5, 7, 3], activation="silu", seed=1, device="cuda")
+    gpu.save(tmp_path / "gpu.npz")
+    cpu = fd.MLP.load(tmp_path / "gpu.npz", device="cpu")
+    assert cpu.device == "cpu"
+    assert_close(cpu.forward(X), gpu.forward(X), RTOL["float32"])
+    cpu.save(tmp_path / "cpu.npz")
+    back = fd.MLP.load(tmp_path / "cpu.npz", device="cuda")
+    np.testing.assert_array_equal(back._backend.get_theta(), gpu._backend.get_theta())
+    for (W, b), (W2, b2) in zip(back.get_weights(), cpu.get_weights()):
+        np.testing.assert_array_equal(W, W2)
+        np.testing.assert_array_equal(b, b2)
+
+
+@pytest.mark.parametrize("loss,k,acts", NETS, ids=NET_IDS)
+def test_device_arrays_in_device_arrays_out(loss, k, acts, make_data):
+    X, y = make_data(loss, 9, 5, k)
+    X = X.astype(np.float32)
+    net = fd.MLP([5, 7, k], activation=acts[0], loss=loss, seed=4, device="cuda")
+    Xd = cuda.to_device(X)
+    Z = net.forward(Xd)
+    assert not isinstance(Z, np.ndarray)
+    assert_close(Z.copy_to_host(), net.forward(X), 1e-6)
+    labels = net.predict(Xd)
+    assert not isinstance(labels, np.ndarray)
+    np.testing.assert_array_equal(labels.copy_to_host(), net.predict(X))
+    if loss != "mse":
+        assert_close(net.predict_proba(Xd).copy_to_host(), net.predict_proba(X), 1e-6)
+    assert net.score(Xd, y) == net.score(X, y)
+    with pytest.raises(TypeError, match="dtype"):
+        net.forward(cuda.to_device(X.astype(np.float64)))
+    with pytest.raises(ValueError, match="features"):
+        net.forward(cuda.to_device(X[:, :3].copy()))
+
+
+def test_fit_on_device_data_and_validation(make_data):
+    X, y = make_data("cross_entropy", 10, 5, 3)
+    X = X.astype(np.float32)
+    a = fd.MLP([5, 7, 3], seed=5, device="cuda")
+    b = fd.MLP([5, 7, 3], seed=5, device="cuda")
+    ha = a.fit(X, y, epochs=2, batch_size=10, validation_data=(X, y))
+    hb = b.fit(cuda.to_device(X), y, epochs=2, batch_size=10, validation_data=(cuda.to_device(X), y))
+    assert ha.history == {**hb.history, "seconds": ha.seconds}
+    np.testing.assert_array_equal(a._backend.get_theta(), b._backend.get_theta())
+    assert abs(ha.val_loss[-1] - a.loss(X, y)) < 1e-6
+
+
+def test_predict_streams_in_chunks(make_data, monkeypatch):
+    X, y = make_data("mse", 9, 5, 2)
+    net = fd.MLP([5, 7, 2], loss="mse", dtype="float64", seed=6, device="cuda")
+    whole, loss = net.forward(X), net.loss(X, y)
+    monkeypatch.setattr(config, "PREDICT_CHUNK", 4)
+    net._backend._infer = None
+    np.testing.assert_array_equal(net.forward(X), whole)
+    assert abs(net.loss(X, y) - loss) < 1e-12
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the simulator computes in NumPy scalars
+def test_divergence_keeps_finite_weights(make_data):
+    X, y = make_data("mse", 8, 5, 1)
+    net = fd.MLP([5, 7, 1], activation="relu", loss="mse", seed=0, device="cuda")
+    with pytest.raises(fd.TrainingDivergedError):
+        net.fit(X * 1e3, y * 1e3, epochs=5, batch_size=4, optimizer=fd.SGD(lr=1e8), shuffle=False)
+    assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in net.get_weights())
+
+
+@pytest.mark.skipif(SIMULATOR, reason="default launch shapes: real GPU only (too slow simulated)")
+def test_default_launch_shapes_on_a_real_gpu(monkeypatch, rng):
+    """The shipped tunables (16 x 16 tiles, register tiles up to 8 x 8) on a mid-size net."""
+    for name, value in SHIPPED.items():  # undo conftest's small launches
+        monkeypatch.setattr(config, name, value)
+    X = rng.normal(size=(700, 130))
+    y = rng.integers(0, 10, size=700)
+    cpu, gpu = [fd.MLP([130, 300, 257, 10], activation="gelu", seed=1, device=d)
+                for d in ("cpu", "cuda")]
+    assert_close(gpu.forward(X), cpu.forward(X), 1e-4)
+    for net in (cpu, gpu):
+        net.fit(X, y, epochs=1, batch_size=256, shuffle=False, optimizer=fd.SGD(lr=0.01))
+    assert_close(gpu._backend.get_theta(), cpu._backend.get_theta(), 1e-4)

@@ -1,0 +1,75 @@
+"""Device selection and import discipline, each in a fresh interpreter: these run in
+every pytest process (with or without the simulator or a GPU)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def run(code, **env):
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    environ.update(env)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=environ,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+NO_CUDA = """
+    import fastdnn as fd
+    try:
+        fd.MLP([2, 3, 2], device="cuda")
+    except fd.DeviceError as exc:
+        assert isinstance(exc, RuntimeError)
+        print(exc)
+    else:
+        raise SystemExit("no DeviceError")
+"""
+
+
+def test_cuda_without_a_gpu_raises_device_error():
+    # CUDA_VISIBLE_DEVICES="" hides a real GPU too, so this runs on any machine.
+    message = run(NO_CUDA, CUDA_VISIBLE_DEVICES="")
+    assert "no usable CUDA GPU" in message and "device='cpu'" in message
+
+
+def test_cuda_without_numba_cuda_raises_device_error():
+    block = """
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "numba_cuda":
+                    raise ImportError("numba-cuda hidden by the test")
+        sys.meta_path.insert(0, Block())
+    """
+    message = run(textwrap.dedent(block) + textwrap.dedent(NO_CUDA))
+    assert "numba-cuda" in message and "pip install 'fastdnn[cuda]'" in message
+
+
+def test_cpu_path_never_imports_cuda_machinery():
+    out = run("""
+        import sys
+        import numpy as np
+        import fastdnn as fd
+        X = np.random.default_rng(0).normal(size=(20, 3))
+        y = (X[:, 0] > 0).astype(int)
+        for device in ("cpu", "auto"):
+            net = fd.MLP([3, 8, 2], device=device, seed=0)
+            net.fit(X, y, epochs=2, batch_size=8)
+            net.predict(X)
+            assert net.device == "cpu"
+        loaded = [m for m in ("fastdnn.gpu_backend", "fastdnn.gpu_dense", "numba_cuda",
+                              "numba.cuda") if m in sys.modules]
+        print(loaded)
+    """)
+    assert out.strip() == "[]"
+
+
+def test_auto_picks_cpu_under_the_simulator():
+    out = run("""
+        import fastdnn as fd
+        print(fd.MLP([1000, 1000, 10], device="auto").device)
+    """, NUMBA_ENABLE_CUDASIM="1")
+    assert out.strip() == "cpu"
