@@ -1,34 +1,36 @@
-"""The thread policy: n_threads sets SciPy's BLAS pool (used by np.dot in nopython mode)
-for a call and restores it; results do not depend on it."""
+"""The thread policy: BLAS is called single-threaded, big products are split into fixed
+column blocks run by Numba's pool, and n_threads sets that pool for a call and restores
+it -- so results never depend on the thread count."""
+import numba
 import numpy as np
 import pytest
 
 import fastdnn as fd
-from fastdnn import config
+from fastdnn import blas, config
 from fastdnn.threads import check_n_threads, limit_threads, scipy_blas
 
 
-def test_limit_threads_sets_and_restores():
-    blas = scipy_blas()
-    if blas is None:
-        pytest.skip("SciPy is not linked against its own OpenBLAS here")
-    get, _ = blas
-    before = get()
+def test_limit_threads_sets_and_restores_numbas_pool():
+    before = numba.get_num_threads()
     with limit_threads(1):
-        assert get() == 1
-    assert get() == before
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
     with pytest.raises(RuntimeError):
         with limit_threads(1):
             raise RuntimeError("boom")
+    assert numba.get_num_threads() == before
+
+
+def test_process_wide_blas_setting_is_left_alone():
+    lib = scipy_blas()
+    if lib is None or not blas.HAS_LOCAL_THREADS:
+        pytest.skip("needs SciPy's OpenBLAS with openblas_set_num_threads_local")
+    get, _ = lib
+    before = get()
+    X = np.ones((300, 300), dtype=np.float32)
+    C = np.empty_like(X)
+    blas.matmul(X, X, C)  # big enough for the parallel blocks
     assert get() == before
-
-
-def test_limit_threads_none_is_a_no_op():
-    blas = scipy_blas()
-    before = blas[0]() if blas else None
-    with limit_threads(None):
-        pass
-    assert (blas[0]() if blas else None) == before
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
@@ -37,17 +39,41 @@ def test_bad_n_threads(bad):
         check_n_threads(bad)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n", [(100, 129, 127), (64, 784, 300), (257, 300, 129)])
+def test_products_identical_for_any_thread_count(m, k, n, dtype):
+    # Shapes where OpenBLAS' own threading changed the last bits between 1 and 2 threads.
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    D = rng.standard_normal((m, n)).astype(dtype)
+    outs = []
+    for t in (1, 2):
+        with limit_threads(t):
+            C, G, P = np.empty((m, n), dtype), np.empty((k, n), dtype), np.empty((m, k), dtype)
+            blas.matmul(X, Y, C)
+            blas.matmul_tn(X, D, G)
+            blas.matmul_nt(D, Y, P)
+        outs.append((C, G, P))
+    for a, b in zip(*outs):
+        assert np.array_equal(a, b)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(outs[0][0], X.astype(np.float64) @ Y, rtol=tol, atol=tol * k)
+    np.testing.assert_allclose(outs[0][1], X.T.astype(np.float64) @ D, rtol=tol, atol=tol * m)
+    np.testing.assert_allclose(outs[0][2], D.astype(np.float64) @ Y.T, rtol=tol, atol=tol * n)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("gemm_min", [0, config.SMALL_GEMM_MACS])
-def test_fit_identical_with_one_or_two_threads(monkeypatch, gemm_min):
-    # gemm_min=0 sends every product through BLAS, where threads could split the work.
+def test_fit_identical_with_one_or_two_threads(monkeypatch, gemm_min, dtype):
+    # gemm_min=0 sends every product through BLAS; 300 rows make the big ones parallel.
     monkeypatch.setattr(config, "SMALL_GEMM_MACS", gemm_min)
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((300, 40)).astype(np.float32)
-    y = rng.integers(0, 5, 300)
+    X = rng.standard_normal((600, 40))
+    y = rng.integers(0, 5, 600)
     weights = []
     for n_threads in (1, 2):
-        net = fd.MLP([40, 96, 96, 5], seed=3, n_threads=n_threads)
-        net.fit(X, y, epochs=2, batch_size=100, optimizer=fd.SGD(lr=0.05, momentum=0.9))
+        net = fd.MLP([40, 160, 140, 5], seed=3, n_threads=n_threads, dtype=dtype)
+        net.fit(X, y, epochs=2, batch_size=300, optimizer=fd.SGD(lr=0.05, momentum=0.9))
         weights.append(net.get_weights())
     for (W1, b1), (W2, b2) in zip(*weights):
         assert np.array_equal(W1, W2) and np.array_equal(b1, b2)

@@ -11,11 +11,6 @@ so patching them never forces a recompile.
 #: samples/s), BLAS wins already at 32x16x16 (16-wide ReLU net, batch 32: 3.5 vs 1.0 M).
 SMALL_GEMM_MACS = 256
 
-#: When ``n_threads`` is not set, ``fit`` runs BLAS single-threaded if no layer's
-#: per-step product exceeds this many multiply-adds: for small products a second
-#: OpenBLAS thread costs more in hand-off (and spinning, on a busy machine) than it gains.
-SERIAL_BLAS_MACS = 1 << 22
-
 #: Rows processed per call when ``forward``/``predict`` stream through a large X;
 #: bounds the activation buffers allocated for inference.
 PREDICT_CHUNK = 4096

@@ -1,16 +1,18 @@
 """Dense layer kernels: the forward affine map with fused bias + activation, and its
 layerwise backward twin.  ``W`` has shape ``(fan_in, fan_out)``; rows are samples.
 
-Two paths per product, chosen once per layer by the caller (``blas`` flag, see
-:mod:`fastdnn.layout`): hand-written loops for narrow layers, where a BLAS call costs
-more than its arithmetic, and ``np.dot`` (SciPy's OpenBLAS) for wide ones.  The choice
-depends on shapes only, never on the thread count, so results do too.
+Two paths per product, chosen by the caller from the shapes (``blas`` flag, see
+:mod:`fastdnn.layout`): hand-written loops for the tiniest products, where a BLAS call
+costs more than its arithmetic, and :mod:`fastdnn.blas` (SciPy's BLAS, split into
+fixed column blocks run in parallel) for the rest.  The choice and the split depend on
+shapes only, never on the thread count, so results do too.
 """
 import numpy as np
 from numba import njit
 
 from . import config
 from .activations import activate
+from .blas import matmul, matmul_nt, matmul_tn
 
 # Reassociation lets LLVM vectorise the dot-product reduction of ``delta @ W.T``; it
 # changes rounding only (no NaN/inf assumptions), and this leaf holds no softmax/log.
@@ -36,7 +38,7 @@ def dense_forward(A_prev, W, b, code, blas, Z, A):
     """``Z = A_prev @ W + b``, ``A = g(Z)`` (``A`` may be ``Z`` itself)."""
     m = A_prev.shape[0]
     if blas:
-        np.dot(A_prev, W, Z)
+        matmul(A_prev, W, Z)
         n = W.shape[1]
         for i in range(m):
             for j in range(n):
@@ -86,14 +88,14 @@ def dense_backward(delta, A_prev, W, blas, dW, db, delta_prev):
     array for the first layer, which needs none.
     """
     if blas:
-        np.dot(A_prev.T, delta, dW)
+        matmul_tn(A_prev, delta, dW)
         db[:] = 0.0
         m, n = delta.shape
         for i in range(m):
             for j in range(n):
                 db[j] += delta[i, j]
         if delta_prev.size > 0:
-            np.dot(delta, W.T, delta_prev)
+            matmul_nt(delta, W, delta_prev)
     else:
         _weight_grad_rows(delta, A_prev, dW, db)
         if delta_prev.size > 0:

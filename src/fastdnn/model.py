@@ -11,7 +11,7 @@ from .errors import TrainingDivergedError
 from .losses import BINARY_CROSS_ENTROPY, CLASSIFIERS, CROSS_ENTROPY, LOSS_NAMES, loss_code
 from .optim import make_optimizer
 from .schedules import make_schedule
-from .threads import check_n_threads, fit_threads, limit_threads
+from .threads import check_n_threads, limit_threads
 from .train import IN_ORDER, SHUFFLE, UNIFORM
 from .validation import check_dtype, check_positive_int, check_targets, check_X
 
@@ -66,7 +66,12 @@ def _check_sizes(sizes):
 
 
 def _check_activations(activation, n_hidden):
-    names = [activation] * n_hidden if isinstance(activation, str) else list(activation)
+    if isinstance(activation, str):
+        names = [activation] * n_hidden
+    elif isinstance(activation, (list, tuple)):
+        names = list(activation)
+    else:
+        raise TypeError(f"activation must be a name or a list of names, got {type(activation).__name__}")
     if len(names) != n_hidden:
         raise ValueError(f"got {len(names)} activations for {n_hidden} hidden layers")
     return [activation_code(name) for name in names]
@@ -264,8 +269,6 @@ class MLP:
         return self._metric(self._backend_forward(X), T)
 
     def _backend_forward(self, X):
-        if self.n_threads is None:  # the common case skips the context manager: predict(x) latency
-            return self._backend.forward(X)
         with limit_threads(self.n_threads):
             return self._backend.forward(X)
 
@@ -358,7 +361,7 @@ class MLP:
         sched_params = sched.params(total_steps)
         hist = History()
         best, since_best = math.inf, 0
-        with fit_threads(self.n_threads, self.sizes, min(batch_size, X.shape[0])):
+        with limit_threads(self.n_threads):
             trainer = self._backend.trainer(X, T, batch_size, opt, (sched.code, sched_params))
             for epoch in range(epochs):
                 snapshot = self._backend.get_theta()

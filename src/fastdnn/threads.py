@@ -1,11 +1,13 @@
 """Who owns the cores: the thread policy of the CPU backend.
 
-Measured on the 2-core dev machine: a ``prange`` element-wise kernel run between
-2-thread OpenBLAS calls made a training step 16-35x slower, Numba's OpenMP workers
-spinning while BLAS starved.  So fastdnn's CPU kernels are serial (no ``prange``) and
-the only threads are those of the BLAS behind ``np.dot`` in nopython mode -- SciPy's
-OpenBLAS, a pool separate from NumPy's.  ``n_threads`` sets that pool (and Numba's, for
-user code sharing the process) for the duration of a call and restores it afterwards.
+Numba's thread pool owns them.  Measured on the 2-core dev machine: a ``prange``
+element-wise kernel run between 2-thread OpenBLAS calls made a training step 16-35x
+slower, Numba's OpenMP workers spinning while BLAS starved; and OpenBLAS' own threading
+changes the last bits of a product with the thread count.  So BLAS is only ever called
+single-threaded (per call, :mod:`fastdnn.blas`), the big products are cut into fixed
+column blocks that Numba's ``prange`` runs in parallel, and everything else is serial:
+one pool, no oversubscription, and results independent of the thread count.
+``n_threads`` sets Numba's pool for the duration of a call and restores it afterwards.
 """
 import contextlib
 import ctypes
@@ -14,14 +16,13 @@ import os
 
 import numba
 
-from . import config
-
 _SETTERS = ("scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
             "openblas_set_num_threads", "openblas_set_num_threads64_")
 _GETTERS = ("scipy_openblas_get_num_threads", "scipy_openblas_get_num_threads64_",
             "openblas_get_num_threads", "openblas_get_num_threads64_")
 
 _blas = None
+_lib = None
 
 
 def _find(lib, names):
@@ -32,6 +33,12 @@ def _find(lib, names):
     return None
 
 
+def scipy_blas_library():
+    """The ``ctypes.CDLL`` of SciPy's OpenBLAS, or ``None`` (other BLAS builds)."""
+    scipy_blas()
+    return _lib
+
+
 def scipy_blas():
     """``(get, set)`` for the thread count of SciPy's OpenBLAS, or ``None`` if not found.
 
@@ -39,7 +46,7 @@ def scipy_blas():
     the OpenBLAS shipped in ``scipy.libs``.  Other BLAS builds (MKL, Accelerate) are
     left alone.
     """
-    global _blas
+    global _blas, _lib
     if _blas is None:
         _blas = False
         import scipy
@@ -56,6 +63,7 @@ def scipy_blas():
                 get.restype = ctypes.c_int
                 set_.argtypes = [ctypes.c_int]
                 _blas = (get, set_)
+                _lib = lib
                 break
     return _blas or None
 
@@ -70,20 +78,24 @@ def check_n_threads(n_threads):
 
 
 @contextlib.contextmanager
-def limit_threads(n_threads, blas_only=False):
-    """Run the block with ``n_threads`` BLAS (and Numba) threads; ``None`` changes nothing.
+def limit_threads(n_threads):
+    """Run the block with ``n_threads`` Numba threads (``None``: leave the setting).
 
-    ``blas_only`` leaves Numba's pool alone (touching it starts its threading layer).
+    fastdnn's BLAS calls are single-threaded by their own per-thread setting (see
+    :mod:`fastdnn.blas`); only where OpenBLAS lacks that call is the process-wide BLAS
+    count set to 1 here, and restored afterwards.
     """
-    if n_threads is None:
+    from .blas import HAS_LOCAL_THREADS
+
+    blas = None if HAS_LOCAL_THREADS else scipy_blas()
+    if n_threads is None and blas is None:
         yield
         return
-    blas = scipy_blas()
     old_blas = blas[0]() if blas else None
-    old_numba = None if blas_only else numba.get_num_threads()
+    old_numba = numba.get_num_threads() if n_threads is not None else None
     try:
         if blas:
-            blas[1](n_threads)
+            blas[1](1)
         if old_numba is not None:
             numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
         yield
@@ -92,12 +104,3 @@ def limit_threads(n_threads, blas_only=False):
             blas[1](old_blas)
         if old_numba is not None:
             numba.set_num_threads(old_numba)
-
-
-def fit_threads(n_threads, sizes, batch_size):
-    """The thread scope of a ``fit``: the user's ``n_threads``, or one BLAS thread for
-    nets whose largest per-step product is below ``config.SERIAL_BLAS_MACS``."""
-    if n_threads is not None:
-        return limit_threads(n_threads)
-    macs = max(batch_size * k * n for k, n in zip(sizes[:-1], sizes[1:]))
-    return limit_threads(1 if macs < config.SERIAL_BLAS_MACS else None, blas_only=True)

@@ -1,0 +1,168 @@
+"""Deterministic, thread-count-independent GEMM on top of SciPy's BLAS.
+
+Why not ``np.dot`` with a threaded BLAS: OpenBLAS splits a product differently with
+1 and 2 threads, and the last bits of the result change with it (measured: 32 of 294
+float32 and 46 of 294 float64 shapes in ``benchmarks``' grid differ).  fastdnn's
+results must not depend on the thread count, so here the split is ours: the output's
+columns are cut into fixed blocks of :data:`BLOCK` (a function of the shape only),
+each block is one single-threaded BLAS call, and the blocks run in a ``prange`` when
+the product is big enough to pay for threads.  Cutting columns (not rows) keeps each
+call's packing of the shared operand small, as OpenBLAS' own threading does.
+
+Every product is written for row-major C-contiguous operands:
+
+* ``matmul``     ``C = X @ Y``       (forward: ``Z = A_prev @ W``)
+* ``matmul_tn``  ``C = X.T @ Y``     (weight gradient: ``dW = A_prev.T @ delta``)
+* ``matmul_nt``  ``C = X @ Y.T``     (backprop: ``delta_prev = delta @ W.T``)
+
+BLAS is column-major, so a row-major ``C = op(X) op(Y)`` is issued as the
+column-major ``C^T = op(Y)^T op(X)^T``; a block of C's columns is a block of rows of
+``C^T``, reached by offsetting the pointers.  The call goes through Numba's own
+``numba_xxgemm`` helper (the one behind ``np.dot``, which takes its sizes by value and
+reaches SciPy's ``cython_blas``), declared as an external symbol so that the kernels
+stay cacheable on disk.
+"""
+import ctypes
+
+import llvmlite.binding as llvm
+import numpy as np
+from numba import cfunc, njit, prange, types
+
+from . import config
+
+#: Output columns per BLAS call when a product is split.  128 keeps the repeated
+#: packing of the other operand under 1% of the arithmetic for the widths we split.
+BLOCK = 128
+#: Multiply-adds from which the blocks run in parallel (below: one call, no threads).
+PARALLEL_MACS = 1 << 21
+
+_gemm_c = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.char, types.char, types.char, types.intp, types.intp, types.intp, types.voidptr,
+    types.voidptr, types.intp, types.voidptr, types.intp, types.voidptr, types.voidptr,
+    types.intp))
+
+
+@cfunc(types.intc(types.intc))
+def _no_local_threads(n):  # pragma: no cover - stands in where OpenBLAS lacks the call
+    return 1
+
+
+def _register_local_threads():
+    """Bind ``fastdnn_blas_local_threads`` to OpenBLAS' ``openblas_set_num_threads_local``
+    (0.3.27+): a per-thread BLAS thread count, so each call here runs single-threaded
+    without touching the process-wide setting.  Returns whether it was found; if not,
+    a no-op is bound and callers must set the process-wide count (see threads.py)."""
+    from .threads import scipy_blas_library
+
+    lib = scipy_blas_library()
+    fn = getattr(lib, "openblas_set_num_threads_local", None) if lib is not None else None
+    addr = ctypes.cast(fn, ctypes.c_void_p).value if fn is not None else _no_local_threads.address
+    llvm.add_symbol("fastdnn_blas_local_threads", addr)
+    return fn is not None
+
+
+def _resolve_gemm():
+    """Make Numba's helper look up ``sgemm``/``dgemm`` now, from Python.
+
+    The helper resolves them on first use under ``PyGILState_Ensure``; done first from
+    a ``prange`` worker while the calling thread holds the GIL, that would deadlock.
+    A 1 x 1 product of each kind, called through ctypes here, settles it at import.
+    """
+    from numba import _helperlib
+    from numba.np.linalg import ensure_blas
+
+    ensure_blas()
+    c_ssize = ctypes.c_ssize_t
+    fn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char, ctypes.c_char, ctypes.c_char, c_ssize,
+                          c_ssize, c_ssize, ctypes.c_void_p, ctypes.c_void_p, c_ssize,
+                          ctypes.c_void_p, c_ssize, ctypes.c_void_p, ctypes.c_void_p,
+                          c_ssize)(_helperlib.c_helpers["xxgemm"])
+    for kind, dtype in ((b"s", np.float32), (b"d", np.float64)):
+        a = np.ones(4, dtype=dtype)  # alpha, A, B, beta/C share one small buffer
+        ptr = [a[i:].ctypes.data for i in range(4)]
+        fn(kind, b"N", b"N", 1, 1, 1, ptr[0], ptr[1], 1, ptr[2], 1, ptr[3], ptr[3], 1)
+
+
+def _start_thread_pool():
+    """Start Numba's thread pool now (about 50 ms): a cached kernel that reaches the
+    ``prange`` below, loaded from disk into a process where the pool was never
+    started, is one of the paths where Numba has been seen to crash."""
+    from numba.np.ufunc.parallel import _launch_threads
+
+    _launch_threads()
+
+
+_resolve_gemm()
+_start_thread_pool()
+HAS_LOCAL_THREADS = _register_local_threads()
+_set_local_threads = types.ExternalFunction("fastdnn_blas_local_threads", types.intc(types.intc))
+
+_N, _T = ord("N"), ord("T")
+_ONE_ZERO32 = np.array([1.0, 0.0], dtype=np.float32)
+_ONE_ZERO64 = np.array([1.0, 0.0], dtype=np.float64)
+
+
+@njit(cache=config.CACHE, inline="always")
+def _gemm(flag_a, flag_b, M, N, K, A, lda, B, ldb, C, ldc):
+    """Column-major ``C = op(A) op(B)``, M x N x K, as one single-threaded BLAS call."""
+    prev = _set_local_threads(1)
+    if C.itemsize == 4:
+        _gemm_c(ord("s"), flag_a, flag_b, M, N, K, _ONE_ZERO32.ctypes, A.ctypes, lda, B.ctypes,
+                ldb, _ONE_ZERO32[1:].ctypes, C.ctypes, ldc)
+    else:
+        _gemm_c(ord("d"), flag_a, flag_b, M, N, K, _ONE_ZERO64.ctypes, A.ctypes, lda, B.ctypes,
+                ldb, _ONE_ZERO64[1:].ctypes, C.ctypes, ldc)
+    _set_local_threads(prev)
+
+
+@njit(cache=config.CACHE)
+def n_blocks(cols, macs):
+    """How many column blocks a product with ``cols`` output columns is cut into."""
+    if macs < PARALLEL_MACS:
+        return 1
+    return (cols + BLOCK - 1) // BLOCK
+
+
+@njit(cache=config.CACHE, parallel=True)
+def _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc):
+    # Each block writes its own columns of C: no shared output, no race.
+    for blk in prange((cols + BLOCK - 1) // BLOCK):
+        j0 = blk * BLOCK
+        _gemm(flag_a, flag_b, min(BLOCK, cols - j0), rows, K, Yf[j0 * ystride:], lda, Xf, ldb,
+              Cf[j0:], ldc)
+
+
+@njit(cache=config.CACHE)
+def _product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc):
+    """Row-major ``C (rows x cols) = op(X) op(Y)`` over flat operands, split by columns."""
+    if n_blocks(cols, rows * cols * K) == 1:
+        _gemm(flag_a, flag_b, cols, rows, K, Yf, lda, Xf, ldb, Cf, ldc)
+    else:
+        _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc)
+
+
+@njit(cache=config.CACHE)
+def matmul(X, Y, C):
+    """``C = X @ Y`` (X: m x k, Y: k x n)."""
+    m, k = X.shape
+    n = Y.shape[1]
+    _product(_N, _N, m, n, k, Y.reshape(Y.size), 1, n, X.reshape(X.size), k,
+             C.reshape(C.size), n)
+
+
+@njit(cache=config.CACHE)
+def matmul_tn(X, Y, C):
+    """``C = X.T @ Y`` (X: m x k, Y: m x n, C: k x n)."""
+    m, k = X.shape
+    n = Y.shape[1]
+    _product(_N, _T, k, n, m, Y.reshape(Y.size), 1, n, X.reshape(X.size), k,
+             C.reshape(C.size), n)
+
+
+@njit(cache=config.CACHE)
+def matmul_nt(X, Y, C):
+    """``C = X @ Y.T`` (X: m x n, Y: k x n, C: m x k)."""
+    m, n = X.shape
+    k = Y.shape[0]
+    _product(_T, _N, m, k, n, Y.reshape(Y.size), n, n, X.reshape(X.size), n,
+             C.reshape(C.size), k)
