@@ -17,6 +17,7 @@ from .layout import A_OFF, ACT, B_OFF, GEMM_MIN, FAN_IN, FAN_OUT, IN_OFF, W_OFF,
 from .losses import loss_grad
 from .optim import LR, optimizer_step
 from .schedules import lr_factor
+from .views import view2d
 
 IN_ORDER, SHUFFLE, UNIFORM = range(3)
 
@@ -31,10 +32,7 @@ ScheduleArgs = namedtuple("ScheduleArgs", "code params")
 EpochPlan = namedtuple("EpochPlan", "loss batch_size sampling step0 seed")
 
 
-@njit(cache=config.CACHE, inline="always")
-def _view(buf, off, m, n):
-    """Rows ``m`` x ``n`` of the flat buffer ``buf`` from ``off`` (a C-contiguous view)."""
-    return buf[off:off + m * n].reshape((m, n))
+_view = view2d  # rows m x n of a flat buffer from an offset: (buf, off, m, n)
 
 
 @njit(cache=config.CACHE)
