@@ -45,7 +45,7 @@ def _sigmoid(z):
     return e / (1.0 + e)
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def activate(Z, code, A):
     """``A = g(Z)`` element-wise on 1-D views; ``A`` may be ``Z`` itself."""
     n = Z.shape[0]
@@ -83,7 +83,7 @@ def activate(Z, code, A):
             A[i] = z * _sigmoid(z)
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def activation_backward(delta, A, Z, code):
     """``delta *= g'(Z)`` in place, with ``g'`` read from ``A = g(Z)`` where possible."""
     n = delta.shape[0]

@@ -19,7 +19,7 @@ from .blas import matmul, matmul_nt, matmul_tn
 _REASSOC = {"reassoc"}
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def _affine_rows(A_prev, W, b, Z):
     """``Z = A_prev @ W + b`` with row-broadcast bias (loop form, vectorised over fan_out)."""
     m, k = A_prev.shape
@@ -33,7 +33,7 @@ def _affine_rows(A_prev, W, b, Z):
                 Z[i, j] += a * W[p, j]
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def dense_forward(A_prev, W, b, code, blas, Z, A):
     """``Z = A_prev @ W + b``, ``A = g(Z)`` (``A`` may be ``Z`` itself)."""
     m = A_prev.shape[0]
@@ -50,7 +50,7 @@ def dense_forward(A_prev, W, b, code, blas, Z, A):
             activate(Z[i], code, A[i])
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def _weight_grad_rows(delta, A_prev, dW, db):
     """``dW = A_prev.T @ delta``, ``db = delta.sum(0)`` (loop form, serial over samples)."""
     m, k = A_prev.shape
@@ -66,7 +66,7 @@ def _weight_grad_rows(delta, A_prev, dW, db):
                 dW[p, j] += a * delta[i, j]
 
 
-@njit(cache=config.CACHE, fastmath=_REASSOC)
+@njit(cache=config.CACHE, fastmath=_REASSOC, inline="always")
 def _backprop_rows(delta, W, delta_prev):
     """``delta_prev = delta @ W.T`` (loop form: a dot product per element)."""
     m, n = delta.shape
@@ -79,7 +79,7 @@ def _backprop_rows(delta, W, delta_prev):
             delta_prev[i, p] = s
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def dense_backward(delta, A_prev, W, blas, dW, db, delta_prev):
     """``dW = A_prev.T @ delta``, ``db = delta.sum(0)``, ``delta_prev = delta @ W.T``.
 

@@ -23,7 +23,7 @@ LOSS_NAMES = {code: name for name, code in LOSSES.items()}
 CLASSIFIERS = frozenset({CROSS_ENTROPY, BINARY_CROSS_ENTROPY})
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def softmax_cross_entropy(Z, T, G):
     """Mean of ``logsumexp(z) - z[y]``; ``G = (softmax(Z) - onehot(y)) / n``."""
     n, k = Z.shape
@@ -48,7 +48,7 @@ def softmax_cross_entropy(Z, T, G):
     return total * inv_n
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def mean_squared_error(Z, T, G):
     """Mean over samples and outputs of ``(z - t)**2``; ``G = 2 (Z - T) / (n k)``."""
     n, k = Z.shape
@@ -62,7 +62,7 @@ def mean_squared_error(Z, T, G):
     return total * inv
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def sigmoid_binary_cross_entropy(Z, T, G):
     """Mean of ``max(z,0) - z t + log1p(exp(-|z|))``; ``G = (sigmoid(Z) - T) / (n k)``."""
     n, k = Z.shape
@@ -79,7 +79,7 @@ def sigmoid_binary_cross_entropy(Z, T, G):
     return total * inv
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def loss_grad(Z, T, code, G):
     """Dispatch to the loss head ``code``: write dL/dZ into ``G``, return the mean loss."""
     if code == CROSS_ENTROPY:

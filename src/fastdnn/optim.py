@@ -19,7 +19,7 @@ SGD_CODE, ADAM_CODE = range(2)
 LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED = range(8)
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def sgd_update(theta, grad, velocity, lr, momentum, nesterov, weight_decay, first):
     """``theta -= lr * d`` with ``d`` the (Nesterov-)momentum of ``grad + wd * theta``."""
     for i in range(theta.shape[0]):
@@ -31,7 +31,7 @@ def sgd_update(theta, grad, velocity, lr, momentum, nesterov, weight_decay, firs
         theta[i] -= lr * g
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def adam_update(theta, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled):
     """One Adam step (``t`` counts from 1); AdamW when ``decoupled``."""
     bias1 = 1.0 - beta1**t
@@ -50,7 +50,7 @@ def adam_update(theta, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decou
         theta[i] -= step * mi / (math.sqrt(vi) / sqrt_bias2 + eps)
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def optimizer_step(code, hyper, lr, theta, grad, state, t):
     """Apply optimizer ``code`` at learning rate ``lr``; ``t`` = steps taken before this one."""
     if code == SGD_CODE:
