@@ -77,3 +77,28 @@ def test_fit_identical_with_one_or_two_threads(monkeypatch, gemm_min, dtype):
         weights.append(net.get_weights())
     for (W1, b1), (W2, b2) in zip(*weights):
         assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_sharded_batches_match_any_thread_count_and_the_oracle(monkeypatch, shards):
+    # Data-parallel shards (config.SHARDS) combine per-shard means weighted by rows:
+    # the same mean-loss gradient as one pass, identical for 1 and 2 threads.
+    monkeypatch.setattr(config, "SHARDS", shards)
+    monkeypatch.setattr(config, "MIN_SHARD_ROWS", 1)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((70, 5))
+    y = rng.integers(0, 3, 70)
+    runs = []
+    for n_threads in (1, 2):
+        net = fd.MLP([5, 9, 3], dtype="float64", seed=0, n_threads=n_threads)
+        net.fit(X, y, epochs=1, batch_size=70, optimizer=fd.SGD(lr=0.1), shuffle=False)
+        runs.append(net.get_weights())
+    for (W1, b1), (W2, b2) in zip(*runs):
+        assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
+    # One full-batch SGD step from the same start: theta - lr * gradient.
+    ref = fd.MLP([5, 9, 3], dtype="float64", seed=0)
+    want = [(W - 0.1 * dW, b - 0.1 * db)
+            for (W, b), (dW, db) in zip(ref.get_weights(), ref.gradients(X, y))]
+    for (W, b), (Wn, bn) in zip(runs[0], want):
+        np.testing.assert_allclose(W, Wn, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(b, bn, rtol=1e-12, atol=1e-14)

@@ -11,6 +11,19 @@ so patching them never forces a recompile.
 #: samples/s), BLAS wins already at 32x16x16 (16-wide ReLU net, batch 32: 3.5 vs 1.0 M).
 SMALL_GEMM_MACS = 256
 
+#: Data-parallel shards of a training batch, for nets too narrow for the column-block
+#: GEMM split (see :mod:`fastdnn.blas`): a batch is cut into this many row shards whose
+#: gradients are computed in parallel and combined in order.  A fixed number, not the
+#: thread count, so results are the same with any number of threads.  Off (1) by
+#: default: a parallel region per step of a few microseconds waits on the OS scheduler
+#: whenever another process holds a core -- measured on the shared 2-core dev machine,
+#: 16-32-32-32-2 at batch 64 fell from 2.2 M to 5 k samples/s with 2 shards on 2
+#: threads while one core was busy.  Set it to the core count on a dedicated machine.
+SHARDS = 1
+#: A batch is sharded only with at least this many rows per shard (below, the
+#: thread hand-off costs more than half a step).
+MIN_SHARD_ROWS = 16
+
 #: Rows processed per call when ``forward``/``predict`` stream through a large X;
 #: bounds the activation buffers allocated for inference.
 PREDICT_CHUNK = 4096

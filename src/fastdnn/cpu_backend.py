@@ -6,6 +6,7 @@ The GPU twin is :mod:`fastdnn.gpu_backend`; both expose the same methods, so
 import numpy as np
 
 from . import config
+from .blas import PARALLEL_MACS
 from .layout import Layout
 from .validation import all_finite
 from .train import (Buffers, EpochPlan, OptimizerArgs, ScheduleArgs, forward_chunks,
@@ -90,21 +91,41 @@ class CPUBackend:
         return CPUTrainer(self, X, T, batch_size, optimizer, schedule_params)
 
 
+def n_shards(sizes, rows):
+    """Row shards of a training batch: ``config.SHARDS`` when each shard keeps at least
+    ``config.MIN_SHARD_ROWS`` rows and every per-shard product stays below the size
+    at which :mod:`fastdnn.blas` splits it over threads itself (no nested parallelism)."""
+    shards = config.SHARDS
+    widest = max(k * n for k, n in zip(sizes[:-1], sizes[1:]))
+    if shards < 2 or rows < shards * config.MIN_SHARD_ROWS:
+        return 1
+    if -(-rows // shards) * widest >= PARALLEL_MACS:
+        return 1
+    return shards
+
+
 class CPUTrainer:
     """Buffers and arguments of one ``fit``; :meth:`run_epoch` trains one epoch."""
 
     def __init__(self, backend, X, T, batch_size, optimizer, schedule_params):
         n = X.shape[0]
+        dtype = backend.dtype
         self.backend = backend
         self.X, self.T = X, T
         self.batch_size = min(batch_size, n)
-        layout = Layout.build(backend.sizes, backend.codes, self.batch_size)
+        shards = n_shards(backend.sizes, self.batch_size)
+        layout = Layout.build(backend.sizes, backend.codes, -(-self.batch_size // shards))
         self.table = layout.table
-        work, deltas = backend._buffers(layout)
-        self.bufs = Buffers(work, deltas, np.zeros(layout.n_params, dtype=backend.dtype),
-                            np.zeros(self.batch_size * T.shape[1], dtype=backend.dtype),
-                            np.arange(n, dtype=np.int64))
-        state = optimizer.bind(layout.n_params, backend.dtype)
+        self.bufs = Buffers(
+            work=np.zeros((shards, layout.work_size), dtype=dtype),
+            deltas=np.zeros((shards, 2, layout.delta_size), dtype=dtype),
+            grads=np.zeros((shards, layout.n_params) if shards > 1 else (1, 0), dtype=dtype),
+            losses=np.zeros(shards),
+            grad=np.zeros(layout.n_params, dtype=dtype),
+            inputs=np.zeros(self.batch_size * X.shape[1], dtype=dtype),
+            targets=np.zeros(self.batch_size * T.shape[1], dtype=dtype),
+            order=np.arange(n, dtype=np.int64))
+        state = optimizer.bind(layout.n_params, dtype)
         self.opt = OptimizerArgs(optimizer.code, optimizer.hyper(), state)
         self.sched = ScheduleArgs(schedule_params[0], schedule_params[1])
 

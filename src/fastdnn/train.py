@@ -8,7 +8,7 @@ keep few arguments and one signature per dtype.
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import config
 from .activations import activation_backward
@@ -21,9 +21,11 @@ from .views import view2d
 
 IN_ORDER, SHUFFLE, UNIFORM = range(3)
 
-#: Work buffers of one fit: activations, the two ping-pong deltas, the gradient vector,
-#: a batch of targets, and the sample order.
-Buffers = namedtuple("Buffers", "work deltas grad targets order")
+#: Work buffers of one fit, one row per shard of a batch (see :func:`train_epoch`):
+#: activations ``(S, work)``, the two ping-pong deltas ``(S, 2, delta)``, gradients
+#: ``(S, n_params)`` and losses ``(S,)``; then the combined gradient, a batch of inputs
+#: and of targets (flat), and the sample order.
+Buffers = namedtuple("Buffers", "work deltas grads losses grad inputs targets order")
 #: Optimizer code, float64 hyper-parameters, state rows (velocity or Adam moments).
 OptimizerArgs = namedtuple("OptimizerArgs", "code hyper state")
 #: Schedule code and its float64 parameters.
@@ -125,6 +127,34 @@ def _shuffle(order):
         order[i], order[j] = order[j], order[i]
 
 
+@njit(cache=config.CACHE, parallel=True)
+def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards):
+    """Mean loss and gradient of a batch cut into ``n_shards`` fixed row shards.
+
+    The shards run in parallel, each into its own buffers, and are combined in shard
+    order, so the result depends on the shard count (fixed by the shapes) but never on
+    the thread count.  Each shard's mean is weighted by its share of the rows.
+    """
+    m, d = Xb.shape
+    t = Tb.shape[1]
+    flat_x = Xb.reshape(m * d)
+    flat_t = Tb.reshape(m * t)
+    for s in prange(n_shards):
+        r0 = s * m // n_shards
+        r1 = (s + 1) * m // n_shards
+        bufs.losses[s] = loss_and_gradient(
+            _view(flat_x, r0 * d, r1 - r0, d), _view(flat_t, r0 * t, r1 - r0, t), theta, table,
+            bufs.work[s], bufs.deltas[s], bufs.grads[s], loss)
+    value = 0.0
+    bufs.grad[:] = 0.0
+    for s in range(n_shards):
+        share = ((s + 1) * m // n_shards - s * m // n_shards) / m
+        value += share * bufs.losses[s]
+        for i in range(bufs.grad.shape[0]):
+            bufs.grad[i] += share * bufs.grads[s, i]
+    return value
+
+
 @njit(cache=config.CACHE)
 def train_epoch(X, T, theta, table, bufs, opt, sched, plan):
     """One epoch of minibatch training; returns ``(loss_sum, samples, steps, failed_step)``.
@@ -132,10 +162,13 @@ def train_epoch(X, T, theta, table, bufs, opt, sched, plan):
     ``loss_sum`` is the sum over batches of ``batch loss * batch rows`` (so divided by
     ``samples`` it is the epoch's mean training loss).  ``failed_step`` is -1, or the
     index of the step whose loss was not finite: the epoch stops there without updating.
+    With more than one shard (``bufs.work.shape[0]``), each batch's gradient is computed
+    by :func:`_sharded_gradient`, in parallel.
     """
     n, d = X.shape
     t = T.shape[1]
     bs = plan.batch_size
+    shards = bufs.work.shape[0]
     n_steps = (n + bs - 1) // bs
     np.random.seed(plan.seed)
     if plan.sampling == SHUFFLE:
@@ -145,7 +178,7 @@ def train_epoch(X, T, theta, table, bufs, opt, sched, plan):
     for s in range(n_steps):
         start = s * bs
         m = min(bs, n - start)
-        Xb = _view(bufs.work, 0, m, d)
+        Xb = _view(bufs.inputs, 0, m, d)
         Tb = _view(bufs.targets, 0, m, t)
         for r in range(m):
             if plan.sampling == UNIFORM:
@@ -158,7 +191,11 @@ def train_epoch(X, T, theta, table, bufs, opt, sched, plan):
                 Xb[r, c] = X[idx, c]
             for c in range(t):
                 Tb[r, c] = T[idx, c]
-        value = loss_and_gradient(Xb, Tb, theta, table, bufs.work, bufs.deltas, bufs.grad, plan.loss)
+        if shards == 1:
+            value = loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0],
+                                      bufs.grad, plan.loss)
+        else:
+            value = _sharded_gradient(Xb, Tb, theta, table, bufs, plan.loss, min(shards, m))
         if not np.isfinite(value):
             return total, seen, s, s
         step = plan.step0 + s
