@@ -10,7 +10,7 @@ from .blas import PARALLEL_MACS
 from .layout import Layout
 from .validation import all_finite
 from .train import (Buffers, EpochPlan, OptimizerArgs, ScheduleArgs, forward_chunks,
-                    loss_and_gradient, loss_chunks, train_epoch)
+                    loss_and_gradient, loss_chunks, train_epoch, train_epoch_sharded)
 
 
 class CPUBackend:
@@ -116,6 +116,7 @@ class CPUTrainer:
         shards = n_shards(backend.sizes, self.batch_size)
         layout = Layout.build(backend.sizes, backend.codes, -(-self.batch_size // shards))
         self.table = layout.table
+        self.epoch_kernel = train_epoch_sharded if shards > 1 else train_epoch
         self.bufs = Buffers(
             work=np.zeros((shards, layout.work_size), dtype=dtype),
             deltas=np.zeros((shards, 2, layout.delta_size), dtype=dtype),
@@ -132,6 +133,6 @@ class CPUTrainer:
     def run_epoch(self, sampling, step0, seed):
         """Train one epoch; returns ``(loss_sum, samples, steps, failed_step)``."""
         plan = EpochPlan(self.backend.loss, self.batch_size, sampling, step0, seed)
-        loss_sum, seen, steps, failed = train_epoch(self.X, self.T, self.backend.theta, self.table,
-                                                    self.bufs, self.opt, self.sched, plan)
+        loss_sum, seen, steps, failed = self.epoch_kernel(
+            self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt, self.sched, plan)
         return float(loss_sum), int(seen), int(steps), int(failed)

@@ -98,7 +98,9 @@ def forward_chunks(X, theta, table, work, out, cap):
     for start in range(0, n, cap):
         m = min(cap, n - start)
         logits = forward_layers(_view(flat, start * d, m, d), theta, table, work)
-        out[start:start + m, :] = logits
+        for i in range(m):  # a loop: slice assignment costs seconds of compile time
+            for j in range(logits.shape[1]):
+                out[start + i, j] = logits[i, j]
 
 
 @njit(cache=config.CACHE)
@@ -155,20 +157,31 @@ def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards):
     return value
 
 
-@njit(cache=config.CACHE)
-def train_epoch(X, T, theta, table, bufs, opt, sched, plan):
-    """One epoch of minibatch training; returns ``(loss_sum, samples, steps, failed_step)``.
-
-    ``loss_sum`` is the sum over batches of ``batch loss * batch rows`` (so divided by
-    ``samples`` it is the epoch's mean training loss).  ``failed_step`` is -1, or the
-    index of the step whose loss was not finite: the epoch stops there without updating.
-    With more than one shard (``bufs.work.shape[0]``), each batch's gradient is computed
-    by :func:`_sharded_gradient`, in parallel.
-    """
+@njit(cache=config.CACHE, inline="always")
+def _gather(X, T, bufs, sampling, start, m):
+    """Copy batch rows (in order, by ``bufs.order``, or drawn uniformly) into the buffers."""
     n, d = X.shape
     t = T.shape[1]
+    Xb = _view(bufs.inputs, 0, m, d)
+    Tb = _view(bufs.targets, 0, m, t)
+    for r in range(m):
+        if sampling == UNIFORM:
+            idx = np.random.randint(0, n)
+        elif sampling == SHUFFLE:
+            idx = bufs.order[start + r]
+        else:
+            idx = start + r
+        for c in range(d):
+            Xb[r, c] = X[idx, c]
+        for c in range(t):
+            Tb[r, c] = T[idx, c]
+    return Xb, Tb
+
+
+@njit(cache=config.CACHE, inline="always")
+def _epoch(X, T, theta, table, bufs, opt, sched, plan, sharded):
+    n = X.shape[0]
     bs = plan.batch_size
-    shards = bufs.work.shape[0]
     n_steps = (n + bs - 1) // bs
     np.random.seed(plan.seed)
     if plan.sampling == SHUFFLE:
@@ -176,26 +189,14 @@ def train_epoch(X, T, theta, table, bufs, opt, sched, plan):
     total = 0.0
     seen = 0
     for s in range(n_steps):
-        start = s * bs
-        m = min(bs, n - start)
-        Xb = _view(bufs.inputs, 0, m, d)
-        Tb = _view(bufs.targets, 0, m, t)
-        for r in range(m):
-            if plan.sampling == UNIFORM:
-                idx = np.random.randint(0, n)
-            elif plan.sampling == SHUFFLE:
-                idx = bufs.order[start + r]
-            else:
-                idx = start + r
-            for c in range(d):
-                Xb[r, c] = X[idx, c]
-            for c in range(t):
-                Tb[r, c] = T[idx, c]
-        if shards == 1:
+        m = min(bs, n - s * bs)
+        Xb, Tb = _gather(X, T, bufs, plan.sampling, s * bs, m)
+        if sharded:
+            value = _sharded_gradient(Xb, Tb, theta, table, bufs, plan.loss,
+                                      min(bufs.work.shape[0], m))
+        else:
             value = loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0],
                                       bufs.grad, plan.loss)
-        else:
-            value = _sharded_gradient(Xb, Tb, theta, table, bufs, plan.loss, min(shards, m))
         if not np.isfinite(value):
             return total, seen, s, s
         step = plan.step0 + s
@@ -204,3 +205,23 @@ def train_epoch(X, T, theta, table, bufs, opt, sched, plan):
         total += value * m
         seen += m
     return total, seen, n_steps, -1
+
+
+@njit(cache=config.CACHE)
+def train_epoch(X, T, theta, table, bufs, opt, sched, plan):
+    """One epoch of minibatch training; returns ``(loss_sum, samples, steps, failed_step)``.
+
+    ``loss_sum`` is the sum over batches of ``batch loss * batch rows`` (so divided by
+    ``samples`` it is the epoch's mean training loss).  ``failed_step`` is -1, or the
+    index of the step whose loss was not finite: the epoch stops there without updating.
+    """
+    return _epoch(X, T, theta, table, bufs, opt, sched, plan, False)
+
+
+@njit(cache=config.CACHE)
+def train_epoch_sharded(X, T, theta, table, bufs, opt, sched, plan):
+    """:func:`train_epoch` with each batch's gradient from :func:`_sharded_gradient`.
+
+    A separate entry point so the parallel code is compiled only when shards are used.
+    """
+    return _epoch(X, T, theta, table, bufs, opt, sched, plan, True)
