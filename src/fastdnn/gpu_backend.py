@@ -31,7 +31,14 @@ gpu_losses = None
 def _import_cuda():
     global cuda, gpu_train, gpu_losses
     if cuda is None:
+        import warnings
+
         from numba import cuda as _cuda
+        from numba.core.errors import NumbaPerformanceWarning
+        # Small nets launch small grids on purpose (latency, not occupancy, limits them);
+        # numba would warn at every such launch (its message starts with a terminal escape).
+        warnings.filterwarnings("ignore", r".*Grid size \d+ will likely result in GPU under-utilization",
+                                NumbaPerformanceWarning)
         from . import gpu_losses as _losses, gpu_train as _train
         cuda, gpu_train, gpu_losses = _cuda, _train, _losses
 
