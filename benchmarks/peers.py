@@ -12,7 +12,8 @@ and the driver interleaves the systems over the rounds and reports medians::
     python benchmarks/peers.py --workloads a,b --rounds 5
     python benchmarks/peers.py --quick                  # fewer samples, 1 round, prints only
 
-Systems: ``fastdnn``, ``torch`` (eager, ``torch.set_num_threads(2)``), ``jax`` (the whole
+Systems: ``fastdnn``, ``torch`` (eager, ``torch.set_num_threads(2)``; ``torch1``: the
+same on one thread), ``jax`` (the whole
 epoch is one ``jax.jit`` of a ``lax.scan`` over batches; compile time is measured on its
 own), ``sklearn`` (``MLPClassifier``/``MLPRegressor``, ``solver="sgd"``, one
 ``partial_fit`` per epoch) and ``numpy`` (a plain loop). A peer that is not installed is
@@ -43,9 +44,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-SYSTEMS = ("fastdnn", "jax", "torch", "numpy", "sklearn")
+SYSTEMS = ("fastdnn", "jax", "torch", "torch1", "numpy", "sklearn")
 N_THREADS = 2
 SEED = 0
+#: ``MLP(n_threads=...)`` in the fastdnn worker; None = fastdnn's default policy.
+FASTDNN_THREADS = None
 
 
 # --------------------------------------------------------------------------- workloads
@@ -236,11 +239,11 @@ def worker_numpy(wl, X, y, weights, epochs):
                 weights=list(zip(Ws, bs)), threads="BLAS default")
 
 
-def worker_torch(wl, X, y, weights, epochs):
+def worker_torch(wl, X, y, weights, epochs, n_threads=N_THREADS):
     """PyTorch eager, the textbook loop: zero_grad, forward, loss, backward, step."""
     import torch
 
-    torch.set_num_threads(N_THREADS)
+    torch.set_num_threads(n_threads)
     layers = []
     for i, (W, b) in enumerate(weights):
         lin = torch.nn.Linear(*W.shape)
@@ -378,11 +381,16 @@ def worker_sklearn(wl, X, y, weights, epochs):
 
 
 def worker_fastdnn(wl, X, y, weights, epochs):
-    """fastdnn through its public API: MLP(...).set_weights(init).fit(epochs=1) per epoch."""
+    """fastdnn through its public API: MLP(...).set_weights(init).fit(epochs=1) per epoch.
+
+    ``n_threads`` is fastdnn's default (None: its own policy, which runs BLAS on one
+    thread for small products) unless ``--fastdnn-threads`` says otherwise.
+    """
     import fastdnn as fd
 
+    n_threads = FASTDNN_THREADS
     net = fd.MLP(list(wl.sizes), activation=wl.activation, loss=wl.loss,
-                 dtype="float32", seed=SEED, n_threads=N_THREADS)
+                 dtype="float32", seed=SEED, n_threads=n_threads)
     net.set_weights([(W.copy(), b.copy()) for W, b in weights])
     yy = y[:, 0] if (wl.loss == "mse" and wl.sizes[-1] == 1) else y
     opt = fd.SGD(lr=wl.lr, momentum=0.0)
@@ -394,35 +402,46 @@ def worker_fastdnn(wl, X, y, weights, epochs):
 
     warm, times = _timed_epochs(run_epoch, epochs)
     return dict(version=getattr(fd, "__version__", "?"), warmup_s=warm, epoch_s=times,
-                weights=net.get_weights(), threads=N_THREADS)
+                weights=net.get_weights(), threads=n_threads)
 
 
-def worker_matmul(shapes, repeats=5):
-    """Machine fp32 matmul rate: NumPy (BLAS) A(m,k) @ B(k,n), best and median GFLOP/s."""
+def worker_matmul(shapes, min_repeats=5, min_seconds=0.5):
+    """Machine fp32 matmul rate: NumPy (BLAS) A(m,k) @ B(k,n) in GFLOP/s, best call.
+
+    Best, not median: on a shared machine a 2-thread BLAS call that waits for a
+    descheduled thread takes a whole scheduler slice; the best call is the machine.
+    """
     rng = np.random.default_rng(0)
     out = {}
     for m, k, n in shapes:
         A = rng.standard_normal((m, k), dtype=np.float32)
         Bm = rng.standard_normal((k, n), dtype=np.float32)
         C = A @ Bm
-        ts = []
-        for _ in range(repeats):
+        ts, start = [], time.perf_counter()
+        while len(ts) < min_repeats or time.perf_counter() - start < min_seconds:
             t0 = time.perf_counter()
             np.matmul(A, Bm, out=C)
             ts.append(time.perf_counter() - t0)
-        out[f"{m}x{k}@{k}x{n}"] = 2.0 * m * k * n / statistics.median(ts) / 1e9
+        out[f"{m}x{k}@{k}x{n}"] = 2.0 * m * k * n / min(ts) / 1e9
     return out
+
+
+def worker_torch1(wl, X, y, weights, epochs):
+    """PyTorch eager on one thread: on small nets, and on a busy machine, its 2-thread
+    OpenMP pool waits on the second thread more than it gains from it."""
+    return worker_torch(wl, X, y, weights, epochs, n_threads=1)
 
 
 WORKERS = {
     "fastdnn": worker_fastdnn,
     "torch": worker_torch,
+    "torch1": worker_torch1,
     "jax": worker_jax,
     "sklearn": worker_sklearn,
     "numpy": worker_numpy,
 }
-IMPORT_NAME = {"fastdnn": "fastdnn", "torch": "torch", "jax": "jax", "sklearn": "sklearn",
-               "numpy": "numpy"}
+IMPORT_NAME = {"fastdnn": "fastdnn", "torch": "torch", "torch1": "torch", "jax": "jax",
+               "sklearn": "sklearn", "numpy": "numpy"}
 
 
 def matmul_shapes(workloads):
@@ -461,14 +480,42 @@ def run_worker(system, key, quick):
 
 
 # --------------------------------------------------------------------------- driver
+def _fastdnn_cache_dir():
+    """A numba cache folder named by a hash of fastdnn's sources.
+
+    Numba checks a cached function against its own file only, not against the files
+    of the kernels it calls (whose code it holds a copy of), so after an edit to, say,
+    dense.py the cached epoch loop can run stale machine code (we saw segfaults).
+    A folder per source hash always holds code built from the sources measured; the
+    first round compiles, the others load from it.
+    """
+    import hashlib
+    import importlib.util
+    import tempfile
+
+    spec = importlib.util.find_spec("fastdnn")
+    if spec is None or spec.origin is None:
+        return None
+    h = hashlib.sha1()
+    for f in sorted(Path(spec.origin).parent.rglob("*.py")):
+        h.update(f.read_bytes())
+    return str(Path(tempfile.gettempdir()) / f"fastdnn-peers-numba-{h.hexdigest()[:12]}")
+
+
 def _spawn(system, key, quick, timeout):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system,
            "--workload", key] + (["--quick"] if quick else [])
+    if FASTDNN_THREADS is not None:
+        cmd += ["--fastdnn-threads", str(FASTDNN_THREADS)]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(N_THREADS))
     env.setdefault("OPENBLAS_NUM_THREADS", str(N_THREADS))
     env.setdefault("NUMBA_NUM_THREADS", str(N_THREADS))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if system == "fastdnn" and "NUMBA_CACHE_DIR" not in os.environ:
+        cache = _fastdnn_cache_dir()
+        if cache:
+            env["NUMBA_CACHE_DIR"] = cache
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -486,6 +533,7 @@ def drive(args):
     systems = [s for s in args.systems.split(",") if s]
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     results = {(s, k): [] for s in systems for k in keys}
+    args.load_before = _loadavg()
     skipped, errors, matmul = {}, {}, []
     for r in range(rounds):
         # Rotate the order each round so no system always runs right after another.
@@ -511,6 +559,7 @@ def drive(args):
                     print(f"[round {r + 1}] {k} {s:8s} epoch {med * 1e3:10.2f} ms  "
                           f"{res['n'] / med:12.0f} samples/s  warm-up {res['warmup_s']:.2f} s"
                           f"  loss {res['loss']:.5f}", flush=True)
+    args.load_after = _loadavg()
     summary = summarize(results, wls, systems, matmul)
     md = render_markdown(summary, wls, systems, skipped, errors, args, rounds)
     if args.out:
@@ -543,7 +592,7 @@ def summarize(results, wls, systems, matmul):
             cell = dict(
                 epoch_s=epoch_s,
                 sps=rs[0]["n"] / epoch_s,
-                spread=(max(per_round) - min(per_round)) / epoch_s if len(rs) > 1 else 0.0,
+                spread=max(per_round) / min(per_round),
                 warmup_s=statistics.median(r["warmup_s"] for r in rs),
                 compile_s=(statistics.median(r["compile_s"] for r in rs)
                            if "compile_s" in rs[0] else None),
@@ -559,6 +608,13 @@ def summarize(results, wls, systems, matmul):
         for shape in matmul[0]:
             out["matmul"][shape] = statistics.median(m[shape] for m in matmul)
     return out
+
+
+def _loadavg():
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
 
 
 def _fmt_sps(x):
@@ -606,6 +662,8 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
     L.append(f"- Machine: {_machine()}. **A shared 2-core VM**: other jobs ran at the "
              "same time, absolute numbers drift up to 2x between runs; compare ratios "
              "within one table.")
+    L.append(f"- Load average (1/5/15 min) before the run {getattr(args, 'load_before', '?')}, "
+             f"after {getattr(args, 'load_after', '?')} (on {os.cpu_count()} cores).")
     L.append(f"- Versions: {_versions()}")
     L.append(f"- Command: `{cmd}`")
     L.append(f"- Rounds: {rounds} (systems interleaved, order rotated each round, each "
@@ -615,9 +673,12 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
              "zero bias), plain SGD with constant lr, no momentum/weight decay, no "
              "shuffling, batches in order. One warm-up epoch (JIT compile / cache load) "
              "is excluded and shown separately.")
-    L.append(f"- Threads: fastdnn n_threads={N_THREADS}, torch.set_num_threads"
-             f"({N_THREADS}), JAX/XLA and NumPy/OpenBLAS defaults (= {os.cpu_count()} "
-             "cores).\n")
+    ft = ("default policy (`n_threads=None`: BLAS on 1 thread when every per-step "
+          "product is small, else the BLAS default)" if FASTDNN_THREADS is None
+          else f"`n_threads={FASTDNN_THREADS}`")
+    L.append(f"- Threads: fastdnn {ft}; torch: set_num_threads({N_THREADS}), torch1: "
+             "set_num_threads(1); JAX/XLA "
+             f"and NumPy/OpenBLAS defaults (= {os.cpu_count()} cores).\n")
 
     L.append("## Training throughput (samples/s, higher is better)\n")
     hdr = "| workload | n | " + " | ".join(systems) + " | " + " | ".join(
@@ -634,8 +695,19 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
             c = cells.get((p, wl.key))
             row.append(f"{f['sps'] / c['sps']:.2f}x" if (f and c) else "—")
         L.append("| " + " | ".join(row) + " |")
-    L.append("\nRatios > 1 mean fastdnn is faster. Run-to-run spread (max-min over "
-             "rounds, relative to the median) is in the JSON (`--json`).\n")
+    L.append("\nRatios > 1 mean fastdnn is faster.\n")
+    if rounds > 1:
+        L.append("Run-to-run spread, slowest / fastest round (1.00 = steady; large values "
+                 "mean another job shared the cores during some rounds):\n")
+        L.append("| workload | " + " | ".join(systems) + " |")
+        L.append("|" + "---|" * (1 + len(systems)))
+        for wl in wls:
+            row = [f"({wl.key})"]
+            for s in systems:
+                c = cells.get((s, wl.key))
+                row.append(f"{c['spread']:.2f}" if c else "—")
+            L.append("| " + " | ".join(row) + " |")
+        L.append("")
 
     gf = [wl for wl in wls if wl.gflops]
     if gf:
@@ -654,7 +726,7 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
         if summary["matmul"]:
             mm = ", ".join(f"`{k}`: {v:.1f} GFLOP/s" for k, v in summary["matmul"].items())
             L.append(f"\nMachine fp32 matmul rate (NumPy/OpenBLAS, largest layer at the "
-                     f"workload's batch, median of 5, median over rounds): {mm}.\n")
+                     f"workload's batch, best call in 0.5 s, median over rounds): {mm}.\n")
 
     L.append("## Warm-up (first epoch incl. JIT compile or cache load) and JAX compile, s\n")
     L.append("| workload | " + " | ".join(systems) + " | jax compile only |")
@@ -669,8 +741,9 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
         L.append("| " + " | ".join(row) + " |")
     L.append("\nThe jax warm-up column is the first call of the already compiled epoch; "
              "the compile itself (`jit(...).lower().compile()`) is the last column. "
-             "fastdnn's warm-up includes loading numba's on-disk cache (or compiling, if "
-             "the cache is cold).\n")
+             "fastdnn's warm-up includes loading numba's on-disk cache; its workers use a "
+             "cache folder named by a hash of fastdnn's sources, so the first round "
+             "compiles and the median is a cache load.\n")
 
     L.append("## Same work? Training loss after the run (float64 NumPy on the final "
              "weights, first 2048 samples)\n")
@@ -704,6 +777,8 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
              "the same path.")
     for note in notes:
         L.append(f"- sklearn: {note}.")
+    L.append("- Losses agree across systems to float32 rounding; on (b), parity at lr "
+             "0.1, the rounding differences grow over the epochs to about 1e-3.")
     for s, why in skipped.items():
         L.append(f"- **{s} skipped**: {why}")
     for (s, k), why in errors.items():
@@ -744,6 +819,8 @@ def plot(summary, wls, systems, path):
                 xi = i + (j - (len(systems) - 1) / 2) * width
                 ax.annotate(f"{c['sps'] / max(peers):.2f}x\nvs best", (xi, c["sps"]),
                             ha="center", va="bottom", fontsize=7)
+    top = max((c["sps"] for c in cells.values()), default=1.0)
+    ax.set_ylim(top=top * 4)  # room for the ratio labels
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -765,9 +842,13 @@ def main(argv=None):
     ap.add_argument("--json", default=None, help="also dump raw per-round results here")
     ap.add_argument("--no-write", action="store_true", help="print only, write nothing")
     ap.add_argument("--timeout", type=float, default=600, help="per worker, seconds")
+    ap.add_argument("--fastdnn-threads", type=int, default=None,
+                    help="MLP(n_threads=...) for fastdnn (default: its own policy)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    global FASTDNN_THREADS
+    FASTDNN_THREADS = args.fastdnn_threads
     if args.worker:
         res = run_worker(args.worker, args.workload, args.quick)
         print(json.dumps(res))
