@@ -42,7 +42,8 @@ def fake_summary():
     return summary, wls, systems
 
 
-def test_report_renders():
+def test_report_renders(monkeypatch):
+    monkeypatch.setattr(peers, "_versions", lambda: "v")  # importing torch/jax takes seconds
     summary, wls, systems = fake_summary()
     assert summary["cells"][("fastdnn", "c")]["sps"] == pytest.approx(wls[0].n / 0.01)
 
