@@ -19,7 +19,7 @@ SGD_CODE, ADAM_CODE = range(2)
 LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED = range(8)
 
 
-@njit(cache=config.CACHE, inline="always")
+@njit(cache=config.CACHE)
 def sgd_update(theta, grad, velocity, lr, momentum, nesterov, weight_decay, first):
     """``theta -= lr * d`` with ``d`` the (Nesterov-)momentum of ``grad + wd * theta``."""
     for i in range(theta.shape[0]):
@@ -31,7 +31,7 @@ def sgd_update(theta, grad, velocity, lr, momentum, nesterov, weight_decay, firs
         theta[i] -= lr * g
 
 
-@njit(cache=config.CACHE, inline="always")
+@njit(cache=config.CACHE)
 def adam_update(theta, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled):
     """One Adam step (``t`` counts from 1); AdamW when ``decoupled``."""
     bias1 = 1.0 - beta1**t
@@ -50,6 +50,10 @@ def adam_update(theta, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decou
         theta[i] -= step * mi / (math.sqrt(vi) / sqrt_bias2 + eps)
 
 
+# optimizer_step is inlined into the epoch loop (the dispatch is per step), but the two
+# update loops stay separate functions: inlined, their loop over the parameters ran
+# ~40 ns per element inside the epoch loop (a 25M-parameter SGD step took 0.9 s
+# instead of 8 ms; measured on 1024-4096-4096-1024), where called they vectorise.
 @njit(cache=config.CACHE, inline="always")
 def optimizer_step(code, hyper, lr, theta, grad, state, t):
     """Apply optimizer ``code`` at learning rate ``lr``; ``t`` = steps taken before this one."""
