@@ -200,6 +200,17 @@ def binary_cross_entropy(Z, y):
     return np.mean(elementwise), (expit(Z) - Y) / Z.size
 
 
+# The (loss, number of outputs) pairs the net-level tests cover; k == 1 exercises the
+# 1-D target shape (n,).
+HEADS = [
+    ("cross_entropy", 3),
+    ("mse", 1),
+    ("mse", 2),
+    ("binary_cross_entropy", 1),
+    ("binary_cross_entropy", 3),
+]
+HEAD_IDS = [f"{loss}-k{k}" for loss, k in HEADS]
+
 LOSSES = {
     "cross_entropy": cross_entropy,
     "mse": mse,
