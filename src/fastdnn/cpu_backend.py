@@ -39,9 +39,12 @@ class CPUBackend:
         self.theta = np.zeros(self.n_params, dtype=dtype)
         self._infer = None  # (layout, work, deltas) reused across predict calls
 
-    def get_theta(self):
-        """A NumPy copy of the flat parameter vector."""
-        return self.theta.copy()
+    def get_theta(self, out=None):
+        """A NumPy copy of the flat parameter vector (into ``out`` when given)."""
+        if out is None:
+            return self.theta.copy()
+        np.copyto(out, self.theta)
+        return out
 
     def theta_finite(self):
         """Whether every parameter is finite (checked in place, no copy)."""

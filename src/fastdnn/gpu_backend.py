@@ -90,9 +90,9 @@ class GPUBackend:
         self._infer = None  # (layout, buffers) reused across predict calls
 
     # -- parameters ------------------------------------------------------------------
-    def get_theta(self):
-        """A NumPy copy of the flat parameter vector."""
-        return self.theta.copy_to_host()
+    def get_theta(self, out=None):
+        """A NumPy copy of the flat parameter vector (into ``out`` when given)."""
+        return self.theta.copy_to_host(out) if out is not None else self.theta.copy_to_host()
 
     def theta_finite(self):
         """Whether every parameter is finite (checked on the device, one int read back)."""

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from . import serialize
+from . import config, serialize
 from .activations import ACTIVATION_NAMES, RELU, LEAKY_RELU, ELU, activation_code
 from .errors import TrainingDivergedError
 from .losses import BINARY_CROSS_ENTROPY, CLASSIFIERS, CROSS_ENTROPY, LOSS_NAMES, loss_code
@@ -363,8 +363,12 @@ class MLP:
         best, since_best = math.inf, 0
         with limit_threads(self.n_threads):
             trainer = self._backend.trainer(X, T, batch_size, opt, (sched.code, sched_params))
+            snapshot = None
+            if self.n_params * self.dtype.itemsize <= config.SNAPSHOT_BYTES:
+                snapshot = np.empty(self.n_params, dtype=self.dtype)  # one buffer, every epoch
             for epoch in range(epochs):
-                snapshot = self._backend.get_theta()
+                if snapshot is not None:
+                    self._backend.get_theta(snapshot)
                 seed = int(self._rng.integers(0, 2**31 - 1))
                 start = time.perf_counter()
                 loss_sum, seen, steps, failed = trainer.run_epoch(sampling, opt.t, seed)
@@ -396,11 +400,19 @@ class MLP:
         return hist
 
     def _recover(self, snapshot, opt):
-        # The weights that produced the non-finite loss are kept if they are finite,
-        # else those from the start of the epoch; momentum/moments may hold inf: reset.
-        if not self._backend.theta_finite():
-            self._backend.set_theta(snapshot)
+        # The training loop stops before an update with a non-finite loss or gradient,
+        # so the weights are normally the last finite ones already.  Only an update
+        # that overflowed them needs the copy from the start of the epoch.
+        # Momentum/moments may hold inf: reset.
         opt.reset()
+        if self._backend.theta_finite():
+            return
+        if snapshot is None:
+            raise TrainingDivergedError(
+                "training diverged: an update overflowed the weights to inf and this net is "
+                "too large to keep a copy (config.SNAPSHOT_BYTES); re-initialise it and "
+                "lower the learning rate")
+        self._backend.set_theta(snapshot)
 
     @staticmethod
     def _progress(epoch, epochs, record, rate):

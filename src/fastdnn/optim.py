@@ -93,9 +93,12 @@ class Optimizer:
         h[LR] = self.lr
         return h
 
+    def _state_shape(self, n_params):
+        return (self.n_state, n_params)
+
     def bind(self, n_params, dtype):
         """Allocate (or keep) state for ``n_params`` parameters of ``dtype``."""
-        shape = (self.n_state, n_params)
+        shape = self._state_shape(n_params)
         if self.state is None or self.state.shape != shape or self.state.dtype != dtype:
             self.state = np.zeros(shape, dtype=dtype)
             self.t = 0
@@ -135,6 +138,10 @@ class SGD(Optimizer):
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
         self.weight_decay = _check_nonneg("weight_decay", weight_decay)
+
+    def _state_shape(self, n_params):
+        # Plain SGD keeps no velocity: an empty row, not a parameter-sized buffer.
+        return (1, n_params if self.momentum else 0)
 
     def _params(self):
         return dict(lr=self.lr, momentum=self.momentum, nesterov=self.nesterov,

@@ -17,6 +17,7 @@ from .layout import A_OFF, ACT, B_OFF, GEMM_MIN, FAN_IN, FAN_OUT, IN_OFF, W_OFF,
 from .losses import loss_grad
 from .optim import LR, optimizer_step
 from .schedules import lr_factor
+from .validation import all_finite
 from .views import view2d
 
 IN_ORDER, SHUFFLE, UNIFORM = range(3)
@@ -197,7 +198,9 @@ def _epoch(X, T, theta, table, bufs, opt, sched, plan, sharded):
         else:
             value = loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0],
                                       bufs.grad, plan.loss)
-        if not np.isfinite(value):
+        # A non-finite loss or gradient stops the epoch before the update, so the
+        # weights stay the last finite ones (fit needs no copy of them to restore).
+        if not (np.isfinite(value) and all_finite(bufs.grad)):
             return total, seen, s, s
         step = plan.step0 + s
         lr = opt.hyper[LR] * lr_factor(sched.code, sched.params, step)
@@ -213,7 +216,8 @@ def train_epoch(X, T, theta, table, bufs, opt, sched, plan):
 
     ``loss_sum`` is the sum over batches of ``batch loss * batch rows`` (so divided by
     ``samples`` it is the epoch's mean training loss).  ``failed_step`` is -1, or the
-    index of the step whose loss was not finite: the epoch stops there without updating.
+    index of the step whose loss or gradient was not finite: the epoch stops there
+    without updating.
     """
     return _epoch(X, T, theta, table, bufs, opt, sched, plan, False)
 
