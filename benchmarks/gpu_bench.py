@@ -113,16 +113,9 @@ def make_data(sizes, loss, n, seed=1):
 
 
 def torch_epochs(torch, sizes, loss, X, y, batch, weights, epochs):
-    layers = []
-    for i, (W, b) in enumerate(weights):
-        lin = torch.nn.Linear(*W.shape)
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(W.T.copy()))
-            lin.bias.copy_(torch.from_numpy(b))
-        layers.append(lin)
-        if i < len(weights) - 1:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers).cuda()
+    from peers import torch_sequential  # benchmarks/ is the script's folder
+
+    model = torch_sequential(torch, weights).cuda()
     crit = torch.nn.CrossEntropyLoss() if loss == "cross_entropy" else torch.nn.MSELoss()
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     Xt, yt = torch.from_numpy(X).cuda(), torch.from_numpy(y).cuda()

@@ -239,11 +239,8 @@ def worker_numpy(wl, X, y, weights, epochs):
                 weights=list(zip(Ws, bs)), threads="BLAS default")
 
 
-def worker_torch(wl, X, y, weights, epochs, n_threads=N_THREADS):
-    """PyTorch eager, the textbook loop: zero_grad, forward, loss, backward, step."""
-    import torch
-
-    torch.set_num_threads(n_threads)
+def torch_sequential(torch, weights, activation="relu"):
+    """A ``torch.nn.Sequential`` MLP holding ``weights`` ([(W, b)], W (fan_in, fan_out))."""
     layers = []
     for i, (W, b) in enumerate(weights):
         lin = torch.nn.Linear(*W.shape)
@@ -252,8 +249,16 @@ def worker_torch(wl, X, y, weights, epochs, n_threads=N_THREADS):
             lin.bias.copy_(torch.from_numpy(b))
         layers.append(lin)
         if i < len(weights) - 1:
-            layers.append(torch.nn.Tanh() if wl.activation == "tanh" else torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers)
+            layers.append(torch.nn.Tanh() if activation == "tanh" else torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def worker_torch(wl, X, y, weights, epochs, n_threads=N_THREADS):
+    """PyTorch eager, the textbook loop: zero_grad, forward, loss, backward, step."""
+    import torch
+
+    torch.set_num_threads(n_threads)
+    model = torch_sequential(torch, weights, wl.activation)
     crit = torch.nn.CrossEntropyLoss() if wl.loss == "cross_entropy" else torch.nn.MSELoss()
     opt = torch.optim.SGD(model.parameters(), lr=wl.lr, momentum=0.0)
     Xt = torch.from_numpy(X)
