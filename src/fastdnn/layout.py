@@ -63,7 +63,9 @@ class Layout:
         n_layers = len(sizes) - 1
         w_off, b_off, n_params = param_offsets(sizes)
         table = np.zeros((n_layers, N_COLS), dtype=np.int64)
-        off = cap * sizes[0]  # slot 0 holds a gathered input batch
+        # Slot 0 holds a gathered input batch for the GPU backend; the CPU kernels read
+        # X (or their own gather buffer, shared by shards) directly.
+        off = cap * sizes[0]
         prev_out = 0
         for i in range(n_layers):
             k, n = sizes[i], sizes[i + 1]

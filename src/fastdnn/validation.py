@@ -80,8 +80,8 @@ def check_targets(y, loss, n_outputs, n_samples, dtype):
     if y.ndim == 1:
         y = y.reshape(-1, 1)
     if y.ndim != 2 or y.shape[1] != n_outputs:
-        raise ValueError(f"y must have shape ({n_samples},{'' if n_outputs == 1 else ''} {n_outputs}) "
-                         f"for a net with {n_outputs} outputs; got {y.shape}")
+        raise ValueError(f"y must have shape ({n_samples}, {n_outputs}) for a net with "
+                         f"{n_outputs} outputs; got {y.shape}")
     if loss == BINARY_CROSS_ENTROPY and (y.min() < 0 or y.max() > 1):
         raise ValueError("binary_cross_entropy targets must lie in [0, 1]")
     return np.ascontiguousarray(y, dtype=dtype)
