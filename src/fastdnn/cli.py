@@ -2,8 +2,7 @@
 
 Subcommands live in ``COMMANDS``; each is a pair of functions, one that adds its
 options to an argparse sub-parser and one that runs it and returns an exit code.
-A ``bench`` subcommand can be added with ``COMMANDS["bench"] = Command(...)``
-without touching ``main``.
+A new subcommand is one more entry there, without touching ``main``.
 """
 
 import argparse
@@ -332,13 +331,13 @@ def throughput_line(seconds, n_train):
 
 COMMANDS = {
     "train": Command("train and evaluate a net, then save it", configure_train, run_train),
-    # "bench": Command("time training kernels", configure_bench, run_bench),  # to come
 }
 
 
 def build_parser():
     """Return the top-level parser with one sub-parser per entry of ``COMMANDS``."""
     parser = _Parser(prog=PROG, description="Train feed-forward neural nets with Numba kernels.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {fd.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         command.configure(sub.add_parser(name, help=command.help, description=command.help))

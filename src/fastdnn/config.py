@@ -12,7 +12,7 @@ so patching them never forces a recompile.
 SMALL_GEMM_MACS = 256
 
 #: Data-parallel shards of a training batch, for nets too narrow for the column-block
-#: GEMM split (see :mod:`fastdnn.blas`): a batch is cut into this many row shards whose
+#: GEMM split (see :mod:`fastdnn.kernels.cpu.blas`): a batch is cut into this many row shards whose
 #: gradients are computed in parallel and combined in order.  A fixed number, not the
 #: thread count, so results are the same with any number of threads.  Off (1) by
 #: default: a parallel region per step of a few microseconds waits on the OS scheduler
@@ -47,7 +47,7 @@ CUDA_TILE = 16
 
 #: Largest register tile of the CUDA GEMM: each thread computes up to MICRO x MICRO
 #: outputs, so a block covers (TILE*MICRO)^2.  Smaller products get a smaller register
-#: tile (down to 1) so that they still fill the GPU (see ``gpu_launch.gemm_config``).
+#: tile (down to 1) so that they still fill the GPU (see ``kernels.cuda.launch.gemm_config``).
 CUDA_MICRO = 8
 
 #: Cap on blocks per grid dimension.  Kernels loop over their work with grid strides,

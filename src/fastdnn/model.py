@@ -2,22 +2,20 @@
 import math
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 
 from . import config, serialize
-from .activations import ACTIVATION_NAMES, RELU, LEAKY_RELU, ELU, activation_code
 from .errors import TrainingDivergedError
-from .losses import BINARY_CROSS_ENTROPY, CLASSIFIERS, CROSS_ENTROPY, LOSS_NAMES, loss_code
+from .kernels import spec
 from .optim import make_optimizer
 from .schedules import make_schedule
-from .threads import check_n_threads, limit_threads
-from .train import IN_ORDER, SHUFFLE, UNIFORM
-from .validation import check_dtype, check_positive_int, check_targets, check_X
+from .validation import check_dtype, check_n_threads, check_positive_int, check_targets
 
-_SAMPLING = {True: SHUFFLE, False: IN_ORDER, "uniform": UNIFORM}
+_SAMPLING = {True: spec.SHUFFLE, False: spec.IN_ORDER, "uniform": spec.UNIFORM}
 # He initialisation suits the rectifiers; Glorot the saturating activations.
-_HE = frozenset({RELU, LEAKY_RELU, ELU})
+_HE = frozenset({spec.RELU, spec.LEAKY_RELU, spec.ELU})
 
 
 class History:
@@ -74,7 +72,7 @@ def _check_activations(activation, n_hidden):
         raise TypeError(f"activation must be a name or a list of names, got {type(activation).__name__}")
     if len(names) != n_hidden:
         raise ValueError(f"got {len(names)} activations for {n_hidden} hidden layers")
-    return [activation_code(name) for name in names]
+    return [spec.activation_code(name) for name in names]
 
 
 def _make_backend(device, sizes, codes, loss, dtype):
@@ -83,10 +81,12 @@ def _make_backend(device, sizes, codes, loss, dtype):
     if device == "auto":
         from .devices import auto_device
         device = auto_device(sizes)
+    # Each tree is imported only when chosen: the CPU one starts Numba's thread pool,
+    # the CUDA one imports numba.cuda.
     if device == "cuda":
-        from .gpu_backend import GPUBackend
-        return GPUBackend(sizes, codes, loss, dtype)
-    from .cpu_backend import CPUBackend
+        from .kernels.cuda.backend import CUDABackend
+        return CUDABackend(sizes, codes, loss, dtype)
+    from .kernels.cpu.backend import CPUBackend
     return CPUBackend(sizes, codes, loss, dtype)
 
 
@@ -109,7 +109,8 @@ class MLP:
     seed : int, optional
         Seeds initialisation and sampling: same seed, same data -> bit-identical weights.
     n_threads : int, optional
-        BLAS threads during this net's calls (default: leave the process setting).
+        Threads of Numba's pool during this net's calls on the CPU, restored afterwards
+        (default: leave the process setting).  BLAS runs single-threaded inside them.
 
     Examples
     --------
@@ -125,8 +126,8 @@ class MLP:
                  device="cpu", seed=None, n_threads=None):
         self.sizes = _check_sizes(sizes)
         self._codes = _check_activations(activation, len(self.sizes) - 2)
-        self._loss = loss_code(loss)
-        if self._loss == CROSS_ENTROPY and self.sizes[-1] < 2:
+        self._loss = spec.loss_code(loss)
+        if self._loss == spec.CROSS_ENTROPY and self.sizes[-1] < 2:
             raise ValueError("cross_entropy needs >= 2 outputs; use binary_cross_entropy for one")
         self.dtype = check_dtype(dtype)
         self.n_threads = check_n_threads(n_threads)
@@ -139,12 +140,12 @@ class MLP:
     @property
     def activations(self):
         """Names of the hidden activations, one per hidden layer."""
-        return [ACTIVATION_NAMES[c] for c in self._codes]
+        return [spec.ACTIVATION_NAMES[c] for c in self._codes]
 
     @property
     def loss_name(self):
         """Name of the loss."""
-        return LOSS_NAMES[self._loss]
+        return spec.LOSS_NAMES[self._loss]
 
     @property
     def device(self):
@@ -158,7 +159,7 @@ class MLP:
 
     def __repr__(self):
         layers = [str(self.sizes[0])]
-        layers += [f"{w} {ACTIVATION_NAMES[c]}" for w, c in zip(self.sizes[1:-1], self._codes)]
+        layers += [f"{w} {spec.ACTIVATION_NAMES[c]}" for w, c in zip(self.sizes[1:-1], self._codes)]
         layers.append(str(self.sizes[-1]))
         return (f"MLP({' -> '.join(layers)}, loss={self.loss_name!r}, dtype={self.dtype.name!r}, "
                 f"device={self.device!r}, params={self.n_params:,})")
@@ -216,18 +217,22 @@ class MLP:
         self._backend.set_theta(theta)
 
     # -- evaluation ------------------------------------------------------------------
-    def _X(self, X):
-        if self._backend.device == "cuda" and self._backend.is_device_array(X):
-            return self._backend.check_device_X(X)  # stays on the GPU
-        return check_X(X, self.sizes[0], self.dtype)
-
     def _XT(self, X, y):
-        X = self._X(X)
+        X = self._backend.check_X(X)
         return X, check_targets(y, self._loss, self.sizes[-1], X.shape[0], self.dtype)
 
+    def _outputs(self, X, head):
+        X = self._backend.check_X(X)
+        with self._backend.limit_threads(self.n_threads):
+            return self._backend.outputs(X, head)
+
     def forward(self, X):
-        """Raw outputs of the last layer (the logits), shape ``(n_samples, n_outputs)``."""
-        return self._backend_forward(self._X(X))
+        """Raw outputs of the last layer (the logits), shape ``(n_samples, n_outputs)``.
+
+        A CUDA device array in gives a device array out (also for ``predict`` and
+        ``predict_proba``); anything else gives NumPy arrays.
+        """
+        return self._outputs(X, spec.LOGITS)
 
     def predict(self, X):
         """Class labels (classification) or predicted values (regression).
@@ -235,49 +240,27 @@ class MLP:
         Multi-output binary cross-entropy returns a 0/1 matrix; one-output nets
         return 1-D arrays.
         """
-        Z = self.forward(X)
-        if not isinstance(Z, np.ndarray):  # device array in, device array out
-            return self._backend.predict_device(Z, self._loss)
-        if self._loss == CROSS_ENTROPY:
-            return Z.argmax(axis=1)
-        if self._loss == BINARY_CROSS_ENTROPY:
-            labels = (Z > 0).astype(np.int64)
-            return labels[:, 0] if labels.shape[1] == 1 else labels
-        return Z[:, 0] if Z.shape[1] == 1 else Z
+        out = self._outputs(X, spec.LABELS)
+        return out.reshape(out.shape[0]) if out.shape[1] == 1 else out
 
     def predict_proba(self, X):
         """Class probabilities: softmax rows, or sigmoids (``(n, 2)`` for one output)."""
-        if self._loss not in CLASSIFIERS:
+        if self._loss not in spec.CLASSIFIERS:
             raise ValueError("predict_proba needs a classification loss, this net uses 'mse'")
-        Z = self.forward(X)
-        if not isinstance(Z, np.ndarray):  # device array in, device array out
-            return self._backend.proba_device(Z, self._loss)
-        Z = Z.astype(np.float64)
-        if self._loss == CROSS_ENTROPY:
-            Z -= Z.max(axis=1, keepdims=True)
-            P = np.exp(Z)
-            P /= P.sum(axis=1, keepdims=True)
-        else:
-            P = 0.5 * (1.0 + np.tanh(0.5 * Z))  # a sigmoid that never overflows
-            if P.shape[1] == 1:
-                P = np.hstack([1.0 - P, P])
-        return P.astype(self.dtype)
+        return self._outputs(X, spec.PROBABILITIES)
 
     def score(self, X, y):
         """Accuracy (classification) or the coefficient of determination R^2 (mse)."""
         X, T = self._XT(X, y)
-        return self._metric(self._backend_forward(X), T)
-
-    def _backend_forward(self, X):
-        with limit_threads(self.n_threads):
-            return self._backend.forward(X)
+        with self._backend.limit_threads(self.n_threads):
+            Z = self._backend.to_numpy(self._backend.outputs(X, spec.LOGITS))
+        return self._metric(Z, T)
 
     def _metric(self, Z, T):
-        if not isinstance(Z, np.ndarray):  # logits of device-array input
-            Z = Z.copy_to_host()
-        if self._loss == CROSS_ENTROPY:
+        """Accuracy or R^2 of NumPy logits ``Z`` against the checked targets ``T``."""
+        if self._loss == spec.CROSS_ENTROPY:
             return float(np.mean(Z.argmax(axis=1) == T[:, 0]))
-        if self._loss == BINARY_CROSS_ENTROPY:
+        if self._loss == spec.BINARY_CROSS_ENTROPY:
             return float(np.mean((Z > 0) == (T > 0.5)))
         T = T.astype(np.float64)
         ss_res = ((T - Z) ** 2).sum(axis=0)
@@ -289,15 +272,15 @@ class MLP:
     def loss(self, X, y):
         """Mean loss over ``(X, y)``."""
         X, T = self._XT(X, y)
-        with limit_threads(self.n_threads):
-            return self._backend.loss_value(X, T)
+        with self._backend.limit_threads(self.n_threads):
+            return self._backend.evaluate(X, T)[0]
 
     def gradients(self, X, y):
         """``[(dW, db), ...]``: layerwise backprop of the mean loss over ``(X, y)``."""
         X, T = self._XT(X, y)
-        with limit_threads(self.n_threads):
+        with self._backend.limit_threads(self.n_threads):
             _, grad = self._backend.gradient(X, T)
-        return self._unflatten(np.asarray(grad))
+        return self._unflatten(grad)
 
     # -- training --------------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=None,
@@ -338,66 +321,71 @@ class MLP:
             The loss or the weights became NaN/inf; the net keeps its last finite
             weights and the error's ``history`` holds the epochs before.
         """
+        plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule, validation_data,
+                              shuffle, patience)
+        hist = History()
+        stop = _EarlyStop(plan.patience)
+        with self._backend.limit_threads(self.n_threads):
+            trainer = self._backend.trainer(plan.X, plan.T, plan.batch_size, plan.optimizer,
+                                            plan.schedule)
+            snapshot = None
+            if self.n_params * self.dtype.itemsize <= config.SNAPSHOT_BYTES:
+                snapshot = np.empty(self.n_params, dtype=self.dtype)  # one buffer, every epoch
+            for epoch in range(plan.epochs):
+                record, rate = self._fit_epoch(trainer, plan, snapshot, epoch, hist)
+                hist.append(**record)
+                if verbose:
+                    self._progress(epoch, plan.epochs, record, rate)
+                if stop.update(record["val_loss"] if plan.validation else record["loss"]):
+                    break
+        return hist
+
+    def _fit_plan(self, X, y, epochs, batch_size, optimizer, schedule, validation_data,
+                  shuffle, patience):
+        """Check every argument of ``fit`` (nothing runs before all are valid)."""
         X, T = self._XT(X, y)
         epochs = check_positive_int("epochs", epochs)
-        batch_size = check_positive_int("batch_size", batch_size)
+        # Capped here, once: the trainers size their buffers from it.
+        batch_size = min(check_positive_int("batch_size", batch_size), X.shape[0])
         if patience is not None:
             patience = check_positive_int("patience", patience)
         if not (isinstance(shuffle, bool) or shuffle == "uniform"):
             raise ValueError(f"shuffle must be True, False or 'uniform'; got {shuffle!r}")
-        sampling = _SAMPLING[shuffle]
-        opt = make_optimizer(optimizer)
-        sched = make_schedule(schedule)
-        val = None
+        validation = None
         if validation_data is not None:
             try:
                 Xv, yv = validation_data
             except (TypeError, ValueError):
                 raise TypeError("validation_data must be a pair (X_val, y_val)") from None
-            val = self._XT(Xv, yv)
+            validation = self._XT(Xv, yv)
+        opt = make_optimizer(optimizer)
+        sched = make_schedule(schedule)
+        total_steps = opt.t + epochs * -(-X.shape[0] // batch_size)
+        return _FitPlan(X, T, epochs, batch_size, _SAMPLING[shuffle], opt,
+                        (sched.code, sched.params(total_steps)), validation, patience)
 
-        steps_per_epoch = -(-X.shape[0] // min(batch_size, X.shape[0]))
-        total_steps = opt.t + epochs * steps_per_epoch
-        sched_params = sched.params(total_steps)
-        hist = History()
-        best, since_best = math.inf, 0
-        with limit_threads(self.n_threads):
-            trainer = self._backend.trainer(X, T, batch_size, opt, (sched.code, sched_params))
-            snapshot = None
-            if self.n_params * self.dtype.itemsize <= config.SNAPSHOT_BYTES:
-                snapshot = np.empty(self.n_params, dtype=self.dtype)  # one buffer, every epoch
-            for epoch in range(epochs):
-                if snapshot is not None:
-                    self._backend.get_theta(snapshot)
-                seed = int(self._rng.integers(0, 2**31 - 1))
-                start = time.perf_counter()
-                loss_sum, seen, steps, failed = trainer.run_epoch(sampling, opt.t, seed)
-                seconds = time.perf_counter() - start
-                opt.t += steps
-                if failed >= 0 or not self._backend.theta_finite():
-                    self._recover(snapshot, opt)
-                    where = f"step {failed + 1}" if failed >= 0 else "its last step"
-                    raise TrainingDivergedError(
-                        f"training diverged in epoch {epoch + 1} at {where}: the loss or the "
-                        f"weights became NaN/inf (lr too large?); the net keeps its last "
-                        f"finite weights", hist)
-                lr = opt.lr * sched.factor(max(opt.t - 1, 0), total_steps)  # of the last step
-                record = dict(loss=loss_sum / seen, lr=lr, seconds=seconds,
-                              val_loss=math.nan, val_metric=math.nan)
-                if val is not None:
-                    record["val_loss"] = self._backend.loss_value(*val)
-                    record["val_metric"] = self._metric(self._backend.forward(val[0]), val[1])
-                hist.append(**record)
-                if verbose:
-                    self._progress(epoch, epochs, record, seen / max(seconds, 1e-12))
-                watched = record["val_loss"] if val is not None else record["loss"]
-                if watched < best:
-                    best, since_best = watched, 0
-                else:
-                    since_best += 1
-                    if patience is not None and since_best >= patience:
-                        break
-        return hist
+    def _fit_epoch(self, trainer, plan, snapshot, epoch, hist):
+        """Train one epoch and evaluate it: ``(history record, samples/s)``."""
+        if snapshot is not None:
+            self._backend.get_theta(snapshot)
+        seed = int(self._rng.integers(0, 2**31 - 1))
+        start = time.perf_counter()
+        result = trainer.run_epoch(plan.sampling, seed)
+        seconds = time.perf_counter() - start
+        if result.failed_step >= 0 or not self._backend.theta_finite():
+            self._recover(snapshot, plan.optimizer)
+            where = f"step {result.failed_step + 1}" if result.failed_step >= 0 else "its last step"
+            raise TrainingDivergedError(
+                f"training diverged in epoch {epoch + 1} at {where}: the loss or the "
+                f"weights became NaN/inf (lr too large?); the net keeps its last "
+                f"finite weights", hist)
+        record = dict(loss=result.loss_sum / result.samples, lr=result.lr, seconds=seconds,
+                      val_loss=math.nan, val_metric=math.nan)
+        if plan.validation is not None:
+            Xv, Tv = plan.validation
+            record["val_loss"], Z = self._backend.evaluate(Xv, Tv, want_logits=True)
+            record["val_metric"] = self._metric(Z, Tv)
+        return record, result.samples / max(seconds, 1e-12)
 
     def _recover(self, snapshot, opt):
         # The training loop stops before an update with a non-finite loss or gradient,
@@ -448,3 +436,33 @@ class MLP:
             raise ValueError(f"{path!r} holds weights of the wrong size or non-finite values")
         net._backend.set_theta(theta.astype(net.dtype))
         return net
+
+
+class _FitPlan(NamedTuple):
+    """The checked arguments of one ``fit``."""
+
+    X: object
+    T: np.ndarray
+    epochs: int
+    batch_size: int  # capped at len(X)
+    sampling: int  # spec.IN_ORDER, SHUFFLE or UNIFORM
+    optimizer: object
+    schedule: tuple  # (code, float64 params)
+    validation: tuple  # (X_val, T_val) or None
+    patience: int  # or None
+
+
+class _EarlyStop:
+    """Counts epochs since the watched loss last improved; ``update`` says when to stop."""
+
+    def __init__(self, patience):
+        self.patience = patience
+        self.best = math.inf
+        self.since_best = 0
+
+    def update(self, watched):
+        if watched < self.best:
+            self.best, self.since_best = watched, 0
+            return False
+        self.since_best += 1
+        return self.patience is not None and self.since_best >= self.patience

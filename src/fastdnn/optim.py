@@ -1,68 +1,17 @@
-"""Optimizers: small Python configuration objects plus in-place Numba update kernels
-over the flat parameter vector ``theta`` (one loop for the whole net).
+"""Optimizers: small Python configuration objects; the update kernels they select live in
+each kernel tree (``kernels/cpu/updates.py``, ``kernels/cuda/updates.py``), the update
+rules in :mod:`fastdnn.kernels.spec`.
 
 Semantics follow ``torch.optim`` (SGD with dampening 0, Adam, AdamW), so PyTorch can
 serve as the oracle.  An optimizer instance keeps its state (velocity or moments, and
-the step count) between ``fit`` calls, as a PyTorch optimizer does; a name such as
-``"adam"`` makes a fresh instance each time.
+the step count ``t``) between ``fit`` calls, as a PyTorch optimizer does; a name such as
+``"adam"`` makes a fresh instance each time.  The trainer of a fit advances ``t``.
 """
 import math
 
 import numpy as np
-from numba import njit
 
-from . import config
-
-SGD_CODE, ADAM_CODE = range(2)
-
-# Layout of the float64 hyper-parameter vector the training kernel receives.
-LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED = range(8)
-
-
-@njit(cache=config.CACHE)
-def sgd_update(theta, grad, velocity, lr, momentum, nesterov, weight_decay, first):
-    """``theta -= lr * d`` with ``d`` the (Nesterov-)momentum of ``grad + wd * theta``."""
-    for i in range(theta.shape[0]):
-        g = grad[i] + weight_decay * theta[i]
-        if momentum != 0.0:
-            v = g if first else momentum * velocity[i] + g
-            velocity[i] = v
-            g = g + momentum * v if nesterov else v
-        theta[i] -= lr * g
-
-
-@njit(cache=config.CACHE)
-def adam_update(theta, grad, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled):
-    """One Adam step (``t`` counts from 1); AdamW when ``decoupled``."""
-    bias1 = 1.0 - beta1**t
-    sqrt_bias2 = math.sqrt(1.0 - beta2**t)
-    step = lr / bias1
-    for i in range(theta.shape[0]):
-        g = grad[i]
-        if decoupled:
-            theta[i] *= 1.0 - lr * weight_decay
-        else:
-            g = g + weight_decay * theta[i]
-        mi = beta1 * m[i] + (1.0 - beta1) * g
-        vi = beta2 * v[i] + (1.0 - beta2) * g * g
-        m[i] = mi
-        v[i] = vi
-        theta[i] -= step * mi / (math.sqrt(vi) / sqrt_bias2 + eps)
-
-
-# optimizer_step is inlined into the epoch loop (the dispatch is per step), but the two
-# update loops stay separate functions: inlined, their loop over the parameters ran
-# ~40 ns per element inside the epoch loop (a 25M-parameter SGD step took 0.9 s
-# instead of 8 ms; measured on 1024-4096-4096-1024), where called they vectorise.
-@njit(cache=config.CACHE, inline="always")
-def optimizer_step(code, hyper, lr, theta, grad, state, t):
-    """Apply optimizer ``code`` at learning rate ``lr``; ``t`` = steps taken before this one."""
-    if code == SGD_CODE:
-        sgd_update(theta, grad, state[0], lr, hyper[MOMENTUM], hyper[NESTEROV] != 0.0,
-                   hyper[WEIGHT_DECAY], t == 0)
-    else:
-        adam_update(theta, grad, state[0], state[1], t + 1, lr, hyper[BETA1], hyper[BETA2],
-                    hyper[EPS], hyper[WEIGHT_DECAY], hyper[DECOUPLED] != 0.0)
+from .kernels import spec
 
 
 def _check_nonneg(name, value, upper=None):
@@ -77,7 +26,7 @@ def _check_nonneg(name, value, upper=None):
 class Optimizer:
     """Base class: holds hyper-parameters, the step count ``t`` and the state arrays."""
 
-    code = SGD_CODE
+    code = spec.SGD
     n_state = 1
 
     def __init__(self, lr):
@@ -89,8 +38,8 @@ class Optimizer:
 
     def hyper(self):
         """The float64 hyper-parameter vector in the layout the kernels read."""
-        h = np.zeros(8)
-        h[LR] = self.lr
+        h = np.zeros(spec.N_HYPER)
+        h[spec.LR] = self.lr
         return h
 
     def _state_shape(self, n_params):
@@ -129,7 +78,7 @@ class SGD(Optimizer):
         L2 penalty added to the gradient (``grad + weight_decay * theta``).
     """
 
-    code = SGD_CODE
+    code = spec.SGD
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr)
@@ -149,9 +98,9 @@ class SGD(Optimizer):
 
     def hyper(self):
         h = super().hyper()
-        h[MOMENTUM] = self.momentum
-        h[NESTEROV] = float(self.nesterov)
-        h[WEIGHT_DECAY] = self.weight_decay
+        h[spec.MOMENTUM] = self.momentum
+        h[spec.NESTEROV] = float(self.nesterov)
+        h[spec.WEIGHT_DECAY] = self.weight_decay
         return h
 
 
@@ -166,7 +115,7 @@ class Adam(Optimizer):
     weight_decay : float, default 0
     """
 
-    code = ADAM_CODE
+    code = spec.ADAM
     n_state = 2
     _decoupled = False
 
@@ -185,10 +134,10 @@ class Adam(Optimizer):
 
     def hyper(self):
         h = super().hyper()
-        h[BETA1], h[BETA2] = self.betas
-        h[EPS] = self.eps
-        h[WEIGHT_DECAY] = self.weight_decay
-        h[DECOUPLED] = float(self._decoupled)
+        h[spec.BETA1], h[spec.BETA2] = self.betas
+        h[spec.EPS] = self.eps
+        h[spec.WEIGHT_DECAY] = self.weight_decay
+        h[spec.DECOUPLED] = float(self._decoupled)
         return h
 
 

@@ -1,31 +1,12 @@
 """Learning-rate schedules: ``lr_t = lr * factor(t)`` at iteration ``t`` (0-based count
-of optimizer steps), evaluated per step inside the compiled training loop.
+of optimizer steps).  The classes here only configure; the factor is
+:func:`fastdnn.kernels.spec.lr_factor`, evaluated per step inside the training kernels.
 """
 import math
 
 import numpy as np
-from numba import njit
 
-from . import config
-
-CONSTANT, INVERSE_TIME, STEP, EXPONENTIAL, COSINE = range(5)
-
-
-@njit(cache=config.CACHE)
-def lr_factor(code, params, t):
-    """The multiplier of the base learning rate at iteration ``t``."""
-    if code == INVERSE_TIME:
-        return 1.0 / (1.0 + params[0] * t)
-    elif code == STEP:
-        return params[1] ** (t // int(params[0]))
-    elif code == EXPONENTIAL:
-        return params[0] ** (t / params[1])
-    elif code == COSINE:
-        total = params[0]
-        floor = params[1]
-        frac = min(t, total) / total
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))
-    return 1.0
+from .kernels import spec
 
 
 def _positive(name, value, allow_zero=False):
@@ -39,15 +20,16 @@ def _positive(name, value, allow_zero=False):
 class Schedule:
     """Base class. ``factor(t)`` gives the multiplier at iteration ``t``."""
 
-    code = CONSTANT
+    code = spec.CONSTANT
 
     def params(self, total_steps):
-        """Float64 parameter vector for :func:`lr_factor` (``total_steps`` of the fit)."""
-        return np.zeros(3)
+        """Float64 parameter vector for :func:`~fastdnn.kernels.spec.lr_factor` (named
+        slots ``spec.DECAY``, ...), given the ``total_steps`` of the fit."""
+        return np.zeros(spec.N_SCHEDULE)
 
     def factor(self, t, total_steps=None):
         """Multiplier of the base learning rate at iteration ``t`` (0-based)."""
-        return lr_factor(self.code, self.params(total_steps), int(t))
+        return spec.lr_factor(self.code, self.params(total_steps), int(t))
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -67,13 +49,15 @@ class InverseTimeDecay(Schedule):
         Decay rate per iteration (> 0).
     """
 
-    code = INVERSE_TIME
+    code = spec.INVERSE_TIME
 
     def __init__(self, decay=1e-3):
         self.decay = _positive("decay", decay, allow_zero=True)
 
     def params(self, total_steps):
-        return np.array([self.decay, 0.0, 0.0])
+        p = super().params(total_steps)
+        p[spec.DECAY] = self.decay
+        return p
 
 
 class StepDecay(Schedule):
@@ -87,7 +71,7 @@ class StepDecay(Schedule):
         Multiplier at each drop.
     """
 
-    code = STEP
+    code = spec.STEP
 
     def __init__(self, step_size, gamma=0.1):
         if isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) or step_size < 1:
@@ -96,7 +80,9 @@ class StepDecay(Schedule):
         self.gamma = _positive("gamma", gamma)
 
     def params(self, total_steps):
-        return np.array([float(self.step_size), self.gamma, 0.0])
+        p = super().params(total_steps)
+        p[spec.STEP_SIZE], p[spec.GAMMA] = self.step_size, self.gamma
+        return p
 
 
 class ExponentialDecay(Schedule):
@@ -109,14 +95,16 @@ class ExponentialDecay(Schedule):
     decay_steps : float, default 1
     """
 
-    code = EXPONENTIAL
+    code = spec.EXPONENTIAL
 
     def __init__(self, rate, decay_steps=1):
         self.rate = _positive("rate", rate)
         self.decay_steps = _positive("decay_steps", decay_steps)
 
     def params(self, total_steps):
-        return np.array([self.rate, self.decay_steps, 0.0])
+        p = super().params(total_steps)
+        p[spec.RATE], p[spec.DECAY_STEPS] = self.rate, self.decay_steps
+        return p
 
 
 class CosineDecay(Schedule):
@@ -130,7 +118,7 @@ class CosineDecay(Schedule):
         Final multiplier, held after ``total_steps``.
     """
 
-    code = COSINE
+    code = spec.COSINE
 
     def __init__(self, total_steps=None, min_factor=0.0):
         if total_steps is not None:
@@ -142,7 +130,9 @@ class CosineDecay(Schedule):
         total = self.total_steps if self.total_steps is not None else total_steps
         if total is None:
             raise ValueError("CosineDecay needs total_steps outside of fit")
-        return np.array([float(max(total, 1)), self.min_factor, 0.0])
+        p = super().params(total_steps)
+        p[spec.TOTAL_STEPS], p[spec.MIN_FACTOR] = max(total, 1), self.min_factor
+        return p
 
 
 def make_schedule(schedule):

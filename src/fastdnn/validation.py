@@ -4,11 +4,9 @@ the kernels see one signature and never validate themselves.
 import numbers
 
 import numpy as np
-from numba import njit
 
-from . import config
-
-from .losses import CROSS_ENTROPY, BINARY_CROSS_ENTROPY
+from .kernels.cpu.checks import all_finite
+from .kernels.spec import BINARY_CROSS_ENTROPY, CROSS_ENTROPY
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
@@ -22,15 +20,6 @@ def check_dtype(dtype):
     if dt not in DTYPES.values():
         raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
     return dt
-
-
-@njit(cache=config.CACHE)
-def all_finite(a):
-    """True when no element of the C-contiguous array ``a`` is NaN or infinite."""
-    for v in a.reshape(a.size):
-        if not np.isfinite(v):
-            return False
-    return True
 
 
 def _as_numeric(a, name):
@@ -51,14 +40,14 @@ def check_X(X, n_features, dtype):
     if X.shape[1] != n_features:
         raise ValueError(f"X has {X.shape[1]} features but the net expects {n_features}")
     X = np.ascontiguousarray(X, dtype=dtype)
-    # A compiled scan: numpy's isfinite().all() allocates a mask, too slow for predict(x).
     if not all_finite(X):
         raise ValueError("X contains NaN or infinity (after conversion to %s)" % dtype)
     return X
 
 
 def check_targets(y, loss, n_outputs, n_samples, dtype):
-    """Return targets as the 2-D array ``T`` the loss kernels read (see :mod:`losses`)."""
+    """Return targets as the 2-D array ``T`` the loss kernels read (see
+    :mod:`fastdnn.kernels.cpu.losses`)."""
     y = _as_numeric(y, "y")
     if y.shape[:1] != (n_samples,):
         raise ValueError(f"y has {y.shape[0] if y.ndim else 0} samples but X has {n_samples}")
@@ -94,3 +83,12 @@ def check_positive_int(name, value):
     if value < 1:
         raise ValueError(f"{name} must be >= 1; got {value}")
     return int(value)
+
+
+def check_n_threads(n_threads):
+    """Validate an ``n_threads`` setting (``None`` or an int >= 1)."""
+    if n_threads is None:
+        return None
+    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
+        raise ValueError(f"n_threads must be None or an integer >= 1; got {n_threads!r}")
+    return n_threads

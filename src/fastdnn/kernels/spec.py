@@ -1,18 +1,123 @@
-"""Flat memory layout of a net: where each layer's parameters and buffers live.
+"""The contract between the API and every kernel, CPU and CUDA alike.
 
-All parameters sit in one vector ``theta`` as ``[W_1, b_1, W_2, b_2, ...]`` (each ``W``
-C-ordered ``(fan_in, fan_out)``), and all activations of a batch in one vector
-``work``.  The compiled kernels read offsets from an int64 table with a row per layer,
-so nets of any depth and width, and any batch size, share one compiled signature per
-dtype: changing the architecture never recompiles.
+Five things live here and nowhere else:
+
+* **Code tables**: the integer codes of activations, losses, optimizers, schedules,
+  sampling modes and prediction heads, with the name -> code maps the API reads.
+  Adding an activation, a loss or an optimizer starts with one entry here.
+* **Named slots** of the float64 vectors the kernels receive: the optimizer's
+  hyper-parameters (:data:`LR`, :data:`MOMENTUM`, ...) and each schedule's parameters
+  (:data:`DECAY`, :data:`STEP_SIZE`, ...), so no kernel reads ``params[0]`` by position.
+* **The flat layout** (:class:`Layout`): where each layer's parameters and buffers live.
+* **The backend protocol** (:class:`Backend`, :class:`Trainer`): what the model asks
+  of a device.
+* **The scalar formulas**, each written once as a plain Python function of scalars
+  (an activation and its derivative, a loss term and its gradient, an update rule, a
+  learning-rate factor).  The CPU tree compiles them with ``njit(inline="always")``
+  and the CUDA tree with ``cuda.jit(device=True)``, both through :func:`compile_formulas`;
+  host code may call them as they are.
+
+This module imports NumPy only: importing it compiles nothing.
 """
+import math
+import types
+from collections import namedtuple
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from . import config
-from .activations import NEEDS_Z, IDENTITY
+# ------------------------------------------------------------------ code tables
+IDENTITY, RELU, LEAKY_RELU, ELU, TANH, SIGMOID, SOFTPLUS, GELU, SILU = range(9)
 
+ACTIVATIONS = {
+    "identity": IDENTITY,
+    "relu": RELU,
+    "leaky_relu": LEAKY_RELU,
+    "elu": ELU,
+    "tanh": TANH,
+    "sigmoid": SIGMOID,
+    "softplus": SOFTPLUS,
+    "gelu": GELU,
+    "silu": SILU,
+}
+ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
+
+#: Activations whose derivative cannot be written in terms of their output ``A = g(Z)``,
+#: so the forward pass keeps ``Z`` for them (every other derivative reads ``A``).
+NEEDS_Z = frozenset({GELU, SILU})
+
+#: Negative slope of leaky_relu (PyTorch's default; elu's alpha is 1).
+LEAKY_SLOPE = 0.01
+
+CROSS_ENTROPY, MSE, BINARY_CROSS_ENTROPY = range(3)
+
+LOSSES = {
+    "cross_entropy": CROSS_ENTROPY,
+    "mse": MSE,
+    "binary_cross_entropy": BINARY_CROSS_ENTROPY,
+}
+LOSS_NAMES = {code: name for name, code in LOSSES.items()}
+CLASSIFIERS = frozenset({CROSS_ENTROPY, BINARY_CROSS_ENTROPY})
+
+SGD, ADAM = range(2)
+OPTIMIZER_CODES = frozenset({SGD, ADAM})
+
+CONSTANT, INVERSE_TIME, STEP, EXPONENTIAL, COSINE = range(5)
+SCHEDULE_CODES = frozenset({CONSTANT, INVERSE_TIME, STEP, EXPONENTIAL, COSINE})
+
+#: Sampling of an epoch: rows in order, a fresh permutation, or uniform draws with
+#: replacement (the course's plain SGD).
+IN_ORDER, SHUFFLE, UNIFORM = range(3)
+
+#: What an inference pass returns: the logits, the predictions (class labels for the
+#: classifiers, the outputs for mse), or class probabilities.
+LOGITS, LABELS, PROBABILITIES = range(3)
+
+
+def _lookup(kind, table, name):
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} must be a string name, got {type(name).__name__}")
+    try:
+        return table[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(table)}") from None
+
+
+def activation_code(name):
+    """The integer code of activation ``name``; ``ValueError`` if unknown."""
+    return _lookup("activation", ACTIVATIONS, name)
+
+
+def loss_code(name):
+    """The integer code of loss ``name``; ``ValueError`` if unknown."""
+    return _lookup("loss", LOSSES, name)
+
+
+def check_code(kind, code, codes):
+    """Return ``code`` if it is one of ``codes``; else a ``ValueError`` naming ``kind``.
+
+    Kernels dispatch on codes and end in an error branch, never a fall-through; this is
+    the host-side check that keeps a bad code from reaching a launch.
+    """
+    if code not in codes:
+        raise ValueError(f"unknown {kind} code {code!r}")
+    return code
+
+
+# ------------------------------------------------------------------ named slots
+#: Slots of the float64 optimizer vector ``hyper`` (unused slots stay 0).
+LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED = range(8)
+N_HYPER = 8
+
+#: Slots of the float64 schedule vector, per schedule (see :func:`lr_factor`).
+DECAY = 0                       # inverse_time: lr / (1 + decay t)
+STEP_SIZE, GAMMA = 0, 1         # step: lr gamma^(t // step_size)
+RATE, DECAY_STEPS = 0, 1        # exponential: lr rate^(t / decay_steps)
+TOTAL_STEPS, MIN_FACTOR = 0, 1  # cosine annealing to min_factor over total_steps
+N_SCHEDULE = 2
+
+# ------------------------------------------------------------------ flat layout
 # Columns of the layout table.
 # GEMM_MIN: the multiply-add count (rows * fan_in * fan_out) from which the layer's
 # products go to BLAS rather than the loop kernels (decided per batch, by shape only).
@@ -35,6 +140,12 @@ def param_offsets(sizes):
 class Layout:
     """Offsets for a net with layer ``sizes`` and hidden ``codes`` at batch capacity ``cap``.
 
+    All parameters sit in one vector ``theta`` as ``[W_1, b_1, W_2, b_2, ...]`` (each
+    ``W`` C-ordered ``(fan_in, fan_out)``), and all activations of a batch in one vector
+    ``work``.  The kernels read offsets from the int64 ``table``, a row per layer, so
+    nets of any depth and width, and any batch size, share one compiled signature per
+    dtype: changing the architecture never recompiles.
+
     Attributes
     ----------
     table : ndarray of int64, shape (n_layers, N_COLS)
@@ -56,20 +167,22 @@ class Layout:
     cap: int
 
     @classmethod
-    def build(cls, sizes, codes, cap, small_gemm_macs=None):
-        """Lay out a net; ``codes`` has one activation code per hidden layer."""
-        if small_gemm_macs is None:
-            small_gemm_macs = config.SMALL_GEMM_MACS
+    def build(cls, sizes, codes, cap, small_gemm_macs=0):
+        """Lay out a net; ``codes`` has one activation code per hidden layer.
+
+        ``small_gemm_macs`` is the product size from which a layer uses BLAS (the CPU
+        backend passes ``config.SMALL_GEMM_MACS``; the CUDA kernels ignore it).
+        """
         n_layers = len(sizes) - 1
         w_off, b_off, n_params = param_offsets(sizes)
         table = np.zeros((n_layers, N_COLS), dtype=np.int64)
-        # Slot 0 holds a gathered input batch for the GPU backend; the CPU kernels read
+        # Slot 0 holds a gathered input batch for the CUDA backend; the CPU kernels read
         # X (or their own gather buffer, shared by shards) directly.
         off = cap * sizes[0]
         prev_out = 0
         for i in range(n_layers):
             k, n = sizes[i], sizes[i + 1]
-            code = codes[i] if i < n_layers - 1 else IDENTITY
+            code = check_code("activation", codes[i], ACTIVATION_NAMES) if i < n_layers - 1 else IDENTITY
             z_off = off
             if code in NEEDS_Z:
                 off += cap * n
@@ -82,3 +195,305 @@ class Layout:
     def out_offset(self):
         """Offset in ``work`` of the last layer's output (the logits)."""
         return int(self.table[-1, A_OFF])
+
+
+# ------------------------------------------------------------------ scalar formulas
+# Plain functions of scalars, compiled per tree by compile_formulas.  The bodies are
+# the whole arithmetic: the kernels around them only loop, reduce and store.  A call
+# from one formula to another resolves to the compiled twin in each tree.
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def sigmoid(z):
+    """``1 / (1 + exp(-z))``, two branches so ``exp`` never overflows: ``exp(-|z|) <= 1``."""
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def relu(z):
+    return max(z, 0.0)
+
+
+def leaky_relu(z):
+    return z if z > 0 else LEAKY_SLOPE * z
+
+
+def elu(z):
+    return z if z > 0 else math.expm1(z)
+
+
+def softplus(z):
+    """``log(1 + exp(z))`` without overflow or lost digits."""
+    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+
+def gelu(z):
+    """``z Phi(z)``, the exact (erf) form."""
+    return 0.5 * z * (1.0 + math.erf(z * _INV_SQRT2))
+
+
+def silu(z):
+    return z * sigmoid(z)
+
+
+# Derivatives: from the output a = g(z) wherever the activation allows (scikit-learn's
+# trick: the forward pass then keeps no z), from z for gelu and silu (NEEDS_Z).
+def relu_grad(a):
+    return 0.0 if a <= 0 else 1.0
+
+
+def leaky_relu_grad(a):
+    return LEAKY_SLOPE if a <= 0 else 1.0
+
+
+def elu_grad(a):
+    """``g'(z) = exp(z) = a + 1`` for ``z <= 0``."""
+    return a + 1.0 if a <= 0 else 1.0
+
+
+def tanh_grad(a):
+    return 1.0 - a * a
+
+
+def sigmoid_grad(a):
+    return a * (1.0 - a)
+
+
+def softplus_grad(a):
+    """``g'(z) = sigmoid(z) = 1 - exp(-a)``; expm1 keeps it exact when ``a`` is tiny."""
+    return -math.expm1(-a)
+
+
+def gelu_grad(z):
+    cdf = 0.5 * (1.0 + math.erf(z * _INV_SQRT2))
+    pdf = _INV_SQRT_2PI * math.exp(-0.5 * z * z)
+    return cdf + z * pdf
+
+
+def silu_grad(z):
+    s = sigmoid(z)
+    return s * (1.0 + z * (1.0 - s))
+
+
+def activate(z, code):
+    """``g(z)`` for activation ``code``; NaN for an unknown code (never a fall-through).
+
+    For kernels that go element by element (CUDA epilogues); the CPU loops dispatch once
+    per row instead (one branch per row, not per element).
+    """
+    if code == IDENTITY:
+        return z
+    elif code == RELU:
+        return relu(z)
+    elif code == LEAKY_RELU:
+        return leaky_relu(z)
+    elif code == ELU:
+        return elu(z)
+    elif code == TANH:
+        return math.tanh(z)
+    elif code == SIGMOID:
+        return sigmoid(z)
+    elif code == SOFTPLUS:
+        return softplus(z)
+    elif code == GELU:
+        return gelu(z)
+    elif code == SILU:
+        return silu(z)
+    return math.nan
+
+
+def derivative(a, z, code):
+    """``g'(z)`` for activation ``code`` from ``a = g(z)`` (and ``z`` where it must); NaN
+    for an unknown code."""
+    if code == IDENTITY:
+        return 1.0
+    elif code == RELU:
+        return relu_grad(a)
+    elif code == LEAKY_RELU:
+        return leaky_relu_grad(a)
+    elif code == ELU:
+        return elu_grad(a)
+    elif code == TANH:
+        return tanh_grad(a)
+    elif code == SIGMOID:
+        return sigmoid_grad(a)
+    elif code == SOFTPLUS:
+        return softplus_grad(a)
+    elif code == GELU:
+        return gelu_grad(z)
+    elif code == SILU:
+        return silu_grad(z)
+    return math.nan
+
+
+# Loss terms.  Each head is a mean: the kernels pass ``inv`` = 1/n (cross-entropy) or
+# 1/(n k) (mse, binary cross-entropy) and sum the terms.
+def cross_entropy_term(zmax, sum_exp, z_label):
+    """``logsumexp(z) - z[y]`` from the row max, ``sum(exp(z - zmax))`` and ``z[y]``."""
+    return zmax + math.log(sum_exp) - z_label
+
+
+def squared_error(z, t, inv):
+    """``((z - t)^2, 2 (z - t) inv)``: the term and its share of dL/dz."""
+    d = z - t
+    return d * d, 2.0 * d * inv
+
+
+def sigmoid_cross_entropy(z, t, inv):
+    """``(max(z,0) - z t + log1p(exp(-|z|)), (sigmoid(z) - t) inv)``, stable for any z."""
+    e = math.exp(-abs(z))
+    p = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
+    return max(z, 0.0) - z * t + math.log1p(e), (p - t) * inv
+
+
+# Updates (torch.optim semantics), one parameter at a time.
+def sgd_step(theta, g, velocity, lr, momentum, nesterov, weight_decay, first):
+    """``(theta - lr d, velocity')``: ``d`` the (Nesterov-)momentum of ``g + wd theta``.
+
+    ``first``: the step that starts the velocity (``v = d``, dampening 0 as PyTorch).
+    """
+    g = g + weight_decay * theta
+    if momentum != 0.0:
+        velocity = g if first else momentum * velocity + g
+        g = g + momentum * velocity if nesterov else velocity
+    return theta - lr * g, velocity
+
+
+def adam_scalars(lr, beta1, beta2, t):
+    """``(lr / (1 - beta1^t), sqrt(1 - beta2^t))``: the bias corrections of step ``t >= 1``."""
+    return lr / (1.0 - beta1**t), math.sqrt(1.0 - beta2**t)
+
+
+def decoupled_decay(theta, lr, weight_decay):
+    """AdamW's ``theta (1 - lr wd)``, applied (and stored) before the Adam step."""
+    return theta * (1.0 - lr * weight_decay)
+
+
+def adam_step(theta, g, avg_grad, avg_sq, step_size, sqrt_bias2, beta1, beta2, eps,
+              weight_decay, decoupled):
+    """``(theta', avg_grad', avg_sq')`` of one Adam step; L2 decay in the gradient unless
+    ``decoupled`` (then :func:`decoupled_decay` was applied to ``theta`` already)."""
+    if not decoupled:
+        g = g + weight_decay * theta
+    avg_grad = beta1 * avg_grad + (1.0 - beta1) * g
+    avg_sq = beta2 * avg_sq + (1.0 - beta2) * g * g
+    return theta - step_size * avg_grad / (math.sqrt(avg_sq) / sqrt_bias2 + eps), avg_grad, avg_sq
+
+
+def lr_factor(code, params, t):
+    """Multiplier of the base learning rate at iteration ``t`` (0-based) of schedule
+    ``code`` with parameter vector ``params`` (slots above); NaN for an unknown code."""
+    if code == CONSTANT:
+        return 1.0
+    elif code == INVERSE_TIME:
+        return 1.0 / (1.0 + params[DECAY] * t)
+    elif code == STEP:
+        return params[GAMMA] ** (t // int(params[STEP_SIZE]))
+    elif code == EXPONENTIAL:
+        return params[RATE] ** (t / params[DECAY_STEPS])
+    elif code == COSINE:
+        total = params[TOTAL_STEPS]
+        floor = params[MIN_FACTOR]
+        frac = min(t, total) / total
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return math.nan
+
+
+#: Every formula, in the order compile_formulas compiles them.
+FORMULAS = (
+    "sigmoid", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu",
+    "relu_grad", "leaky_relu_grad", "elu_grad", "tanh_grad", "sigmoid_grad", "softplus_grad",
+    "gelu_grad", "silu_grad", "activate", "derivative",
+    "cross_entropy_term", "squared_error", "sigmoid_cross_entropy",
+    "sgd_step", "adam_scalars", "decoupled_decay", "adam_step", "lr_factor",
+)
+
+
+def compile_formulas(jit):
+    """Every formula compiled by the decorator ``jit``: a dict name -> compiled function.
+
+    Each function is rebuilt over a copy of this module's globals in which the names
+    of the formulas are the compiled twins, so ``silu``'s call to ``sigmoid`` becomes a
+    call between compiled functions of the same tree.  ``jit`` is applied once per
+    formula, at import of the tree (compilation itself stays lazy).
+    """
+    scope = dict(globals())
+    for name in FORMULAS:
+        f = globals()[name]
+        twin = types.FunctionType(f.__code__, scope, f.__name__, f.__defaults__, f.__closure__)
+        twin.__qualname__, twin.__doc__, twin.__module__ = f.__qualname__, f.__doc__, f.__module__
+        scope[name] = jit(twin)
+    return {name: scope[name] for name in FORMULAS}
+
+
+# ------------------------------------------------------------------ backends
+#: Optimizer code, float64 hyper-parameters (slots ``LR``, ...), state rows (velocity, or
+#: Adam's averages of the gradient and of its square).
+OptimizerArgs = namedtuple("OptimizerArgs", "code hyper state")
+#: Schedule code and its float64 parameters (slots ``DECAY``, ...).
+ScheduleArgs = namedtuple("ScheduleArgs", "code params")
+#: What one epoch of training reports: the sum of ``batch loss * batch rows``, the
+#: samples and optimizer steps done, the index of the step whose loss or gradient was
+#: not finite (-1: none; the epoch stopped there without updating), and the learning
+#: rate the last update used.
+EpochResult = namedtuple("EpochResult", "loss_sum samples steps failed_step lr")
+
+
+class Trainer(Protocol):
+    """Buffers and arguments of one ``fit``, sized once (``Backend.trainer`` makes it)."""
+
+    def run_epoch(self, sampling, seed):
+        """Train one epoch with ``sampling`` (``IN_ORDER``...) drawn from ``seed``.
+
+        The trainer owns the step count: it starts from the optimizer's ``t``, advances
+        it by the steps taken, and leaves the optimizer's state where the kernels left
+        it.  Returns an :data:`EpochResult`.
+        """
+
+
+class Backend(Protocol):
+    """What :class:`fastdnn.MLP` asks of a device; the CPU and CUDA backends implement
+    all of it, so the model never asks which one it drives.
+
+    Arrays come in checked: C-contiguous, the net's dtype, finite.  "X's home" is
+    NumPy for NumPy input, the device for device arrays (CUDA only).
+    """
+
+    device: str
+    n_params: int
+
+    def limit_threads(self, n_threads):
+        """A context manager: run the block with ``n_threads`` host threads (``None``: as
+        set); the thread policy is the backend's own."""
+
+    def check_X(self, X):
+        """``X`` as this backend takes it: device arrays validated in place (CUDA), anything
+        else through :func:`fastdnn.validation.check_X`."""
+
+    def get_theta(self, out=None):
+        """A NumPy copy of the flat parameter vector (into ``out`` when given)."""
+
+    def set_theta(self, theta):
+        """Overwrite the parameters from a flat NumPy vector."""
+
+    def theta_finite(self):
+        """Whether every parameter is finite."""
+
+    def outputs(self, X, head):
+        """``LOGITS``, ``LABELS`` (2-D) or ``PROBABILITIES`` of the rows of ``X``, in X's home."""
+
+    def to_numpy(self, a):
+        """``a`` (an array of this backend's) as a NumPy array."""
+
+    def evaluate(self, X, T, want_logits=False):
+        """``(mean loss, logits or None)`` of all rows in one forward pass; NumPy logits."""
+
+    def gradient(self, X, T):
+        """``(mean loss, flat NumPy gradient)`` over all rows, in one batch."""
+
+    def trainer(self, X, T, batch_size, optimizer, schedule):
+        """A :class:`Trainer` for batches of ``batch_size`` rows (at most ``len(X)``),
+        an :class:`fastdnn.Optimizer` and ``schedule = (code, params)``."""

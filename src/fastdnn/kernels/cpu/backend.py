@@ -1,16 +1,23 @@
 """CPU backend: owns the parameter vector and the buffers, and calls the Numba kernels.
 
-The GPU twin is :mod:`fastdnn.gpu_backend`; both expose the same methods, so
-:class:`fastdnn.MLP` does not know which one it drives.
+Implements :class:`fastdnn.kernels.spec.Backend`; its CUDA twin is
+:mod:`fastdnn.kernels.cuda.backend`.
 """
 import numpy as np
 
-from . import config
-from .blas import PARALLEL_MACS
-from .layout import Layout
-from .validation import all_finite
-from .train import (Buffers, EpochPlan, OptimizerArgs, ScheduleArgs, forward_chunks,
-                    loss_and_gradient, loss_chunks, train_epoch, train_epoch_sharded)
+from ... import config
+from ...validation import check_X
+from ..spec import (CLASSIFIERS, CROSS_ENTROPY, LABELS, LOGITS, PROBABILITIES, EpochResult,
+                    Layout, OptimizerArgs, ScheduleArgs)
+from . import blas, threads
+from .checks import all_finite
+from .losses import labels, probabilities
+from .train import (Buffers, EpochPlan, forward_chunks, loss_and_gradient, loss_chunks,
+                    train_epoch, train_epoch_sharded)
+
+
+def _layout(sizes, codes, cap):
+    return Layout.build(sizes, codes, cap, config.SMALL_GEMM_MACS)
 
 
 class CPUBackend:
@@ -31,14 +38,16 @@ class CPUBackend:
     device = "cpu"
 
     def __init__(self, sizes, codes, loss, dtype):
+        blas.prepare()
         self.sizes = list(sizes)
         self.codes = list(codes)
         self.loss = loss
         self.dtype = dtype
-        self.n_params = Layout.build(self.sizes, self.codes, 1).n_params
+        self.n_params = _layout(self.sizes, self.codes, 1).n_params
         self.theta = np.zeros(self.n_params, dtype=dtype)
         self._infer = None  # (layout, work, deltas) reused across predict calls
 
+    # -- parameters ------------------------------------------------------------------
     def get_theta(self, out=None):
         """A NumPy copy of the flat parameter vector (into ``out`` when given)."""
         if out is None:
@@ -54,6 +63,21 @@ class CPUBackend:
         """Overwrite the parameters from a flat NumPy vector (same length and dtype)."""
         np.copyto(self.theta, theta)
 
+    @staticmethod
+    def limit_threads(n_threads):
+        """Numba's pool at ``n_threads`` for the block (:func:`.threads.limit_threads`)."""
+        return threads.limit_threads(n_threads)
+
+    # -- evaluation ------------------------------------------------------------------
+    def check_X(self, X):
+        """``X`` checked and converted (:func:`fastdnn.validation.check_X`)."""
+        return check_X(X, self.sizes[0], self.dtype)
+
+    @staticmethod
+    def to_numpy(a):
+        """NumPy arrays are the CPU's own."""
+        return a
+
     def _buffers(self, layout):
         work = np.zeros(layout.work_size, dtype=self.dtype)
         deltas = np.zeros((2, layout.delta_size), dtype=self.dtype)
@@ -63,46 +87,62 @@ class CPUBackend:
         # Grown on demand and kept: repeated predict calls allocate nothing but the output.
         cap = min(n, config.PREDICT_CHUNK)
         if self._infer is None or self._infer[0].cap < cap:
-            layout = Layout.build(self.sizes, self.codes, cap)
+            layout = _layout(self.sizes, self.codes, cap)
             self._infer = (layout, *self._buffers(layout))
         return self._infer
 
-    def forward(self, X):
-        """Logits for the rows of ``X`` (checked, C-contiguous, net dtype)."""
+    def outputs(self, X, head):
+        """Logits, predictions (2-D) or probabilities of the rows of ``X``."""
         layout, work, _ = self._inference(X.shape[0])
-        out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
+        n, k = X.shape[0], self.sizes[-1]
+        Z = np.empty((n, k), dtype=self.dtype)
         # Returns nothing: boxing a returned array costs more than the whole kernel
         # for a single-row predict.
-        forward_chunks(X, self.theta, layout.table, work, out, layout.cap)
-        return out
+        forward_chunks(X, self.theta, layout.table, work, Z, layout.cap)
+        if head == LOGITS:
+            return Z
+        if head == LABELS:
+            if self.loss not in CLASSIFIERS:
+                return Z  # regression: the predictions are the outputs
+            out = np.empty((n, 1 if self.loss == CROSS_ENTROPY else k), dtype=np.int64)
+            labels(self.loss, Z, out)
+            return out
+        if head == PROBABILITIES:
+            P = np.empty((n, 2 if k == 1 else k), dtype=self.dtype)
+            probabilities(self.loss, Z, P)
+            return P
+        raise ValueError(f"unknown output head {head!r}")
 
-    def loss_value(self, X, T):
-        """Mean loss over all rows."""
+    def evaluate(self, X, T, want_logits=False):
+        """``(mean loss, logits or None)`` over all rows, in one forward pass."""
         layout, work, deltas = self._inference(X.shape[0])
-        return float(loss_chunks(X, T, self.theta, layout.table, work, deltas, self.loss, layout.cap))
+        Z = np.empty((X.shape[0] if want_logits else 0, self.sizes[-1]), dtype=self.dtype)
+        value = loss_chunks(X, T, self.theta, layout.table, work, deltas, self.loss, layout.cap, Z)
+        return float(value), (Z if want_logits else None)
 
     def gradient(self, X, T):
         """``(mean loss, flat gradient)`` over all rows, in one batch."""
-        layout = Layout.build(self.sizes, self.codes, X.shape[0])
+        layout = _layout(self.sizes, self.codes, X.shape[0])
         work, deltas = self._buffers(layout)
         grad = np.zeros(self.n_params, dtype=self.dtype)
         value = loss_and_gradient(X, T, self.theta, layout.table, work, deltas, grad, self.loss)
         return float(value), grad
 
-    def trainer(self, X, T, batch_size, optimizer, schedule_params):
+    # -- training --------------------------------------------------------------------
+    def trainer(self, X, T, batch_size, optimizer, schedule):
         """A :class:`CPUTrainer` with buffers sized once for this fit."""
-        return CPUTrainer(self, X, T, batch_size, optimizer, schedule_params)
+        return CPUTrainer(self, X, T, batch_size, optimizer, schedule)
 
 
 def n_shards(sizes, rows):
     """Row shards of a training batch: ``config.SHARDS`` when each shard keeps at least
     ``config.MIN_SHARD_ROWS`` rows and every per-shard product stays below the size
-    at which :mod:`fastdnn.blas` splits it over threads itself (no nested parallelism)."""
+    at which :mod:`.blas` splits it over threads itself (no nested parallelism)."""
     shards = config.SHARDS
     widest = max(k * n for k, n in zip(sizes[:-1], sizes[1:]))
     if shards < 2 or rows < shards * config.MIN_SHARD_ROWS:
         return 1
-    if -(-rows // shards) * widest >= PARALLEL_MACS:
+    if -(-rows // shards) * widest >= blas.PARALLEL_MACS:
         return 1
     return shards
 
@@ -110,32 +150,34 @@ def n_shards(sizes, rows):
 class CPUTrainer:
     """Buffers and arguments of one ``fit``; :meth:`run_epoch` trains one epoch."""
 
-    def __init__(self, backend, X, T, batch_size, optimizer, schedule_params):
+    def __init__(self, backend, X, T, batch_size, optimizer, schedule):
         n = X.shape[0]
         dtype = backend.dtype
         self.backend = backend
         self.X, self.T = X, T
-        self.batch_size = min(batch_size, n)
-        shards = n_shards(backend.sizes, self.batch_size)
-        layout = Layout.build(backend.sizes, backend.codes, -(-self.batch_size // shards))
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        shards = n_shards(backend.sizes, batch_size)
+        layout = _layout(backend.sizes, backend.codes, -(-batch_size // shards))
         self.table = layout.table
         self.epoch_kernel = train_epoch_sharded if shards > 1 else train_epoch
         self.bufs = Buffers(
             work=np.zeros((shards, layout.work_size), dtype=dtype),
             deltas=np.zeros((shards, 2, layout.delta_size), dtype=dtype),
-            grads=np.zeros((shards, layout.n_params) if shards > 1 else (1, 0), dtype=dtype),
-            losses=np.zeros(shards),
+            shard_grads=np.zeros((shards, layout.n_params) if shards > 1 else (1, 0), dtype=dtype),
+            shard_losses=np.zeros(shards),
             grad=np.zeros(layout.n_params, dtype=dtype),
-            inputs=np.zeros(self.batch_size * X.shape[1], dtype=dtype),
-            targets=np.zeros(self.batch_size * T.shape[1], dtype=dtype),
+            inputs=np.zeros(batch_size * X.shape[1], dtype=dtype),
+            targets=np.zeros(batch_size * T.shape[1], dtype=dtype),
             order=np.arange(n, dtype=np.int64))
         state = optimizer.bind(layout.n_params, dtype)
         self.opt = OptimizerArgs(optimizer.code, optimizer.hyper(), state)
-        self.sched = ScheduleArgs(schedule_params[0], schedule_params[1])
+        self.sched = ScheduleArgs(*schedule)
 
-    def run_epoch(self, sampling, step0, seed):
-        """Train one epoch; returns ``(loss_sum, samples, steps, failed_step)``."""
-        plan = EpochPlan(self.backend.loss, self.batch_size, sampling, step0, seed)
-        loss_sum, seen, steps, failed = self.epoch_kernel(
+    def run_epoch(self, sampling, seed):
+        """Train one epoch from the optimizer's step count; advance it (see ``spec.Trainer``)."""
+        plan = EpochPlan(self.backend.loss, self.batch_size, sampling, self.optimizer.t, seed)
+        loss_sum, seen, steps, failed, lr = self.epoch_kernel(
             self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt, self.sched, plan)
-        return float(loss_sum), int(seen), int(steps), int(failed)
+        self.optimizer.t += steps
+        return EpochResult(float(loss_sum), int(seen), int(steps), int(failed), float(lr))

@@ -28,7 +28,8 @@ import llvmlite.binding as llvm
 import numpy as np
 from numba import cfunc, njit, prange, types
 
-from . import config
+from ... import config
+from .threads import local_threads_setter
 
 #: Narrowest column block when a product is split, and the most blocks: a product
 #: with ``cols`` output columns is cut into ``min(ceil(cols / BLOCK), MAX_BLOCKS)``
@@ -54,15 +55,11 @@ def _no_local_threads(n):  # pragma: no cover - stands in where OpenBLAS lacks t
 def _register_local_threads():
     """Bind ``fastdnn_blas_local_threads`` to OpenBLAS' ``openblas_set_num_threads_local``
     (0.3.27+): a per-thread BLAS thread count, so each call here runs single-threaded
-    without touching the process-wide setting.  Returns whether it was found; if not,
-    a no-op is bound and callers must set the process-wide count (see threads.py)."""
-    from .threads import scipy_blas_library
-
-    lib = scipy_blas_library()
-    fn = getattr(lib, "openblas_set_num_threads_local", None) if lib is not None else None
+    without touching the process-wide setting.  Where it is missing a no-op is bound,
+    and :func:`.threads.limit_threads` sets the process-wide count instead."""
+    fn = local_threads_setter()
     addr = ctypes.cast(fn, ctypes.c_void_p).value if fn is not None else _no_local_threads.address
     llvm.add_symbol("fastdnn_blas_local_threads", addr)
-    return fn is not None
 
 
 def _resolve_gemm():
@@ -70,7 +67,7 @@ def _resolve_gemm():
 
     The helper resolves them on first use under ``PyGILState_Ensure``; done first from
     a ``prange`` worker while the calling thread holds the GIL, that would deadlock.
-    A 1 x 1 product of each kind, called through ctypes here, settles it at import.
+    A 1 x 1 product of each kind, called through ctypes here, settles it.
     """
     from numba import _helperlib
     from numba.np.linalg import ensure_blas
@@ -87,18 +84,30 @@ def _resolve_gemm():
         fn(kind, b"N", b"N", 1, 1, 1, ptr[0], ptr[1], 1, ptr[2], 1, ptr[3], ptr[3], 1)
 
 
-def _start_thread_pool():
-    """Start Numba's thread pool now (about 50 ms): a cached kernel that reaches the
-    ``prange`` below, loaded from disk into a process where the pool was never
-    started, is one of the paths where Numba has been seen to crash."""
+_prepared = False
+
+
+def prepare():
+    """One-time set-up before the first CPU kernel runs (idempotent, ~50 ms).
+
+    Resolves the BLAS symbols the kernels call, binds the per-thread BLAS setting, and
+    starts Numba's thread pool: a cached kernel that reaches the ``prange`` below,
+    loaded from disk into a process where the pool was never started, is one of the
+    paths where Numba has been seen to crash.  Not done at import, so that importing
+    fastdnn (or choosing ``device="cuda"``) starts no threads.
+    """
+    global _prepared
+    if _prepared:
+        return
     from numba.np.ufunc.parallel import _launch_threads
 
+    _resolve_gemm()
     _launch_threads()
+    _register_local_threads()
+    _prepared = True
 
 
-_resolve_gemm()
-_start_thread_pool()
-HAS_LOCAL_THREADS = _register_local_threads()
+# Bound by _register_local_threads (in prepare) before any kernel using it compiles or loads.
 _set_local_threads = types.ExternalFunction("fastdnn_blas_local_threads", types.intc(types.intc))
 
 _N, _T = ord("N"), ord("T")

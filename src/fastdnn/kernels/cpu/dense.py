@@ -2,15 +2,15 @@
 layerwise backward twin.  ``W`` has shape ``(fan_in, fan_out)``; rows are samples.
 
 Two paths per product, chosen by the caller from the shapes (``blas`` flag, see
-:mod:`fastdnn.layout`): hand-written loops for the tiniest products, where a BLAS call
-costs more than its arithmetic, and :mod:`fastdnn.blas` (SciPy's BLAS, split into
+:mod:`fastdnn.kernels.spec`): hand-written loops for the tiniest products, where a BLAS call
+costs more than its arithmetic, and :mod:`.blas` (SciPy's BLAS, split into
 fixed column blocks run in parallel) for the rest.  The choice and the split depend on
 shapes only, never on the thread count, so results do too.
 """
 import numpy as np
 from numba import njit
 
-from . import config
+from ... import config
 from .activations import activate
 from .blas import matmul, matmul_nt, matmul_tn
 

@@ -1,48 +1,50 @@
-"""Loss heads: each computes the mean loss and its gradient w.r.t. the logits in one pass.
+"""Loss heads: each computes the mean loss and its gradient w.r.t. the logits in one pass;
+and the prediction heads (labels, probabilities) of the logits.
 
 Targets always arrive as a 2-D array ``T`` of the net's dtype, so every head has the
 same signature and the training kernel compiles once per dtype: for cross-entropy
 ``T[:, 0]`` holds the integer class labels (exact in float32 up to 2**24 classes).
+The per-element arithmetic is :mod:`fastdnn.kernels.spec`'s.
 
 No ``fastmath`` here: the log-sum-exp must keep IEEE semantics to stay finite.
 """
 import math
 
+import numpy as np
 from numba import njit
 
-from . import config
+from ... import config
+from ..spec import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE
+from . import formulas as F
 
-CROSS_ENTROPY, MSE, BINARY_CROSS_ENTROPY = range(3)
 
-LOSSES = {
-    "cross_entropy": CROSS_ENTROPY,
-    "mse": MSE,
-    "binary_cross_entropy": BINARY_CROSS_ENTROPY,
-}
-LOSS_NAMES = {code: name for name, code in LOSSES.items()}
-CLASSIFIERS = frozenset({CROSS_ENTROPY, BINARY_CROSS_ENTROPY})
+@njit(cache=config.CACHE, inline="always")
+def _softmax_row(z, out):
+    """``out = exp(z - max z)``; returns ``(max z, sum of out)``.  Never overflows."""
+    k = z.shape[0]
+    zmax = z[0]
+    for j in range(1, k):
+        zmax = max(zmax, z[j])
+    s = 0.0
+    for j in range(k):
+        e = math.exp(z[j] - zmax)
+        out[j] = e
+        s += e
+    return zmax, s
 
 
 @njit(cache=config.CACHE, inline="always")
 def softmax_cross_entropy(Z, T, G):
     """Mean of ``logsumexp(z) - z[y]``; ``G = (softmax(Z) - onehot(y)) / n``."""
-    n, k = Z.shape
+    n = Z.shape[0]
     inv_n = 1.0 / n
     total = 0.0
     for i in range(n):
-        zmax = Z[i, 0]
-        for j in range(1, k):
-            zmax = max(zmax, Z[i, j])
-        s = 0.0
-        for j in range(k):
-            # exp of a non-positive number: never overflows, even for logits of 1e4.
-            e = math.exp(Z[i, j] - zmax)
-            G[i, j] = e
-            s += e
+        zmax, s = _softmax_row(Z[i], G[i])
         y = int(T[i, 0])
-        total += zmax + math.log(s) - Z[i, y]
+        total += F.cross_entropy_term(zmax, s, Z[i, y])
         scale = inv_n / s
-        for j in range(k):
+        for j in range(Z.shape[1]):
             G[i, j] *= scale
         G[i, y] -= inv_n
     return total * inv_n
@@ -56,9 +58,8 @@ def mean_squared_error(Z, T, G):
     total = 0.0
     for i in range(n):
         for j in range(k):
-            d = Z[i, j] - T[i, j]
-            total += d * d
-            G[i, j] = 2.0 * d * inv
+            term, G[i, j] = F.squared_error(Z[i, j], T[i, j], inv)
+            total += term
     return total * inv
 
 
@@ -70,12 +71,8 @@ def sigmoid_binary_cross_entropy(Z, T, G):
     total = 0.0
     for i in range(n):
         for j in range(k):
-            z = Z[i, j]
-            t = T[i, j]
-            e = math.exp(-abs(z))
-            total += max(z, 0.0) - z * t + math.log1p(e)
-            p = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
-            G[i, j] = (p - t) * inv
+            term, G[i, j] = F.sigmoid_cross_entropy(Z[i, j], T[i, j], inv)
+            total += term
     return total * inv
 
 
@@ -86,14 +83,48 @@ def loss_grad(Z, T, code, G):
         return softmax_cross_entropy(Z, T, G)
     elif code == MSE:
         return mean_squared_error(Z, T, G)
-    return sigmoid_binary_cross_entropy(Z, T, G)
+    elif code == BINARY_CROSS_ENTROPY:
+        return sigmoid_binary_cross_entropy(Z, T, G)
+    raise ValueError("unknown loss code")
 
 
-def loss_code(name):
-    """Return the integer code of loss ``name``; raise ``ValueError`` if unknown."""
-    if not isinstance(name, str):
-        raise TypeError(f"loss must be a string name, got {type(name).__name__}")
-    try:
-        return LOSSES[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None
+@njit(cache=config.CACHE)
+def labels(code, Z, out):
+    """Predictions of the logits ``Z`` into ``out``: the row argmax (cross-entropy; the
+    first maximum, as NumPy) into ``out[:, 0]``, ``Z > 0`` (binary cross-entropy)."""
+    n, k = Z.shape
+    for i in range(n):
+        if code == CROSS_ENTROPY:
+            best = 0
+            for j in range(1, k):
+                if Z[i, j] > Z[i, best]:
+                    best = j
+            out[i, 0] = best
+        elif code == BINARY_CROSS_ENTROPY:
+            for j in range(k):
+                out[i, j] = 1 if Z[i, j] > 0 else 0
+        else:
+            raise ValueError("labels need a classification loss code")
+
+
+@njit(cache=config.CACHE)
+def probabilities(code, Z, P):
+    """Softmax rows (cross-entropy) or sigmoids (binary; ``P = [1 - p, p]`` for one
+    output) of the logits ``Z``, computed in float64."""
+    n, k = Z.shape
+    e = np.empty(k)  # float64 whatever the logits' dtype
+    for i in range(n):
+        if code == CROSS_ENTROPY:
+            _, s = _softmax_row(Z[i], e)
+            for j in range(k):
+                P[i, j] = e[j] / s
+        elif code == BINARY_CROSS_ENTROPY:
+            for j in range(k):
+                p = F.sigmoid(float(Z[i, j]))
+                if k == 1:
+                    P[i, 0] = 1.0 - p
+                    P[i, 1] = p
+                else:
+                    P[i, j] = p
+        else:
+            raise ValueError("probabilities need a classification loss code")

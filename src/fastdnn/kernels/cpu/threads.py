@@ -4,7 +4,7 @@ Numba's thread pool owns them.  Measured on the 2-core dev machine: a ``prange``
 element-wise kernel run between 2-thread OpenBLAS calls made a training step 16-35x
 slower, Numba's OpenMP workers spinning while BLAS starved; and OpenBLAS' own threading
 changes the last bits of a product with the thread count.  So BLAS is only ever called
-single-threaded (per call, :mod:`fastdnn.blas`), the big products are cut into fixed
+single-threaded (per call, :mod:`.blas`), the big products are cut into fixed
 column blocks that Numba's ``prange`` runs in parallel, and everything else is serial:
 one pool, no oversubscription, and results independent of the thread count.
 ``n_threads`` sets Numba's pool for the duration of a call and restores it afterwards.
@@ -33,10 +33,11 @@ def _find(lib, names):
     return None
 
 
-def scipy_blas_library():
-    """The ``ctypes.CDLL`` of SciPy's OpenBLAS, or ``None`` (other BLAS builds)."""
+def local_threads_setter():
+    """OpenBLAS' ``openblas_set_num_threads_local`` (0.3.27+) from SciPy's library, or
+    ``None`` where it is missing (older OpenBLAS, other BLAS builds)."""
     scipy_blas()
-    return _lib
+    return getattr(_lib, "openblas_set_num_threads_local", None) if _lib is not None else None
 
 
 def scipy_blas():
@@ -68,26 +69,15 @@ def scipy_blas():
     return _blas or None
 
 
-def check_n_threads(n_threads):
-    """Validate an ``n_threads`` setting (``None`` or an int >= 1)."""
-    if n_threads is None:
-        return None
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
-        raise ValueError(f"n_threads must be None or an integer >= 1; got {n_threads!r}")
-    return n_threads
-
-
 @contextlib.contextmanager
 def limit_threads(n_threads):
     """Run the block with ``n_threads`` Numba threads (``None``: leave the setting).
 
     fastdnn's BLAS calls are single-threaded by their own per-thread setting (see
-    :mod:`fastdnn.blas`); only where OpenBLAS lacks that call is the process-wide BLAS
-    count set to 1 here, and restored afterwards.
+    :mod:`.blas`); only where OpenBLAS lacks that call is the process-wide BLAS count
+    set to 1 here, and restored afterwards.
     """
-    from .blas import HAS_LOCAL_THREADS
-
-    blas = None if HAS_LOCAL_THREADS else scipy_blas()
+    blas = None if local_threads_setter() is not None else scipy_blas()
     if n_threads is None and blas is None:
         yield
         return

@@ -10,29 +10,25 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
-from . import config
+from ... import config
+from ..spec import (A_OFF, ACT, B_OFF, FAN_IN, FAN_OUT, GEMM_MIN, IN_OFF, LR, SHUFFLE,
+                    UNIFORM, W_OFF, Z_OFF)
+from . import formulas as F
 from .activations import activation_backward
+from .checks import all_finite
 from .dense import dense_backward, dense_forward
-from .layout import A_OFF, ACT, B_OFF, GEMM_MIN, FAN_IN, FAN_OUT, IN_OFF, W_OFF, Z_OFF
 from .losses import loss_grad
-from .optim import LR, optimizer_step
-from .schedules import lr_factor
-from .validation import all_finite
+from .updates import optimizer_step
 from .views import view2d
 
-IN_ORDER, SHUFFLE, UNIFORM = range(3)
-
 #: Work buffers of one fit, one row per shard of a batch (see :func:`train_epoch`):
-#: activations ``(S, work)``, the two ping-pong deltas ``(S, 2, delta)``, gradients
-#: ``(S, n_params)`` and losses ``(S,)``; then the combined gradient, a batch of inputs
-#: and of targets (flat), and the sample order.
-Buffers = namedtuple("Buffers", "work deltas grads losses grad inputs targets order")
-#: Optimizer code, float64 hyper-parameters, state rows (velocity or Adam moments).
-OptimizerArgs = namedtuple("OptimizerArgs", "code hyper state")
-#: Schedule code and its float64 parameters.
-ScheduleArgs = namedtuple("ScheduleArgs", "code params")
-#: Integers of an epoch: loss code, batch size, sampling mode, step count so far, seed.
-EpochPlan = namedtuple("EpochPlan", "loss batch_size sampling step0 seed")
+#: activations ``(S, work)``, the two ping-pong deltas ``(S, 2, delta)``, per-shard
+#: gradients ``(S, n_params)`` and losses ``(S,)``; then the batch gradient, a batch of
+#: inputs and of targets (flat), and the sample order.
+Buffers = namedtuple("Buffers", "work deltas shard_grads shard_losses grad inputs targets order")
+#: Integers of an epoch: loss code, batch size, sampling mode, optimizer steps taken
+#: before the epoch, seed.
+EpochPlan = namedtuple("EpochPlan", "loss batch_size sampling t0 seed")
 
 
 _view = view2d  # rows m x n of a flat buffer from an offset: (buf, off, m, n)
@@ -91,6 +87,15 @@ def loss_and_gradient(X, T, theta, table, work, deltas, grad, loss):
     return value
 
 
+@njit(cache=config.CACHE, inline="always")
+def _copy_rows(src, dst, first_row):
+    """``dst[first_row:first_row + len(src)] = src``, as a loop: slice assignment costs
+    seconds of compile time."""
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[first_row + i, j] = src[i, j]
+
+
 @njit(cache=config.CACHE)
 def forward_chunks(X, theta, table, work, out, cap):
     """Logits of every row of ``X`` into ``out``, ``cap`` rows at a time."""
@@ -99,24 +104,25 @@ def forward_chunks(X, theta, table, work, out, cap):
     for start in range(0, n, cap):
         m = min(cap, n - start)
         logits = forward_layers(_view(flat, start * d, m, d), theta, table, work)
-        for i in range(m):  # a loop: slice assignment costs seconds of compile time
-            for j in range(logits.shape[1]):
-                out[start + i, j] = logits[i, j]
+        _copy_rows(logits, out, start)
 
 
 @njit(cache=config.CACHE)
-def loss_chunks(X, T, theta, table, work, deltas, loss, cap):
-    """Mean loss over all rows, ``cap`` rows at a time (weighted by chunk size)."""
+def loss_chunks(X, T, theta, table, work, deltas, loss, cap, out):
+    """Mean loss over all rows, ``cap`` rows at a time (weighted by chunk size); the
+    logits go into ``out`` too, unless it is empty (one forward pass serves both)."""
     n, d = X.shape
-    t = T.shape[1]
+    n_targets = T.shape[1]
     flat_x = X.reshape(X.size)
     flat_t = T.reshape(T.size)
     total = 0.0
     for start in range(0, n, cap):
         m = min(cap, n - start)
         logits = forward_layers(_view(flat_x, start * d, m, d), theta, table, work)
+        if out.size > 0:
+            _copy_rows(logits, out, start)
         G = _view(deltas[0], 0, m, logits.shape[1])
-        total += m * loss_grad(logits, _view(flat_t, start * t, m, t), loss, G)
+        total += m * loss_grad(logits, _view(flat_t, start * n_targets, m, n_targets), loss, G)
     return total / n
 
 
@@ -139,22 +145,22 @@ def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards):
     the thread count.  Each shard's mean is weighted by its share of the rows.
     """
     m, d = Xb.shape
-    t = Tb.shape[1]
+    n_targets = Tb.shape[1]
     flat_x = Xb.reshape(m * d)
-    flat_t = Tb.reshape(m * t)
+    flat_t = Tb.reshape(m * n_targets)
     for s in prange(n_shards):
         r0 = s * m // n_shards
         r1 = (s + 1) * m // n_shards
-        bufs.losses[s] = loss_and_gradient(
-            _view(flat_x, r0 * d, r1 - r0, d), _view(flat_t, r0 * t, r1 - r0, t), theta, table,
-            bufs.work[s], bufs.deltas[s], bufs.grads[s], loss)
+        bufs.shard_losses[s] = loss_and_gradient(
+            _view(flat_x, r0 * d, r1 - r0, d), _view(flat_t, r0 * n_targets, r1 - r0, n_targets),
+            theta, table, bufs.work[s], bufs.deltas[s], bufs.shard_grads[s], loss)
     value = 0.0
     bufs.grad[:] = 0.0
     for s in range(n_shards):
         share = ((s + 1) * m // n_shards - s * m // n_shards) / m
-        value += share * bufs.losses[s]
+        value += share * bufs.shard_losses[s]
         for i in range(bufs.grad.shape[0]):
-            bufs.grad[i] += share * bufs.grads[s, i]
+            bufs.grad[i] += share * bufs.shard_grads[s, i]
     return value
 
 
@@ -162,9 +168,9 @@ def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards):
 def _gather(X, T, bufs, sampling, start, m):
     """Copy batch rows (in order, by ``bufs.order``, or drawn uniformly) into the buffers."""
     n, d = X.shape
-    t = T.shape[1]
+    n_targets = T.shape[1]
     Xb = _view(bufs.inputs, 0, m, d)
-    Tb = _view(bufs.targets, 0, m, t)
+    Tb = _view(bufs.targets, 0, m, n_targets)
     for r in range(m):
         if sampling == UNIFORM:
             idx = np.random.randint(0, n)
@@ -174,7 +180,7 @@ def _gather(X, T, bufs, sampling, start, m):
             idx = start + r
         for c in range(d):
             Xb[r, c] = X[idx, c]
-        for c in range(t):
+        for c in range(n_targets):
             Tb[r, c] = T[idx, c]
     return Xb, Tb
 
@@ -189,6 +195,7 @@ def _epoch(X, T, theta, table, bufs, opt, sched, plan, sharded):
         _shuffle(bufs.order)
     total = 0.0
     seen = 0
+    lr = 0.0
     for s in range(n_steps):
         m = min(bs, n - s * bs)
         Xb, Tb = _gather(X, T, bufs, plan.sampling, s * bs, m)
@@ -201,23 +208,23 @@ def _epoch(X, T, theta, table, bufs, opt, sched, plan, sharded):
         # A non-finite loss or gradient stops the epoch before the update, so the
         # weights stay the last finite ones (fit needs no copy of them to restore).
         if not (np.isfinite(value) and all_finite(bufs.grad)):
-            return total, seen, s, s
-        step = plan.step0 + s
-        lr = opt.hyper[LR] * lr_factor(sched.code, sched.params, step)
-        optimizer_step(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, step)
+            return total, seen, s, s, lr
+        t = plan.t0 + s  # optimizer steps before this one
+        lr = opt.hyper[LR] * F.lr_factor(sched.code, sched.params, t)
+        optimizer_step(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t)
         total += value * m
         seen += m
-    return total, seen, n_steps, -1
+    return total, seen, n_steps, -1, lr
 
 
 @njit(cache=config.CACHE)
 def train_epoch(X, T, theta, table, bufs, opt, sched, plan):
-    """One epoch of minibatch training; returns ``(loss_sum, samples, steps, failed_step)``.
+    """One epoch of minibatch training; returns ``(loss_sum, samples, steps, failed_step, lr)``.
 
     ``loss_sum`` is the sum over batches of ``batch loss * batch rows`` (so divided by
     ``samples`` it is the epoch's mean training loss).  ``failed_step`` is -1, or the
     index of the step whose loss or gradient was not finite: the epoch stops there
-    without updating.
+    without updating.  ``lr`` is the learning rate of the last update (0 if none).
     """
     return _epoch(X, T, theta, table, bufs, opt, sched, plan, False)
 

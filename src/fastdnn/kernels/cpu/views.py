@@ -4,7 +4,7 @@
 into Numba's C reshape helper with its checks); a training step of a tiny net takes
 some twenty such views, which made them most of the step.  :func:`view2d` builds the
 array header directly (measured 1.4 ns).  It does no bounds check: callers index
-buffers sized by :class:`fastdnn.layout.Layout`.
+buffers sized by :class:`fastdnn.kernels.spec.Layout`.
 """
 from numba import types
 from numba.core import cgutils

@@ -1,7 +1,8 @@
-"""CUDA backend: the GPU twin of :mod:`fastdnn.cpu_backend`, with the same methods, so
-:class:`fastdnn.MLP` drives either without knowing which.
+"""CUDA backend: the twin of :mod:`fastdnn.kernels.cpu.backend`; both implement
+:class:`fastdnn.kernels.spec.Backend`, so :class:`fastdnn.MLP` drives either without
+knowing which.
 
-The parameters use the CPU's flat layout (:mod:`fastdnn.layout`), so weights, ``save``
+The parameters use the CPU's flat layout (:class:`fastdnn.kernels.spec.Layout`), so weights, ``save``
 and ``load`` are shared between devices.  During ``fit`` the parameters, the optimizer
 state, the activation buffers and (when they fit, see ``config.CUDA_DATA_BYTES``) the
 training data stay in GPU memory; the host uploads each epoch's sample order, launches
@@ -13,50 +14,39 @@ Sampling: the epoch's order is drawn on the host with NumPy from the epoch's see
 permutation, or ``n`` uniform draws), so it differs from the CPU backend's Numba
 generator; with ``shuffle=False`` both visit the rows in order and agree to rounding.
 """
+import contextlib
+import warnings
+
 import numpy as np
+from numba import cuda
+from numba.core.errors import NumbaPerformanceWarning
 
-from . import config
-from .devices import require_cuda
-from .layout import Layout
-from .losses import CLASSIFIERS, CROSS_ENTROPY
-from .train import SHUFFLE, UNIFORM
+from ... import config
+from ...devices import require_cuda
+from ...validation import check_X
+from ..spec import (CLASSIFIERS, CROSS_ENTROPY, LABELS, LOGITS, PROBABILITIES, SHUFFLE,
+                    UNIFORM, EpochResult, Layout, OptimizerArgs, ScheduleArgs, lr_factor)
+from . import losses, train
+from .checks import all_finite
 
-# numba.cuda is imported only once CUDA is known to be usable: ``require_cuda`` runs
-# first in GPUBackend.__init__, and the CPU path never imports this module.
-cuda = None
-gpu_train = None
-gpu_losses = None
-
-
-def _import_cuda():
-    global cuda, gpu_train, gpu_losses
-    if cuda is None:
-        import warnings
-
-        from numba import cuda as _cuda
-        from numba.core.errors import NumbaPerformanceWarning
-        # Small nets launch small grids on purpose (latency, not occupancy, limits them);
-        # numba would warn at every such launch (its message starts with a terminal escape).
-        warnings.filterwarnings("ignore", r".*Grid size \d+ will likely result in GPU under-utilization",
-                                NumbaPerformanceWarning)
-        from . import gpu_losses as _losses, gpu_train as _train
-        cuda, gpu_train, gpu_losses = _cuda, _train, _losses
+# Small nets launch small grids on purpose (latency, not occupancy, limits them); numba
+# would warn at every such launch (its message starts with a terminal escape).
+warnings.filterwarnings("ignore", r".*Grid size \d+ will likely result in GPU under-utilization",
+                        NumbaPerformanceWarning)
 
 
 def is_device_array(X):
     """True for a Numba device array or any object with ``__cuda_array_interface__``."""
-    if cuda is None:
-        return False
     return cuda.devicearray.is_cuda_ndarray(X) or hasattr(X, "__cuda_array_interface__")
 
 
 def _copy_rows(src, first_row, m, dst, dst_off=0):
     """Rows ``first_row:first_row+m`` of the 2-D device array ``src`` into flat ``dst[dst_off:]``."""
     d = src.shape[1]
-    gpu_train.copy_flat(src.reshape(src.shape[0] * d), first_row * d, dst, dst_off, m * d)
+    train.copy_flat(src.reshape(src.shape[0] * d), first_row * d, dst, dst_off, m * d)
 
 
-class GPUBackend:
+class CUDABackend:
     """Parameters and kernels of a net on a CUDA GPU.
 
     Parameters
@@ -80,7 +70,6 @@ class GPUBackend:
 
     def __init__(self, sizes, codes, loss, dtype):
         require_cuda()
-        _import_cuda()
         self.sizes = list(sizes)
         self.codes = list(codes)
         self.loss = loss
@@ -96,7 +85,7 @@ class GPUBackend:
 
     def theta_finite(self):
         """Whether every parameter is finite (checked on the device, one int read back)."""
-        return gpu_train.all_finite(self.theta)
+        return all_finite(self.theta)
 
     def set_theta(self, theta):
         """Overwrite the parameters from a flat NumPy vector (same length)."""
@@ -110,7 +99,7 @@ class GPUBackend:
     def _buffers(self, layout, grad=True):
         """Device buffers for ``layout`` (``grad=False``: inference, no gradient vector)."""
         dt = self.dtype
-        return gpu_train.DeviceBuffers(
+        return train.DeviceBuffers(
             theta=self.theta,
             grad=cuda.device_array(self.n_params if grad else 1, dtype=dt),
             work=cuda.to_device(np.zeros(layout.work_size, dtype=dt)),
@@ -148,10 +137,16 @@ class GPUBackend:
             yield start, m, Xc, first, Tc
 
     # -- evaluation ------------------------------------------------------------------
-    is_device_array = staticmethod(is_device_array)
+    @staticmethod
+    def limit_threads(n_threads):
+        """The host does no parallel work for the GPU: nothing to limit."""
+        return contextlib.nullcontext()
 
-    def check_device_X(self, X):
-        """Validate a device array input: 2-D, C-contiguous, the net's width and dtype."""
+    def check_X(self, X):
+        """A device array is validated where it is (2-D, C-contiguous, the net's width and
+        dtype) and stays there; anything else goes through :func:`fastdnn.validation.check_X`."""
+        if not is_device_array(X):
+            return check_X(X, self.sizes[0], self.dtype)
         if not cuda.devicearray.is_cuda_ndarray(X):
             X = cuda.as_cuda_array(X)
         if X.ndim != 2:
@@ -167,31 +162,53 @@ class GPUBackend:
             raise ValueError("a device array X must be C-contiguous")
         return X
 
-    def forward(self, X):
-        """Logits for the rows of ``X``: NumPy in, NumPy out; device array in, device array out."""
+    @staticmethod
+    def to_numpy(a):
+        """A device array copied to the host; NumPy arrays as they are."""
+        return a.copy_to_host() if is_device_array(a) else a
+
+    def _logits(self, X):
+        """Logits of the rows of ``X`` as a device array."""
         n = X.shape[0]
         k = self.sizes[-1]
         layout, bufs = self._inference(n)
         out = cuda.device_array(n * k, dtype=self.dtype)
         for start, m, Xc, first, _ in self._chunks(X, None, layout.cap):
             _copy_rows(Xc, first, m, bufs.work)
-            gpu_train.forward_layers(bufs, layout.table, m)
-            gpu_train.copy_flat(bufs.work, layout.out_offset, out, start * k, m * k)
-        out = out.reshape(n, k)
+            train.forward_layers(bufs, layout.table, m)
+            train.copy_flat(bufs.work, layout.out_offset, out, start * k, m * k)
+        return out.reshape(n, k)
+
+    def outputs(self, X, head):
+        """Logits, predictions (2-D) or probabilities, computed on the GPU; returned on
+        the device for device-array ``X``, else copied to the host."""
+        Z = self._logits(X)
+        if head == LOGITS or (head == LABELS and self.loss not in CLASSIFIERS):
+            out = Z
+        elif head == LABELS:
+            out = losses.labels(self.loss, Z)
+        elif head == PROBABILITIES:
+            out = losses.probabilities(self.loss, Z)
+        else:
+            raise ValueError(f"unknown output head {head!r}")
         return out if is_device_array(X) else out.copy_to_host()
 
-    def loss_value(self, X, T):
-        """Mean loss over all rows."""
+    def evaluate(self, X, T, want_logits=False):
+        """``(mean loss, NumPy logits or None)`` over all rows, in one forward pass."""
         layout, bufs = self._inference(X.shape[0])
         self._reset(bufs)
         k = self.sizes[-1]
+        Z = cuda.device_array(X.shape[0] * k if want_logits else 1, dtype=self.dtype)
         for start, m, Xc, first, Tc in self._chunks(X, T, layout.cap):
             _copy_rows(Xc, first, m, bufs.work)
             _copy_rows(Tc, 0, m, bufs.targets)
-            gpu_train.forward_layers(bufs, layout.table, m)
-            gpu_losses.loss_grad(self.loss, bufs.work, layout.out_offset, bufs.targets,
-                                 bufs.deltas, bufs.row_loss, m, k, bufs.acc, bufs.status)
-        return float(bufs.acc.copy_to_host()[gpu_losses.EVAL_SUM] / X.shape[0])
+            train.forward_layers(bufs, layout.table, m)
+            if want_logits:
+                train.copy_flat(bufs.work, layout.out_offset, Z, start * k, m * k)
+            losses.loss_grad(self.loss, bufs.work, layout.out_offset, bufs.targets,
+                             bufs.deltas, bufs.row_loss, m, k, bufs.acc, bufs.status)
+        value = float(bufs.acc.copy_to_host()[losses.EVAL_SUM] / X.shape[0])
+        return value, (Z.copy_to_host().reshape(X.shape[0], k) if want_logits else None)
 
     def gradient(self, X, T):
         """``(mean loss, flat gradient)`` over all rows, in one batch."""
@@ -201,23 +218,13 @@ class GPUBackend:
         for _, m, Xc, first, Tc in self._chunks(X, T, n):
             _copy_rows(Xc, first, m, bufs.work)
             _copy_rows(Tc, 0, m, bufs.targets)
-        gpu_train.loss_and_gradient(bufs, layout.table, self.loss, n)
-        return float(bufs.acc.copy_to_host()[gpu_losses.LAST]), bufs.grad.copy_to_host()
-
-    def predict_device(self, Z, loss):
-        """``MLP.predict`` of device logits ``Z``: labels (classification) or values, on the device."""
-        if loss in CLASSIFIERS:
-            return gpu_losses.predict_labels(loss, Z)
-        return Z.reshape(Z.shape[0]) if Z.shape[1] == 1 else Z
-
-    def proba_device(self, Z, loss):
-        """``MLP.predict_proba`` of device logits ``Z``, on the device."""
-        return gpu_losses.predict_probabilities(loss, Z)
+        train.loss_and_gradient(bufs, layout.table, self.loss, n)
+        return float(bufs.acc.copy_to_host()[losses.LAST]), bufs.grad.copy_to_host()
 
     # -- training --------------------------------------------------------------------
-    def trainer(self, X, T, batch_size, optimizer, schedule_params):
-        """A :class:`GPUTrainer` with buffers (and, when it fits, the data) on the GPU."""
-        return GPUTrainer(self, X, T, batch_size, optimizer, schedule_params)
+    def trainer(self, X, T, batch_size, optimizer, schedule):
+        """A :class:`CUDATrainer` with buffers (and, when it fits, the data) on the GPU."""
+        return CUDATrainer(self, X, T, batch_size, optimizer, schedule)
 
 
 def _data_budget():
@@ -228,21 +235,21 @@ def _data_budget():
     return int(min(free, 2**62)) // 2  # the simulator reports infinite memory
 
 
-class GPUTrainer:
+class CUDATrainer:
     """Device buffers and arguments of one ``fit``; :meth:`run_epoch` trains one epoch."""
 
-    def __init__(self, backend, X, T, batch_size, optimizer, schedule_params):
+    def __init__(self, backend, X, T, batch_size, optimizer, schedule):
         n = X.shape[0]
         self.backend = backend
         self.n = n
-        self.batch_size = min(batch_size, n)
+        self.batch_size = batch_size
         layout = Layout.build(backend.sizes, backend.codes, self.batch_size)
         self.table = layout.table
         self.bufs = backend._buffers(layout)
         self.optimizer = optimizer
         state = optimizer.bind(layout.n_params, backend.dtype)
-        self.opt = gpu_train.OptimizerArgs(optimizer.code, optimizer.hyper(), cuda.to_device(state))
-        self.sched = gpu_train.ScheduleArgs(schedule_params[0], schedule_params[1])
+        self.opt = OptimizerArgs(optimizer.code, optimizer.hyper(), cuda.to_device(state))
+        self.sched = ScheduleArgs(*schedule)
         row_bytes = (X.shape[1] + T.shape[1]) * backend.dtype.itemsize
         self.resident = is_device_array(X) or n * row_bytes <= _data_budget()
         if self.resident:
@@ -265,16 +272,17 @@ class GPUTrainer:
             return rng.integers(0, self.n, size=self.n)
         return None
 
-    def run_epoch(self, sampling, step0, seed):
-        """Train one epoch; returns ``(loss_sum, samples, steps, failed_step)``."""
+    def run_epoch(self, sampling, seed):
+        """Train one epoch from the optimizer's step count; advance it (see ``spec.Trainer``)."""
         bufs = self.bufs
-        GPUBackend._reset(bufs)
+        t0 = self.optimizer.t
+        CUDABackend._reset(bufs)
         order = self._order(sampling, seed)
         loss = self.backend.loss
         args = (bufs, self.table, self.opt, self.sched, loss, self.batch_size)
         if self.resident:
             order_d = self.in_order if order is None else cuda.to_device(order)
-            steps = gpu_train.train_steps(self.X, self.T, order_d, self.n, *args, step0)
+            steps, lr = train.train_steps(self.X, self.T, order_d, self.n, *args, t0)
         else:
             steps = 0
             for c0 in range(0, self.n, self.chunk_rows):
@@ -283,11 +291,18 @@ class GPUTrainer:
                 # A plain (pageable) copy waits for the kernels still reading the buffer.
                 self.X[:m].copy_to_device(np.ascontiguousarray(self.X_host[rows]))
                 self.T[:m].copy_to_device(np.ascontiguousarray(self.T_host[rows]))
-                steps += gpu_train.train_steps(self.X, self.T, self.in_order, m, *args, step0 + steps)
+                chunk_steps, lr = train.train_steps(self.X, self.T, self.in_order, m, *args,
+                                                    t0 + steps)
+                steps += chunk_steps
         acc = bufs.acc.copy_to_host()
         failed = int(bufs.status.copy_to_host()[0])
         self.opt.state.copy_to_host(self.optimizer.state)
         if failed >= 0:
-            s = failed - step0
-            return float(acc[gpu_losses.TRAIN_SUM]), s * self.batch_size, s, s
-        return float(acc[gpu_losses.TRAIN_SUM]), self.n, steps, -1
+            # The updates from the failed step on were skipped: report the epoch as the
+            # CPU does, stopped before that step.
+            s = failed - t0
+            self.optimizer.t = t0 + s
+            lr = self.optimizer.lr * lr_factor(self.sched.code, self.sched.params, t0 + s - 1) if s else 0.0
+            return EpochResult(float(acc[losses.TRAIN_SUM]), s * self.batch_size, s, s, lr)
+        self.optimizer.t = t0 + steps
+        return EpochResult(float(acc[losses.TRAIN_SUM]), self.n, steps, -1, lr)

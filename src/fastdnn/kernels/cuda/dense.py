@@ -1,8 +1,8 @@
-"""CUDA twins of :mod:`fastdnn.dense`: the forward affine map with fused bias + activation,
+"""CUDA twins of :mod:`fastdnn.kernels.cpu.dense`: the forward affine map with fused bias + activation,
 and its layerwise backward, as one tiled shared-memory GEMM kernel with three epilogues.
 
 All three products of a dense layer are ``C = A @ B`` with operands at strides in the
-flat buffers (see :mod:`fastdnn.layout`), so one tile loop serves them:
+flat buffers (see :mod:`fastdnn.kernels.spec`), so one tile loop serves them:
 
 =============  ========================  ====================  ==============================
 mode           ``A`` (M x K)             ``B`` (K x N)         epilogue
@@ -29,9 +29,10 @@ import numba
 import numpy as np
 from numba import cuda
 
-from . import config, gpu_launch
-from .gpu_activations import activate, derivative
-from .layout import A_OFF, ACT, B_OFF, FAN_IN, FAN_OUT, IN_OFF, W_OFF, Z_OFF
+from ... import config
+from ..spec import A_OFF, ACT, B_OFF, FAN_IN, FAN_OUT, IN_OFF, W_OFF, Z_OFF
+from . import launch
+from .activations import activate, derivative
 
 FORWARD, WEIGHT_GRAD, BACKPROP = range(3)
 
@@ -187,7 +188,7 @@ def gemm_kernel(tile, micro, dtype):
 
 
 def _launch(mode, bufs, M, N, layer, m, d_off=0, p_off=0, micro=None):
-    micro, grid, block = gpu_launch.gemm_config(M, N, micro)
+    micro, grid, block = launch.gemm_config(M, N, micro)
     kernel = gemm_kernel(int(config.CUDA_TILE), micro, bufs.theta.dtype.str)
     kernel[grid, block](mode, bufs.theta, bufs.grad, bufs.work, bufs.deltas, bufs.table,
                         layer, m, d_off, p_off)

@@ -8,7 +8,7 @@ grid that is smaller than the work is never wrong, only slower.
 """
 from numba import cuda
 
-from . import config
+from ... import config
 
 #: A GEMM takes the largest register tile that still gives every multiprocessor
 #: (three quarters of them, to keep 128 tiles on 132 SMs) a block.  Measured on an H100

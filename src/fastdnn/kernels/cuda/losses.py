@@ -1,4 +1,5 @@
-"""CUDA twins of :mod:`fastdnn.losses`: the loss heads (loss + gradient w.r.t. the logits).
+"""CUDA twins of :mod:`fastdnn.kernels.cpu.losses`: the loss heads (loss + gradient w.r.t.
+the logits) and the prediction heads, with the formulas of :mod:`fastdnn.kernels.spec`.
 
 One block per row (blocks stride over rows): its threads stride over the row's
 columns, and block reductions in shared memory give the row's max and sum, so the
@@ -11,7 +12,7 @@ The accumulator ``acc`` (float64) holds: ``[0]`` the sum of ``batch loss * rows`
 the steps so far with a finite loss, ``[1]`` the last batch's mean loss, ``[2]`` the sum
 of ``batch loss * rows`` whatever its value (for evaluation).  ``status[0]`` is -1, or
 the first step whose loss was not finite (later updates are skipped, see
-:mod:`fastdnn.gpu_optim`).  No ``fastmath``: the log-sum-exp must keep IEEE semantics.
+:mod:`.updates`).  No ``fastmath``: the log-sum-exp must keep IEEE semantics.
 """
 import functools
 import math
@@ -19,8 +20,9 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from . import gpu_launch
-from .losses import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE
+from ..spec import BINARY_CROSS_ENTROPY, CLASSIFIERS, CROSS_ENTROPY, LOSS_NAMES, MSE, check_code
+from . import formulas as F
+from . import launch
 
 #: Slots of the float64 accumulator.
 TRAIN_SUM, LAST, EVAL_SUM = range(3)
@@ -30,7 +32,7 @@ TRAIN_SUM, LAST, EVAL_SUM = range(3)
 def _block_reduce(sh, value, take_max):
     """Sum (or max) of ``value`` over the block's threads; every thread gets the result.
 
-    ``blockDim.x`` must be a power of two (see :func:`fastdnn.gpu_launch.row_config`).
+    ``blockDim.x`` must be a power of two (see :func:`.launch.row_config`).
     """
     t = cuda.threadIdx.x
     sh[t] = value
@@ -83,21 +85,18 @@ def _kernels(tpb):
                         g -= inv
                     deltas[g_row + j] = g
                 if t == 0:
-                    row_loss[i] = zmax + math.log(s) - work[row + y]
+                    row_loss[i] = F.cross_entropy_term(zmax, s, work[row + y])
             else:
                 total = 0.0
                 for j in range(t, k, nt):
                     z = work[row + j]
                     y = targets[i * k + j]
                     if code == MSE:
-                        d = z - y
-                        total += d * d
-                        deltas[g_row + j] = 2.0 * d * inv
+                        term, g = F.squared_error(z, y, inv)
                     else:
-                        e = math.exp(-abs(z))
-                        total += max(z, 0.0) - z * y + math.log1p(e)
-                        p = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
-                        deltas[g_row + j] = (p - y) * inv
+                        term, g = F.sigmoid_cross_entropy(z, y, inv)
+                    total += term
+                    deltas[g_row + j] = g
                 total = _block_reduce(sh, total, False)
                 if t == 0:
                     row_loss[i] = total
@@ -128,9 +127,10 @@ def loss_grad(code, work, z_off, targets, deltas, row_loss, m, k, acc, status, s
     """Loss head ``code`` on the ``m x k`` logits at ``work[z_off:]``: ``G`` into ``deltas``,
     the batch's mean loss into ``acc`` (see the module docstring); nothing returns to the host.
     """
-    tpb = gpu_launch.threads_per_block()
+    check_code("loss", code, LOSS_NAMES)
+    tpb = launch.threads_per_block()
     loss_rows, batch_loss = _kernels(tpb)
-    blocks, threads = gpu_launch.row_config(m, k)
+    blocks, threads = launch.row_config(m, k)
     loss_rows[blocks, threads](code, work, z_off, targets, deltas, row_loss, m, k)
     scale = 1.0 / m if code == CROSS_ENTROPY else 1.0 / (m * k)
     batch_loss[1, tpb](row_loss, m, scale, acc, status, step)
@@ -173,7 +173,7 @@ def _probabilities(code, Z, P):
                 P[i, j] = math.exp(Z[i, j] - zmax) / s
         else:
             for j in range(k):
-                p = 0.5 * (1.0 + math.tanh(0.5 * Z[i, j]))  # a sigmoid that never overflows
+                p = F.sigmoid(Z[i, j])
                 if k == 1:
                     P[i, 0] = 1.0 - p
                     P[i, 1] = p
@@ -181,19 +181,21 @@ def _probabilities(code, Z, P):
                     P[i, j] = p
 
 
-def predict_labels(code, Z):
-    """Class labels of the logits ``Z`` (a device array) as an int64 device array."""
+def labels(code, Z):
+    """Class labels of the logits ``Z`` (a device array) as a 2-D int64 device array."""
+    check_code("classification loss", code, CLASSIFIERS)
     n, k = Z.shape
     out = cuda.device_array((n, 1 if code == CROSS_ENTROPY else k), dtype=np.int64)
-    blocks, threads = gpu_launch.launch_config(n)
+    blocks, threads = launch.launch_config(n)
     _labels[blocks, threads](code, Z, out)
-    return out.reshape(n) if out.shape[1] == 1 else out
+    return out
 
 
-def predict_probabilities(code, Z):
+def probabilities(code, Z):
     """Probabilities of the logits ``Z`` (a device array) as a device array of its dtype."""
+    check_code("classification loss", code, CLASSIFIERS)
     n, k = Z.shape
     P = cuda.device_array((n, 2 if (code == BINARY_CROSS_ENTROPY and k == 1) else k), dtype=Z.dtype)
-    blocks, threads = gpu_launch.launch_config(n)
+    blocks, threads = launch.launch_config(n)
     _probabilities[blocks, threads](code, Z, P)
     return P

@@ -1,35 +1,27 @@
-"""CUDA twin of :mod:`fastdnn.train`: the per-step driver (gather, forward, loss,
+"""CUDA twin of :mod:`fastdnn.kernels.cpu.train`: the per-step driver (gather, forward, loss,
 layerwise backprop, update) over device-resident buffers.
 
 The CPU runs a whole epoch inside one compiled function; here the host loop launches
 the kernels of each step asynchronously on one stream and never waits for them: the
-loss accumulates on the device (see :mod:`fastdnn.gpu_losses`), and the host reads it
-once, at the end of the epoch (:class:`fastdnn.gpu_backend.GPUTrainer`).
+loss accumulates on the device (see :mod:`.losses`), and the host reads it
+once, at the end of the epoch (:class:`.backend.CUDATrainer`).
 """
-import math
 from collections import namedtuple
 
-import numpy as np
 from numba import cuda
 
-from . import gpu_launch
-from .gpu_dense import dense_backward, dense_forward
-from .gpu_losses import loss_grad
-from .gpu_optim import optimizer_step
-from .layout import A_OFF, FAN_OUT
-from .optim import LR
-from .schedules import lr_factor
+from ..spec import A_OFF, FAN_OUT, LR, lr_factor
+from . import launch
+from .dense import dense_backward, dense_forward
+from .losses import loss_grad
+from .updates import optimizer_step
 
 #: Device buffers of one layout: the parameters and their gradient, activations, the
 #: two ping-pong deltas (one flat array, halves at 0 and ``deltas.size // 2``), the
 #: layout table, a batch of targets, per-row losses, the float64 loss accumulator and
-#: the int64 status word (see :mod:`fastdnn.gpu_losses`).
+#: the int64 status word (see :mod:`.losses`).
 DeviceBuffers = namedtuple("DeviceBuffers",
                            "theta grad work deltas table targets row_loss acc status")
-#: Optimizer code, float64 hyper-parameters (host) and the state rows (device).
-OptimizerArgs = namedtuple("OptimizerArgs", "code hyper state")
-#: Schedule code and its float64 parameters.
-ScheduleArgs = namedtuple("ScheduleArgs", "code params")
 
 
 @cuda.jit
@@ -56,24 +48,8 @@ def _copy_flat(src, src_off, dst, dst_off, count):
 
 def copy_flat(src, src_off, dst, dst_off, count):
     """``dst[dst_off:dst_off+count] = src[src_off:src_off+count]`` on the device."""
-    blocks, threads = gpu_launch.launch_config(count)
+    blocks, threads = launch.launch_config(count)
     _copy_flat[blocks, threads](src, src_off, dst, dst_off, count)
-
-
-@cuda.jit
-def _finite_flag(x, flag):
-    """``flag[0] = 0`` if any element of ``x`` is NaN or infinite (every writer writes 0)."""
-    for e in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        if not math.isfinite(x[e]):
-            flag[0] = 0
-
-
-def all_finite(x):
-    """Whether every element of the flat device array ``x`` is finite (reads back one int)."""
-    flag = cuda.to_device(np.ones(1, dtype=np.int64))
-    blocks, threads = gpu_launch.launch_config(x.shape[0])
-    _finite_flag[blocks, threads](x, flag)
-    return bool(flag.copy_to_host()[0])
 
 
 def forward_layers(bufs, table, m):
@@ -99,22 +75,23 @@ def loss_and_gradient(bufs, table, loss, m, step=0):
     backward_layers(bufs, table, m)
 
 
-def train_steps(X, T, order, n_rows, bufs, table, opt, sched, loss, batch_size, step0):
+def train_steps(X, T, order, n_rows, bufs, table, opt, sched, loss, batch_size, t0):
     """Minibatch steps over rows ``order[:n_rows]`` of the device arrays ``X``, ``T``.
 
-    The steps are numbered from ``step0`` (the optimizer's count): the schedule and the
+    The steps are numbered from ``t0`` (the optimizer's count): the schedule and the
     update read it, and a non-finite loss records it in ``bufs.status``.  Nothing is
-    read back; returns the number of steps launched.
+    read back; returns the number of steps launched and the learning rate of the last.
     """
-    blocks, threads = gpu_launch.launch_config(batch_size * max(X.shape[1], T.shape[1]))
+    blocks, threads = launch.launch_config(batch_size * max(X.shape[1], T.shape[1]))
     gather = gather_batch[blocks, threads]
     n_steps = -(-n_rows // batch_size)
+    lr = 0.0
     for s in range(n_steps):
         start = s * batch_size
         m = min(batch_size, n_rows - start)
-        step = step0 + s
+        t = t0 + s  # optimizer steps before this one
         gather(X, T, order, start, m, bufs.work, bufs.targets)
-        loss_and_gradient(bufs, table, loss, m, step)
-        lr = opt.hyper[LR] * lr_factor(sched.code, sched.params, step)
-        optimizer_step(opt.code, opt.hyper, lr, bufs.theta, bufs.grad, opt.state, bufs.status, step)
-    return n_steps
+        loss_and_gradient(bufs, table, loss, m, t)
+        lr = opt.hyper[LR] * lr_factor(sched.code, sched.params, t)
+        optimizer_step(opt.code, opt.hyper, lr, bufs.theta, bufs.grad, opt.state, bufs.status, t)
+    return n_steps, lr
