@@ -3,8 +3,14 @@
 Kept generic on purpose: anything specific to one test file belongs in that file.
 """
 
+import os
+import sys
+
 import numpy as np
 import pytest
+
+# naive.py and cases.py sit here; the tests live in subfolders (tests/api, tests/kernels/...).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture

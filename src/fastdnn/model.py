@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import config, serialize
+from .devices import require_cuda
 from .errors import TrainingDivergedError
 from .kernels import spec
 from .optim import make_optimizer
@@ -84,6 +85,7 @@ def _make_backend(device, sizes, codes, loss, dtype):
     # Each tree is imported only when chosen: the CPU one starts Numba's thread pool,
     # the CUDA one imports numba.cuda.
     if device == "cuda":
+        require_cuda()  # a DeviceError saying why, before numba.cuda is imported
         from .kernels.cuda.backend import CUDABackend
         return CUDABackend(sizes, codes, loss, dtype)
     from .kernels.cpu.backend import CPUBackend

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastdnn as fd
-from fastdnn import train
+from fastdnn.kernels.cpu import train
 
 DTYPES = ["float32", "float64"]
 

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 import naive
-from fastdnn.activations import ACTIVATIONS, NEEDS_Z, activate, activation_backward
-from fastdnn.dense import dense_backward, dense_forward
-from fastdnn.losses import LOSSES, loss_grad
-from fastdnn.optim import adam_update, sgd_update
+from fastdnn.kernels.cpu.activations import activate, activation_backward
+from fastdnn.kernels.cpu.dense import dense_backward, dense_forward
+from fastdnn.kernels.cpu.losses import loss_grad
+from fastdnn.kernels.cpu.updates import adam_update, sgd_update
+from fastdnn.kernels.spec import ACTIVATIONS, LOSSES, NEEDS_Z
 
 SIZES = [1, 7, 33]
 DTYPES = [np.float32, np.float64]

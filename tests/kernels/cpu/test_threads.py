@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 import fastdnn as fd
-from fastdnn import blas, config
-from fastdnn.threads import check_n_threads, limit_threads, scipy_blas
+from fastdnn import config
+from fastdnn.kernels.cpu import blas
+from fastdnn.kernels.cpu.threads import limit_threads, local_threads_setter, scipy_blas
+from fastdnn.validation import check_n_threads
 
 
 def test_limit_threads_sets_and_restores_numbas_pool():
@@ -23,7 +25,7 @@ def test_limit_threads_sets_and_restores_numbas_pool():
 
 def test_process_wide_blas_setting_is_left_alone():
     lib = scipy_blas()
-    if lib is None or not blas.HAS_LOCAL_THREADS:
+    if lib is None or local_threads_setter() is None:
         pytest.skip("needs SciPy's OpenBLAS with openblas_set_num_threads_local")
     get, _ = lib
     before = get()

@@ -1,7 +1,7 @@
 """GPU tests: run under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set before numba
 is imported, so in a pytest process of their own) or on a real GPU.
 
-    NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/gpu -q
+    NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/kernels/cuda -q
 
 Without either, the ``test_cuda_*`` modules are not collected (the main ``pytest`` run
 skips them cleanly and never imports numba.cuda); ``test_devices.py`` runs everywhere.
@@ -18,7 +18,6 @@ import pytest
 
 from fastdnn import config
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # naive.py
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 

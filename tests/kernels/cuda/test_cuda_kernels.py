@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 
 import naive
-from fastdnn import gpu_dense, gpu_losses, gpu_optim, gpu_train
-from fastdnn.activations import ACTIVATIONS, NEEDS_Z
-from fastdnn.gpu_backend import GPUBackend
-from fastdnn.layout import A_OFF, B_OFF, FAN_IN, W_OFF, Z_OFF, Layout
-from fastdnn.losses import LOSSES, MSE
+from fastdnn.kernels.cuda import checks as gpu_checks
+from fastdnn.kernels.cuda import dense as gpu_dense
+from fastdnn.kernels.cuda import losses as gpu_losses
+from fastdnn.kernels.cuda import train as gpu_train
+from fastdnn.kernels.cuda import updates as gpu_updates
+from fastdnn.kernels.cuda.backend import CUDABackend
+from fastdnn.kernels.spec import (A_OFF, ACTIVATIONS, B_OFF, FAN_IN, LOSSES, MSE, NEEDS_Z, W_OFF,
+                                  Z_OFF, Layout)
 from numba import cuda
 
 DTYPES = ("float32", "float64")
@@ -33,7 +36,7 @@ def assert_close(got, want, rtol):
 
 def setup_net(sizes, codes, loss, dtype, cap):
     """A backend, a layout of batch capacity ``cap`` and its device buffers."""
-    backend = GPUBackend(sizes, codes, loss, np.dtype(dtype))
+    backend = CUDABackend(sizes, codes, loss, np.dtype(dtype))
     layout = Layout.build(sizes, codes, cap)
     return backend, layout, backend._buffers(layout)
 
@@ -171,7 +174,7 @@ def test_non_finite_loss_sets_status_and_stops_updates(rng):
     theta = cuda.to_device(np.ones(7))
     state = cuda.to_device(np.zeros((2, 7)))
     grad = cuda.to_device(np.ones(7))
-    gpu_optim.optimizer_step(1, np.array([0.1, 0, 0, 0, 0.9, 0.999, 1e-8, 0]), 0.1, theta, grad,
+    gpu_updates.optimizer_step(1, np.array([0.1, 0, 0, 0, 0.9, 0.999, 1e-8, 0]), 0.1, theta, grad,
                              state, bufs.status, 0)
     assert (theta.copy_to_host() == 1.0).all() and (state.copy_to_host() == 0.0).all()
 
@@ -205,7 +208,7 @@ def test_optimizer_updates(name, dtype, n, rng):
     for t, lr_factor in enumerate([1.0, 0.5, 0.25]):
         grad = rng.normal(size=n).astype(dtype)
         lr = opt.lr * lr_factor
-        gpu_optim.optimizer_step(opt.code, opt.hyper(), lr, theta_d, cuda.to_device(grad), state_d,
+        gpu_updates.optimizer_step(opt.code, opt.hyper(), lr, theta_d, cuda.to_device(grad), state_d,
                                  status, t)
         oracle.step([want], [grad.astype(np.float64)], lr=lr)
     assert_close(theta_d.copy_to_host(), want, 10 * RTOL[dtype])
@@ -225,9 +228,9 @@ def test_gather_batch(rng):
 
 def test_all_finite():
     x = np.zeros(33)
-    assert gpu_train.all_finite(cuda.to_device(x))
+    assert gpu_checks.all_finite(cuda.to_device(x))
     x[32] = np.inf
-    assert not gpu_train.all_finite(cuda.to_device(x))
+    assert not gpu_checks.all_finite(cuda.to_device(x))
 
 
 def test_register_tile_does_not_change_results(rng, monkeypatch):

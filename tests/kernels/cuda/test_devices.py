@@ -60,7 +60,7 @@ def test_cpu_path_never_imports_cuda_machinery():
             net.fit(X, y, epochs=2, batch_size=8)
             net.predict(X)
             assert net.device == "cpu"
-        loaded = [m for m in ("fastdnn.gpu_backend", "fastdnn.gpu_dense", "numba_cuda",
+        loaded = [m for m in ("fastdnn.kernels.cuda.backend", "fastdnn.kernels.cuda.dense", "numba_cuda",
                               "numba.cuda") if m in sys.modules]
         print(loaded)
     """)
