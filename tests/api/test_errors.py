@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastdnn as fd
+from support import assert_same_weights
 
 N_IN, K = 4, 3
 
@@ -27,12 +28,6 @@ def data(loss="cross_entropy", n=6, k=K, seed=0):
     else:
         y = rng.uniform(size=(n, k))
     return X, y
-
-
-def assert_same_weights(a, b):
-    for (W1, b1), (W2, b2) in zip(a, b):
-        np.testing.assert_array_equal(W1, W2)
-        np.testing.assert_array_equal(b1, b2)
 
 
 # ------------------------------------------------------------------ construction
@@ -59,8 +54,15 @@ def test_bad_sizes(sizes, exc, match):
     (dict(activation=3), TypeError, "activation"),
     (dict(loss="hinge"), ValueError, "loss"),
     (dict(loss=None), TypeError, "loss"),
-    (dict(dtype="int32"), (ValueError, TypeError), "dtype"),
-    (dict(dtype="float16"), (ValueError, TypeError), "dtype"),
+    # validation.check_dtype: any dtype other than float32/float64, and any name NumPy
+    # cannot read, is a ValueError.
+    (dict(dtype="int32"), ValueError, "dtype"),
+    (dict(dtype="float16"), ValueError, "dtype"),
+    # np.dtype("float128x") raises TypeError, which check_dtype turns into None; None then
+    # passes its membership test, since np.dtype("float64") == None is True in NumPy.
+    pytest.param(dict(dtype="float128x"), ValueError, "dtype", marks=pytest.mark.xfail(
+        strict=True, reason="bug in validation.check_dtype: an unreadable name returns None")),
+    (dict(dtype=object), ValueError, "dtype"),
     (dict(device="tpu"), ValueError, "device"),
     (dict(n_threads=0), ValueError, "n_threads"),
 ])

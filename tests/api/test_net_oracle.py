@@ -14,8 +14,8 @@ relative error is meaningless for entries that cancel to near zero):
 import numpy as np
 import pytest
 
-import fastdnn as fd
 import naive
+from support import assert_close, build
 
 ACTIVATIONS = naive.ACTIVATION_NAMES
 DTYPES = ("float32", "float64")
@@ -24,26 +24,6 @@ RTOL = {"float32": 1e-5, "float64": 1e-12}
 N_IN = 5
 
 HEADS, HEAD_IDS = naive.HEADS, naive.HEAD_IDS
-
-
-def assert_close(got, want, rtol):
-    """|got - want| <= rtol * max|want| entry-wise (plus a floor for all-zero arrays)."""
-    want = np.asarray(want, dtype=np.float64)
-    scale = np.max(np.abs(want)) if want.size else 0.0
-    np.testing.assert_allclose(
-        np.asarray(got, dtype=np.float64), want, rtol=0, atol=rtol * scale + 1e-300
-    )
-
-
-def build(sizes, activation, loss, dtype, rng):
-    """A seeded net whose biases are set to random values (they start at zero in
-    many inits, which would leave the bias add untested). Returns (net, params)."""
-    net = fd.MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=1)
-    params = [
-        (W, rng.normal(scale=0.5, size=b.shape).astype(dtype)) for W, b in net.get_weights()
-    ]
-    net.set_weights(params)
-    return net, params
 
 
 def sizes_for(depth, width, k):
@@ -56,7 +36,7 @@ def sizes_for(depth, width, k):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_forward(activation, dtype, size, depth, make_data):
     X, y = make_data("mse", size, N_IN, 2, dtype)
-    net, params = build(sizes_for(depth, size, 2), activation, "mse", dtype, np.random.default_rng(7))
+    net, params = build(sizes_for(depth, size, 2), activation, "mse", dtype)
     out = net.forward(X)
     assert out.shape == (size, 2)
     assert out.dtype == np.dtype(dtype)
@@ -71,7 +51,7 @@ def test_forward(activation, dtype, size, depth, make_data):
 def test_loss_and_gradients(activation, head, dtype, size, depth, make_data):
     loss, k = head
     X, y = make_data(loss, size, N_IN, k, dtype)
-    net, params = build(sizes_for(depth, size, k), activation, loss, dtype, np.random.default_rng(7))
+    net, params = build(sizes_for(depth, size, k), activation, loss, dtype)
     want_loss, want_grads = naive.gradients(params, activation, loss, X, y)
 
     got_loss = net.loss(X, y)
@@ -92,7 +72,7 @@ def test_loss_and_gradients(activation, head, dtype, size, depth, make_data):
 def test_linear_model_without_hidden_layers(head, dtype, make_data):
     loss, k = head
     X, y = make_data(loss, 7, N_IN, k, dtype)
-    net, params = build([N_IN, k], "relu", loss, dtype, np.random.default_rng(7))
+    net, params = build([N_IN, k], "relu", loss, dtype)
     assert net.activations == []
     want_loss, want_grads = naive.gradients(params, [], loss, X, y)
     assert_close(net.forward(X), naive.logits(params, [], X), RTOL[dtype])
@@ -107,7 +87,7 @@ def test_one_activation_per_hidden_layer(dtype, make_data):
     acts = ["gelu", "relu", "sigmoid", "elu", "silu", "tanh", "softplus", "leaky_relu", "identity"]
     loss, k = "cross_entropy", 3
     X, y = make_data(loss, 7, N_IN, k, dtype)
-    net, params = build([N_IN] + [7] * len(acts) + [k], acts, loss, dtype, np.random.default_rng(7))
+    net, params = build([N_IN] + [7] * len(acts) + [k], acts, loss, dtype)
     assert net.activations == acts
     want_loss, want_grads = naive.gradients(params, acts, loss, X, y)
     assert_close(net.forward(X), naive.logits(params, acts, X), RTOL[dtype])
@@ -123,7 +103,7 @@ def test_predict_proba_predict_score(head, dtype, make_data):
     loss, k = head
     n = 33
     X, y = make_data(loss, n, N_IN, k, dtype)
-    net, params = build([N_IN, 7, k], "tanh", loss, dtype, np.random.default_rng(7))
+    net, params = build([N_IN, 7, k], "tanh", loss, dtype)
     Z = naive.logits(params, "tanh", X)
     if loss == "mse":
         pred = net.predict(X)
@@ -164,7 +144,7 @@ def test_forward_streams_in_chunks(dtype, make_data, monkeypatch):
 
     monkeypatch.setattr(config, "PREDICT_CHUNK", 4)
     X, y = make_data("cross_entropy", 33, N_IN, 3, dtype)
-    net, params = build([N_IN, 7, 3], "relu", "cross_entropy", dtype, np.random.default_rng(7))
+    net, params = build([N_IN, 7, 3], "relu", "cross_entropy", dtype)
     Z = naive.logits(params, "relu", X)
     assert_close(net.forward(X), Z, RTOL[dtype])
     np.testing.assert_array_equal(net.predict(X), np.argmax(Z, axis=1))
@@ -179,7 +159,7 @@ def test_both_dense_paths(activation, dtype, path, make_data, monkeypatch):
 
     monkeypatch.setattr(config, "SMALL_GEMM_MACS", 10**12 if path == "loops" else 0)
     X, y = make_data("cross_entropy", 33, N_IN, 3, dtype)
-    net, params = build([N_IN, 33, 7, 3], activation, "cross_entropy", dtype, np.random.default_rng(7))
+    net, params = build([N_IN, 33, 7, 3], activation, "cross_entropy", dtype)
     want_loss, want_grads = naive.gradients(params, activation, "cross_entropy", X, y)
     assert_close(net.forward(X), naive.logits(params, activation, X), RTOL[dtype])
     assert net.loss(X, y) == pytest.approx(want_loss, rel=RTOL[dtype])

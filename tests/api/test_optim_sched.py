@@ -12,6 +12,7 @@ import pytest
 
 import fastdnn as fd
 import naive
+from support import assert_close, build
 
 RTOL = {"float32": 1e-5, "float64": 1e-12}
 
@@ -39,19 +40,6 @@ OPTIMIZERS = {
 }
 
 
-def assert_close(got, want, rtol):
-    want = np.asarray(want, dtype=np.float64)
-    np.testing.assert_allclose(got, want, rtol=0, atol=rtol * np.max(np.abs(want)) + 1e-300)
-
-
-def build(sizes, loss, dtype, seed=2):
-    net = fd.MLP(sizes, activation="tanh", loss=loss, dtype=dtype, seed=seed)
-    bias_rng = np.random.default_rng(seed + 1)
-    params = [(W, bias_rng.normal(scale=0.5, size=b.shape).astype(dtype)) for W, b in net.get_weights()]
-    net.set_weights(params)
-    return net, params
-
-
 def assert_weights(net, want, rtol):
     for (W, b), (want_W, want_b) in zip(net.get_weights(), want):
         assert_close(W, want_W, rtol)
@@ -65,7 +53,7 @@ def test_full_batch_steps_match_naive_update(optimizer, dtype, epochs, make_data
     """batch_size=n, shuffle=False: each epoch is exactly one optimizer step."""
     n = 7
     X, y = make_data("cross_entropy", n, 5, 3, dtype)
-    net, params = build([5, 7, 3], "cross_entropy", dtype)
+    net, params = build([5, 7, 3], "tanh", "cross_entropy", dtype)
     make_fd, make_naive = OPTIMIZERS[optimizer]
     net.fit(X, y, epochs=epochs, batch_size=n, optimizer=make_fd(), shuffle=False)
     want = naive.train(params, "tanh", "cross_entropy", X.astype(np.float64), y, epochs, n, make_naive())
@@ -75,8 +63,8 @@ def test_full_batch_steps_match_naive_update(optimizer, dtype, epochs, make_data
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
 def test_optimizer_name_means_default_instance(name, make_data):
     X, y = make_data("mse", 7, 5, 2)
-    by_name, _ = build([5, 7, 2], "mse", "float64")
-    by_instance, _ = build([5, 7, 2], "mse", "float64")
+    by_name, _ = build([5, 7, 2], "tanh", "mse", "float64")
+    by_instance, _ = build([5, 7, 2], "tanh", "mse", "float64")
     by_name.fit(X, y, epochs=2, batch_size=4, optimizer=name, shuffle=False)
     default = {"sgd": fd.SGD, "adam": fd.Adam, "adamw": fd.AdamW}[name]()
     by_instance.fit(X, y, epochs=2, batch_size=4, optimizer=default, shuffle=False)
@@ -90,7 +78,7 @@ def test_optimizer_state_and_step_count_carry_over_between_fits(optimizer, make_
     """Two fit calls with one optimizer instance continue where the first stopped:
     momentum / moments, Adam's bias correction and the schedule's t."""
     X, y = make_data("mse", 8, 5, 2)
-    net, params = build([5, 7, 2], "mse", "float64")
+    net, params = build([5, 7, 2], "tanh", "mse", "float64")
     make_fd, make_naive = OPTIMIZERS[optimizer]
     opt, schedule = make_fd(), fd.InverseTimeDecay(decay=0.2)
     net.fit(X, y, epochs=1, batch_size=3, optimizer=opt, schedule=schedule, shuffle=False)
@@ -155,7 +143,7 @@ def test_fit_applies_schedule_per_iteration(schedule, make_data):
     steps_per_epoch = math.ceil(n / batch_size)
     total = steps_per_epoch * epochs
     X, y = make_data("mse", n, 5, 2)
-    net, params = build([5, 7, 2], "mse", "float64")
+    net, params = build([5, 7, 2], "tanh", "mse", "float64")
     make_fd, factor = SCHEDULES[schedule]
     lr = 0.1
     hist = net.fit(X, y, epochs=epochs, batch_size=batch_size, shuffle=False,

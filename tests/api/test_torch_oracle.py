@@ -16,6 +16,7 @@ F = torch.nn.functional
 
 import fastdnn as fd  # noqa: E402
 import naive  # noqa: E402
+from support import assert_close, build  # noqa: E402
 
 RTOL = 1e-9
 
@@ -40,12 +41,6 @@ TORCH_LOSSES = {
 HEADS, HEAD_IDS = naive.HEADS, naive.HEAD_IDS
 
 
-def assert_close(got, want, rtol=RTOL):
-    want = np.asarray(want, dtype=np.float64)
-    scale = np.max(np.abs(want)) if want.size else 0.0
-    np.testing.assert_allclose(got, want, rtol=0, atol=rtol * scale + 1e-300)
-
-
 def torch_params(params):
     return [
         torch.tensor(a, dtype=torch.float64, requires_grad=True) for Wb in params for a in Wb
@@ -67,14 +62,6 @@ def torch_targets(loss, y):
     return torch.as_tensor(y, dtype=torch.int64 if loss == "cross_entropy" else torch.float64)
 
 
-def build(sizes, activation, loss, seed=5):
-    net = fd.MLP(sizes, activation=activation, loss=loss, dtype="float64", seed=seed)
-    bias_rng = np.random.default_rng(seed + 1)
-    params = [(W, bias_rng.normal(scale=0.5, size=b.shape)) for W, b in net.get_weights()]
-    net.set_weights(params)
-    return net, params
-
-
 @pytest.mark.parametrize("size", [1, 7, 33])
 @pytest.mark.parametrize("head", HEADS, ids=HEAD_IDS)
 @pytest.mark.parametrize("activation", naive.ACTIVATION_NAMES)
@@ -90,7 +77,7 @@ def test_gradients_match_autograd(activation, head, size, make_data):
     assert net.loss(X, y) == pytest.approx(value.item(), rel=RTOL)
     got = [g for dWb in net.gradients(X, y) for g in dWb]
     for g, p in zip(got, flat):
-        assert_close(g, p.grad.numpy())
+        assert_close(g, p.grad.numpy(), RTOL)
 
 
 OPTIMIZERS = {
@@ -149,4 +136,4 @@ def test_training_run_matches_torch(optimizer, head, make_data):
     moved = max(np.abs(g - a).max() for g, a in zip(got, naive.flatten(params)))
     assert moved > 1e-3  # the run did train
     for g, p in zip(got, flat):
-        assert_close(g, p.detach().numpy())
+        assert_close(g, p.detach().numpy(), RTOL)

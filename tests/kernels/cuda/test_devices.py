@@ -1,21 +1,8 @@
 """Device selection and import discipline, each in a fresh interpreter: these run in
 every pytest process (with or without the simulator or a GPU)."""
-import os
-import subprocess
-import sys
 import textwrap
 
-import pytest
-
-
-def run(code, **env):
-    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    environ.update(env)
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=environ,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
+from support import run_python as run
 
 NO_CUDA = """
     import fastdnn as fd
