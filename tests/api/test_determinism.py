@@ -7,6 +7,7 @@ import pytest
 
 import fastdnn as fd
 from fastdnn.kernels.cpu import train
+from support import assert_same_weights, run_threaded, same_weights
 
 DTYPES = ["float32", "float64"]
 
@@ -27,14 +28,10 @@ def fitted_weights(dtype, shuffle, seed=7, init=None, n_threads=None, sizes=(6, 
     return net.get_weights()
 
 
-def identical(a, b):
-    return all(np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a, b))
-
-
 @pytest.mark.parametrize("shuffle", [True, "uniform", False])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_same_seed_same_weights(dtype, shuffle):
-    assert identical(fitted_weights(dtype, shuffle), fitted_weights(dtype, shuffle))
+    assert_same_weights(fitted_weights(dtype, shuffle), fitted_weights(dtype, shuffle))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -43,30 +40,53 @@ def test_sampling_follows_the_seed(dtype):
     sample order: identical without shuffling, different with it."""
     init = fd.MLP([6, 9, 9, 3], dtype=dtype, seed=0).get_weights()
     in_order = [fitted_weights(dtype, False, seed=s, init=init) for s in (1, 2)]
-    assert identical(*in_order)
+    assert_same_weights(*in_order)
     for shuffle in (True, "uniform"):
         runs = [fitted_weights(dtype, shuffle, seed=s, init=init) for s in (1, 2)]
-        assert not identical(*runs)
-        assert not identical(runs[0], in_order[0])
+        assert not same_weights(*runs)
+        assert not same_weights(runs[0], in_order[0])
 
 
-@pytest.mark.parametrize("shuffle", [True, "uniform"])
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_one_or_two_threads_same_weights(dtype, shuffle, monkeypatch):
+#: Pool size of the child process the thread tests compare against (see
+#: support.run_threaded): more threads than CI's two cores, and never one, whatever
+#: the machine this process runs on.
+THREADS = 3
+THREAD_CASES = [(dtype, shuffle) for dtype in DTYPES for shuffle in (True, "uniform")]
+
+
+def threaded_run(dtype, shuffle, n_threads):
+    """Weights after fit, logits and gradients of a net with 129- and 127-wide layers,
+    every product through BLAS (the only place threads split the work), with
+    ``n_threads`` threads; 200-row products are big enough for the parallel blocks."""
     from fastdnn import config
 
-    # Every product through BLAS, the only place where threads could split the work,
-    # and products big enough (100 x 129 x 127) for OpenBLAS to use both threads.
-    monkeypatch.setattr(config, "SMALL_GEMM_MACS", 0)
-    sizes, opt = (6, 129, 127, 3), lambda: fd.Adam(lr=1e-2)
-    runs = [fitted_weights(dtype, shuffle, n_threads=t, sizes=sizes, optimizer=opt(),
-                           batch_size=100, n=200) for t in (1, 2)]
-    assert identical(*runs)
+    old = config.SMALL_GEMM_MACS
+    config.SMALL_GEMM_MACS = 0
+    try:
+        sizes = (6, 129, 127, 3)
+        weights = fitted_weights(dtype, shuffle, n_threads=n_threads, sizes=sizes,
+                                 optimizer=fd.Adam(lr=1e-2), batch_size=200, n=400)
+        X, y = problem(n=200)
+        net = fd.MLP(list(sizes), dtype=dtype, seed=3, n_threads=n_threads)
+        return weights, net.forward(X), net.gradients(X, y)
+    finally:
+        config.SMALL_GEMM_MACS = old
 
-    X, y = problem(n=200)
-    nets = [fd.MLP(list(sizes), dtype=dtype, seed=3, n_threads=t) for t in (1, 2)]
-    np.testing.assert_array_equal(nets[0].forward(X), nets[1].forward(X))
-    assert identical(nets[0].gradients(X, y), nets[1].gradients(X, y))
+
+@pytest.fixture(scope="module")
+def threaded():
+    """Every THREAD_CASES run once, in one child process with THREADS threads."""
+    results = run_threaded([(threaded_run, case + (THREADS,)) for case in THREAD_CASES], THREADS)
+    return dict(zip(THREAD_CASES, results))
+
+
+@pytest.mark.parametrize("dtype,shuffle", THREAD_CASES)
+def test_one_or_several_threads_same_weights(threaded, dtype, shuffle):
+    weights, logits, grads = threaded_run(dtype, shuffle, 1)
+    other_weights, other_logits, other_grads = threaded[(dtype, shuffle)]
+    assert_same_weights(weights, other_weights)
+    np.testing.assert_array_equal(logits, other_logits)
+    assert_same_weights(grads, other_grads)
 
 
 def _n_signatures():

@@ -10,6 +10,7 @@ from fastdnn import config
 from fastdnn.kernels.cpu import blas
 from fastdnn.kernels.cpu.threads import limit_threads, local_threads_setter, scipy_blas
 from fastdnn.validation import check_n_threads
+from support import assert_same_weights, run_threaded
 
 
 def test_limit_threads_sets_and_restores_numbas_pool():
@@ -37,70 +38,112 @@ def test_process_wide_blas_setting_is_left_alone():
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_bad_n_threads(bad):
-    with pytest.raises((ValueError, TypeError), match="n_threads"):
+    with pytest.raises(ValueError, match="n_threads"):
         check_n_threads(bad)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m,k,n", [(100, 129, 127), (64, 784, 300), (257, 300, 129)])
-def test_products_identical_for_any_thread_count(m, k, n, dtype):
-    # Shapes where OpenBLAS' own threading changed the last bits between 1 and 2 threads.
+# Every "any thread count" test compares a run in this process at 1 thread with the same
+# run in a child process whose pool has THREADS threads (see support.run_threaded): the
+# child's pool is set at its start, so the comparison holds even where this process
+# has a one-thread pool.
+THREADS = 3
+
+# Shapes where OpenBLAS' own threading changed the last bits between 1 and 2 threads;
+# the last two are big enough (blas.PARALLEL_MACS) for fastdnn's parallel column blocks.
+PRODUCT_CASES = [(m, k, n, dtype) for dtype in ("float32", "float64")
+                 for m, k, n in [(100, 129, 127), (64, 784, 300), (257, 300, 129)]]
+# gemm_min=0 sends every product through BLAS; 300 rows make the big ones parallel.
+FIT_CASES = [(gemm_min, dtype) for dtype in ("float32", "float64")
+             for gemm_min in (0, config.SMALL_GEMM_MACS)]
+SHARD_CASES = [(2,), (3,)]
+
+
+def products(m, k, n, dtype, n_threads):
+    """``X @ Y``, ``X.T @ D`` and ``D @ Y.T`` with ``n_threads`` threads, and the operands."""
+    blas.prepare()
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
     D = rng.standard_normal((m, n)).astype(dtype)
-    outs = []
-    for t in (1, 2):
-        with limit_threads(t):
-            C, G, P = np.empty((m, n), dtype), np.empty((k, n), dtype), np.empty((m, k), dtype)
-            blas.matmul(X, Y, C)
-            blas.matmul_tn(X, D, G)
-            blas.matmul_nt(D, Y, P)
-        outs.append((C, G, P))
-    for a, b in zip(*outs):
-        assert np.array_equal(a, b)
-    tol = 1e-4 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(outs[0][0], X.astype(np.float64) @ Y, rtol=tol, atol=tol * k)
-    np.testing.assert_allclose(outs[0][1], X.T.astype(np.float64) @ D, rtol=tol, atol=tol * m)
-    np.testing.assert_allclose(outs[0][2], D.astype(np.float64) @ Y.T, rtol=tol, atol=tol * n)
+    C, G, P = np.empty((m, n), dtype), np.empty((k, n), dtype), np.empty((m, k), dtype)
+    with limit_threads(n_threads):
+        assert numba.get_num_threads() == n_threads
+        blas.matmul(X, Y, C)
+        blas.matmul_tn(X, D, G)
+        blas.matmul_nt(D, Y, P)
+    return (C, G, P), (X, Y, D)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("gemm_min", [0, config.SMALL_GEMM_MACS])
-def test_fit_identical_with_one_or_two_threads(monkeypatch, gemm_min, dtype):
-    # gemm_min=0 sends every product through BLAS; 300 rows make the big ones parallel.
-    monkeypatch.setattr(config, "SMALL_GEMM_MACS", gemm_min)
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((600, 40))
-    y = rng.integers(0, 5, 600)
-    weights = []
-    for n_threads in (1, 2):
+def fit_weights(gemm_min, dtype, n_threads):
+    """Weights after two epochs of momentum SGD on a net with 160- and 140-wide layers."""
+    old = config.SMALL_GEMM_MACS
+    config.SMALL_GEMM_MACS = gemm_min
+    try:
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((600, 40))
+        y = rng.integers(0, 5, 600)
         net = fd.MLP([40, 160, 140, 5], seed=3, n_threads=n_threads, dtype=dtype)
         net.fit(X, y, epochs=2, batch_size=300, optimizer=fd.SGD(lr=0.05, momentum=0.9))
-        weights.append(net.get_weights())
-    for (W1, b1), (W2, b2) in zip(*weights):
-        assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
+        return net.get_weights()
+    finally:
+        config.SMALL_GEMM_MACS = old
 
 
-@pytest.mark.parametrize("shards", [2, 3])
-def test_sharded_batches_match_any_thread_count_and_the_oracle(monkeypatch, shards):
-    # Data-parallel shards (config.SHARDS) combine per-shard means weighted by rows:
-    # the same mean-loss gradient as one pass, identical for 1 and 2 threads.
-    monkeypatch.setattr(config, "SHARDS", shards)
-    monkeypatch.setattr(config, "MIN_SHARD_ROWS", 1)
-    rng = np.random.default_rng(1)
-    X = rng.standard_normal((70, 5))
-    y = rng.integers(0, 3, 70)
-    runs = []
-    for n_threads in (1, 2):
+def sharded_weights(shards, n_threads):
+    """Weights after one full-batch SGD step with the batch cut into ``shards`` row shards."""
+    old = config.SHARDS, config.MIN_SHARD_ROWS
+    config.SHARDS, config.MIN_SHARD_ROWS = shards, 1
+    try:
+        X, y = shard_problem()
         net = fd.MLP([5, 9, 3], dtype="float64", seed=0, n_threads=n_threads)
         net.fit(X, y, epochs=1, batch_size=70, optimizer=fd.SGD(lr=0.1), shuffle=False)
-        runs.append(net.get_weights())
-    for (W1, b1), (W2, b2) in zip(*runs):
-        assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
+        return net.get_weights()
+    finally:
+        config.SHARDS, config.MIN_SHARD_ROWS = old
+
+
+def shard_problem():
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((70, 5)), rng.integers(0, 3, 70)
+
+
+@pytest.fixture(scope="module")
+def threaded():
+    """Every case of this module run once, in one child process with THREADS threads."""
+    calls = ([(products, case) for case in PRODUCT_CASES]
+             + [(fit_weights, case) for case in FIT_CASES]
+             + [(sharded_weights, case) for case in SHARD_CASES])
+    results = run_threaded([(fn, args + (THREADS,)) for fn, args in calls], THREADS)
+    return {(fn.__name__, args): out for (fn, args), out in zip(calls, results)}
+
+
+@pytest.mark.parametrize("m,k,n,dtype", PRODUCT_CASES)
+def test_products_identical_for_any_thread_count(threaded, m, k, n, dtype):
+    (C, G, P), (X, Y, D) = products(m, k, n, dtype, 1)
+    many, _ = threaded[("products", (m, k, n, dtype))]
+    for name, one, other in zip("CGP", (C, G, P), many):
+        np.testing.assert_array_equal(one, other, err_msg=f"{name}: 1 vs {THREADS} threads")
+    tol = 1e-4 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(C, X.astype(np.float64) @ Y, rtol=tol, atol=tol * k)
+    np.testing.assert_allclose(G, X.T.astype(np.float64) @ D, rtol=tol, atol=tol * m)
+    np.testing.assert_allclose(P, D.astype(np.float64) @ Y.T, rtol=tol, atol=tol * n)
+
+
+@pytest.mark.parametrize("gemm_min,dtype", FIT_CASES)
+def test_fit_identical_with_one_or_several_threads(threaded, gemm_min, dtype):
+    assert_same_weights(fit_weights(gemm_min, dtype, 1), threaded[("fit_weights", (gemm_min, dtype))])
+
+
+@pytest.mark.parametrize("shards", [case[0] for case in SHARD_CASES])
+def test_sharded_batches_match_any_thread_count_and_the_oracle(threaded, shards):
+    # Data-parallel shards (config.SHARDS) combine per-shard means weighted by rows:
+    # the same mean-loss gradient as one pass, identical for 1 and several threads.
+    one = sharded_weights(shards, 1)
+    assert_same_weights(one, threaded[("sharded_weights", (shards,))])
     # One full-batch SGD step from the same start: theta - lr * gradient.
+    X, y = shard_problem()
     ref = fd.MLP([5, 9, 3], dtype="float64", seed=0)
     want = [(W - 0.1 * dW, b - 0.1 * db)
             for (W, b), (dW, db) in zip(ref.get_weights(), ref.gradients(X, y))]
-    for (W, b), (Wn, bn) in zip(runs[0], want):
+    for (W, b), (Wn, bn) in zip(one, want):
         np.testing.assert_allclose(W, Wn, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(b, bn, rtol=1e-12, atol=1e-14)
