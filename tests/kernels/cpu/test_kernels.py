@@ -3,12 +3,13 @@ odd sizes, on both the loop path and the BLAS path of the dense kernels."""
 import numpy as np
 import pytest
 
+import fastdnn as fd
 import naive
 from fastdnn.kernels.cpu.activations import activate, activation_backward
 from fastdnn.kernels.cpu.dense import dense_backward, dense_forward
-from fastdnn.kernels.cpu.losses import loss_grad
-from fastdnn.kernels.cpu.updates import adam_update, sgd_update
-from fastdnn.kernels.spec import ACTIVATIONS, LOSSES, NEEDS_Z
+from fastdnn.kernels.cpu.losses import labels, loss_grad, probabilities
+from fastdnn.kernels.cpu.updates import adam_update, optimizer_step, sgd_update
+from fastdnn.kernels.spec import A_OFF, ACTIVATIONS, LOSSES, NEEDS_Z, Z_OFF, Layout
 
 SIZES = [1, 7, 33]
 DTYPES = [np.float32, np.float64]
@@ -37,12 +38,37 @@ def test_activation_and_derivative(name, dtype):
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
 def test_activation_in_place(name):
-    # The forward pass writes A over Z for every activation outside NEEDS_Z.
+    # activate reads each Z[i] before it writes A[i], so A may be Z itself.
     Z = np.linspace(-4, 4, 17)
     want = naive.ACTIVATIONS[name](Z)
-    if ACTIVATIONS[name] not in NEEDS_Z:
-        activate(Z, ACTIVATIONS[name], Z)
-        close(Z, want, np.float64)
+    activate(Z, ACTIVATIONS[name], Z)
+    close(Z, want, np.float64)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_layout_keeps_z_exactly_where_the_derivative_needs_it(name):
+    """A hidden layer's forward and backward pass through the buffers Layout gives it.
+
+    Outside NEEDS_Z, A is written over Z (one slot) and the derivative reads A; for
+    gelu and silu Z has its own slot, which the derivative reads.  Either way the
+    backward pass must see g'(Z) of the forward pass's Z.
+    """
+    code = ACTIVATIONS[name]
+    m, n = 5, 7
+    layout = Layout.build([3, n, 2], [code], m)
+    row = layout.table[0]
+    assert (row[Z_OFF] != row[A_OFF]) == (code in NEEDS_Z)
+    work = np.full(layout.work_size, np.nan)
+    Z = work[row[Z_OFF]:row[Z_OFF] + m * n]
+    A = work[row[A_OFF]:row[A_OFF] + m * n]
+    Z[:] = np.linspace(-4, 4, m * n)
+    z = Z.copy()
+    activate(Z, code, A)
+    close(A, naive.ACTIVATIONS[name](z), np.float64)
+    delta = np.linspace(1, 2, m * n)
+    got = delta.copy()
+    activation_backward(got, A, Z, code)
+    close(got, delta * naive.DERIVATIVES[name](z), np.float64)
 
 
 @pytest.mark.parametrize("blas", [False, True])
@@ -81,11 +107,21 @@ def test_dense_backward(m, k, n, dtype, blas):
     close(delta_prev, dAn, dtype)
 
 
-def test_dense_backward_first_layer_skips_delta_prev():
-    A_prev, W, delta = np.ones((3, 2)), np.ones((2, 4)), np.ones((3, 4))
-    dW, db = np.empty((2, 4)), np.empty(4)
-    dense_backward(delta, A_prev, W, False, dW, db, np.empty((0, 2)))
-    close(dW, np.full((2, 4), 3.0), np.float64)
+@pytest.mark.parametrize("blas", [False, True])
+def test_dense_backward_first_layer_skips_delta_prev(blas):
+    # The first layer gets a 0-row view into the delta buffer (backward_layers); were
+    # delta_prev computed anyway, it would be written through that view's pointer
+    # into the buffer, so the buffer must come back untouched.
+    rng = np.random.default_rng(3)
+    m, k, n = 3, 2, 4
+    A_prev, W, delta = rng.standard_normal((m, k)), rng.standard_normal((k, n)), rng.standard_normal((m, n))
+    buffer = np.full(m * k + 8, 123.0)
+    dW, db = np.full((k, n), np.nan), np.full(n, np.nan)
+    dense_backward(delta, A_prev, W, blas, dW, db, buffer[:0].reshape(0, k))
+    assert (buffer == 123.0).all(), "delta_prev was written for the first layer"
+    dWn, dbn, _ = naive.dense_backward(A_prev, W, delta)
+    close(dW, dWn, np.float64)
+    close(db, dbn, np.float64)
 
 
 def _targets(loss, m, k, rng):
@@ -156,3 +192,25 @@ def test_adam_update(decoupled):
         adam_update(theta, g, m, v, t, 1e-2, 0.9, 0.999, 1e-8, 0.1, decoupled)
         ref.step(p, [g])
         close(theta, p[0], np.float64)
+
+
+@pytest.mark.parametrize("bad", [-1, 9, 99])
+def test_unknown_codes_raise(bad):
+    """Every dispatch on a code ends in an error, never in another kernel's branch."""
+    Z = np.linspace(-1, 1, 6)
+    with pytest.raises(ValueError, match="unknown activation code"):
+        activate(Z, bad, np.empty_like(Z))
+    with pytest.raises(ValueError, match="unknown activation code"):
+        activation_backward(np.ones(6), Z, Z, bad)
+    Z2, G = Z.reshape(2, 3), np.empty((2, 3))
+    with pytest.raises(ValueError, match="unknown loss code"):
+        loss_grad(Z2, np.zeros((2, 1)), bad, G)
+    with pytest.raises(ValueError, match="classification loss code"):
+        labels(bad, Z2, np.empty((2, 3), dtype=np.int64))
+    with pytest.raises(ValueError, match="classification loss code"):
+        probabilities(bad, Z2, np.empty((2, 3)))
+    theta = np.ones(6)
+    state = np.zeros((2, 6))
+    with pytest.raises(ValueError, match="unknown optimizer code"):
+        optimizer_step(bad, fd.Adam(lr=0.1).hyper(), 0.1, theta, np.ones(6), state, 0)
+    assert (theta == 1.0).all() and (state == 0.0).all()

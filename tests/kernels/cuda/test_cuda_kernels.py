@@ -11,27 +11,25 @@ and float32 transcendental functions).
 import numpy as np
 import pytest
 
+import fastdnn as fd
 import naive
+from fastdnn.kernels import spec
+from fastdnn.kernels.cuda import activations as gpu_activations
 from fastdnn.kernels.cuda import checks as gpu_checks
 from fastdnn.kernels.cuda import dense as gpu_dense
 from fastdnn.kernels.cuda import losses as gpu_losses
 from fastdnn.kernels.cuda import train as gpu_train
 from fastdnn.kernels.cuda import updates as gpu_updates
 from fastdnn.kernels.cuda.backend import CUDABackend
-from fastdnn.kernels.spec import (A_OFF, ACTIVATIONS, B_OFF, FAN_IN, LOSSES, MSE, NEEDS_Z, W_OFF,
-                                  Z_OFF, Layout)
+from fastdnn.kernels.spec import (A_OFF, ACTIVATIONS, ADAM, B_OFF, LOSSES, LR, MSE, NEEDS_Z,
+                                  W_OFF, Z_OFF, Layout)
 from numba import cuda
+from support import assert_close, assert_implements
 
 DTYPES = ("float32", "float64")
 RTOL = {"float32": 1e-5, "float64": 1e-12}
 # (m, k, n): every size once in every position.
 SHAPES = [(1, 7, 33), (7, 33, 1), (33, 1, 7)]
-
-
-def assert_close(got, want, rtol):
-    want = np.asarray(want, dtype=np.float64)
-    scale = max(np.max(np.abs(want)) if want.size else 0.0, 1e-30)
-    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=0, atol=rtol * scale)
 
 
 def setup_net(sizes, codes, loss, dtype, cap):
@@ -125,8 +123,11 @@ def _targets(loss, m, k, rng):
 
 
 def _run_head(loss, Z, T, dtype, step=0):
+    return _run_head_code(LOSSES[loss], Z, T, dtype, step)
+
+
+def _run_head_code(code, Z, T, dtype, step=0):
     m, k = Z.shape
-    code = LOSSES[loss]
     backend, layout, bufs = setup_net([2, k], [], code, dtype, m)
     work = np.zeros(layout.work_size, dtype=dtype)
     view(work, layout.out_offset, m, k)[:] = Z
@@ -166,7 +167,9 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits(rng):
     assert_close(G, want_G, 1e-12)
 
 
-def test_non_finite_loss_sets_status_and_stops_updates(rng):
+@pytest.mark.parametrize("optimizer", [fd.SGD(lr=0.1, momentum=0.9), fd.Adam(lr=0.1)],
+                         ids=["sgd-momentum", "adam"])
+def test_non_finite_loss_sets_status_and_stops_updates(optimizer, rng):
     Z = np.array([[np.nan, 0.0], [1.0, 2.0]])
     bufs, _ = _run_head("cross_entropy", Z, np.array([[0.0], [1.0]]), "float64", step=5)
     assert bufs.status.copy_to_host()[0] == 5
@@ -174,9 +177,79 @@ def test_non_finite_loss_sets_status_and_stops_updates(rng):
     theta = cuda.to_device(np.ones(7))
     state = cuda.to_device(np.zeros((2, 7)))
     grad = cuda.to_device(np.ones(7))
-    gpu_updates.optimizer_step(1, np.array([0.1, 0, 0, 0, 0.9, 0.999, 1e-8, 0]), 0.1, theta, grad,
-                             state, bufs.status, 0)
+    hyper = optimizer.hyper()  # the named slots spec.LR, spec.MOMENTUM, spec.BETA1, ...
+    assert hyper[LR] == 0.1
+    gpu_updates.optimizer_step(optimizer.code, hyper, hyper[LR], theta, grad, state, bufs.status, 0)
     assert (theta.copy_to_host() == 1.0).all() and (state.copy_to_host() == 0.0).all()
+
+
+def test_updates_run_while_the_status_is_clear():
+    """The control for the test above: the same call with status -1 updates."""
+    status = cuda.to_device(np.full(1, -1, dtype=np.int64))
+    theta = cuda.to_device(np.ones(7))
+    state = cuda.to_device(np.zeros((2, 7)))
+    hyper = fd.Adam(lr=0.1).hyper()
+    gpu_updates.optimizer_step(ADAM, hyper, hyper[LR], theta, cuda.to_device(np.ones(7)), state,
+                               status, 0)
+    # Adam's first step moves every parameter by lr against the gradient's sign.
+    assert_close(theta.copy_to_host(), np.full(7, 0.9), 1e-6)
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 99])
+def test_host_dispatch_rejects_unknown_codes(bad, rng):
+    """Unknown optimizer and loss codes are a ValueError before any launch."""
+    status = cuda.to_device(np.full(1, -1, dtype=np.int64))
+    theta = cuda.to_device(np.ones(7))
+    state = cuda.to_device(np.zeros((2, 7)))
+    with pytest.raises(ValueError, match="unknown optimizer code"):
+        gpu_updates.optimizer_step(bad, fd.Adam(lr=0.1).hyper(), 0.1, theta,
+                                   cuda.to_device(np.ones(7)), state, status, 0)
+    assert (theta.copy_to_host() == 1.0).all() and (state.copy_to_host() == 0.0).all()
+    Z = rng.normal(size=(2, 3))
+    with pytest.raises(ValueError, match="unknown loss code"):
+        _run_head_code(bad, Z, np.zeros((2, 3)), "float64")
+    with pytest.raises(ValueError, match="unknown classification loss code"):
+        gpu_losses.labels(bad, cuda.to_device(Z))
+    with pytest.raises(ValueError, match="unknown classification loss code"):
+        gpu_losses.probabilities(bad, cuda.to_device(Z))
+
+
+@cuda.jit
+def _activations_kernel(z, codes, A, D):
+    i = cuda.grid(1)
+    if i < z.shape[0]:
+        a = gpu_activations.activate(z[i], codes[i])
+        A[i] = a
+        D[i] = gpu_activations.derivative(a, z[i], codes[i])
+
+
+def test_device_activations_match_the_plain_formulas_and_nan_for_unknown_codes():
+    """The CUDA twins of spec.activate / spec.derivative, over every code and a bad one."""
+    grid = np.array([-1e4, -30.0, -8.0, -1.0, -1e-300, 0.0, 1e-300, 1.0, 8.0, 30.0, 1e4])
+    codes = sorted(ACTIVATIONS.values()) + [-1, 99]
+    z = np.repeat(grid, len(codes))
+    code = np.tile(np.array(codes, dtype=np.int64), len(grid))
+    A, D = cuda.device_array(z.size), cuda.device_array(z.size)
+    _activations_kernel[(z.size + 31) // 32, 32](cuda.to_device(z), cuda.to_device(code), A, D)
+    A, D = A.copy_to_host(), D.copy_to_host()
+    known = code >= 0
+    known &= code < len(ACTIVATIONS)
+    assert np.isnan(A[~known]).all() and np.isnan(D[~known]).all()
+    want_A = np.array([spec.activate(zi, c) for zi, c in zip(z, code)])
+    want_D = np.array([spec.derivative(a, zi, c) for a, zi, c in zip(want_A, z, code)])
+    # A real GPU's exp/erf/tanh (libdevice) may differ from the host's libm by an ulp or
+    # two, which gelu's 1 + erf(z / sqrt 2) near z = -8 turns into ~1e-16 absolute.
+    np.testing.assert_allclose(A[known], want_A[known], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(D[known], want_D[known], rtol=1e-13, atol=1e-15)
+
+
+def test_cuda_backend_implements_the_whole_protocol():
+    from fastdnn.kernels.cuda.backend import CUDATrainer
+
+    assert_implements(CUDABackend, spec.Backend)
+    assert_implements(CUDATrainer, spec.Trainer)
+    backend = CUDABackend([3, 4, 2], [spec.RELU], spec.MSE, np.dtype(np.float64))
+    assert backend.device == "cuda" and backend.n_params == 3 * 4 + 4 + 4 * 2 + 2
 
 
 OPTIMIZERS = {
@@ -192,7 +265,6 @@ OPTIMIZERS = {
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_optimizer_updates(name, dtype, n, rng):
-    import fastdnn as fd
     kwargs = OPTIMIZERS[name]
     if name.startswith("adam"):
         opt = (fd.AdamW if name == "adamw" else fd.Adam)(**kwargs)

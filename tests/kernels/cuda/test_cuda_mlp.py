@@ -12,6 +12,7 @@ from fastdnn import config
 from numba import cuda
 
 from conftest import SHIPPED, SIMULATOR
+from support import assert_close
 
 DTYPES = ("float32", "float64")
 RTOL = {"float32": 2e-5, "float64": 1e-11}
@@ -20,12 +21,6 @@ FIT_RTOL = {"float32": 5e-4, "float64": 1e-11}
 NETS = [("cross_entropy", 3, ["relu", "silu"]), ("mse", 2, ["tanh", "elu"]),
         ("binary_cross_entropy", 1, ["softplus", "leaky_relu"])]
 NET_IDS = [loss for loss, _, _ in NETS]
-
-
-def assert_close(got, want, rtol):
-    want = np.asarray(want, dtype=np.float64)
-    scale = max(np.max(np.abs(want)) if want.size else 0.0, 1e-30)
-    np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=0, atol=rtol * scale)
 
 
 def pair(loss, k, acts, dtype, n_in=5, seed=3):
@@ -148,6 +143,33 @@ def test_fit_on_device_data_and_validation(make_data):
     assert ha.history == {**hb.history, "seconds": ha.seconds}
     np.testing.assert_array_equal(a._backend.get_theta(), b._backend.get_theta())
     assert abs(ha.val_loss[-1] - a.loss(X, y)) < 1e-6
+
+
+def test_trainer_owns_the_step_count_and_the_lr(make_data):
+    """As on the CPU (tests/api/test_trainer.py): t advances by the steps taken, across
+    fits, and History.lr is the rate of each epoch's last update."""
+    X, y = make_data("cross_entropy", 7, 5, 3)
+    net = fd.MLP([5, 4, 3], seed=0, device="cuda")
+    opt, sched = fd.Adam(lr=0.01), fd.StepDecay(step_size=3, gamma=0.5)
+    t = 0
+    for epochs in (2, 1):
+        hist = net.fit(X, y, epochs=epochs, batch_size=3, optimizer=opt, schedule=sched)
+        assert opt.t == t + 3 * epochs  # 3 steps per epoch (3 + 3 + 1 rows)
+        for epoch, lr in enumerate(hist.lr):
+            assert lr == pytest.approx(0.01 * sched.factor(t + 3 * epoch + 2), rel=1e-12)
+        t = opt.t
+
+
+def test_batch_size_is_capped_at_the_samples(make_data):
+    X, y = make_data("cross_entropy", 7, 5, 3)
+    net = fd.MLP([5, 4, 3], seed=0, device="cuda")
+    sizes = []
+    make_trainer = net._backend.trainer
+    net._backend.trainer = lambda X, T, batch_size, *rest: (
+        sizes.append(batch_size) or make_trainer(X, T, batch_size, *rest))
+    opt = fd.SGD(lr=0.1)
+    net.fit(X, y, epochs=2, batch_size=10**6, optimizer=opt)
+    assert sizes == [7] and opt.t == 2
 
 
 def test_predict_streams_in_chunks(make_data, monkeypatch):

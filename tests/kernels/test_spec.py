@@ -1,0 +1,315 @@
+"""The kernel contract in fastdnn.kernels.spec: code checks, the layout, the scalar
+formulas (against the NumPy oracle in naive.py, and against their compiled CPU twins),
+and that each backend implements the whole protocol.
+
+Tolerances of the formula tests, in units of float64's eps (2.2e-16):
+
+* activations, loss terms, updates: 8 eps relative (the oracle reaches the same values
+  through SciPy's ``expit``/``erf``/``logsumexp``: measured at most 1 ulp apart);
+* derivatives: 8 eps relative plus 8 eps absolute.  The derivatives read from the
+  output ``a = g(z)`` lose the digits of ``a`` that ``1 - a`` or ``a + 1`` cancel (elu'
+  at z = -30 is 9.4e-14, read from ``a = -1 + 9.4e-14``: an error of ~1e-17); they are
+  bounded by 1.13, so an absolute error of a few eps is the honest bound.
+"""
+import ast
+import math
+import os
+
+import numpy as np
+import pytest
+
+import naive
+from fastdnn.kernels import spec
+from support import assert_implements, protocol_methods
+
+EPS = np.finfo(np.float64).eps
+RTOL = 8 * EPS
+ATOL_DERIVATIVE = 8 * EPS
+
+#: Inputs from -1e4 to 1e4: the huge ones where exp overflows or underflows, the
+#: kinks at +-0, tiny (1e-300, and a subnormal) and moderate values.
+GRID = np.array([-1e4, -700.0, -100.0, -30.0, -8.0, -5.0, -1.0, -1e-3, -1e-300, -0.0, 0.0,
+                 5e-324, 1e-300, 1e-3, 1.0, 5.0, 8.0, 30.0, 100.0, 700.0, 1e4])
+#: Codes no table holds.
+BAD_CODES = [-1, 9, 99, 2**31]
+
+
+def schedule_params():
+    """A parameter vector per schedule code, in the named slots."""
+    params = {code: np.zeros(spec.N_SCHEDULE) for code in spec.SCHEDULE_CODES}
+    params[spec.INVERSE_TIME][spec.DECAY] = 0.1
+    params[spec.STEP][spec.STEP_SIZE], params[spec.STEP][spec.GAMMA] = 3, 0.5
+    params[spec.EXPONENTIAL][spec.RATE], params[spec.EXPONENTIAL][spec.DECAY_STEPS] = 0.9, 4
+    params[spec.COSINE][spec.TOTAL_STEPS], params[spec.COSINE][spec.MIN_FACTOR] = 10, 0.1
+    return params
+
+
+# ------------------------------------------------------------------ codes and layout
+@pytest.mark.parametrize("kind,codes", [
+    ("activation", spec.ACTIVATION_NAMES), ("loss", spec.LOSS_NAMES),
+    ("optimizer", spec.OPTIMIZER_CODES), ("schedule", spec.SCHEDULE_CODES),
+])
+def test_check_code(kind, codes):
+    for code in codes:
+        assert spec.check_code(kind, code, codes) == code
+    for bad in BAD_CODES + [len(codes), 0.5, None]:
+        with pytest.raises(ValueError, match=f"unknown {kind} code"):
+            spec.check_code(kind, bad, codes)
+
+
+def test_code_tables_are_consistent():
+    assert sorted(spec.ACTIVATIONS.values()) == list(range(len(spec.ACTIVATIONS)))
+    assert sorted(spec.LOSSES.values()) == list(range(len(spec.LOSSES)))
+    assert spec.NEEDS_Z <= set(spec.ACTIVATION_NAMES)
+    assert spec.CLASSIFIERS <= set(spec.LOSS_NAMES)
+    assert set(naive.ACTIVATIONS) == set(spec.ACTIVATIONS)
+    assert set(naive.LOSSES) == set(spec.LOSSES)
+
+
+@pytest.mark.parametrize("bad", BAD_CODES)
+@pytest.mark.parametrize("sizes,position", [([3, 4, 2], 0), ([3, 4, 5, 2], 1)])
+def test_layout_rejects_an_unknown_activation_code(sizes, position, bad):
+    codes = [spec.RELU] * (len(sizes) - 2)
+    codes[position] = bad
+    with pytest.raises(ValueError, match="unknown activation code"):
+        spec.Layout.build(sizes, codes, 4)
+
+
+def test_layout_offsets():
+    """Parameters packed as [W_1, b_1, W_2, b_2, ...]; activations after the input slot,
+    Z before A only where the derivative needs it; the output layer is linear."""
+    sizes, cap = [3, 4, 5, 2], 7
+    codes = [spec.GELU, spec.TANH]
+    layout = spec.Layout.build(sizes, codes, cap)
+    t = layout.table
+    assert layout.n_params == 3 * 4 + 4 + 4 * 5 + 5 + 5 * 2 + 2
+    assert list(t[:, spec.W_OFF]) == [0, 16, 41] and list(t[:, spec.B_OFF]) == [12, 36, 51]
+    assert list(t[:, spec.ACT]) == [spec.GELU, spec.TANH, spec.IDENTITY]
+    assert t[0, spec.Z_OFF] == cap * 3 and t[0, spec.A_OFF] == cap * (3 + 4)  # gelu keeps Z
+    assert t[1, spec.Z_OFF] == t[1, spec.A_OFF] == t[1, spec.IN_OFF] + cap * 4  # tanh: A over Z
+    assert t[1, spec.IN_OFF] == t[0, spec.A_OFF] and t[2, spec.IN_OFF] == t[1, spec.A_OFF]
+    assert layout.out_offset == t[2, spec.A_OFF]
+    assert layout.work_size == layout.out_offset + cap * 2
+    assert layout.delta_size == cap * 5 and layout.cap == cap
+
+
+# ------------------------------------------------------------------ formulas vs naive.py
+@pytest.mark.parametrize("name", list(spec.ACTIVATIONS))
+def test_activation_formulas_match_the_oracle(name):
+    code = spec.ACTIVATIONS[name]
+    got = np.array([spec.activate(z, code) for z in GRID])
+    np.testing.assert_allclose(got, naive.ACTIVATIONS[name](GRID), rtol=RTOL, atol=0)
+    # The named formula (where there is one) is the one activate dispatches to.
+    if hasattr(spec, name):
+        assert [getattr(spec, name)(z) for z in GRID] == list(got)
+
+
+@pytest.mark.parametrize("name", list(spec.ACTIVATIONS))
+def test_derivative_formulas_match_the_oracle(name):
+    code = spec.ACTIVATIONS[name]
+    # As the kernels call it: a = g(z) from the forward pass, and z itself.
+    got = np.array([spec.derivative(spec.activate(z, code), z, code) for z in GRID])
+    np.testing.assert_allclose(got, naive.DERIVATIVES[name](GRID), rtol=RTOL,
+                               atol=ATOL_DERIVATIVE)
+
+
+#: Rows of logits for the cross-entropy term, with every label of each.
+CE_ROWS = [[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4], [0.0, 0.0, 0.0], [1e-300, -1e-300, 5e-324],
+           [-30.0, 30.0, 8.0], [-1e4, -1e4 + 1.0, -1e4], [700.0, 699.0, -700.0]]
+
+
+@pytest.mark.parametrize("row", CE_ROWS)
+def test_cross_entropy_term_matches_the_oracle(row):
+    z = np.array(row)
+    zmax = z.max()
+    sum_exp = float(np.exp(z - zmax).sum())
+    for label in range(len(row)):
+        want, _ = naive.cross_entropy(z[None, :], [label])
+        got = spec.cross_entropy_term(zmax, sum_exp, z[label])
+        assert math.isfinite(got)
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=0)
+
+
+TARGETS = {"mse": [-1e4, -1.0, 0.0, 1e-300, 0.5, 1e4], "binary_cross_entropy": [0.0, 0.3, 1.0]}
+
+
+@pytest.mark.parametrize("loss", list(TARGETS))
+def test_elementwise_loss_terms_match_the_oracle(loss):
+    """The term and its share ``inv * dL/dz`` of the gradient, for one element: the
+    oracle's mean over a 1 x 1 array is the term itself."""
+    formula = spec.squared_error if loss == "mse" else spec.sigmoid_cross_entropy
+    inv = 1.0 / 3.0
+    for z in GRID:
+        for t in TARGETS[loss]:
+            want, want_grad = naive.LOSSES[loss](np.array([[z]]), np.array([[t]]))
+            term, grad = formula(z, t, inv)
+            assert math.isfinite(term) and math.isfinite(grad), (z, t)
+            np.testing.assert_allclose(term, want, rtol=RTOL, atol=0, err_msg=f"{z}, {t}")
+            np.testing.assert_allclose(grad, want_grad[0, 0] * inv, rtol=RTOL, atol=0,
+                                       err_msg=f"{z}, {t}")
+
+
+T_VALUES = [0, 1, 2, 3, 7, 10, 11, 10**6]
+
+
+@pytest.mark.parametrize("code", sorted(spec.SCHEDULE_CODES))
+def test_lr_factor_matches_the_oracle(code):
+    p = schedule_params()[code]
+    oracle = {
+        spec.CONSTANT: naive.constant_factor,
+        spec.INVERSE_TIME: lambda t: naive.inverse_time_factor(t, p[spec.DECAY]),
+        spec.STEP: lambda t: naive.step_factor(t, int(p[spec.STEP_SIZE]), p[spec.GAMMA]),
+        spec.EXPONENTIAL: lambda t: naive.exponential_factor(t, p[spec.RATE], p[spec.DECAY_STEPS]),
+        spec.COSINE: lambda t: naive.cosine_factor(t, p[spec.TOTAL_STEPS], p[spec.MIN_FACTOR]),
+    }[code]
+    for t in T_VALUES:
+        np.testing.assert_allclose(spec.lr_factor(code, p, t), oracle(t), rtol=RTOL, atol=0,
+                                   err_msg=f"t={t}")
+
+
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 0.01),
+                                                  (0.9, True, 0.0)])
+def test_sgd_step_matches_the_oracle(momentum, nesterov, wd):
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal(5)
+    ref = naive.SGD(0.1, momentum=momentum, nesterov=nesterov, weight_decay=wd)
+    want = [theta.copy()]
+    velocity = np.zeros(5)
+    for step in range(3):
+        g = rng.standard_normal(5)
+        ref.step(want, [g])
+        for i in range(5):
+            theta[i], velocity[i] = spec.sgd_step(theta[i], g[i], velocity[i], 0.1, momentum,
+                                                  nesterov, wd, step == 0)
+        np.testing.assert_allclose(theta, want[0], rtol=RTOL, atol=0)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_step_matches_the_oracle(decoupled):
+    rng = np.random.default_rng(1)
+    theta = rng.standard_normal(5)
+    lr, betas, eps, wd = 1e-2, (0.9, 0.999), 1e-8, 0.1
+    ref = naive.Adam(lr, betas=betas, eps=eps, weight_decay=wd, decoupled=decoupled)
+    want = [theta.copy()]
+    avg_grad, avg_sq = np.zeros(5), np.zeros(5)
+    for t in range(1, 4):
+        g = rng.standard_normal(5)
+        ref.step(want, [g])
+        step_size, sqrt_bias2 = spec.adam_scalars(lr, *betas, t)
+        for i in range(5):
+            if decoupled:
+                theta[i] = spec.decoupled_decay(theta[i], lr, wd)
+            theta[i], avg_grad[i], avg_sq[i] = spec.adam_step(
+                theta[i], g[i], avg_grad[i], avg_sq[i], step_size, sqrt_bias2, *betas, eps, wd,
+                decoupled)
+        np.testing.assert_allclose(theta, want[0], rtol=RTOL, atol=0)
+
+
+# ------------------------------------------------------------------ unknown codes
+@pytest.mark.parametrize("bad", BAD_CODES)
+def test_dispatching_formulas_give_nan_for_an_unknown_code(bad):
+    assert math.isnan(spec.activate(0.5, bad))
+    assert math.isnan(spec.derivative(0.5, 0.5, bad))
+    assert math.isnan(spec.lr_factor(bad, np.ones(spec.N_SCHEDULE), 3))
+
+
+# ------------------------------------------------------------------ compiled CPU twins
+def formula_cases():
+    """Arguments for every formula in spec.FORMULAS (one list of tuples per name)."""
+    sched = schedule_params()
+    act_codes = sorted(spec.ACTIVATION_NAMES) + BAD_CODES[:2]
+    cases = {name: [(z,) for z in GRID] for name in (
+        "sigmoid", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu", "gelu_grad",
+        "silu_grad")}
+    # Derivatives read from the output take the outputs of their activation (outside
+    # that range Python's math raises OverflowError where compiled code gives inf).
+    for name in ("relu", "leaky_relu", "elu", "tanh", "sigmoid", "softplus"):
+        code = spec.ACTIVATIONS[name]
+        cases[name + "_grad"] = [(spec.activate(z, code),) for z in GRID]
+    cases["activate"] = [(z, c) for z in GRID for c in act_codes]
+    cases["derivative"] = [(spec.activate(z, c), z, c) for z in GRID for c in act_codes]
+    cases["cross_entropy_term"] = [(max(r), float(np.exp(np.array(r) - max(r)).sum()), r[0])
+                                   for r in CE_ROWS]
+    cases["squared_error"] = [(z, t, 0.25) for z in GRID for t in TARGETS["mse"]]
+    cases["sigmoid_cross_entropy"] = [(z, t, 0.25) for z in GRID for t in TARGETS["binary_cross_entropy"]]
+    cases["sgd_step"] = [(0.3, -1.2, 0.7, 0.1, m, n, wd, first)
+                         for m, n in ((0.0, False), (0.9, False), (0.9, True))
+                         for wd in (0.0, 0.01) for first in (True, False)]
+    cases["adam_scalars"] = [(1e-3, 0.9, 0.999, t) for t in (1, 2, 10, 1000)]
+    cases["decoupled_decay"] = [(0.3, 1e-3, wd) for wd in (0.0, 0.01, 1.0)]
+    cases["adam_step"] = [(0.3, -1.2, 0.05, 0.02, 1e-2, 0.3, 0.9, 0.999, 1e-8, wd, dec)
+                          for wd in (0.0, 0.1) for dec in (False, True)]
+    cases["lr_factor"] = [(c, sched.get(c, np.ones(spec.N_SCHEDULE)), t)
+                          for c in sorted(spec.SCHEDULE_CODES) + BAD_CODES[:2] for t in T_VALUES]
+    return cases
+
+
+def test_every_formula_has_cases():
+    assert set(formula_cases()) == set(spec.FORMULAS)
+
+
+@pytest.mark.parametrize("name", spec.FORMULAS)
+def test_compiled_cpu_twins_agree_with_the_plain_formulas(name):
+    from fastdnn.kernels.cpu import formulas as compiled
+
+    plain, twin = getattr(spec, name), getattr(compiled, name)
+    assert twin is not plain and twin.py_func.__code__ is plain.__code__
+    for args in formula_cases()[name]:
+        want, got = plain(*args), twin(*args)
+        # Same arithmetic, same libm, except that Numba takes a float to an integer power
+        # by repeated squaring (0.999**10 comes out one ulp above Python's correctly
+        # rounded pow; the error grows to ~t ulps of beta^t), and adam_scalars'
+        # sqrt(1 - beta2^t) divides that by 1 - beta2^t.
+        rtol = 4 * EPS
+        if name == "adam_scalars":
+            power = args[2] ** args[3]
+            rtol += 4 * EPS * args[3] * power / (1.0 - power)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=0, err_msg=f"{name}{args}")
+
+
+# ------------------------------------------------------------------ the protocol
+def test_protocols_declare_what_the_model_uses():
+    assert set(protocol_methods(spec.Backend)) == {
+        "limit_threads", "check_X", "get_theta", "set_theta", "theta_finite", "outputs",
+        "to_numpy", "evaluate", "gradient", "trainer"}
+    assert set(protocol_methods(spec.Trainer)) == {"run_epoch"}
+    assert set(spec.Backend.__annotations__) == {"device", "n_params"}
+
+
+def test_cpu_backend_implements_the_whole_protocol():
+    from fastdnn.kernels.cpu.backend import CPUBackend, CPUTrainer
+
+    assert_implements(CPUBackend, spec.Backend)
+    assert_implements(CPUTrainer, spec.Trainer)
+    backend = CPUBackend([3, 4, 2], [spec.RELU], spec.MSE, np.dtype(np.float64))
+    assert backend.device == "cpu" and backend.n_params == 3 * 4 + 4 + 4 * 2 + 2
+
+
+def _source_methods(path, class_name):
+    """``{name: parameter names without self}`` of a class read from source, not imported
+    (importing the CUDA tree imports numba.cuda, which this run must not)."""
+    tree = ast.parse(open(path).read())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
+    methods = {n.name: [a.arg for a in n.args.args if a.arg != "self"]
+               for n in cls.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+    attributes = {t.id for n in cls.body if isinstance(n, ast.Assign) for t in n.targets
+                  if isinstance(t, ast.Name)}
+    init = next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"),
+                None)
+    if init is not None:
+        attributes |= {t.attr for n in ast.walk(init) if isinstance(n, ast.Assign)
+                       for t in n.targets if isinstance(t, ast.Attribute)}
+    return methods, attributes
+
+
+def test_cuda_backend_implements_the_whole_protocol_by_source():
+    from fastdnn.kernels import cuda as cuda_tree  # the package only: imports nothing
+
+    path = os.path.join(os.path.dirname(cuda_tree.__file__), "backend.py")
+    for protocol, class_name in ((spec.Backend, "CUDABackend"), (spec.Trainer, "CUDATrainer")):
+        methods, attributes = _source_methods(path, class_name)
+        for name, params in protocol_methods(protocol).items():
+            assert name in methods, f"{class_name} lacks {name}"
+            assert methods[name] == params, f"{class_name}.{name}{methods[name]} vs {params}"
+    _, attributes = _source_methods(path, "CUDABackend")
+    assert {"device", "n_params"} <= attributes
