@@ -1,23 +1,70 @@
 """Divergence without the per-epoch weight copy: the training loop itself stops before
-an update with a non-finite loss or gradient, so the weights stay finite."""
+an update with a non-finite loss or gradient, so the weights stay finite.
+
+What ``fit`` promises when it raises TrainingDivergedError: the error's ``history``
+holds the epochs completed before it, and the net keeps its last finite weights --
+those from before the failing step -- and stays usable.
+"""
+import re
+
 import numpy as np
 import pytest
 
 import fastdnn as fd
 from fastdnn import config
+from support import assert_same_weights
+
+BATCH = 8
 
 
-@pytest.mark.parametrize("snapshot_bytes", [0, config.SNAPSHOT_BYTES])
-def test_diverging_fit_keeps_finite_weights(monkeypatch, snapshot_bytes):
-    monkeypatch.setattr(config, "SNAPSHOT_BYTES", snapshot_bytes)
+def problem():
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((64, 4))
-    y = 1e6 * rng.standard_normal(64)
-    net = fd.MLP([4, 16, 1], loss="mse", seed=0)
+    return rng.standard_normal((64, 4)), rng.standard_normal(64)
+
+
+def diverging_fit_args():
+    # The learning rate grows tenfold per epoch of 8 steps, from 1e-3: the loss is finite
+    # for three epochs and overflows in the fourth (float32 and float64 alike).
+    return dict(batch_size=BATCH, optimizer=fd.SGD(lr=1e-3, momentum=0.9), shuffle=False,
+                schedule=fd.ExponentialDecay(10.0, decay_steps=8))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("snapshot_bytes", [0, config.SNAPSHOT_BYTES])
+def test_diverging_fit_keeps_the_weights_before_the_failing_step(monkeypatch, snapshot_bytes,
+                                                                 dtype):
+    monkeypatch.setattr(config, "SNAPSHOT_BYTES", snapshot_bytes)
+    X, y = problem()
+    net = fd.MLP([4, 16, 1], loss="mse", seed=0, dtype=dtype)
     with pytest.raises(fd.TrainingDivergedError, match="diverged") as info:
-        net.fit(X, y, epochs=50, batch_size=8, optimizer=fd.SGD(lr=10.0))
+        net.fit(X, y, epochs=50, **diverging_fit_args())
+    where = re.search(r"in epoch (\d+) at step (\d+)", str(info.value))
+    assert where, str(info.value)
+    epoch, step = int(where[1]), int(where[2])
+    assert epoch >= 2, "the test needs completed epochs before the failing one"
+
+    # The history: exactly the completed epochs, with finite losses.
+    hist = info.value.history
+    assert len(hist) == epoch - 1
+    assert len(hist.lr) == len(hist.seconds) == epoch - 1
+    assert np.isfinite(hist.loss).all() and np.isfinite(hist.lr).all()
+
+    # Replay in order up to the failing step: epoch - 1 whole epochs, then the first
+    # step - 1 batches of the failing epoch, with the same optimizer (momentum, step count).
+    replay = fd.MLP([4, 16, 1], loss="mse", seed=0, dtype=dtype)
+    args = diverging_fit_args()
+    replay_hist = replay.fit(X, y, epochs=epoch - 1, **args)
+    if step > 1:
+        rows = (step - 1) * BATCH
+        replay.fit(X[:rows], y[:rows], epochs=1, **args)
+    assert replay_hist.loss == hist.loss
+    assert_same_weights(net.get_weights(), replay.get_weights())
+
+    # Finite, and the net still predicts.  (Its outputs need not be finite: the last
+    # finite weights are those whose next batch loss overflowed; in float32 some of
+    # the outputs of X do too.)
     assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in net.get_weights())
-    assert info.value.history is not None
+    np.testing.assert_array_equal(net.predict(X), replay.predict(X))
 
 
 def test_plain_sgd_keeps_no_velocity():
