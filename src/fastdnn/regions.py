@@ -1,0 +1,358 @@
+"""Exact linear regions of ReLU nets: along a segment, on a square of the input space,
+and the classical bounds on how many there can be.
+
+A net whose hidden activations are relu, leaky_relu or identity is piecewise linear.
+Restricted to a segment ``x0 + t (x1 - x0)``, ``t`` in [0, 1], it is a piecewise linear
+function of ``t``; restricted to a square ``origin + a u + b v`` it is piecewise linear
+in ``(a, b)``.  Both are computed exactly (up to floating-point rounding, in float64)
+by carrying the affine map of each piece through the layers and splitting a piece
+wherever a unit's pre-activation crosses zero inside it: the pieces are the activation
+patterns the segment or square crosses, and neighbouring pieces with the same affine map
+are then merged into linear pieces (regions).
+
+Tolerances (documented, float64): a crossing closer than ``TOL_T`` (1e-12, relative to
+the segment or square's side) to a piece's boundary is not a split; two affine maps are
+the same when their coefficients differ by at most ``TOL_MAP`` (1e-9) times the
+largest coefficient (at least 1).  Dyadic weights (as in :mod:`fastdnn.constructions`)
+make every crossing exact.
+
+Bounds, as exact Python integers: :func:`max_regions_one_layer` (Zaslavsky's count for
+``h`` hyperplanes in general position in ``d`` dimensions), :func:`montufar_lower_bound`
+(Montufar, Pascanu, Cho & Bengio 2014) and :func:`serra_upper_bound` (Serra,
+Tjandraatmadja & Ramalingam 2018).
+"""
+from dataclasses import dataclass
+from functools import lru_cache
+from math import comb
+
+import numpy as np
+from numba import njit
+
+from . import config
+from .kernels import spec
+
+TOL_T = 1e-12
+TOL_MAP = 1e-9
+
+#: Slope of each piecewise-linear activation for negative inputs (1 above zero).
+_NEGATIVE_SLOPE = {spec.RELU: 0.0, spec.LEAKY_RELU: spec.LEAKY_SLOPE, spec.IDENTITY: 1.0}
+
+
+def _layers(net):
+    """The net's ``(W, b)`` in float64 and the negative-side slope of each hidden layer."""
+    bad = [name for name, code in zip(net.activations, net._codes) if code not in _NEGATIVE_SLOPE]
+    if bad:
+        raise ValueError(
+            f"linear regions need piecewise-linear hidden activations (relu, leaky_relu, "
+            f"identity); this net has {', '.join(sorted(set(bad)))}")
+    weights = [(W.astype(np.float64), b.astype(np.float64)) for W, b in net.get_weights()]
+    return weights, [_NEGATIVE_SLOPE[code] for code in net._codes]
+
+
+def _point(net, x, name):
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != (net.sizes[0],):
+        raise ValueError(f"{name} must be a vector of {net.sizes[0]} input values; got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return x
+
+
+# ------------------------------------------------------------------ along a segment
+@njit(cache=config.CACHE)
+def _split_segment(bounds, A, C, tol):
+    """Split the pieces ``[bounds[i], bounds[i+1]]`` of a layer with pre-activations
+    ``A[i] + t C[i]`` wherever a unit crosses zero inside; return the new bounds, the
+    parent piece of each new piece and its activation pattern (pre-activation > 0)."""
+    n_pieces, width = A.shape
+    cuts = np.empty(width)
+    new_bounds = [bounds[0]]
+    parent = []
+    for i in range(n_pieces):
+        t0, t1 = bounds[i], bounds[i + 1]
+        count = 0
+        for j in range(width):
+            if C[i, j] != 0.0:
+                t = -A[i, j] / C[i, j]
+                if t0 + tol < t < t1 - tol:
+                    cuts[count] = t
+                    count += 1
+        inner = np.sort(cuts[:count])
+        for c in range(count):
+            if c == 0 or inner[c] > inner[c - 1] + tol:  # units crossing together cut once
+                new_bounds.append(inner[c])
+                parent.append(i)
+        new_bounds.append(t1)
+        parent.append(i)
+    out_bounds = np.array(new_bounds)
+    parents = np.array(parent)
+    pattern = np.empty((parents.shape[0], width), dtype=np.bool_)
+    for p in range(parents.shape[0]):
+        mid = 0.5 * (out_bounds[p] + out_bounds[p + 1])
+        for j in range(width):
+            pattern[p, j] = A[parents[p], j] + mid * C[parents[p], j] > 0.0
+    return out_bounds, parents, pattern
+
+
+@dataclass(frozen=True)
+class LinearPieces:
+    """The net along the segment ``x0 + t (x1 - x0)``, ``t`` in [0, 1].
+
+    Attributes
+    ----------
+    breakpoints : ndarray
+        Sorted ``t`` in (0, 1) where the linear piece changes.
+    count : int
+        Linear pieces (``len(breakpoints) + 1``).
+    n_patterns : int
+        Activation patterns crossed (pieces before merging neighbours with the same map).
+    bounds : ndarray, shape (count + 1,)
+        ``[0, *breakpoints, 1]``.
+    slopes, offsets : ndarray, shape (count, n_outputs)
+        The net's output on piece ``i`` is ``offsets[i] + t * slopes[i]``.
+    """
+
+    breakpoints: np.ndarray
+    count: int
+    n_patterns: int
+    bounds: np.ndarray
+    slopes: np.ndarray
+    offsets: np.ndarray
+
+    def __call__(self, t):
+        """The piecewise-linear function at ``t`` (array-like), shape ``(len(t), n_outputs)``."""
+        t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        piece = np.clip(np.searchsorted(self.bounds, t, side="right") - 1, 0, self.count - 1)
+        return self.offsets[piece] + t[:, None] * self.slopes[piece]
+
+
+def _merge(maps_a, maps_b):
+    """Indices of the first piece of each run of neighbours with the same affine map."""
+    coef = np.concatenate([maps_a, maps_b], axis=1)
+    scale = max(1.0, float(np.abs(coef).max())) if coef.size else 1.0
+    same = np.all(np.abs(coef[1:] - coef[:-1]) <= TOL_MAP * scale, axis=1)
+    return np.concatenate([[0], np.nonzero(~same)[0] + 1])
+
+
+def linear_pieces(net, x0, x1):
+    """The exact linear pieces of ``net`` on the segment from ``x0`` to ``x1``.
+
+    Parameters
+    ----------
+    net : fastdnn.MLP
+        Hidden activations relu, leaky_relu or identity.
+    x0, x1 : array-like, shape (n_inputs,)
+
+    Returns
+    -------
+    LinearPieces
+    """
+    x0, x1 = _point(net, x0, "x0"), _point(net, x1, "x1")
+    weights, slopes = _layers(net)
+    W, b = weights[0]
+    bounds = np.array([0.0, 1.0])
+    A = (x0 @ W + b)[None, :]
+    C = ((x1 - x0) @ W)[None, :]
+    for (W, b), negative in zip(weights[1:], slopes):
+        bounds, parents, pattern = _split_segment(bounds, A, C, TOL_T)
+        D = np.where(pattern, 1.0, negative)
+        A = (A[parents] * D) @ W + b
+        C = (C[parents] * D) @ W
+    first = _merge(A, C)
+    merged = np.append(bounds[first], 1.0)
+    return LinearPieces(breakpoints=merged[1:-1], count=len(first), n_patterns=len(A),
+                        bounds=merged, slopes=C[first], offsets=A[first])
+
+
+# ------------------------------------------------------------------ on a square
+def _clip(poly, coef, tol):
+    """Split the convex polygon ``poly`` (vertices, counter-clockwise) by the line
+    ``coef[0] + coef[1] a + coef[2] b = 0``: ``(negative side, positive side)``, either
+    ``None`` when the line does not cut through."""
+    value = coef[0] + poly @ coef[1:]
+    scale = tol * max(1.0, float(np.abs(coef).max()))
+    if np.all(value >= -scale) or np.all(value <= scale):
+        return None
+    sides = ([], [])
+    n = len(poly)
+    for i in range(n):
+        p, q = poly[i], poly[(i + 1) % n]
+        vp, vq = value[i], value[(i + 1) % n]
+        if vp <= 0:
+            sides[0].append(p)
+        if vp >= 0:
+            sides[1].append(p)
+        if (vp < 0 < vq) or (vq < 0 < vp):
+            cut = p + (vp / (vp - vq)) * (q - p)
+            sides[0].append(cut)
+            sides[1].append(cut)
+    neg, pos = (np.array(s) for s in sides)
+    if len(neg) < 3 or len(pos) < 3:
+        return None
+    return neg, pos
+
+
+@dataclass(frozen=True)
+class Regions2D:
+    """The net on the square ``origin + a u + b v``, ``a, b`` in [lo, hi].
+
+    Attributes
+    ----------
+    count : int
+        Linear regions: connected unions of activation regions with the same affine map.
+    n_patterns : int
+        Activation regions (cells of the arrangement the units cut).
+    polygons : list of ndarray
+        The activation regions, as convex polygons in ``(a, b)`` coordinates.
+    maps : ndarray, shape (n_patterns, 3, n_outputs)
+        The output on polygon ``i`` is ``maps[i, 0] + a maps[i, 1] + b maps[i, 2]``.
+    region : ndarray of int, shape (n_patterns,)
+        The linear region each activation region belongs to.
+    """
+
+    count: int
+    n_patterns: int
+    polygons: list
+    maps: np.ndarray
+    region: np.ndarray
+
+
+def _find(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def _share_edge(P, Q, tol):
+    """Whether convex polygons ``P`` and ``Q`` share a boundary segment of positive length."""
+    for i in range(len(P)):
+        p, q = P[i], P[(i + 1) % len(P)]
+        d = q - p
+        length = np.hypot(*d)
+        if length <= tol:
+            continue
+        normal = np.array([-d[1], d[0]]) / length
+        # Q's vertices on the line through p, q, projected onto it.
+        on = np.abs((Q - p) @ normal) <= tol
+        if on.sum() < 2:
+            continue
+        s = ((Q[on] - p) @ d) / (length * length)
+        if min(s.max(), 1.0) - max(s.min(), 0.0) > tol / length:
+            return True
+    return False
+
+
+def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
+    """The exact number of linear regions of ``net`` on the square ``origin + a u + b v``,
+    ``a, b`` in [lo, hi] (for a 2-input net with ``u``, ``v`` the unit vectors: the plane).
+
+    Parameters
+    ----------
+    net : fastdnn.MLP
+        Hidden activations relu, leaky_relu or identity.
+    origin, u, v : array-like, shape (n_inputs,)
+        ``u`` and ``v`` must be linearly independent.
+    lo, hi : float
+
+    Returns
+    -------
+    Regions2D
+    """
+    origin, u, v = (_point(net, x, name) for x, name in ((origin, "origin"), (u, "u"), (v, "v")))
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"need finite lo < hi; got lo={lo!r}, hi={hi!r}")
+    if np.linalg.matrix_rank(np.stack([u, v])) < 2:
+        raise ValueError("u and v must be linearly independent")
+    weights, slopes = _layers(net)
+    tol = TOL_T * (hi - lo)
+    W, b = weights[0]
+    square = np.array([[lo, lo], [hi, lo], [hi, hi], [lo, hi]], dtype=np.float64)
+    polys = [square]
+    maps = [np.stack([origin @ W + b, u @ W, v @ W])]  # (3, width): z = m0 + a m1 + b m2
+    for (W, b), negative in zip(weights[1:], slopes):
+        new_polys, new_maps = [], []
+        for poly, M in zip(polys, maps):
+            cells = [poly]
+            for j in range(M.shape[1]):
+                cut = []
+                for cell in cells:
+                    halves = _clip(cell, M[:, j], tol)
+                    cut.extend(halves if halves is not None else (cell,))
+                cells = cut
+            for cell in cells:
+                centre = cell.mean(axis=0)
+                active = M[0] + centre @ M[1:] > 0
+                D = np.where(active, 1.0, negative)
+                new_polys.append(cell)
+                new_maps.append((M * D) @ W + np.outer([1.0, 0.0, 0.0], b))
+        polys, maps = new_polys, new_maps
+    maps = np.array(maps)
+    # Merge neighbours with the same affine map (union-find over shared edges, checked
+    # only between cells whose maps agree).
+    n = len(polys)
+    flat = maps.reshape(n, -1)
+    scale = max(1.0, float(np.abs(flat).max()))
+    keys = np.round(flat / (TOL_MAP * scale * 10)).astype(np.int64)
+    parent = list(range(n))
+    groups = {}
+    for i in range(n):
+        groups.setdefault(keys[i].tobytes(), []).append(i)
+    for members in groups.values():
+        for x in range(len(members)):
+            for y in range(x + 1, len(members)):
+                i, k = members[x], members[y]
+                if (np.abs(flat[i] - flat[k]) <= TOL_MAP * scale).all() and \
+                        _share_edge(polys[i], polys[k], 10 * tol):
+                    parent[_find(parent, i)] = _find(parent, k)
+    roots = np.array([_find(parent, i) for i in range(n)])
+    _, region = np.unique(roots, return_inverse=True)
+    return Regions2D(count=int(region.max()) + 1, n_patterns=n, polygons=polys, maps=maps,
+                     region=region)
+
+
+# ------------------------------------------------------------------ bounds
+def _check_dims(widths, d):
+    widths = [int(w) for w in widths]
+    if int(d) < 1 or not widths or min(widths) < 1:
+        raise ValueError(f"need d >= 1 and hidden widths >= 1; got widths={widths}, d={d}")
+    return widths, int(d)
+
+
+def max_regions_one_layer(h, d):
+    """``sum_{i=0}^{d} C(h, i)``: the regions of ``h`` hyperplanes in general position in
+    ``R^d``, the most one layer of ``h`` ReLUs on ``d`` inputs has (reached for generic
+    weights)."""
+    (h,), d = _check_dims([h], d)
+    return sum(comb(h, i) for i in range(d + 1))
+
+
+def montufar_lower_bound(widths, d):
+    """A number of regions some ReLU net with hidden ``widths`` (each >= ``d``) on ``d``
+    inputs reaches: ``prod_{l<L} floor(n_l / d)^d * sum_{j<=d} C(n_L, j)`` (Montufar et al.
+    2014, Theorem 4).  For width ``h`` per layer: ``Omega((h/d)^((L-1) d) h^d)``."""
+    widths, d = _check_dims(widths, d)
+    if min(widths) < d:
+        raise ValueError(f"the bound needs every hidden width >= d = {d}; got {widths}")
+    product = 1
+    for n in widths[:-1]:
+        product *= (n // d) ** d
+    return product * max_regions_one_layer(widths[-1], d)
+
+
+def serra_upper_bound(widths, d):
+    """The most regions a ReLU net with hidden ``widths`` on ``d`` inputs can have:
+    ``sum over (j_1..j_L) in J of prod_l C(n_l, j_l)``, ``J`` = tuples with
+    ``0 <= j_l <= min(d, n_1 - j_1, ..., n_{l-1} - j_{l-1}, n_l)`` (Serra et al. 2018,
+    Theorem 1).  One layer: :func:`max_regions_one_layer`."""
+    widths, d = _check_dims(widths, d)
+
+    @lru_cache(maxsize=None)
+    def count(layer, cap):
+        # cap: min(d, n_1 - j_1, ..., n_{layer-1} - j_{layer-1}) so far.
+        if layer == len(widths):
+            return 1
+        n = widths[layer]
+        return sum(comb(n, j) * count(layer + 1, min(cap, n - j)) for j in range(min(cap, n) + 1))
+
+    return count(0, d)
