@@ -12,7 +12,6 @@ several tiles, blocks and grid-stride rounds.
 """
 import os
 import shutil
-import sys
 
 import pytest
 
