@@ -3,7 +3,7 @@
 * :func:`sawtooth`: the tent map composed ``depth`` times, ``2**depth`` linear pieces on
   [0, 1] from ``2 * depth`` ReLUs (a shallow net needs ``2**depth - 1`` units for that).
 * :func:`parity_deep`: parity of ``n`` bits as an XOR tree, ``ceil(log2 n)`` hidden
-  layers and ``O(n)`` units.
+  layers and ``O(n)`` units (``n + ceil(n/2) + ...``, fewer than ``2n + log2 n``).
 * :func:`parity_shallow`: parity with one hidden layer, either the DNF (one unit per odd
   input pattern, ``2**(n-1)`` units) or ``saw``, the ``n``-unit zig-zag of the bit count.
 
@@ -58,8 +58,9 @@ def parity_deep(n):
     """Parity of ``n`` bits by a tree of XORs: ``xor(a, b) = relu(a + b) - 2 relu(a + b - 1)``.
 
     Each hidden layer pairs up the values of the layer below (2 units a pair; an odd
-    one out passes through one unit, ``relu(x) = x`` for ``x`` in {0, 1}), so there are
-    ``ceil(log2 n)`` hidden layers and fewer than ``2 n`` units.
+    one out passes through one unit, ``relu(x) = x`` for ``x`` in {0, 1}): a layer reading
+    ``c`` values has ``c`` units and passes on ``ceil(c / 2)``, so there are
+    ``ceil(log2 n)`` hidden layers of ``n, ceil(n/2), ..., 2`` units.
     """
     n = _check_bits(n)
     weights = []
