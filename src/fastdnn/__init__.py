@@ -1,6 +1,7 @@
 """fastdnn: fast training of deep feed-forward neural networks with Numba kernels."""
 from .errors import DeviceError, TrainingDivergedError
-from .model import MLP, History
+from .fitting import History
+from .model import MLP
 from .optim import SGD, Adam, AdamW, Optimizer
 from .schedules import (Constant, CosineDecay, ExponentialDecay, InverseTimeDecay, Schedule,
                         StepDecay)

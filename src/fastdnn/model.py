@@ -1,14 +1,12 @@
 """The user-facing net: :class:`MLP` assembles the kernels into a trainable model."""
 import math
-import sys
 import time
-from typing import NamedTuple
 
 import numpy as np
 
-from . import config, serialize
+from . import serialize
 from .devices import require_cuda
-from .errors import TrainingDivergedError
+from .fitting import FitPlan, FitRun
 from .kernels import spec
 from .optim import make_optimizer
 from .schedules import make_schedule
@@ -17,36 +15,6 @@ from .validation import check_dtype, check_n_threads, check_positive_int, check_
 _SAMPLING = {True: spec.SHUFFLE, False: spec.IN_ORDER, "uniform": spec.UNIFORM}
 # He initialisation suits the rectifiers; Glorot the saturating activations.
 _HE = frozenset({spec.RELU, spec.LEAKY_RELU, spec.ELU})
-
-
-class History:
-    """Per-epoch record of a ``fit``: ``loss``, ``val_loss``, ``val_metric``, ``lr``, ``seconds``.
-
-    ``val_metric`` is accuracy for classification and R^2 for regression; the
-    validation entries are ``nan`` when no validation data was given.
-    """
-
-    KEYS = ("loss", "val_loss", "val_metric", "lr", "seconds")
-
-    def __init__(self):
-        for key in self.KEYS:
-            setattr(self, key, [])
-
-    def append(self, **values):
-        for key in self.KEYS:
-            getattr(self, key).append(float(values[key]))
-
-    @property
-    def history(self):
-        """The records as a dict of lists (Keras' ``History.history``)."""
-        return {key: list(getattr(self, key)) for key in self.KEYS}
-
-    def __len__(self):
-        return len(self.loss)
-
-    def __repr__(self):
-        last = f", last loss {self.loss[-1]:.4g}" if self.loss else ""
-        return f"History({len(self)} epochs{last})"
 
 
 def _check_sizes(sizes):
@@ -325,22 +293,14 @@ class MLP:
         """
         plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule, validation_data,
                               shuffle, patience)
-        hist = History()
-        stop = _EarlyStop(plan.patience)
         with self._backend.limit_threads(self.n_threads):
-            trainer = self._backend.trainer(plan.X, plan.T, plan.batch_size, plan.optimizer,
-                                            plan.schedule)
-            snapshot = None
-            if self.n_params * self.dtype.itemsize <= config.SNAPSHOT_BYTES:
-                snapshot = np.empty(self.n_params, dtype=self.dtype)  # one buffer, every epoch
-            for epoch in range(plan.epochs):
-                record, rate = self._fit_epoch(trainer, plan, snapshot, epoch, hist)
-                hist.append(**record)
-                if verbose:
-                    self._progress(epoch, plan.epochs, record, rate)
-                if stop.update(record["val_loss"] if plan.validation else record["loss"]):
-                    break
-        return hist
+            run = FitRun(self, plan, verbose)
+            while not run.done:
+                seed = run.next_seed()
+                start = time.perf_counter()
+                result = run.trainer.run_epoch(plan.sampling, seed)
+                run.book(result, time.perf_counter() - start)
+        return run.history
 
     def _fit_plan(self, X, y, epochs, batch_size, optimizer, schedule, validation_data,
                   shuffle, patience):
@@ -363,54 +323,8 @@ class MLP:
         opt = make_optimizer(optimizer)
         sched = make_schedule(schedule)
         total_steps = opt.t + epochs * -(-X.shape[0] // batch_size)
-        return _FitPlan(X, T, epochs, batch_size, _SAMPLING[shuffle], opt,
+        return FitPlan(X, T, epochs, batch_size, _SAMPLING[shuffle], opt,
                         (sched.code, sched.params(total_steps)), validation, patience)
-
-    def _fit_epoch(self, trainer, plan, snapshot, epoch, hist):
-        """Train one epoch and evaluate it: ``(history record, samples/s)``."""
-        if snapshot is not None:
-            self._backend.get_theta(snapshot)
-        seed = int(self._rng.integers(0, 2**31 - 1))
-        start = time.perf_counter()
-        result = trainer.run_epoch(plan.sampling, seed)
-        seconds = time.perf_counter() - start
-        if result.failed_step >= 0 or not self._backend.theta_finite():
-            self._recover(snapshot, plan.optimizer)
-            where = f"step {result.failed_step + 1}" if result.failed_step >= 0 else "its last step"
-            raise TrainingDivergedError(
-                f"training diverged in epoch {epoch + 1} at {where}: the loss or the "
-                f"weights became NaN/inf (lr too large?); the net keeps its last "
-                f"finite weights", hist)
-        record = dict(loss=result.loss_sum / result.samples, lr=result.lr, seconds=seconds,
-                      val_loss=math.nan, val_metric=math.nan)
-        if plan.validation is not None:
-            Xv, Tv = plan.validation
-            record["val_loss"], Z = self._backend.evaluate(Xv, Tv, want_logits=True)
-            record["val_metric"] = self._metric(Z, Tv)
-        return record, result.samples / max(seconds, 1e-12)
-
-    def _recover(self, snapshot, opt):
-        # The training loop stops before an update with a non-finite loss or gradient,
-        # so the weights are normally the last finite ones already.  Only an update
-        # that overflowed them needs the copy from the start of the epoch.
-        # Momentum/moments may hold inf: reset.
-        opt.reset()
-        if self._backend.theta_finite():
-            return
-        if snapshot is None:
-            raise TrainingDivergedError(
-                "training diverged: an update overflowed the weights to inf and this net is "
-                "too large to keep a copy (config.SNAPSHOT_BYTES); re-initialise it and "
-                "lower the learning rate")
-        self._backend.set_theta(snapshot)
-
-    @staticmethod
-    def _progress(epoch, epochs, record, rate):
-        line = f"epoch {epoch + 1}/{epochs}  loss {record['loss']:.4f}"
-        if not math.isnan(record["val_loss"]):
-            line += f"  val_loss {record['val_loss']:.4f}  val_metric {record['val_metric']:.4f}"
-        line += f"  {rate:,.0f} samples/s"
-        print(line, file=sys.stdout, flush=True)
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path):
@@ -438,33 +352,3 @@ class MLP:
             raise ValueError(f"{path!r} holds weights of the wrong size or non-finite values")
         net._backend.set_theta(theta.astype(net.dtype))
         return net
-
-
-class _FitPlan(NamedTuple):
-    """The checked arguments of one ``fit``."""
-
-    X: object
-    T: np.ndarray
-    epochs: int
-    batch_size: int  # capped at len(X)
-    sampling: int  # spec.IN_ORDER, SHUFFLE or UNIFORM
-    optimizer: object
-    schedule: tuple  # (code, float64 params)
-    validation: tuple  # (X_val, T_val) or None
-    patience: int  # or None
-
-
-class _EarlyStop:
-    """Counts epochs since the watched loss last improved; ``update`` says when to stop."""
-
-    def __init__(self, patience):
-        self.patience = patience
-        self.best = math.inf
-        self.since_best = 0
-
-    def update(self, watched):
-        if watched < self.best:
-            self.best, self.since_best = watched, 0
-            return False
-        self.since_best += 1
-        return self.patience is not None and self.since_best >= self.patience
