@@ -13,11 +13,13 @@ DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 def check_dtype(dtype):
     """Return ``np.float32`` or ``np.float64`` dtype for a name or dtype-like."""
+    # A name NumPy cannot read is refused here: None would slip through the test below
+    # (NumPy compares np.dtype("float64") == None as True).
     try:
         dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt not in DTYPES.values():
+    except (TypeError, ValueError):
+        raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}") from None
+    if dtype is None or dt not in DTYPES.values():
         raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
     return dt
 
