@@ -1,6 +1,7 @@
 """fastdnn: fast training of deep feed-forward neural networks with Numba kernels."""
 from .errors import DeviceError, TrainingDivergedError
 from .fitting import History
+from .many import fit_many
 from .model import MLP
 from .optim import SGD, Adam, AdamW, Optimizer
 from .schedules import (Constant, CosineDecay, ExponentialDecay, InverseTimeDecay, Schedule,
@@ -8,6 +9,6 @@ from .schedules import (Constant, CosineDecay, ExponentialDecay, InverseTimeDeca
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "History", "SGD", "Adam", "AdamW", "Optimizer", "Schedule", "Constant",
+__all__ = ["MLP", "History", "fit_many", "SGD", "Adam", "AdamW", "Optimizer", "Schedule", "Constant",
            "InverseTimeDecay", "StepDecay", "ExponentialDecay", "CosineDecay",
            "TrainingDivergedError", "DeviceError", "__version__"]

@@ -497,3 +497,8 @@ class Backend(Protocol):
     def trainer(self, X, T, batch_size, optimizer, schedule):
         """A :class:`Trainer` for batches of ``batch_size`` rows (at most ``len(X)``),
         an :class:`fastdnn.Optimizer` and ``schedule = (code, params)``."""
+
+    def trainer_group(self, trainers):
+        """An object whose ``run_epochs(nets, sampling, seeds)`` trains one epoch of each
+        trainer ``trainers[nets[r]]`` with ``seeds[r]`` (together where the device can)
+        and returns their :data:`EpochResult` s, each as that trainer's ``run_epoch``."""

@@ -4,6 +4,7 @@ Implements :class:`fastdnn.kernels.spec.Backend`; its CUDA twin is
 :mod:`fastdnn.kernels.cuda.backend`.
 """
 import numpy as np
+from numba import typed
 
 from ... import config
 from ...validation import check_X
@@ -13,7 +14,7 @@ from . import blas, threads
 from .checks import all_finite
 from .losses import labels, probabilities
 from .train import (Buffers, EpochPlan, forward_chunks, loss_and_gradient, loss_chunks,
-                    train_epoch, train_epoch_sharded)
+                    train_epoch, train_epoch_many, train_epoch_sharded)
 
 
 def _layout(sizes, codes, cap):
@@ -133,6 +134,11 @@ class CPUBackend:
         """A :class:`CPUTrainer` with buffers sized once for this fit."""
         return CPUTrainer(self, X, T, batch_size, optimizer, schedule)
 
+    @staticmethod
+    def trainer_group(trainers):
+        """A :class:`CPUTrainerGroup`: the epochs of several fits in one compiled call."""
+        return CPUTrainerGroup(trainers)
+
 
 def n_shards(sizes, rows):
     """Row shards of a training batch: ``config.SHARDS`` when each shard keeps at least
@@ -177,7 +183,51 @@ class CPUTrainer:
     def run_epoch(self, sampling, seed):
         """Train one epoch from the optimizer's step count; advance it (see ``spec.Trainer``)."""
         plan = EpochPlan(self.backend.loss, self.batch_size, sampling, self.optimizer.t, seed)
-        loss_sum, seen, steps, failed, lr = self.epoch_kernel(
-            self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt, self.sched, plan)
-        self.optimizer.t += steps
+        return self.finish(self.epoch_kernel(
+            self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt, self.sched, plan))
+
+    def finish(self, raw):
+        """Advance the step count by an epoch's ``(loss_sum, samples, steps, failed, lr)``."""
+        loss_sum, seen, steps, failed, lr = raw
+        self.optimizer.t += int(steps)
         return EpochResult(float(loss_sum), int(seen), int(steps), int(failed), float(lr))
+
+
+class CPUTrainerGroup:
+    """Trainers of several nets on the same data, whose epochs run in one compiled call,
+    parallel over the nets (:func:`.train.train_epoch_many`).
+
+    Small nets leave the cores idle inside one fit (their products are too small to
+    split); many of them fill the cores instead.  Where a trainer splits its own
+    products or batches over threads, the group runs the epochs one after another
+    (nested parallel regions would oversubscribe the pool).
+    """
+
+    def __init__(self, trainers):
+        self.trainers = list(trainers)
+        first = self.trainers[0]
+        if any(t.X is not first.X or t.T is not first.T for t in self.trainers):
+            raise ValueError("a trainer group trains its nets on the same X and T")
+        self.together = all(t.epoch_kernel is train_epoch and _serial(t) for t in self.trainers)
+        # Typed lists, built once: the kernels update the arrays they hold in place.
+        self.lists = [typed.List(items) for items in zip(*(
+            (t.backend.theta, t.table, t.bufs, t.opt, t.sched) for t in self.trainers))]
+
+    def run_epochs(self, nets, sampling, seeds):
+        """One epoch of each trainer ``nets[r]`` with ``seeds[r]``: a list of ``EpochResult``."""
+        if not self.together:
+            return [self.trainers[i].run_epoch(sampling, seed) for i, seed in zip(nets, seeds)]
+        plans = np.array([(i, self.trainers[i].backend.loss, self.trainers[i].batch_size, sampling,
+                           self.trainers[i].optimizer.t, seed) for i, seed in zip(nets, seeds)],
+                         dtype=np.int64).reshape(len(nets), 6)
+        results = np.zeros((len(nets), 5))
+        first = self.trainers[0]
+        train_epoch_many(first.X, first.T, *self.lists, plans, results)
+        return [self.trainers[i].finish(row) for i, row in zip(nets, results)]
+
+
+def _serial(trainer):
+    """Whether every product of the trainer's batches stays below the parallel split."""
+    sizes = trainer.backend.sizes
+    rows = trainer.batch_size
+    return max(rows * k * n for k, n in zip(sizes[:-1], sizes[1:])) < blas.PARALLEL_MACS

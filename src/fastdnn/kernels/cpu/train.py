@@ -236,3 +236,29 @@ def train_epoch_sharded(X, T, theta, table, bufs, opt, sched, plan):
     A separate entry point so the parallel code is compiled only when shards are used.
     """
     return _epoch(X, T, theta, table, bufs, opt, sched, plan, True)
+
+
+@njit(cache=config.CACHE, parallel=True)
+def train_epoch_many(X, T, thetas, tables, bufs, opts, scheds, plans, results):
+    """One epoch of each of several nets on the same data, the nets in parallel.
+
+    Row ``r`` of the int64 ``plans`` is ``(net, loss, batch_size, sampling, t0, seed)``:
+    net ``plans[r, 0]`` (an index into the typed lists ``thetas``, ``tables``, ``bufs``,
+    ``opts``, ``scheds``) trains one epoch exactly as :func:`train_epoch` would, and
+    ``results[r]`` gets its ``(loss_sum, samples, steps, failed_step, lr)``.  A net runs
+    on one thread from start to end (Numba's generator is per thread, and its epoch
+    seeds it), so the results are those of the nets' own epochs, whatever the thread
+    count.  Callers keep every product below ``blas.PARALLEL_MACS`` (no nested
+    parallel regions).
+    """
+    for r in prange(plans.shape[0]):
+        i = plans[r, 0]
+        plan = EpochPlan(plans[r, 1], plans[r, 2], plans[r, 3], plans[r, 4], plans[r, 5])
+        # Called, not inlined: the epoch's early exits would keep the loop serial.
+        total, seen, steps, failed, lr = train_epoch(X, T, thetas[i], tables[i], bufs[i], opts[i],
+                                                     scheds[i], plan)
+        results[r, 0] = total
+        results[r, 1] = seen
+        results[r, 2] = steps
+        results[r, 3] = failed
+        results[r, 4] = lr

@@ -226,6 +226,23 @@ class CUDABackend:
         """A :class:`CUDATrainer` with buffers (and, when it fits, the data) on the GPU."""
         return CUDATrainer(self, X, T, batch_size, optimizer, schedule)
 
+    @staticmethod
+    def trainer_group(trainers):
+        """The trainers' epochs one after another: each already fills the GPU's queue."""
+        return CUDATrainerGroup(trainers)
+
+
+class CUDATrainerGroup:
+    """Several CUDA trainers, run epoch by epoch in turn (the CPU's group runs them in
+    one compiled call)."""
+
+    def __init__(self, trainers):
+        self.trainers = list(trainers)
+
+    def run_epochs(self, nets, sampling, seeds):
+        """One epoch of each trainer ``nets[r]`` with ``seeds[r]``: a list of ``EpochResult``."""
+        return [self.trainers[i].run_epoch(sampling, seed) for i, seed in zip(nets, seeds)]
+
 
 def _data_budget():
     """Bytes of training data that may stay on the GPU (see ``config.CUDA_DATA_BYTES``)."""

@@ -1,0 +1,139 @@
+"""``fit_many``: many small nets trained on the same data together.
+
+A tiny net cannot use two cores (its products are too small to split), but a sweep over
+architectures or seeds has many of them: :func:`fit_many` trains each epoch of every net
+in one compiled call, parallel over the nets, and each net ends exactly where its own
+``fit`` would have left it.
+"""
+import copy
+import math
+import sys
+import time
+
+from .errors import TrainingDivergedError
+from .fitting import FitRun
+from .model import MLP
+from .optim import Optimizer
+
+
+def _optimizers(optimizer, n):
+    """One optimizer per net: a name (fresh defaults), an instance (a copy per net, as
+    if each net's ``fit`` got its own), or a list of ``n`` (used as they are)."""
+    if isinstance(optimizer, (list, tuple)):
+        if len(optimizer) != n:
+            raise ValueError(f"got {len(optimizer)} optimizers for {n} nets")
+        if len({id(o) for o in optimizer}) != n:
+            raise ValueError("each net needs an optimizer of its own (one instance keeps one "
+                             "net's state); the list repeats an instance")
+        return list(optimizer)
+    if isinstance(optimizer, Optimizer):
+        return [copy.deepcopy(optimizer) for _ in range(n)]
+    return [optimizer] * n
+
+
+def _check_nets(nets):
+    try:
+        nets = list(nets)
+    except TypeError:
+        raise TypeError(f"nets must be a list of fd.MLP, got {type(nets).__name__}") from None
+    if not nets:
+        raise ValueError("nets is empty")
+    for net in nets:
+        if not isinstance(net, MLP):
+            raise TypeError(f"nets must hold fd.MLP instances, got {type(net).__name__}")
+    if len({id(net) for net in nets}) != len(nets):
+        raise ValueError("nets lists the same net twice")
+    first = nets[0]
+    for i, net in enumerate(nets):
+        same = (net.sizes[0], net.sizes[-1], net.loss_name, net.dtype, net.device)
+        if same != (first.sizes[0], first.sizes[-1], first.loss_name, first.dtype, first.device):
+            raise ValueError(
+                f"net {i} differs from net 0 in its input or output width, loss, dtype or "
+                f"device; fit_many trains nets that take the same X and y")
+    return nets
+
+
+def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=None,
+             validation_data=None, shuffle=True, verbose=False, patience=None, n_threads=None):
+    """Train several nets on the same data, their epochs together in one compiled call.
+
+    Each net trains exactly as ``net.fit(X, y, ...)`` with the same arguments would train
+    it (same seeds, same steps, bit-identical weights and losses); the nets may differ in
+    everything but their input and output widths, loss, dtype and device.  On the CPU
+    the nets of an epoch run in parallel, one net per thread at a time, so the thread
+    count changes only the speed.  Nets that split their own products over threads
+    (batches with ``rows * fan_in * fan_out`` of 2M and more) and CUDA nets train their
+    epochs one after another instead.
+
+    Parameters
+    ----------
+    nets : list of MLP
+    X, y, epochs, batch_size, schedule, validation_data, shuffle, patience
+        As for :meth:`MLP.fit`, the same for every net (a net stops early on its own).
+    optimizer : str, Optimizer or list of Optimizer, default "adam"
+        A name (fresh defaults per net), an instance (copied for each net) or one
+        instance per net (their state continues, as in ``fit``).
+    verbose : bool, default False
+        Print one line per epoch (nets still training, their mean loss, samples/s).
+    n_threads : int, optional
+        Threads for the call (default: leave the process setting).
+
+    Returns
+    -------
+    list of History
+        One per net; ``seconds`` is the time of the whole group's epoch.
+
+    Raises
+    ------
+    TrainingDivergedError
+        After all other nets finished, if any net diverged: it keeps its last finite
+        weights; ``history`` is the list of all histories, ``diverged`` the indices.
+    """
+    nets = _check_nets(nets)
+    optimizers = _optimizers(optimizer, len(nets))
+    first = nets[0]._fit_plan(X, y, epochs, batch_size, optimizers[0], schedule,
+                              validation_data, shuffle, patience)
+    # Checked once; every net reads the same arrays (the kernels take them as they are).
+    plans = [first] + [
+        net._fit_plan(first.X, y, epochs, batch_size, opt, schedule, None, shuffle, patience)
+        ._replace(X=first.X, T=first.T, validation=first.validation)
+        for net, opt in zip(nets[1:], optimizers[1:])]
+    backend = nets[0]._backend
+    errors = {}
+    with backend.limit_threads(n_threads):
+        runs = [FitRun(net, plan) for net, plan in zip(nets, plans)]
+        group = backend.trainer_group([run.trainer for run in runs])
+        epoch = 0
+        while True:
+            active = [i for i, run in enumerate(runs) if not run.done]
+            if not active:
+                break
+            seeds = [runs[i].next_seed() for i in active]
+            start = time.perf_counter()
+            results = group.run_epochs(active, first.sampling, seeds)
+            seconds = time.perf_counter() - start
+            for i, result in zip(active, results):
+                try:
+                    runs[i].book(result, seconds)
+                except TrainingDivergedError as exc:
+                    errors[i] = exc
+            epoch += 1
+            if verbose:
+                _progress(epoch, first.epochs, runs, active, results, seconds)
+    histories = [run.history for run in runs]
+    if errors:
+        listed = ", ".join(f"net {i} ({exc})" for i, exc in sorted(errors.items()))
+        exc = TrainingDivergedError(f"{len(errors)} of {len(nets)} nets diverged: {listed}",
+                                    histories)
+        exc.diverged = sorted(errors)
+        raise exc
+    return histories
+
+
+def _progress(epoch, epochs, runs, active, results, seconds):
+    losses = [runs[i].history.loss[-1] for i in active if len(runs[i].history) == runs[i].epoch
+              and runs[i].epoch == epoch]
+    samples = sum(r.samples for r in results)
+    mean = sum(losses) / len(losses) if losses else math.nan
+    print(f"epoch {epoch}/{epochs}  nets {len(active)}  mean loss {mean:.4f}  "
+          f"{samples / max(seconds, 1e-12):,.0f} samples/s", file=sys.stdout, flush=True)
