@@ -1,8 +1,9 @@
-"""pytest-benchmark configuration: the ``--bench-full`` switch and thread fixtures.
+"""pytest-benchmark configuration: the case table, ``--bench-full`` and thread fixtures.
 
 The normal ``pytest`` run collects this folder too (pyproject: ``testpaths``) with
-``--benchmark-disable``, so every benchmark runs once as a smoke test. Only the small
-grid runs then; items marked ``bench_full`` (medium/large sizes, float64, compile
+``--benchmark-disable``, so every benchmark runs once as a smoke test. Only the smoke
+grid of the case table runs then (``cases.SMOKE_SIZES``, ``cases.SMOKE_DTYPES``);
+items marked ``bench_full`` (the other sizes and dtypes, the crossover sweep, compile
 time) are deselected unless ``--bench-full`` or ``FASTDNN_BENCH_FULL=1``.
 """
 import os
@@ -11,8 +12,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_cases import FULL_ENV, full_enabled, limit_threads  # noqa: E402
+# tests/ holds the case table (cases.py) and the NumPy oracle (naive.py); found from
+# this file so that ``pytest benchmarks`` works from any folder.
+HERE = Path(__file__).resolve().parent
+for folder in (HERE.parent / "tests", HERE):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from bench_grid import FULL_ENV, full_enabled, limit_threads  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -50,15 +57,3 @@ def threads(request):
     n = request.param
     with limit_threads(n):
         yield n
-
-
-@pytest.fixture(scope="session")
-def fd():
-    """The fastdnn package, or skip while its model is not importable."""
-    try:
-        import fastdnn
-    except ImportError as exc:  # pragma: no cover
-        pytest.skip(f"fastdnn not importable: {exc}")
-    if not hasattr(fastdnn, "MLP"):
-        pytest.skip("fastdnn.MLP not available yet")
-    return fastdnn

@@ -23,10 +23,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
 
 import fastdnn as fd  # noqa: E402
-from fastdnn import gpu_dense  # noqa: E402
-from fastdnn.gpu_backend import GPUBackend  # noqa: E402
-from fastdnn.layout import Layout  # noqa: E402
-from fastdnn.losses import MSE  # noqa: E402
+from fastdnn.kernels.cuda import dense as cuda_dense  # noqa: E402
+from fastdnn.kernels.cuda.backend import CUDABackend  # noqa: E402
+from fastdnn.kernels.spec import MSE  # noqa: E402
 from numba import cuda  # noqa: E402
 
 GEMM_SHAPES = [(512, 4096, 4096), (4096, 4096, 4096), (512, 1024, 1024), (256, 1024, 1024),
@@ -67,9 +66,8 @@ def bench_gemm(shapes, quick):
     for m, k, n in shapes:
         flops = 2.0 * m * k * n
         reps = 3 if quick else max(5, min(200, int(3e11 / flops)))
-        backend = GPUBackend([k, n], [], MSE, np.dtype(np.float32))
-        layout = Layout.build([k, n], [], m)
-        bufs = backend._buffers(layout, grad=False)
+        backend = CUDABackend([k, n], [], MSE, np.dtype(np.float32))
+        layout, bufs = backend._inference(m)  # the inference buffers for m rows (m <= 4096)
         A = rng.normal(size=(m, k)).astype(np.float32)
         theta = (rng.normal(size=backend.n_params) / np.sqrt(k)).astype(np.float32)
         backend.set_theta(theta)
@@ -78,7 +76,7 @@ def bench_gemm(shapes, quick):
         bufs.work.copy_to_device(work)
         row = dict(shape=f"{m}x{k}x{n}", m=m, k=k, n=n)
         for micro in (None, 8, 4, 2, 1):
-            ms = time_events(lambda: gpu_dense.dense_forward(bufs, layout.table, 0, m, micro=micro), reps)
+            ms = time_events(lambda: cuda_dense.dense_forward(bufs, layout.table, 0, m, micro=micro), reps)
             row[f"fastdnn_micro{micro or 'auto'}_tflops"] = flops / ms / 1e9
         Z = bufs.work.copy_to_host()[layout.out_offset:layout.out_offset + m * n].reshape(m, n)
         want = A.astype(np.float64) @ theta[:k * n].reshape(k, n) + theta[k * n:]

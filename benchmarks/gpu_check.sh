@@ -49,7 +49,7 @@ PYEOF
 
 timeout 170 $PY benchmarks/gpu_bench.py --out "$OUT" 2>&1 | tee "$OUT/bench.txt"
 echo "bench exit: ${PIPESTATUS[0]}" | tee -a "$OUT/bench.txt"
-timeout 220 $PY -m pytest tests/gpu -q -p no:cacheprovider -W ignore::RuntimeWarning --durations=5 2>&1 \
+timeout 220 $PY -m pytest tests/kernels/cuda -q -p no:cacheprovider -W ignore::RuntimeWarning --durations=5 2>&1 \
   | tee "$OUT/pytest.txt"
 echo "pytest exit: ${PIPESTATUS[0]}" | tee -a "$OUT/pytest.txt"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import peers
-from bench_cases import full
+from bench_grid import full
 
 
 @pytest.mark.parametrize("key", ["a", "c"])

@@ -12,10 +12,6 @@ Adding a benchmark size, batch or dtype is one entry below; both suites pick it 
 import numpy as np
 
 # ---------------------------------------------------------------- oracle tests
-#: Sizes for kernel tests: 1 and the odd 7 and 33 catch the off-by-one errors in
-#: loops, tiles and row blocks that powers of two hide.
-ODD_SIZES = (1, 7, 33)
-
 #: The (loss, number of outputs) pairs the net-level tests cover; k == 1 exercises
 #: the 1-D target shape (n,).
 HEADS = [
@@ -62,7 +58,7 @@ def net_sizes(size, k=N_CLASSES):
 
 def epoch_samples(size, batch):
     """Samples in a benchmark epoch: 2048 (512 for "large"), and at most 64 steps for
-    the medium and large nets, so that batch 1 there stays under seconds per round."""
+    the medium and large nets, whose small-batch steps are slow."""
     base = 512 if size == "large" else 2048
     if size in ("medium", "large"):
         base = min(base, 64 * batch)

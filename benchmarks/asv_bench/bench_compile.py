@@ -1,37 +1,20 @@
 """Compile time and time to the first epoch, each in a fresh process.
 
-``track_compile_seconds``: ``NUMBA_CACHE_DIR`` is a new empty folder, so every kernel
-compiles. ``track_first_epoch_warm_cache_seconds``: the same script again with that
-folder filled. Both return the seconds from ``import fastdnn`` to the end of a
-one-epoch ``fit`` on a tiny net (interpreter start not included).
+Both run ``benchmarks/first_epoch.py`` (shared with ``test_bench_compile.py``) with
+plain SGD. ``track_compile_seconds``: ``NUMBA_CACHE_DIR`` is a new empty folder, so
+every kernel compiles. ``track_first_epoch_warm_cache_seconds``: the same script again
+with that folder filled. Both return the seconds from ``import fastdnn`` (numpy's import
+included) to the end of a one-epoch ``fit`` on a tiny net (interpreter start not
+included).
 """
-import json
-import os
-import subprocess
-import sys
 import tempfile
 
-from .common import fastdnn
-
-SCRIPT = r"""
-import json, time
-t0 = time.perf_counter()
-import numpy as np
-import fastdnn as fd
-rng = np.random.default_rng(0)
-X = rng.standard_normal((256, 16)).astype(np.float32)
-y = (X[:, 0] > 0).astype(np.int64)
-net = fd.MLP([16, 32, 2], activation="relu", loss="cross_entropy", dtype="float32", seed=0)
-net.fit(X, y, epochs=1, batch_size=64, optimizer="sgd")
-print(json.dumps({"seconds": time.perf_counter() - t0}))
-"""
+from .common import fastdnn, first_epoch
 
 
 def _run(cache_dir):
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=600, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+    split = first_epoch.run(cache_dir, "sgd")
+    return split["import_s"] + split["first_epoch_s"]
 
 
 class Compile:

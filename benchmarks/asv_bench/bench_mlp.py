@@ -1,22 +1,26 @@
 """Time the public API: forward, gradients (backward), one step, one epoch, predict.
 
-``setup`` builds the net and calls the timed function once, so numba's compilation (or
-cache load) is never timed. Compile time has its own ``track_`` in bench_compile.py.
+Sizes, batches and dtypes are the case table's (``tests/cases.py``: ``ASV_SIZES``,
+``BATCHES``, ``DTYPES``). ``setup`` builds the net and calls the timed function once,
+so numba's compilation (or cache load) is never timed. Compile time has its own
+``track_`` in bench_compile.py.
 """
-from .common import SIZES, data, epoch_samples, make_net, sgd
+from .common import cases, make_net, sgd
 
-DTYPES = ["float32", "float64"]
+SIZES = list(cases.ASV_SIZES)
+BATCHES = list(cases.BATCHES)
+DTYPES = list(cases.DTYPES)
 
 
 class _OneBatch:
     """A net of ``size`` and one batch of random data (no benchmarks of its own)."""
 
-    params = [list(SIZES), [1, 64, 256], DTYPES]
+    params = [SIZES, BATCHES, DTYPES]
     param_names = ["size", "batch", "dtype"]
 
     def setup(self, size, batch, dtype):
         self.net = make_net(size, dtype)
-        self.X, self.y = data(batch, self.net.sizes[0], dtype=dtype)
+        self.X, self.y = cases.data(batch, self.net.sizes[0], dtype=dtype)
         self.opt = sgd()
         self.run()  # compile or load from numba's cache outside the timing
 
@@ -56,15 +60,15 @@ class Step(_OneBatch):
 
 
 class Epoch:
-    """One epoch of plain SGD over ``epoch_samples`` rows, in order."""
+    """One epoch of plain SGD over ``cases.epoch_samples`` rows, in order."""
 
-    params = [list(SIZES), [1, 64, 256]]
+    params = [SIZES, BATCHES]
     param_names = ["size", "batch"]
     timeout = 120
 
     def setup(self, size, batch):
         self.net = make_net(size)
-        self.X, self.y = data(epoch_samples(size, batch), self.net.sizes[0])
+        self.X, self.y = cases.data(cases.epoch_samples(size, batch), self.net.sizes[0])
         self.opt = sgd()
         self.time_epoch(size, batch)
 
@@ -76,12 +80,12 @@ class Epoch:
 class Predict:
     """``net.predict`` (class labels) on 10000 rows, streamed in chunks by the net."""
 
-    params = [list(SIZES), DTYPES]
+    params = [SIZES, DTYPES]
     param_names = ["size", "dtype"]
 
     def setup(self, size, dtype):
         self.net = make_net(size, dtype)
-        self.X, _ = data(10_000, self.net.sizes[0], dtype=dtype)
+        self.X, _ = cases.data(10_000, self.net.sizes[0], dtype=dtype)
         self.net.predict(self.X[:10])
 
     def time_predict(self, size, dtype):

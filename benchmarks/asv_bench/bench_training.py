@@ -5,19 +5,19 @@ training faster but worse shows up next to the timing.
 """
 import numpy as np
 
-from .common import data, fastdnn, make_net
+from .common import cases, fastdnn, make_net
 
 
 class FitMemory:
     """Peak resident memory of a process that fits for 2 epochs (asv ``peakmem_``)."""
 
-    params = [["small", "medium"], ["float32", "float64"]]
+    params = [list(cases.ASV_FIT_SIZES), list(cases.DTYPES)]
     param_names = ["size", "dtype"]
     timeout = 120
 
     def setup(self, size, dtype):
         self.net = make_net(size, dtype)
-        self.X, self.y = data(2048, self.net.sizes[0], dtype=dtype)
+        self.X, self.y = cases.data(2048, self.net.sizes[0], dtype=dtype)
         self.net.fit(self.X[:64], self.y[:64], epochs=1, batch_size=64, optimizer="sgd")
 
     def peakmem_fit(self, size, dtype):
@@ -60,7 +60,7 @@ class Convergence:
 class GPUEpoch:
     """One epoch on the GPU; n/a (NotImplementedError in setup) without CUDA."""
 
-    params = [["cuda"], ["small", "medium"]]
+    params = [["cuda"], list(cases.ASV_FIT_SIZES)]
     param_names = ["device", "size"]
     timeout = 120
 
@@ -68,9 +68,9 @@ class GPUEpoch:
         fd = fastdnn()
         try:
             self.net = make_net(size, device=device)
-        except (getattr(fd, "DeviceError", RuntimeError), ImportError) as exc:
+        except (fd.DeviceError, ImportError) as exc:
             raise NotImplementedError(f"no {device} device: {exc}") from exc
-        self.X, self.y = data(4096, self.net.sizes[0])
+        self.X, self.y = cases.data(4096, self.net.sizes[0])
         self.time_epoch(device, size)
 
     def time_epoch(self, device, size):

@@ -1,48 +1,38 @@
-"""Helpers shared by the asv benchmarks: importing fastdnn, nets and data.
+"""Helpers shared by the asv benchmarks: the case table, importing fastdnn, nets.
 
-asv imports every module here in each environment and at each commit it measures, so
-nothing at module level may need fastdnn: a commit without ``fastdnn.MLP`` (or a
-machine without a GPU) must make ``setup`` raise ``NotImplementedError``, which asv
-reports as "n/a", not as a failure.
+Sizes, nets and data come from the one case table, ``tests/cases.py`` (NumPy only),
+found from this file: asv runs the benchmark files of the working tree against every
+commit it measures. Nothing at module level may need fastdnn: a commit where it does
+not import (or a machine without a GPU) must make ``setup`` raise
+``NotImplementedError``, which asv reports as "n/a", not as a failure.
 """
-import numpy as np
+import sys
+from pathlib import Path
 
-#: One layer (fan_in, fan_out) per size; nets are [fan_in, fan_out, fan_out, 10].
-SIZES = {"tiny": (16, 32), "small": (64, 128), "medium": (784, 1024)}
+# tests/ for the case table, benchmarks/ for first_epoch.py (the compile-time script
+# the pytest suite runs too).
+_BENCHMARKS = Path(__file__).resolve().parents[1]
+for _folder in (str(_BENCHMARKS.parent / "tests"), str(_BENCHMARKS)):
+    if _folder not in sys.path:
+        sys.path.insert(0, _folder)
+
+import cases  # noqa: E402  (bench modules read the table as ``common.cases``)
+import first_epoch  # noqa: E402
 
 
 def fastdnn():
-    """The fastdnn package, or ``NotImplementedError`` (asv: skip) if it has no MLP."""
+    """The fastdnn package, or ``NotImplementedError`` (asv: n/a) if it does not import."""
     try:
         import fastdnn as fd
     except ImportError as exc:
         raise NotImplementedError(f"fastdnn not importable: {exc}") from exc
-    if not hasattr(fd, "MLP"):
-        raise NotImplementedError("fastdnn.MLP not available at this commit")
     return fd
 
 
-def net_sizes(size, k=10):
-    fan_in, fan_out = SIZES[size]
-    return [fan_in, fan_out, fan_out, k]
-
-
-def make_net(size, dtype="float32", k=10, device="cpu", **kw):
-    fd = fastdnn()
-    return fd.MLP(net_sizes(size, k), activation="relu", loss="cross_entropy",
-                  dtype=dtype, seed=0, device=device, **kw)
-
-
-def data(n, d, k=10, dtype="float32", seed=0):
-    """X ~ N(0, 1) (n, d) and int64 labels 0..k-1."""
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, d)).astype(dtype), rng.integers(0, k, n).astype(np.int64)
-
-
-def epoch_samples(size, batch):
-    """~2048 samples per epoch, at most 64 steps for the medium net."""
-    n = 2048 if size != "medium" else min(2048, 64 * batch)
-    return max(n, batch)
+def make_net(size, dtype="float32", device="cpu", **kw):
+    """The benchmark net of ``size`` (ReLU, cross-entropy, seed 0)."""
+    return fastdnn().MLP(cases.net_sizes(size), activation="relu", loss="cross_entropy",
+                         dtype=dtype, seed=0, device=device, **kw)
 
 
 def sgd(lr=0.01):
