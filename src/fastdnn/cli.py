@@ -327,10 +327,48 @@ def throughput_line(seconds, n_train):
             f"epoch{'s' if len(seconds) != 1 else ''}")
 
 
+# --- experiment ----------------------------------------------------------------
+
+
+def configure_experiment(parser):
+    """Add the options of ``fastdnn experiment`` to ``parser``."""
+    from .experiments import EXPERIMENTS
+
+    parser.add_argument("name", choices=sorted(EXPERIMENTS),
+                        help="zigzag: pieces against depth; parity: deep vs shallow; "
+                        "regions: regions crossed by a line against units")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="also draw the table (needs matplotlib: pip install 'fastdnn[plots]')")
+
+
+def run_experiment(args):
+    """Run one depth experiment, print its table (and plot it); return the exit code."""
+    from .experiments import EXPERIMENTS, plot
+
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1; got {args.seeds}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'fastdnn[plots]'") from None
+    start = time.perf_counter()
+    table = EXPERIMENTS[args.name](seeds=args.seeds)
+    print(table)
+    if args.plot:
+        plot(table, args.plot)
+        print(f"figure: {args.plot}")
+    print(f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 # --- main ----------------------------------------------------------------------
 
 COMMANDS = {
     "train": Command("train and evaluate a net, then save it", configure_train, run_train),
+    "experiment": Command("run one of the lecture's depth experiments and print its table",
+                          configure_experiment, run_experiment),
 }
 
 

@@ -1,0 +1,65 @@
+"""fastdnn.experiments and `fastdnn experiment`: the tables hold what the constructions
+and bounds say, and the command line runs them (one seed, to stay fast)."""
+import sys
+
+import pytest
+
+from fastdnn import experiments, regions
+from fastdnn.cli import main
+
+
+def test_zigzag_table():
+    table = experiments.zigzag(seeds=1, epochs=20)
+    depths = [row["depth"] for row in table.rows]
+    assert depths == [1, 2, 3, 4, 6]
+    for row in table.rows:
+        assert row["construction 2^depth"] == 2 ** row["depth"]
+        assert row["width"] * row["depth"] == 24
+        assert row["upper bound"] == regions.serra_upper_bound([row["width"]] * row["depth"], 1)
+        assert 1 <= row["trained mean"] <= row["upper bound"]
+    assert "zigzag" in str(table) and "| depth |" in table.markdown()
+
+
+def test_parity_table():
+    table = experiments.parity(seeds=1, n_max=6, epochs=5)
+    assert [row["n"] for row in table.rows] == [2, 3, 4, 5, 6]
+    for row in table.rows:
+        assert row["dnf units"] == 2 ** (row["n"] - 1) and row["saw units"] == row["n"]
+    assert any("deep" in note for note in table.notes) and any("shallow" in note for note in table.notes)
+
+
+def test_regions_table():
+    table = experiments.regions(seeds=1, unit_counts=(8, 16), depths=(1, 2), epochs=1)
+    assert [(row["depth"], row["units"]) for row in table.rows] == [(1, 8), (2, 8), (1, 16), (2, 16)]
+    for row in table.rows:
+        # A segment crosses at least one region and at most the most a net of these
+        # widths can have on one input.
+        bound = regions.serra_upper_bound([row["width"]] * row["depth"], 1)
+        assert 1 <= row["at init"] <= bound and 1 <= row["trained"] <= bound
+
+
+def test_bad_seeds():
+    with pytest.raises(ValueError, match="seeds"):
+        experiments.parity(seeds=0)
+
+
+def test_cli_runs_an_experiment(capsys):
+    assert main(["experiment", "parity", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "dnf units" in out and "trained deep" in out
+
+
+def test_cli_errors(capsys, monkeypatch):
+    assert main(["experiment", "nonsense"]) == 2
+    assert main(["experiment", "zigzag", "--seeds", "0"]) == 2
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert main(["experiment", "parity", "--plot", "x.png"]) == 2
+    assert "pip install 'fastdnn[plots]'" in capsys.readouterr().err
+
+
+def test_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    table = experiments.regions(seeds=1, unit_counts=(8,), depths=(1, 2), epochs=1)
+    path = tmp_path / "regions.png"
+    experiments.plot(table, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
