@@ -271,7 +271,7 @@ def test_compiled_cpu_twins_agree_with_the_plain_formulas(name):
 def test_protocols_declare_what_the_model_uses():
     assert set(protocol_methods(spec.Backend)) == {
         "limit_threads", "check_X", "get_theta", "set_theta", "theta_finite", "outputs",
-        "to_numpy", "evaluate", "gradient", "trainer"}
+        "to_numpy", "evaluate", "gradient", "trainer", "trainer_group"}
     assert set(protocol_methods(spec.Trainer)) == {"run_epoch"}
     assert set(spec.Backend.__annotations__) == {"device", "n_params"}
 
