@@ -204,3 +204,15 @@ def test_default_launch_shapes_on_a_real_gpu(monkeypatch, rng):
     for net in (cpu, gpu):
         net.fit(X, y, epochs=1, batch_size=256, shuffle=False, optimizer=fd.SGD(lr=0.01))
     assert_close(gpu._backend.get_theta(), cpu._backend.get_theta(), 1e-4)
+
+
+def test_fit_many_trains_cuda_nets_as_their_own_fits(make_data):
+    X, y = make_data("cross_entropy", 12, 5, 3)
+    group = [fd.MLP(sizes, seed=s, dtype="float64", device="cuda")
+             for s, sizes in enumerate(([5, 4, 3], [5, 6, 6, 3]))]
+    hists = fd.fit_many(group, X, y, epochs=2, batch_size=4, optimizer=fd.SGD(lr=0.1))
+    for s, (net, hist) in enumerate(zip(group, hists)):
+        own = fd.MLP(net.sizes, seed=s, dtype="float64", device="cuda")
+        own_hist = own.fit(X, y, epochs=2, batch_size=4, optimizer=fd.SGD(lr=0.1))
+        np.testing.assert_array_equal(own._backend.get_theta(), net._backend.get_theta())
+        assert hist.loss == own_hist.loss
