@@ -9,6 +9,6 @@ from .schedules import (Constant, CosineDecay, ExponentialDecay, InverseTimeDeca
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "History", "fit_many", "SGD", "Adam", "AdamW", "Optimizer", "Schedule", "Constant",
-           "InverseTimeDecay", "StepDecay", "ExponentialDecay", "CosineDecay",
+__all__ = ["MLP", "History", "fit_many", "SGD", "Adam", "AdamW", "Optimizer", "Schedule",
+           "Constant", "InverseTimeDecay", "StepDecay", "ExponentialDecay", "CosineDecay",
            "TrainingDivergedError", "DeviceError", "__version__"]

@@ -187,8 +187,8 @@ def regions(seeds=3, unit_counts=(16, 32, 64, 128), depths=(1, 2, 4), n_inputs=4
     fit_many(nets, X, y, epochs=epochs, batch_size=64, optimizer=Adam(lr=3e-3))
     after = [crossed(net) for net in nets]
     table = Table(
-        f"regions: activation regions crossed by a segment of length ~{2 * np.sqrt(2 * n_inputs):.0f} "
-        f"(4 random segments, {seeds} seeds) against hidden units",
+        f"regions: activation regions crossed by a segment of length "
+        f"~{2 * np.sqrt(2 * n_inputs):.0f} (4 random segments, {seeds} seeds) against hidden units",
         ["depth", "units", "width", "at init", "per unit", "trained", "trained per unit"],
         plot_spec=dict(x="units", y=["at init", "trained"], by="depth", log=False))
     for L, U in configs:

@@ -52,7 +52,8 @@ def _layers(net):
 def _point(net, x, name):
     x = np.asarray(x, dtype=np.float64)
     if x.shape != (net.sizes[0],):
-        raise ValueError(f"{name} must be a vector of {net.sizes[0]} input values; got shape {x.shape}")
+        raise ValueError(f"{name} must be a vector of {net.sizes[0]} input values; "
+                         f"got shape {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinity")
     return x

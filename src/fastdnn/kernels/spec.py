@@ -182,7 +182,9 @@ class Layout:
         prev_out = 0
         for i in range(n_layers):
             k, n = sizes[i], sizes[i + 1]
-            code = check_code("activation", codes[i], ACTIVATION_NAMES) if i < n_layers - 1 else IDENTITY
+            code = IDENTITY
+            if i < n_layers - 1:
+                code = check_code("activation", codes[i], ACTIVATION_NAMES)
             z_off = off
             if code in NEEDS_Z:
                 off += cap * n

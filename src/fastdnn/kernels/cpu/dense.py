@@ -7,7 +7,6 @@ costs more than its arithmetic, and :mod:`.blas` (SciPy's BLAS, split into
 fixed column blocks run in parallel) for the rest.  The choice and the split depend on
 shapes only, never on the thread count, so results do too.
 """
-import numpy as np
 from numba import njit
 
 from ... import config

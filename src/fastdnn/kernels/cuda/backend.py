@@ -2,8 +2,8 @@
 :class:`fastdnn.kernels.spec.Backend`, so :class:`fastdnn.MLP` drives either without
 knowing which.
 
-The parameters use the CPU's flat layout (:class:`fastdnn.kernels.spec.Layout`), so weights, ``save``
-and ``load`` are shared between devices.  During ``fit`` the parameters, the optimizer
+The parameters use the CPU's flat layout (:class:`fastdnn.kernels.spec.Layout`), so
+weights, ``save`` and ``load`` are shared between devices.  During ``fit`` the parameters, the optimizer
 state, the activation buffers and (when they fit, see ``config.CUDA_DATA_BYTES``) the
 training data stay in GPU memory; the host uploads each epoch's sample order, launches
 the steps, and synchronizes once per epoch to read the loss and copy the optimizer
@@ -25,7 +25,7 @@ from ... import config
 from ...devices import require_cuda
 from ...validation import check_X
 from ..spec import (CLASSIFIERS, CROSS_ENTROPY, LABELS, LOGITS, PROBABILITIES, SHUFFLE,
-                    UNIFORM, EpochResult, Layout, OptimizerArgs, ScheduleArgs, lr_factor)
+                    UNIFORM, EpochResult, Layout, OptimizerArgs, ScheduleArgs, LR, lr_factor)
 from . import losses, train
 from .checks import all_finite
 
@@ -41,7 +41,8 @@ def is_device_array(X):
 
 
 def _copy_rows(src, first_row, m, dst, dst_off=0):
-    """Rows ``first_row:first_row+m`` of the 2-D device array ``src`` into flat ``dst[dst_off:]``."""
+    """Rows ``first_row:first_row+m`` of the 2-D device array ``src`` into flat
+    ``dst[dst_off:]``."""
     d = src.shape[1]
     train.copy_flat(src.reshape(src.shape[0] * d), first_row * d, dst, dst_off, m * d)
 
@@ -314,12 +315,15 @@ class CUDATrainer:
         acc = bufs.acc.copy_to_host()
         failed = int(bufs.status.copy_to_host()[0])
         self.opt.state.copy_to_host(self.optimizer.state)
-        if failed >= 0:
-            # The updates from the failed step on were skipped: report the epoch as the
-            # CPU does, stopped before that step.
-            s = failed - t0
-            self.optimizer.t = t0 + s
-            lr = self.optimizer.lr * lr_factor(self.sched.code, self.sched.params, t0 + s - 1) if s else 0.0
-            return EpochResult(float(acc[losses.TRAIN_SUM]), s * self.batch_size, s, s, lr)
-        self.optimizer.t = t0 + steps
-        return EpochResult(float(acc[losses.TRAIN_SUM]), self.n, steps, -1, lr)
+        if failed < 0:
+            self.optimizer.t = t0 + steps
+            return EpochResult(float(acc[losses.TRAIN_SUM]), self.n, steps, -1, lr)
+        # The updates from the failed step on were skipped: report the epoch as the CPU
+        # does, stopped before that step (lr: of the last update made, 0 if none).
+        s = failed - t0
+        self.optimizer.t = failed
+        if s > 0:
+            lr = self.opt.hyper[LR] * lr_factor(self.sched.code, self.sched.params, failed - 1)
+        else:
+            lr = 0.0
+        return EpochResult(float(acc[losses.TRAIN_SUM]), s * self.batch_size, s, s, lr)

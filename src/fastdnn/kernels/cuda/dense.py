@@ -1,5 +1,5 @@
-"""CUDA twins of :mod:`fastdnn.kernels.cpu.dense`: the forward affine map with fused bias + activation,
-and its layerwise backward, as one tiled shared-memory GEMM kernel with three epilogues.
+"""CUDA twins of :mod:`fastdnn.kernels.cpu.dense`: the forward affine map with fused bias +
+activation, and its layerwise backward, as one tiled shared-memory GEMM kernel with three epilogues.
 
 All three products of a dense layer are ``C = A @ B`` with operands at strides in the
 flat buffers (see :mod:`fastdnn.kernels.spec`), so one tile loop serves them:

@@ -26,7 +26,8 @@ DeviceBuffers = namedtuple("DeviceBuffers",
 
 @cuda.jit
 def gather_batch(X, T, order, start, m, work, targets):
-    """Rows ``order[start:start+m]`` of ``X`` and ``T`` into the batch slots ``work[:m*d]``, ``targets``."""
+    """Rows ``order[start:start+m]`` of ``X`` and ``T`` into the batch slots ``work[:m*d]``
+    and ``targets``."""
     d = X.shape[1]
     t = T.shape[1]
     first = cuda.grid(1)
