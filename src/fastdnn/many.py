@@ -93,11 +93,9 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
     optimizers = _optimizers(optimizer, len(nets))
     first = nets[0]._fit_plan(X, y, epochs, batch_size, optimizers[0], schedule,
                               validation_data, shuffle, patience)
-    # Checked once; every net reads the same arrays (the kernels take them as they are).
-    plans = [first] + [
-        net._fit_plan(first.X, y, epochs, batch_size, opt, schedule, None, shuffle, patience)
-        ._replace(X=first.X, T=first.T, validation=first.validation)
-        for net, opt in zip(nets[1:], optimizers[1:])]
+    # Checked once (the nets agree in everything the checks read); every net reads the
+    # same arrays, with its own optimizer and schedule parameters.
+    plans = [first] + [MLP._with_optimizer(first, opt, schedule) for opt in optimizers[1:]]
     backend = nets[0]._backend
     errors = {}
     with backend.limit_threads(n_threads):

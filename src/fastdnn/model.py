@@ -320,11 +320,18 @@ class MLP:
             except (TypeError, ValueError):
                 raise TypeError("validation_data must be a pair (X_val, y_val)") from None
             validation = self._XT(Xv, yv)
+        plan = FitPlan(X, T, epochs, batch_size, _SAMPLING[shuffle], None, None, validation,
+                       patience)
+        return self._with_optimizer(plan, optimizer, schedule)
+
+    @staticmethod
+    def _with_optimizer(plan, optimizer, schedule):
+        """``plan`` with its optimizer object and the schedule's parameters for the fit's
+        total step count (which starts from the optimizer's count)."""
         opt = make_optimizer(optimizer)
         sched = make_schedule(schedule)
-        total_steps = opt.t + epochs * -(-X.shape[0] // batch_size)
-        return FitPlan(X, T, epochs, batch_size, _SAMPLING[shuffle], opt,
-                        (sched.code, sched.params(total_steps)), validation, patience)
+        total_steps = opt.t + plan.epochs * -(-plan.X.shape[0] // plan.batch_size)
+        return plan._replace(optimizer=opt, schedule=(sched.code, sched.params(total_steps)))
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path):
