@@ -3,6 +3,7 @@ JAX ``vmap`` over a stacked ensemble (the usual way to train many small nets in 
 
     python benchmarks/ensemble.py                  # 64 nets of 16-32-32-2, prints a table
     python benchmarks/ensemble.py --nets 16 --rounds 5
+    python benchmarks/ensemble.py --write          # also writes docs/ensemble.md
 
 Same nets (architecture, initial weights), data (16 random bits, label = parity), plain
 SGD (lr 0.1, batches of 64 in order), float32.  Each system runs its warm-up epoch first
@@ -110,6 +111,7 @@ def main():
     ap.add_argument("--n", type=int, default=4096, help="rows (a multiple of 64)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--write", action="store_true", help="write docs/ensemble.md too")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -136,16 +138,28 @@ def main():
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    print(f"\n{args.nets} nets of {'-'.join(map(str, SIZES))}, {args.n} rows, batch 64, plain SGD, "
-          f"float32; {cpu}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; "
-          f"median of {args.rounds} rounds of {args.epochs} epochs each\n")
     base = statistics.median(results["fastdnn-one"])
-    print("| system | epoch of all nets (ms) | samples/s (all nets) | vs one by one | mean loss |")
-    print("|---|---|---|---|---|")
+    lines = [
+        "# Many small nets at once", "",
+        f"{args.nets} nets of {'-'.join(map(str, SIZES))}, {args.n} rows, batch 64, plain SGD, "
+        f"float32, the same initial weights in every system; {cpu}, {os.cpu_count()} cores, "
+        f"load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}; median of "
+        f"{args.rounds} rounds of {args.epochs} epochs each (`python benchmarks/ensemble.py`). "
+        "fastdnn-many: `fd.fit_many` (each epoch of all nets in one compiled call, parallel "
+        "over the nets); fastdnn-one: `net.fit` for each net in turn; jax: `jax.jit(jax.vmap("
+        "epoch))` over the stacked nets, the epoch a `lax.scan` over the batches.", "",
+        "| system | epoch of all nets (ms) | samples/s (all nets) | vs one by one | mean loss |",
+        "|---|---|---|---|---|"]
     for s in systems:
         t = statistics.median(results[s])
-        print(f"| {s} | {t * 1e3:.1f} | {args.nets * args.n / t:,.0f} | {base / t:.2f}x | "
-              f"{losses[s]:.5f} |")
+        lines.append(f"| {s} | {t * 1e3:.1f} | {args.nets * args.n / t:,.0f} | {base / t:.2f}x | "
+                     f"{losses[s]:.5f} |")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    if args.write:
+        out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "ensemble.md")
+        with open(out, "w") as f:
+            f.write(text)
 
 
 if __name__ == "__main__":

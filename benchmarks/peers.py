@@ -794,7 +794,19 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
     for (s, k), why in errors.items():
         L.append(f"- **{s} failed on ({k})**: {why}")
     L.append("")
+    L += ensemble_section()
     return "\n".join(L)
+
+
+def ensemble_section():
+    """The latest ``benchmarks/ensemble.py --write`` result (docs/ensemble.md), if any:
+    many small nets at once, ``fd.fit_many`` against JAX ``vmap``."""
+    path = ROOT / "docs" / "ensemble.md"
+    if not path.exists():
+        return []
+    body = path.read_text().split("\n", 2)[-1].strip()  # without its title line
+    return ["## Many small nets at once: fd.fit_many vs JAX vmap", "",
+            f"From `docs/ensemble.md` (`python benchmarks/ensemble.py --write`):", "", body, ""]
 
 
 def plot(summary, wls, systems, path):

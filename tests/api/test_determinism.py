@@ -134,7 +134,7 @@ def test_no_new_compiled_signatures_per_architecture_or_batch():
 
 def test_no_new_compiled_signatures_for_evaluation():
     """forward / loss / gradients: one signature per dtype for any net and any n."""
-    kernels = [train.forward_chunks, train.loss_chunks, train.loss_and_gradient]
+    kernels = [train.forward_chunks, train.loss_of_logits, train.loss_and_gradient]
     X, y = problem(n=40)
     for dtype in DTYPES:
         net = fd.MLP([6, 5, 3], dtype=dtype, seed=0)

@@ -13,7 +13,7 @@ from ..spec import (CLASSIFIERS, CROSS_ENTROPY, LABELS, LOGITS, PROBABILITIES, E
 from . import blas, threads
 from .checks import all_finite
 from .losses import labels, probabilities
-from .train import (Buffers, EpochPlan, forward_chunks, loss_and_gradient, loss_chunks,
+from .train import (Buffers, EpochPlan, forward_chunks, loss_and_gradient, loss_of_logits,
                     train_epoch, train_epoch_many, train_epoch_sharded)
 
 
@@ -92,14 +92,18 @@ class CPUBackend:
             self._infer = (layout, *self._buffers(layout))
         return self._infer
 
-    def outputs(self, X, head):
-        """Logits, predictions (2-D) or probabilities of the rows of ``X``."""
+    def _logits(self, X):
         layout, work, _ = self._inference(X.shape[0])
-        n, k = X.shape[0], self.sizes[-1]
-        Z = np.empty((n, k), dtype=self.dtype)
+        Z = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
         # Returns nothing: boxing a returned array costs more than the whole kernel
         # for a single-row predict.
         forward_chunks(X, self.theta, layout.table, work, Z, layout.cap)
+        return Z
+
+    def outputs(self, X, head):
+        """Logits, predictions (2-D) or probabilities of the rows of ``X``."""
+        Z = self._logits(X)
+        n, k = Z.shape
         if head == LOGITS:
             return Z
         if head == LABELS:
@@ -116,9 +120,9 @@ class CPUBackend:
 
     def evaluate(self, X, T, want_logits=False):
         """``(mean loss, logits or None)`` over all rows, in one forward pass."""
-        layout, work, deltas = self._inference(X.shape[0])
-        Z = np.empty((X.shape[0] if want_logits else 0, self.sizes[-1]), dtype=self.dtype)
-        value = loss_chunks(X, T, self.theta, layout.table, work, deltas, self.loss, layout.cap, Z)
+        Z = self._logits(X)
+        layout, _, deltas = self._inference(X.shape[0])
+        value = loss_of_logits(Z, T, self.loss, deltas[0], layout.cap)
         return float(value), (Z if want_logits else None)
 
     def gradient(self, X, T):
