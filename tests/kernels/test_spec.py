@@ -232,6 +232,9 @@ def formula_cases():
                                    for r in CE_ROWS]
     cases["squared_error"] = [(z, t, 0.25) for z in GRID for t in TARGETS["mse"]]
     cases["sigmoid_cross_entropy"] = [(z, t, 0.25) for z in GRID for t in TARGETS["binary_cross_entropy"]]
+    rows = [np.array(r, dtype=np.float64) for r in CE_ROWS] + [np.array([2.0, 5.0, 5.0, -1.0])]
+    cases["softmax_row"] = [(r, np.empty_like(r)) for r in rows]
+    cases["first_argmax"] = [(r,) for r in rows]
     cases["sgd_step"] = [(0.3, -1.2, 0.7, 0.1, m, n, wd, first)
                          for m, n in ((0.0, False), (0.9, False), (0.9, True))
                          for wd in (0.0, 0.01) for first in (True, False)]
@@ -311,3 +314,15 @@ def test_cuda_backend_implements_the_whole_protocol_by_source():
             assert methods[name] == params, f"{class_name}.{name}{methods[name]} vs {params}"
     _, attributes = _source_methods(path, "CUDABackend")
     assert {"device", "n_params"} <= attributes
+
+
+@pytest.mark.parametrize("row", CE_ROWS + [[2.0, 5.0, 5.0, -1.0]])
+def test_row_formulas_match_numpy(row):
+    from scipy.special import logsumexp, softmax
+
+    z = np.array(row, dtype=np.float64)
+    e = np.empty_like(z)
+    zmax, total = spec.softmax_row(z, e)
+    np.testing.assert_allclose(e / total, softmax(z), rtol=1e-15, atol=0)
+    assert zmax + np.log(total) == pytest.approx(logsumexp(z), rel=1e-15)
+    assert spec.first_argmax(z) == np.argmax(z)  # the first of tied maxima, as NumPy

@@ -351,6 +351,30 @@ def sigmoid_cross_entropy(z, t, inv):
     return max(z, 0.0) - z * t + math.log1p(e), (p - t) * inv
 
 
+# Rows of logits (prediction heads, the CPU loss head).
+def softmax_row(z, e):
+    """``e = exp(z - max z)`` (never overflows, even for logits of 1e4); returns
+    ``(max z, sum e)``, so ``softmax(z) = e / sum e`` and ``logsumexp(z) = max z + log(sum e)``."""
+    zmax = z[0]
+    for j in range(1, z.shape[0]):
+        zmax = max(zmax, z[j])
+    total = 0.0
+    for j in range(z.shape[0]):
+        v = math.exp(z[j] - zmax)
+        e[j] = v
+        total += v
+    return zmax, total
+
+
+def first_argmax(z):
+    """Index of the first largest entry of the row ``z`` (as NumPy's ``argmax``)."""
+    best = 0
+    for j in range(1, z.shape[0]):
+        if z[j] > z[best]:
+            best = j
+    return best
+
+
 # Updates (torch.optim semantics), one parameter at a time.
 def sgd_step(theta, g, velocity, lr, momentum, nesterov, weight_decay, first):
     """``(theta - lr d, velocity')``: ``d`` the (Nesterov-)momentum of ``g + wd theta``.
@@ -409,7 +433,7 @@ FORMULAS = (
     "sigmoid", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu",
     "relu_grad", "leaky_relu_grad", "elu_grad", "tanh_grad", "sigmoid_grad", "softplus_grad",
     "gelu_grad", "silu_grad", "activate", "derivative",
-    "cross_entropy_term", "squared_error", "sigmoid_cross_entropy",
+    "cross_entropy_term", "squared_error", "sigmoid_cross_entropy", "softmax_row", "first_argmax",
     "sgd_step", "adam_scalars", "decoupled_decay", "adam_step", "lr_factor",
 )
 

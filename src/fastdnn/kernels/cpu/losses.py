@@ -8,7 +8,6 @@ The per-element arithmetic is :mod:`fastdnn.kernels.spec`'s.
 
 No ``fastmath`` here: the log-sum-exp must keep IEEE semantics to stay finite.
 """
-import math
 
 import numpy as np
 from numba import njit
@@ -19,28 +18,13 @@ from . import formulas as F
 
 
 @njit(cache=config.CACHE, inline="always")
-def _softmax_row(z, out):
-    """``out = exp(z - max z)``; returns ``(max z, sum of out)``.  Never overflows."""
-    k = z.shape[0]
-    zmax = z[0]
-    for j in range(1, k):
-        zmax = max(zmax, z[j])
-    s = 0.0
-    for j in range(k):
-        e = math.exp(z[j] - zmax)
-        out[j] = e
-        s += e
-    return zmax, s
-
-
-@njit(cache=config.CACHE, inline="always")
 def softmax_cross_entropy(Z, T, G):
     """Mean of ``logsumexp(z) - z[y]``; ``G = (softmax(Z) - onehot(y)) / n``."""
     n = Z.shape[0]
     inv_n = 1.0 / n
     total = 0.0
     for i in range(n):
-        zmax, s = _softmax_row(Z[i], G[i])
+        zmax, s = F.softmax_row(Z[i], G[i])
         y = int(T[i, 0])
         total += F.cross_entropy_term(zmax, s, Z[i, y])
         scale = inv_n / s
@@ -95,11 +79,7 @@ def labels(code, Z, out):
     n, k = Z.shape
     for i in range(n):
         if code == CROSS_ENTROPY:
-            best = 0
-            for j in range(1, k):
-                if Z[i, j] > Z[i, best]:
-                    best = j
-            out[i, 0] = best
+            out[i, 0] = F.first_argmax(Z[i])
         elif code == BINARY_CROSS_ENTROPY:
             for j in range(k):
                 out[i, j] = 1 if Z[i, j] > 0 else 0
@@ -115,7 +95,7 @@ def probabilities(code, Z, P):
     e = np.empty(k)  # float64 whatever the logits' dtype
     for i in range(n):
         if code == CROSS_ENTROPY:
-            _, s = _softmax_row(Z[i], e)
+            _, s = F.softmax_row(Z[i], e)
             for j in range(k):
                 P[i, j] = e[j] / s
         elif code == BINARY_CROSS_ENTROPY:

@@ -145,11 +145,7 @@ def _labels(code, Z, out):
     stride = cuda.gridsize(1)
     for i in range(start, n, stride):
         if code == CROSS_ENTROPY:
-            best = 0
-            for j in range(1, k):
-                if Z[i, j] > Z[i, best]:
-                    best = j
-            out[i, 0] = best
+            out[i, 0] = F.first_argmax(Z[i])
         else:
             for j in range(k):
                 out[i, j] = 1 if Z[i, j] > 0 else 0
@@ -163,14 +159,9 @@ def _probabilities(code, Z, P):
     stride = cuda.gridsize(1)
     for i in range(start, n, stride):
         if code == CROSS_ENTROPY:
-            zmax = Z[i, 0]
-            for j in range(1, k):
-                zmax = max(zmax, Z[i, j])
-            s = 0.0
+            _, s = F.softmax_row(Z[i], P[i])
             for j in range(k):
-                s += math.exp(Z[i, j] - zmax)
-            for j in range(k):
-                P[i, j] = math.exp(Z[i, j] - zmax) / s
+                P[i, j] /= s
         else:
             for j in range(k):
                 p = F.sigmoid(Z[i, j])
