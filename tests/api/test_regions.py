@@ -142,10 +142,26 @@ def test_square_patterns_match_brute_force(seed):
     big = sum(1 for poly in r.polygons if _area(poly) > 0.05)
     assert seen >= big
     assert r.count <= r.n_patterns
+    # Exactly: the grid sees one pattern per cell that holds a grid point (here no
+    # pattern labels two cells).
+    centres = np.array([poly.mean(axis=0) for poly in r.polygons])
+    assert len(np.unique(patterns(net, centres), axis=0)) == r.n_patterns
+    points = np.stack([a.ravel(), b.ravel()], axis=1)
+    holding = sum(1 for poly in r.polygons if _inside(poly, points).any())
+    assert seen == holding
     # The maps reproduce the net at each cell's centre.
     for poly, M in zip(r.polygons, r.maps):
         c = poly.mean(axis=0)
         np.testing.assert_allclose(M[0] + c @ M[1:], net.forward(c[None])[0], atol=1e-9)
+
+
+def _inside(poly, points, tol=1e-12):
+    """Which ``points`` lie inside the convex polygon ``poly`` (counter-clockwise)."""
+    inside = np.ones(len(points), dtype=bool)
+    for p, q in zip(poly, np.roll(poly, -1, axis=0)):
+        d = q - p
+        inside &= d[0] * (points[:, 1] - p[1]) - d[1] * (points[:, 0] - p[0]) >= -tol
+    return inside
 
 
 def _area(poly):
