@@ -17,7 +17,15 @@ _SAMPLING = {True: spec.SHUFFLE, False: spec.IN_ORDER, "uniform": spec.UNIFORM}
 _HE = frozenset({spec.RELU, spec.LEAKY_RELU, spec.ELU})
 
 
+#: More parameters than any machine holds: refused with a ValueError before any buffer
+#: is sized (a 2**40-wide layer overflowed NumPy's shape arithmetic instead).
+_MAX_PARAMS = 1 << 40
+
+
 def _check_sizes(sizes):
+    if isinstance(sizes, (set, frozenset, dict)) or isinstance(sizes, (str, bytes)):
+        raise TypeError(f"sizes must be an ordered list of layer widths, got a "
+                        f"{type(sizes).__name__}")
     try:
         sizes = list(sizes)
     except TypeError:
@@ -29,7 +37,12 @@ def _check_sizes(sizes):
             raise TypeError(f"layer widths must be integers; got {s!r}")
         if s < 1:
             raise ValueError(f"layer widths must be >= 1; got {sizes}")
-    return [int(s) for s in sizes]
+    sizes = [int(s) for s in sizes]
+    n_params = sum(k * n + n for k, n in zip(sizes[:-1], sizes[1:]))
+    if n_params >= _MAX_PARAMS:
+        raise ValueError(f"a net of widths {sizes} would have {n_params:,} parameters; "
+                         f"that is more than fits in memory")
+    return sizes
 
 
 def _check_activations(activation, n_hidden):
@@ -311,7 +324,9 @@ class MLP:
         batch_size = min(check_positive_int("batch_size", batch_size), X.shape[0])
         if patience is not None:
             patience = check_positive_int("patience", patience)
-        if not (isinstance(shuffle, bool) or shuffle == "uniform"):
+        if isinstance(shuffle, np.bool_):
+            shuffle = bool(shuffle)
+        if not (isinstance(shuffle, bool) or (isinstance(shuffle, str) and shuffle == "uniform")):
             raise ValueError(f"shuffle must be True, False or 'uniform'; got {shuffle!r}")
         validation = None
         if validation_data is not None:

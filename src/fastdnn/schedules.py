@@ -122,7 +122,10 @@ class CosineDecay(Schedule):
 
     def __init__(self, total_steps=None, min_factor=0.0):
         if total_steps is not None:
-            total_steps = int(_positive("total_steps", total_steps))
+            if (isinstance(total_steps, (bool, np.bool_))
+                    or not isinstance(total_steps, (int, np.integer)) or total_steps < 1):
+                raise ValueError(f"total_steps must be an integer >= 1; got {total_steps!r}")
+            total_steps = int(total_steps)
         self.total_steps = total_steps
         self.min_factor = _positive("min_factor", min_factor, allow_zero=True)
 

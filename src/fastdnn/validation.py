@@ -75,12 +75,17 @@ def check_targets(y, loss, n_outputs, n_samples, dtype):
                          f"{n_outputs} outputs; got {y.shape}")
     if loss == BINARY_CROSS_ENTROPY and (y.min() < 0 or y.max() > 1):
         raise ValueError("binary_cross_entropy targets must lie in [0, 1]")
-    return np.ascontiguousarray(y, dtype=dtype)
+    with np.errstate(over="ignore"):
+        T = np.ascontiguousarray(y, dtype=dtype)
+    # Checked again after the cast: a float64 1e39 is finite, but inf in a float32 net.
+    if not all_finite(T):
+        raise ValueError(f"y overflows {np.dtype(dtype).name} (values beyond its range)")
+    return T
 
 
 def check_positive_int(name, value):
     """Return ``value`` as an int >= 1, or raise a ``ValueError``/``TypeError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1; got {value}")
@@ -91,6 +96,7 @@ def check_n_threads(n_threads):
     """Validate an ``n_threads`` setting (``None`` or an int >= 1)."""
     if n_threads is None:
         return None
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
+    if (isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral)
+            or n_threads < 1):
         raise ValueError(f"n_threads must be None or an integer >= 1; got {n_threads!r}")
-    return n_threads
+    return int(n_threads)

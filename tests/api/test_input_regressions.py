@@ -1,0 +1,52 @@
+"""Inputs that earlier versions mishandled (issue 9's list): each is refused with a clear
+error or accepted as a user would expect."""
+import numpy as np
+import pytest
+
+import fastdnn as fd
+
+
+def test_numpy_integer_n_threads_and_numpy_bool_shuffle_are_accepted():
+    net = fd.MLP([2, 3], loss="mse", n_threads=np.int64(1))
+    assert net.n_threads == 1 and type(net.n_threads) is int
+    X, y = np.ones((4, 2)), np.ones((4, 3))
+    a = fd.MLP([2, 3], loss="mse", seed=0)
+    b = fd.MLP([2, 3], loss="mse", seed=0)
+    a.fit(X, y, epochs=2, shuffle=np.bool_(True))
+    b.fit(X, y, epochs=2, shuffle=True)
+    np.testing.assert_array_equal(a.get_weights()[0][0], b.get_weights()[0][0])
+    with pytest.raises(ValueError, match="n_threads"):
+        fd.MLP([2, 3], n_threads=np.bool_(True))
+
+
+def test_cosine_total_steps_must_be_a_whole_number():
+    for bad in (0.5, 0, -3, 2.0, True):
+        with pytest.raises(ValueError, match="total_steps"):
+            fd.CosineDecay(total_steps=bad)
+    assert fd.CosineDecay(total_steps=np.int32(7)).total_steps == 7
+
+
+@pytest.mark.parametrize("sizes", [{4, 8, 3}, frozenset({4, 3}), {4: 1, 3: 1}, "483"])
+def test_unordered_or_text_sizes_are_refused(sizes):
+    with pytest.raises(TypeError, match="ordered list"):
+        fd.MLP(sizes)
+
+
+def test_a_net_too_large_for_memory_is_a_value_error():
+    with pytest.raises(ValueError, match="parameters"):
+        fd.MLP([2 ** 40, 2 ** 40])
+
+
+@pytest.mark.parametrize("loss", ["mse", "binary_cross_entropy"])
+def test_targets_that_overflow_the_net_dtype_are_refused(loss):
+    X = np.ones((4, 2))
+    y = np.full((4, 3), 1e39) if loss == "mse" else np.ones((4, 3))
+    net = fd.MLP([2, 3], loss=loss, dtype="float32")
+    if loss == "mse":
+        for call in (lambda: net.fit(X, y, epochs=1), lambda: net.loss(X, y),
+                     lambda: net.score(X, y), lambda: net.gradients(X, y)):
+            with pytest.raises(ValueError, match="overflows float32"):
+                call()
+        assert np.isfinite(fd.MLP([2, 3], loss=loss, dtype="float64").loss(X, y))
+    else:
+        assert np.isfinite(net.loss(X, y))
