@@ -361,16 +361,39 @@ class MLP:
 
     @classmethod
     def load(cls, path, device="cpu", n_threads=None):
-        """Load a net saved by :meth:`save` (on either device) onto ``device``."""
+        """Load a net saved by :meth:`save` (on either device) onto ``device``.
+
+        Raises
+        ------
+        ValueError
+            For a file that is not a fastdnn model, is corrupt, or holds an invalid
+            architecture or weights (checked before anything is allocated).
+        """
+        # The caller's own arguments are checked first, so their errors name them, not the file.
+        if not isinstance(device, str) or device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
+        n_threads = check_n_threads(n_threads)
         d = serialize.load_npz(path, ("sizes", "activations", "loss", "dtype", "theta"))
+        theta = d["theta"]
         try:
-            net = cls([int(s) for s in d["sizes"]], activation=[str(a) for a in d["activations"]],
-                      loss=str(d["loss"]), dtype=str(d["dtype"]), device=device,
-                      n_threads=n_threads)
+            sizes = d["sizes"]
+            if sizes.ndim != 1 or sizes.dtype.kind not in "iu":
+                raise ValueError(f"layer widths must be a list of integers; got {sizes!r}")
+            sizes = _check_sizes(sizes.tolist())
+            # Before any buffer is sized: a tiny file may claim a huge net.
+            n_params = sum(k * n + n for k, n in zip(sizes[:-1], sizes[1:]))
+            if theta.shape != (n_params,):
+                raise ValueError(f"the widths {sizes} need {n_params:,} weights, the file holds "
+                                 f"{theta.size:,}")
+            if theta.dtype.kind not in "iuf":
+                raise ValueError(f"weights must be real numbers; got dtype {theta.dtype}")
+            net = cls(sizes, activation=[str(a) for a in d["activations"]], loss=str(d["loss"]),
+                      dtype=str(d["dtype"]), device=device, n_threads=n_threads)
+            with np.errstate(over="ignore"):
+                theta = theta.astype(net.dtype)
+            if not np.isfinite(theta).all():
+                raise ValueError(f"weights are NaN, infinite or beyond {net.dtype.name}'s range")
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path!r} holds an invalid model: {exc}") from None
-        theta = d["theta"]
-        if theta.shape != (net.n_params,) or not np.isfinite(theta).all():
-            raise ValueError(f"{path!r} holds weights of the wrong size or non-finite values")
-        net._backend.set_theta(theta.astype(net.dtype))
+        net._backend.set_theta(theta)
         return net

@@ -52,8 +52,15 @@ def load_npz(path, keys):
             raise ValueError(f"{path!r} is not a fastdnn model file")
         missing = [k for k in ("version", *keys) if k not in data.files]
         if missing:
+            # A damaged member name reads as a missing one: say corrupt when the archive
+            # fails its own integrity check (names and checksums).
+            if data.zip.testzip() is not None:
+                raise ValueError(f"{path!r} is corrupt (it fails the zip integrity check)")
             raise ValueError(f"{path!r} is missing {', '.join(missing)}")
-        version = int(data["version"])
+        try:
+            version = int(data["version"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path!r} has an unreadable format version") from None
         if version > VERSION:
             raise ValueError(f"{path!r} was written by a newer fastdnn (format {version})")
         try:

@@ -1,0 +1,78 @@
+"""MLP.load refuses bad files early and with the right message (issue 9's list)."""
+import os
+import time
+
+import numpy as np
+import pytest
+
+import fastdnn as fd
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "net.npz"
+    fd.MLP([4, 8, 3], seed=0).save(path)
+    return path, dict(np.load(path))
+
+
+def tampered(tmp_path, arrays, **changes):
+    path = tmp_path / "tampered.npz"
+    np.savez(path, **{**arrays, **changes})
+    return path
+
+
+def test_a_tiny_file_claiming_a_huge_net_is_refused_at_once(saved, tmp_path):
+    _, arrays = saved
+    path = tampered(tmp_path, arrays, sizes=np.array([4, 2 * 10 ** 7, 3]))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="need 160,000,003 weights, the file holds 67"):
+        fd.MLP.load(path)
+    assert time.perf_counter() - start < 1.0  # nothing of the claimed size was built
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(sizes=np.array([4.5, 8.0, 3.0])), "list of integers"),
+    (dict(theta=np.full(67, 1e39)), "beyond float32's range"),
+    (dict(theta=np.zeros(67, dtype=complex)), "real numbers"),
+    (dict(theta=np.full(67, np.nan)), "NaN"),
+    (dict(sizes=np.array([4, 8, 4])), "need 76 weights"),
+])
+def test_bad_contents_are_value_errors_naming_the_problem(saved, tmp_path, change, match):
+    _, arrays = saved
+    with pytest.raises(ValueError, match=match):
+        fd.MLP.load(tampered(tmp_path, arrays, **change))
+
+
+def test_an_unreadable_version_is_a_value_error(saved, tmp_path):
+    _, arrays = saved
+    with pytest.raises(ValueError, match="format version"):
+        fd.MLP.load(tampered(tmp_path, arrays, version=np.array([1, 2])))
+
+
+def test_bad_arguments_are_blamed_on_the_arguments(saved):
+    path, _ = saved
+    with pytest.raises(ValueError, match="^device must be"):
+        fd.MLP.load(path, device="tpu")
+    with pytest.raises(ValueError, match="^n_threads"):
+        fd.MLP.load(path, n_threads=0)
+
+
+@pytest.mark.parametrize("where", ["local header", "central directory"])
+def test_a_flipped_byte_in_a_name_reads_as_corrupt(saved, tmp_path, where):
+    path, _ = saved
+    raw = bytearray(path.read_bytes())
+    i = raw.find(b"activations") if where == "local header" else raw.rfind(b"activations")
+    raw[i] ^= 1
+    flipped = tmp_path / "flipped.npz"
+    flipped.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="corrupt"):
+        fd.MLP.load(flipped)
+
+
+def test_a_good_file_still_loads(saved):
+    path, arrays = saved
+    net = fd.MLP.load(path, n_threads=1)
+    np.testing.assert_array_equal(
+        np.concatenate([np.concatenate([W.ravel(), b]) for W, b in net.get_weights()]),
+        arrays["theta"])
+    assert os.path.getsize(path) > 0
