@@ -385,15 +385,44 @@ def build_parser():
 # Errors that mean bad input or a failed run rather than a bug in fastdnn: these
 # become one line on stderr; anything else keeps its traceback for the bug report.
 # TrainingDivergedError is a FloatingPointError, DeviceError a RuntimeError.
-RUN_ERRORS = (ValueError, TypeError, OSError, ImportError, fd.TrainingDivergedError,
-              fd.DeviceError)
+RUN_ERRORS = (ValueError, TypeError, OSError, ImportError, MemoryError,
+              fd.TrainingDivergedError, fd.DeviceError)
 
 
 def _one_line(exc):
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, MemoryError):
+        text = f"out of memory ({text}); try smaller --hidden layers or --batch-size"
     if isinstance(exc, fd.TrainingDivergedError):
         text += "; try a smaller --lr"
     return text
+
+
+class _PipeGuard:
+    """stdout that outlives its reader: when the pipe closes (``fastdnn train | head -1``)
+    the rest of the output goes to /dev/null and the run goes on, so the model is still
+    trained and saved (it died of BrokenPipeError before)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def _guard(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+            return call(*args)
+
+    def write(self, text):
+        return self._guard(self.stream.write, text)
+
+    def flush(self):
+        return self._guard(self.stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def main(argv=None):
@@ -412,6 +441,13 @@ def main(argv=None):
         ``fastdnn: error: ...`` line on stderr, without a traceback.
     """
     parser = build_parser()
+    stdout = sys.stdout
+    if hasattr(stdout, "fileno"):
+        try:
+            stdout.fileno()
+            sys.stdout = _PipeGuard(stdout)
+        except (OSError, ValueError):  # no real file behind it (captured, redirected in-process)
+            pass
     try:
         args = parser.parse_args(argv)
         return COMMANDS[args.command].run(args)
@@ -426,3 +462,5 @@ def main(argv=None):
     except RUN_ERRORS as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    finally:
+        sys.stdout = stdout

@@ -215,7 +215,8 @@ def _load_csv(path, target, dt):
     if target is None:
         raise ValueError(f"{path}: a CSV file needs --target COLUMN to name the label column")
     try:
-        with open(path, newline="") as f:
+        # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first name.
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             # Keep the file's line numbers for error messages; skip blank lines.
             rows = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
