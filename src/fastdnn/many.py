@@ -117,7 +117,9 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
                     errors[i] = exc
             epoch += 1
             if verbose:
-                _progress(epoch, first.epochs, runs, active, results, seconds)
+                booked = [i for i in active if i not in errors]
+                _progress(epoch, first.epochs, [runs[i].history.loss[-1] for i in booked],
+                          sum(r.samples for r in results), seconds)
     histories = [run.history for run in runs]
     if errors:
         listed = ", ".join(f"net {i} ({exc})" for i, exc in sorted(errors.items()))
@@ -128,10 +130,7 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
     return histories
 
 
-def _progress(epoch, epochs, runs, active, results, seconds):
-    losses = [runs[i].history.loss[-1] for i in active if len(runs[i].history) == runs[i].epoch
-              and runs[i].epoch == epoch]
-    samples = sum(r.samples for r in results)
+def _progress(epoch, epochs, losses, samples, seconds):
     mean = sum(losses) / len(losses) if losses else math.nan
-    print(f"epoch {epoch}/{epochs}  nets {len(active)}  mean loss {mean:.4f}  "
+    print(f"epoch {epoch}/{epochs}  nets {len(losses)}  mean loss {mean:.4f}  "
           f"{samples / max(seconds, 1e-12):,.0f} samples/s", file=sys.stdout, flush=True)

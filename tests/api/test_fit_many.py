@@ -155,3 +155,10 @@ def test_the_same_net_twice_and_shared_optimizers_are_refused():
         fd.fit_many([fd.MLP([6, 4, 3]), fd.MLP([6, 4, 3])], X, y, optimizer=[opt, opt])
     with pytest.raises(ValueError, match="3 optimizers for 2 nets"):
         fd.fit_many([fd.MLP([6, 4, 3]), fd.MLP([6, 4, 3])], X, y, optimizer=["adam"] * 3)
+
+
+def test_verbose_prints_one_line_per_epoch(capsys):
+    X, y = data()
+    fd.fit_many(nets(), X, y, epochs=3, verbose=True)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("epoch 1/3  nets 5  mean loss ")
