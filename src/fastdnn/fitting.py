@@ -33,8 +33,20 @@ class History:
 
     @property
     def history(self):
-        """The records as a dict of lists (Keras' ``History.history``)."""
+        """The records as a dict of lists (Keras' ``History.history``);
+        ``pandas.DataFrame(hist.history)`` gives one row per epoch."""
         return {key: list(getattr(self, key)) for key in self.KEYS}
+
+    def __getitem__(self, key):
+        """``hist["loss"]``: one of :attr:`KEYS`, as a list."""
+        if key not in self.KEYS:
+            raise KeyError(f"{key!r}; a History holds {', '.join(self.KEYS)}")
+        return list(getattr(self, key))
+
+    def __iter__(self):
+        """One dict per epoch: ``{"loss": ..., "val_loss": ..., ...}``."""
+        for values in zip(*(getattr(self, key) for key in self.KEYS)):
+            yield dict(zip(self.KEYS, values))
 
     def __len__(self):
         return len(self.loss)

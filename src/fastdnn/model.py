@@ -1,4 +1,5 @@
 """The user-facing net: :class:`MLP` assembles the kernels into a trainable model."""
+import copy
 import math
 import time
 
@@ -146,6 +147,19 @@ class MLP:
         layers.append(str(self.sizes[-1]))
         return (f"MLP({' -> '.join(layers)}, loss={self.loss_name!r}, dtype={self.dtype.name!r}, "
                 f"device={self.device!r}, params={self.n_params:,})")
+
+    def __copy__(self):
+        """A net with the same architecture, weights and generator state that shares
+        nothing with this one (training the copy leaves the original alone)."""
+        new = type(self)(self.sizes, activation=self.activations, loss=self.loss_name,
+                         dtype=self.dtype.name, device=self.device, n_threads=self.n_threads)
+        new.seed = self.seed
+        new._rng = copy.deepcopy(self._rng)
+        new._backend.set_theta(self._backend.get_theta())
+        return new
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
 
     # -- parameters ------------------------------------------------------------------
     def _init_theta(self):
