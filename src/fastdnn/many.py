@@ -14,6 +14,7 @@ from .errors import TrainingDivergedError
 from .fitting import FitRun
 from .model import MLP
 from .optim import Optimizer
+from .validation import check_n_threads
 
 
 def _optimizers(optimizer, n):
@@ -90,6 +91,7 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
         weights; ``history`` is the list of all histories, ``diverged`` the indices.
     """
     nets = _check_nets(nets)
+    n_threads = check_n_threads(n_threads)
     optimizers = _optimizers(optimizer, len(nets))
     first = nets[0]._fit_plan(X, y, epochs, batch_size, optimizers[0], schedule,
                               validation_data, shuffle, patience)

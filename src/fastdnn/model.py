@@ -24,7 +24,7 @@ _MAX_PARAMS = 1 << 40
 
 
 def _check_sizes(sizes):
-    if isinstance(sizes, (set, frozenset, dict)) or isinstance(sizes, (str, bytes)):
+    if isinstance(sizes, (set, frozenset, dict, str, bytes)):
         raise TypeError(f"sizes must be an ordered list of layer widths, got a "
                         f"{type(sizes).__name__}")
     try:
@@ -39,7 +39,7 @@ def _check_sizes(sizes):
         if s < 1:
             raise ValueError(f"layer widths must be >= 1; got {sizes}")
     sizes = [int(s) for s in sizes]
-    n_params = sum(k * n + n for k, n in zip(sizes[:-1], sizes[1:]))
+    n_params = spec.param_offsets(sizes)[2]
     if n_params >= _MAX_PARAMS:
         raise ValueError(f"a net of widths {sizes} would have {n_params:,} parameters; "
                          f"that is more than fits in memory")
@@ -395,7 +395,7 @@ class MLP:
                 raise ValueError(f"layer widths must be a list of integers; got {sizes!r}")
             sizes = _check_sizes(sizes.tolist())
             # Before any buffer is sized: a tiny file may claim a huge net.
-            n_params = sum(k * n + n for k, n in zip(sizes[:-1], sizes[1:]))
+            n_params = spec.param_offsets(sizes)[2]
             if theta.shape != (n_params,):
                 raise ValueError(f"the widths {sizes} need {n_params:,} weights, the file holds "
                                  f"{theta.size:,}")

@@ -162,3 +162,9 @@ def test_verbose_prints_one_line_per_epoch(capsys):
     fd.fit_many(nets(), X, y, epochs=3, verbose=True)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("epoch 1/3  nets 5  mean loss ")
+
+
+def test_bad_n_threads_is_refused():
+    X, y = data()
+    with pytest.raises(ValueError, match="n_threads"):
+        fd.fit_many(nets(), X, y, epochs=1, n_threads=0)

@@ -144,15 +144,19 @@ class CPUBackend:
         return CPUTrainerGroup(trainers)
 
 
+def _splits_products(sizes, rows):
+    """Whether a batch of ``rows`` has a product that :mod:`.blas` splits over threads."""
+    return rows * max(k * n for k, n in zip(sizes[:-1], sizes[1:])) >= blas.PARALLEL_MACS
+
+
 def n_shards(sizes, rows):
     """Row shards of a training batch: ``config.SHARDS`` when each shard keeps at least
     ``config.MIN_SHARD_ROWS`` rows and every per-shard product stays below the size
     at which :mod:`.blas` splits it over threads itself (no nested parallelism)."""
     shards = config.SHARDS
-    widest = max(k * n for k, n in zip(sizes[:-1], sizes[1:]))
     if shards < 2 or rows < shards * config.MIN_SHARD_ROWS:
         return 1
-    if -(-rows // shards) * widest >= blas.PARALLEL_MACS:
+    if _splits_products(sizes, -(-rows // shards)):
         return 1
     return shards
 
@@ -212,10 +216,15 @@ class CPUTrainerGroup:
         first = self.trainers[0]
         if any(t.X is not first.X or t.T is not first.T for t in self.trainers):
             raise ValueError("a trainer group trains its nets on the same X and T")
-        self.together = all(t.epoch_kernel is train_epoch and _serial(t) for t in self.trainers)
-        # Typed lists, built once: the kernels update the arrays they hold in place.
-        self.lists = [typed.List(items) for items in zip(*(
-            (t.backend.theta, t.table, t.bufs, t.opt, t.sched) for t in self.trainers))]
+        self.together = all(t.epoch_kernel is train_epoch
+                            and not _splits_products(t.backend.sizes, t.batch_size)
+                            for t in self.trainers)
+        # Typed lists, built once (the kernels update the arrays they hold in place), and
+        # only when used: the first build in a process compiles Numba's list code (~1 s).
+        self.lists = None
+        if self.together:
+            self.lists = [typed.List(items) for items in zip(*(
+                (t.backend.theta, t.table, t.bufs, t.opt, t.sched) for t in self.trainers))]
 
     def run_epochs(self, nets, sampling, seeds):
         """One epoch of each trainer ``nets[r]`` with ``seeds[r]``: a list of ``EpochResult``."""
@@ -228,10 +237,3 @@ class CPUTrainerGroup:
         first = self.trainers[0]
         train_epoch_many(first.X, first.T, *self.lists, plans, results)
         return [self.trainers[i].finish(row) for i, row in zip(nets, results)]
-
-
-def _serial(trainer):
-    """Whether every product of the trainer's batches stays below the parallel split."""
-    sizes = trainer.backend.sizes
-    rows = trainer.batch_size
-    return max(rows * k * n for k, n in zip(sizes[:-1], sizes[1:])) < blas.PARALLEL_MACS
