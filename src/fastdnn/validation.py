@@ -24,8 +24,31 @@ def check_dtype(dtype):
     return dt
 
 
+def _from_pandas(a, name):
+    """A pandas Series, DataFrame or array as a NumPy array; anything else unchanged.
+
+    ``np.asarray`` turns pandas' nullable columns (``Float64``, ``Int64``, ``boolean``)
+    into object arrays, even without a missing value; here each column's NumPy dtype is
+    used instead.  Missing values (``pd.NA``, ``NaN``) are refused by name.  pandas is
+    recognised by module name, so it is never imported here.
+    """
+    # pandas 3 names its public classes' module "pandas", earlier versions "pandas.core...".
+    if type(a).__module__.partition(".")[0] != "pandas" or not hasattr(a, "to_numpy"):
+        return a
+    if np.asarray(a.isna()).any():
+        raise ValueError(f"{name} has missing values (pd.NA or NaN); drop or fill them first")
+    dtypes = list(a.dtypes) if getattr(a, "ndim", 1) == 2 else [a.dtype]
+    # Nullable dtypes name their NumPy twin; object, string and categorical columns have
+    # none and are left to the numeric check.
+    numpy_dtypes = [getattr(dt, "numpy_dtype", dt) for dt in dtypes]
+    if not dtypes or any(not isinstance(dt, np.dtype) or dt.kind not in "biuf"
+                         for dt in numpy_dtypes):
+        return np.asarray(a)
+    return a.to_numpy(dtype=np.result_type(*numpy_dtypes))
+
+
 def _as_numeric(a, name):
-    a = np.asarray(a)
+    a = np.asarray(_from_pandas(a, name))
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers; got an array of dtype {a.dtype}")
     return a
@@ -100,3 +123,20 @@ def check_n_threads(n_threads):
             or n_threads < 1):
         raise ValueError(f"n_threads must be None or an integer >= 1; got {n_threads!r}")
     return int(n_threads)
+
+
+def check_sample_weight(sample_weight, n_samples):
+    """Return ``sample_weight`` as a float64 vector of ``n_samples`` finite weights >= 0
+    with a positive sum (a scalar applies to every row)."""
+    w = _as_numeric(sample_weight, "sample_weight").astype(np.float64)
+    if w.ndim == 0:
+        w = np.full(n_samples, float(w))
+    if w.shape != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},); got {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError("sample_weight contains NaN or infinity")
+    if (w < 0).any():
+        raise ValueError("sample_weight must be >= 0")
+    if not w.sum() > 0:
+        raise ValueError("sample_weight sums to 0: no sample would count")
+    return w

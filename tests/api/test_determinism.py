@@ -90,7 +90,7 @@ def test_one_or_several_threads_same_weights(threaded, dtype, shuffle):
 
 
 def _n_signatures():
-    return len(train.train_epoch.signatures)
+    return len(train.train_steps.signatures)
 
 
 def test_no_new_compiled_signatures_per_architecture_or_batch():

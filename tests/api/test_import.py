@@ -50,6 +50,6 @@ def test_import_compiles_nothing_and_starts_no_threads():
     # The control: a CPU net loads the CPU tree, starts the pool and compiles (or loads
     # from the cache) its kernels -- and still imports nothing of CUDA.
     assert used["pool_started"] and used["threading_layer"] is not None
-    assert "fastdnn.kernels.cpu.train.train_epoch" in used["compiled"]
+    assert "fastdnn.kernels.cpu.train.train_steps" in used["compiled"]
     assert {"fastdnn.kernels.cpu.blas", "fastdnn.kernels.cpu.train"} <= set(used["modules"])
     assert not used["cuda"] and "fastdnn.kernels.cuda" not in used["modules"]

@@ -123,9 +123,9 @@ def test_batch_size_is_capped_at_the_samples():
     calls = []
     make_trainer = capped._backend.trainer
 
-    def trainer(X, T, batch_size, optimizer, schedule):
+    def trainer(X, T, batch_size, optimizer, schedule, clip_norm=None):
         calls.append(batch_size)
-        return make_trainer(X, T, batch_size, optimizer, schedule)
+        return make_trainer(X, T, batch_size, optimizer, schedule, clip_norm)
 
     capped._backend.trainer = trainer
     opt = fd.Adam(lr=0.01)

@@ -244,6 +244,13 @@ def formula_cases():
                           for wd in (0.0, 0.1) for dec in (False, True)]
     cases["lr_factor"] = [(c, sched.get(c, np.ones(spec.N_SCHEDULE)), t)
                           for c in sorted(spec.SCHEDULE_CODES) + BAD_CODES[:2] for t in T_VALUES]
+    keys = [np.uint64(k) for k in (0, 1, 12345, 2**63, 2**64 - 1)]
+    cases["mix64"] = [(k,) for k in keys]
+    cases["step_key"] = [(seed, step) for seed in (0, 7, 2**31 - 2) for step in (0, 1, 10**6)]
+    cases["random_index"] = [(k, i, n) for k in keys for i in (0, 5) for n in (1, 3, 10**9)]
+    cases["dropout_scale"] = [(k, row, layer, unit, spec.dropout_threshold(rate))
+                              for k in keys[:3] for row in (0, 9) for layer in (0, 2)
+                              for unit in (0, 31) for rate in (0.0, 0.1, 0.5, 0.9)]
     return cases
 
 
@@ -258,7 +265,8 @@ def test_compiled_cpu_twins_agree_with_the_plain_formulas(name):
     plain, twin = getattr(spec, name), getattr(compiled, name)
     assert twin is not plain and twin.py_func.__code__ is plain.__code__
     for args in formula_cases()[name]:
-        want, got = plain(*args), twin(*args)
+        with np.errstate(over="ignore"):  # the hashes wrap around 2**64 on purpose
+            want, got = plain(*args), twin(*args)
         # Same arithmetic, same libm, except that Numba takes a float to an integer power
         # by repeated squaring (0.999**10 comes out one ulp above Python's correctly
         # rounded pow; the error grows to ~t ulps of beta^t), and adam_scalars'
@@ -270,12 +278,44 @@ def test_compiled_cpu_twins_agree_with_the_plain_formulas(name):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=0, err_msg=f"{name}{args}")
 
 
+# ------------------------------------------------------------------ random bits
+def test_mix64_is_splitmix64():
+    """Known answers: the first two outputs of splitmix64 seeded with 0."""
+    with np.errstate(over="ignore"):  # the hash wraps around 2**64 on purpose
+        first = spec.mix64(np.uint64(0))
+        second = spec.mix64(np.uint64(0x9E3779B97F4A7C15))
+    assert int(first) == 0xE220A8397B1DCDAF and int(second) == 0x6E789E6AA1B965F4
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
+def test_dropout_scale_drops_the_rate_and_keeps_the_mean(rate):
+    from fastdnn.kernels.cpu import formulas as compiled
+
+    threshold = spec.dropout_threshold(rate)
+    key = compiled.step_key(3, 7)
+    scales = np.array([compiled.dropout_scale(key, row, 1, unit, threshold)
+                       for row in range(100) for unit in range(100)])
+    kept = spec.DROP_ONE / (spec.DROP_ONE - threshold)  # 1 / (1 - rate), rate in 2**-32 steps
+    assert set(np.unique(scales)) == {0.0, kept} and kept == pytest.approx(1 / (1 - rate))
+    # 10,000 Bernoulli draws: the dropped share within 4 standard deviations.
+    assert abs((scales == 0).mean() - rate) < 4 * np.sqrt(rate * (1 - rate) / scales.size)
+    assert abs(scales.mean() - 1.0) < 4 * np.sqrt(rate / (1 - rate) / scales.size)
+
+
+def test_random_index_is_uniform():
+    from fastdnn.kernels.cpu import formulas as compiled
+
+    key = compiled.mix64(np.uint64(11))
+    counts = np.bincount([compiled.random_index(key, i, 7) for i in range(7000)], minlength=7)
+    assert counts.min() > 850 and counts.max() < 1150  # 1000 +- ~4.5 sigma
+
+
 # ------------------------------------------------------------------ the protocol
 def test_protocols_declare_what_the_model_uses():
     assert set(protocol_methods(spec.Backend)) == {
-        "limit_threads", "check_X", "get_theta", "set_theta", "theta_finite", "outputs",
-        "to_numpy", "evaluate", "gradient", "trainer", "trainer_group"}
-    assert set(protocol_methods(spec.Trainer)) == {"run_epoch"}
+        "limit_threads", "check_X", "pack_targets", "get_theta", "set_theta", "theta_finite",
+        "outputs", "to_numpy", "evaluate", "gradient", "trainer", "trainer_group"}
+    assert set(protocol_methods(spec.Trainer)) == {"run_epoch", "run_steps"}
     assert set(spec.Backend.__annotations__) == {"device", "n_params"}
 
 

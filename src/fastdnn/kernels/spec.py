@@ -106,9 +106,12 @@ def check_code(kind, code, codes):
 
 
 # ------------------------------------------------------------------ named slots
-#: Slots of the float64 optimizer vector ``hyper`` (unused slots stay 0).
-LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED = range(8)
-N_HYPER = 8
+#: Slots of the float64 step vector ``hyper`` (unused slots stay 0): the optimizer's
+#: hyper-parameters, then what every step applies to the gradient before the update:
+#: the net's L2 penalty ``L2 / 2 * sum(W**2)`` (weights only) and the global
+#: gradient-norm bound ``CLIP_NORM`` (0: none).
+LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED, L2, CLIP_NORM = range(10)
+N_HYPER = 10
 
 #: Slots of the float64 schedule vector, per schedule (see :func:`lr_factor`).
 DECAY = 0                       # inverse_time: lr / (1 + decay t)
@@ -121,8 +124,19 @@ N_SCHEDULE = 2
 # Columns of the layout table.
 # GEMM_MIN: the multiply-add count (rows * fan_in * fan_out) from which the layer's
 # products go to BLAS rather than the loop kernels (decided per batch, by shape only).
-FAN_IN, FAN_OUT, W_OFF, B_OFF, IN_OFF, Z_OFF, A_OFF, ACT, GEMM_MIN = range(9)
-N_COLS = 9
+# DROP: the layer's dropout threshold, ``round(rate * 2**32)`` (0: no dropout; see
+# :func:`dropout_scale`), and OUT_OFF the offset of the output the next layer reads:
+# ``A`` itself, or the dropped-out copy of ``A`` where DROP > 0 (training layouts only).
+FAN_IN, FAN_OUT, W_OFF, B_OFF, IN_OFF, Z_OFF, A_OFF, ACT, GEMM_MIN, DROP, OUT_OFF = range(11)
+N_COLS = 11
+
+#: Dropout thresholds are fractions of 2**32 (the top 32 bits of a 64-bit hash).
+DROP_ONE = 1 << 32
+
+
+def dropout_threshold(rate):
+    """The DROP column of a layer with dropout ``rate`` in [0, 1)."""
+    return int(round(rate * DROP_ONE))
 
 
 def param_offsets(sizes):
@@ -167,11 +181,13 @@ class Layout:
     cap: int
 
     @classmethod
-    def build(cls, sizes, codes, cap, small_gemm_macs=0):
+    def build(cls, sizes, codes, cap, small_gemm_macs=0, drops=None):
         """Lay out a net; ``codes`` has one activation code per hidden layer.
 
         ``small_gemm_macs`` is the product size from which a layer uses BLAS (the CPU
         backend passes ``config.SMALL_GEMM_MACS``; the CUDA kernels ignore it).
+        ``drops``: a dropout threshold per hidden layer (:func:`dropout_threshold`), for
+        training layouts; each layer with one gets a slot for its dropped-out output.
         """
         n_layers = len(sizes) - 1
         w_off, b_off, n_params = param_offsets(sizes)
@@ -185,12 +201,19 @@ class Layout:
             code = IDENTITY
             if i < n_layers - 1:
                 code = check_code("activation", codes[i], ACTIVATION_NAMES)
+            drop = drops[i] if drops is not None and i < n_layers - 1 else 0
             z_off = off
             if code in NEEDS_Z:
                 off += cap * n
-            table[i] = (k, n, w_off[i], b_off[i], prev_out, z_off, off, code, small_gemm_macs)
-            prev_out = off
+            a_off = off
             off += cap * n
+            out_off = a_off
+            if drop > 0:
+                out_off = off
+                off += cap * n
+            table[i] = (k, n, w_off[i], b_off[i], prev_out, z_off, a_off, code, small_gemm_macs,
+                        drop, out_off)
+            prev_out = out_off
         return cls(table, n_params, off, cap * max(sizes), cap)
 
     @property
@@ -375,6 +398,38 @@ def first_argmax(z):
     return best
 
 
+# Counter-based random bits: a value is a pure function of its key and position, so
+# dropout masks and uniform draws do not depend on threads, shards or on where a fit
+# was cut into slices.  splitmix64's finaliser (Steele et al., 2014), on uint64.
+def mix64(x):
+    """A 64-bit hash of the uint64 ``x`` (splitmix64)."""
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def step_key(seed, step):
+    """The random key of optimizer step ``step`` of an epoch drawn with ``seed``."""
+    return mix64(mix64(np.uint64(seed)) + np.uint64(step))
+
+
+def random_index(key, i, n):
+    """The ``i``-th of the uniform draws in ``[0, n)`` under ``key``."""
+    return np.int64(mix64(key + np.uint64(i)) % np.uint64(n))
+
+
+def dropout_scale(key, row, layer, unit, threshold):
+    """Inverted dropout's multiplier of unit ``unit`` of hidden layer ``layer`` for row
+    ``row`` of a batch: 0 (dropped, with probability ``threshold / 2**32``) or
+    ``1 / (1 - rate)``."""
+    bits = mix64(mix64(key + np.uint64(row)) + (np.uint64(layer) << np.uint64(32))
+                 + np.uint64(unit))
+    if (bits >> np.uint64(32)) < np.uint64(threshold):
+        return 0.0
+    return DROP_ONE / (DROP_ONE - threshold)
+
+
 # Updates (torch.optim semantics), one parameter at a time.
 def sgd_step(theta, g, velocity, lr, momentum, nesterov, weight_decay, first):
     """``(theta - lr d, velocity')``: ``d`` the (Nesterov-)momentum of ``g + wd theta``.
@@ -434,6 +489,7 @@ FORMULAS = (
     "relu_grad", "leaky_relu_grad", "elu_grad", "tanh_grad", "sigmoid_grad", "softplus_grad",
     "gelu_grad", "silu_grad", "activate", "derivative",
     "cross_entropy_term", "squared_error", "sigmoid_cross_entropy", "softmax_row", "first_argmax",
+    "mix64", "step_key", "random_index", "dropout_scale",
     "sgd_step", "adam_scalars", "decoupled_decay", "adam_step", "lr_factor",
 )
 
@@ -461,15 +517,36 @@ def compile_formulas(jit):
 OptimizerArgs = namedtuple("OptimizerArgs", "code hyper state")
 #: Schedule code and its float64 parameters (slots ``DECAY``, ...).
 ScheduleArgs = namedtuple("ScheduleArgs", "code params")
-#: What one epoch of training reports: the sum of ``batch loss * batch rows``, the
+#: What a run of training steps reports: the sum of ``batch loss * batch weight``, the
 #: samples and optimizer steps done, the index of the step whose loss or gradient was
-#: not finite (-1: none; the epoch stopped there without updating), and the learning
-#: rate the last update used.
-EpochResult = namedtuple("EpochResult", "loss_sum samples steps failed_step lr")
+#: not finite or whose update would overflow the weights (-1: none; the run stopped
+#: there without updating), the learning rate the last update used, and the sum of the
+#: batches' sample weights (the samples, unweighted).
+EpochResult = namedtuple("EpochResult", "loss_sum samples steps failed_step lr weight_sum")
+
+
+def pack_targets(T, w, dtype):
+    """``T`` with the sample weights ``w`` (ones for ``None``) as one more column: the
+    targets as every backend takes them (the CPU loss heads read the weight there)."""
+    packed = np.empty((T.shape[0], T.shape[1] + 1), dtype=dtype)
+    packed[:, :-1] = T
+    packed[:, -1] = 1.0 if w is None else w
+    return packed
 
 
 class Trainer(Protocol):
-    """Buffers and arguments of one ``fit``, sized once (``Backend.trainer`` makes it)."""
+    """Buffers and arguments of one ``fit``, sized once (``Backend.trainer`` makes it).
+
+    ``steps_per_epoch`` is the number of optimizer steps of an epoch; ``whole_epochs``
+    is true where :meth:`run_steps` takes whole epochs only.
+    """
+
+    steps_per_epoch: int
+    whole_epochs: bool
+
+    def run_steps(self, sampling, seed, first, end):
+        """Steps ``[first, end)`` of the epoch drawn with ``seed``, as :meth:`run_epoch`
+        runs them: an epoch cut into runs gives the same bits as one run."""
 
     def run_epoch(self, sampling, seed):
         """Train one epoch with ``sampling`` (``IN_ORDER``...) drawn from ``seed``.
@@ -499,6 +576,10 @@ class Backend(Protocol):
         """``X`` as this backend takes it: device arrays validated in place (CUDA), anything
         else through :func:`fastdnn.validation.check_X`."""
 
+    def pack_targets(self, T, w=None):
+        """Checked targets ``T`` and sample weights ``w`` (``None``: all 1) as every other
+        method takes them (:func:`pack_targets`)."""
+
     def get_theta(self, out=None):
         """A NumPy copy of the flat parameter vector (into ``out`` when given)."""
 
@@ -515,14 +596,17 @@ class Backend(Protocol):
         """``a`` (an array of this backend's) as a NumPy array."""
 
     def evaluate(self, X, T, want_logits=False):
-        """``(mean loss, logits or None)`` of all rows in one forward pass; NumPy logits."""
+        """``(weighted mean loss + L2 penalty, logits or None)`` of all rows in one forward
+        pass; NumPy logits."""
 
-    def gradient(self, X, T):
-        """``(mean loss, flat NumPy gradient)`` over all rows, in one batch."""
+    def gradient(self, X, T, dropout_key=None):
+        """``(weighted mean loss + L2 penalty, flat NumPy gradient)`` over all rows, in one
+        batch; with the dropout masks of ``dropout_key`` (``None``: no dropout)."""
 
-    def trainer(self, X, T, batch_size, optimizer, schedule):
+    def trainer(self, X, T, batch_size, optimizer, schedule, clip_norm=None):
         """A :class:`Trainer` for batches of ``batch_size`` rows (at most ``len(X)``),
-        an :class:`fastdnn.Optimizer` and ``schedule = (code, params)``."""
+        an :class:`fastdnn.Optimizer`, ``schedule = (code, params)`` (``params`` read at
+        every step, so the host may change them between runs) and a gradient-norm bound."""
 
     def trainer_group(self, trainers):
         """An object whose ``run_epochs(nets, sampling, seeds)`` trains one epoch of each

@@ -9,7 +9,7 @@ from fastdnn.kernels.cpu.activations import activate, activation_backward
 from fastdnn.kernels.cpu.dense import dense_backward, dense_forward
 from fastdnn.kernels.cpu.losses import labels, loss_grad, probabilities
 from fastdnn.kernels.cpu.updates import adam_update, optimizer_step, sgd_update
-from fastdnn.kernels.spec import A_OFF, ACTIVATIONS, LOSSES, NEEDS_Z, Z_OFF, Layout
+from fastdnn.kernels.spec import A_OFF, ACTIVATIONS, LOSSES, NEEDS_Z, Z_OFF, Layout, pack_targets
 
 SIZES = [1, 7, 33]
 DTYPES = [np.float32, np.float64]
@@ -125,14 +125,15 @@ def test_dense_backward_first_layer_skips_delta_prev(blas):
 
 
 def _targets(loss, m, k, rng):
+    """Targets ``y`` for the oracle and ``T`` as the kernels take them (unit weights)."""
     if loss == "cross_entropy":
         y = rng.integers(0, k, m)
-        return y, y.reshape(-1, 1).astype(np.float64)
+        return y, pack_targets(y.reshape(-1, 1), None, np.float64)
     if loss == "mse":
         Y = rng.standard_normal((m, k))
     else:
         Y = rng.random((m, k))
-    return Y, Y
+    return Y, pack_targets(Y, None, np.float64)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -158,6 +159,7 @@ def test_loss_heads_finite_for_huge_logits(loss, dtype):
     if T is None:
         T = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
         y = T
+    T = pack_targets(T, None, np.float64)
     G = np.empty_like(Z)
     value = loss_grad(Z, T.astype(dtype), LOSSES[loss], G)
     assert np.isfinite(value) and np.isfinite(G).all()
@@ -204,7 +206,7 @@ def test_unknown_codes_raise(bad):
         activation_backward(np.ones(6), Z, Z, bad)
     Z2, G = Z.reshape(2, 3), np.empty((2, 3))
     with pytest.raises(ValueError, match="unknown loss code"):
-        loss_grad(Z2, np.zeros((2, 1)), bad, G)
+        loss_grad(Z2, np.zeros((2, 2)), bad, G)
     with pytest.raises(ValueError, match="classification loss code"):
         labels(bad, Z2, np.empty((2, 3), dtype=np.int64))
     with pytest.raises(ValueError, match="classification loss code"):

@@ -8,17 +8,18 @@ from numba import typed
 
 from ... import config
 from ...validation import check_X
-from ..spec import (CLASSIFIERS, CROSS_ENTROPY, LABELS, LOGITS, PROBABILITIES, EpochResult,
-                    Layout, OptimizerArgs, ScheduleArgs)
+from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, PROBABILITIES,
+                    EpochResult, Layout, OptimizerArgs, ScheduleArgs, pack_targets)
 from . import blas, threads
 from .checks import all_finite
 from .losses import labels, probabilities
-from .train import (Buffers, EpochPlan, forward_chunks, loss_and_gradient, loss_of_logits,
-                    train_epoch, train_epoch_many, train_epoch_sharded)
+from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
+                    loss_of_logits, train_epoch_many, train_steps, train_steps_sharded)
+from .updates import GUARD_SLOTS, LIMIT, refresh_bounds
 
 
-def _layout(sizes, codes, cap):
-    return Layout.build(sizes, codes, cap, config.SMALL_GEMM_MACS)
+def _layout(sizes, codes, cap, drops=None):
+    return Layout.build(sizes, codes, cap, config.SMALL_GEMM_MACS, drops)
 
 
 class CPUBackend:
@@ -34,16 +35,22 @@ class CPUBackend:
         Loss code.
     dtype : numpy.dtype
         float32 or float64.
+    l2 : float
+        The L2 penalty ``l2 / 2 * sum(W**2)`` of the loss (weights only).
+    drops : list of int, optional
+        Dropout threshold per hidden layer (``spec.dropout_threshold``), training only.
     """
 
     device = "cpu"
 
-    def __init__(self, sizes, codes, loss, dtype):
+    def __init__(self, sizes, codes, loss, dtype, l2=0.0, drops=None):
         blas.prepare()
         self.sizes = list(sizes)
         self.codes = list(codes)
         self.loss = loss
         self.dtype = dtype
+        self.l2 = float(l2)
+        self.drops = list(drops) if drops is not None and any(drops) else None
         self.n_params = _layout(self.sizes, self.codes, 1).n_params
         self.theta = np.zeros(self.n_params, dtype=dtype)
         self._infer = None  # (layout, work, deltas) reused across predict calls
@@ -73,6 +80,10 @@ class CPUBackend:
     def check_X(self, X):
         """``X`` checked and converted (:func:`fastdnn.validation.check_X`)."""
         return check_X(X, self.sizes[0], self.dtype)
+
+    def pack_targets(self, T, w=None):
+        """Checked targets and sample weights as the kernels take them (``spec.pack_targets``)."""
+        return pack_targets(T, w, self.dtype)
 
     @staticmethod
     def to_numpy(a):
@@ -118,25 +129,40 @@ class CPUBackend:
             return P
         raise ValueError(f"unknown output head {head!r}")
 
+    def _penalty(self, table, grad):
+        if self.l2 == 0.0:
+            return 0.0
+        return float(l2_penalty(self.theta, table, self.l2, grad))
+
     def evaluate(self, X, T, want_logits=False):
-        """``(mean loss, logits or None)`` over all rows, in one forward pass."""
+        """``(weighted mean loss + L2 penalty, logits or None)`` over all rows, in one
+        forward pass."""
         Z = self._logits(X)
         layout, _, deltas = self._inference(X.shape[0])
         value = loss_of_logits(Z, T, self.loss, deltas[0], layout.cap)
+        value += self._penalty(layout.table, np.empty(0, dtype=self.dtype))
         return float(value), (Z if want_logits else None)
 
-    def gradient(self, X, T):
-        """``(mean loss, flat gradient)`` over all rows, in one batch."""
-        layout = _layout(self.sizes, self.codes, X.shape[0])
+    def gradient(self, X, T, dropout_key=None):
+        """``(weighted mean loss + L2 penalty, flat gradient)`` over all rows, in one batch.
+
+        ``dropout_key``: train-time dropout with the masks of that key (as a training
+        step with the key's seed and step draws them); ``None``: no dropout.
+        """
+        drops = self.drops if dropout_key is not None else None
+        layout = _layout(self.sizes, self.codes, X.shape[0], drops)
         work, deltas = self._buffers(layout)
         grad = np.zeros(self.n_params, dtype=self.dtype)
-        value = loss_and_gradient(X, T, self.theta, layout.table, work, deltas, grad, self.loss)
+        key = NO_KEY if dropout_key is None else np.uint64(dropout_key)
+        value = loss_and_gradient(X, T, self.theta, layout.table, work, deltas, grad, self.loss,
+                                  key, 0)
+        value += self._penalty(layout.table, grad)
         return float(value), grad
 
     # -- training --------------------------------------------------------------------
-    def trainer(self, X, T, batch_size, optimizer, schedule):
+    def trainer(self, X, T, batch_size, optimizer, schedule, clip_norm=None):
         """A :class:`CPUTrainer` with buffers sized once for this fit."""
-        return CPUTrainer(self, X, T, batch_size, optimizer, schedule)
+        return CPUTrainer(self, X, T, batch_size, optimizer, schedule, clip_norm)
 
     @staticmethod
     def trainer_group(trainers):
@@ -162,19 +188,23 @@ def n_shards(sizes, rows):
 
 
 class CPUTrainer:
-    """Buffers and arguments of one ``fit``; :meth:`run_epoch` trains one epoch."""
+    """Buffers and arguments of one ``fit``; :meth:`run_steps` trains a run of an epoch's
+    steps, :meth:`run_epoch` a whole epoch."""
 
-    def __init__(self, backend, X, T, batch_size, optimizer, schedule):
+    whole_epochs = False
+
+    def __init__(self, backend, X, T, batch_size, optimizer, schedule, clip_norm=None):
         n = X.shape[0]
         dtype = backend.dtype
         self.backend = backend
         self.X, self.T = X, T
         self.batch_size = batch_size
+        self.steps_per_epoch = -(-n // batch_size)
         self.optimizer = optimizer
         shards = n_shards(backend.sizes, batch_size)
-        layout = _layout(backend.sizes, backend.codes, -(-batch_size // shards))
+        layout = _layout(backend.sizes, backend.codes, -(-batch_size // shards), backend.drops)
         self.table = layout.table
-        self.epoch_kernel = train_epoch_sharded if shards > 1 else train_epoch
+        self.epoch_kernel = train_steps_sharded if shards > 1 else train_steps
         self.bufs = Buffers(
             work=np.zeros((shards, layout.work_size), dtype=dtype),
             deltas=np.zeros((shards, 2, layout.delta_size), dtype=dtype),
@@ -183,22 +213,39 @@ class CPUTrainer:
             grad=np.zeros(layout.n_params, dtype=dtype),
             inputs=np.zeros(batch_size * X.shape[1], dtype=dtype),
             targets=np.zeros(batch_size * T.shape[1], dtype=dtype),
-            order=np.arange(n, dtype=np.int64))
+            order=np.arange(n, dtype=np.int64),
+            guard=np.zeros(GUARD_SLOTS))
         state = optimizer.bind(layout.n_params, dtype)
-        self.opt = OptimizerArgs(optimizer.code, optimizer.hyper(), state)
+        hyper = optimizer.hyper()
+        hyper[L2] = backend.l2
+        hyper[CLIP_NORM] = 0.0 if clip_norm is None else clip_norm
+        self.opt = OptimizerArgs(optimizer.code, hyper, state)
         self.sched = ScheduleArgs(*schedule)
+        # Half the largest finite value: the guard's bounds are loose, the margin is cheap.
+        self.bufs.guard[LIMIT] = float(np.finfo(dtype).max) / 2
+        refresh_bounds(backend.theta, state, self.bufs.guard)
+
+    def plan(self, sampling, seed, first, end):
+        """The int64 row of a run of steps ``[first, end)`` (``EpochPlan``'s fields)."""
+        return (self.backend.loss, self.batch_size, sampling, self.optimizer.t, seed, first, end)
+
+    def run_steps(self, sampling, seed, first, end):
+        """Steps ``[first, end)`` of the epoch drawn with ``seed``, from the optimizer's
+        step count; advance it (see ``spec.Trainer``)."""
+        return self.finish(self.epoch_kernel(
+            self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt, self.sched,
+            EpochPlan(*self.plan(sampling, seed, first, end))))
 
     def run_epoch(self, sampling, seed):
-        """Train one epoch from the optimizer's step count; advance it (see ``spec.Trainer``)."""
-        plan = EpochPlan(self.backend.loss, self.batch_size, sampling, self.optimizer.t, seed)
-        return self.finish(self.epoch_kernel(
-            self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt, self.sched, plan))
+        """Train one whole epoch (:meth:`run_steps` over all its steps)."""
+        return self.run_steps(sampling, seed, 0, self.steps_per_epoch)
 
     def finish(self, raw):
-        """Advance the step count by an epoch's ``(loss_sum, samples, steps, failed, lr)``."""
-        loss_sum, seen, steps, failed, lr = raw
+        """Advance the step count by a run's ``(loss_sum, samples, steps, failed, lr, weights)``."""
+        loss_sum, seen, steps, failed, lr, weights = raw
         self.optimizer.t += int(steps)
-        return EpochResult(float(loss_sum), int(seen), int(steps), int(failed), float(lr))
+        return EpochResult(float(loss_sum), int(seen), int(steps), int(failed), float(lr),
+                           float(weights))
 
 
 class CPUTrainerGroup:
@@ -216,7 +263,7 @@ class CPUTrainerGroup:
         first = self.trainers[0]
         if any(t.X is not first.X or t.T is not first.T for t in self.trainers):
             raise ValueError("a trainer group trains its nets on the same X and T")
-        self.together = all(t.epoch_kernel is train_epoch
+        self.together = all(t.epoch_kernel is train_steps
                             and not _splits_products(t.backend.sizes, t.batch_size)
                             for t in self.trainers)
         # Typed lists, built once (the kernels update the arrays they hold in place), and
@@ -230,10 +277,10 @@ class CPUTrainerGroup:
         """One epoch of each trainer ``nets[r]`` with ``seeds[r]``: a list of ``EpochResult``."""
         if not self.together:
             return [self.trainers[i].run_epoch(sampling, seed) for i, seed in zip(nets, seeds)]
-        plans = np.array([(i, self.trainers[i].backend.loss, self.trainers[i].batch_size, sampling,
-                           self.trainers[i].optimizer.t, seed) for i, seed in zip(nets, seeds)],
-                         dtype=np.int64).reshape(len(nets), 6)
-        results = np.zeros((len(nets), 5))
+        plans = np.array([(i, *self.trainers[i].plan(sampling, seed, 0,
+                                                      self.trainers[i].steps_per_epoch))
+                          for i, seed in zip(nets, seeds)], dtype=np.int64).reshape(len(nets), 8)
+        results = np.zeros((len(nets), 6))
         first = self.trainers[0]
         train_epoch_many(first.X, first.T, *self.lists, plans, results)
         return [self.trainers[i].finish(row) for i, row in zip(nets, results)]

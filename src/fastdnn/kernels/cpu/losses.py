@@ -3,7 +3,9 @@ and the prediction heads (labels, probabilities) of the logits.
 
 Targets always arrive as a 2-D array ``T`` of the net's dtype, so every head has the
 same signature and the training kernel compiles once per dtype: for cross-entropy
-``T[:, 0]`` holds the integer class labels (exact in float32 up to 2**24 classes).
+``T[:, 0]`` holds the integer class labels (exact in float32 up to 2**24 classes),
+else ``T[:, :k]`` the targets; the last column holds each row's sample weight (1 when
+none are given).  Every head is a weighted mean, ``sum(w l) / sum(w)``.
 The per-element arithmetic is :mod:`fastdnn.kernels.spec`'s.
 
 No ``fastmath`` here: the log-sum-exp must keep IEEE semantics to stay finite.
@@ -18,51 +20,78 @@ from . import formulas as F
 
 
 @njit(cache=config.CACHE, inline="always")
+def weight_sum(T):
+    """Sum of the sample weights, ``T``'s last column."""
+    w = T.shape[1] - 1
+    total = 0.0
+    for i in range(T.shape[0]):
+        total += T[i, w]
+    return total
+
+
+@njit(cache=config.CACHE, inline="always")
+def _inverse(total):
+    """``1 / total``, or 0 for a batch whose weights are all 0 (it then adds nothing)."""
+    return 1.0 / total if total > 0 else 0.0
+
+
+@njit(cache=config.CACHE, inline="always")
 def softmax_cross_entropy(Z, T, G):
-    """Mean of ``logsumexp(z) - z[y]``; ``G = (softmax(Z) - onehot(y)) / n``."""
+    """Weighted mean of ``logsumexp(z) - z[y]``; ``G = w (softmax(Z) - onehot(y)) / sum(w)``.
+
+    With unit weights ``w * inv`` is ``inv`` exactly: the unweighted mean, bit for bit.
+    """
     n = Z.shape[0]
-    inv_n = 1.0 / n
+    inv = _inverse(weight_sum(T))
     total = 0.0
     for i in range(n):
         zmax, s = F.softmax_row(Z[i], G[i])
         y = int(T[i, 0])
-        total += F.cross_entropy_term(zmax, s, Z[i, y])
-        scale = inv_n / s
+        w = T[i, 1]
+        total += w * F.cross_entropy_term(zmax, s, Z[i, y])
+        share = w * inv
+        scale = share / s
         for j in range(Z.shape[1]):
             G[i, j] *= scale
-        G[i, y] -= inv_n
-    return total * inv_n
+        G[i, y] -= share
+    return total * inv
 
 
 @njit(cache=config.CACHE, inline="always")
 def mean_squared_error(Z, T, G):
-    """Mean over samples and outputs of ``(z - t)**2``; ``G = 2 (Z - T) / (n k)``."""
+    """Weighted mean over samples (and plain over outputs) of ``(z - t)**2``;
+    ``G = 2 w (Z - T) / (k sum(w))``."""
     n, k = Z.shape
-    inv = 1.0 / (n * k)
+    inv = _inverse(weight_sum(T) * k)
     total = 0.0
     for i in range(n):
+        w = T[i, k]
+        share = w * inv
         for j in range(k):
-            term, G[i, j] = F.squared_error(Z[i, j], T[i, j], inv)
-            total += term
+            term, G[i, j] = F.squared_error(Z[i, j], T[i, j], share)
+            total += w * term
     return total * inv
 
 
 @njit(cache=config.CACHE, inline="always")
 def sigmoid_binary_cross_entropy(Z, T, G):
-    """Mean of ``max(z,0) - z t + log1p(exp(-|z|))``; ``G = (sigmoid(Z) - T) / (n k)``."""
+    """Weighted mean of ``max(z,0) - z t + log1p(exp(-|z|))``;
+    ``G = w (sigmoid(Z) - T) / (k sum(w))``."""
     n, k = Z.shape
-    inv = 1.0 / (n * k)
+    inv = _inverse(weight_sum(T) * k)
     total = 0.0
     for i in range(n):
+        w = T[i, k]
+        share = w * inv
         for j in range(k):
-            term, G[i, j] = F.sigmoid_cross_entropy(Z[i, j], T[i, j], inv)
-            total += term
+            term, G[i, j] = F.sigmoid_cross_entropy(Z[i, j], T[i, j], share)
+            total += w * term
     return total * inv
 
 
 @njit(cache=config.CACHE, inline="always")
 def loss_grad(Z, T, code, G):
-    """Dispatch to the loss head ``code``: write dL/dZ into ``G``, return the mean loss."""
+    """Dispatch to the loss head ``code``: write dL/dZ into ``G``, return the weighted mean loss."""
     if code == CROSS_ENTROPY:
         return softmax_cross_entropy(Z, T, G)
     elif code == MSE:

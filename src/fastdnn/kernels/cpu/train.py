@@ -1,42 +1,65 @@
-"""The compiled training loop: sampling, batch gathering, forward, layerwise backprop,
-loss and parameter updates for a whole epoch, with no allocation per batch.
+"""The compiled training loop: sampling, batch gathering, forward (with dropout), layerwise
+backprop, the loss, the L2 penalty, gradient clipping, the overflow guard and the
+parameter updates of a run of steps, with no allocation per batch.
 
-Python calls :func:`train_epoch` once per epoch (for progress, validation, early stop);
-everything inside an epoch runs here.  Buffers come in as namedtuples so the kernels
-keep few arguments and one signature per dtype.
+Python calls :func:`train_steps` for a slice of an epoch's steps (a whole epoch, or as
+many steps as run in a fraction of a second, so that Ctrl-C and progress reports
+come between slices); everything inside a slice runs here.  Where an epoch is cut
+changes nothing: the permutation is drawn when the epoch starts, and every other
+random number (uniform draws, dropout masks) is a hash of the epoch seed and its
+position (:func:`fastdnn.kernels.spec.mix64`).  Buffers come in as namedtuples so the
+kernels keep few arguments and one signature per dtype.
 """
+import math
 from collections import namedtuple
 
 import numpy as np
 from numba import njit, prange
 
 from ... import config
-from ..spec import (A_OFF, ACT, B_OFF, FAN_IN, FAN_OUT, GEMM_MIN, IN_OFF, LR, SHUFFLE,
-                    UNIFORM, W_OFF, Z_OFF)
+from ..spec import (A_OFF, ACT, B_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, GEMM_MIN, IN_OFF, L2,
+                    LR, OUT_OFF, SHUFFLE, UNIFORM, W_OFF, Z_OFF)
 from . import formulas as F
 from .activations import activation_backward
-from .checks import all_finite
+from .checks import max_abs
 from .dense import dense_backward, dense_forward
-from .losses import loss_grad
-from .updates import optimizer_step
+from .losses import loss_grad, weight_sum
+from .updates import SAFE_REFRESH, UNSAFE, optimizer_step, refresh_bounds, step_is_safe
 from .views import view2d
 
-#: Work buffers of one fit, one row per shard of a batch (see :func:`train_epoch`):
+#: Work buffers of one fit, one row per shard of a batch (see :func:`train_steps`):
 #: activations ``(S, work)``, the two ping-pong deltas ``(S, 2, delta)``, per-shard
 #: gradients ``(S, n_params)`` and losses ``(S,)``; then the batch gradient, a batch of
-#: inputs and of targets (flat), and the sample order.
-Buffers = namedtuple("Buffers", "work deltas shard_grads shard_losses grad inputs targets order")
-#: Integers of an epoch: loss code, batch size, sampling mode, optimizer steps taken
-#: before the epoch, seed.
-EpochPlan = namedtuple("EpochPlan", "loss batch_size sampling t0 seed")
+#: inputs and of targets (flat), the sample order, and the overflow guard's float64
+#: bounds (:mod:`.updates`).
+Buffers = namedtuple("Buffers",
+                     "work deltas shard_grads shard_losses grad inputs targets order guard")
+#: Integers of a run of steps: loss code, batch size, sampling mode, optimizer steps
+#: taken before step ``first``, the epoch's seed, and the steps ``[first, end)`` of the
+#: epoch to run.
+EpochPlan = namedtuple("EpochPlan", "loss batch_size sampling t0 seed first end")
+#: Random key of the forward passes that never drop (inference, evaluation).
+NO_KEY = np.uint64(0)
 
 
 _view = view2d  # rows m x n of a flat buffer from an offset: (buf, off, m, n)
 
 
+@njit(cache=config.CACHE, inline="always")
+def _dropout(A, D, key, row0, layer, threshold):
+    """``D = A * mask``: inverted dropout of hidden layer ``layer`` for batch rows from ``row0``."""
+    for r in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            D[r, j] = A[r, j] * F.dropout_scale(key, row0 + r, layer, j, threshold)
+
+
 @njit(cache=config.CACHE)
-def forward_layers(X, theta, table, work):
-    """``A_i = g_i(A_{i-1} W_i + b_i)`` for every layer; returns the logits (a view)."""
+def forward_layers(X, theta, table, work, key, row0):
+    """``A_i = g_i(A_{i-1} W_i + b_i)`` for every layer; returns the logits (a view).
+
+    Layers with a dropout threshold (training layouts only) pass on ``A_i`` times a mask
+    drawn from ``key`` for the batch rows numbered from ``row0``.
+    """
     m = X.shape[0]
     A_prev = X
     for i in range(table.shape[0]):
@@ -48,12 +71,16 @@ def forward_layers(X, theta, table, work):
         A = _view(work, table[i, A_OFF], m, n)
         dense_forward(A_prev, W, b, table[i, ACT], m * k * n >= table[i, GEMM_MIN], Z, A)
         A_prev = A
+        if table[i, DROP] > 0:
+            A_prev = _view(work, table[i, OUT_OFF], m, n)
+            _dropout(A, A_prev, key, row0, i, table[i, DROP])
     return A_prev
 
 
 @njit(cache=config.CACHE)
-def backward_layers(X, theta, table, work, deltas, grad):
-    """Layerwise backprop from dL/dZ of the top layer, held in ``deltas[0]``, into ``grad``."""
+def backward_layers(X, theta, table, work, deltas, grad, key, row0):
+    """Layerwise backprop from dL/dZ of the top layer, held in ``deltas[0]``, into ``grad``
+    (through the dropout masks of :func:`forward_layers` with the same ``key``, ``row0``)."""
     m = X.shape[0]
     cur = 0
     for i in range(table.shape[0] - 1, -1, -1):
@@ -71,20 +98,54 @@ def backward_layers(X, theta, table, work, deltas, grad):
             delta_prev = _view(deltas[1 - cur], 0, m, k)
             dense_backward(delta, A_prev, W, blas, dW, db, delta_prev)
             below = table[i - 1]
+            if below[DROP] > 0:
+                _dropout(delta_prev, delta_prev, key, row0, i - 1, below[DROP])
             activation_backward(deltas[1 - cur][:m * k], work[below[A_OFF]:below[A_OFF] + m * k],
                                 work[below[Z_OFF]:below[Z_OFF] + m * k], below[ACT])
             cur = 1 - cur
 
 
 @njit(cache=config.CACHE)
-def loss_and_gradient(X, T, theta, table, work, deltas, grad, loss):
-    """Mean loss of batch ``(X, T)``; its gradient w.r.t. ``theta`` goes into ``grad``."""
+def loss_and_gradient(X, T, theta, table, work, deltas, grad, loss, key, row0):
+    """Weighted mean loss of batch ``(X, T)``; its gradient w.r.t. ``theta`` goes into
+    ``grad`` (dropout masks from ``key`` for rows from ``row0``; no penalty)."""
     m = X.shape[0]
-    out = forward_layers(X, theta, table, work)
+    out = forward_layers(X, theta, table, work, key, row0)
     G = _view(deltas[0], 0, m, out.shape[1])
     value = loss_grad(out, T, loss, G)
-    backward_layers(X, theta, table, work, deltas, grad)
+    backward_layers(X, theta, table, work, deltas, grad, key, row0)
     return value
+
+
+@njit(cache=config.CACHE)
+def l2_penalty(theta, table, l2, grad):
+    """``l2 / 2 * sum(W**2)`` over every layer's weights (not the biases); adds its
+    gradient ``l2 * W`` into ``grad`` unless ``grad`` is empty."""
+    total = 0.0
+    for i in range(table.shape[0]):
+        first = table[i, W_OFF]
+        last = first + table[i, FAN_IN] * table[i, FAN_OUT]
+        for p in range(first, last):
+            total += theta[p] * theta[p]
+        if grad.size > 0:
+            for p in range(first, last):
+                grad[p] += l2 * theta[p]
+    return 0.5 * l2 * total
+
+
+@njit(cache=config.CACHE)
+def clip_by_norm(grad, bound):
+    """Scale ``grad`` to Euclidean norm ``bound`` when it is longer; returns the factor."""
+    total = 0.0
+    for v in grad:
+        total += v * v
+    norm = math.sqrt(total)
+    if norm <= bound:
+        return 1.0
+    factor = bound / norm
+    for i in range(grad.shape[0]):
+        grad[i] *= factor
+    return factor
 
 
 @njit(cache=config.CACHE, inline="always")
@@ -103,14 +164,15 @@ def forward_chunks(X, theta, table, work, out, cap):
     flat = X.reshape(X.size)
     for start in range(0, n, cap):
         m = min(cap, n - start)
-        logits = forward_layers(_view(flat, start * d, m, d), theta, table, work)
+        logits = forward_layers(_view(flat, start * d, m, d), theta, table, work, NO_KEY, 0)
         _copy_rows(logits, out, start)
 
 
 @njit(cache=config.CACHE)
 def loss_of_logits(Z, T, loss, G, cap):
-    """Mean loss of the logits ``Z`` against ``T``, ``cap`` rows at a time (weighted by
-    chunk size), with ``G`` (at least ``cap * k`` long) as the gradient scratch.
+    """Weighted mean loss of the logits ``Z`` against ``T``, ``cap`` rows at a time (each
+    chunk weighted by its sample weights), with ``G`` (at least ``cap * k`` long) as
+    the gradient scratch.
 
     Evaluation is :func:`forward_chunks` then this: one forward pass gives the logits
     (for the metric) and the loss, and the two small kernels compile faster than one
@@ -121,12 +183,14 @@ def loss_of_logits(Z, T, loss, G, cap):
     flat_z = Z.reshape(Z.size)
     flat_t = T.reshape(T.size)
     total = 0.0
+    weights = 0.0
     for start in range(0, n, cap):
         m = min(cap, n - start)
-        total += m * loss_grad(_view(flat_z, start * k, m, k),
-                               _view(flat_t, start * n_targets, m, n_targets), loss,
-                               _view(G, 0, m, k))
-    return total / n
+        T_chunk = _view(flat_t, start * n_targets, m, n_targets)
+        w = weight_sum(T_chunk)
+        total += w * loss_grad(_view(flat_z, start * k, m, k), T_chunk, loss, _view(G, 0, m, k))
+        weights += w
+    return total / weights if weights > 0 else 0.0
 
 
 @njit(cache=config.CACHE)
@@ -140,12 +204,12 @@ def _shuffle(order):
 
 
 @njit(cache=config.CACHE, parallel=True)
-def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards):
-    """Mean loss and gradient of a batch cut into ``n_shards`` fixed row shards.
+def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards, key):
+    """Weighted mean loss and gradient of a batch cut into ``n_shards`` fixed row shards.
 
     The shards run in parallel, each into its own buffers, and are combined in shard
     order, so the result depends on the shard count (fixed by the shapes) but never on
-    the thread count.  Each shard's mean is weighted by its share of the rows.
+    the thread count.  Each shard's mean counts by its share of the batch's weight.
     """
     m, d = Xb.shape
     n_targets = Tb.shape[1]
@@ -156,11 +220,15 @@ def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards):
         r1 = (s + 1) * m // n_shards
         bufs.shard_losses[s] = loss_and_gradient(
             _view(flat_x, r0 * d, r1 - r0, d), _view(flat_t, r0 * n_targets, r1 - r0, n_targets),
-            theta, table, bufs.work[s], bufs.deltas[s], bufs.shard_grads[s], loss)
+            theta, table, bufs.work[s], bufs.deltas[s], bufs.shard_grads[s], loss, key, r0)
+    total = weight_sum(Tb)
     value = 0.0
     bufs.grad[:] = 0.0
     for s in range(n_shards):
-        share = ((s + 1) * m // n_shards - s * m // n_shards) / m
+        r0 = s * m // n_shards
+        r1 = (s + 1) * m // n_shards
+        share = weight_sum(_view(flat_t, r0 * n_targets, r1 - r0, n_targets)) / total \
+            if total > 0 else 0.0
         value += share * bufs.shard_losses[s]
         for i in range(bufs.grad.shape[0]):
             bufs.grad[i] += share * bufs.shard_grads[s, i]
@@ -168,15 +236,16 @@ def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards):
 
 
 @njit(cache=config.CACHE, inline="always")
-def _gather(X, T, bufs, sampling, start, m):
-    """Copy batch rows (in order, by ``bufs.order``, or drawn uniformly) into the buffers."""
+def _gather(X, T, bufs, sampling, start, m, key):
+    """Copy batch rows (in order, by ``bufs.order``, or drawn uniformly under ``key``)
+    into the buffers."""
     n, d = X.shape
     n_targets = T.shape[1]
     Xb = _view(bufs.inputs, 0, m, d)
     Tb = _view(bufs.targets, 0, m, n_targets)
     for r in range(m):
         if sampling == UNIFORM:
-            idx = np.random.randint(0, n)
+            idx = F.random_index(key, start + r, n)
         elif sampling == SHUFFLE:
             idx = bufs.order[start + r]
         else:
@@ -189,79 +258,101 @@ def _gather(X, T, bufs, sampling, start, m):
 
 
 @njit(cache=config.CACHE, inline="always")
-def _epoch(X, T, theta, table, bufs, opt, sched, plan, sharded):
+def _steps(X, T, theta, table, bufs, opt, sched, plan, sharded):
     n = X.shape[0]
     bs = plan.batch_size
-    n_steps = (n + bs - 1) // bs
-    np.random.seed(plan.seed)
-    if plan.sampling == SHUFFLE:
+    if plan.first == 0 and plan.sampling == SHUFFLE:
+        np.random.seed(plan.seed)
         _shuffle(bufs.order)
+    draw_key = F.mix64(np.uint64(plan.seed))
+    l2 = opt.hyper[L2]
+    clip = opt.hyper[CLIP_NORM]
     total = 0.0
+    weights = 0.0
     seen = 0
     lr = 0.0
-    for s in range(n_steps):
+    for s in range(plan.first, plan.end):
         m = min(bs, n - s * bs)
-        Xb, Tb = _gather(X, T, bufs, plan.sampling, s * bs, m)
+        key = F.step_key(plan.seed, s)
+        Xb, Tb = _gather(X, T, bufs, plan.sampling, s * bs, m, draw_key)
         if sharded:
             value = _sharded_gradient(Xb, Tb, theta, table, bufs, plan.loss,
-                                      min(bufs.work.shape[0], m))
+                                      min(bufs.work.shape[0], m), key)
         else:
             value = loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0],
-                                      bufs.grad, plan.loss)
-        # A non-finite loss or gradient stops the epoch before the update, so the
-        # weights stay the last finite ones (fit needs no copy of them to restore).
-        if not (np.isfinite(value) and all_finite(bufs.grad)):
-            return total, seen, s, s, lr
-        t = plan.t0 + s  # optimizer steps before this one
+                                      bufs.grad, plan.loss, key, 0)
+        if l2 != 0.0:
+            value += l2_penalty(theta, table, l2, bufs.grad)
+        g_max = max_abs(bufs.grad)
+        t = plan.t0 + s - plan.first  # optimizer steps before this one
+        # A non-finite loss or gradient, or an update that could overflow the weights
+        # (the guard of .updates), stops the run before the update: the weights stay
+        # the last finite ones, for any size of net, without a copy.
+        if not (np.isfinite(value) and np.isfinite(g_max)):
+            return total, seen, s - plan.first, s, lr, weights
+        if clip != 0.0:
+            g_max *= clip_by_norm(bufs.grad, clip)
         lr = opt.hyper[LR] * F.lr_factor(sched.code, sched.params, t)
+        safe = step_is_safe(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t, g_max,
+                            bufs.guard)
+        if safe == UNSAFE:
+            return total, seen, s - plan.first, s, lr, weights
         optimizer_step(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t)
-        total += value * m
+        if safe == SAFE_REFRESH:
+            refresh_bounds(theta, opt.state, bufs.guard)
+        w = weight_sum(Tb)
+        total += value * w
+        weights += w
         seen += m
-    return total, seen, n_steps, -1, lr
+    return total, seen, plan.end - plan.first, -1, lr, weights
 
 
 @njit(cache=config.CACHE)
-def train_epoch(X, T, theta, table, bufs, opt, sched, plan):
-    """One epoch of minibatch training; returns ``(loss_sum, samples, steps, failed_step, lr)``.
+def train_steps(X, T, theta, table, bufs, opt, sched, plan):
+    """Steps ``[plan.first, plan.end)`` of an epoch; returns ``(loss_sum, samples, steps,
+    failed_step, lr, weight_sum)``.
 
-    ``loss_sum`` is the sum over batches of ``batch loss * batch rows`` (so divided by
-    ``samples`` it is the epoch's mean training loss).  ``failed_step`` is -1, or the
-    index of the step whose loss or gradient was not finite: the epoch stops there
-    without updating.  ``lr`` is the learning rate of the last update (0 if none).
+    ``loss_sum`` is the sum over batches of ``batch loss * batch weight`` (so divided by
+    ``weight_sum`` it is the mean training loss of the steps run).  ``failed_step`` is
+    -1, or the epoch's index of the step whose loss or gradient was not finite, or
+    whose update would overflow: the run stops there without updating.  ``lr`` is the
+    learning rate of the last update (0 if none).
     """
-    return _epoch(X, T, theta, table, bufs, opt, sched, plan, False)
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, False)
 
 
 @njit(cache=config.CACHE)
-def train_epoch_sharded(X, T, theta, table, bufs, opt, sched, plan):
-    """:func:`train_epoch` with each batch's gradient from :func:`_sharded_gradient`.
+def train_steps_sharded(X, T, theta, table, bufs, opt, sched, plan):
+    """:func:`train_steps` with each batch's gradient from :func:`_sharded_gradient`.
 
     A separate entry point so the parallel code is compiled only when shards are used.
     """
-    return _epoch(X, T, theta, table, bufs, opt, sched, plan, True)
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, True)
 
 
 @njit(cache=config.CACHE, parallel=True)
 def train_epoch_many(X, T, thetas, tables, bufs, opts, scheds, plans, results):
     """One epoch of each of several nets on the same data, the nets in parallel.
 
-    Row ``r`` of the int64 ``plans`` is ``(net, loss, batch_size, sampling, t0, seed)``:
-    net ``plans[r, 0]`` (an index into the typed lists ``thetas``, ``tables``, ``bufs``,
-    ``opts``, ``scheds``) trains one epoch exactly as :func:`train_epoch` would, and
-    ``results[r]`` gets its ``(loss_sum, samples, steps, failed_step, lr)``.  A net runs
-    on one thread from start to end (Numba's generator is per thread, and its epoch
-    seeds it), so the results are those of the nets' own epochs, whatever the thread
-    count.  Callers keep every product below ``blas.PARALLEL_MACS`` (no nested
-    parallel regions).
+    Row ``r`` of the int64 ``plans`` is ``(net, loss, batch_size, sampling, t0, seed,
+    first, end)``: net ``plans[r, 0]`` (an index into the typed lists ``thetas``,
+    ``tables``, ``bufs``, ``opts``, ``scheds``) runs steps ``[first, end)`` exactly as
+    :func:`train_steps` would, and ``results[r]`` gets its ``(loss_sum, samples, steps,
+    failed_step, lr, weight_sum)``.  A net runs on one thread from start to end (Numba's
+    generator is per thread, and its epoch seeds it), so the results are those of the
+    nets' own epochs, whatever the thread count.  Callers keep every product below
+    ``blas.PARALLEL_MACS`` (no nested parallel regions).
     """
     for r in prange(plans.shape[0]):
         i = plans[r, 0]
-        plan = EpochPlan(plans[r, 1], plans[r, 2], plans[r, 3], plans[r, 4], plans[r, 5])
+        plan = EpochPlan(plans[r, 1], plans[r, 2], plans[r, 3], plans[r, 4], plans[r, 5],
+                         plans[r, 6], plans[r, 7])
         # Called, not inlined: the epoch's early exits would keep the loop serial.
-        total, seen, steps, failed, lr = train_epoch(X, T, thetas[i], tables[i], bufs[i], opts[i],
-                                                     scheds[i], plan)
+        total, seen, steps, failed, lr, weights = train_steps(X, T, thetas[i], tables[i], bufs[i],
+                                                              opts[i], scheds[i], plan)
         results[r, 0] = total
         results[r, 1] = seen
         results[r, 2] = steps
         results[r, 3] = failed
         results[r, 4] = lr
+        results[r, 5] = weights

@@ -24,8 +24,9 @@ from numba.core.errors import NumbaPerformanceWarning
 from ... import config
 from ...devices import require_cuda
 from ...validation import check_X
-from ..spec import (CLASSIFIERS, CROSS_ENTROPY, LABELS, LOGITS, PROBABILITIES, SHUFFLE,
-                    UNIFORM, EpochResult, Layout, OptimizerArgs, ScheduleArgs, LR, lr_factor)
+from ..spec import (CLASSIFIERS, CROSS_ENTROPY, LABELS, LOGITS, LR, PROBABILITIES, SHUFFLE,
+                    UNIFORM, EpochResult, Layout, OptimizerArgs, ScheduleArgs, lr_factor,
+                    pack_targets)
 from . import losses, train
 from .checks import all_finite
 
@@ -33,6 +34,15 @@ from .checks import all_finite
 # would warn at every such launch (its message starts with a terminal escape).
 warnings.filterwarnings("ignore", r".*Grid size \d+ will likely result in GPU under-utilization",
                         NumbaPerformanceWarning)
+
+
+#: What the CUDA kernels do not do yet (the CPU backend does).
+_CPU_ONLY = "{} run on the CPU backend only for now (device='cpu')"
+
+
+def _targets(T):
+    """The targets without the weight column of ``spec.pack_targets`` (all ones here)."""
+    return np.ascontiguousarray(T[:, :-1])
 
 
 def is_device_array(X):
@@ -69,7 +79,9 @@ class CUDABackend:
 
     device = "cuda"
 
-    def __init__(self, sizes, codes, loss, dtype):
+    def __init__(self, sizes, codes, loss, dtype, l2=0.0, drops=None):
+        if l2 or (drops is not None and any(drops)):
+            raise NotImplementedError(_CPU_ONLY.format("l2 and dropout"))
         require_cuda()
         self.sizes = list(sizes)
         self.codes = list(codes)
@@ -194,8 +206,16 @@ class CUDABackend:
             raise ValueError(f"unknown output head {head!r}")
         return out if is_device_array(X) else out.copy_to_host()
 
+    def pack_targets(self, T, w=None):
+        """Targets with their sample weights as one more column (``spec.pack_targets``):
+        the host-side layout of both backends; unit weights only, here."""
+        if w is not None and not np.all(w == 1.0):
+            raise NotImplementedError(_CPU_ONLY.format("sample and class weights"))
+        return pack_targets(T, w, self.dtype)
+
     def evaluate(self, X, T, want_logits=False):
         """``(mean loss, NumPy logits or None)`` over all rows, in one forward pass."""
+        T = _targets(T)
         layout, bufs = self._inference(X.shape[0])
         self._reset(bufs)
         k = self.sizes[-1]
@@ -211,8 +231,9 @@ class CUDABackend:
         value = float(bufs.acc.copy_to_host()[losses.EVAL_SUM] / X.shape[0])
         return value, (Z.copy_to_host().reshape(X.shape[0], k) if want_logits else None)
 
-    def gradient(self, X, T):
-        """``(mean loss, flat gradient)`` over all rows, in one batch."""
+    def gradient(self, X, T, dropout_key=None):
+        """``(mean loss, flat gradient)`` over all rows, in one batch (no dropout here)."""
+        T = _targets(T)
         n = X.shape[0]
         layout = Layout.build(self.sizes, self.codes, n)
         bufs = self._buffers(layout)
@@ -223,9 +244,11 @@ class CUDABackend:
         return float(bufs.acc.copy_to_host()[losses.LAST]), bufs.grad.copy_to_host()
 
     # -- training --------------------------------------------------------------------
-    def trainer(self, X, T, batch_size, optimizer, schedule):
+    def trainer(self, X, T, batch_size, optimizer, schedule, clip_norm=None):
         """A :class:`CUDATrainer` with buffers (and, when it fits, the data) on the GPU."""
-        return CUDATrainer(self, X, T, batch_size, optimizer, schedule)
+        if clip_norm is not None:
+            raise NotImplementedError(_CPU_ONLY.format("clip_norm"))
+        return CUDATrainer(self, _targets(T), batch_size, optimizer, schedule)
 
     @staticmethod
     def trainer_group(trainers):
@@ -261,6 +284,7 @@ class CUDATrainer:
         self.backend = backend
         self.n = n
         self.batch_size = batch_size
+        self.steps_per_epoch = -(-n // batch_size)
         layout = Layout.build(backend.sizes, backend.codes, self.batch_size)
         self.table = layout.table
         self.bufs = backend._buffers(layout)
@@ -290,6 +314,16 @@ class CUDATrainer:
             return rng.integers(0, self.n, size=self.n)
         return None
 
+    #: The host loop of :mod:`.train` launches an epoch's steps without waiting; cutting
+    #: it would mean reading the status back mid-epoch, so runs are whole epochs.
+    whole_epochs = True
+
+    def run_steps(self, sampling, seed, first, end):
+        """A whole epoch (``first == 0``, ``end == steps_per_epoch``; see ``whole_epochs``)."""
+        if (first, end) != (0, self.steps_per_epoch):
+            raise ValueError("the CUDA trainer runs whole epochs only")
+        return self.run_epoch(sampling, seed)
+
     def run_epoch(self, sampling, seed):
         """Train one epoch from the optimizer's step count; advance it (see ``spec.Trainer``)."""
         bufs = self.bufs
@@ -317,7 +351,7 @@ class CUDATrainer:
         self.opt.state.copy_to_host(self.optimizer.state)
         if failed < 0:
             self.optimizer.t = t0 + steps
-            return EpochResult(float(acc[losses.TRAIN_SUM]), self.n, steps, -1, lr)
+            return EpochResult(float(acc[losses.TRAIN_SUM]), self.n, steps, -1, lr, float(self.n))
         # The updates from the failed step on were skipped: report the epoch as the CPU
         # does, stopped before that step (lr: of the last update made, 0 if none).
         s = failed - t0
@@ -326,4 +360,5 @@ class CUDATrainer:
             lr = self.opt.hyper[LR] * lr_factor(self.sched.code, self.sched.params, failed - 1)
         else:
             lr = 0.0
-        return EpochResult(float(acc[losses.TRAIN_SUM]), s * self.batch_size, s, s, lr)
+        seen = s * self.batch_size
+        return EpochResult(float(acc[losses.TRAIN_SUM]), seen, s, s, lr, float(seen))
