@@ -363,19 +363,34 @@ class MLP:
         return plan._replace(optimizer=opt, schedule=(sched.code, sched.params(total_steps)))
 
     # -- persistence -----------------------------------------------------------------
-    def save(self, path):
-        """Save architecture and weights to ``path`` (``.npz``), atomically."""
+    def save(self, path, metadata=None):
+        """Save architecture and weights to ``path`` (``.npz``), atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        metadata : dict, optional
+            Extra arrays to keep with the net (booleans, numbers or text, by names of
+            letters, digits, ``_``, ``.``, ``-``), stored as ``meta.<name>`` and read
+            back by :meth:`load` into ``net.metadata``.  Default: the ``metadata`` this
+            net was loaded with, if any.
+        """
+        if metadata is None:
+            metadata = getattr(self, "metadata", None)
         serialize.save_npz(path, dict(
             sizes=np.array(self.sizes, dtype=np.int64),
             activations=np.array(self.activations),
             loss=np.array(self.loss_name),
             dtype=np.array(self.dtype.name),
             theta=self._backend.get_theta(),
-        ))
+        ), metadata)
 
     @classmethod
     def load(cls, path, device="cpu", n_threads=None):
         """Load a net saved by :meth:`save` (on either device) onto ``device``.
+
+        The file's metadata come back as ``net.metadata``, a dict of NumPy arrays
+        (empty for a file saved without).
 
         Raises
         ------
@@ -387,7 +402,8 @@ class MLP:
         if not isinstance(device, str) or device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
         n_threads = check_n_threads(n_threads)
-        d = serialize.load_npz(path, ("sizes", "activations", "loss", "dtype", "theta"))
+        d, metadata = serialize.load_npz(path, ("sizes", "activations", "loss", "dtype",
+                                                "theta"))
         theta = d["theta"]
         try:
             sizes = d["sizes"]
@@ -410,4 +426,5 @@ class MLP:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path!r} holds an invalid model: {exc}") from None
         net._backend.set_theta(theta)
+        net.metadata = metadata
         return net

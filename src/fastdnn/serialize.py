@@ -1,5 +1,12 @@
-"""Saving and loading nets as ``.npz`` files, atomically."""
+"""Saving and loading nets as ``.npz`` files, atomically.
+
+A model file holds ``format``, ``version`` and the net's own arrays, plus optional
+metadata (what a caller needs to use the net again: input scaling, label names) under
+keys ``meta.<name>``.  Adding metadata kept the format at version 1: readers before it
+skip keys they do not ask for, and files without metadata read as an empty dict.
+"""
 import os
+import re
 import tempfile
 import zipfile
 import zlib
@@ -8,6 +15,9 @@ import numpy as np
 
 FORMAT = "fastdnn-mlp"
 VERSION = 1
+META_PREFIX = "meta."
+# Names stay plain so that they survive as zip member names on every platform.
+_META_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
 def _unnamed_file(folder):
@@ -24,8 +34,6 @@ def _unnamed_file(folder):
 
 def _write(f, arrays):
     np.savez(f, format=np.array(FORMAT), version=np.array(VERSION), **arrays)
-    f.flush()
-    os.fsync(f.fileno())
 
 
 def _name_unnamed(f, folder):
@@ -34,7 +42,7 @@ def _name_unnamed(f, folder):
     ``linkat(..., AT_SYMLINK_FOLLOW)`` on ``/proc/self/fd/N``: passing ``dst_dir_fd``
     makes Python call linkat (plain ``link`` does not follow the /proc link).
     """
-    name = f".fastdnn-{os.getpid()}-{id(f):x}.npz.tmp"
+    name = f".fastdnn-{os.getpid()}-{id(f):x}.tmp"
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.link(f"/proc/self/fd/{f.fileno()}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
@@ -45,8 +53,15 @@ def _name_unnamed(f, folder):
     return os.path.join(folder, name)
 
 
-def save_npz(path, arrays):
-    """Write ``arrays`` to ``path`` via a temporary file and an atomic rename.
+def _write_synced(f, write):
+    write(f)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def write_atomic(path, write):
+    """Create or replace the file ``path`` with what ``write(f)`` writes to the binary
+    file ``f``, via a temporary file and an atomic rename.
 
     A crash or error mid-write leaves any earlier file at ``path`` untouched and no
     partial file behind.  On Linux the data is written to an unnamed file (``O_TMPFILE``),
@@ -60,13 +75,13 @@ def save_npz(path, arrays):
     fd = _unnamed_file(folder)
     if fd is not None:
         with os.fdopen(fd, "wb") as f:
-            _write(f, arrays)
+            _write_synced(f, write)
             tmp = _name_unnamed(f, folder)
     try:
         if tmp is None:  # no O_TMPFILE here: a named temporary file
-            fd, tmp = tempfile.mkstemp(prefix=".fastdnn-", suffix=".npz.tmp", dir=folder)
+            fd, tmp = tempfile.mkstemp(prefix=".fastdnn-", suffix=".tmp", dir=folder)
             with os.fdopen(fd, "wb") as f:
-                _write(f, arrays)
+                _write_synced(f, write)
         os.replace(tmp, path)
     except BaseException:
         if tmp is not None:
@@ -77,10 +92,88 @@ def save_npz(path, arrays):
         raise
 
 
-def load_npz(path, keys):
-    """Read a file written by :func:`save_npz`; return a dict of ``keys``.
+def save_npz(path, arrays, metadata=None):
+    """Write a model file: ``arrays`` and ``metadata`` (see :func:`check_metadata`),
+    atomically (:func:`write_atomic`)."""
+    arrays = dict(arrays)
+    for name, value in check_metadata(metadata).items():
+        arrays[META_PREFIX + name] = value
+    write_atomic(path, lambda f: _write(f, arrays))
 
-    Raises ``ValueError`` for a corrupt file or one that fastdnn did not write.
+
+def check_metadata(metadata):
+    """Return ``metadata`` as a dict of NumPy arrays that load back as they went in.
+
+    Parameters
+    ----------
+    metadata : dict or None
+        Names (letters, digits, ``_``, ``.``, ``-``; not starting with ``.`` or ``-``)
+        to values NumPy turns into arrays of booleans, numbers or text (lists, scalars,
+        strings, arrays).  ``None`` is an empty dict.
+
+    Raises
+    ------
+    TypeError
+        ``metadata`` is not a dict, a name is not a string, or a value is not an array
+        of numbers or text (objects would need pickle, which loading refuses).
+    ValueError
+        A name is empty or holds other characters.
+    """
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict of arrays; got {type(metadata).__name__}")
+    out = {}
+    for name, value in metadata.items():
+        if not isinstance(name, str):
+            raise TypeError(f"metadata names must be strings; got {name!r}")
+        if not _META_NAME.match(name):
+            raise ValueError(f"metadata name {name!r} must be letters, digits, '_', '.' "
+                             f"or '-', not starting with '.' or '-'")
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as exc:  # e.g. ragged lists
+            raise TypeError(f"metadata {name!r} is not an array ({exc})") from None
+        if array.dtype.kind not in "biufcU":
+            raise TypeError(f"metadata {name!r} must hold booleans, numbers or text; "
+                            f"got dtype {array.dtype}")
+        out[name] = array
+    return out
+
+
+def check_writable(path):
+    """Raise ``OSError`` naming the problem if :func:`write_atomic` cannot write ``path``.
+
+    Checked by creating (and dropping) a temporary file where the real one will be
+    written, the only test that also holds for root, ACLs and read-only mounts, so that
+    a long run fails before it starts rather than at its end.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"folder {folder} does not exist")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise type(exc)(f"cannot write in folder {folder} ({exc.strerror or exc})") from None
+
+
+def load_npz(path, keys):
+    """Read a file written by :func:`save_npz`.
+
+    Returns
+    -------
+    arrays : dict
+        The arrays named in ``keys``.
+    metadata : dict
+        The file's metadata by name, without the ``meta.`` prefix (empty when it has none).
+
+    Raises
+    ------
+    ValueError
+        For a corrupt file or one that fastdnn did not write.
     """
     path = os.fspath(path)
     try:
@@ -108,6 +201,9 @@ def load_npz(path, keys):
         if version > VERSION:
             raise ValueError(f"{path!r} was written by a newer fastdnn (format {version})")
         try:
-            return {k: data[k] for k in keys}
+            arrays = {k: data[k] for k in keys}
+            metadata = {k[len(META_PREFIX):]: data[k] for k in data.files
+                        if k.startswith(META_PREFIX)}
+            return arrays, metadata
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise ValueError(f"{path!r} is corrupt ({exc})") from None
