@@ -8,6 +8,7 @@ requested dtype, class labels as ``int64``.
 import csv
 import os
 import zipfile
+from typing import List, NamedTuple, Optional
 
 import numpy as np
 
@@ -17,6 +18,8 @@ __all__ = [
     "make_zigzag",
     "train_test_split",
     "load_csv_or_npz",
+    "load_table",
+    "Table",
 ]
 
 
@@ -203,17 +206,28 @@ def train_test_split(X, y, test_size=0.2, seed=0):
     return X[train], X[test], y[train], y[test]
 
 
+class Table(NamedTuple):
+    """Features and targets read from a file by :func:`load_table`."""
+
+    X: np.ndarray
+    #: ``None`` when no target was asked for.
+    y: Optional[np.ndarray]
+    #: The CSV columns that became ``X``, in order; ``None`` for an .npz file.
+    feature_names: Optional[List[str]]
+
+
 def _labels_or_values(y, dt):
-    """Return 1-D integer-valued targets as int64 labels, anything else as ``dt``."""
+    """Return 1-D integer-valued targets as int64 labels, text labels as they are, and
+    anything else as ``dt``."""
+    if y.dtype.kind == "U":
+        return y
     if y.dtype.kind in "biu" or (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
         return y.astype(np.int64)
     return np.ascontiguousarray(y, dtype=dt)
 
 
-def _load_csv(path, target, dt):
-    """Read a numeric CSV with a header row; ``target`` names the label column."""
-    if target is None:
-        raise ValueError(f"{path}: a CSV file needs --target COLUMN to name the label column")
+def _read_csv(path):
+    """The header and the non-blank ``(line number, fields)`` rows of a CSV file."""
     try:
         # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first name.
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -225,40 +239,80 @@ def _load_csv(path, target, dt):
     if not rows:
         raise ValueError(f"{path}: file is empty")
     header = [name.strip() for name in rows[0][1]]
-    if target not in header:
-        raise ValueError(
-            f"{path}: no column named {target!r}; columns are {', '.join(header)}"
-        )
-    if len(header) < 2:
-        raise ValueError(f"{path}: needs at least one feature column besides {target!r}")
     body = rows[1:]
     if not body:
         raise ValueError(f"{path}: no data rows after the header")
-    values = np.empty((len(body), len(header)), dtype=np.float64)
-    for i, (line, row) in enumerate(body):
+    for line, row in body:
         if len(row) != len(header):
             raise ValueError(
                 f"{path}: line {line} has {len(row)} fields, the header has {len(header)}"
             )
-        for j, cell in enumerate(row):
-            try:
-                values[i, j] = float(cell)
-            except ValueError:
-                raise ValueError(
-                    f"{path}: line {line}, column {header[j]!r}: "
-                    f"{cell.strip()!r} is not a number"
-                ) from None
-    if not np.all(np.isfinite(values)):
-        i, j = np.argwhere(~np.isfinite(values))[0]
-        raise ValueError(f"{path}: line {body[i][0]}, column {header[j]!r} is not finite")
-    k = header.index(target)
-    X = np.ascontiguousarray(np.delete(values, k, axis=1), dtype=dt)
-    return X, _labels_or_values(values[:, k], dt)
+    return header, body
+
+
+def _column(path, name, header, body):
+    """The stripped text cells of column ``name``, or a ValueError listing the columns."""
+    if name not in header:
+        raise ValueError(f"{path}: no column named {name!r}; columns are {', '.join(header)}")
+    j = header.index(name)
+    return [row[j].strip() for _, row in body]
+
+
+def _numbers(path, name, cells, body, what="is not a number"):
+    """``cells`` of column ``name`` as finite float64, or a ValueError naming the line."""
+    values = np.empty(len(cells))
+    for i, cell in enumerate(cells):
+        try:
+            values[i] = float(cell)
+        except ValueError:
+            raise ValueError(
+                f"{path}: line {body[i][0]}, column {name!r}: {cell!r} {what}"
+            ) from None
+        if not np.isfinite(values[i]):
+            raise ValueError(f"{path}: line {body[i][0]}, column {name!r} is not finite")
+    return values
+
+
+def _target_column(path, name, cells, body, dt):
+    """A target column: numbers, or text labels when no cell is a number.
+
+    A column of numbers with some text in it is refused rather than read as text
+    labels: a typo or a "n/a" in a regression target would otherwise turn it into
+    hundreds of classes.
+    """
+    is_number = []
+    for cell in cells:
+        try:
+            float(cell)
+            is_number.append(True)
+        except ValueError:
+            is_number.append(False)
+    if not any(is_number):
+        return np.array(cells)
+    return _labels_or_values(
+        _numbers(path, name, cells, body, "is not a number, unlike the column's other values"),
+        dt)
+
+
+def _load_csv(path, target, features, dt):
+    """Read a CSV with a header row: numeric features, a numeric or text target."""
+    header, body = _read_csv(path)
+    y = None
+    if target is not None:
+        y = _target_column(path, target, _column(path, target, header, body), body, dt)
+    if features is None:
+        features = [name for name in header if name != target]
+        if not features:
+            raise ValueError(f"{path}: needs at least one feature column besides {target!r}")
+    X = np.empty((len(body), len(features)))
+    for j, name in enumerate(features):
+        X[:, j] = _numbers(path, name, _column(path, name, header, body), body)
+    return Table(np.ascontiguousarray(X, dtype=dt), y, list(features))
 
 
 def _load_npz(path, target, dt):
-    """Read arrays ``X`` and ``y`` (or the key named by ``target``) from an .npz file."""
-    y_key = "y" if target is None else target
+    """Read the array ``X`` and, unless ``target`` is None, the array it names."""
+    wanted = ("X",) if target is None else ("X", target)
     with open(path, "rb") as f:
         # Checked first because np.load takes any unknown bytes for a pickle and
         # says so, which would mislead; this also rejects a bare .npy array.
@@ -267,37 +321,90 @@ def _load_npz(path, target, dt):
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = list(data.files)
-            arrays = {key: data[key] for key in keys if key in ("X", y_key)}
+            arrays = {key: data[key] for key in keys if key in wanted}
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
         # Object arrays need allow_pickle (ValueError); a damaged member raises
         # BadZipFile or EOFError.
         raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
-    for key in ("X", y_key):
+    for key in wanted:
         if key not in arrays:
             raise ValueError(
                 f"{path}: no array named {key!r}; arrays are {', '.join(keys) or '(none)'}"
             )
-    X, y = arrays["X"], arrays[y_key]
+    X = arrays["X"]
     if X.ndim != 2:
         raise ValueError(f"{path}: X must be 2-D (samples, features), got shape {X.shape}")
-    if y.ndim not in (1, 2):
-        raise ValueError(f"{path}: {y_key} must be 1-D or 2-D, got shape {y.shape}")
-    if len(X) != len(y):
-        raise ValueError(
-            f"{path}: X has {len(X)} rows but {y_key} has {len(y)}"
-        )
     if len(X) == 0 or X.shape[1] == 0:
         raise ValueError(f"{path}: X is empty (shape {X.shape})")
-    for name, arr in (("X", X), (y_key, y)):
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"{path}: {name} must be numeric, got dtype {arr.dtype}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{path}: {name} contains NaN or infinite values")
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: X must be numeric, got dtype {X.dtype}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{path}: X contains NaN or infinite values")
+    X = np.ascontiguousarray(X, dtype=dt)
+    if target is None:
+        return Table(X, None, None)
+    y = arrays[target]
+    if y.ndim not in (1, 2):
+        raise ValueError(f"{path}: {target} must be 1-D or 2-D, got shape {y.shape}")
+    if len(X) != len(y):
+        raise ValueError(f"{path}: X has {len(X)} rows but {target} has {len(y)}")
+    if y.dtype.kind == "U" and y.ndim == 1:  # text class labels
+        return Table(X, y, None)
+    if y.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: {target} must be numeric (or 1-D text labels), "
+                         f"got dtype {y.dtype}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{path}: {target} contains NaN or infinite values")
     if y.ndim == 2:  # several outputs: always regression (or multi-label) targets
-        y = np.ascontiguousarray(y, dtype=dt)
-    else:
-        y = _labels_or_values(y, dt)
-    return np.ascontiguousarray(X, dtype=dt), y
+        return Table(X, np.ascontiguousarray(y, dtype=dt), None)
+    return Table(X, _labels_or_values(y, dt), None)
+
+
+def _file_type(path):
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in (".csv", ".npz"):
+        raise ValueError(f"{path}: unsupported file type {ext or '(none)'!r}; use .csv or .npz")
+    return ext
+
+
+def load_table(path, target=None, features=None, dtype=np.float32):
+    """Load features, and targets if asked for, from a ``.csv`` or ``.npz`` file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.csv`` file with a header row, or an ``.npz`` file holding an array ``X``
+        (samples, features) and target arrays.
+    target : str, optional
+        CSV: the target column; NPZ: the target array.  Without it only ``X`` is read.
+    features : list of str, optional
+        CSV only: the feature columns, in this order (other columns are ignored).
+        Default: every column but ``target``.
+    dtype : {np.float32, np.float64}, default np.float32
+        dtype of the returned features (and of non-integer targets).
+
+    Returns
+    -------
+    Table
+        ``X`` of shape (n, d); ``y`` of shape (n,) or (n, k) or None: ``int64`` when 1-D
+        and every target is a whole number, text labels (a ``str`` array) for a 1-D
+        target of text, else ``dtype``; ``feature_names`` (CSV only).
+
+    Raises
+    ------
+    ValueError
+        With a one-line message naming the file and the problem: unknown extension,
+        missing column or array, non-numeric feature, a number column with text in it,
+        empty file, mismatched shapes.
+    OSError
+        If the file cannot be opened.
+    """
+    dt = _float_dtype(dtype)
+    if _file_type(path) == ".csv":
+        return _load_csv(path, target, features, dt)
+    if features is not None:
+        raise ValueError(f"{path}: features can be picked by name only from a .csv file")
+    return _load_npz(path, target, dt)
 
 
 def load_csv_or_npz(path, target=None, dtype=np.float32):
@@ -306,8 +413,8 @@ def load_csv_or_npz(path, target=None, dtype=np.float32):
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.csv`` file with a header row and numeric fields only, or a
-        ``.npz`` file holding arrays ``X`` (samples, features) and ``y``.
+        A ``.csv`` file with a header row and numeric features, or an ``.npz`` file
+        holding arrays ``X`` (samples, features) and ``y``.
     target : str, optional
         CSV: name of the label column (required); all other columns are
         features. NPZ: name of the target array (default ``"y"``).
@@ -319,21 +426,19 @@ def load_csv_or_npz(path, target=None, dtype=np.float32):
     X : ndarray of shape (n, d)
     y : ndarray of shape (n,) or (n, k)
         ``int64`` when ``y`` is 1-D and every target is a whole number (class
-        labels), otherwise ``dtype`` (regression or multi-output targets).
+        labels), text labels when a 1-D target holds no number, otherwise ``dtype``
+        (regression or multi-output targets).
 
     Raises
     ------
     ValueError
-        With a one-line message naming the file and the problem: unknown
-        extension, missing column or array, non-numeric field, empty file,
-        mismatched shapes.
+        As :func:`load_table`, and for a CSV file without ``target``.
     OSError
         If the file cannot be opened.
     """
-    dt = _float_dtype(dtype)
-    ext = os.path.splitext(os.fspath(path))[1].lower()
-    if ext == ".csv":
-        return _load_csv(path, target, dt)
-    if ext == ".npz":
-        return _load_npz(path, target, dt)
-    raise ValueError(f"{path}: unsupported file type {ext or '(none)'!r}; use .csv or .npz")
+    if target is None:
+        if _file_type(path) == ".csv":
+            raise ValueError(f"{path}: a CSV file needs --target COLUMN to name the label column")
+        target = "y"
+    X, y, _ = load_table(path, target=target, dtype=dtype)
+    return X, y
