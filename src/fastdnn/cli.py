@@ -1,4 +1,5 @@
-"""The ``fastdnn`` command line: ``fastdnn train ...`` (and ``python -m fastdnn``).
+"""The ``fastdnn`` command line: ``fastdnn train|predict|evaluate|experiment ...`` (and
+``python -m fastdnn``).
 
 Subcommands live in ``COMMANDS``; each is a pair of functions, one that adds its
 options to an argparse sub-parser and one that runs it and returns an exit code.
@@ -6,6 +7,8 @@ A new subcommand is one more entry there, without touching ``main``.
 """
 
 import argparse
+import csv
+import io
 import os
 import sys
 import time
@@ -15,13 +18,15 @@ import numpy as np
 
 import fastdnn as fd
 
-from . import datasets
+from . import datasets, serialize
+from .preprocess import (CLASSIFICATION_LOSSES, MAX_IMPLICIT_CLASSES, SCALINGS, TASKS,
+                         Preprocessing, Scaler, choose_task, describe_classes,
+                         encode_targets)
 
 PROG = "fastdnn"
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
-CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
 
 # Per-dataset defaults, so that `fastdnn train` alone is a good demo. Measured on
 # 8 seeds (each its own split and init), one thread:
@@ -31,7 +36,7 @@ CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
 #   30 epochs on 5/5 seeds, so 100 leaves margin.
 # - zigzag: depth-3 tent map. With relu 1 seed in 8 stalled at R2 0.47 (dead
 #   units); leaky_relu (still piecewise linear) gave R2 >= 0.996 on all 8.
-# - file (--data): plain Adam 1e-3, not tuned to any data.
+# - file (--data): plain Adam 1e-3 on standardised inputs, not tuned to any data.
 PRESETS = {
     "digits": dict(hidden=[128, 128], activation="relu", epochs=30, batch_size=32,
                    optimizer="momentum", lr=0.1),
@@ -135,6 +140,16 @@ def configure_train(parser):
         "--test-size", type=_fraction, default=0.2, metavar="FRAC",
         help="held-out fraction for evaluation (default 0.2; parity uses all data)",
     )
+    data.add_argument(
+        "--task", choices=TASKS, help="default: classification for text labels and for "
+        f"whole numbers with at most {MAX_IMPLICIT_CLASSES} distinct values (or exactly "
+        "0..k-1), regression otherwise",
+    )
+    data.add_argument(
+        "--scale", choices=SCALINGS, help="scale the inputs (and regression targets) "
+        "with the training rows' statistics, saved with the model (default standard "
+        "for --data, none for the built-in data sets, which come scaled)",
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -147,8 +162,8 @@ def configure_train(parser):
         "for zigzag)",
     )
     model.add_argument(
-        "--loss", choices=LOSSES, help="loss; default cross_entropy for integer "
-        "labels, mse otherwise",
+        "--loss", choices=LOSSES, help="loss; default cross_entropy for classification "
+        "(binary_cross_entropy for several target columns), mse for regression",
     )
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32")
 
@@ -161,23 +176,55 @@ def configure_train(parser):
                      "the data set)")
     fit.add_argument("--seed", type=int, default=0, help="seed for the split and the "
                      "initial weights (default 0)")
-    fit.add_argument("--threads", type=_positive(int), help="Numba threads (default all)")
+    _add_threads(fit)
 
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="fastdnn-model.npz", metavar="FILE",
                      help="where to save the trained model (default ./fastdnn-model.npz)")
     out.add_argument("--no-save", action="store_true", help="do not save the model")
-    out.add_argument("--quiet", "-q", action="store_true",
-                     help="no per-epoch progress, only the results")
+    out.add_argument("--plot", metavar="FILE.png", help="draw the training and validation "
+                     "loss per epoch (needs matplotlib: pip install 'fastdnn[plots]')")
+    _add_quiet(out, "no per-epoch progress, only the results")
+
+
+def _add_threads(parser):
+    parser.add_argument("--threads", type=_positive(int), help="Numba threads (default all)")
+
+
+def _add_quiet(parser, what):
+    parser.add_argument("--quiet", "-q", action="store_true", help=what)
+
+
+def check_output(option, path):
+    """Fail before any work when ``path`` cannot be written (a missing or read-only
+    folder, a folder in its place), rather than after a long run."""
+    try:
+        serialize.check_writable(path)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {exc}") from None
+
+
+def require_matplotlib(option, path):
+    """Fail before any work when ``path`` cannot be drawn: no matplotlib, or a file
+    type it cannot write."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise UsageError(f"{option} needs matplotlib: pip install 'fastdnn[plots]'") from None
+    ext = os.path.splitext(path)[1][1:].lower()
+    if ext and ext not in FigureCanvasBase.get_supported_filetypes():
+        raise UsageError(f"{option} {path}: matplotlib cannot write .{ext} files; "
+                         f"use .png, .pdf or .svg")
+    check_output(option, path)
 
 
 def load_data(args, dtype):
-    """Return ``(name, X, y)`` for the data source chosen in ``args``."""
+    """Return ``(name, table)`` for the data source chosen in ``args``."""
     if args.data is not None:
         if args.target is None and args.data.lower().endswith(".csv"):
             raise UsageError("--data FILE.csv needs --target COLUMN naming the label column")
-        X, y = datasets.load_csv_or_npz(args.data, target=args.target, dtype=dtype)
-        return os.path.basename(args.data), X, y
+        table = datasets.load_table(args.data, target=args.target or "y", dtype=dtype)
+        return os.path.basename(args.data), table
     if args.target is not None:
         raise UsageError("--target only applies together with --data FILE")
     name = args.dataset or "digits"
@@ -188,37 +235,7 @@ def load_data(args, dtype):
         X, y = datasets.make_parity(8, signed=True, dtype=dtype)
     else:
         X, y = datasets.make_zigzag(1024, depth=3, dtype=dtype)
-    return name, X, y
-
-
-def choose_loss(args, y):
-    """The loss from ``--loss``, else cross_entropy for integer labels, else mse."""
-    if args.loss is not None:
-        return args.loss
-    return "cross_entropy" if y.dtype.kind in "iu" else "mse"
-
-
-def encode_labels(y, loss, dtype):
-    """Check and shape targets for ``loss``; return ``(y, n_outputs, note)``.
-
-    cross_entropy needs labels 0..k-1; other integer labels (say 1..5 or -1/+1)
-    are mapped onto 0..k-1 in sorted order, and ``note`` says so.
-    """
-    note = None
-    if loss == "cross_entropy":
-        if y.ndim != 1 or y.dtype.kind not in "iu":
-            raise ValueError("cross_entropy needs integer class labels in a 1-D target")
-        classes, codes = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(f"classification needs at least 2 classes, found {len(classes)}")
-        if not np.array_equal(classes, np.arange(len(classes))):
-            note = f"labels {classes.tolist()} mapped to 0..{len(classes) - 1}"
-            y = codes.astype(np.int64)
-        return y, len(classes), note
-    y = np.ascontiguousarray(y, dtype=dtype)
-    if loss == "binary_cross_entropy" and (y.min() < 0 or y.max() > 1):
-        raise ValueError("binary_cross_entropy needs targets in [0, 1]")
-    return y, (1 if y.ndim == 1 else y.shape[1]), note
+    return name, datasets.Table(X, y, None)
 
 
 def make_optimizer(name, lr):
@@ -235,13 +252,17 @@ def make_optimizer(name, lr):
 def run_train(args):
     """Train, evaluate and save a net as asked by ``args``; return the exit code."""
     start = time.perf_counter()
+    # Everything that can be checked without the data fails here, before training.
     if not args.no_save:
-        # Fail before training, not after it.
-        folder = os.path.dirname(os.path.abspath(args.out))
-        if not os.path.isdir(folder):
-            raise UsageError(f"--out {args.out}: folder {folder} does not exist")
+        check_output("--out", args.out)
+    if args.plot:
+        require_matplotlib("--plot", args.plot)
+    if args.task and args.loss and \
+            (args.task == "classification") != (args.loss in CLASSIFICATION_LOSSES):
+        raise UsageError(f"--loss {args.loss} is not a {args.task} loss")
     dtype = np.dtype(args.dtype)
-    name, X, y = load_data(args, dtype)
+    name, table = load_data(args, dtype)
+    X = table.X
     preset = PRESETS[args.dataset or ("file" if args.data else "digits")]
     hidden = preset["hidden"] if args.hidden is None else args.hidden
     epochs = args.epochs or preset["epochs"]
@@ -252,8 +273,8 @@ def run_train(args):
     if "," in activation:
         activation = activation.split(",")
 
-    loss = choose_loss(args, y)
-    y, n_outputs, note = encode_labels(y, loss, dtype)
+    task = choose_task(table.y, task=args.task, loss=args.loss)
+    y, n_outputs, classes = encode_targets(table.y, task.loss, dtype)
     if args.dataset == "parity":
         # A parity net memorises its 256 inputs; there is nothing to hold out.
         X_train, X_test, y_train, y_test = X, X, y, y
@@ -263,11 +284,25 @@ def run_train(args):
             X, y, test_size=args.test_size, seed=args.seed
         )
         held_out = "held-out"
+    # The built-in sets come scaled (digits to [0, 1], parity to +-1, zigzag on [0, 1])
+    # and their presets were measured that way; a file's columns may be in any units.
+    scaling = args.scale or ("standard" if args.data else "none")
+    prep = Preprocessing(classes=classes, feature_names=table.feature_names,
+                         target=(args.target or "y") if args.data else None)
+    if scaling != "none":
+        x_scaler = Scaler.fit(scaling, X_train)
+        # Regression targets too: raw targets in the hundreds would take Adam's
+        # lr-sized steps thousands of epochs to reach.
+        y_scaler = Scaler.fit(scaling, y_train) if task.loss == "mse" else None
+        prep = prep._replace(x_scaler=x_scaler, y_scaler=y_scaler)
+        X_train, X_test = prep.inputs(X_train, dtype), prep.inputs(X_test, dtype)
+        if y_scaler is not None:
+            y_train, y_test = prep.targets(y_train, dtype), prep.targets(y_test, dtype)
 
     net = fd.MLP(
         [X.shape[1], *hidden, n_outputs],
         activation=activation,
-        loss=loss,
+        loss=task.loss,
         dtype=args.dtype,
         seed=args.seed,
         n_threads=args.threads,
@@ -275,8 +310,11 @@ def run_train(args):
     say = (lambda *a: None) if args.quiet else print
     say(f"data: {name}, {len(X)} samples x {X.shape[1]} features, "
         f"train {len(X_train)}, test {len(X_test)} ({held_out})")
-    if note:
-        say(f"note: {note}")
+    say(f"task: {task.name} ({task.reason})")
+    if classes is not None and not np.array_equal(classes, np.arange(len(classes))):
+        say(f"note: {describe_classes(classes)} mapped to 0..{len(classes) - 1}")
+    if scaling != "none":
+        say(f"scaling: {scaling}, from the training rows (saved with the model)")
     say(f"model: {net!r}")
     say(f"training: {optimizer_name} lr={lr:g}, {epochs} epochs, batch size {batch_size}")
 
@@ -291,23 +329,48 @@ def run_train(args):
     )
 
     score = net.score(X_test, y_test)
-    metric = "accuracy" if loss in CLASSIFICATION_LOSSES else "R2"
+    metric = "accuracy" if task.name == "classification" else "R2"
     print(f"{held_out} {metric}: {score:.4f} ({len(X_test)} samples)")
     print(throughput_line(hist.seconds, len(X_train)))
-    saved = None if args.no_save else save_model(net, args.out)
+    if not args.no_save:
+        net.save(args.out, metadata=prep.to_metadata())
+    if args.plot:
+        widths = "-".join(map(str, net.sizes))
+        title = f"{name}: {widths}, {task.loss}"
+        plot_losses(hist, args.plot, title, f"{held_out} loss")
     print(f"wall time: {time.perf_counter() - start:.2f} s (including data loading and JIT compile)")
-    if saved:
-        print(f"model saved to {saved}")
+    if not args.no_save:
+        print(f"model saved to {os.path.abspath(args.out)}")
+    if args.plot:
+        print(f"loss curves: {os.path.abspath(args.plot)}")
     return 0
 
 
-def save_model(net, path):
-    """Save ``net`` to ``path`` and return the absolute path of the file written."""
-    net.save(path)
-    # np.savez appends ".npz" to names without it; report the file that exists.
-    if not os.path.exists(path) and os.path.exists(path + ".npz"):
-        path += ".npz"
-    return os.path.abspath(path)
+def plot_losses(hist, path, title, val_label):
+    """Draw the training and validation loss per epoch of ``hist`` to ``path``, atomically."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed; also the only backend safe off the main thread
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = np.arange(1, len(hist) + 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, hist.loss, marker=".", label="training loss")
+    if any(v is not None for v in hist.val_loss):
+        ax.plot(epochs, hist.val_loss, marker=".", label=val_label)
+    if min(hist.loss) > 0:  # losses fall over decades; log shows the late epochs too
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fmt = os.path.splitext(path)[1][1:].lower() or "png"
+    try:
+        serialize.write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=110))
+    finally:
+        plt.close(fig)
 
 
 def throughput_line(seconds, n_train):
@@ -325,6 +388,123 @@ def throughput_line(seconds, n_train):
     return (f"throughput: {rate:,.0f} samples/s ({which}); "
             f"training time {sum(seconds):.2f} s for {len(seconds)} "
             f"epoch{'s' if len(seconds) != 1 else ''}")
+
+
+# --- predict and evaluate -------------------------------------------------------
+
+
+def configure_predict(parser):
+    """Add the options of ``fastdnn predict`` to ``parser``."""
+    parser.add_argument("model", metavar="MODEL", help="a model saved by fastdnn train")
+    parser.add_argument("--data", metavar="FILE", required=True,
+                        help="a .csv with a header row (the model's feature columns are "
+                        "read by name, others ignored) or an .npz with an array X")
+    parser.add_argument("--out", metavar="FILE.csv", help="write the predictions as CSV "
+                        "with a header (default: one per line on stdout)")
+    _add_threads(parser)
+    _add_quiet(parser, "print nothing but the predictions")
+
+
+def configure_evaluate(parser):
+    """Add the options of ``fastdnn evaluate`` to ``parser``."""
+    parser.add_argument("model", metavar="MODEL", help="a model saved by fastdnn train")
+    parser.add_argument("--data", metavar="FILE", required=True,
+                        help="a .csv with a header row or an .npz with arrays X and the target")
+    parser.add_argument("--target", metavar="COLUMN", help="the target column (.csv) or "
+                        "array (.npz); default: the one the model was trained on")
+    _add_threads(parser)
+    _add_quiet(parser, "only the loss and the score, no per-class counts")
+
+
+def _load_model(args):
+    """The model named in ``args`` and the preprocessing saved with it."""
+    net = fd.MLP.load(args.model, n_threads=args.threads)
+    return net, Preprocessing.from_net(net)
+
+
+def _read_data(path, net, prep, target=None):
+    """``path`` read as the net needs it: a CSV's feature columns by the names it was
+    trained on (in that order, other columns ignored), as many features as it reads."""
+    features = prep.feature_names if path.lower().endswith(".csv") else None
+    table = datasets.load_table(path, target=target, features=features, dtype=net.dtype)
+    if table.X.shape[1] != net.sizes[0]:
+        raise ValueError(f"{path}: {table.X.shape[1]} feature columns, the model reads "
+                         f"{net.sizes[0]}")
+    return table
+
+
+def _cells(values, dtype):
+    """Text of each prediction: labels as they are, numbers in the net's precision."""
+    if values.dtype.kind == "f":
+        values = values.astype(dtype)
+    return [[str(v) for v in row] for row in values.reshape(len(values), -1)]
+
+
+def run_predict(args):
+    """Predict for every row of ``--data``; print or write the predictions."""
+    if args.out:
+        check_output("--out", args.out)
+    net, prep = _load_model(args)
+    table = _read_data(args.data, net, prep)
+    predictions = prep.outputs(net.predict(prep.inputs(table.X, net.dtype)))
+    rows = _cells(predictions, net.dtype)
+    if not args.out:
+        csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
+        return 0
+    name = prep.target or "prediction"
+    header = [name] if predictions.ndim == 1 else \
+        [f"{name}_{j}" for j in range(predictions.shape[1])]
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    serialize.write_atomic(args.out, lambda f: f.write(text.getvalue().encode()))
+    if not args.quiet:
+        print(f"{len(rows)} predictions written to {os.path.abspath(args.out)}")
+    return 0
+
+
+def run_evaluate(args):
+    """Print the loss and the score of the model on ``--data`` (and per-class counts)."""
+    net, prep = _load_model(args)
+    is_csv = args.data.lower().endswith(".csv")
+    target = args.target or prep.target or (None if is_csv else "y")
+    if target is None:
+        raise UsageError("evaluate needs --target COLUMN: the model does not name the "
+                         "column it was trained on")
+    table = _read_data(args.data, net, prep, target=target)
+    X = prep.inputs(table.X, net.dtype)
+    T = prep.targets(table.y, net.dtype)
+    say = (lambda *a: None) if args.quiet else print
+    say(f"data: {os.path.basename(args.data)}, {len(X)} samples, target {target!r}")
+    how = " on targets scaled as in training" if prep.y_scaler is not None else ""
+    print(f"loss: {net.loss(X, T):.6g} ({net.loss_name}{how})")
+    predictions = net.predict(X)
+    if net.loss_name == "mse":
+        y = np.asarray(table.y, dtype=np.float64).reshape(len(X), -1)
+        Z = np.asarray(prep.outputs(predictions), dtype=np.float64).reshape(y.shape)
+        print(f"R2: {r2_score(y, Z):.4f}")
+        print(f"RMSE: {np.sqrt(np.mean((Z - y) ** 2)):.6g} (in target units)")
+        return 0
+    print(f"accuracy: {net.score(X, T):.4f} ({len(X)} samples)")
+    if predictions.ndim == 1:  # one label per sample: how often each class was hit
+        names = prep.classes if prep.classes is not None else np.arange(net.sizes[-1])
+        for code, label in enumerate(names.tolist()):
+            rows = T == code
+            if rows.any():
+                say(f"class {label!r}: {int(rows.sum())} samples, "
+                    f"{int((predictions[rows] == code).sum())} predicted right")
+    return 0
+
+
+def r2_score(y, Z):
+    """Coefficient of determination of predictions ``Z`` for targets ``y`` (both
+    ``(n, k)``), averaged over the k outputs as ``MLP.score`` does."""
+    ss_res = ((y - Z) ** 2).sum(axis=0)
+    ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.where(ss_res > 0, 0.0, 1.0))
+    return float(r2.mean())
 
 
 # --- experiment ----------------------------------------------------------------
@@ -349,10 +529,7 @@ def run_experiment(args):
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1; got {args.seeds}")
     if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise UsageError("--plot needs matplotlib: pip install 'fastdnn[plots]'") from None
+        require_matplotlib("--plot", args.plot)
     start = time.perf_counter()
     table = EXPERIMENTS[args.name](seeds=args.seeds)
     print(table)
@@ -367,6 +544,10 @@ def run_experiment(args):
 
 COMMANDS = {
     "train": Command("train and evaluate a net, then save it", configure_train, run_train),
+    "predict": Command("predict with a saved net for each row of a data file",
+                       configure_predict, run_predict),
+    "evaluate": Command("score a saved net on a data file with targets",
+                        configure_evaluate, run_evaluate),
     "experiment": Command("run one of the lecture's depth experiments and print its table",
                           configure_experiment, run_experiment),
 }

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 
 from fastdnn.cli import main
 
@@ -36,3 +37,32 @@ def test_a_csv_with_a_byte_order_mark_finds_its_first_column(tmp_path, capsys):
     assert main(["train", "--data", str(path), "--target", "label", "--epochs", "2",
                  "--no-save", "--quiet"]) == 0
     assert "accuracy" in capsys.readouterr().out
+
+
+def _trained(out):
+    """Whether a run got as far as training (its first progress line)."""
+    return "data: " in out
+
+
+def test_out_naming_a_folder_fails_before_training(tmp_path, capsys):
+    assert main(["train", "--dataset", "parity", "--epochs", "1", "--out", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert not _trained(out)
+    assert err == f"fastdnn: error: --out {tmp_path}: {tmp_path} is a folder (see fastdnn --help)\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_out_into_a_read_only_folder_fails_before_training(tmp_path, capsys):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        code = main(["train", "--dataset", "parity", "--epochs", "1",
+                     "--out", str(folder / "m.npz")])
+    finally:
+        folder.chmod(0o755)
+    out, err = capsys.readouterr()
+    assert code == 2 and not _trained(out)
+    assert err.startswith(f"fastdnn: error: --out {folder / 'm.npz'}: cannot write in folder")
+    assert "Permission denied" in err and len(err.splitlines()) == 1
