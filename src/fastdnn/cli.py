@@ -208,6 +208,8 @@ def require_matplotlib(option, path):
     """Fail before any work when ``path`` cannot be drawn: no matplotlib, or a file
     type it cannot write."""
     try:
+        # The package first: a submodule already in sys.modules imports without it.
+        import matplotlib  # noqa: F401
         from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         raise UsageError(f"{option} needs matplotlib: pip install 'fastdnn[plots]'") from None
