@@ -8,7 +8,7 @@ requested dtype, class labels as ``int64``.
 import csv
 import os
 import zipfile
-from typing import List, NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -211,9 +211,9 @@ class Table(NamedTuple):
 
     X: np.ndarray
     #: ``None`` when no target was asked for.
-    y: Optional[np.ndarray]
+    y: np.ndarray | None
     #: The CSV columns that became ``X``, in order; ``None`` for an .npz file.
-    feature_names: Optional[List[str]]
+    feature_names: list[str] | None
 
 
 def _labels_or_values(y, dt):

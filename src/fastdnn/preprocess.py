@@ -18,7 +18,7 @@ original labels.  Metadata names:
 ``target``         the target column (CSV) or array (.npz) it was trained on
 =================  ==========================================================
 """
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -180,11 +180,11 @@ class Scaler(NamedTuple):
 class Preprocessing(NamedTuple):
     """Everything between a data file and a net: see the module docstring."""
 
-    x_scaler: Optional[Scaler] = None
-    y_scaler: Optional[Scaler] = None
-    classes: Optional[np.ndarray] = None
-    feature_names: Optional[list] = None
-    target: Optional[str] = None
+    x_scaler: Scaler | None = None
+    y_scaler: Scaler | None = None
+    classes: np.ndarray | None = None
+    feature_names: list[str] | None = None
+    target: str | None = None
 
     def to_metadata(self):
         """The dict to pass to ``MLP.save(path, metadata=...)``."""

@@ -158,7 +158,7 @@ def test_predict_out_csv_for_several_outputs(tmp_path, capsys):
 
 @pytest.fixture
 def files(tmp_path, flowers):
-    data, model, _ = flowers
+    """Bad inputs beside the flowers model (m.npz) and data (flowers.csv)."""
     write_csv(tmp_path / "narrow.csv", ["big"], [[1.0, 2.0]])
     write_csv(tmp_path / "alien.csv", ["big", "small", "species"],
               [[500.0, 600.0], [0.0, 0.001], ["setosa", "tulip"]])
@@ -186,7 +186,7 @@ def files(tmp_path, flowers):
 ])
 def test_bad_predict_and_evaluate_input_is_one_line(argv, expected_code, files, capsys):
     argv = [arg.replace("{tmp}", str(files)) for arg in argv]
-    code, out, err = run(argv, capsys)
+    code, _, err = run(argv, capsys)
     assert_one_line_error(code, err, expected_code)
 
 

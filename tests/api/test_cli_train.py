@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import fastdnn as fd
-from fastdnn.cli import main
 
 from test_cli import assert_one_line_error, run
 
