@@ -136,7 +136,7 @@ def test_softmax_cross_entropy(benchmark, impl, size, batch, dtype):
     k = SIZES[size][1]
     Z = (3 * rng.standard_normal((batch, k))).astype(dtype)
     y = rng.integers(0, k, batch)
-    T = y.reshape(-1, 1).astype(dtype)
+    T = spec.pack_targets(y.reshape(-1, 1), None, dtype)  # labels, then unit sample weights
     G = np.full_like(Z, np.nan)
     benchmark.group = f"softmax_cross_entropy {size} batch={batch} {dtype}"
     if impl == "fastdnn":

@@ -24,13 +24,19 @@ SHARDS = 1
 #: thread hand-off costs more than half a step).
 MIN_SHARD_ROWS = 16
 
-#: ``fit`` keeps a copy of the parameters from the start of each epoch, to restore if
-#: an update overflows them to inf, only for nets up to this many bytes of parameters.
-#: Non-finite losses and gradients never reach the weights (the epoch stops first), so
-#: the copy guards the rare overflow alone; above this size it would dominate ``fit``'s
-#: memory (measured: 1024-4096-4096-1024 SGD, peak 1.41x -> 1.0x the data, weights,
-#: gradient and buffers).
+#: ``fit`` keeps a copy of the parameters from the start of each epoch, for nets up to
+#: this many bytes of parameters, to go back to when the epoch diverges.  The training
+#: loop never writes a non-finite update (its overflow guard), so the weights stay
+#: finite for any size; but the loss at the last finite weights is often NaN, and the
+#: copy makes the net trainable again.  Above this size the copy would dominate
+#: ``fit``'s memory (measured: 1024-4096-4096-1024 SGD, peak 1.41x -> 1.0x the data,
+#: weights, gradient and buffers).
 SNAPSHOT_BYTES = 64 << 20
+
+#: ``fit`` runs an epoch's steps in compiled runs of about this many seconds; between
+#: them it reports progress and answers Ctrl-C (so within about this long).  Where an
+#: epoch is cut changes no result; a Python round trip costs ~20 us per run.
+SLICE_SECONDS = 0.2
 
 #: Rows processed per call when ``forward``/``predict`` stream through a large X;
 #: bounds the activation buffers allocated for inference.

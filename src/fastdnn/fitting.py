@@ -4,14 +4,20 @@ divergence recovery, history, validation, early stopping, progress), and the His
 :meth:`fastdnn.MLP.fit` drives one :class:`FitRun`; :func:`fastdnn.fit_many` drives
 several, training their epochs together in one compiled call.
 """
+import contextlib
 import math
-import sys
+import os
+import signal
+import threading
+import time
 from typing import NamedTuple
 
 import numpy as np
 
 from . import config
+from .callbacks import ProgressBar
 from .errors import TrainingDivergedError
+from .kernels.spec import SCALE, EpochResult
 
 
 class History:
@@ -60,7 +66,7 @@ class FitPlan(NamedTuple):
     """The checked arguments of one ``fit`` (see ``MLP._fit_plan``)."""
 
     X: object
-    T: np.ndarray
+    T: np.ndarray  # targets and sample weights, packed (spec.pack_targets)
     epochs: int
     batch_size: int  # capped at len(X)
     sampling: int  # spec.IN_ORDER, SHUFFLE or UNIFORM
@@ -68,6 +74,10 @@ class FitPlan(NamedTuple):
     schedule: tuple  # (code, float64 params)
     validation: tuple  # (X_val, T_val) or None
     patience: int  # or None
+    clip_norm: float = None
+    restore_best: bool = False
+    callbacks: tuple = ()
+    plateau: object = None  # the ReduceLROnPlateau schedule, when it is the schedule
 
 
 class EarlyStop:
@@ -86,27 +96,73 @@ class EarlyStop:
         return self.patience is not None and self.since_best >= self.patience
 
 
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Ctrl-C (SIGINT) during the block sets a flag instead of raising at once.
+
+    Yields a function that returns whether Ctrl-C was pressed; the fit checks it
+    between runs of steps and raises ``KeyboardInterrupt`` there, where its state is
+    consistent (weights, step count and history agree).  A second Ctrl-C raises as
+    soon as Python runs again.  Outside the main thread (no signal handlers there), or
+    where the program installed its own SIGINT handler, nothing changes.
+    """
+    pressed = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield lambda: False  # a thread, or a program with its own SIGINT handling
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if pressed:
+            signal.default_int_handler(signum, frame)
+        pressed.append(time.perf_counter())
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class FitRun:
     """One net's fit in progress: its trainer, the history so far, and when to stop.
 
-    Per epoch the driver calls :meth:`next_seed`, trains the epoch with the seed (the
-    trainer's ``run_epoch``, or several nets' epochs in one call), then :meth:`book`.
+    :meth:`train_epoch` trains an epoch in runs of steps of about
+    ``config.SLICE_SECONDS`` each (between them: progress, and Ctrl-C), then books it.
+    ``fit_many`` trains several nets' epochs together and calls :meth:`next_seed` and
+    :meth:`book` itself.
     """
 
     def __init__(self, net, plan, verbose=False):
         self.net = net
         self.plan = plan
-        self.verbose = verbose
+        self.history = History()
+        self.stop = EarlyStop(plan.patience)
+        self.best_theta = None
+        self.epoch = 0
+        self.callbacks = list(plan.callbacks)
+        if verbose:
+            self.callbacks.append(ProgressBar())
+        # A backup restores the weights and the optimizer before the trainer binds them.
+        for callback in self.callbacks:
+            if hasattr(callback, "attach"):
+                callback.attach(self)
         backend = net._backend
         self.trainer = backend.trainer(plan.X, plan.T, plan.batch_size, plan.optimizer,
-                                       plan.schedule)
+                                       plan.schedule, plan.clip_norm)
         self.snapshot = None
         if net.n_params * net.dtype.itemsize <= config.SNAPSHOT_BYTES:
             self.snapshot = np.empty(net.n_params, dtype=net.dtype)  # one buffer, every epoch
-        self.history = History()
-        self.stop = EarlyStop(plan.patience)
-        self.epoch = 0
-        self.done = False
+        self.step_seconds = None
+        self.warm = False  # whether a run has compiled (or loaded) the kernels yet
+        self.done = self.epoch >= plan.epochs
+        self._call("on_train_begin", dict(epochs=plan.epochs, compiling=_compiling(self.trainer)))
+
+    def _call(self, hook, *args):
+        """Call ``hook`` on every callback that has it; whether any returned True."""
+        results = [getattr(cb, hook)(*args) for cb in self.callbacks if hasattr(cb, hook)]
+        return any(r is True for r in results)
 
     def next_seed(self):
         """Keep the epoch-start weights (small nets) and draw the epoch's sampling seed."""
@@ -114,55 +170,164 @@ class FitRun:
             self.net._backend.get_theta(self.snapshot)
         return int(self.net._rng.integers(0, 2**31 - 1))
 
-    def book(self, result, seconds):
-        """Record a trained epoch (an ``EpochResult``); raise if it diverged.
+    def _slice(self, remaining):
+        """Steps of the next run: about ``config.SLICE_SECONDS`` at the last run's pace."""
+        if self.trainer.whole_epochs:
+            return remaining
+        if self.step_seconds is None:
+            # Before any measurement: a guess at 1 GFLOP/s (low, so the first run is
+            # short; it includes the compile or the cache load).
+            sizes = self.net.sizes
+            flops = 6 * self.plan.batch_size * sum(k * n for k, n in zip(sizes[:-1], sizes[1:]))
+            step = 2e-6 + flops / 1e9
+        else:
+            step = max(self.step_seconds, 1e-9)
+        return max(1, min(remaining, int(config.SLICE_SECONDS / step)))
+
+    def train_epoch(self, interrupted=lambda: False):
+        """Train and book one epoch; raise ``KeyboardInterrupt`` between runs of steps
+        once ``interrupted()`` is true (the completed epochs stay in the history)."""
+        seed = self.next_seed()
+        total = self.trainer.steps_per_epoch
+        n_rows = self.plan.X.shape[0]
+        loss_sum = weights = lr = 0.0
+        samples = steps = 0
+        failed = -1
+        start = time.perf_counter()
+        cold = None  # (samples, seconds) of a run that compiled the kernels
+        while steps < total:
+            run_start = time.perf_counter()
+            result = self.trainer.run_steps(self.plan.sampling, seed, steps,
+                                            steps + self._slice(total - steps))
+            seconds = time.perf_counter() - run_start
+            if not self.warm:
+                self.warm, cold = True, (result.samples, seconds)
+            loss_sum += result.loss_sum
+            weights += result.weight_sum
+            samples += result.samples
+            if result.steps:
+                self.step_seconds = seconds / result.steps
+                lr = result.lr
+            steps += result.steps
+            if result.failed_step >= 0:
+                failed = result.failed_step
+                break
+            self._call("on_progress", self.epoch, samples, n_rows, time.perf_counter() - start)
+            if interrupted():
+                raise KeyboardInterrupt
+        seconds = time.perf_counter() - start
+        rate = None
+        if cold is None:
+            rate = samples / max(seconds, 1e-12)
+        elif samples > cold[0]:  # the rate of the runs after the compile
+            rate = (samples - cold[0]) / max(seconds - cold[1], 1e-12)
+        self.book(EpochResult(loss_sum, samples, steps, failed, lr, weights), seconds, rate)
+
+    def book(self, result, seconds, rate=None):
+        """Record a trained epoch (an ``EpochResult``) that took ``seconds`` at ``rate``
+        samples/s (``None``: unknown, the epoch compiled the kernels); raise if it diverged.
 
         Raises
         ------
         TrainingDivergedError
-            After restoring the last finite weights.
+            After restoring usable weights (see :meth:`_recover`).
         """
         backend = self.net._backend
         if result.failed_step >= 0 or not backend.theta_finite():
-            self._recover()
+            kept = self._recover()
             where = f"step {result.failed_step + 1}" if result.failed_step >= 0 else "its last step"
             self.done = True
             raise TrainingDivergedError(
                 f"training diverged in epoch {self.epoch + 1} at {where}: the loss or the "
-                f"weights became NaN/inf (lr too large?); the net keeps its last "
-                f"finite weights", self.history)
-        record = dict(loss=result.loss_sum / result.samples, lr=result.lr, seconds=seconds,
-                      val_loss=math.nan, val_metric=math.nan)
+                f"weights would become NaN/inf (lr too large?); the net keeps {kept} and "
+                f"can be trained again", self.history)
+        record = dict(loss=result.loss_sum / result.weight_sum if result.weight_sum else math.nan,
+                      lr=result.lr, seconds=seconds, val_loss=math.nan, val_metric=math.nan)
         if self.plan.validation is not None:
             Xv, Tv = self.plan.validation
             record["val_loss"], Z = backend.evaluate(Xv, Tv, want_logits=True)
             record["val_metric"] = self.net._metric(Z, Tv)
         self.history.append(**record)
-        if self.verbose:
-            self._progress(record, result.samples / max(seconds, 1e-12))
         self.epoch += 1
         watched = record["val_loss"] if self.plan.validation is not None else record["loss"]
-        self.done = self.stop.update(watched) or self.epoch >= self.plan.epochs
+        improved = watched < self.stop.best
+        stop = self.stop.update(watched)
+        if self.plan.restore_best and improved:
+            self.best_theta = backend.get_theta(self.best_theta)
+        if self.plan.plateau is not None:
+            self.plan.schedule[1][SCALE] = self.plan.plateau.update(watched, self.plan.optimizer.lr)
+        logs = dict(record, rate=rate)
+        stop = self._call("on_epoch_end", self.epoch - 1, logs) or stop
+        self.done = stop or self.epoch >= self.plan.epochs
+        if self.done:
+            if self.best_theta is not None:
+                backend.set_theta(self.best_theta)
+            self._call("on_train_end", logs)
 
     def _recover(self):
-        # The training loop stops before an update with a non-finite loss or gradient,
-        # so the weights are normally the last finite ones already.  Only an update
-        # that overflowed them needs the copy from the start of the epoch.
-        # Momentum/moments may hold inf: reset.
+        """Make the net trainable again after a divergence; returns what it keeps.
+
+        The training loop stops before any update that is not finite, so the weights
+        are finite, but the loss at them may not be: where there is one, the net goes
+        back to its best weights (``restore_best``) or to those of the epoch's start
+        (small nets, see ``config.SNAPSHOT_BYTES``).  Momentum and moments: reset.
+        """
         self.plan.optimizer.reset()
         backend = self.net._backend
-        if backend.theta_finite():
-            return
-        if self.snapshot is None:
-            raise TrainingDivergedError(
-                "training diverged: an update overflowed the weights to inf and this net is "
-                "too large to keep a copy (config.SNAPSHOT_BYTES); re-initialise it and "
-                "lower the learning rate", self.history)
-        backend.set_theta(self.snapshot)
+        if self.best_theta is not None:
+            backend.set_theta(self.best_theta)
+            return "its best weights so far"
+        if self.snapshot is not None:
+            backend.set_theta(self.snapshot)
+            return f"the weights from the start of epoch {self.epoch + 1}"
+        return "the last finite weights"
 
-    def _progress(self, record, rate):
-        line = f"epoch {self.epoch + 1}/{self.plan.epochs}  loss {record['loss']:.4f}"
-        if not math.isnan(record["val_loss"]):
-            line += f"  val_loss {record['val_loss']:.4f}  val_metric {record['val_metric']:.4f}"
-        line += f"  {rate:,.0f} samples/s"
-        print(line, file=sys.stdout, flush=True)
+    # -- backups (BackupAndRestore) ----------------------------------------------------
+    def backup(self):
+        """``(header, arrays)``: everything needed to continue this fit bit for bit."""
+        net, opt = self.net, self.plan.optimizer
+        header = dict(format="fastdnn-backup", sizes=net.sizes, epoch=self.epoch, t=opt.t,
+                      rng=net._rng.bit_generator.state, best=self.stop.best,
+                      since_best=self.stop.since_best)
+        arrays = dict(theta=net._backend.get_theta(), schedule=np.asarray(self.plan.schedule[1]))
+        if opt.state is not None:
+            arrays["opt_state"] = opt.state
+        if self.best_theta is not None:
+            arrays["best_theta"] = self.best_theta
+        if self.plan.plateau is not None:
+            arrays["plateau"] = self.plan.plateau.state()
+        for key in History.KEYS:
+            arrays["history_" + key] = np.array(getattr(self.history, key), dtype=np.float64)
+        return header, arrays
+
+    def restore(self, header, arrays):
+        """Continue from :meth:`backup`'s output (before the trainer is made)."""
+        net, opt = self.net, self.plan.optimizer
+        if header.get("format") != "fastdnn-backup" or header["sizes"] != net.sizes:
+            raise ValueError(f"it holds a fit of a net of widths {header.get('sizes')}, "
+                             f"this net has {net.sizes}")
+        net._backend.set_theta(arrays["theta"].astype(net.dtype))
+        np.copyto(self.plan.schedule[1], arrays["schedule"])
+        if "opt_state" in arrays:
+            opt.state = arrays["opt_state"].astype(net.dtype)
+        opt.t = int(header["t"])
+        net._rng.bit_generator.state = header["rng"]
+        self.stop.best, self.stop.since_best = float(header["best"]), int(header["since_best"])
+        self.best_theta = arrays.get("best_theta")
+        if self.plan.plateau is not None and "plateau" in arrays:
+            self.plan.plateau.set_state(arrays["plateau"])
+        for key in History.KEYS:
+            getattr(self.history, key)[:] = arrays["history_" + key].tolist()
+        self.epoch = int(header["epoch"])
+
+
+def _compiling(trainer):
+    """Whether the trainer's kernel has yet to be compiled in this process and is not in
+    Numba's on-disk cache (a guess: False when it cannot tell)."""
+    kernel = getattr(trainer, "epoch_kernel", None)
+    if kernel is None or getattr(kernel, "signatures", None):
+        return False
+    try:  # Numba's cache index of the kernel, when caching is on
+        return not os.path.exists(kernel._cache._cache_file._index_path)
+    except AttributeError:
+        return True

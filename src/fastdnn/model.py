@@ -1,17 +1,19 @@
 """The user-facing net: :class:`MLP` assembles the kernels into a trainable model."""
 import copy
 import math
-import time
+import numbers
 
 import numpy as np
 
 from . import serialize
 from .devices import require_cuda
-from .fitting import FitPlan, FitRun
+from .fitting import FitPlan, FitRun, History, deferred_interrupts
 from .kernels import spec
-from .optim import make_optimizer
-from .schedules import make_schedule
-from .validation import check_dtype, check_n_threads, check_positive_int, check_targets
+from .lbfgs import fit_lbfgs
+from .optim import LBFGS, make_optimizer
+from .schedules import ReduceLROnPlateau, make_schedule
+from .validation import (check_dtype, check_n_threads, check_positive_int,
+                         check_sample_weight, check_targets)
 
 _SAMPLING = {True: spec.SHUFFLE, False: spec.IN_ORDER, "uniform": spec.UNIFORM}
 # He initialisation suits the rectifiers; Glorot the saturating activations.
@@ -58,7 +60,46 @@ def _check_activations(activation, n_hidden):
     return [spec.activation_code(name) for name in names]
 
 
-def _make_backend(device, sizes, codes, loss, dtype):
+def _check_rate(name, value, upper=1.0):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not (0.0 <= value < upper):
+        raise ValueError(f"{name} must be in [0, {upper:g}); got {value!r}")
+    return value
+
+
+def _check_dropout(dropout, n_hidden):
+    """One dropout rate per hidden layer, from one rate or a list of them."""
+    if isinstance(dropout, (list, tuple, np.ndarray)):
+        rates = [_check_rate("dropout", r) for r in dropout]
+        if len(rates) != n_hidden:
+            raise ValueError(f"got {len(rates)} dropout rates for {n_hidden} hidden layers")
+        return rates
+    return [_check_rate("dropout", dropout)] * n_hidden
+
+
+def _check_nonneg(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be finite and >= 0; got {value!r}")
+    return float(value)
+
+
+def _check_callbacks(callbacks):
+    if callbacks is None:
+        return []
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks must be a list, got {type(callbacks).__name__}")
+    hooks = ("on_train_begin", "on_progress", "on_epoch_end", "on_train_end")
+    for cb in callbacks:
+        if not any(callable(getattr(cb, h, None)) for h in hooks):
+            raise TypeError(f"callback {cb!r} has none of the methods {', '.join(hooks)}")
+    return list(callbacks)
+
+
+def _make_backend(device, sizes, codes, loss, dtype, l2=0.0, drops=None):
     if not isinstance(device, str) or device not in ("cpu", "cuda", "auto"):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
     if device == "auto":
@@ -69,9 +110,9 @@ def _make_backend(device, sizes, codes, loss, dtype):
     if device == "cuda":
         require_cuda()  # a DeviceError saying why, before numba.cuda is imported
         from .kernels.cuda.backend import CUDABackend
-        return CUDABackend(sizes, codes, loss, dtype)
+        return CUDABackend(sizes, codes, loss, dtype, l2, drops)
     from .kernels.cpu.backend import CPUBackend
-    return CPUBackend(sizes, codes, loss, dtype)
+    return CPUBackend(sizes, codes, loss, dtype, l2, drops)
 
 
 class MLP:
@@ -95,6 +136,16 @@ class MLP:
     n_threads : int, optional
         Threads of Numba's pool during this net's calls on the CPU, restored afterwards
         (default: leave the process setting).  BLAS runs single-threaded inside them.
+    l2 : float, default 0
+        L2 penalty ``l2 / 2 * sum(W**2)`` over the weights (not the biases), added to
+        every mean loss (each batch's, and :meth:`loss`, :meth:`gradients`, ``val_loss``).
+        scikit-learn's ``alpha`` is ``l2 * batch_size`` (its penalty is
+        ``alpha / (2 n_batch) * sum(W**2)``).  Optimizers' ``weight_decay`` is separate.
+    dropout : float or list of float, default 0
+        Inverted dropout rate of each hidden layer's output (one rate, or one per hidden
+        layer), during training only: ``forward``, ``predict`` and the losses never
+        drop.  Masks are drawn from the fit's seed: same seed, same result, for any
+        thread count.  CPU only for now.
 
     Examples
     --------
@@ -107,9 +158,11 @@ class MLP:
     """
 
     def __init__(self, sizes, activation="relu", loss="cross_entropy", dtype="float32",
-                 device="cpu", seed=None, n_threads=None):
+                 device="cpu", seed=None, n_threads=None, l2=0.0, dropout=0.0):
         self.sizes = _check_sizes(sizes)
         self._codes = _check_activations(activation, len(self.sizes) - 2)
+        self.l2 = _check_nonneg("l2", l2)
+        self.dropout = _check_dropout(dropout, len(self.sizes) - 2)
         self._loss = spec.loss_code(loss)
         if self._loss == spec.CROSS_ENTROPY and self.sizes[-1] < 2:
             raise ValueError("cross_entropy needs >= 2 outputs; use binary_cross_entropy for one")
@@ -117,7 +170,8 @@ class MLP:
         self.n_threads = check_n_threads(n_threads)
         self.seed = seed
         self._rng = np.random.default_rng(seed)
-        self._backend = _make_backend(device, self.sizes, self._codes, self._loss, self.dtype)
+        self._backend = _make_backend(device, self.sizes, self._codes, self._loss, self.dtype,
+                                      self.l2, [spec.dropout_threshold(r) for r in self.dropout])
         self._backend.set_theta(self._init_theta())
 
     # -- description -----------------------------------------------------------------
@@ -152,7 +206,8 @@ class MLP:
         """A net with the same architecture, weights and generator state that shares
         nothing with this one (training the copy leaves the original alone)."""
         new = type(self)(self.sizes, activation=self.activations, loss=self.loss_name,
-                         dtype=self.dtype.name, device=self.device, n_threads=self.n_threads)
+                         dtype=self.dtype.name, device=self.device, n_threads=self.n_threads,
+                         l2=self.l2, dropout=self.dropout)
         new.seed = self.seed
         new._rng = copy.deepcopy(self._rng)
         new._backend.set_theta(self._backend.get_theta())
@@ -214,9 +269,12 @@ class MLP:
         self._backend.set_theta(theta)
 
     # -- evaluation ------------------------------------------------------------------
-    def _XT(self, X, y):
+    def _XT(self, X, y, sample_weight=None):
+        """Checked inputs, and targets with their sample weights as the backend takes them."""
         X = self._backend.check_X(X)
-        return X, check_targets(y, self._loss, self.sizes[-1], X.shape[0], self.dtype)
+        T = check_targets(y, self._loss, self.sizes[-1], X.shape[0], self.dtype)
+        w = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0])
+        return X, self._backend.pack_targets(T, w)
 
     def _outputs(self, X, head):
         X = self._backend.check_X(X)
@@ -246,43 +304,55 @@ class MLP:
             raise ValueError("predict_proba needs a classification loss, this net uses 'mse'")
         return self._outputs(X, spec.PROBABILITIES)
 
-    def score(self, X, y):
-        """Accuracy (classification) or the coefficient of determination R^2 (mse)."""
-        X, T = self._XT(X, y)
+    def score(self, X, y, sample_weight=None):
+        """Accuracy (classification) or the coefficient of determination R^2 (mse),
+        weighted by ``sample_weight`` when given."""
+        X, T = self._XT(X, y, sample_weight)
         with self._backend.limit_threads(self.n_threads):
             Z = self._backend.to_numpy(self._backend.outputs(X, spec.LOGITS))
         return self._metric(Z, T)
 
     def _metric(self, Z, T):
-        """Accuracy or R^2 of NumPy logits ``Z`` against the checked targets ``T``."""
+        """Accuracy or R^2 of NumPy logits ``Z`` against the packed targets ``T`` (their
+        last column holds the sample weights, see ``_XT``), weighted as scikit-learn's
+        ``accuracy_score``/``r2_score`` with ``sample_weight``."""
+        T, w = T[:, :-1], T[:, -1].astype(np.float64)
+        if np.all(w == 1.0):
+            w = None
         if self._loss == spec.CROSS_ENTROPY:
-            return float(np.mean(Z.argmax(axis=1) == T[:, 0]))
+            return float(np.average(Z.argmax(axis=1) == T[:, 0], weights=w))
         if self._loss == spec.BINARY_CROSS_ENTROPY:
-            return float(np.mean((Z > 0) == (T > 0.5)))
+            return float(np.average(np.mean((Z > 0) == (T > 0.5), axis=1), weights=w))
         T = T.astype(np.float64)
-        ss_res = ((T - Z) ** 2).sum(axis=0)
-        ss_tot = ((T - T.mean(axis=0)) ** 2).sum(axis=0)
+        w = np.ones(T.shape[0]) if w is None else w
+        ss_res = (w[:, None] * (T - Z) ** 2).sum(axis=0)
+        ss_tot = (w[:, None] * (T - np.average(T, axis=0, weights=w)) ** 2).sum(axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             r2 = np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.where(ss_res > 0, 0.0, 1.0))
         return float(r2.mean())
 
-    def loss(self, X, y):
-        """Mean loss over ``(X, y)``."""
-        X, T = self._XT(X, y)
+    def loss(self, X, y, sample_weight=None):
+        """Mean loss over ``(X, y)`` (weighted: ``sum(w l) / sum(w)``), plus the L2 penalty."""
+        X, T = self._XT(X, y, sample_weight)
         with self._backend.limit_threads(self.n_threads):
             return self._backend.evaluate(X, T)[0]
 
-    def gradients(self, X, y):
-        """``[(dW, db), ...]``: layerwise backprop of the mean loss over ``(X, y)``."""
-        X, T = self._XT(X, y)
+    def gradients(self, X, y, sample_weight=None):
+        """``[(dW, db), ...]``: layerwise backprop of :meth:`loss` over ``(X, y)`` (no dropout)."""
+        X, T = self._XT(X, y, sample_weight)
         with self._backend.limit_threads(self.n_threads):
             _, grad = self._backend.gradient(X, T)
         return self._unflatten(grad)
 
     # -- training --------------------------------------------------------------------
     def fit(self, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=None,
-            validation_data=None, shuffle=True, verbose=False, patience=None):
-        """Train by minibatch SGD (or momentum, Adam, AdamW); whole epochs run compiled.
+            validation_data=None, shuffle=True, verbose=False, patience=None, *,
+            sample_weight=None, class_weight=None, clip_norm=None, restore_best=False,
+            validation_split=None, callbacks=None):
+        """Train by minibatch SGD (or momentum, Adam, AdamW), or by full-batch L-BFGS.
+
+        Epochs run compiled, in runs of steps of a fraction of a second: Ctrl-C stops a
+        fit within about ``config.SLICE_SECONDS``, and progress shows inside long epochs.
 
         Parameters
         ----------
@@ -290,23 +360,46 @@ class MLP:
         y : array-like
             Integer labels (cross_entropy) or targets of shape ``(n,)``/``(n, n_outputs)``.
         epochs : int, default 10
+            Epochs to train (with L-BFGS: its most iterations, one History record each).
         batch_size : int, default 32
             Rows per step (capped at ``n_samples``); 1 gives the course's plain SGD.
         optimizer : str or Optimizer, default "adam"
-            ``fd.SGD(...)``, ``fd.Adam(...)``, ``fd.AdamW(...)`` or a name.  An instance
-            keeps its state across ``fit`` calls.
+            ``fd.SGD(...)``, ``fd.Adam(...)``, ``fd.AdamW(...)``, ``fd.LBFGS(...)`` or a
+            name ("sgd", "adam", "adamw", "lbfgs").  An instance keeps its state across
+            ``fit`` calls.
         schedule : Schedule, optional
-            Learning-rate schedule over iterations (default constant).
-        validation_data : (X_val, y_val), optional
+            Learning-rate schedule over iterations (default constant), or
+            ``fd.ReduceLROnPlateau(...)`` driven by the watched loss at epoch ends.
+        validation_data : (X_val, y_val) or (X_val, y_val, w_val), optional
             Evaluated after each epoch into ``val_loss`` and ``val_metric``.
         shuffle : {True, False, "uniform"}, default True
             A new permutation per epoch, the data in order, or items drawn uniformly
             with replacement (``n_samples`` draws per epoch).
         verbose : bool, default False
-            Print a progress line per epoch (epoch, loss, samples/s).
+            Progress on stdout (:class:`fastdnn.ProgressBar`): a line per epoch, and
+            rows, rate and time left inside long epochs.
         patience : int, optional
             Stop when the validation loss (training loss without validation data) has
             not improved for this many epochs.
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights >= 0: every mean loss becomes ``sum(w l) / sum(w)`` (per batch, and
+            over the data); integer weights act as repeated rows.
+        class_weight : "balanced" or dict, optional
+            Classification only: a weight per label (missing labels weigh 1), multiplied
+            into ``sample_weight``; "balanced" is scikit-learn's
+            ``n_samples / (n_classes * count(label))``.
+        clip_norm : float, optional
+            Scale each step's gradient (penalty included) to at most this global norm.
+        restore_best : bool, default False
+            End the fit (early stopped or not, or diverged) with the weights of the
+            epoch with the best watched loss.
+        validation_split : float, optional
+            Without ``validation_data``: hold out this fraction of the rows (stratified
+            by label for classification, drawn from the net's generator) for validation.
+        callbacks : list, optional
+            Objects with any of ``on_train_begin``, ``on_progress``, ``on_epoch_end``
+            (return True to stop) and ``on_train_end`` (see :mod:`fastdnn.callbacks`),
+            e.g. ``fd.ProgressBar()``, ``fd.BackupAndRestore(path)``.
 
         Returns
         -------
@@ -315,43 +408,150 @@ class MLP:
         Raises
         ------
         TrainingDivergedError
-            The loss or the weights became NaN/inf; the net keeps its last finite
-            weights and the error's ``history`` holds the epochs before.
+            The loss or an update became NaN/inf; no non-finite update reaches the
+            weights, and the net goes back to usable weights (its best ones with
+            ``restore_best``, else those of the epoch's start for nets up to
+            ``config.SNAPSHOT_BYTES``), so it can be trained again at a lower rate.
+            The error's ``history`` holds the epochs before.
+        KeyboardInterrupt
+            On Ctrl-C, between two runs of steps: the net holds the weights after the
+            last step, the optimizer's ``t`` counts it, and the exception's ``history``
+            holds the completed epochs; ``fit`` may be called again.
         """
         plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule, validation_data,
-                              shuffle, patience)
-        with self._backend.limit_threads(self.n_threads):
-            run = FitRun(self, plan, verbose)
-            while not run.done:
-                seed = run.next_seed()
-                start = time.perf_counter()
-                result = run.trainer.run_epoch(plan.sampling, seed)
-                run.book(result, time.perf_counter() - start)
+                              shuffle, patience, sample_weight=sample_weight,
+                              class_weight=class_weight, clip_norm=clip_norm,
+                              restore_best=restore_best, validation_split=validation_split,
+                              callbacks=callbacks)
+        if isinstance(plan.optimizer, LBFGS):
+            with self._backend.limit_threads(self.n_threads):
+                return fit_lbfgs(self, plan, verbose)
+        run = None
+        try:
+            with self._backend.limit_threads(self.n_threads), deferred_interrupts() as pressed:
+                run = FitRun(self, plan, verbose)
+                while not run.done:
+                    run.train_epoch(pressed)
+        except KeyboardInterrupt as exc:
+            exc.history = run.history if run is not None else History()
+            raise
         return run.history
 
     def _fit_plan(self, X, y, epochs, batch_size, optimizer, schedule, validation_data,
-                  shuffle, patience):
+                  shuffle, patience, *, sample_weight=None, class_weight=None, clip_norm=None,
+                  restore_best=False, validation_split=None, callbacks=None):
         """Check every argument of ``fit`` (nothing runs before all are valid)."""
-        X, T = self._XT(X, y)
+        X = self._backend.check_X(X)
+        T = check_targets(y, self._loss, self.sizes[-1], X.shape[0], self.dtype)
+        w = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0])
+        if class_weight is not None:
+            w = self._class_weights(T, class_weight) * (1.0 if w is None else w)
         epochs = check_positive_int("epochs", epochs)
-        # Capped here, once: the trainers size their buffers from it.
-        batch_size = min(check_positive_int("batch_size", batch_size), X.shape[0])
         if patience is not None:
             patience = check_positive_int("patience", patience)
         if isinstance(shuffle, np.bool_):
             shuffle = bool(shuffle)
         if not (isinstance(shuffle, bool) or (isinstance(shuffle, str) and shuffle == "uniform")):
             raise ValueError(f"shuffle must be True, False or 'uniform'; got {shuffle!r}")
+        if clip_norm is not None:
+            clip_norm = _check_nonneg("clip_norm", clip_norm)
+            if clip_norm == 0:
+                raise ValueError("clip_norm must be > 0 (None: no clipping)")
+        if not isinstance(restore_best, (bool, np.bool_)):
+            raise TypeError(f"restore_best must be True or False; got {restore_best!r}")
+        callbacks = _check_callbacks(callbacks)
         validation = None
         if validation_data is not None:
-            try:
-                Xv, yv = validation_data
-            except (TypeError, ValueError):
-                raise TypeError("validation_data must be a pair (X_val, y_val)") from None
-            validation = self._XT(Xv, yv)
-        plan = FitPlan(X, T, epochs, batch_size, _SAMPLING[shuffle], None, None, validation,
-                       patience)
-        return self._with_optimizer(plan, optimizer, schedule)
+            if validation_split is not None:
+                raise ValueError("give validation_data or validation_split, not both")
+            validation = self._validation(validation_data)
+        elif validation_split is not None:
+            fraction = _check_rate("validation_split", validation_split)
+            if fraction == 0:
+                raise ValueError("validation_split must be in (0, 1)")
+            keep, held = self._split(T, fraction)
+            Tw = self._backend.pack_targets(T, w)
+            validation = (self._backend.check_X(X[held]), Tw[held])
+            X, T, w = np.ascontiguousarray(X[keep]), T[keep], None if w is None else w[keep]
+        # Capped here, once: the trainers size their buffers from it.
+        batch_size = min(check_positive_int("batch_size", batch_size), X.shape[0])
+        plan = FitPlan(X, self._backend.pack_targets(T, w), epochs, batch_size,
+                       _SAMPLING[shuffle], None, None, validation, patience, clip_norm,
+                       bool(restore_best), tuple(callbacks))
+        plan = self._with_optimizer(plan, optimizer, schedule)
+        if isinstance(plan.optimizer, LBFGS):
+            if any(self.dropout):
+                raise ValueError("L-BFGS needs a deterministic loss: use dropout=0 with it")
+            unused = [name for name, value in (("patience", patience), ("restore_best", restore_best),
+                                               ("clip_norm", clip_norm), ("schedule", schedule))
+                      if value not in (None, False)]
+            if unused:
+                raise ValueError(f"{', '.join(unused)} do not apply to L-BFGS (it has no "
+                                 f"epochs or learning rate); stop it with a callback")
+        return plan
+
+    def _validation(self, validation_data):
+        """``(X_val, T_val)`` from ``(X, y)`` or ``(X, y, sample_weight)``."""
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise TypeError("validation_data must be a pair (X_val, y_val) or a triple "
+                            "(X_val, y_val, sample_weight_val)")
+        return self._XT(*validation_data)
+
+    def _class_weights(self, T, class_weight):
+        """Per-row weights of ``class_weight`` for the checked targets ``T``."""
+        if self._loss == spec.MSE:
+            raise ValueError("class_weight needs a classification loss, this net uses 'mse'")
+        if T.shape[1] != 1:
+            raise ValueError("class_weight needs one label per row; this net has "
+                             f"{T.shape[1]} binary outputs (use sample_weight)")
+        labels = (T[:, 0] > 0.5 if self._loss == spec.BINARY_CROSS_ENTROPY else T[:, 0])
+        labels = labels.astype(np.int64)
+        n_classes = max(self.sizes[-1], 2)
+        if isinstance(class_weight, str):
+            if class_weight != "balanced":
+                raise ValueError(f"class_weight must be 'balanced' or a dict; got {class_weight!r}")
+            counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+            present = counts > 0
+            table = np.ones(n_classes)
+            table[present] = labels.size / (present.sum() * counts[present])
+            return table[labels]
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"class_weight must be 'balanced' or a dict; got "
+                            f"{type(class_weight).__name__}")
+        table = np.ones(n_classes)
+        for label, weight in class_weight.items():
+            if isinstance(label, (bool, np.bool_)) and self._loss == spec.BINARY_CROSS_ENTROPY:
+                label = int(label)
+            if isinstance(label, (bool, np.bool_)) or not isinstance(label, numbers.Integral) \
+                    or not 0 <= label < n_classes:
+                raise ValueError(f"class_weight has label {label!r}; labels are 0..{n_classes - 1}")
+            if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, numbers.Real) \
+                    or not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"class_weight[{label!r}] must be a number >= 0; got {weight!r}")
+            table[int(label)] = float(weight)
+        w = table[labels]
+        if not w.sum() > 0:
+            raise ValueError("class_weight gives every row weight 0")
+        return w
+
+    def _split(self, T, fraction):
+        """Row indices ``(train, validation)``: ``fraction`` held out, per label for the
+        one-label classifiers (each label keeps at least one training row)."""
+        n = T.shape[0]
+        if self._loss == spec.MSE or T.shape[1] != 1:
+            groups = [np.arange(n)]
+        else:
+            labels = (T[:, 0] > 0.5) if self._loss == spec.BINARY_CROSS_ENTROPY else T[:, 0]
+            groups = [np.flatnonzero(labels == v) for v in np.unique(labels)]
+        held = []
+        for rows in groups:
+            rows = self._rng.permutation(rows)
+            held.append(rows[:min(int(round(fraction * rows.size)), rows.size - 1)])
+        held = np.sort(np.concatenate(held))
+        if held.size == 0:
+            raise ValueError(f"validation_split={fraction:g} holds out no row of {n}")
+        keep = np.setdiff1d(np.arange(n), held)
+        return keep, held
 
     @staticmethod
     def _with_optimizer(plan, optimizer, schedule):
@@ -360,7 +560,9 @@ class MLP:
         opt = make_optimizer(optimizer)
         sched = make_schedule(schedule)
         total_steps = opt.t + plan.epochs * -(-plan.X.shape[0] // plan.batch_size)
-        return plan._replace(optimizer=opt, schedule=(sched.code, sched.params(total_steps)))
+        plateau = sched if isinstance(sched, ReduceLROnPlateau) else None
+        return plan._replace(optimizer=opt, schedule=(sched.code, sched.params(total_steps)),
+                             plateau=plateau)
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path, metadata=None):
@@ -428,3 +630,42 @@ class MLP:
         net._backend.set_theta(theta)
         net.metadata = metadata
         return net
+
+    def state_dict(self):
+        """The weights in the layout of PyTorch's ``nn.Sequential(nn.Linear, act, ...)``.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``{"0.weight": W1.T, "0.bias": b1, "2.weight": W2.T, ...}``; each weight has
+            shape ``(fan_out, fan_in)``.  PyTorch is not needed; for
+            ``torch.nn.Module.load_state_dict`` wrap the arrays with ``torch.from_numpy``.
+            See :func:`fastdnn.interop.state_dict`.
+        """
+        from .interop import state_dict
+        return state_dict(self)
+
+    @classmethod
+    def from_state_dict(cls, sd, activation="relu", loss="cross_entropy", dtype=None,
+                        device="cpu", seed=None):
+        """A net holding the weights of an ``nn.Sequential(nn.Linear, act, ...)`` state dict.
+
+        Parameters
+        ----------
+        sd : mapping of str to array-like
+            ``"N.weight"`` of shape ``(fan_out, fan_in)`` and ``"N.bias"`` per Linear
+            layer (PyTorch tensors or NumPy arrays); the widths are read from the shapes.
+        activation, loss, device, seed
+            As for :class:`MLP`.
+        dtype : {"float32", "float64"}, optional
+            Default: float64 when any array is float64, else float32.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a missing or unexpected key, inconsistent shapes, non-numeric or
+            non-finite values; see :func:`fastdnn.interop.from_state_dict`.
+        """
+        from .interop import from_state_dict
+        return from_state_dict(cls, sd, activation=activation, loss=loss, dtype=dtype,
+                               device=device, seed=seed)

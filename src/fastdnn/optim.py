@@ -153,12 +153,50 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+class LBFGS:
+    """Full-batch L-BFGS (``scipy.optimize.minimize(method="L-BFGS-B")``) on the compiled
+    loss and gradient: scikit-learn's recommendation for small data sets.
+
+    ``fit(..., epochs=N)`` runs at most N iterations, one History record each; the
+    loss is the whole data's (with ``sample_weight`` and ``l2``), and callbacks run per
+    iteration.  Not resumable across ``fit`` calls beyond the weights (no state kept).
+
+    Parameters
+    ----------
+    tol : float, default 1e-4
+        Stop when the largest projected gradient entry falls below it (SciPy's
+        ``gtol``, as scikit-learn passes its ``tol``); SciPy's ``ftol`` stays its default.
+    max_fun : int, default 15000
+        Most loss-and-gradient evaluations (scikit-learn's ``max_fun``).
+    history : int, default 10
+        Pairs of vectors kept for the Hessian approximation (scipy's ``maxcor``).
+    """
+
+    code = None
+    t = 0
+
+    def __init__(self, tol=1e-4, max_fun=15000, history=10):
+        self.tol = _check_nonneg("tol", tol)
+        for name, value in (("max_fun", max_fun), ("history", history)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+                    or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        self.max_fun, self.history = int(max_fun), int(history)
+        self.lr = 1.0  # read by ReduceLROnPlateau only, which L-BFGS does not use
+
+    def reset(self):
+        """Nothing to forget (L-BFGS keeps no state between fits)."""
+
+    def __repr__(self):
+        return f"LBFGS(tol={self.tol!r}, max_fun={self.max_fun!r}, history={self.history!r})"
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "lbfgs": LBFGS}
 
 
 def make_optimizer(optimizer):
     """Return an :class:`Optimizer` for an instance (as is) or a name (fresh defaults)."""
-    if isinstance(optimizer, Optimizer):
+    if isinstance(optimizer, (Optimizer, LBFGS)):
         return optimizer
     if isinstance(optimizer, str):
         try:
@@ -168,5 +206,6 @@ def make_optimizer(optimizer):
                 f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
             ) from None
     raise TypeError(
-        f"optimizer must be a name or an fd.SGD/Adam/AdamW instance, got {type(optimizer).__name__}"
+        f"optimizer must be a name or an fd.SGD/Adam/AdamW/LBFGS instance, got "
+        f"{type(optimizer).__name__}"
     )

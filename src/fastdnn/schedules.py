@@ -138,6 +138,83 @@ class CosineDecay(Schedule):
         return p
 
 
+class ReduceLROnPlateau(Schedule):
+    """Scale the learning rate by ``factor`` when the watched loss stops improving (Keras'
+    and PyTorch's ``ReduceLROnPlateau``).
+
+    The watched loss is the validation loss when ``fit`` has validation data, else the
+    training loss; it is read at each epoch end, and the new rate applies from the next
+    step.  The instance keeps its state (current scale, best loss, epochs waited)
+    across ``fit`` calls, as an optimizer does; a new instance starts over.
+
+    Parameters
+    ----------
+    factor : float, default 0.1
+        Multiplier in (0, 1) applied at each reduction.
+    patience : int, default 10
+        Epochs without improvement before a reduction.
+    min_lr : float, default 0
+        Floor of the learning rate (absolute, as in Keras).
+    threshold : float, default 1e-4
+        Relative improvement that counts: ``loss < best * (1 - threshold)``.
+    cooldown : int, default 0
+        Epochs after a reduction during which no further reduction happens.
+    """
+
+    code = spec.PLATEAU
+
+    def __init__(self, factor=0.1, patience=10, min_lr=0.0, threshold=1e-4, cooldown=0):
+        self.factor = _positive("factor", factor)
+        if self.factor >= 1:
+            raise ValueError(f"factor must be < 1; got {factor!r}")
+        self.patience = _count("patience", patience)
+        self.min_lr = _positive("min_lr", min_lr, allow_zero=True)
+        self.threshold = _positive("threshold", threshold, allow_zero=True)
+        self.cooldown = _count("cooldown", cooldown)
+        self.reset()
+
+    def reset(self):
+        """Forget the state: scale 1, no best loss yet."""
+        self.scale = 1.0
+        self.best = math.inf
+        self.wait = 0
+        self.cooling = 0
+
+    def params(self, total_steps):
+        p = super().params(total_steps)
+        p[spec.SCALE] = self.scale
+        return p
+
+    def update(self, loss, lr):
+        """Book an epoch's watched ``loss`` for base rate ``lr``; returns the new scale."""
+        if loss < self.best * (1.0 - self.threshold):
+            self.best, self.wait = loss, 0
+        elif self.cooling > 0:
+            self.cooling -= 1
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                floor = self.min_lr / lr
+                self.scale = max(self.scale * self.factor, min(floor, self.scale))
+                self.wait, self.cooling = 0, self.cooldown
+        return self.scale
+
+    def state(self):
+        """The state as floats (for backups)."""
+        return np.array([self.scale, self.best, self.wait, self.cooling])
+
+    def set_state(self, values):
+        """Restore :meth:`state`'s floats."""
+        self.scale, self.best = float(values[0]), float(values[1])
+        self.wait, self.cooling = int(values[2]), int(values[3])
+
+
+def _count(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
+    return int(value)
+
+
 def make_schedule(schedule):
     """Return a :class:`Schedule` for ``None`` (constant) or an instance."""
     if schedule is None:

@@ -1,9 +1,11 @@
-"""Divergence without the per-epoch weight copy: the training loop itself stops before
-an update with a non-finite loss or gradient, so the weights stay finite.
+"""Divergence: the training loop itself stops before an update with a non-finite loss
+or gradient, or one that would overflow the weights (the overflow guard), so the
+weights stay finite for any size of net, without a copy.
 
 What ``fit`` promises when it raises TrainingDivergedError: the error's ``history``
-holds the epochs completed before it, and the net keeps its last finite weights --
-those from before the failing step -- and stays usable.
+holds the epochs completed before it, and the net keeps usable weights: those from the
+start of the failing epoch (nets up to ``config.SNAPSHOT_BYTES``), else those from
+before the failing step; either way it can be trained again.
 """
 import re
 
@@ -49,12 +51,13 @@ def test_diverging_fit_keeps_the_weights_before_the_failing_step(monkeypatch, sn
     assert len(hist.lr) == len(hist.seconds) == epoch - 1
     assert np.isfinite(hist.loss).all() and np.isfinite(hist.lr).all()
 
-    # Replay in order up to the failing step: epoch - 1 whole epochs, then the first
-    # step - 1 batches of the failing epoch, with the same optimizer (momentum, step count).
+    # Replay in order up to the failing step: epoch - 1 whole epochs, then (without the
+    # snapshot) the first step - 1 batches of the failing epoch, with the same optimizer
+    # (momentum, step count).
     replay = fd.MLP([4, 16, 1], loss="mse", seed=0, dtype=dtype)
     args = diverging_fit_args()
     replay_hist = replay.fit(X, y, epochs=epoch - 1, **args)
-    if step > 1:
+    if step > 1 and snapshot_bytes == 0:
         rows = (step - 1) * BATCH
         replay.fit(X[:rows], y[:rows], epochs=1, **args)
     assert replay_hist.loss == hist.loss
@@ -65,6 +68,36 @@ def test_diverging_fit_keeps_the_weights_before_the_failing_step(monkeypatch, sn
     # the outputs of X do too.)
     assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in net.get_weights())
     np.testing.assert_array_equal(net.predict(X), replay.predict(X))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_diverged_net_trains_again(dtype):
+    """Issue 9: the last finite weights gave a NaN loss, so every later fit failed at
+    its first step; the net now goes back to the failing epoch's start."""
+    X, y = problem()
+    net = fd.MLP([4, 16, 1], loss="mse", seed=0, dtype=dtype)
+    with pytest.raises(fd.TrainingDivergedError):
+        net.fit(X, y, epochs=50, **diverging_fit_args())
+    assert np.isfinite(net.loss(X, y))
+    hist = net.fit(X, y, epochs=3, batch_size=BATCH, optimizer=fd.SGD(lr=1e-3))
+    assert np.isfinite(hist.loss).all()
+
+
+@pytest.mark.parametrize("optimizer", [fd.SGD(lr=1e39), fd.SGD(lr=1e39, momentum=0.9),
+                                       fd.Adam(lr=1e39)])
+def test_an_overflowing_update_never_reaches_a_large_net(monkeypatch, optimizer):
+    """Issue 9: a net over SNAPSHOT_BYTES whose update overflowed kept infinite weights
+    (predict gave zeros, a refit failed, save wrote a file load refused).  The guard
+    refuses the update: the weights are exactly those before it."""
+    monkeypatch.setattr(config, "SNAPSHOT_BYTES", 0)
+    X, y = problem()
+    net = fd.MLP([4, 16, 1], loss="mse", seed=0, dtype="float32")
+    before = net.get_weights()
+    with pytest.raises(fd.TrainingDivergedError, match="epoch 1 at step 1"):
+        net.fit(X, y, epochs=1, batch_size=BATCH, optimizer=optimizer, shuffle=False)
+    assert_same_weights(net.get_weights(), before)
+    assert np.isfinite(net.predict(X)).all()
+    assert np.isfinite(net.fit(X, y, epochs=2, batch_size=BATCH, optimizer="sgd").loss).all()
 
 
 def test_plain_sgd_keeps_no_velocity():

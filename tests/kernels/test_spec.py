@@ -41,6 +41,7 @@ def schedule_params():
     params[spec.STEP][spec.STEP_SIZE], params[spec.STEP][spec.GAMMA] = 3, 0.5
     params[spec.EXPONENTIAL][spec.RATE], params[spec.EXPONENTIAL][spec.DECAY_STEPS] = 0.9, 4
     params[spec.COSINE][spec.TOTAL_STEPS], params[spec.COSINE][spec.MIN_FACTOR] = 10, 0.1
+    params[spec.PLATEAU][spec.SCALE] = 0.01
     return params
 
 
@@ -161,6 +162,7 @@ def test_lr_factor_matches_the_oracle(code):
         spec.STEP: lambda t: naive.step_factor(t, int(p[spec.STEP_SIZE]), p[spec.GAMMA]),
         spec.EXPONENTIAL: lambda t: naive.exponential_factor(t, p[spec.RATE], p[spec.DECAY_STEPS]),
         spec.COSINE: lambda t: naive.cosine_factor(t, p[spec.TOTAL_STEPS], p[spec.MIN_FACTOR]),
+        spec.PLATEAU: lambda t: 0.01,  # the scale the host sets, the same at every step
     }[code]
     for t in T_VALUES:
         np.testing.assert_allclose(spec.lr_factor(code, p, t), oracle(t), rtol=RTOL, atol=0,

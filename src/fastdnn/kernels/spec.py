@@ -63,8 +63,8 @@ CLASSIFIERS = frozenset({CROSS_ENTROPY, BINARY_CROSS_ENTROPY})
 SGD, ADAM = range(2)
 OPTIMIZER_CODES = frozenset({SGD, ADAM})
 
-CONSTANT, INVERSE_TIME, STEP, EXPONENTIAL, COSINE = range(5)
-SCHEDULE_CODES = frozenset({CONSTANT, INVERSE_TIME, STEP, EXPONENTIAL, COSINE})
+CONSTANT, INVERSE_TIME, STEP, EXPONENTIAL, COSINE, PLATEAU = range(6)
+SCHEDULE_CODES = frozenset({CONSTANT, INVERSE_TIME, STEP, EXPONENTIAL, COSINE, PLATEAU})
 
 #: Sampling of an epoch: rows in order, a fresh permutation, or uniform draws with
 #: replacement (the course's plain SGD).
@@ -118,6 +118,7 @@ DECAY = 0                       # inverse_time: lr / (1 + decay t)
 STEP_SIZE, GAMMA = 0, 1         # step: lr gamma^(t // step_size)
 RATE, DECAY_STEPS = 0, 1        # exponential: lr rate^(t / decay_steps)
 TOTAL_STEPS, MIN_FACTOR = 0, 1  # cosine annealing to min_factor over total_steps
+SCALE = 0                       # plateau: lr scale, set by the host between epochs
 N_SCHEDULE = 2
 
 # ------------------------------------------------------------------ flat layout
@@ -480,6 +481,8 @@ def lr_factor(code, params, t):
         floor = params[MIN_FACTOR]
         frac = min(t, total) / total
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    elif code == PLATEAU:
+        return params[SCALE]
     return math.nan
 
 

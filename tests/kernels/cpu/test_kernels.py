@@ -8,8 +8,12 @@ import naive
 from fastdnn.kernels.cpu.activations import activate, activation_backward
 from fastdnn.kernels.cpu.dense import dense_backward, dense_forward
 from fastdnn.kernels.cpu.losses import labels, loss_grad, probabilities
-from fastdnn.kernels.cpu.updates import adam_update, optimizer_step, sgd_update
-from fastdnn.kernels.spec import A_OFF, ACTIVATIONS, LOSSES, NEEDS_Z, Z_OFF, Layout, pack_targets
+from fastdnn.kernels.cpu.checks import max_abs
+from fastdnn.kernels.cpu.updates import (GUARD_SLOTS, LIMIT, SAFE, SAFE_REFRESH, UNSAFE,
+                                        adam_update, optimizer_step, refresh_bounds,
+                                        sgd_update, step_is_safe)
+from fastdnn.kernels.spec import (A_OFF, ACTIVATIONS, LOSSES, NEEDS_Z, SGD, Z_OFF, Layout,
+                                 pack_targets)
 
 SIZES = [1, 7, 33]
 DTYPES = [np.float32, np.float64]
@@ -216,3 +220,32 @@ def test_unknown_codes_raise(bad):
     with pytest.raises(ValueError, match="unknown optimizer code"):
         optimizer_step(bad, fd.Adam(lr=0.1).hyper(), 0.1, theta, np.ones(6), state, 0)
     assert (theta == 1.0).all() and (state == 0.0).all()
+
+
+# ------------------------------------------------------------------ the overflow guard
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_abs_bounds_within_a_factor_two(dtype):
+    rng = np.random.default_rng(0)
+    for scale in (1e-30, 1.0, 3e5, 1e30):
+        a = (scale * rng.standard_normal(1000)).astype(dtype)
+        bound = max_abs(a)
+        assert np.abs(a).max() <= bound < 2 * np.abs(a).max() * (1 + 1e-6)
+    assert max_abs(np.zeros(5, dtype=dtype)) < 1e-30
+    for bad in (np.nan, np.inf, -np.inf):
+        a = np.ones(7, dtype=dtype)
+        a[3] = bad
+        assert max_abs(a) == np.inf
+
+
+@pytest.mark.parametrize("lr,verdict", [(1.0, SAFE), (1e38, SAFE_REFRESH), (3e38, UNSAFE)])
+def test_step_is_safe_checks_exactly_near_the_limit(lr, verdict):
+    """Bounds far from float32's limit pass; near it the step is checked exactly, and
+    only an update that really leaves the range is refused."""
+    theta = np.array([1e37, -1.0], dtype=np.float32)
+    grad = np.array([1.0, 0.5], dtype=np.float32)
+    state = np.zeros((1, 0), dtype=np.float32)
+    guard = np.zeros(GUARD_SLOTS)
+    guard[LIMIT] = float(np.finfo(np.float32).max) / 2
+    refresh_bounds(theta, state, guard)
+    assert step_is_safe(SGD, fd.SGD(lr=lr).hyper(), lr, theta, grad, state, 0, max_abs(grad),
+                        guard) == verdict

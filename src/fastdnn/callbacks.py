@@ -1,0 +1,169 @@
+"""Callbacks of ``fit``: objects called at the edges of a fit, of its epochs, and of the
+runs of steps an epoch is trained in (Keras' protocol, trimmed).
+
+A callback defines any of these methods (each optional):
+
+* ``on_train_begin(logs)``: before the first epoch; ``logs["compiling"]`` says whether
+  the training kernels still have to be compiled (or loaded from Numba's cache).
+* ``on_progress(epoch, rows, total_rows, seconds)``: after each run of steps inside an
+  epoch (runs last a fraction of a second; see ``config.SLICE_SECONDS``).
+* ``on_epoch_end(epoch, logs)``: after each epoch (0-based), with the epoch's record
+  (``loss``, ``val_loss``, ``val_metric``, ``lr``, ``seconds``) and ``rate`` (samples/s,
+  ``None`` where the epoch's time is mostly the kernels' compile); return ``True`` to
+  stop.
+* ``on_train_end(logs)``: after the last epoch (not after an error or an interrupt).
+
+None of them runs per step: a callback costs nothing inside the compiled loop.
+"""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+from . import serialize
+
+
+class Callback:
+    """Base class with every hook doing nothing (subclassing it is optional)."""
+
+    def on_train_begin(self, logs):
+        pass
+
+    def on_progress(self, epoch, rows, total_rows, seconds):
+        pass
+
+    def on_epoch_end(self, epoch, logs):
+        return False
+
+    def on_train_end(self, logs):
+        pass
+
+
+def _hms(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class ProgressBar(Callback):
+    """Progress of a fit on a stream: a line per epoch, and inside long epochs the rows
+    done, the rate and the time left.
+
+    On a terminal the in-epoch line is redrawn in place (``\\r``); elsewhere (a log
+    file, a pipe) a plain line is written at most every ``interval`` seconds, so logs
+    stay readable.  ``fit(..., verbose=True)`` adds one.
+
+    Parameters
+    ----------
+    stream : file, optional
+        Where to write (default ``sys.stdout``, looked up at each write).
+    interval : float, default 10
+        Seconds between in-epoch lines when the stream is not a terminal (0.5 s on one).
+    """
+
+    def __init__(self, stream=None, interval=10.0):
+        self.stream = stream
+        self.interval = float(interval)
+        self.epochs = None
+        self._last = 0.0  # seconds into the epoch of the last in-epoch line
+        self._drawn = False
+
+    def _out(self):
+        return self.stream if self.stream is not None else sys.stdout
+
+    def _tty(self):
+        isatty = getattr(self._out(), "isatty", None)
+        try:
+            return bool(isatty and isatty())
+        except (ValueError, OSError):  # a closed stream
+            return False
+
+    def _write(self, text, end="\n"):
+        out = self._out()
+        out.write(text + end)
+        out.flush()
+
+    def on_train_begin(self, logs):
+        self.epochs = logs.get("epochs")
+        if logs.get("compiling"):
+            self._write("compiling kernels (first run only; cached on disk afterwards) ...")
+
+    def on_progress(self, epoch, rows, total_rows, seconds):
+        tty = self._tty()
+        if rows >= total_rows or seconds - self._last < (0.5 if tty else self.interval):
+            return
+        self._last = seconds
+        rate = rows / max(seconds, 1e-12)
+        line = (f"epoch {epoch + 1}/{self.epochs}  {rows:,}/{total_rows:,} rows  "
+                f"{rate:,.0f} samples/s  ETA {_hms((total_rows - rows) / max(rate, 1e-12))}")
+        if tty:
+            self._write("\r" + line, end="")
+            self._drawn = True
+        else:
+            self._write(line)
+
+    def on_epoch_end(self, epoch, logs):
+        line = f"epoch {epoch + 1}/{self.epochs}  loss {logs['loss']:.4f}"
+        if not math.isnan(logs["val_loss"]):
+            line += f"  val_loss {logs['val_loss']:.4f}  val_metric {logs['val_metric']:.4f}"
+        if logs.get("rate") is not None:
+            line += f"  {logs['rate']:,.0f} samples/s"
+        if self._drawn:  # finish the line redrawn in place
+            line = "\r" + line + " " * 8
+            self._drawn = False
+        self._write(line)
+        self._last = 0.0
+        return False
+
+
+class BackupAndRestore(Callback):
+    """Resume a fit killed at any moment (Keras' ``BackupAndRestore``).
+
+    At each epoch end the whole state of the fit is written atomically to ``path``:
+    the weights, the optimizer's state and step count, the schedule's state, the
+    net's random generator, the early-stopping and best-weights state, and the
+    history.  When ``fit`` starts and ``path`` exists, training resumes from it (the
+    epochs done count toward ``epochs``); when ``fit`` completes, ``path`` is deleted.
+    A fit killed (even with SIGKILL) and run again with the same arguments ends with
+    weights bit-identical to a fit never interrupted.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The backup file (``.npz``); its folder must exist.
+    """
+
+    def __init__(self, path):
+        path = os.fspath(path)
+        if not isinstance(path, str) or not path:
+            raise TypeError("BackupAndRestore needs a file path")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"BackupAndRestore: folder {folder} does not exist")
+        self.path = path
+        self.run = None
+
+    def attach(self, run):
+        """Called by ``fit`` before training: restore ``run`` from the backup if any."""
+        self.run = run
+        if os.path.exists(self.path):
+            try:
+                with np.load(self.path, allow_pickle=False) as f:
+                    state = {k: f[k] for k in f.files}
+                run.restore(json.loads(str(state.pop("header"))), state)
+            except (OSError, ValueError, KeyError) as exc:
+                raise ValueError(f"{self.path!r} is not a backup of this fit: {exc}") from None
+
+    def on_epoch_end(self, epoch, logs):
+        header, arrays = self.run.backup()
+        arrays["header"] = np.array(json.dumps(header))
+        serialize.write_atomic(self.path, lambda f: np.savez(f, **arrays))
+        return False
+
+    def on_train_end(self, logs):
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
