@@ -1,0 +1,178 @@
+"""Export a net to ONNX (the optional ``onnx`` package builds the graph)."""
+import math
+
+import numpy as np
+
+from . import serialize
+from .kernels import spec
+from .model import MLP
+from .validation import check_dtype
+
+#: Opset 17 is read by every onnxruntime since 1.13 and by onnx >= 1.12.  Softmax takes
+#: its ``axis`` attribute literally from opset 13 on; older opsets are refused.
+DEFAULT_OPSET = 17
+MIN_OPSET = 13
+#: The first opset with a ``Gelu`` operator; below it gelu is spelled with ``Erf``.
+GELU_OPSET = 20
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError("fd.export_onnx needs the onnx package: "
+                          "pip install 'fastdnn[onnx]'") from exc
+    return onnx
+
+
+class _Graph:
+    """The nodes and initializers of a graph under construction."""
+
+    def __init__(self, onnx, dtype):
+        self.helper, self.numpy_helper = onnx.helper, onnx.numpy_helper
+        self.dtype = dtype
+        self.nodes, self.initializers, self.names = [], [], set()
+
+    def constant(self, name, value):
+        """An initializer ``name`` holding ``value``, added once however often asked."""
+        if name not in self.names:
+            self.names.add(name)
+            self.initializers.append(self.numpy_helper.from_array(
+                np.asarray(value, dtype=self.dtype), name))
+        return name
+
+    def op(self, op_type, *inputs, out=None, **attributes):
+        """Append a node; return the name of its output (``out``, or a fresh name)."""
+        out = out or f"t{len(self.nodes)}"
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], name=out,
+                                                **attributes))
+        return out
+
+    def activation(self, name, Z, A, opset):
+        """Append the nodes of ``A = g(Z)`` for the activation ``name`` as
+        :mod:`fastdnn.kernels.spec` defines it; return the name of ``A``."""
+        code = spec.activation_code(name)
+        # onnxruntime has no float64 kernel for LeakyRelu (opset 16), Elu or Softplus, and
+        # LeakyRelu's alpha attribute is a float32 (0.01 reads 0.0099999998, 2e-9 off in
+        # float64 logits): float64 graphs spell those three with ops it runs in double.
+        double = self.dtype == np.float64
+        if code == spec.IDENTITY:
+            return Z
+        if code == spec.RELU:
+            return self.op("Relu", Z, out=A)
+        if code == spec.LEAKY_RELU:
+            if double:  # max(z, slope z), as the slope is below 1
+                slope = self.constant("leaky_slope", spec.LEAKY_SLOPE)
+                return self.op("Max", Z, self.op("Mul", Z, slope), out=A)
+            return self.op("LeakyRelu", Z, out=A, alpha=spec.LEAKY_SLOPE)
+        if code == spec.ELU:
+            if double:  # max(z, 0) + exp(min(z, 0)) - 1
+                neg = self.op("Min", Z, self.constant("zero", 0.0))
+                expm1 = self.op("Sub", self.op("Exp", neg), self.constant("one", 1.0))
+                return self.op("Add", self.op("Relu", Z), expm1, out=A)
+            return self.op("Elu", Z, out=A, alpha=1.0)
+        if code == spec.TANH:
+            return self.op("Tanh", Z, out=A)
+        if code == spec.SIGMOID:
+            return self.op("Sigmoid", Z, out=A)
+        if code == spec.SOFTPLUS:
+            if double:  # max(z, 0) + log(1 + exp(-|z|)), which never overflows
+                exp = self.op("Exp", self.op("Neg", self.op("Abs", Z)))
+                log1p = self.op("Log", self.op("Add", exp, self.constant("one", 1.0)))
+                return self.op("Add", self.op("Relu", Z), log1p, out=A)
+            return self.op("Softplus", Z, out=A)
+        if code == spec.GELU:  # the exact form z Phi(z) = z (1 + erf(z / sqrt 2)) / 2
+            if opset >= GELU_OPSET:
+                return self.op("Gelu", Z, out=A, approximate="none")
+            erf = self.op("Erf", self.op("Mul", Z, self.constant("inv_sqrt2", 1 / math.sqrt(2))))
+            half_z = self.op("Mul", Z, self.constant("half", 0.5))
+            return self.op("Mul", half_z, self.op("Add", erf, self.constant("one", 1.0)), out=A)
+        if code == spec.SILU:  # z sigmoid(z)
+            return self.op("Mul", Z, self.op("Sigmoid", Z), out=A)
+        raise ValueError(f"no ONNX form for activation {name!r}")
+
+
+def _build(onnx, net, opset, dtype):
+    """The ``ModelProto`` of ``net``: a Gemm per layer, the hidden activations between."""
+    helper = onnx.helper
+    elem_type = helper.np_dtype_to_tensor_dtype(dtype)
+    graph = _Graph(onnx, dtype)
+    A = "input"
+    weights = net.get_weights()
+    for i, (W, b) in enumerate(weights, start=1):
+        last = i == len(weights)
+        Z = graph.op("Gemm", A, graph.constant(f"W{i}", W), graph.constant(f"b{i}", b),
+                     out="logits" if last else f"Z{i}")  # A @ W + b
+        A = Z if last else graph.activation(net.activations[i - 1], Z, f"A{i}", opset)
+    n_out, loss = net.sizes[-1], spec.loss_code(net.loss_name)
+    outputs = [helper.make_tensor_value_info("logits", elem_type, ["batch", n_out])]
+    n_classes = n_out
+    if loss == spec.CROSS_ENTROPY:
+        graph.op("Softmax", "logits", out="probabilities", axis=-1)
+    elif loss == spec.BINARY_CROSS_ENTROPY and n_out == 1:  # [1 - p, p], as predict_proba
+        p = graph.op("Sigmoid", "logits")
+        graph.op("Concat", graph.op("Sub", graph.constant("one", 1.0), p), p,
+                 out="probabilities", axis=1)
+        n_classes = 2
+    elif loss == spec.BINARY_CROSS_ENTROPY:
+        graph.op("Sigmoid", "logits", out="probabilities")
+    if loss in spec.CLASSIFIERS:
+        outputs.append(helper.make_tensor_value_info("probabilities", elem_type,
+                                                     ["batch", n_classes]))
+    inputs = [helper.make_tensor_value_info("input", elem_type, ["batch", net.sizes[0]])]
+    opset_id = helper.make_opsetid("", opset)
+    model = helper.make_model(
+        helper.make_graph(graph.nodes, "fastdnn_mlp", inputs, outputs, graph.initializers),
+        opset_imports=[opset_id], producer_name="fastdnn", doc_string=repr(net),
+        # The oldest IR version that carries this opset, not the newest the installed
+        # onnx knows: an older onnxruntime refuses IR versions newer than its own.
+        ir_version=helper.find_min_ir_version_for([opset_id]))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def export_onnx(net, path, opset=DEFAULT_OPSET, dtype=None):
+    """Write ``net`` to ``path`` as an ONNX model, atomically.
+
+    The graph takes ``input`` of shape ``(batch, n_features)`` (any batch size) and
+    gives ``logits``, the outputs of the last layer (``net.forward``); classifiers add
+    ``probabilities`` (``net.predict_proba``): ``Softmax`` for cross_entropy,
+    ``Sigmoid`` for binary_cross_entropy (``[1 - p, p]`` for one output).  Each layer
+    is a ``Gemm`` with ``W`` stored as ``(fan_in, fan_out)``; each hidden activation
+    maps to ONNX ops as :mod:`fastdnn.kernels.spec` defines it: ``Relu``,
+    ``LeakyRelu`` (slope 0.01), ``Elu`` (alpha 1), ``Tanh``, ``Sigmoid``, ``Softplus``,
+    gelu in its exact erf form (``Gelu`` from opset 20, ``Erf`` before), silu as
+    ``z * Sigmoid(z)``.  In float64 graphs leaky_relu, elu and softplus are spelled
+    with elementary ops that onnxruntime runs in double; gelu's ``Erf`` has no double
+    kernel there (export with ``dtype="float32"`` for onnxruntime).
+
+    Parameters
+    ----------
+    net : MLP
+    path : str or os.PathLike
+    opset : int, default 17
+        ONNX opset version, from 13 up to what the installed onnx supports.
+    dtype : {"float32", "float64"}, optional
+        Element type of the graph's input, weights and outputs; default the net's.
+
+    Raises
+    ------
+    ImportError
+        When the onnx package is not installed (``pip install 'fastdnn[onnx]'``).
+    TypeError
+        When ``net`` is not an :class:`~fastdnn.MLP` or ``opset`` not an integer.
+    ValueError
+        For an opset outside the supported range or an unknown dtype.
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a fastdnn MLP, got {type(net).__name__}")
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise TypeError(f"opset must be an integer, got {type(opset).__name__}")
+    dtype = net.dtype if dtype is None else check_dtype(dtype)
+    onnx = _import_onnx()
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"opset must be between {MIN_OPSET} and {newest} (the newest the "
+                         f"installed onnx {onnx.__version__} knows); got {opset}")
+    data = _build(onnx, net, int(opset), dtype).SerializeToString()
+    serialize.write_atomic(path, lambda f: f.write(data))
