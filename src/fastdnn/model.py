@@ -585,6 +585,8 @@ class MLP:
             loss=np.array(self.loss_name),
             dtype=np.array(self.dtype.name),
             theta=self._backend.get_theta(),
+            l2=np.array(self.l2),
+            dropout=np.array(self.dropout, dtype=np.float64),
         ), metadata)
 
     @classmethod
@@ -605,7 +607,7 @@ class MLP:
             raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
         n_threads = check_n_threads(n_threads)
         d, metadata = serialize.load_npz(path, ("sizes", "activations", "loss", "dtype",
-                                                "theta"))
+                                                "theta"), optional=("l2", "dropout"))
         theta = d["theta"]
         try:
             sizes = d["sizes"]
@@ -619,8 +621,12 @@ class MLP:
                                  f"{theta.size:,}")
             if theta.dtype.kind not in "iuf":
                 raise ValueError(f"weights must be real numbers; got dtype {theta.dtype}")
+            # Regularisation: optional keys (files from before them train without).
+            l2 = d["l2"].item() if "l2" in d and d["l2"].shape == () else d.get("l2", 0.0)
+            dropout = d["dropout"].tolist() if "dropout" in d else 0.0
             net = cls(sizes, activation=[str(a) for a in d["activations"]], loss=str(d["loss"]),
-                      dtype=str(d["dtype"]), device=device, n_threads=n_threads)
+                      dtype=str(d["dtype"]), device=device, n_threads=n_threads, l2=l2,
+                      dropout=dropout)
             with np.errstate(over="ignore"):
                 theta = theta.astype(net.dtype)
             if not np.isfinite(theta).all():

@@ -160,13 +160,14 @@ def check_writable(path):
         raise type(exc)(f"cannot write in folder {folder} ({exc.strerror or exc})") from None
 
 
-def load_npz(path, keys):
+def load_npz(path, keys, optional=()):
     """Read a file written by :func:`save_npz`.
 
     Returns
     -------
     arrays : dict
-        The arrays named in ``keys``.
+        The arrays named in ``keys``, and those named in ``optional`` that the file has
+        (keys added after format version 1 was fixed: older readers skip them).
     metadata : dict
         The file's metadata by name, without the ``meta.`` prefix (empty when it has none).
 
@@ -201,7 +202,7 @@ def load_npz(path, keys):
         if version > VERSION:
             raise ValueError(f"{path!r} was written by a newer fastdnn (format {version})")
         try:
-            arrays = {k: data[k] for k in keys}
+            arrays = {k: data[k] for k in (*keys, *(o for o in optional if o in data.files))}
             metadata = {k[len(META_PREFIX):]: data[k] for k in data.files
                         if k.startswith(META_PREFIX)}
             return arrays, metadata

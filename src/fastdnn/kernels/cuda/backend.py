@@ -248,7 +248,7 @@ class CUDABackend:
         """A :class:`CUDATrainer` with buffers (and, when it fits, the data) on the GPU."""
         if clip_norm is not None:
             raise NotImplementedError(_CPU_ONLY.format("clip_norm"))
-        return CUDATrainer(self, _targets(T), batch_size, optimizer, schedule)
+        return CUDATrainer(self, X, _targets(T), batch_size, optimizer, schedule)
 
     @staticmethod
     def trainer_group(trainers):
