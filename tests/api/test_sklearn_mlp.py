@@ -1,0 +1,313 @@
+"""fastdnn.sklearn's estimators: scikit-learn's semantics step for step, and what they
+add (optimizer state across warm starts, any labels, fastdnn's own parameters).
+
+The oracle is scikit-learn's own MLP: with the same ``random_state`` both draw the same
+initial weights, so with ``shuffle=False`` plain or momentum SGD must follow the same
+trajectory to rounding.  Tolerances: float64 nets; the two sum the same products in a
+different order, ~1e-15 relative per step, grown to < 1e-10 over these short fits.
+"""
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+import sklearn.neural_network as sk  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from support import run_python  # noqa: E402
+
+import fastdnn.sklearn as fds  # noqa: E402
+from fastdnn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+quiet = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def problem(kind, n=60, n_features=5, seed=0):
+    """``(X, y)``: binary, multiclass (3), multilabel (3 labels), regression, or
+    regression with 2 outputs."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, n_features))
+    score = X @ rng.normal(size=(n_features, 3))
+    y = {"binary": (score[:, 0] > 0).astype(int),
+         "multiclass": score.argmax(axis=1),
+         "multilabel": (score > 0).astype(int),
+         "regression": score[:, 0],
+         "regression2": score[:, :2]}[kind]
+    return X, y
+
+
+def fit_both(kind, **params):
+    """The same parameters and data through fastdnn's estimator and sklearn's."""
+    X, y = problem(kind)
+    ours, theirs = ((MLPRegressor, sk.MLPRegressor) if kind.startswith("regression")
+                    else (MLPClassifier, sk.MLPClassifier))
+    settings = dict(hidden_layer_sizes=(7,), activation="tanh", solver="sgd",
+                    learning_rate_init=0.05, batch_size=20, shuffle=False, max_iter=6,
+                    n_iter_no_change=np.inf, random_state=0)
+    settings.update(params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return ours(**settings).fit(X, y), theirs(**settings).fit(X, y)
+
+
+def assert_same_fit(ours, theirs, rtol, loss=True):
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
+    if loss:
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
+    assert ours.out_activation_ == theirs.out_activation_
+    assert ours.n_outputs_ == theirs.n_outputs_ and ours.n_layers_ == theirs.n_layers_
+    assert ours.n_iter_ == theirs.n_iter_ and ours.t_ == theirs.t_
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel", "regression",
+                                  "regression2"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_follows_sklearn_step_for_step(kind, momentum):
+    # alpha=0 here; the L2 mapping is checked on its own below.
+    ours, theirs = fit_both(kind, momentum=momentum, alpha=0.0)
+    # sklearn reports the squared error averaged over outputs; see docs/sklearn.md.
+    assert_same_fit(ours, theirs, rtol=1e-10, loss=kind != "regression2")
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel", "regression"])
+def test_alpha_follows_sklearn(kind):
+    ours, theirs = fit_both(kind, momentum=0.9, alpha=0.05)
+    assert_same_fit(ours, theirs, rtol=1e-10)
+
+
+def test_invscaling_follows_sklearn():
+    # Plain SGD: with momentum the two differ once the rate changes (PyTorch keeps the
+    # velocity in gradient units, sklearn in step units).
+    ours, theirs = fit_both("multiclass", momentum=0.0, alpha=0.0,
+                            learning_rate="invscaling", power_t=0.3)
+    assert_same_fit(ours, theirs, rtol=1e-10)
+    assert ours.learning_rate_ == theirs._optimizer.learning_rate
+
+
+def test_adam_follows_sklearn():
+    # Adam's epsilon enters after the bias correction here (PyTorch) and before it in
+    # sklearn, where it is eps / sqrt(1 - beta_2**t) after it: 3e-7 at the first step,
+    # against sqrt(v_hat) ~ 1e-2 here, so steps differ by up to ~3e-5 relative.
+    ours, theirs = fit_both("multiclass", solver="adam", learning_rate_init=0.01, alpha=0.0)
+    assert_same_fit(ours, theirs, rtol=1e-4)
+
+
+def test_adaptive_divides_the_rate_by_five():
+    X, y = problem("binary")
+    clf = MLPClassifier((7,), solver="sgd", learning_rate="adaptive", tol=10.0,
+                        n_iter_no_change=2, max_iter=7, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        clf.fit(X, y)
+    # Epochs 3 and 6 end 3 epochs without an improvement of 10: two divisions.
+    assert clf.learning_rate_ == pytest.approx(0.001 / 25)
+
+
+@quiet
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_warm_start_continues_the_optimizer(solver):
+    X, y = problem("multiclass")
+    params = dict(hidden_layer_sizes=(7,), solver=solver, n_iter_no_change=np.inf,
+                  random_state=0)
+    once = MLPClassifier(max_iter=6, **params).fit(X, y)
+    twice = MLPClassifier(max_iter=3, warm_start=True, **params).fit(X, y).fit(X, y)
+    for a, b in zip(once.coefs_ + once.intercepts_, twice.coefs_ + twice.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert twice.loss_curve_ == once.loss_curve_
+    assert twice.t_ == once.t_ == 6 * len(X) and twice.n_iter_ == 3
+
+
+def test_partial_fit_equals_fit_epochs():
+    X, y = problem("regression")
+    params = dict(hidden_layer_sizes=(7,), n_iter_no_change=np.inf, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(4\\)"):
+        fitted = MLPRegressor(max_iter=4, **params).fit(X, y)
+    stepped = MLPRegressor(**params)
+    for _ in range(4):
+        stepped.partial_fit(X, y)
+    np.testing.assert_array_equal(fitted.predict(X), stepped.predict(X))
+    assert stepped.n_iter_ == 1 and stepped.t_ == 4 * len(X)
+
+
+@quiet
+@pytest.mark.parametrize("labels", [np.array(["cat", "dog", "eel"]), np.array([1, 2, 3]),
+                                    np.array([10, -1, 0])])
+def test_any_labels(labels):
+    X, y = problem("multiclass")
+    clf = MLPClassifier((16,), max_iter=300, learning_rate_init=0.01, random_state=0)
+    clf.fit(X, labels[y])
+    np.testing.assert_array_equal(clf.classes_, np.sort(labels))
+    pred = clf.predict(X)
+    assert pred.dtype == labels.dtype and set(pred) <= set(labels)
+    assert clf.score(X, labels[y]) > 0.9
+    assert clf.out_activation_ == "softmax" and clf.n_outputs_ == 3
+    np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1.0, rtol=1e-12)
+
+
+@quiet
+def test_binary_labels_use_one_logistic_output():
+    X, y = problem("binary")
+    clf = MLPClassifier((16,), max_iter=300, learning_rate_init=0.01, random_state=0)
+    clf.fit(X, y.astype(bool))
+    assert clf.out_activation_ == "logistic" and clf.n_outputs_ == 1
+    assert clf.net_.sizes[-1] == 1 and clf.net_.loss_name == "binary_cross_entropy"
+    assert clf.predict(X).dtype == bool and clf.score(X, y.astype(bool)) > 0.9
+    assert clf.predict_proba(X).shape == (len(X), 2)
+
+
+@quiet
+def test_multilabel():
+    X, Y = problem("multilabel")
+    clf = MLPClassifier((16,), max_iter=300, learning_rate_init=0.01, random_state=0).fit(X, Y)
+    assert clf.predict(X).shape == Y.shape and clf.score(X, Y) > 0.8  # subset accuracy
+    P = clf.predict_proba(X)
+    assert P.shape == Y.shape and not np.allclose(P.sum(axis=1), 1.0)
+
+
+@quiet
+def test_multi_output_regression():
+    X, Y = problem("regression2")
+    reg = MLPRegressor(hidden_layer_sizes=(16,), max_iter=500, learning_rate_init=0.01,
+                       random_state=0).fit(X, Y)
+    assert reg.predict(X).shape == Y.shape and reg.score(X, Y) > 0.9
+
+
+@quiet
+def test_pandas_feature_names():
+    pd = pytest.importorskip("pandas")
+    X, y = problem("binary")
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    clf = MLPClassifier((4,), max_iter=5).fit(frame, y)
+    np.testing.assert_array_equal(clf.feature_names_in_, frame.columns)
+    with pytest.raises(ValueError, match="feature names"):
+        clf.predict(frame.rename(columns={"f0": "other"}))
+
+
+def test_convergence_warning_only_when_max_iter_is_hit():
+    X, y = problem("binary")
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(3\\)"):
+        MLPClassifier((4,), max_iter=3).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = MLPClassifier((4,), max_iter=100, tol=1e3, n_iter_no_change=1).fit(X, y)
+    # The first epoch improves on an infinite best loss, the next two do not improve by
+    # tol: a count of 2 > n_iter_no_change stops the fit.
+    assert clf.n_iter_ == 3
+
+
+@quiet
+def test_early_stopping_keeps_the_best_weights(monkeypatch):
+    splits = []
+    real_split = fds.train_test_split
+
+    def recording_split(*arrays, **kwargs):
+        splits.append(real_split(*arrays, **kwargs))
+        return splits[-1]
+
+    monkeypatch.setattr(fds, "train_test_split", recording_split)
+    X, y = problem("multiclass", n=300)
+    clf = MLPClassifier((16,), early_stopping=True, validation_fraction=0.2,
+                        learning_rate_init=0.3, n_iter_no_change=5, random_state=0).fit(X, y)
+    val = splits[-1][1]
+    best = int(np.argmax(clf.validation_scores_))
+    assert best < clf.n_iter_ - 1, "the best epoch should not be the last"
+    assert clf.score(X[val], y[val]) == clf.best_validation_score_
+
+
+def test_pipeline_search_and_cross_validation():
+    # The issue's starting point: fd.MLP in a Pipeline failed in predict and clone.
+    X, y = problem("multiclass", n=120)
+    pipe = make_pipeline(StandardScaler(), MLPClassifier((8,), learning_rate_init=0.01,
+                                                         max_iter=100, random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert cross_val_score(pipe, X, y, cv=3).mean() > 0.7
+        search = GridSearchCV(pipe, {"mlpclassifier__alpha": [1e-4, 1e-2]}, cv=2).fit(X, y)
+    assert search.best_estimator_.predict(X).shape == y.shape
+    assert clone(pipe).get_params()["mlpclassifier__max_iter"] == 100
+
+
+@quiet
+def test_fastdnn_parameters_reach_the_net():
+    X, y = problem("regression")
+    reg = MLPRegressor(hidden_layer_sizes=(5, 4), activation=["gelu", "logistic"],
+                       dtype="float32", n_threads=1, max_iter=2).fit(X, y)
+    assert reg.net_.activations == ["gelu", "sigmoid"]
+    assert reg.net_.dtype == np.float32 and reg.coefs_[0].dtype == np.float32
+    assert reg.net_.n_threads == 1 and reg.net_.device == "cpu"
+    assert reg.predict(X).dtype == np.float32
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(activation=["relu"]), "1 names for 2 hidden layers"),
+    (dict(activation=["relu", "swish"]), "unknown activation"),
+    (dict(activation="swish"), "'activation' parameter"),
+    (dict(alpha=-1.0), "'alpha' parameter"),
+    (dict(momentum=1.0), "'momentum' parameter"),
+    (dict(dtype="float16"), "'dtype' parameter"),
+])
+def test_bad_parameters_are_named(params, message):
+    X, y = problem("binary")
+    with pytest.raises(ValueError, match=message):
+        MLPClassifier((3, 3), **params).fit(X, y)
+
+
+@quiet
+def test_warm_start_refuses_a_new_architecture():
+    X, y = problem("binary")
+    clf = MLPClassifier((3,), warm_start=True, max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="warm_start=False"):
+        clf.set_params(hidden_layer_sizes=(4,)).fit(X, y)
+
+
+def test_poisson_is_refused_clearly():
+    X, y = problem("regression")
+    with pytest.raises(NotImplementedError, match="Poisson"):
+        MLPRegressor(loss="poisson").fit(X, np.abs(y))
+
+
+@quiet
+def test_pickle_keeps_predictions_and_optimizer_state():
+    X, y = problem("multiclass")
+    clf = MLPClassifier((7,), max_iter=3, random_state=0).fit(X, y)
+    copy = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))
+    clf.partial_fit(X, y)
+    copy.partial_fit(X, y)
+    np.testing.assert_array_equal(copy.coefs_[0], clf.coefs_[0])
+
+
+def test_verbose_prints_sklearn_lines(capsys):
+    X, y = problem("binary")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier((3,), max_iter=2, verbose=True, early_stopping=True).fit(X, y)
+    out = capsys.readouterr().out
+    assert "Iteration 1, loss = " in out and "Validation score: " in out
+
+
+def test_import_fastdnn_leaves_sklearn_alone():
+    out = run_python("""
+        import sys
+        import fastdnn
+        print("sklearn" in sys.modules)
+    """)
+    assert out.strip() == "False"
+
+
+def test_missing_sklearn_is_a_clear_import_error():
+    out = run_python("""
+        import sys
+        sys.modules["sklearn"] = None  # as if not installed
+        try:
+            import fastdnn.sklearn
+        except ImportError as exc:
+            print(exc)
+    """)
+    assert "needs scikit-learn >= 1.6" in out
