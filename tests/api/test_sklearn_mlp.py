@@ -59,7 +59,7 @@ def fit_both(kind, **params):
 def assert_same_fit(ours, theirs, rtol, loss=True):
     for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
-    if loss:
+    if loss:  # the loss curve of the stochastic solvers
         np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
     assert ours.out_activation_ == theirs.out_activation_
     assert ours.n_outputs_ == theirs.n_outputs_ and ours.n_layers_ == theirs.n_layers_
@@ -80,6 +80,16 @@ def test_sgd_follows_sklearn_step_for_step(kind, momentum):
 def test_alpha_follows_sklearn(kind):
     ours, theirs = fit_both(kind, momentum=0.9, alpha=0.05)
     assert_same_fit(ours, theirs, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel", "regression",
+                                  "regression2"])
+def test_lbfgs_follows_sklearn(kind):
+    # Full-batch L-BFGS-B on the same objective from the same start: the same iterates.
+    ours, theirs = fit_both(kind, solver="lbfgs", alpha=1e-2, max_iter=20)
+    assert_same_fit(ours, theirs, rtol=1e-9, loss=False)
+    if kind != "regression2":  # see docs/sklearn.md on the loss reported
+        assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-9)
 
 
 def test_invscaling_follows_sklearn():
@@ -242,6 +252,29 @@ def test_fastdnn_parameters_reach_the_net():
     assert reg.net_.dtype == np.float32 and reg.coefs_[0].dtype == np.float32
     assert reg.net_.n_threads == 1 and reg.net_.device == "cpu"
     assert reg.predict(X).dtype == np.float32
+
+
+@quiet
+def test_class_weight_multiplies_sample_weight():
+    X, y = problem("multiclass")
+    weights = {0: 3.0, 1: 0.5, 2: 1.0}
+    params = dict(hidden_layer_sizes=(7,), max_iter=5, random_state=0)
+    by_class = MLPClassifier(class_weight=weights, **params).fit(X, y)
+    by_sample = MLPClassifier(**params).fit(X, y, sample_weight=np.vectorize(weights.get)(y))
+    np.testing.assert_array_equal(by_class.coefs_[0], by_sample.coefs_[0])
+    unweighted = MLPClassifier(**params).fit(X, y)
+    assert not np.array_equal(by_class.coefs_[0], unweighted.coefs_[0])
+
+
+@quiet
+def test_dropout_trains_with_dropped_units():
+    X, y = problem("binary")
+    params = dict(hidden_layer_sizes=(16,), max_iter=3, random_state=0)
+    dropped = MLPClassifier(dropout=0.5, **params).fit(X, y)
+    assert dropped.net_.dropout == [0.5]
+    assert not np.array_equal(dropped.coefs_[0], MLPClassifier(**params).fit(X, y).coefs_[0])
+    # Predictions never drop: the same input, the same output.
+    np.testing.assert_array_equal(dropped.predict_proba(X), dropped.predict_proba(X))
 
 
 @pytest.mark.parametrize("params, message", [
