@@ -13,7 +13,7 @@ from .lbfgs import fit_lbfgs
 from .optim import LBFGS, make_optimizer
 from .schedules import ReduceLROnPlateau, make_schedule
 from .validation import (check_dtype, check_n_threads, check_positive_int,
-                         check_sample_weight, check_targets)
+                         check_sample_weight, check_targets, normalize_weights)
 
 _SAMPLING = {True: spec.SHUFFLE, False: spec.IN_ORDER, "uniform": spec.UNIFORM}
 # He initialisation suits the rectifiers; Glorot the saturating activations.
@@ -445,7 +445,8 @@ class MLP:
         T = check_targets(y, self._loss, self.sizes[-1], X.shape[0], self.dtype)
         w = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0])
         if class_weight is not None:
-            w = self._class_weights(T, class_weight) * (1.0 if w is None else w)
+            w = normalize_weights(self._class_weights(T, class_weight) * (1.0 if w is None else w),
+                                  "sample_weight times class_weight")
         epochs = check_positive_int("epochs", epochs)
         if patience is not None:
             patience = check_positive_int("patience", patience)

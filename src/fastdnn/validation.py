@@ -125,18 +125,32 @@ def check_n_threads(n_threads):
     return int(n_threads)
 
 
-def check_sample_weight(sample_weight, n_samples):
-    """Return ``sample_weight`` as a float64 vector of ``n_samples`` finite weights >= 0
-    with a positive sum (a scalar applies to every row)."""
-    w = _as_numeric(sample_weight, "sample_weight").astype(np.float64)
+def check_sample_weight(sample_weight, n_samples, what="sample_weight"):
+    """Return ``sample_weight`` as a float64 vector of ``n_samples`` finite weights >= 0,
+    not all 0 (a scalar applies to every row), scaled to mean 1.
+
+    Every loss is ``sum(w l) / sum(w)``, so a common factor changes nothing; scaling to
+    mean 1 keeps weights of any magnitude representable in the net's dtype (1e39 is
+    inf in float32, 1e-50 is 0 there, and 1e307 of them sum to inf in float64), and
+    leaves unit weights exactly 1.
+    """
+    w = _as_numeric(sample_weight, what).astype(np.float64)
     if w.ndim == 0:
         w = np.full(n_samples, float(w))
     if w.shape != (n_samples,):
-        raise ValueError(f"sample_weight must have shape ({n_samples},); got {w.shape}")
+        raise ValueError(f"{what} must have shape ({n_samples},); got {w.shape}")
     if not np.isfinite(w).all():
-        raise ValueError("sample_weight contains NaN or infinity")
+        raise ValueError(f"{what} contains NaN or infinity")
     if (w < 0).any():
-        raise ValueError("sample_weight must be >= 0")
-    if not w.sum() > 0:
-        raise ValueError("sample_weight sums to 0: no sample would count")
-    return w
+        raise ValueError(f"{what} must be >= 0")
+    return normalize_weights(w, what)
+
+
+def normalize_weights(w, what="sample_weight"):
+    """Finite weights >= 0 scaled to mean 1 (max first, so the mean cannot overflow);
+    a ValueError when they are all 0."""
+    top = w.max()
+    if not top > 0:
+        raise ValueError(f"{what} gives every row weight 0: no sample would count")
+    w = w / top
+    return w / w.mean()
