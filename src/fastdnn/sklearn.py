@@ -928,6 +928,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """
         return self._predict(X)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # y may have several columns
+        return tags
+
 
 for _cls in (MLPClassifier, MLPRegressor):
     _cls.__doc__ = (_cls.__doc__.replace("{shared}", _DOC_SHARED)
