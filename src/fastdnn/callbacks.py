@@ -68,6 +68,7 @@ class ProgressBar(Callback):
         self.interval = float(interval)
         self.epochs = None
         self._last = 0.0  # seconds into the epoch of the last in-epoch line
+        self._first = None  # (rows, seconds) at the epoch's first report
         self._drawn = False
 
     def _out(self):
@@ -91,11 +92,16 @@ class ProgressBar(Callback):
             self._write("compiling kernels (first run only; cached on disk afterwards) ...")
 
     def on_progress(self, epoch, rows, total_rows, seconds):
+        if self._first is None:
+            # The rate counts from here: the epoch's first run of steps may hold the
+            # kernels' compile (seconds for a few rows).
+            self._first = (rows, seconds)
+            return
         tty = self._tty()
         if rows >= total_rows or seconds - self._last < (0.5 if tty else self.interval):
             return
         self._last = seconds
-        rate = rows / max(seconds, 1e-12)
+        rate = (rows - self._first[0]) / max(seconds - self._first[1], 1e-12)
         line = (f"epoch {epoch + 1}/{self.epochs}  {rows:,}/{total_rows:,} rows  "
                 f"{rate:,.0f} samples/s  ETA {_hms((total_rows - rows) / max(rate, 1e-12))}")
         if tty:
@@ -114,7 +120,7 @@ class ProgressBar(Callback):
             line = "\r" + line + " " * 8
             self._drawn = False
         self._write(line)
-        self._last = 0.0
+        self._last, self._first = 0.0, None
         return False
 
 

@@ -123,6 +123,8 @@ def deferred_interrupts():
         yield lambda: bool(pressed)
     finally:
         signal.signal(signal.SIGINT, previous)
+    if pressed:  # pressed during the fit's last run of steps: it ended, now stop
+        raise KeyboardInterrupt
 
 
 class FitRun:
@@ -145,12 +147,8 @@ class FitRun:
         if verbose:
             self.callbacks.append(ProgressBar())
         # A backup restores the weights and the optimizer before the trainer binds them.
-        for callback in self.callbacks:
-            if hasattr(callback, "attach"):
-                callback.attach(self)
-        backend = net._backend
-        self.trainer = backend.trainer(plan.X, plan.T, plan.batch_size, plan.optimizer,
-                                       plan.schedule, plan.clip_norm)
+        self._attach()
+        self.trainer = self._make_trainer()
         self.snapshot = None
         if net.n_params * net.dtype.itemsize <= config.SNAPSHOT_BYTES:
             self.snapshot = np.empty(net.n_params, dtype=net.dtype)  # one buffer, every epoch
@@ -158,6 +156,24 @@ class FitRun:
         self.warm = False  # whether a run has compiled (or loaded) the kernels yet
         self.done = self.epoch >= plan.epochs
         self._call("on_train_begin", dict(epochs=plan.epochs, compiling=_compiling(self.trainer)))
+        if self.done:  # resumed from the backup of the last epoch: only the ending is left
+            self._finish(list(self.history)[-1] if len(self.history) else {})
+
+    def _attach(self):
+        """Let the callbacks with an ``attach`` method (a backup) restore the fit."""
+        for callback in self.callbacks:
+            if hasattr(callback, "attach"):
+                callback.attach(self)
+
+    def _make_trainer(self):
+        plan = self.plan
+        return self.net._backend.trainer(plan.X, plan.T, plan.batch_size, plan.optimizer,
+                                         plan.schedule, plan.clip_norm)
+
+    @property
+    def rows_per_epoch(self):
+        """Rows an epoch trains on (every rank's, in a distributed fit)."""
+        return self.plan.X.shape[0]
 
     def _call(self, hook, *args):
         """Call ``hook`` on every callback that has it; whether any returned True."""
@@ -189,7 +205,7 @@ class FitRun:
         once ``interrupted()`` is true (the completed epochs stay in the history)."""
         seed = self.next_seed()
         total = self.trainer.steps_per_epoch
-        n_rows = self.plan.X.shape[0]
+        n_rows = self.rows_per_epoch
         loss_sum = weights = lr = 0.0
         samples = steps = 0
         failed = -1
@@ -213,7 +229,7 @@ class FitRun:
                 failed = result.failed_step
                 break
             self._call("on_progress", self.epoch, samples, n_rows, time.perf_counter() - start)
-            if interrupted():
+            if interrupted() and steps < total:
                 raise KeyboardInterrupt
         seconds = time.perf_counter() - start
         rate = None
@@ -222,6 +238,8 @@ class FitRun:
         elif samples > cold[0]:  # the rate of the runs after the compile
             rate = (samples - cold[0]) / max(seconds - cold[1], 1e-12)
         self.book(EpochResult(loss_sum, samples, steps, failed, lr, weights), seconds, rate)
+        if interrupted() and not self.done:  # pressed during the epoch's last run
+            raise KeyboardInterrupt
 
     def book(self, result, seconds, rate=None):
         """Record a trained epoch (an ``EpochResult``) that took ``seconds`` at ``rate``
@@ -244,9 +262,7 @@ class FitRun:
         record = dict(loss=result.loss_sum / result.weight_sum if result.weight_sum else math.nan,
                       lr=result.lr, seconds=seconds, val_loss=math.nan, val_metric=math.nan)
         if self.plan.validation is not None:
-            Xv, Tv = self.plan.validation
-            record["val_loss"], Z = backend.evaluate(Xv, Tv, want_logits=True)
-            record["val_metric"] = self.net._metric(Z, Tv)
+            record["val_loss"], record["val_metric"] = self.validate()
         self.history.append(**record)
         self.epoch += 1
         watched = record["val_loss"] if self.plan.validation is not None else record["loss"]
@@ -260,9 +276,19 @@ class FitRun:
         stop = self._call("on_epoch_end", self.epoch - 1, logs) or stop
         self.done = stop or self.epoch >= self.plan.epochs
         if self.done:
-            if self.best_theta is not None:
-                backend.set_theta(self.best_theta)
-            self._call("on_train_end", logs)
+            self._finish(logs)
+
+    def _finish(self, logs):
+        """The end of a fit that ran its course: the best weights back, ``on_train_end``."""
+        if self.best_theta is not None:
+            self.net._backend.set_theta(self.best_theta)
+        self._call("on_train_end", logs)
+
+    def validate(self):
+        """``(val_loss, val_metric)`` of the net on the validation data."""
+        Xv, Tv = self.plan.validation
+        val_loss, Z = self.net._backend.evaluate(Xv, Tv, want_logits=True)
+        return val_loss, self.net._metric(Z, Tv)
 
     def _recover(self):
         """Make the net trainable again after a divergence; returns what it keeps.

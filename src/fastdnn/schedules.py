@@ -187,11 +187,14 @@ class ReduceLROnPlateau(Schedule):
 
     def update(self, loss, lr):
         """Book an epoch's watched ``loss`` for base rate ``lr``; returns the new scale."""
-        if loss < self.best * (1.0 - self.threshold):
+        # Every epoch of a cooldown counts it down, improving or not, and none of them
+        # counts toward patience (PyTorch's rule; Keras lets the last one count).
+        improved = loss < self.best * (1.0 - self.threshold)
+        if improved:
             self.best, self.wait = loss, 0
-        elif self.cooling > 0:
+        if self.cooling > 0:
             self.cooling -= 1
-        else:
+        elif not improved:
             self.wait += 1
             if self.wait >= self.patience:
                 floor = self.min_lr / lr

@@ -100,7 +100,7 @@ def update_is_finite(code, hyper, lr, theta, grad, state, t, limit):
     return True
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def step_is_safe(code, hyper, lr, theta, grad, state, t, g_max, guard):
     """Whether the update of step ``t`` keeps the weights and state finite: ``SAFE``
     (the bounds in ``guard``, advanced with ``g_max`` >= |grad|, rule out an overflow),
