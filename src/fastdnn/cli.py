@@ -177,6 +177,10 @@ def configure_train(parser):
     fit.add_argument("--seed", type=int, default=0, help="seed for the split and the "
                      "initial weights (default 0)")
     _add_threads(fit)
+    fit.add_argument("--distributed", action="store_true", help="data-parallel training on "
+                     "every rank of an MPI job (mpiexec -n N fastdnn train --distributed ...): "
+                     "each rank trains on every N-th training row, --batch-size rows per rank "
+                     "and step; rank 0 prints and saves (needs pip install 'fastdnn[mpi]')")
 
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="fastdnn-model.npz", metavar="FILE",
@@ -251,14 +255,42 @@ def make_optimizer(name, lr):
     return fd.AdamW(lr=lr)
 
 
+def mpi_world(args):
+    """``(comm, rank, size)`` of ``--distributed`` (``(None, 0, 1)`` without it); the
+    default thread count shares the cores among the ranks of a machine."""
+    if not args.distributed:
+        return None, 0, 1
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise UsageError("--distributed needs mpi4py: pip install 'fastdnn[mpi]'") from None
+    comm = MPI.COMM_WORLD
+    if args.threads is None:
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        args.threads = max(1, (os.cpu_count() or 1) // local.Get_size())
+        local.Free()
+    return comm, comm.Get_rank(), comm.Get_size()
+
+
 def run_train(args):
     """Train, evaluate and save a net as asked by ``args``; return the exit code."""
     start = time.perf_counter()
+    comm, rank, size = mpi_world(args)
+
     # Everything that can be checked without the data fails here, before training.
-    if not args.no_save:
-        check_output("--out", args.out)
-    if args.plot:
-        require_matplotlib("--plot", args.plot)
+    def check_outputs():
+        if not args.no_save:
+            check_output("--out", args.out)
+        if args.plot:
+            require_matplotlib("--plot", args.plot)
+
+    if comm is None:
+        check_outputs()
+    else:  # rank 0 writes; its verdict is every rank's
+        from .distributed import agree
+        agree(comm, check_outputs if rank == 0 else lambda: None)
+        if rank != 0:
+            args.quiet, args.no_save, args.plot = True, True, None
     if args.task and args.loss and \
             (args.task == "classification") != (args.loss in CLASSIFICATION_LOSSES):
         raise UsageError(f"--loss {args.loss} is not a {args.task} loss")
@@ -319,16 +351,26 @@ def run_train(args):
         say(f"scaling: {scaling}, from the training rows (saved with the model)")
     say(f"model: {net!r}")
     say(f"training: {optimizer_name} lr={lr:g}, {epochs} epochs, batch size {batch_size}")
+    # Every rank holds the whole (identically split and scaled) data; each trains on, and
+    # validates with, every size-th row, so that sorted files still give mixed shards.
+    shard = slice(rank, None, size)
+    if comm is not None:
+        say(f"distributed: {size} ranks, {len(X_train[shard])} training rows on rank 0, "
+            f"{batch_size} rows per rank and step ({size * batch_size} per step), "
+            f"{args.threads} thread(s) per rank")
 
     hist = net.fit(
-        X_train,
-        y_train,
+        X_train[shard],
+        y_train[shard],
         epochs=epochs,
         batch_size=batch_size,
         optimizer=make_optimizer(optimizer_name, lr),
-        validation_data=(X_test, y_test),
+        validation_data=(X_test[shard], y_test[shard]),
         verbose=not args.quiet,
+        comm=comm,
     )
+    if rank != 0:
+        return 0
 
     score = net.score(X_test, y_test)
     metric = "accuracy" if task.name == "classification" else "R2"

@@ -99,6 +99,14 @@ def _check_callbacks(callbacks):
     return list(callbacks)
 
 
+def _r2(ss_res, ss_tot):
+    """R^2 averaged over the outputs, from each output's weighted residual and total sums
+    of squares (an output with constant targets scores 1 when fitted exactly, else 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.where(ss_res > 0, 0.0, 1.0))
+    return float(r2.mean())
+
+
 def _make_backend(device, sizes, codes, loss, dtype, l2=0.0, drops=None):
     if not isinstance(device, str) or device not in ("cpu", "cuda", "auto"):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
@@ -327,9 +335,7 @@ class MLP:
         w = np.ones(T.shape[0]) if w is None else w
         ss_res = (w[:, None] * (T - Z) ** 2).sum(axis=0)
         ss_tot = (w[:, None] * (T - np.average(T, axis=0, weights=w)) ** 2).sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.where(ss_res > 0, 0.0, 1.0))
-        return float(r2.mean())
+        return _r2(ss_res, ss_tot)
 
     def loss(self, X, y, sample_weight=None):
         """Mean loss over ``(X, y)`` (weighted: ``sum(w l) / sum(w)``), plus the L2 penalty."""
@@ -348,7 +354,7 @@ class MLP:
     def fit(self, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=None,
             validation_data=None, shuffle=True, verbose=False, patience=None, *,
             sample_weight=None, class_weight=None, clip_norm=None, restore_best=False,
-            validation_split=None, callbacks=None):
+            validation_split=None, callbacks=None, comm=None):
         """Train by minibatch SGD (or momentum, Adam, AdamW), or by full-batch L-BFGS.
 
         Epochs run compiled, in runs of steps of a fraction of a second: Ctrl-C stops a
@@ -400,6 +406,15 @@ class MLP:
             Objects with any of ``on_train_begin``, ``on_progress``, ``on_epoch_end``
             (return True to stop) and ``on_train_end`` (see :mod:`fastdnn.callbacks`),
             e.g. ``fd.ProgressBar()``, ``fd.BackupAndRestore(path)``.
+        comm : mpi4py communicator, optional
+            Data-parallel training on every rank of ``comm``, each passing its own shard
+            of the data (and of the validation data) and the same net and arguments:
+            each step's gradient is that of the union of the ranks' local batches of
+            ``batch_size`` rows (one allreduce per step, inside the compiled loop); the
+            initial state comes from rank 0; the History is global and the same on every
+            rank; an error on any rank is raised on every rank.  Needs
+            ``pip install 'fastdnn[mpi]'``; see ``docs/distributed.md``.  A communicator
+            of one process trains as without it.
 
         Returns
         -------
@@ -418,6 +433,15 @@ class MLP:
             last step, the optimizer's ``t`` counts it, and the exception's ``history``
             holds the completed epochs; ``fit`` may be called again.
         """
+        if comm is not None:
+            from . import distributed  # imports mpi4py: only with a communicator
+            if distributed.n_ranks(comm) > 1:
+                return distributed.fit(self, comm, dict(
+                    X=X, y=y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                    schedule=schedule, validation_data=validation_data, shuffle=shuffle,
+                    verbose=verbose, patience=patience, sample_weight=sample_weight,
+                    class_weight=class_weight, clip_norm=clip_norm, restore_best=restore_best,
+                    validation_split=validation_split, callbacks=callbacks))
         plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule, validation_data,
                               shuffle, patience, sample_weight=sample_weight,
                               class_weight=class_weight, clip_norm=clip_norm,

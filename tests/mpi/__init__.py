@@ -1,0 +1,1 @@
+"""Tests of the data-parallel fit over MPI (run under mpiexec; see conftest.py)."""

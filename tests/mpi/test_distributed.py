@@ -1,0 +1,286 @@
+"""Data-parallel fit on MPI (``fit(..., comm=)``): equivalence with one process, and
+decisions agreed by every rank.  Run by ``mpiexec -n 2`` and ``-n 3`` (see conftest.py).
+
+Every rank builds every shard from the same seed, so each can compute the
+single-process reference itself.  Shards have unequal sizes, whose step counts differ
+(rank 1's shard runs out a step early): the reference is the single-process fit with
+batch ``P * b`` on the shards interleaved block by block, each block padded to ``b``
+rows of weight 0 (which add nothing to a weighted loss or gradient).
+"""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import fastdnn as fd
+
+B = 4  # the local batch
+N_IN, K = 5, 3
+
+
+def shard_rows(size):
+    """Unequal shard sizes: 10, 5, 11, 8, ... (rank 1's shard needs one step fewer)."""
+    return [(10, 5, 11, 8)[r % 4] + 4 * (r // 4) for r in range(size)]
+
+
+def make_shards(size, loss="cross_entropy", seed=0):
+    """``[(X, y, w), ...]``, one per rank, the same on every rank."""
+    rng = np.random.default_rng(seed)
+    shards = []
+    for n in shard_rows(size):
+        X = rng.normal(size=(n, N_IN))
+        y = rng.integers(0, K, size=n) if loss == "cross_entropy" else rng.normal(size=(n, 2))
+        shards.append((X, y, rng.uniform(0.5, 2.0, size=n)))
+    return shards
+
+
+def interleave(shards, b):
+    """One process's data for the same steps: each rank's block ``s`` in rank order,
+    padded to ``b`` rows of weight 0."""
+    steps = max(-(-len(X) // b) for X, _, _ in shards)
+    Xs, ys, ws = [], [], []
+    for s in range(steps):
+        for X, y, w in shards:
+            rows = slice(s * b, min((s + 1) * b, len(X)))
+            pad = b - len(X[rows])
+            Xs += [X[rows], np.zeros((pad, X.shape[1]))]
+            ys += [y[rows], np.zeros((pad,) + y.shape[1:], dtype=y.dtype)]
+            ws += [w[rows], np.zeros(pad)]
+    return np.concatenate(Xs), np.concatenate(ys), np.concatenate(ws)
+
+
+def max_diff(a, b):
+    return max(np.abs(x - y).max() for pa, pb in zip(a.get_weights(), b.get_weights())
+               for x, y in zip(pa, pb))
+
+
+def same_on_all_ranks(comm, value):
+    values = comm.allgather(repr(value))  # repr: nan equals nan
+    return all(v == values[0] for v in values)
+
+
+def agreed_error(comm, excinfo):
+    """The error's type and message, checked to be the same on every rank."""
+    text = (excinfo.type.__name__, str(excinfo.value))
+    assert same_on_all_ranks(comm, text), comm.allgather(text)
+    return text
+
+
+OPTIMIZERS = {"momentum": lambda: fd.SGD(lr=0.1, momentum=0.9, nesterov=True),
+              "adam": lambda: fd.Adam(lr=0.01)}
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_equals_one_process_on_interleaved_shards(comm, opt, loss):
+    rank, size = comm.Get_rank(), comm.Get_size()
+    shards = make_shards(size, loss)
+    vshards = make_shards(size, loss, seed=1)
+    k = K if loss == "cross_entropy" else 2
+    kw = dict(epochs=4, shuffle=False, schedule=fd.InverseTimeDecay(0.01), clip_norm=5.0)
+    net = fd.MLP([N_IN, 8, 6, k], activation=["tanh", "relu"], loss=loss, dtype="float64",
+                 seed=3, l2=1e-3)
+    X, y, w = shards[rank]
+    hist = net.fit(X, y, batch_size=B, optimizer=OPTIMIZERS[opt](), sample_weight=w,
+                   validation_data=vshards[rank], comm=comm, **kw)
+
+    ref = fd.MLP([N_IN, 8, 6, k], activation=["tanh", "relu"], loss=loss, dtype="float64",
+                 seed=3, l2=1e-3)
+    X1, y1, w1 = interleave(shards, B)
+    Xv, yv, wv = (np.concatenate(parts) for parts in zip(*vshards))
+    ref_hist = ref.fit(X1, y1, batch_size=size * B, optimizer=OPTIMIZERS[opt](),
+                       sample_weight=w1, validation_data=(Xv, yv, wv), **kw)
+    assert max_diff(net, ref) < 1e-10
+    for key in ("loss", "val_loss", "val_metric", "lr"):
+        np.testing.assert_allclose(hist[key], ref_hist[key], rtol=1e-10, atol=1e-12)
+    assert same_on_all_ranks(comm, net._backend.theta.tobytes())
+
+
+def test_sub_communicator_and_float32(comm):
+    """Any intracommunicator (here a duplicate of the world), float32 nets."""
+    sub = comm.Dup()
+    try:
+        shards = make_shards(comm.Get_size())
+        X, y, _ = shards[comm.Get_rank()]
+        net = fd.MLP([N_IN, 8, K], dtype="float32", seed=0)
+        net.fit(X, y, epochs=2, batch_size=B, shuffle=False, comm=sub)
+        ref = fd.MLP([N_IN, 8, K], dtype="float32", seed=0)
+        X1, y1, w1 = interleave([(X, y, np.ones(len(X))) for X, y, _ in shards], B)
+        ref.fit(X1, y1, epochs=2, batch_size=comm.Get_size() * B, shuffle=False,
+                sample_weight=w1)
+        assert max_diff(net, ref) < 1e-5
+    finally:
+        sub.Free()
+
+
+@pytest.mark.parametrize("shuffle", [True, "uniform"])
+def test_shuffle_is_reproducible(comm, shuffle):
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    weights = []
+    # The second time the ranks' seeds differ: the weights and generator are rank 0's.
+    for seed in (5, 5 + comm.Get_rank()):
+        net = fd.MLP([N_IN, 8, K], dtype="float64", seed=seed, dropout=0.2)
+        net.fit(X, y, epochs=3, batch_size=B, shuffle=shuffle, comm=comm)
+        weights.append(net._backend.theta.copy())
+    assert np.array_equal(weights[0], weights[1])
+    assert same_on_all_ranks(comm, weights[0].tobytes())
+
+
+def test_bad_input_on_one_rank_raises_everywhere(comm):
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    if comm.Get_rank() == 1:
+        X = X.copy()
+        X[2, 1] = np.nan
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    with pytest.raises(ValueError) as excinfo:
+        net.fit(X, y, epochs=2, batch_size=B, comm=comm)
+    assert agreed_error(comm, excinfo)[1].startswith("rank 1: X contains NaN")
+    assert max_diff(net, fd.MLP([N_IN, 8, K], dtype="float64", seed=0)) == 0  # untouched
+
+
+def test_arguments_must_agree(comm):
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    with pytest.raises(ValueError) as excinfo:
+        net.fit(X, y, epochs=2 + (comm.Get_rank() == comm.Get_size() - 1), batch_size=B,
+                comm=comm)
+    assert "the ranks disagree on epochs" in agreed_error(comm, excinfo)[1]
+
+
+def test_divergence_raises_on_every_rank(comm):
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    with pytest.raises(fd.TrainingDivergedError) as excinfo:
+        net.fit(X * 1e3, y, epochs=5, batch_size=B, optimizer=fd.SGD(lr=1e150), comm=comm)
+    agreed_error(comm, excinfo)
+    assert net._backend.theta_finite()
+    assert same_on_all_ranks(comm, net._backend.theta.tobytes())
+
+
+class StopOn:
+    """Asks to stop after epoch ``epoch`` on rank ``rank`` only."""
+
+    def __init__(self, comm, rank, epoch):
+        self.mine = comm.Get_rank() == rank
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs):
+        return self.mine and epoch == self.epoch
+
+
+def test_early_stopping_and_callback_stops_are_agreed(comm):
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    # lr 1e-300 changes no weight: the loss never improves, patience 2 stops after epoch 3.
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    hist = net.fit(X, y, epochs=10, batch_size=B, optimizer=fd.SGD(lr=1e-300), patience=2,
+                   validation_data=(X, y), comm=comm)
+    assert len(hist) == 3 and same_on_all_ranks(comm, hist.history)
+    hist = net.fit(X, y, epochs=10, batch_size=B, callbacks=[StopOn(comm, 1, 1)], comm=comm)
+    assert len(hist) == 2 and same_on_all_ranks(comm, hist.history)
+
+
+class Failing:
+    def __init__(self, comm, rank):
+        self.mine = comm.Get_rank() == rank
+
+    def on_epoch_end(self, epoch, logs):
+        if self.mine and epoch == 1:
+            raise OSError("disk full")
+
+
+def test_callback_error_on_one_rank_raises_everywhere(comm):
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    with pytest.raises(OSError) as excinfo:
+        net.fit(X, y, epochs=5, batch_size=B, callbacks=[Failing(comm, 1)], comm=comm)
+    assert agreed_error(comm, excinfo) == ("OSError", "rank 1: disk full")
+
+
+class CtrlC:
+    """Sends SIGINT to its own process in epoch ``epoch``, on rank ``rank`` only."""
+
+    def __init__(self, comm, rank, epoch):
+        self.mine = comm.Get_rank() == rank
+        self.epoch = epoch
+
+    def on_progress(self, epoch, rows, total_rows, seconds):
+        if self.mine and epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_on_one_rank_stops_every_rank(comm):
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    opt = fd.Adam()
+    with pytest.raises(KeyboardInterrupt) as excinfo:
+        net.fit(X, y, epochs=5, batch_size=B, optimizer=opt, callbacks=[CtrlC(comm, 1, 1)],
+                comm=comm)
+    assert len(excinfo.value.history) == 1
+    assert same_on_all_ranks(comm, (opt.t, net._backend.theta.tobytes()))
+
+
+class Crash:
+    def on_epoch_end(self, epoch, logs):
+        if epoch == 1:
+            raise RuntimeError("killed")
+
+
+def test_backup_resumes_on_the_same_number_of_ranks(comm, shared_tmp):
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    path = os.path.join(shared_tmp, "fit.backup.npz")
+
+    def fit(callbacks):
+        net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+        net.fit(X, y, epochs=4, batch_size=B, optimizer=fd.Adam(0.01), comm=comm,
+                callbacks=callbacks)
+        return net
+
+    whole = fit([])
+    with pytest.raises(RuntimeError):
+        fit([fd.BackupAndRestore(path), Crash()])
+    assert os.path.exists(path)
+    resumed = fit([fd.BackupAndRestore(path)])
+    assert np.array_equal(resumed._backend.theta, whole._backend.theta)
+    comm.Barrier()
+    assert not os.path.exists(path)
+    # A backup of a fit on another number of ranks (here one process) is refused.
+    if comm.Get_rank() == 0:
+        with pytest.raises(RuntimeError):
+            fd.MLP([N_IN, 8, K], dtype="float64", seed=0).fit(
+                X, y, epochs=4, batch_size=B, callbacks=[fd.BackupAndRestore(path), Crash()])
+    comm.Barrier()
+    with pytest.raises(ValueError) as excinfo:
+        fit([fd.BackupAndRestore(path)])
+    assert "resume it on as many" in agreed_error(comm, excinfo)[1]
+
+
+def test_balanced_class_weight_counts_every_rank(comm):
+    size = comm.Get_size()
+    shards = make_shards(size)
+    X, y, _ = shards[comm.Get_rank()]
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    net.fit(X, y, epochs=2, batch_size=B, shuffle=False, class_weight="balanced", comm=comm)
+    ys = np.concatenate([y for _, y, _ in shards])
+    counts = np.bincount(ys, minlength=K)
+    table = len(ys) / (K * counts)
+    ref = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    X1, y1, w1 = interleave([(X, y, table[y]) for X, y, _ in shards], B)
+    ref.fit(X1, y1, epochs=2, batch_size=size * B, shuffle=False, sample_weight=w1)
+    assert max_diff(net, ref) < 1e-10
+
+
+def test_cli_train_distributed(comm, shared_tmp, capsys):
+    from fastdnn import cli
+    out = os.path.join(shared_tmp, "model.npz")
+    code = cli.main(["train", "--distributed", "--dataset", "digits", "--epochs", "2",
+                     "--hidden", "16", "--threads", "1", "--out", out])
+    assert same_on_all_ranks(comm, code) and code == 0
+    printed = capsys.readouterr().out
+    if comm.Get_rank() == 0:
+        assert f"distributed: {comm.Get_size()} ranks" in printed
+        assert "model saved to" in printed
+    else:
+        assert printed == ""
+    comm.Barrier()
+    assert fd.MLP.load(out).sizes == [64, 16, 10]
