@@ -143,3 +143,20 @@ def assert_implements(cls, protocol):
     for name, params in protocol_methods(protocol).items():
         assert name in have, f"{cls.__name__} lacks {name}"
         assert have[name] == params, f"{cls.__name__}.{name}{tuple(have[name])} vs {tuple(params)}"
+
+
+def make_targets(loss, n, k, rng):
+    """Random targets for ``loss`` with ``k`` outputs.
+
+    cross_entropy: int64 labels in 0..k-1; mse: normal values; binary_cross_entropy:
+    soft targets in [0, 1]. With ``k == 1`` the regression / binary targets are 1-D,
+    shape (n,), as the contract allows.
+    """
+    if loss == "cross_entropy":
+        return rng.integers(0, k, size=n).astype(np.int64)
+    shape = (n,) if k == 1 else (n, k)
+    if loss == "mse":
+        return rng.normal(size=shape)
+    if loss == "binary_cross_entropy":
+        return rng.uniform(0.0, 1.0, size=shape)
+    raise ValueError(f"unknown loss {loss!r}")

@@ -32,7 +32,7 @@ import pytest
 
 import fastdnn as fd
 import naive
-from conftest import make_targets
+from support import make_targets
 from fastdnn import config
 from fastdnn.kernels import spec
 from fastdnn.kernels.cpu.backend import n_shards
