@@ -97,6 +97,21 @@ def test_equals_one_process_on_interleaved_shards(comm, opt, loss):
     assert same_on_all_ranks(comm, net._backend.theta.tobytes())
 
 
+def test_sharded_local_gradient(comm, monkeypatch):
+    """config.SHARDS: each rank's local gradient from row shards in parallel."""
+    from fastdnn import config
+    monkeypatch.setattr(config, "SHARDS", 2)
+    monkeypatch.setattr(config, "MIN_SHARD_ROWS", 2)
+    shards = make_shards(comm.Get_size())
+    X, y, w = shards[comm.Get_rank()]
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    net.fit(X, y, epochs=2, batch_size=B, shuffle=False, sample_weight=w, comm=comm)
+    ref = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    X1, y1, w1 = interleave(shards, B)
+    ref.fit(X1, y1, epochs=2, batch_size=comm.Get_size() * B, shuffle=False, sample_weight=w1)
+    assert max_diff(net, ref) < 1e-10
+
+
 def test_sub_communicator_and_float32(comm):
     """Any intracommunicator (here a duplicate of the world), float32 nets."""
     sub = comm.Dup()

@@ -43,12 +43,16 @@ from .train import (NO_KEY, EpochPlan, _gather, _sharded_gradient, _shuffle, cli
                     l2_penalty, loss_and_gradient, train_steps_sharded)
 from .updates import SAFE_REFRESH, UNSAFE, optimizer_step, refresh_bounds, step_is_safe
 
-#: The vector one step sends: the gradient times the local weight sum, then these.
+#: The vector one step reduces: the gradient times the local weight sum, then these.
 LOSS_SUM, WEIGHT_SUM, ROWS = range(3)
 EXTRA = 3
-#: Buffers of the allreduce: ``send`` and ``recv`` (``n_params + EXTRA`` values of the
-#: net's dtype) and the MPI ``handles`` (communicator, datatype, operation) as integers.
-Reduction = namedtuple("Reduction", "send recv handles")
+#: The slots of ``Reduction.handles``: MPI's communicator, datatype and operation
+#: handles, and its ``MPI_IN_PLACE`` address, as integers.
+COMM, DATATYPE, OP, IN_PLACE = range(4)
+#: The allreduce's ``buffer`` (``n_params + EXTRA`` values of the net's dtype, reduced in
+#: place: the trainer's gradient is a view of its head, so no copy goes in or out) and
+#: the ``handles``.
+Reduction = namedtuple("Reduction", "buffer handles")
 
 
 def _handle_type():
@@ -78,9 +82,10 @@ def _bind_allreduce():
 
 _HANDLE, HANDLE_DTYPE = _handle_type()
 _bind_allreduce()
-#: ``int MPI_Allreduce(const void *send, void *recv, int count, MPI_Datatype, MPI_Op, MPI_Comm)``
+#: ``int MPI_Allreduce(const void *send, void *recv, int count, MPI_Datatype, MPI_Op,
+#: MPI_Comm)``; ``send`` as an integer, since it is the constant ``MPI_IN_PLACE`` here.
 _allreduce = types.ExternalFunction("MPI_Allreduce", types.int32(
-    types.voidptr, types.voidptr, types.int32, _HANDLE, _HANDLE, _HANDLE))
+    types.intp, types.voidptr, types.int32, _HANDLE, _HANDLE, _HANDLE))
 
 
 def reduction(comm, n_params, dtype):
@@ -88,10 +93,19 @@ def reduction(comm, n_params, dtype):
     datatype = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}[np.dtype(dtype)]
     bits = 8 * np.dtype(HANDLE_DTYPE).itemsize
     # mpi4py gives handles as unsigned integers; the C call takes their bit pattern.
-    handles = np.array([(h.handle + (1 << (bits - 1))) % (1 << bits) - (1 << (bits - 1))
-                        for h in (comm, datatype, MPI.SUM)], dtype=HANDLE_DTYPE)
-    send = np.zeros(n_params + EXTRA, dtype=dtype)
-    return Reduction(send, np.zeros_like(send), handles)
+    handles = [(h.handle + (1 << (bits - 1))) % (1 << bits) - (1 << (bits - 1))
+               for h in (comm, datatype, MPI.SUM)]
+    return Reduction(np.zeros(n_params + EXTRA, dtype=dtype),
+                     np.array(handles + [int(MPI.IN_PLACE)], dtype=HANDLE_DTYPE))
+
+
+@njit(cache=config.CACHE, inline="always")
+def allreduce_sum(red):
+    """``red.buffer`` summed over the ranks, in place."""
+    status = _allreduce(red.handles[IN_PLACE], red.buffer.ctypes.data, red.buffer.size,
+                        red.handles[DATATYPE], red.handles[OP], red.handles[COMM])
+    if status != 0:
+        raise RuntimeError("MPI_Allreduce failed")
 
 
 @njit(cache=config.CACHE, inline="always")
@@ -114,20 +128,18 @@ def _global_gradient(X, T, theta, table, bufs, plan, red, sharded, dropping, s):
             value = loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0],
                                       bufs.grad, plan.loss, key, 0)
         w = weight_sum(Tb)
+    # bufs.grad is red.buffer[:n_params]
     for i in range(n_params):
-        red.send[i] = bufs.grad[i] * w if m > 0 else 0.0
-    red.send[n_params + LOSS_SUM] = value * w
-    red.send[n_params + WEIGHT_SUM] = w
-    red.send[n_params + ROWS] = m
-    status = _allreduce(red.send.ctypes.data, red.recv.ctypes.data, red.send.size,
-                        red.handles[1], red.handles[2], red.handles[0])
-    if status != 0:
-        raise RuntimeError("MPI_Allreduce failed")
-    total_w = float(red.recv[n_params + WEIGHT_SUM])
+        bufs.grad[i] = bufs.grad[i] * w if m > 0 else 0.0
+    red.buffer[n_params + LOSS_SUM] = value * w
+    red.buffer[n_params + WEIGHT_SUM] = w
+    red.buffer[n_params + ROWS] = m
+    allreduce_sum(red)
+    total_w = float(red.buffer[n_params + WEIGHT_SUM])
     inv = 1.0 / total_w if total_w > 0 else 0.0  # all weights 0: adds nothing, as one process
     for i in range(n_params):
-        bufs.grad[i] = red.recv[i] * inv
-    return red.recv[n_params + LOSS_SUM] * inv, total_w, int(red.recv[n_params + ROWS])
+        bufs.grad[i] = bufs.grad[i] * inv
+    return red.buffer[n_params + LOSS_SUM] * inv, total_w, int(red.buffer[n_params + ROWS])
 
 
 @njit(cache=config.CACHE, inline="always")
@@ -201,6 +213,7 @@ class DistributedTrainer(CPUTrainer):
         self.epoch_kernel = (distributed_steps_sharded if self.epoch_kernel is train_steps_sharded
                              else distributed_steps)
         self.reduction = reduction(comm, backend.n_params, backend.dtype)
+        self.bufs = self.bufs._replace(grad=self.reduction.buffer[:backend.n_params])
 
     def run_steps(self, sampling, seed, first, end):
         """Steps ``[first, end)`` of the epoch drawn with ``seed`` (every rank at once)."""
