@@ -4,6 +4,8 @@
 #   2. benchmarks/gpu_bench.py: forward GEMM vs cuBLAS, epochs vs PyTorch CUDA
 #      -> $OUT/gpu_bench.{json,md}, $OUT/bench.txt
 #   3. the GPU tests for real, no simulator -> $OUT/pytest.txt
+#   4. the cost of the overflow guard and of issue 9's options (weights, l2, dropout,
+#      clip_norm) per CUDA epoch -> $OUT/options.txt
 # Usage: OUT=/some/dir bash benchmarks/gpu_check.sh   (OUT defaults to ./gpu_check_out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,3 +55,43 @@ timeout 220 $PY -m pytest tests/kernels/cuda -q -p no:cacheprovider -W ignore::R
   | tee "$OUT/pytest.txt"
 echo "pytest exit: ${PIPESTATUS[0]}" | tee -a "$OUT/pytest.txt"
 
+
+# 4. What the overflow guard (kernels/cuda/updates.py: one read-only launch per step) and
+# the training options cost: seconds per epoch with the guard, with it patched out, and
+# with sample weights + l2 + dropout + clip_norm; a large net (bandwidth) and a small one
+# (launch latency).  The module docstring of kernels/cuda/updates.py quotes an estimate
+# of 2-3% (large) and one launch in ~15 (small) until this has run.
+timeout 150 $PY - <<'PYEOF' 2>&1 | tee "$OUT/options.txt"
+import time
+import numpy as np
+import fastdnn as fd
+from fastdnn.kernels.cuda import train as cuda_train
+
+def seconds_per_epoch(sizes, n, batch, options, epochs=3):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, sizes[0])).astype(np.float32)
+    y = rng.normal(size=(n, sizes[-1]))
+    fit = dict(epochs=epochs, batch_size=batch, optimizer=fd.Adam(lr=1e-4), shuffle=False)
+    net_args = dict(loss="mse", device="cuda", seed=0)
+    if options:
+        net_args.update(l2=1e-4, dropout=0.1)
+        fit.update(sample_weight=rng.uniform(0.5, 2.0, size=n), clip_norm=1.0)
+    net = fd.MLP(sizes, **net_args)
+    net.fit(X, y, **dict(fit, epochs=1))  # compiles
+    start = time.perf_counter()
+    net.fit(X, y, **fit)
+    return (time.perf_counter() - start) / epochs
+
+guard = cuda_train.check_update
+for sizes, n, batch in (([1024, 4096, 4096, 1024], 4096, 256), ([32, 64, 64, 10], 8192, 32)):
+    rows = {}
+    rows["guard"] = seconds_per_epoch(sizes, n, batch, False)
+    cuda_train.check_update = lambda *args: None
+    rows["no guard"] = seconds_per_epoch(sizes, n, batch, False)
+    cuda_train.check_update = guard
+    rows["guard + weights, l2, dropout, clip"] = seconds_per_epoch(sizes, n, batch, True)
+    base = rows["no guard"]
+    for name, sec in rows.items():
+        print(f"{sizes} batch {batch}: {name:36s} {sec * 1e3:9.2f} ms/epoch  {sec / base:6.3f}x")
+PYEOF
+echo "options exit: ${PIPESTATUS[0]}" | tee -a "$OUT/options.txt"

@@ -122,39 +122,67 @@ def _targets(loss, m, k, rng):
     return rng.uniform(size=(m, k))
 
 
-def _run_head(loss, Z, T, dtype, step=0):
-    return _run_head_code(LOSSES[loss], Z, T, dtype, step)
+def _run_head(loss, Z, T, dtype, w=None):
+    return _run_head_code(LOSSES[loss], Z, T, dtype, w)
 
 
-def _run_head_code(code, Z, T, dtype, step=0):
+def _run_head_code(code, Z, T, dtype, w=None):
+    """The loss head on logits ``Z`` against ``T`` packed with the weights ``w``."""
     m, k = Z.shape
     backend, layout, bufs = setup_net([2, k], [], code, dtype, m)
     work = np.zeros(layout.work_size, dtype=dtype)
     view(work, layout.out_offset, m, k)[:] = Z
     bufs.work.copy_to_device(work)
-    bufs.targets.copy_to_device(T.astype(dtype).ravel())
+    bufs.targets.copy_to_device(spec.pack_targets(T, w, np.dtype(dtype)).ravel())
     gpu_losses.loss_grad(code, bufs.work, layout.out_offset, bufs.targets, bufs.deltas,
-                         bufs.row_loss, m, k, bufs.acc, bufs.status, step)
+                         bufs.row_loss, m, k, bufs.acc)
     G = view(bufs.deltas.copy_to_host(), 0, m, k)
     return bufs, G
 
 
+def weighted_head(loss, Z, y, w):
+    """The weighted oracle: ``sum(w_i l_i) / sum(w)`` of the one-row losses of
+    ``naive.LOSSES``, its gradient the same mix of their gradients."""
+    rows = [naive.LOSSES[loss](Z[i:i + 1], y[i:i + 1]) for i in range(Z.shape[0])]
+    total = w.sum()
+    value = sum(wi * li for wi, (li, _) in zip(w, rows)) / total
+    return value, np.vstack([wi * Gi for wi, (_, Gi) in zip(w, rows)]) / total
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unit", "weighted"])
 @pytest.mark.parametrize("m,k", [(1, 7), (7, 33), (33, 1)])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss", list(LOSSES))
-def test_loss_heads(loss, dtype, m, k, rng):
+def test_loss_heads(loss, dtype, m, k, weighted, rng):
     if loss == "cross_entropy":
         k = max(k, 2)
     Z = (3 * rng.normal(size=(m, k))).astype(dtype)
     T = _targets(loss, m, k, rng).astype(dtype)
-    bufs, G = _run_head(loss, Z, T, dtype)
+    w = rng.uniform(0.1, 3.0, size=m).astype(dtype) if weighted else None
+    bufs, G = _run_head(loss, Z, T, dtype, w)
     y = T[:, 0] if loss == "cross_entropy" else T
-    want_loss, want_G = naive.LOSSES[loss](Z.astype(np.float64), y)
+    if weighted:
+        want_loss, want_G = weighted_head(loss, Z.astype(np.float64), y, w.astype(np.float64))
+    else:
+        want_loss, want_G = naive.LOSSES[loss](Z.astype(np.float64), y)
+    weight = m if w is None else float(w.astype(np.float64).sum())
     acc = bufs.acc.copy_to_host()
     assert abs(acc[gpu_losses.LAST] - want_loss) <= RTOL[dtype] * max(abs(want_loss), 1.0)
-    assert abs(acc[gpu_losses.TRAIN_SUM] - m * want_loss) <= m * RTOL[dtype] * max(abs(want_loss), 1.0)
+    assert abs(acc[gpu_losses.BATCH_WEIGHT] - weight) <= RTOL[dtype] * weight
+    assert acc[gpu_losses.EVAL_WEIGHT] == acc[gpu_losses.BATCH_WEIGHT]
+    assert abs(acc[gpu_losses.EVAL_SUM] - weight * want_loss) <= weight * RTOL[dtype] * max(abs(want_loss), 1.0)
+    assert acc[gpu_losses.TRAIN_SUM] == 0.0  # booked by the update, not by the head
     assert_close(G, want_G, RTOL[dtype])
-    assert bufs.status.copy_to_host()[0] == -1
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_a_batch_of_zero_weights_adds_nothing(loss, rng):
+    """As on the CPU: loss 0, gradient 0 (never 0/0)."""
+    Z = rng.normal(size=(3, 2))
+    bufs, G = _run_head(loss, Z, _targets(loss, 3, 2, rng), "float64", np.zeros(3))
+    acc = bufs.acc.copy_to_host()
+    assert acc[gpu_losses.LAST] == 0.0 and acc[gpu_losses.BATCH_WEIGHT] == 0.0
+    assert (G == 0.0).all()
 
 
 def test_softmax_cross_entropy_is_stable_for_huge_logits(rng):
@@ -171,28 +199,90 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits(rng):
                          ids=["sgd-momentum", "adam"])
 def test_non_finite_loss_sets_status_and_stops_updates(optimizer, rng):
     Z = np.array([[np.nan, 0.0], [1.0, 2.0]])
-    bufs, _ = _run_head("cross_entropy", Z, np.array([[0.0], [1.0]]), "float64", step=5)
-    assert bufs.status.copy_to_host()[0] == 5
-    assert bufs.acc.copy_to_host()[gpu_losses.TRAIN_SUM] == 0.0
+    bufs, _ = _run_head("cross_entropy", Z, np.array([[0.0], [1.0]]), "float64")
+    assert bufs.status.copy_to_host()[0] == -1  # the guard decides, before the update
     theta = cuda.to_device(np.ones(7))
     state = cuda.to_device(np.zeros((2, 7)))
     grad = cuda.to_device(np.ones(7))
     hyper = optimizer.hyper()  # the named slots spec.LR, spec.MOMENTUM, spec.BETA1, ...
     assert hyper[LR] == 0.1
-    gpu_updates.optimizer_step(optimizer.code, hyper, hyper[LR], theta, grad, state, bufs.status, 0)
+    gpu_updates.check_update(optimizer.code, hyper, hyper[LR], theta, grad, state, bufs.status,
+                             bufs.acc, 5)
+    assert bufs.status.copy_to_host()[0] == 5
+    gpu_updates.optimizer_step(optimizer.code, hyper, hyper[LR], theta, grad, state, bufs.status,
+                               bufs.acc, 5)
     assert (theta.copy_to_host() == 1.0).all() and (state.copy_to_host() == 0.0).all()
+    acc = bufs.acc.copy_to_host()
+    assert acc[gpu_losses.TRAIN_SUM] == 0.0 and acc[gpu_losses.TRAIN_WEIGHT] == 0.0
 
 
 def test_updates_run_while_the_status_is_clear():
-    """The control for the test above: the same call with status -1 updates."""
+    """The control for the test above: the same calls with a finite loss update, and the
+    update books the step's loss and weight."""
     status = cuda.to_device(np.full(1, -1, dtype=np.int64))
+    acc = np.zeros(gpu_losses.N_ACC)
+    acc[gpu_losses.LAST], acc[gpu_losses.BATCH_WEIGHT] = 0.5, 3.0
+    acc = cuda.to_device(acc)
     theta = cuda.to_device(np.ones(7))
     state = cuda.to_device(np.zeros((2, 7)))
     hyper = fd.Adam(lr=0.1).hyper()
-    gpu_updates.optimizer_step(ADAM, hyper, hyper[LR], theta, cuda.to_device(np.ones(7)), state,
-                               status, 0)
+    grad = cuda.to_device(np.ones(7))
+    gpu_updates.check_update(ADAM, hyper, hyper[LR], theta, grad, state, status, acc, 0)
+    assert status.copy_to_host()[0] == -1
+    gpu_updates.optimizer_step(ADAM, hyper, hyper[LR], theta, grad, state, status, acc, 0)
     # Adam's first step moves every parameter by lr against the gradient's sign.
     assert_close(theta.copy_to_host(), np.full(7, 0.9), 1e-6)
+    acc = acc.copy_to_host()
+    assert acc[gpu_losses.TRAIN_SUM] == 1.5 and acc[gpu_losses.TRAIN_WEIGHT] == 3.0
+
+
+GUARD_CASES = {
+    "sgd": fd.SGD(lr=1.0),
+    "sgd-nesterov-wd": fd.SGD(lr=1.0, momentum=0.9, nesterov=True, weight_decay=0.5),
+    "adam": fd.Adam(lr=1.0),
+    "adamw": fd.AdamW(lr=1.0, weight_decay=0.5),
+}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the simulator overflows NumPy scalars
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(GUARD_CASES))
+def test_overflow_guard_refuses_exactly_what_the_cpu_refuses(name, dtype, rng):
+    """The guard against the CPU's exact check (cpu.updates.update_is_finite) on updates
+    near the dtype's limit, NaN and inf gradients included; a refused step changes
+    nothing, an accepted one keeps every value finite."""
+    from fastdnn.kernels.cpu.updates import update_is_finite
+
+    opt = GUARD_CASES[name]
+    limit = float(np.finfo(dtype).max) / 2
+    hyper = opt.hyper()
+    n = 33
+    seen = set()
+    for lr in (1.0, 1e-3 * limit, 0.3 * limit, 0.6 * limit, 3 * limit):
+        for bad in (None, np.nan, np.inf):
+            theta = rng.normal(size=n).astype(dtype)
+            grad = rng.normal(size=n).astype(dtype)
+            if bad is not None:
+                grad[n // 2] = bad
+            state = np.abs(rng.normal(size=opt.bind(n, np.dtype(dtype)).shape)).astype(dtype)
+            t = 3
+            want = update_is_finite(opt.code, hyper, lr, theta, grad, state, t, limit)
+            seen.add((bad is None, want))
+            status = cuda.to_device(np.full(1, -1, dtype=np.int64))
+            acc = cuda.to_device(np.zeros(gpu_losses.N_ACC))
+            theta_d, state_d = cuda.to_device(theta), cuda.to_device(state)
+            args = (opt.code, hyper, lr, theta_d, cuda.to_device(grad), state_d, status, acc, t)
+            gpu_updates.check_update(*args)
+            assert (status.copy_to_host()[0] == -1) == want, (lr, bad)
+            gpu_updates.optimizer_step(*args)
+            if want:
+                assert np.isfinite(theta_d.copy_to_host()).all()
+                assert np.isfinite(state_d.copy_to_host()).all()
+            else:
+                np.testing.assert_array_equal(theta_d.copy_to_host(), theta)
+                np.testing.assert_array_equal(state_d.copy_to_host(), state)
+    # Finite gradients accepted and refused (overflow), bad ones refused.
+    assert seen == {(True, True), (True, False), (False, False)}
 
 
 @pytest.mark.parametrize("bad", [-1, 3, 99])
@@ -203,7 +293,12 @@ def test_host_dispatch_rejects_unknown_codes(bad, rng):
     state = cuda.to_device(np.zeros((2, 7)))
     with pytest.raises(ValueError, match="unknown optimizer code"):
         gpu_updates.optimizer_step(bad, fd.Adam(lr=0.1).hyper(), 0.1, theta,
-                                   cuda.to_device(np.ones(7)), state, status, 0)
+                                   cuda.to_device(np.ones(7)), state, status,
+                                   cuda.to_device(np.zeros(gpu_losses.N_ACC)), 0)
+    with pytest.raises(ValueError, match="unknown optimizer code"):
+        gpu_updates.check_update(bad, fd.Adam(lr=0.1).hyper(), 0.1, theta,
+                                 cuda.to_device(np.ones(7)), state, status,
+                                 cuda.to_device(np.zeros(gpu_losses.N_ACC)), 0)
     assert (theta.copy_to_host() == 1.0).all() and (state.copy_to_host() == 0.0).all()
     Z = rng.normal(size=(2, 3))
     with pytest.raises(ValueError, match="unknown loss code"):
@@ -276,11 +371,12 @@ def test_optimizer_updates(name, dtype, n, rng):
     theta_d = cuda.to_device(theta)
     state_d = cuda.to_device(opt.bind(n, np.dtype(dtype)))
     status = cuda.to_device(np.full(1, -1, dtype=np.int64))
+    acc = cuda.to_device(np.zeros(gpu_losses.N_ACC))
     for t, lr_factor in enumerate([1.0, 0.5, 0.25]):
         grad = rng.normal(size=n).astype(dtype)
         lr = opt.lr * lr_factor
         gpu_updates.optimizer_step(opt.code, opt.hyper(), lr, theta_d, cuda.to_device(grad), state_d,
-                                 status, t)
+                                   status, acc, t)
         oracle.step([want], [grad.astype(np.float64)], lr=lr)
     assert_close(theta_d.copy_to_host(), want, 10 * RTOL[dtype])
 
@@ -319,3 +415,111 @@ def test_register_tile_does_not_change_results(rng, monkeypatch):
         outs.append(bufs.work.copy_to_host())
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def test_l2_penalty_over_the_weights_only(rng):
+    """``l2 / 2 * sum(W**2)`` into acc[PENALTY] (and onto the step's loss), ``l2 * W`` into
+    the gradient, the biases left out; over 3 blocks of 8 threads and grid strides."""
+    sizes, l2 = [7, 33, 1], 0.3
+    backend, layout, bufs = setup_net(sizes, [ACTIVATIONS["tanh"]], MSE, "float64", 1)
+    theta = rng.normal(size=backend.n_params)
+    grad = rng.normal(size=backend.n_params)
+    backend.set_theta(theta)
+    bufs.grad.copy_to_device(grad)
+    acc = np.zeros(gpu_losses.N_ACC)
+    acc[gpu_losses.LAST] = 2.0
+    bufs.acc.copy_to_device(acc)
+    weights = np.zeros(backend.n_params, dtype=bool)
+    for row in layout.table:
+        weights[row[W_OFF]:row[W_OFF] + row[spec.FAN_IN] * row[spec.FAN_OUT]] = True
+    want = l2 / 2 * np.sum(theta[weights] ** 2)
+
+    gpu_train.l2_penalty(bufs, layout.table, l2)
+
+    acc = bufs.acc.copy_to_host()
+    assert acc[gpu_losses.PENALTY] == pytest.approx(want, rel=1e-13)
+    assert acc[gpu_losses.LAST] == pytest.approx(2.0 + want, rel=1e-13)
+    assert_close(bufs.grad.copy_to_host(), grad + l2 * theta * weights, 1e-14)
+    # Evaluation: the penalty alone, the gradient untouched.
+    gpu_train.l2_penalty(bufs, layout.table, l2, with_grad=False)
+    assert bufs.acc.copy_to_host()[gpu_losses.PENALTY] == pytest.approx(want, rel=1e-13)
+    assert_close(bufs.grad.copy_to_host(), grad + l2 * theta * weights, 1e-14)
+
+
+@pytest.mark.parametrize("bound", [0.5, 1e9])
+def test_clip_by_norm(bound, rng):
+    """A gradient longer than ``bound`` is scaled to it; a shorter one is left bit for bit."""
+    backend, _, bufs = setup_net([7, 33, 1], [ACTIVATIONS["tanh"]], MSE, "float32", 1)
+    grad = rng.normal(size=backend.n_params).astype(np.float32)
+    bufs.grad.copy_to_device(grad)
+    gpu_train.clip_by_norm(bufs, bound)
+    got = bufs.grad.copy_to_host()
+    # Squares in float32, summed in float64: the CPU's clip_by_norm.
+    norm = np.sqrt(np.sum((grad * grad).astype(np.float64)))
+    factor = bufs.acc.copy_to_host()[gpu_losses.CLIP_FACTOR]
+    if norm <= bound:
+        assert factor == 1.0
+        np.testing.assert_array_equal(got, grad)
+    else:
+        assert factor == pytest.approx(bound / norm, rel=1e-12)
+        assert np.linalg.norm(got.astype(np.float64)) == pytest.approx(bound, rel=1e-6)
+
+
+def test_uniform_draws_are_the_cpus(rng):
+    """``shuffle='uniform'`` draws row ``spec.random_index(mix64(seed), i, n)`` for the
+    ``i``-th row of the epoch, as the CPU's gather does (the same rows on both)."""
+    n = 33
+    backend = CUDABackend([3, 2], [], MSE, np.dtype(np.float64))
+    X = rng.normal(size=(n, 3))
+    T = spec.pack_targets(rng.normal(size=(n, 2)), None, np.dtype(np.float64))
+    trainer = backend.trainer(X, T, 4, fd.SGD(lr=0.1), (spec.CONSTANT, np.zeros(spec.N_SCHEDULE)))
+    for seed in (0, 7, 2**31 - 2):
+        with np.errstate(over="ignore"):  # NumPy scalars warn where the hash wraps around
+            key = spec.mix64(np.uint64(seed))
+            want = [spec.random_index(key, i, n) for i in range(n)]
+        np.testing.assert_array_equal(trainer._order(spec.UNIFORM, seed), want)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the simulator hashes in NumPy scalars
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_layers_apply_the_dropout_masks(dtype, rng):
+    """A layer with dropout passes on ``A * mask`` (its OUT_OFF slot, the next layer's
+    input), and backprop multiplies ``delta_prev`` by the same mask before ``g'``; the
+    masks are ``spec.dropout_scale`` of the key, row, layer and unit."""
+    m, d, k, n = 7, 3, 33, 2
+    code = ACTIVATIONS["tanh"]
+    backend = CUDABackend([d, k, n], [code], MSE, np.dtype(dtype))
+    layout = Layout.build([d, k, n], [code], m, 0, [spec.dropout_threshold(0.4)])
+    bufs = backend._buffers(layout)
+    theta = rng.normal(size=backend.n_params).astype(dtype)
+    backend.set_theta(theta)
+    X = rng.normal(size=(m, d)).astype(dtype)
+    work = np.zeros(layout.work_size, dtype=dtype)
+    work[:m * d] = X.ravel()
+    bufs.work.copy_to_device(work)
+    key = np.uint64(987654321)
+    with np.errstate(over="ignore"):
+        mask = np.array([[spec.dropout_scale(key, r, 0, j, layout.table[0, spec.DROP])
+                          for j in range(k)] for r in range(m)])
+    assert (mask == 0).any() and (mask > 1).any()
+
+    gpu_dense.dense_forward(bufs, layout.table, 0, m, key)
+    work = bufs.work.copy_to_host()
+    row = layout.table[0]
+    theta = theta.astype(np.float64)
+    A = np.tanh(X @ view(theta, row[W_OFF], d, k) + theta[row[B_OFF]:row[B_OFF] + k])
+    assert_close(view(work, row[A_OFF], m, k), A, RTOL[dtype])
+    assert_close(view(work, row[spec.OUT_OFF], m, k), A * mask, RTOL[dtype])
+    assert layout.table[1, spec.IN_OFF] == row[spec.OUT_OFF]
+
+    delta = rng.normal(size=(m, n)).astype(dtype)
+    deltas = np.zeros(2 * layout.delta_size, dtype=dtype)
+    deltas[:m * n] = delta.ravel()
+    bufs.deltas.copy_to_device(deltas)
+    half = layout.delta_size
+    gpu_dense.dense_backward(bufs, layout.table, 1, m, 0, half, key)
+    W1 = view(theta, layout.table[1, W_OFF], k, n)
+    want = (delta @ W1.T) * mask * (1 - A ** 2)
+    assert_close(view(bufs.deltas.copy_to_host(), half, m, k), want, RTOL[dtype])
+    dW1 = view(bufs.grad.copy_to_host(), layout.table[1, W_OFF], k, n)
+    assert_close(dW1, (A * mask).T @ delta, RTOL[dtype])

@@ -9,6 +9,7 @@ import pytest
 
 import fastdnn as fd
 from fastdnn import config
+from fastdnn.kernels import spec
 from numba import cuda
 
 from conftest import SHIPPED, SIMULATOR
@@ -216,3 +217,108 @@ def test_fit_many_trains_cuda_nets_as_their_own_fits(make_data):
         own_hist = own.fit(X, y, epochs=2, batch_size=4, optimizer=fd.SGD(lr=0.1))
         np.testing.assert_array_equal(own._backend.get_theta(), net._backend.get_theta())
         assert hist.loss == own_hist.loss
+
+
+# -- issue 9's training options: the CPU's semantics on the GPU -------------------------
+# Small nets and few steps: the simulator runs a fit with every option at ~1 s a step.
+
+def weights_of(n, rng):
+    return rng.uniform(0.2, 3.0, size=n)
+
+
+@pytest.mark.parametrize("loss,k,acts", NETS, ids=NET_IDS)
+def test_weighted_loss_and_gradients_with_l2_match_cpu(loss, k, acts, make_data, rng):
+    """``net.loss`` (evaluate) and ``net.gradients`` (gradient) with sample weights (some
+    of them 0) and an L2 penalty."""
+    X, y = make_data(loss, 7, 5, k)
+    w = weights_of(7, rng)
+    nets = [fd.MLP([5, 6, k], activation=acts[0], loss=loss, dtype="float64", seed=3,
+                   device=device, l2=0.05) for device in ("cpu", "cuda")]
+    cpu, gpu = nets
+    for sample_weight in (w, np.where(np.arange(7) < 4, 0.0, w)):
+        want = cpu.loss(X, y, sample_weight=sample_weight)
+        assert gpu.loss(X, y, sample_weight=sample_weight) == pytest.approx(want, rel=1e-12)
+        for (dW, db), (cW, cb) in zip(gpu.gradients(X, y, sample_weight=sample_weight),
+                                      cpu.gradients(X, y, sample_weight=sample_weight)):
+            assert_close(dW, cW, RTOL["float64"])
+            assert_close(db, cb, RTOL["float64"])
+    assert gpu.loss(X, y, sample_weight=w) != pytest.approx(gpu.loss(X, y), rel=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the simulator hashes in NumPy scalars
+def test_gradient_with_a_dropout_key_matches_cpu(make_data, rng):
+    """The masks are the same hash on both devices: same loss and gradient for a key,
+    other ones for another key, none without."""
+    X, y = make_data("cross_entropy", 7, 5, 3)
+    w = weights_of(7, rng)
+    nets = [fd.MLP([5, 6, 4, 3], activation=["relu", "tanh"], dtype="float64", seed=2,
+                   device=device, dropout=[0.3, 0.5], l2=0.01) for device in ("cpu", "cuda")]
+    cpu, gpu = nets
+    _, T = cpu._XT(X, y, w)
+    with np.errstate(over="ignore"):
+        keys = [spec.step_key(11, 0), spec.step_key(11, 1)]
+    results = []
+    for key in keys + [None]:
+        (value, grad), (want_value, want_grad) = (net._backend.gradient(X, T, dropout_key=key)
+                                                  for net in (gpu, cpu))
+        assert value == pytest.approx(want_value, rel=1e-12)
+        assert_close(grad, want_grad, RTOL["float64"])
+        results.append(grad)
+    assert not np.allclose(results[0], results[1]) and not np.allclose(results[0], results[2])
+    assert gpu._backend.gradient(X, T)[0] == pytest.approx(gpu.loss(X, y, sample_weight=w),
+                                                          rel=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("shuffle", [False, "uniform"])
+def test_fit_with_weights_l2_clip_and_dropout_matches_cpu(shuffle, make_data, rng):
+    """One fit with every option (sample and class weights, L2, clipping that clips,
+    dropout, weighted validation data): the same history and weights as the CPU's, as
+    the batches (uniform draws included) and the dropout masks are the same hashes."""
+    X, y = make_data("cross_entropy", 6, 4, 3)
+    w = weights_of(6, rng)
+    results = []
+    for device in ("cpu", "cuda"):
+        net = fd.MLP([4, 5, 3], activation="tanh", dtype="float64", seed=4, device=device,
+                     l2=0.02, dropout=0.4)
+        hist = net.fit(X, y, epochs=2, batch_size=3, shuffle=shuffle, optimizer=fd.Adam(lr=0.05),
+                       sample_weight=w, class_weight="balanced", clip_norm=0.05,
+                       validation_data=(X, y, w))
+        results.append((hist, net._backend.get_theta()))
+    (h_cpu, theta_cpu), (h_gpu, theta_gpu) = results
+    assert_close(h_gpu.loss, h_cpu.loss, FIT_RTOL["float64"])
+    assert_close(h_gpu.val_loss, h_cpu.val_loss, FIT_RTOL["float64"])
+    assert_close(theta_gpu, theta_cpu, FIT_RTOL["float64"])
+
+
+def test_epoch_result_counts_weights_and_stops_before_an_overflowing_update(rng):
+    """The epoch's loss is sum(batch loss * batch weight) and its weight the batches'
+    weight sum, as on the CPU; an update that would overflow float32 (the learning rate
+    jumps by 1e45 at step 2) is refused: the run stops there, on both devices, with the
+    weights of the steps before, finite (no snapshot is needed to restore them)."""
+    X = rng.normal(size=(8, 4)).astype(np.float32)
+    y = rng.normal(size=(8, 2))
+    w = weights_of(8, rng)
+    schedule = fd.StepDecay(step_size=2, gamma=1e45)
+    results = []
+    for device in ("cpu", "cuda"):
+        net = fd.MLP([4, 5, 2], activation="tanh", loss="mse", dtype="float32", seed=1,
+                     device=device)
+        _, T = net._XT(X, y, w)
+        backend = net._backend
+        trainer = backend.trainer(X, T, 3, fd.SGD(lr=0.1), (schedule.code, schedule.params(6)))
+        first = trainer.run_epoch(spec.IN_ORDER, 0)
+        second = trainer.run_epoch(spec.IN_ORDER, 0)
+        results.append((first, second, backend.get_theta()))
+        weight_of_two_batches = float(T[:6, -1].astype(np.float64).sum())  # normalised weights
+    (c1, c2, theta_cpu), (g1, g2, theta_gpu) = results
+    for got, want in ((g1, c1), (g2, c2)):
+        assert (got.samples, got.steps, got.failed_step) == (want.samples, want.steps,
+                                                             want.failed_step)
+        assert got.weight_sum == pytest.approx(want.weight_sum, rel=1e-6)
+        assert got.loss_sum == pytest.approx(want.loss_sum, rel=1e-5)
+    assert g1.failed_step == 2 and g1.steps == 2 and g1.samples == 6
+    assert g1.weight_sum == pytest.approx(weight_of_two_batches, rel=1e-6)
+    assert g2.failed_step == 0 and g2.steps == 0 and g2.weight_sum == 0.0
+    assert np.isfinite(theta_gpu).all()
+    assert_close(theta_gpu, theta_cpu, FIT_RTOL["float32"])

@@ -10,9 +10,16 @@ the steps, and synchronizes once per epoch to read the loss and copy the optimiz
 state back into the optimizer object (so a later ``fit`` continues from it, on either
 device).
 
-Sampling: the epoch's order is drawn on the host with NumPy from the epoch's seed (a
-permutation, or ``n`` uniform draws), so it differs from the CPU backend's Numba
-generator; with ``shuffle=False`` both visit the rows in order and agree to rounding.
+Everything the CPU trainer does, with its semantics: sample and class weights (the
+packed targets' last column, every mean weighted), the L2 penalty and gradient
+clipping (slots ``L2`` and ``CLIP_NORM`` of the step vector), dropout with the CPU's
+masks, and the overflow guard (:mod:`.updates`).
+
+Sampling: the epoch's order is drawn on the host from the epoch's seed.  Uniform draws
+are the CPU's (``spec.random_index``, vectorised), so both backends visit the same
+rows; a permutation comes from NumPy's generator and differs from the CPU backend's
+Numba one.  With ``shuffle=False`` or ``"uniform"`` and the same seed, both train on
+the same batches with the same dropout masks and agree to rounding.
 """
 import contextlib
 import warnings
@@ -24,25 +31,17 @@ from numba.core.errors import NumbaPerformanceWarning
 from ... import config
 from ...devices import require_cuda
 from ...validation import check_X
-from ..spec import (CLASSIFIERS, CROSS_ENTROPY, LABELS, LOGITS, LR, PROBABILITIES, SHUFFLE,
-                    UNIFORM, EpochResult, Layout, OptimizerArgs, ScheduleArgs, lr_factor,
-                    pack_targets)
+from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, LR,
+                    PROBABILITIES, SHUFFLE, UNIFORM, EpochResult, Layout, OptimizerArgs,
+                    ScheduleArgs, lr_factor, mix64, pack_targets)
 from . import losses, train
 from .checks import all_finite
+from .dense import NO_KEY
 
 # Small nets launch small grids on purpose (latency, not occupancy, limits them); numba
 # would warn at every such launch (its message starts with a terminal escape).
 warnings.filterwarnings("ignore", r".*Grid size \d+ will likely result in GPU under-utilization",
                         NumbaPerformanceWarning)
-
-
-#: What the CUDA kernels do not do yet (the CPU backend does).
-_CPU_ONLY = "{} run on the CPU backend only for now (device='cpu')"
-
-
-def _targets(T):
-    """The targets without the weight column of ``spec.pack_targets`` (all ones here)."""
-    return np.ascontiguousarray(T[:, :-1])
 
 
 def is_device_array(X):
@@ -70,6 +69,10 @@ class CUDABackend:
         Loss code.
     dtype : numpy.dtype
         float32 or float64.
+    l2 : float
+        The L2 penalty ``l2 / 2 * sum(W**2)`` of the loss (weights only).
+    drops : list of int, optional
+        Dropout threshold per hidden layer (``spec.dropout_threshold``), training only.
 
     Raises
     ------
@@ -80,13 +83,13 @@ class CUDABackend:
     device = "cuda"
 
     def __init__(self, sizes, codes, loss, dtype, l2=0.0, drops=None):
-        if l2 or (drops is not None and any(drops)):
-            raise NotImplementedError(_CPU_ONLY.format("l2 and dropout"))
         require_cuda()
         self.sizes = list(sizes)
         self.codes = list(codes)
         self.loss = loss
         self.dtype = np.dtype(dtype)
+        self.l2 = float(l2)
+        self.drops = list(drops) if drops is not None and any(drops) else None
         self.n_params = Layout.build(self.sizes, self.codes, 1).n_params
         self.theta = cuda.to_device(np.zeros(self.n_params, dtype=self.dtype))
         self._infer = None  # (layout, buffers) reused across predict calls
@@ -106,8 +109,9 @@ class CUDABackend:
 
     # -- buffers ---------------------------------------------------------------------
     @property
-    def _n_targets(self):
-        return 1 if self.loss == CROSS_ENTROPY else self.sizes[-1]
+    def _target_cols(self):
+        """Columns of the packed targets: the label or the ``k`` targets, then the weight."""
+        return (1 if self.loss == CROSS_ENTROPY else self.sizes[-1]) + 1
 
     def _buffers(self, layout, grad=True):
         """Device buffers for ``layout`` (``grad=False``: inference, no gradient vector)."""
@@ -118,15 +122,16 @@ class CUDABackend:
             work=cuda.to_device(np.zeros(layout.work_size, dtype=dt)),
             deltas=cuda.to_device(np.zeros(2 * layout.delta_size, dtype=dt)),
             table=cuda.to_device(layout.table),
-            targets=cuda.to_device(np.zeros(layout.cap * self._n_targets, dtype=dt)),
+            targets=cuda.to_device(np.zeros(layout.cap * self._target_cols, dtype=dt)),
             row_loss=cuda.device_array(layout.cap, dtype=np.float64),
-            acc=cuda.to_device(np.zeros(3)),
+            acc=cuda.to_device(np.zeros(losses.N_ACC)),
             status=cuda.to_device(np.full(1, -1, dtype=np.int64)),
+            partials=cuda.device_array(train.partial_slots(self.n_params), dtype=np.float64),
         )
 
     @staticmethod
     def _reset(bufs):
-        bufs.acc.copy_to_device(np.zeros(3))
+        bufs.acc.copy_to_device(np.zeros(losses.N_ACC))
         bufs.status.copy_to_device(np.full(1, -1, dtype=np.int64))
 
     def _inference(self, n):
@@ -207,15 +212,12 @@ class CUDABackend:
         return out if is_device_array(X) else out.copy_to_host()
 
     def pack_targets(self, T, w=None):
-        """Targets with their sample weights as one more column (``spec.pack_targets``):
-        the host-side layout of both backends; unit weights only, here."""
-        if w is not None and not np.all(w == 1.0):
-            raise NotImplementedError(_CPU_ONLY.format("sample and class weights"))
+        """Checked targets and sample weights as the kernels take them (``spec.pack_targets``)."""
         return pack_targets(T, w, self.dtype)
 
     def evaluate(self, X, T, want_logits=False):
-        """``(mean loss, NumPy logits or None)`` over all rows, in one forward pass."""
-        T = _targets(T)
+        """``(weighted mean loss + L2 penalty, NumPy logits or None)`` over all rows, in
+        one forward pass."""
         layout, bufs = self._inference(X.shape[0])
         self._reset(bufs)
         k = self.sizes[-1]
@@ -227,28 +229,38 @@ class CUDABackend:
             if want_logits:
                 train.copy_flat(bufs.work, layout.out_offset, Z, start * k, m * k)
             losses.loss_grad(self.loss, bufs.work, layout.out_offset, bufs.targets,
-                             bufs.deltas, bufs.row_loss, m, k, bufs.acc, bufs.status)
-        value = float(bufs.acc.copy_to_host()[losses.EVAL_SUM] / X.shape[0])
+                             bufs.deltas, bufs.row_loss, m, k, bufs.acc)
+        if self.l2 != 0.0:
+            train.l2_penalty(bufs, layout.table, self.l2, with_grad=False)
+        acc = bufs.acc.copy_to_host()
+        weights = acc[losses.EVAL_WEIGHT]
+        value = float((acc[losses.EVAL_SUM] / weights if weights > 0 else 0.0)
+                      + acc[losses.PENALTY])
         return value, (Z.copy_to_host().reshape(X.shape[0], k) if want_logits else None)
 
     def gradient(self, X, T, dropout_key=None):
-        """``(mean loss, flat gradient)`` over all rows, in one batch (no dropout here)."""
-        T = _targets(T)
+        """``(weighted mean loss + L2 penalty, flat gradient)`` over all rows, in one batch.
+
+        ``dropout_key``: train-time dropout with the masks of that key (as a training
+        step with the key's seed and step draws them); ``None``: no dropout.
+        """
         n = X.shape[0]
-        layout = Layout.build(self.sizes, self.codes, n)
+        drops = self.drops if dropout_key is not None else None
+        layout = Layout.build(self.sizes, self.codes, n, 0, drops)
         bufs = self._buffers(layout)
         for _, m, Xc, first, Tc in self._chunks(X, T, n):
             _copy_rows(Xc, first, m, bufs.work)
             _copy_rows(Tc, 0, m, bufs.targets)
-        train.loss_and_gradient(bufs, layout.table, self.loss, n)
+        key = NO_KEY if dropout_key is None else np.uint64(dropout_key)
+        train.loss_and_gradient(bufs, layout.table, self.loss, n, key)
+        if self.l2 != 0.0:
+            train.l2_penalty(bufs, layout.table, self.l2)
         return float(bufs.acc.copy_to_host()[losses.LAST]), bufs.grad.copy_to_host()
 
     # -- training --------------------------------------------------------------------
     def trainer(self, X, T, batch_size, optimizer, schedule, clip_norm=None):
         """A :class:`CUDATrainer` with buffers (and, when it fits, the data) on the GPU."""
-        if clip_norm is not None:
-            raise NotImplementedError(_CPU_ONLY.format("clip_norm"))
-        return CUDATrainer(self, X, _targets(T), batch_size, optimizer, schedule)
+        return CUDATrainer(self, X, T, batch_size, optimizer, schedule, clip_norm)
 
     @staticmethod
     def trainer_group(trainers):
@@ -279,18 +291,21 @@ def _data_budget():
 class CUDATrainer:
     """Device buffers and arguments of one ``fit``; :meth:`run_epoch` trains one epoch."""
 
-    def __init__(self, backend, X, T, batch_size, optimizer, schedule):
+    def __init__(self, backend, X, T, batch_size, optimizer, schedule, clip_norm=None):
         n = X.shape[0]
         self.backend = backend
         self.n = n
         self.batch_size = batch_size
         self.steps_per_epoch = -(-n // batch_size)
-        layout = Layout.build(backend.sizes, backend.codes, self.batch_size)
+        layout = Layout.build(backend.sizes, backend.codes, self.batch_size, 0, backend.drops)
         self.table = layout.table
         self.bufs = backend._buffers(layout)
         self.optimizer = optimizer
         state = optimizer.bind(layout.n_params, backend.dtype)
-        self.opt = OptimizerArgs(optimizer.code, optimizer.hyper(), cuda.to_device(state))
+        hyper = optimizer.hyper()
+        hyper[L2] = backend.l2
+        hyper[CLIP_NORM] = 0.0 if clip_norm is None else clip_norm
+        self.opt = OptimizerArgs(optimizer.code, hyper, cuda.to_device(state))
         self.sched = ScheduleArgs(*schedule)
         row_bytes = (X.shape[1] + T.shape[1]) * backend.dtype.itemsize
         self.resident = is_device_array(X) or n * row_bytes <= _data_budget()
@@ -307,11 +322,15 @@ class CUDATrainer:
         self.in_order = cuda.to_device(np.arange(n, dtype=np.int64))
 
     def _order(self, sampling, seed):
-        rng = np.random.default_rng(seed)
+        """The epoch's rows: a permutation, the CPU's uniform draws, or ``None`` (in order)."""
         if sampling == SHUFFLE:
-            return rng.permutation(self.n)
+            return np.random.default_rng(seed).permutation(self.n)
         if sampling == UNIFORM:
-            return rng.integers(0, self.n, size=self.n)
+            # spec.random_index(mix64(seed), i, n) for every i at once: uint64 arrays wrap
+            # around 2**64 as the hash means them to.
+            key = mix64(np.full(1, seed, dtype=np.uint64))
+            draws = mix64(key + np.arange(self.n, dtype=np.uint64)) % np.uint64(self.n)
+            return draws.astype(np.int64)
         return None
 
     #: The host loop of :mod:`.train` launches an epoch's steps without waiting; cutting
@@ -330,11 +349,14 @@ class CUDATrainer:
         t0 = self.optimizer.t
         CUDABackend._reset(bufs)
         order = self._order(sampling, seed)
-        loss = self.backend.loss
-        args = (bufs, self.table, self.opt, self.sched, loss, self.batch_size)
+        args = (bufs, self.table, self.opt, self.sched)
+
+        def plan(steps):
+            return train.EpochPlan(self.backend.loss, self.batch_size, t0 + steps, seed, steps)
+
         if self.resident:
             order_d = self.in_order if order is None else cuda.to_device(order)
-            steps, lr = train.train_steps(self.X, self.T, order_d, self.n, *args, t0)
+            steps, lr = train.train_steps(self.X, self.T, order_d, self.n, *args, plan(0))
         else:
             steps = 0
             for c0 in range(0, self.n, self.chunk_rows):
@@ -344,14 +366,15 @@ class CUDATrainer:
                 self.X[:m].copy_to_device(np.ascontiguousarray(self.X_host[rows]))
                 self.T[:m].copy_to_device(np.ascontiguousarray(self.T_host[rows]))
                 chunk_steps, lr = train.train_steps(self.X, self.T, self.in_order, m, *args,
-                                                    t0 + steps)
+                                                    plan(steps))
                 steps += chunk_steps
         acc = bufs.acc.copy_to_host()
         failed = int(bufs.status.copy_to_host()[0])
         self.opt.state.copy_to_host(self.optimizer.state)
+        loss_sum, weights = float(acc[losses.TRAIN_SUM]), float(acc[losses.TRAIN_WEIGHT])
         if failed < 0:
             self.optimizer.t = t0 + steps
-            return EpochResult(float(acc[losses.TRAIN_SUM]), self.n, steps, -1, lr, float(self.n))
+            return EpochResult(loss_sum, self.n, steps, -1, lr, weights)
         # The updates from the failed step on were skipped: report the epoch as the CPU
         # does, stopped before that step (lr: of the last update made, 0 if none).
         s = failed - t0
@@ -360,5 +383,4 @@ class CUDATrainer:
             lr = self.opt.hyper[LR] * lr_factor(self.sched.code, self.sched.params, failed - 1)
         else:
             lr = 0.0
-        seen = s * self.batch_size
-        return EpochResult(float(acc[losses.TRAIN_SUM]), seen, s, s, lr, float(seen))
+        return EpochResult(loss_sum, s * self.batch_size, s, s, lr, weights)

@@ -17,6 +17,13 @@ so ``[dW; db]`` is one ``(k+1) x n`` block of the gradient, summed in a fixed or
 with no atomics (deterministic).  ``delta_prev`` comes out already multiplied by the
 derivative of the layer below, which the CPU does in a second pass.
 
+Dropout (training layouts, a layer whose ``DROP`` is set): the FORWARD epilogue also
+writes ``A * mask`` into the layer's ``OUT_OFF`` slot, which the next layer reads (its
+``IN_OFF``, so WEIGHT_GRAD takes the dropped-out input too), and the BACKPROP epilogue
+multiplies ``delta_prev`` by the same mask before the derivative; the masks are
+``spec.dropout_scale(key, row, layer, unit, DROP)``, as the CPU's ``_dropout`` draws
+them, each value rounded to the dtype where the CPU stores it.
+
 Each block computes a ``(TILE*MICRO)^2`` tile of ``C``; each thread a ``MICRO x MICRO``
 register tile.  The K loop runs over ``range(0, K, TILE)`` (from the matrix size,
 never from the grid), and blocks stride over output tiles, so any grid is correct.
@@ -30,11 +37,14 @@ import numpy as np
 from numba import cuda
 
 from ... import config
-from ..spec import A_OFF, ACT, B_OFF, FAN_IN, FAN_OUT, IN_OFF, W_OFF, Z_OFF
+from ..spec import A_OFF, ACT, B_OFF, DROP, FAN_IN, FAN_OUT, IN_OFF, OUT_OFF, W_OFF, Z_OFF
+from . import formulas as F
 from . import launch
 from .activations import activate, derivative
 
 FORWARD, WEIGHT_GRAD, BACKPROP = range(3)
+#: The random key of passes that never drop (inference, evaluation; see spec.step_key).
+NO_KEY = np.uint64(0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -52,8 +62,9 @@ def gemm_kernel(tile, micro, dtype):
     nbtype = numba.from_dtype(np.dtype(dtype))
 
     @cuda.jit
-    def tile_gemm(mode, theta, grad, work, deltas, table, layer, m, d_off, p_off):
-        """``C = A @ B`` over the layer ``layer`` of ``table``, epilogue by ``mode``."""
+    def tile_gemm(mode, theta, grad, work, deltas, table, layer, m, d_off, p_off, key):
+        """``C = A @ B`` over the layer ``layer`` of ``table``, epilogue by ``mode``
+        (dropout masks from ``key``)."""
         k = table[layer, FAN_IN]
         n = table[layer, FAN_OUT]
         w_off = table[layer, W_OFF]
@@ -61,6 +72,9 @@ def gemm_kernel(tile, micro, dtype):
         code = table[layer, ACT]
         z_out = table[layer, Z_OFF]
         a_out = table[layer, A_OFF]
+        drop = table[layer, DROP]
+        drop_out = table[layer, OUT_OFF]
+        drop_layer = layer
         aug = -1
         if mode == FORWARD:
             A = work
@@ -87,6 +101,7 @@ def gemm_kernel(tile, micro, dtype):
             N = n
             K = m
             aug = k
+            drop = 0
         else:
             A = deltas
             a_base = d_off
@@ -102,6 +117,8 @@ def gemm_kernel(tile, micro, dtype):
             code = table[layer - 1, ACT]
             z_out = table[layer - 1, Z_OFF]
             a_out = table[layer - 1, A_OFF]
+            drop = table[layer - 1, DROP]
+            drop_layer = layer - 1
 
         sA = cuda.shared.array(STAGE, dtype=nbtype)
         sB = cuda.shared.array(STAGE, dtype=nbtype)
@@ -177,34 +194,42 @@ def gemm_kernel(tile, micro, dtype):
                                     if z_out != a_out:
                                         work[z_out + e] = z
                                     work[a_out + e] = activate(z, code)
+                                    if drop > 0:
+                                        work[drop_out + e] = work[a_out + e] * F.dropout_scale(
+                                            key, i, drop_layer, j, drop)
                                 elif mode == WEIGHT_GRAD:
                                     grad[w_off + i * n + j] = v
                                 else:
                                     e = i * k + j
+                                    if drop > 0:
+                                        v = nbtype(v * F.dropout_scale(key, i, drop_layer, j,
+                                                                       drop))
                                     deltas[p_off + e] = v * derivative(work[a_out + e],
                                                                        work[z_out + e], code)
 
     return tile_gemm
 
 
-def _launch(mode, bufs, M, N, layer, m, d_off=0, p_off=0, micro=None):
+def _launch(mode, bufs, M, N, layer, m, d_off=0, p_off=0, key=NO_KEY, micro=None):
     micro, grid, block = launch.gemm_config(M, N, micro)
     kernel = gemm_kernel(int(config.CUDA_TILE), micro, bufs.theta.dtype.str)
     kernel[grid, block](mode, bufs.theta, bufs.grad, bufs.work, bufs.deltas, bufs.table,
-                        layer, m, d_off, p_off)
+                        layer, m, d_off, p_off, np.uint64(key))
 
 
-def dense_forward(bufs, table, layer, m, micro=None):
-    """``Z = A_prev @ W + b``, ``A = g(Z)`` for layer ``layer`` on ``m`` rows (in ``bufs.work``).
+def dense_forward(bufs, table, layer, m, key=NO_KEY, micro=None):
+    """``Z = A_prev @ W + b``, ``A = g(Z)`` for layer ``layer`` on ``m`` rows (in ``bufs.work``),
+    and ``A * mask`` (masks of ``key``) where the layer has dropout.
 
     ``table`` is the host copy of the layout table; ``bufs.table`` its device copy.
     """
-    _launch(FORWARD, bufs, m, int(table[layer, FAN_OUT]), layer, m, micro=micro)
+    _launch(FORWARD, bufs, m, int(table[layer, FAN_OUT]), layer, m, key=key, micro=micro)
 
 
-def dense_backward(bufs, table, layer, m, d_off, p_off):
+def dense_backward(bufs, table, layer, m, d_off, p_off, key=NO_KEY):
     """``[dW; db] = [A_prev, 1].T @ delta`` into ``bufs.grad``, then (above layer 0)
-    ``delta_prev = (delta @ W.T) * g'(Z_below)`` into ``bufs.deltas[p_off:]``.
+    ``delta_prev = (delta @ W.T) * mask * g'(Z_below)`` into ``bufs.deltas[p_off:]`` (the
+    mask of ``key`` where the layer below has dropout, else 1).
 
     ``delta`` is dL/dZ of this layer, at ``bufs.deltas[d_off:]``.
     """
@@ -212,4 +237,4 @@ def dense_backward(bufs, table, layer, m, d_off, p_off):
     n = int(table[layer, FAN_OUT])
     _launch(WEIGHT_GRAD, bufs, k + 1, n, layer, m, d_off, p_off)
     if layer > 0:
-        _launch(BACKPROP, bufs, m, k, layer, m, d_off, p_off)
+        _launch(BACKPROP, bufs, m, k, layer, m, d_off, p_off, key)

@@ -1,18 +1,27 @@
 """CUDA twins of :mod:`fastdnn.kernels.cpu.losses`: the loss heads (loss + gradient w.r.t.
 the logits) and the prediction heads, with the formulas of :mod:`fastdnn.kernels.spec`.
 
+Targets come packed as on the CPU (``spec.pack_targets``): a row of ``targets`` holds
+the class label (cross-entropy) or the ``k`` targets, then the row's sample weight
+``w``; every head is the weighted mean ``sum(w l) / sum(w)`` (0, with a zero gradient,
+for a batch whose weights sum to 0).
+
 One block per row (blocks stride over rows): its threads stride over the row's
 columns, and block reductions in shared memory give the row's max and sum, so the
-softmax is the stable ``exp(z - max)`` of the CPU head.  Each row's loss goes to
-``row_loss``; :func:`loss_grad` then sums the rows in one block, in a fixed order (no
-atomics: the same inputs give the same bits), and adds the batch mean to an
-accumulator on the device, so the host reads the loss only at epoch ends.
+softmax is the stable ``exp(z - max)`` of the CPU head.  :func:`loss_grad` first sums
+the batch's weights in one block, then each row's weighted loss goes to ``row_loss``,
+and one block sums the rows in a fixed order (no atomics: the same inputs give the
+same bits) into an accumulator on the device, so the host reads the loss only at
+epoch ends.
 
-The accumulator ``acc`` (float64) holds: ``[0]`` the sum of ``batch loss * rows`` over
-the steps so far with a finite loss, ``[1]`` the last batch's mean loss, ``[2]`` the sum
-of ``batch loss * rows`` whatever its value (for evaluation).  ``status[0]`` is -1, or
-the first step whose loss was not finite (later updates are skipped, see
-:mod:`.updates`).  No ``fastmath``: the log-sum-exp must keep IEEE semantics.
+The float64 accumulator ``acc`` has the slots below: ``LAST`` the step's loss (the
+batch's weighted mean, plus the L2 penalty once :func:`.train.l2_penalty` added it),
+``BATCH_WEIGHT`` its weight sum; ``TRAIN_SUM`` and ``TRAIN_WEIGHT`` the sums of ``loss *
+weight`` and of the weights over the steps that updated (:func:`book_step`, called by
+the update kernels of :mod:`.updates`); ``EVAL_SUM`` and ``EVAL_WEIGHT`` the same over
+every batch the head saw (evaluation); ``PENALTY`` the last L2 penalty and
+``CLIP_FACTOR`` the last gradient-clipping factor.  No ``fastmath``: the log-sum-exp
+must keep IEEE semantics.
 """
 import functools
 import math
@@ -24,12 +33,27 @@ from ..spec import BINARY_CROSS_ENTROPY, CLASSIFIERS, CROSS_ENTROPY, LOSS_NAMES,
 from . import formulas as F
 from . import launch
 
-#: Slots of the float64 accumulator.
-TRAIN_SUM, LAST, EVAL_SUM = range(3)
+#: Slots of the float64 accumulator (see the module docstring).
+(TRAIN_SUM, LAST, EVAL_SUM, BATCH_WEIGHT, TRAIN_WEIGHT, EVAL_WEIGHT, PENALTY,
+ CLIP_FACTOR) = range(8)
+N_ACC = 8
 
 
 @cuda.jit(device=True)
-def _block_reduce(sh, value, take_max):
+def book_step(acc):
+    """Count the step's loss and weight into the training sums (the step updated)."""
+    acc[TRAIN_SUM] += acc[LAST] * acc[BATCH_WEIGHT]
+    acc[TRAIN_WEIGHT] += acc[BATCH_WEIGHT]
+
+
+@cuda.jit(device=True)
+def _inverse(total):
+    """``1 / total``, or 0 for a batch whose weights are all 0 (it then adds nothing)."""
+    return 1.0 / total if total > 0 else 0.0
+
+
+@cuda.jit(device=True)
+def block_reduce(sh, value, take_max):
     """Sum (or max) of ``value`` over the block's threads; every thread gets the result.
 
     ``blockDim.x`` must be a power of two (see :func:`.launch.row_config`).
@@ -56,84 +80,105 @@ def _kernels(tpb):
     """Row and batch kernels with ``tpb``-slot shared scratch (the block-size bound)."""
 
     @cuda.jit
-    def loss_rows(code, work, z_off, targets, deltas, row_loss, m, k):
-        """Per row: ``row_loss`` and ``G`` (dL/dZ of the batch mean) into ``deltas[:m*k]``."""
+    def batch_weight(targets, m, cols, acc):
+        """``acc[BATCH_WEIGHT]``: the sum of the weights, column ``cols - 1`` of the
+        ``m x cols`` targets, in one block."""
+        sh = cuda.shared.array(tpb, dtype=float64)
+        t = cuda.threadIdx.x
+        total = float64(0.0)  # float64 in the simulator too (see .train)
+        for i in range(t, m, cuda.blockDim.x):
+            total += targets[i * cols + cols - 1]
+        total = block_reduce(sh, total, False)
+        if t == 0:
+            acc[BATCH_WEIGHT] = total
+
+    @cuda.jit
+    def loss_rows(code, work, z_off, targets, deltas, row_loss, m, k, acc):
+        """Per row: ``row_loss = w l`` and ``G`` (dL/dZ of the weighted batch mean) into
+        ``deltas[:m*k]``."""
         sh = cuda.shared.array(tpb, dtype=float64)
         t = cuda.threadIdx.x
         nt = cuda.blockDim.x
-        inv = 1.0 / m if code == CROSS_ENTROPY else 1.0 / (m * k)
+        if code == CROSS_ENTROPY:
+            cols = 2
+            inv = _inverse(acc[BATCH_WEIGHT])
+        else:
+            cols = k + 1
+            inv = _inverse(acc[BATCH_WEIGHT] * k)
         for i in range(cuda.blockIdx.x, m, cuda.gridDim.x):
             row = z_off + i * k
             g_row = i * k
+            w = targets[i * cols + cols - 1]
+            share = w * inv
             if code == CROSS_ENTROPY:
                 zmax = -math.inf
                 for j in range(t, k, nt):
                     zmax = max(zmax, work[row + j])
-                zmax = _block_reduce(sh, zmax, True)
+                zmax = block_reduce(sh, zmax, True)
                 s = 0.0
                 for j in range(t, k, nt):
                     # exp of a non-positive number: never overflows, even for logits of 1e4.
                     e = math.exp(work[row + j] - zmax)
                     deltas[g_row + j] = e
                     s += e
-                s = _block_reduce(sh, s, False)
-                y = int(targets[i])
-                scale = inv / s
+                s = block_reduce(sh, s, False)
+                y = int(targets[i * cols])
+                scale = share / s
                 for j in range(t, k, nt):
                     g = deltas[g_row + j] * scale
                     if j == y:
-                        g -= inv
+                        g -= share
                     deltas[g_row + j] = g
                 if t == 0:
-                    row_loss[i] = F.cross_entropy_term(zmax, s, work[row + y])
+                    row_loss[i] = w * F.cross_entropy_term(zmax, s, work[row + y])
             else:
-                total = 0.0
+                total = float64(0.0)
                 for j in range(t, k, nt):
                     z = work[row + j]
-                    y = targets[i * k + j]
+                    y = targets[i * cols + j]
                     if code == MSE:
-                        term, g = F.squared_error(z, y, inv)
+                        term, g = F.squared_error(z, y, share)
                     else:
-                        term, g = F.sigmoid_cross_entropy(z, y, inv)
-                    total += term
+                        term, g = F.sigmoid_cross_entropy(z, y, share)
+                    total += w * term
                     deltas[g_row + j] = g
-                total = _block_reduce(sh, total, False)
+                total = block_reduce(sh, total, False)
                 if t == 0:
                     row_loss[i] = total
 
     @cuda.jit
-    def batch_loss(row_loss, m, scale, acc, status, step):
-        """``value = scale * sum(row_loss[:m])`` in one block; accumulate it (see module doc)."""
+    def batch_loss(code, row_loss, m, k, acc):
+        """``acc[LAST] = sum(row_loss[:m]) / sum(w)`` (over ``k`` too for the elementwise
+        heads) in one block; counted into the evaluation sums."""
         sh = cuda.shared.array(tpb, dtype=float64)
         t = cuda.threadIdx.x
         total = 0.0
         for i in range(t, m, cuda.blockDim.x):
             total += row_loss[i]
-        total = _block_reduce(sh, total, False)
+        total = block_reduce(sh, total, False)
         if t == 0:
-            value = total * scale
+            weight = acc[BATCH_WEIGHT]
+            value = total * _inverse(weight if code == CROSS_ENTROPY else weight * k)
             acc[LAST] = value
-            acc[EVAL_SUM] += value * m
-            if status[0] < 0:
-                if math.isfinite(value):
-                    acc[TRAIN_SUM] += value * m
-                else:
-                    status[0] = step
+            acc[EVAL_SUM] += value * weight
+            acc[EVAL_WEIGHT] += weight
 
-    return loss_rows, batch_loss
+    return batch_weight, loss_rows, batch_loss
 
 
-def loss_grad(code, work, z_off, targets, deltas, row_loss, m, k, acc, status, step=0):
-    """Loss head ``code`` on the ``m x k`` logits at ``work[z_off:]``: ``G`` into ``deltas``,
-    the batch's mean loss into ``acc`` (see the module docstring); nothing returns to the host.
+def loss_grad(code, work, z_off, targets, deltas, row_loss, m, k, acc):
+    """Loss head ``code`` on the ``m x k`` logits at ``work[z_off:]`` against the packed
+    ``targets``: ``G`` into ``deltas``, the batch's weighted mean loss and its weight sum
+    into ``acc`` (see the module docstring); nothing returns to the host.
     """
     check_code("loss", code, LOSS_NAMES)
     tpb = launch.threads_per_block()
-    loss_rows, batch_loss = _kernels(tpb)
+    batch_weight, loss_rows, batch_loss = _kernels(tpb)
+    cols = 2 if code == CROSS_ENTROPY else k + 1
+    batch_weight[1, tpb](targets, m, cols, acc)
     blocks, threads = launch.row_config(m, k)
-    loss_rows[blocks, threads](code, work, z_off, targets, deltas, row_loss, m, k)
-    scale = 1.0 / m if code == CROSS_ENTROPY else 1.0 / (m * k)
-    batch_loss[1, tpb](row_loss, m, scale, acc, status, step)
+    loss_rows[blocks, threads](code, work, z_off, targets, deltas, row_loss, m, k, acc)
+    batch_loss[1, tpb](code, row_loss, m, k, acc)
 
 
 # -- prediction heads on device arrays ------------------------------------------------
