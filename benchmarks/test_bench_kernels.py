@@ -94,8 +94,8 @@ def test_dense_forward(benchmark, impl, size, batch, dtype, threads):
     benchmark.group = f"dense_forward {size} batch={batch} {dtype} threads={threads}"
     if impl == "fastdnn":
         path = auto_blas(batch, *W.shape)
-        dense.dense_forward(A_prev, W, b, spec.RELU, path, Z, A)  # compile / load untimed
-        benchmark(dense.dense_forward, A_prev, W, b, spec.RELU, path, Z, A)
+        dense.dense_layer(A_prev, W, b, spec.RELU, path, Z, A)  # compile / load untimed
+        benchmark(dense.dense_layer, A_prev, W, b, spec.RELU, path, Z, A)
     else:
         benchmark(np_dense_forward, A_prev, W, b, Z, A)
     want_Z = naive.dense_forward(*f64(A_prev, W, b))
@@ -175,7 +175,7 @@ def test_dense_crossover(benchmark, path, shape, batch, dtype, threads):
     benchmark.extra_info["macs"] = batch * k * n
 
     def fwd_bwd():
-        dense.dense_forward(A_prev, W, b, spec.RELU, use_blas, Z, A)
+        dense.dense_layer(A_prev, W, b, spec.RELU, use_blas, Z, A)
         dense.dense_backward(A, A_prev, W, use_blas, dW, db, dprev)
 
     fwd_bwd()

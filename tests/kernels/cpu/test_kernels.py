@@ -6,7 +6,7 @@ import pytest
 import fastdnn as fd
 import naive
 from fastdnn.kernels.cpu.activations import activate, activation_backward
-from fastdnn.kernels.cpu.dense import dense_backward, dense_forward
+from fastdnn.kernels.cpu.dense import dense_backward, dense_layer
 from fastdnn.kernels.cpu.losses import labels, loss_grad, probabilities
 from fastdnn.kernels.cpu.checks import max_abs
 from fastdnn.kernels.cpu.updates import (GUARD_SLOTS, LIMIT, SAFE, SAFE_REFRESH, UNSAFE,
@@ -86,7 +86,7 @@ def test_dense_forward(name, m, k, n, dtype, blas):
     b = rng.standard_normal(n).astype(dtype)
     Z = np.full((m, n), np.nan, dtype)
     A = np.full((m, n), np.nan, dtype)
-    dense_forward(A_prev, W, b, ACTIVATIONS[name], blas, Z, A)
+    dense_layer(A_prev, W, b, ACTIVATIONS[name], blas, Z, A)
     Zn = naive.dense_forward(A_prev.astype(np.float64), W.astype(np.float64), b.astype(np.float64))
     close(Z, Zn, dtype)
     close(A, naive.ACTIVATIONS[name](Zn), dtype)

@@ -89,9 +89,13 @@ def sigmoid_binary_cross_entropy(Z, T, G):
     return total * inv
 
 
-@njit(cache=config.CACHE, inline="always")
+@njit(cache=config.CACHE)
 def loss_grad(Z, T, code, G):
-    """Dispatch to the loss head ``code``: write dL/dZ into ``G``, return the weighted mean loss."""
+    """Dispatch to the loss head ``code``: write dL/dZ into ``G``, return the weighted mean loss.
+
+    Called, not inlined: the training step and the evaluation both call it, and inlined
+    its three heads were compiled into each (1-2 s of a cold start).
+    """
     if code == CROSS_ENTROPY:
         return softmax_cross_entropy(Z, T, G)
     elif code == MSE:

@@ -20,7 +20,7 @@ from ... import config
 from ..spec import (A_OFF, ACT, B_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, GEMM_MIN, IN_OFF, L2,
                     LR, OUT_OFF, SHUFFLE, UNIFORM, W_OFF, Z_OFF)
 from . import formulas as F
-from .activations import activation_backward
+from .activations import activate, activation_backward
 from .checks import max_abs
 from .dense import dense_backward, dense_forward
 from .losses import loss_grad, weight_sum
@@ -69,7 +69,9 @@ def forward_layers(X, theta, table, work, key, row0):
         b = theta[table[i, B_OFF]:table[i, B_OFF] + n]
         Z = _view(work, table[i, Z_OFF], m, n)
         A = _view(work, table[i, A_OFF], m, n)
-        dense_forward(A_prev, W, b, table[i, ACT], m * k * n >= table[i, GEMM_MIN], Z, A)
+        dense_forward(A_prev, W, b, m * k * n >= table[i, GEMM_MIN], Z)
+        activate(work[table[i, Z_OFF]:table[i, Z_OFF] + m * n], table[i, ACT],
+                 work[table[i, A_OFF]:table[i, A_OFF] + m * n])
         A_prev = A
         if table[i, DROP] > 0:
             A_prev = _view(work, table[i, OUT_OFF], m, n)

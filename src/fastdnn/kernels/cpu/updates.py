@@ -13,6 +13,7 @@ from ... import config
 from ..spec import (ADAM, BETA1, BETA2, DECOUPLED, EPS, MOMENTUM, NESTEROV, SGD,
                     WEIGHT_DECAY)
 from . import formulas as F
+from .checks import max_abs
 
 
 @njit(cache=config.CACHE)
@@ -69,10 +70,11 @@ UNSAFE, SAFE, SAFE_REFRESH = range(3)
 
 @njit(cache=config.CACHE)
 def refresh_bounds(theta, state, guard):
-    """Exact bounds: the largest |value| of ``theta`` and of each state row."""
-    guard[THETA_BOUND] = np.max(np.abs(theta)) if theta.size else 0.0
-    guard[STATE1_BOUND] = np.max(np.abs(state[0])) if state[0].size else 0.0
-    guard[STATE2_BOUND] = np.max(np.abs(state[1])) if state.shape[0] > 1 and state[1].size else 0.0
+    """Fresh bounds (within a factor 2, :func:`.checks.max_abs`) of ``theta`` and of each
+    state row."""
+    guard[THETA_BOUND] = max_abs(theta)
+    guard[STATE1_BOUND] = max_abs(state[0])
+    guard[STATE2_BOUND] = max_abs(state[1]) if state.shape[0] > 1 else 0.0
 
 
 @njit(cache=config.CACHE)
