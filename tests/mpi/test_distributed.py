@@ -301,3 +301,20 @@ def test_cli_train_distributed(comm, shared_tmp, capsys):
         assert printed == ""
     comm.Barrier()
     assert fd.MLP.load(out).sizes == [64, 16, 10]
+
+
+def test_a_communicator_of_one_trains_as_without(comm):
+    X, y, w = make_shards(comm.Get_size())[comm.Get_rank()]
+    alone = comm.Split(comm.Get_rank(), 0)  # one communicator per rank, of one rank
+    nets = [fd.MLP([N_IN, 8, K], dtype="float32", seed=0) for _ in range(2)]
+    for net, c in zip(nets, (None, alone)):
+        net.fit(X, y, epochs=2, batch_size=B, sample_weight=w, comm=c)
+    alone.Free()
+    assert np.array_equal(nets[0]._backend.theta, nets[1]._backend.theta)
+
+
+def test_comm_must_be_an_intracommunicator(comm):
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    with pytest.raises(TypeError, match="mpi4py"):
+        net.fit(X, y, epochs=1, comm="world")
