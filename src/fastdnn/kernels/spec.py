@@ -256,6 +256,28 @@ def softplus(z):
     return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
 
 
+# Eigen's and XLA's float32 tanh: odd/even polynomials of degree 13/6 in the clamped
+# input.  Within 2.4e-7 of tanh (3.5 float32 ulps; libm's tanhf: 6e-8) for all float32
+# inputs, and it vectorises where a libm call per element does not: 16 tanhf calls were
+# most of a batch-1 step of a 2-8-8-1 tanh net.
+_TANH_CLAMP = 7.90531110763549805
+_TANH_A1, _TANH_A3, _TANH_A5, _TANH_A7 = (4.89352455891786e-03, 6.37261928875436e-04,
+                                          1.48572235717979e-05, 5.12229709037114e-08)
+_TANH_A9, _TANH_A11, _TANH_A13 = -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16
+_TANH_B0, _TANH_B2, _TANH_B4, _TANH_B6 = (4.89352518554385e-03, 2.26843463243900e-03,
+                                          1.18534705686654e-04, 1.19825839466702e-06)
+
+
+def tanh_rational(z):
+    """``tanh(z)`` to float32 accuracy (see above); NaN stays NaN, +-inf give +-1."""
+    x = _TANH_CLAMP if z > _TANH_CLAMP else (-_TANH_CLAMP if z < -_TANH_CLAMP else z)
+    x2 = x * x
+    p = ((((((_TANH_A13 * x2 + _TANH_A11) * x2 + _TANH_A9) * x2 + _TANH_A7) * x2 + _TANH_A5)
+          * x2 + _TANH_A3) * x2 + _TANH_A1) * x
+    q = ((_TANH_B6 * x2 + _TANH_B4) * x2 + _TANH_B2) * x2 + _TANH_B0
+    return x if abs(x) < 0.0004 else p / q
+
+
 def gelu(z):
     """``z Phi(z)``, the exact (erf) form."""
     return 0.5 * z * (1.0 + math.erf(z * _INV_SQRT2))
@@ -488,7 +510,7 @@ def lr_factor(code, params, t):
 
 #: Every formula, in the order compile_formulas compiles them.
 FORMULAS = (
-    "sigmoid", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu",
+    "tanh_rational", "sigmoid", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu",
     "relu_grad", "leaky_relu_grad", "elu_grad", "tanh_grad", "sigmoid_grad", "softplus_grad",
     "gelu_grad", "silu_grad", "activate", "derivative",
     "cross_entropy_term", "squared_error", "sigmoid_cross_entropy", "softmax_row", "first_argmax",

@@ -40,8 +40,12 @@ def activate(Z, code, A):
         for i in range(n):
             A[i] = F.elu(Z[i])
     elif code == TANH:
-        for i in range(n):
-            A[i] = math.tanh(Z[i])
+        if Z.itemsize == 4:  # float32: the rational tanh (vectorises; float32 accuracy)
+            for i in range(n):
+                A[i] = F.tanh_rational(Z[i])
+        else:
+            for i in range(n):
+                A[i] = math.tanh(Z[i])
     elif code == SIGMOID:
         for i in range(n):
             A[i] = F.sigmoid(Z[i])
