@@ -11,6 +11,7 @@ without mpi4py) the tests here are skipped; mpi4py is not even imported, since
 importing it starts MPI.
 """
 import os
+import tempfile
 
 import pytest
 
@@ -41,6 +42,11 @@ def _world():
 
 
 WORLD = _world()
+if WORLD is not None:
+    # One pytest temporary root per rank: ranks sharing one raced to clean up old folders.
+    _root = os.path.join(tempfile.gettempdir(), f"pytest-mpi-rank{WORLD.Get_rank()}")
+    os.makedirs(_root, exist_ok=True)
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = _root
 
 
 def pytest_collection_modifyitems(config, items):
