@@ -110,7 +110,17 @@ def prepare():
 # Bound by _register_local_threads (in prepare) before any kernel using it compiles or loads.
 _set_local_threads = types.ExternalFunction("fastdnn_blas_local_threads", types.intc(types.intc))
 
-_N, _T = ord("N"), ord("T")
+# The BLAS transpose flags, read from an array at run time, and the column step from
+# the array: passed as constants, Numba typed them as literals and compiled _product
+# and its parallel region once per distinct constant -- twice or three times, ~1 s
+# each of a cold start.
+_FLAGS = np.array([ord("N"), ord("T")], dtype=np.int64)
+
+
+@njit(cache=config.CACHE, inline="always")
+def _column_step(Y):
+    """Elements between neighbouring columns of the C-ordered ``Y`` (1), as a run-time value."""
+    return Y.strides[1] // Y.itemsize
 _ONE_ZERO32 = np.array([1.0, 0.0], dtype=np.float32)
 _ONE_ZERO64 = np.array([1.0, 0.0], dtype=np.float64)
 
@@ -161,8 +171,8 @@ def matmul(X, Y, C):
     """``C = X @ Y`` (X: m x k, Y: k x n)."""
     m, k = X.shape
     n = Y.shape[1]
-    _product(_N, _N, m, n, k, Y.reshape(Y.size), 1, n, X.reshape(X.size), k,
-             C.reshape(C.size), n)
+    _product(_FLAGS[0], _FLAGS[0], m, n, k, Y.reshape(Y.size), _column_step(Y), n,
+             X.reshape(X.size), k, C.reshape(C.size), n)
 
 
 @njit(cache=config.CACHE)
@@ -170,8 +180,8 @@ def matmul_tn(X, Y, C):
     """``C = X.T @ Y`` (X: m x k, Y: m x n, C: k x n)."""
     m, k = X.shape
     n = Y.shape[1]
-    _product(_N, _T, k, n, m, Y.reshape(Y.size), 1, n, X.reshape(X.size), k,
-             C.reshape(C.size), n)
+    _product(_FLAGS[0], _FLAGS[1], k, n, m, Y.reshape(Y.size), _column_step(Y), n,
+             X.reshape(X.size), k, C.reshape(C.size), n)
 
 
 @njit(cache=config.CACHE)
@@ -179,5 +189,5 @@ def matmul_nt(X, Y, C):
     """``C = X @ Y.T`` (X: m x n, Y: k x n, C: m x k)."""
     m, n = X.shape
     k = Y.shape[0]
-    _product(_T, _N, m, k, n, Y.reshape(Y.size), n, n, X.reshape(X.size), n,
+    _product(_FLAGS[1], _FLAGS[0], m, k, n, Y.reshape(Y.size), n, n, X.reshape(X.size), n,
              C.reshape(C.size), k)
