@@ -719,9 +719,13 @@ def test_lbfgs_bad_arguments(kwargs, error):
 # 256-1024-1024-10 float32 at batch 64: ~0.5 GFLOP per step, 800 steps an epoch (seconds to
 # minutes).  The kernels are made warm first, so the signal lands in the compiled loop.
 CTRL_C = """
-import json, sys
+import json, signal, sys
 import numpy as np
 import fastdnn as fd
+
+# A shell starts background jobs with SIGINT ignored, and Python then installs no
+# handler: without this line a CI run launched with & never sees the Ctrl-C.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 rng = np.random.default_rng(0)
 n, batch, sizes = 51200, 64, [256, 1024, 1024, 10]
