@@ -16,8 +16,15 @@ Systems: ``fastdnn``, ``torch`` (eager, ``torch.set_num_threads(2)``; ``torch1``
 same on one thread), ``jax`` (the whole
 epoch is one ``jax.jit`` of a ``lax.scan`` over batches; compile time is measured on its
 own), ``sklearn`` (``MLPClassifier``/``MLPRegressor``, ``solver="sgd"``, one
-``partial_fit`` per epoch) and ``numpy`` (a plain loop). A peer that is not installed is
-skipped with a note.
+``partial_fit`` per epoch), ``numpy`` (a plain loop) and ``fann`` (FANN 2.2's online
+training, ``FANN_TRAIN_INCREMENTAL``, through the C harness ``benchmarks/fann/fann_sgd.c``,
+built on first use with ``cc -O2 ... -lfloatfann``; tanh/mse batch-1 workloads only). A
+peer that is not installed (for FANN: no C compiler or no ``libfann-dev``) is skipped
+with a note.
+
+``docs/peers.md`` keeps one section per CPU model and set of workloads: a run replaces
+its own and keeps the others (older measurements, other CPU families); ``peers.png`` has
+a panel per section.
 
 Timing: in each worker, one warm-up epoch (it includes JIT compilation or numba cache
 loading and is reported as "warm-up"), then ``epochs`` timed epochs, each timed on its
@@ -44,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-SYSTEMS = ("fastdnn", "jax", "torch", "torch1", "numpy", "sklearn")
+SYSTEMS = ("fastdnn", "jax", "torch", "torch1", "numpy", "sklearn", "fann")
 N_THREADS = 2
 SEED = 0
 #: ``MLP(n_threads=...)`` in the fastdnn worker; None = fastdnn's default policy.
@@ -116,6 +123,19 @@ WORKLOADS = {
             "relu", "mse", batch=512, n=1536, n_quick=512, lr=0.01, epochs=2,
             data="autoencoder", note="x ~ N(0,1)^1024, target y = x (mse)", gflops=True,
         ),
+        # Online SGD on larger nets: the nets issue 8 measured against FANN.
+        Workload(
+            "g", "16-32-32-2 tanh, batch 1 (online SGD)", (16, 32, 32, 2), "tanh", "mse",
+            batch=1, n=8192, n_quick=1024, lr=0.05, data="tanh_teacher",
+            note="x ~ U[-1,1]^16, y = tanh(x T) for a random teacher T (16 x 2); online "
+                 "SGD, one sample per step",
+        ),
+        Workload(
+            "h", "64-128-128-10 tanh, batch 1 (online SGD, one-hot)", (64, 128, 128, 10),
+            "tanh", "mse", batch=1, n=4096, n_quick=512, lr=0.05, data="teacher_onehot",
+            note="x ~ U[0,16]^64 / 16, y = one-hot label of a random linear teacher "
+                 "(0/1 targets, mse); online SGD, one sample per step",
+        ),
     ]
 }
 
@@ -140,6 +160,14 @@ def make_data(wl: Workload, n: int):
         T = rng.normal(size=(d, k))
         Xc = X - X.mean(axis=0)
         y = np.argmax(Xc @ T, axis=1).astype(np.int64)
+    elif wl.data == "teacher_onehot":
+        X = rng.integers(0, 17, (n, d)) / 16.0
+        T = rng.normal(size=(d, k))
+        y = np.eye(k)[np.argmax((X - X.mean(axis=0)) @ T, axis=1)]
+    elif wl.data == "tanh_teacher":
+        X = rng.uniform(-1, 1, (n, d))
+        T = rng.normal(size=(d, k)) / np.sqrt(d / 3.0)  # x T has unit variance
+        y = np.tanh(X @ T)
     elif wl.data == "autoencoder":
         X = rng.normal(size=(n, d))
         y = X.copy()
@@ -195,8 +223,12 @@ def _timed_epochs(run_epoch, epochs):
 # [(W, b)], NumPy, W (fan_in, fan_out)), and optionally compile_s, threads, note.
 
 
-def worker_numpy(wl, X, y, weights, epochs):
-    """Plain NumPy: forward, backprop and update written out, float32 throughout."""
+def worker_numpy(wl, X, y, weights, epochs, tanh_clip=None):
+    """Plain NumPy: forward, backprop and update written out, float32 throughout.
+
+    ``tanh_clip``: take tanh's derivative ``1 - a^2`` at ``a`` clipped to
+    ``[-tanh_clip, tanh_clip]``, as FANN does (0.98); the tests' oracle for FANN.
+    """
     Ws = [W.copy() for W, _ in weights]
     bs = [b.copy() for _, b in weights]
     L = len(Ws)
@@ -228,7 +260,8 @@ def worker_numpy(wl, X, y, weights, epochs):
                 if i > 0:
                     delta = delta @ Ws[i].T
                     if tanh:
-                        delta *= 1 - A[i] * A[i]
+                        a = A[i] if tanh_clip is None else np.clip(A[i], -tanh_clip, tanh_clip)
+                        delta *= 1 - a * a
                     else:
                         delta *= A[i] > 0
                 Ws[i] -= lr * dW
@@ -442,6 +475,107 @@ def worker_torch1(wl, X, y, weights, epochs):
     return worker_torch(wl, X, y, weights, epochs, n_threads=1)
 
 
+FANN_SOURCE = ROOT / "benchmarks" / "fann" / "fann_sgd.c"
+
+
+def fann_supports(wl):
+    """FANN 2.2 has no ReLU and no softmax cross-entropy, and its incremental training
+    (the one that is SGD) takes one sample per step: tanh, mse, batch 1 only."""
+    return wl.activation == "tanh" and wl.loss == "mse" and wl.batch == 1
+
+
+def fann_binary():
+    """The FANN harness (``benchmarks/fann/fann_sgd.c``), compiled on first use with
+    ``cc -O2 ... -lfloatfann`` into a temp folder named by a hash of the source.
+
+    Raises ImportError (the worker reports the system skipped) when there is no C
+    compiler or the build fails, e.g. without ``libfann-dev``.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise ImportError("no C compiler (cc) to build benchmarks/fann/fann_sgd.c")
+    key = hashlib.sha1(FANN_SOURCE.read_bytes() + cc.encode()).hexdigest()[:12]
+    exe = Path(tempfile.gettempdir()) / f"fastdnn-peers-fann-{key}" / "fann_sgd"
+    if exe.exists():
+        return exe
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    tmp = exe.with_name(f"fann_sgd.{os.getpid()}")
+    try:
+        p = subprocess.run([cc, "-O2", "-o", str(tmp), str(FANN_SOURCE), "-lfloatfann",
+                            "-lm"], capture_output=True, text=True)
+    except OSError as exc:
+        raise ImportError(f"cannot run the C compiler {cc}: {exc}") from exc
+    if p.returncode != 0:
+        first = (p.stderr.strip().splitlines() or [f"rc={p.returncode}"])[0]
+        hint = " (is libfann-dev installed?)" if "fann" in p.stderr else ""
+        raise ImportError(f"cannot build benchmarks/fann/fann_sgd.c{hint}: {first}")
+    os.replace(tmp, exe)  # atomic: a concurrent worker sees the whole file or none
+    return exe
+
+
+def _fann_version(exe):
+    """FANN's version from the file name of the libfloatfann the harness loads."""
+    import re
+
+    try:
+        ldd = subprocess.run(["ldd", str(exe)], capture_output=True, text=True).stdout
+    except OSError:
+        return "?"
+    for line in ldd.splitlines():
+        if "libfloatfann" in line and "=>" in line:
+            lib = os.path.realpath(line.split("=>")[1].split("(")[0].strip())
+            m = re.search(r"\.so\.([\d.]+)$", lib)
+            return m.group(1) if m else Path(lib).name
+    return "?"
+
+
+def worker_fann(wl, X, y, weights, epochs):
+    """FANN 2.2, float build, ``FANN_TRAIN_INCREMENTAL`` (online SGD, in order), run by
+    the C harness ``benchmarks/fann/fann_sgd.c``; its header says how the net, the
+    weights and the timing map onto FANN's.
+
+    FANN's update is ``w += lr * (t - z) * a_prev`` (linear output, linear error
+    function); the mse gradient of the other systems is ``2 (z - t) / k`` for k
+    outputs, so FANN gets ``lr * 2 / k``.
+    """
+    import tempfile
+
+    if not fann_supports(wl):
+        raise ValueError(f"FANN runs tanh/mse/batch-1 workloads only, not ({wl.key})")
+    exe = fann_binary()
+    k = wl.sizes[-1]
+    header = np.array([len(wl.sizes), *wl.sizes, X.shape[0], epochs], "<i4")
+    with tempfile.TemporaryDirectory() as tmp:
+        path_in, path_out = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
+        with open(path_in, "wb") as f:
+            parts = [header, np.array([wl.lr * 2.0 / k]), X, y.reshape(len(X), k)]
+            for W, b in weights:
+                parts += [W, b]
+            for a in parts:
+                f.write(np.ascontiguousarray(a, "<f4" if a is not header else "<i4"))
+        p = subprocess.run([str(exe), str(path_in), str(path_out)], capture_output=True,
+                           text=True)
+        if p.returncode != 0:
+            raise RuntimeError(p.stderr.strip() or f"fann_sgd rc={p.returncode}")
+        raw = path_out.read_bytes()
+    times = np.frombuffer(raw, "<f8", count=epochs + 1)
+    flat = np.frombuffer(raw, "<f4", offset=times.nbytes)
+    final, pos = [], 0
+    for m, n in zip(wl.sizes[:-1], wl.sizes[1:]):
+        W = flat[pos:pos + m * n].reshape(m, n).copy()
+        b = flat[pos + m * n:pos + m * n + n].copy()
+        pos += m * n + n
+        final.append((W, b))
+    if pos != flat.size:
+        raise RuntimeError(f"fann_sgd wrote {flat.size} weights, expected {pos}")
+    return dict(version=_fann_version(exe), warmup_s=float(times[0]),
+                epoch_s=times[1:].tolist(), weights=final, threads=1)
+
+
 WORKERS = {
     "fastdnn": worker_fastdnn,
     "torch": worker_torch,
@@ -449,9 +583,29 @@ WORKERS = {
     "jax": worker_jax,
     "sklearn": worker_sklearn,
     "numpy": worker_numpy,
+    "fann": worker_fann,
 }
 IMPORT_NAME = {"fastdnn": "fastdnn", "torch": "torch", "torch1": "torch", "jax": "jax",
                "sklearn": "sklearn", "numpy": "numpy"}
+#: Systems that run only some workloads: (which, why the others are left out).
+SUPPORTS = {"fann": (fann_supports, ("FANN 2.2 has no ReLU and no softmax cross-entropy, "
+                                     "and FANN_TRAIN_INCREMENTAL is batch 1: it runs the "
+                                     "tanh/mse batch-1 workloads only"))}
+
+
+def supports(system, wl):
+    """Whether ``system`` can train workload ``wl`` at all (not: whether it is installed)."""
+    return system not in SUPPORTS or SUPPORTS[system][0](wl)
+
+
+def check_available(system):
+    """Import the system (for FANN: build its harness); the exception says why not."""
+    if system == "fann":
+        fann_binary()
+        return
+    mod = __import__(IMPORT_NAME[system])
+    if system == "fastdnn" and not hasattr(mod, "MLP"):
+        raise ImportError("fastdnn has no MLP yet")
 
 
 def matmul_shapes(workloads):
@@ -471,10 +625,10 @@ def run_worker(system, key, quick):
         wls = [WORKLOADS[k] for k in key.split(",")]
         return dict(system="matmul", gflops=worker_matmul(matmul_shapes(wls)))
     wl = WORKLOADS[key]
+    if not supports(system, wl):
+        return dict(system=system, workload=key, unsupported=SUPPORTS[system][1])
     try:
-        mod = __import__(IMPORT_NAME[system])
-        if system == "fastdnn" and not hasattr(mod, "MLP"):
-            raise ImportError("fastdnn has no MLP yet")
+        check_available(system)
     except Exception as exc:  # ImportError, or a broken install
         return dict(system=system, workload=key, skipped=f"{type(exc).__name__}: {exc}")
     n = wl.samples(quick)
@@ -544,8 +698,10 @@ def drive(args):
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     results = {(s, k): [] for s in systems for k in keys}
     args.load_before = _loadavg()
+    args.load_rounds = []
     skipped, errors, matmul = {}, {}, []
     for r in range(rounds):
+        args.load_rounds.append(_loadavg().split("/")[0])
         # Rotate the order each round so no system always runs right after another.
         order = systems[r % len(systems):] + systems[: r % len(systems)]
         if any(w.gflops for w in wls):
@@ -554,7 +710,7 @@ def drive(args):
                 matmul.append(mm["gflops"])
         for k in keys:
             for s in order:
-                if s in skipped:
+                if s in skipped or not supports(s, WORKLOADS[k]):
                     continue
                 res = _spawn(s, k, args.quick, args.timeout)
                 if "skipped" in res:
@@ -568,18 +724,20 @@ def drive(args):
                     med = statistics.median(res["epoch_s"])
                     print(f"[round {r + 1}] {k} {s:8s} epoch {med * 1e3:10.2f} ms  "
                           f"{res['n'] / med:12.0f} samples/s  warm-up {res['warmup_s']:.2f} s"
-                          f"  loss {res['loss']:.5f}", flush=True)
+                          f"  loss {res['loss']:#.5g}", flush=True)
     args.load_after = _loadavg()
     summary = summarize(results, wls, systems, matmul)
     md = render_markdown(summary, wls, systems, skipped, errors, args, rounds)
     if args.out:
-        Path(args.out).write_text(md)
+        out = Path(args.out)
+        md = merge_report(out.read_text() if out.exists() else "", md)
+        out.write_text(md)
         print(f"wrote {args.out}")
     else:
         print(md)
     if args.png:
         try:
-            plot(summary, wls, systems, args.png)
+            plot_report(md, args.png)
             print(f"wrote {args.png}")
         except ImportError as exc:
             print(f"no plot: {exc}")
@@ -631,16 +789,53 @@ def _fmt_sps(x):
     return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
 
 
-def _machine():
-    model, cores = platform.processor() or "?", os.cpu_count()
+def _cpu():
+    """(model name, features) from lscpu, e.g. ("Intel(R) Xeon(R) Processor",
+    "GenuineIntel, AVX-512, AMX"): the CPU a section of docs/peers.md belongs to."""
+    model, vendor, flags = platform.processor() or "?", "", set()
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in lscpu.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
     except OSError:
-        pass
-    return f"{model}, {cores} logical CPUs ({platform.machine()}, {platform.system()})"
+        lscpu = ""
+    for line in lscpu.splitlines():
+        name, _, value = line.partition(":")
+        if name == "Model name":
+            model = value.strip()
+        elif name == "Vendor ID":
+            vendor = value.strip()
+        elif name == "Flags":
+            flags = set(value.split())
+    isa = ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags
+           else "no AVX2" if flags else "")
+    feats = [f for f in (vendor, isa, "AMX" if "amx_tile" in flags else "") if f]
+    return model, ", ".join(feats)
+
+
+def _machine():
+    model, feats = _cpu()
+    return (f"{model} ({feats}), {os.cpu_count()} logical CPUs "
+            f"({platform.machine()}, {platform.system()})")
+
+
+def _fastdnn_source():
+    """Where the fastdnn that ran came from: its folder and git state, if any."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastdnn")
+    if spec is None or spec.origin is None:
+        return "?"
+    src = Path(spec.origin).parent
+    try:
+        git = ["git", "-C", str(src)]
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", "."],
+                               capture_output=True, text=True).stdout.strip()
+    except OSError:
+        head = dirty = ""
+    if not head:
+        return str(src)
+    return f"git {head}" + (" with uncommitted changes" if dirty else "")
 
 
 def _versions():
@@ -648,7 +843,8 @@ def _versions():
     for name in ("numpy", "numba", "torch", "jax", "sklearn", "fastdnn"):
         try:
             mod = __import__(name)
-            vs.append(f"{name} {getattr(mod, '__version__', '?')}")
+            vs.append(f"{name} {getattr(mod, '__version__', '?')}"
+                      + (f" ({_fastdnn_source()})" if name == "fastdnn" else ""))
         except Exception:
             vs.append(f"{name} (not installed)")
     try:
@@ -665,15 +861,21 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
     peers = [s for s in systems if s != "fastdnn"]
     cmd = "python benchmarks/peers.py" + "".join(
         f" {a}" for a in sys.argv[1:] if not a.startswith("--worker"))
-    L = []
-    L.append("# fastdnn vs. peers: training throughput on the CPU\n")
-    L.append("Generated by `benchmarks/peers.py`; do not edit by hand.\n")
-    L.append(f"- Date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}")
-    L.append(f"- Machine: {_machine()}. **A shared 2-core VM**: other jobs ran at the "
-             "same time, absolute numbers drift up to 2x between runs; compare ratios "
-             "within one table.")
+    if os.environ.get("PYTHONPATH"):  # e.g. a fastdnn other than the installed one
+        cmd = f"PYTHONPATH={os.environ['PYTHONPATH']} {cmd}"
+    model, feats = _cpu()
+    date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    keys = ",".join(wl.key for wl in wls)
+    L = [f"<!-- peers-section: {model} | {keys} -->"]
+    L.append(f"## {model} ({feats}), {date}: workloads {keys.replace(',', ', ')}\n")
+    L.append(f"- Date: {date}")
+    L.append(f"- Machine: {_machine()}. **A shared {os.cpu_count()}-core VM**: other jobs "
+             "ran at the same time, absolute numbers drift up to 2x between runs; compare "
+             "ratios within one table.")
+    during = ", ".join(getattr(args, "load_rounds", [])) or "?"
     L.append(f"- Load average (1/5/15 min) before the run {getattr(args, 'load_before', '?')}, "
-             f"after {getattr(args, 'load_after', '?')} (on {os.cpu_count()} cores).")
+             f"after {getattr(args, 'load_after', '?')}; 1-min load at the start of each "
+             f"round {during} (on {os.cpu_count()} cores).")
     L.append(f"- Versions: {_versions()}")
     L.append(f"- Command: `{cmd}`")
     L.append(f"- Rounds: {rounds} (systems interleaved, order rotated each round, each "
@@ -688,7 +890,9 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
           else f"`n_threads={FASTDNN_THREADS}`")
     L.append(f"- Threads: fastdnn {ft}; torch: set_num_threads({N_THREADS}), torch1: "
              "set_num_threads(1); JAX/XLA "
-             f"and NumPy/OpenBLAS defaults (= {os.cpu_count()} cores).\n")
+             f"and NumPy/OpenBLAS defaults (= {os.cpu_count()} cores)"
+             + ("; FANN: one thread (it has no threading)" if "fann" in systems else "")
+             + ".\n")
 
     L.append("## Training throughput (samples/s, higher is better)\n")
     hdr = "| workload | n | " + " | ".join(systems) + " | " + " | ".join(
@@ -763,10 +967,10 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
         any_c = next((cells[(s, wl.key)] for s in systems if (s, wl.key) in cells), None)
         if not any_c:
             continue
-        row = [f"({wl.key})", str(any_c["epochs"]), f"{any_c['loss_init']:.5f}"]
+        row = [f"({wl.key})", str(any_c["epochs"]), f"{any_c['loss_init']:#.5g}"]
         for s in systems:
             c = cells.get((s, wl.key))
-            row.append(f"{c['loss']:.5f}" if c else "—")
+            row.append(f"{c['loss']:#.5g}" if c else "—")
         L.append("| " + " | ".join(row) + " |")
     L.append("")
 
@@ -777,25 +981,106 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
                  f"samples/epoch. Data: {wl.note}.")
     notes = sorted({c["note"] for c in cells.values() if c.get("note")})
     L.append("\n## Notes\n")
-    L.append("- JAX runs the whole epoch as one compiled XLA program (`jax.jit` of "
-             "`lax.scan` over the batches, params donated): no Python per step. "
-             "PyTorch is eager (`zero_grad`, forward, `backward`, `optimizer.step()` "
-             "per batch).")
-    L.append("- scikit-learn: `solver='sgd'`, `momentum=0`, `alpha=0`, `shuffle=False`, "
-             "one `partial_fit` per epoch (it also computes the loss each batch). For "
-             "mse its gradient is k/2 times torch's, so its lr is scaled by 2/k to follow "
-             "the same path.")
-    for note in notes:
-        L.append(f"- sklearn: {note}.")
-    L.append("- Losses agree across systems to float32 rounding; on (b), parity at lr "
-             "0.1, the rounding differences grow over the epochs to about 1e-3.")
+    if "jax" in systems:
+        L.append("- JAX runs the whole epoch as one compiled XLA program (`jax.jit` of "
+                 "`lax.scan` over the batches, params donated): no Python per step.")
+    if {"torch", "torch1"} & set(systems):
+        L.append("- PyTorch is eager (`zero_grad`, forward, `backward`, `optimizer.step()` "
+                 "per batch).")
+    if "sklearn" in systems:
+        L.append("- scikit-learn: `solver='sgd'`, `momentum=0`, `alpha=0`, "
+                 "`shuffle=False`, one `partial_fit` per epoch (it also computes the loss "
+                 "each batch). For mse its gradient is k/2 times torch's, so its lr is "
+                 "scaled by 2/k to follow the same path.")
+        for note in notes:
+            L.append(f"- sklearn: {note}.")
+    if "fann" in systems:
+        L.append("- FANN: the C library's own online training (`FANN_TRAIN_INCREMENTAL`, "
+                 "one `fann_train` per sample, in order), driven by "
+                 "`benchmarks/fann/fann_sgd.c` (built with `cc -O2 ... -lfloatfann`; "
+                 "the library is the distribution's build). Hidden layers "
+                 "`FANN_SIGMOID_SYMMETRIC` with steepness 1 (FANN's `2/(1+exp(-2x))-1` "
+                 "= tanh), `FANN_LINEAR` output, `FANN_ERRORFUNC_LINEAR`, momentum 0; "
+                 "FANN's step is `w += lr (t - z) a`, so it gets lr x 2/k to follow the "
+                 "mse gradient `2 (z - t) / k`. Weights in and out through "
+                 "`fann_set_weight_array` / `fann_get_connection_array` (each layer's "
+                 "bias neuron holds b).")
+        L.append("- FANN's loss can differ from the others' in the third or fourth digit: "
+                 "its backprop clips the unit's output to [-0.98, 0.98] before taking "
+                 "tanh's derivative `1 - a^2` (`fann_activation_derived`), so saturated "
+                 "units keep a gradient. The plain NumPy loop with that clip added ends "
+                 "at FANN's loss (`benchmarks/test_bench_fann.py`), so the path is the "
+                 "same otherwise.")
+        left_out = [wl.key for wl in wls if not supports("fann", wl)]
+        if left_out:
+            L.append(f"- fann: no entry for ({', '.join(left_out)}): "
+                     f"{SUPPORTS['fann'][1]}.")
+    if "b" in keys.split(","):
+        L.append("- Losses agree across systems to float32 rounding; on (b), parity at lr "
+                 "0.1, the rounding differences grow over the epochs to about 1e-3.")
     for s, why in skipped.items():
         L.append(f"- **{s} skipped**: {why}")
     for (s, k), why in errors.items():
         L.append(f"- **{s} failed on ({k})**: {why}")
     L.append("")
-    L += ensemble_section()
-    return "\n".join(L)
+    L.append(SECTION_END)
+    # The marker and the section's heading, then the run's headings one level below it.
+    return "\n".join(L[:2]) + "\n" + _demote("\n".join(L[2:]))
+
+
+SECTION_END = "<!-- /peers-section -->"
+REPORT_HEAD = """# fastdnn vs. peers: training throughput on the CPU
+
+Generated by `benchmarks/peers.py`; do not edit by hand. One section per CPU and set of
+workloads, newest first: a run replaces the section of its own CPU model and workload
+set and keeps the others, so each CPU family keeps its own table (with its date, CPU
+model and load). Compare ratios within a section, not absolute numbers across them.
+`peers.png` has one panel per section.
+"""
+
+
+def _demote(md):
+    """Headings one level down (``## x`` -> ``### x``), for a run inside a section."""
+    return "\n".join("#" + ln if ln.startswith("## ") else ln for ln in md.split("\n"))
+
+
+def _sections(md):
+    """{key: section text} of a docs/peers.md, in file order.
+
+    A file from before sections (one run, no markers) becomes one section, keyed by
+    its "- Machine:" line's CPU model and its workloads, headings demoted; its
+    ensemble part is dropped (every write appends docs/ensemble.md afresh).
+    """
+    import re
+
+    out = {}
+    for m in re.finditer(r"<!-- peers-section: (.*?) -->\n.*?" + re.escape(SECTION_END),
+                         md, re.S):
+        out[m.group(1)] = m.group(0)
+    if out or "- Machine:" not in md:
+        return out
+    body = md.split("## Many small nets at once")[0]
+    body = body[body.index("- Date:"):].rstrip()
+    date = re.search(r"- Date: (.*)", body).group(1).strip()
+    model = re.search(r"- Machine: ([^,(]*)", body).group(1).strip()
+    keys = ",".join(dict.fromkeys(re.findall(r"^\| \((\w)\) ", body, re.M)))
+    head = (f"<!-- peers-section: {model} | {keys} -->\n"
+            f"## {model}, {date}: workloads {keys.replace(',', ', ')}\n")
+    out[f"{model} | {keys}"] = head + "\n" + _demote(body) + "\n\n" + SECTION_END
+    return out
+
+
+def merge_report(old_md, section):
+    """docs/peers.md with ``section`` (a render_markdown result) in place of the section
+    of the same CPU model and workloads, or first if it is new; the others kept."""
+    key = section.split("\n", 1)[0][len("<!-- peers-section: "):-len(" -->")]
+    sections = _sections(old_md)
+    if key in sections:
+        sections[key] = section
+    else:
+        sections = {key: section} | sections
+    return "\n\n".join([REPORT_HEAD.rstrip(), *sections.values(),
+                        "\n".join(ensemble_section())])
 
 
 def ensemble_section():
@@ -809,41 +1094,82 @@ def ensemble_section():
             f"From `docs/ensemble.md` (`python benchmarks/ensemble.py --write`):", "", body, ""]
 
 
+def _tick(key, sizes, batch):
+    sizes = list(sizes)
+    net = "-".join(map(str, sizes))
+    if len(net) > 12:
+        net = f"{sizes[0]}-...-{sizes[-1]}"
+    return f"({key}) {net}\nbatch {batch}"
+
+
 def plot(summary, wls, systems, path):
+    """Bar chart of one run (samples/s per workload and system)."""
+    cells = summary["cells"]
+    values = {s: [cells[(s, wl.key)]["sps"] if (s, wl.key) in cells else np.nan
+                  for wl in wls] for s in systems}
+    ticks = [_tick(wl.key, wl.sizes, wl.batch) for wl in wls]
+    title = (f"plain SGD, float32, {os.cpu_count()}-core shared VM (median of rounds)")
+    _plot_panels([(title, ticks, values)], path)
+
+
+def plot_report(md, path):
+    """Bar chart of docs/peers.md: one panel per section, from its throughput table."""
+    import re
+
+    panels = []
+    for section in _sections(md).values():
+        title = re.search(r"^## (.*)$", section, re.M).group(1)
+        table = section[section.index("Training throughput"):].split("\n\n")[1]
+        rows = [[c.strip() for c in ln.strip().strip("|").split("|")]
+                for ln in table.strip().split("\n")]
+        header, rows = rows[0], rows[2:]
+        systems = [h for h in header[2:] if "/" not in h]
+        values = {s: [float(r[2 + j].replace(",", "")) if r[2 + j] not in ("—", "")
+                      else np.nan for r in rows] for j, s in enumerate(systems)}
+        ticks = []
+        for r in rows:
+            m = re.match(r"\((\w+)\) ([\d-]+) .*batch (\d+)", r[0])
+            ticks.append(_tick(m.group(1), m.group(2).split("-"), m.group(3)) if m
+                         else r[0][:20])
+        panels.append((title, ticks, values))
+    _plot_panels(panels, path)
+
+
+def _plot_panels(panels, path):
+    """panels: [(title, tick labels, {system: samples/s per tick})], one row each; the
+    ratio of fastdnn to the fastest peer is written over fastdnn's bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = summary["cells"]
-    fig, ax = plt.subplots(figsize=(10, 5.2))
-    width = 0.8 / len(systems)
-    x = np.arange(len(wls))
-    for j, s in enumerate(systems):
-        vals = [cells[(s, wl.key)]["sps"] if (s, wl.key) in cells else np.nan for wl in wls]
-        ax.bar(x + (j - (len(systems) - 1) / 2) * width, vals, width, label=s)
-    ax.set_yscale("log")
-    ax.set_xticks(x)
-    ax.set_xticklabels([f"({wl.key}) {wl.sizes[0]}-...-{wl.sizes[-1]}\nbatch {wl.batch}"
-                        for wl in wls], fontsize=8)
-    ax.set_ylabel("training samples / s (log)")
-    ax.set_title("fastdnn vs. peers: plain SGD, float32, "
-                 f"{os.cpu_count()}-core shared VM (median of rounds)", pad=28)
-    ax.legend(fontsize=8, ncols=len(systems), loc="lower center",
-              bbox_to_anchor=(0.5, 1.0), frameon=False)
-    if "fastdnn" in systems:  # fastdnn's ratio to the fastest peer, over its bar
-        j = systems.index("fastdnn")
-        for i, wl in enumerate(wls):
-            c = cells.get(("fastdnn", wl.key))
-            peers = [cells[(s, wl.key)]["sps"] for s in systems
-                     if s != "fastdnn" and (s, wl.key) in cells]
-            if c and peers:
-                xi = i + (j - (len(systems) - 1) / 2) * width
-                ax.annotate(f"{c['sps'] / max(peers):.2f}x\nvs best", (xi, c["sps"]),
-                            ha="center", va="bottom", fontsize=7)
-    top = max((c["sps"] for c in cells.values()), default=1.0)
-    ax.set_ylim(top=top * 4)  # room for the ratio labels
-    ax.grid(axis="y", which="both", alpha=0.3)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 4.6 * len(panels)), squeeze=False)
+    for ax, (title, ticks, values) in zip(axes[:, 0], panels):
+        systems = list(values)
+        width = 0.8 / len(systems)
+        x = np.arange(len(ticks))
+        offset = {s: (j - (len(systems) - 1) / 2) * width for j, s in enumerate(systems)}
+        for s in systems:  # a system keeps its colour in every panel
+            color = f"C{SYSTEMS.index(s)}" if s in SYSTEMS else None
+            ax.bar(x + offset[s], values[s], width, label=s, color=color)
+        ax.set_yscale("log")
+        ax.set_xticks(x)
+        ax.set_xticklabels(ticks, fontsize=8)
+        ax.set_ylabel("training samples / s (log)")
+        ax.set_title(f"fastdnn vs. peers: {title}", pad=28, fontsize=10)
+        ax.legend(fontsize=8, ncols=len(systems), loc="lower center",
+                  bbox_to_anchor=(0.5, 1.0), frameon=False)
+        if "fastdnn" in values:
+            for i in range(len(ticks)):
+                f = values["fastdnn"][i]
+                best = max((values[s][i] for s in systems
+                            if s != "fastdnn" and np.isfinite(values[s][i])), default=None)
+                if np.isfinite(f) and best:
+                    ax.annotate(f"{f / best:.2f}x\nvs best", (i + offset["fastdnn"], f),
+                                ha="center", va="bottom", fontsize=7)
+        top = np.nanmax([v for vs in values.values() for v in vs] + [1.0])
+        ax.set_ylim(top=top * 4)  # room for the ratio labels
+        ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
