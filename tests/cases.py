@@ -20,6 +20,8 @@ HEADS = [
     ("mse", 2),
     ("binary_cross_entropy", 1),
     ("binary_cross_entropy", 3),
+    ("poisson", 1),
+    ("poisson", 2),
 ]
 HEAD_IDS = [f"{loss}-k{k}" for loss, k in HEADS]
 

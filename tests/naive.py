@@ -6,7 +6,7 @@ docs/CONTRACT.md (which match PyTorch):
 
 * layer i: ``A_i = g_i(A_{i-1} @ W_i + b_i)``; the output layer is linear;
 * W has shape (fan_in, fan_out), b has shape (fan_out,);
-* losses are means over samples (and over outputs for mse / bce);
+* losses are means over samples (and over outputs for mse / bce / poisson);
 * optimizers follow torch.optim (SGD with dampening 0, Adam, AdamW).
 """
 
@@ -202,10 +202,21 @@ def binary_cross_entropy(Z, y):
     return np.mean(elementwise), (expit(Z) - Y) / Z.size
 
 
+def poisson(Z, y):
+    """Mean of exp(z) - y*z (Poisson NLL of counts y with log-means Z, less log(y!)),
+    and its gradient (exp(Z) - Y) / size."""
+    Z = np.asarray(Z, dtype=np.float64)
+    Y = _as_2d_targets(y, Z)
+    with np.errstate(over="ignore"):
+        mu = np.exp(Z)
+    return np.mean(mu - Y * Z), (mu - Y) / Z.size
+
+
 LOSSES = {
     "cross_entropy": cross_entropy,
     "mse": mse,
     "binary_cross_entropy": binary_cross_entropy,
+    "poisson": poisson,
 }
 
 LOSS_NAMES = tuple(LOSSES)

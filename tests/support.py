@@ -149,8 +149,8 @@ def make_targets(loss, n, k, rng):
     """Random targets for ``loss`` with ``k`` outputs.
 
     cross_entropy: int64 labels in 0..k-1; mse: normal values; binary_cross_entropy:
-    soft targets in [0, 1]. With ``k == 1`` the regression / binary targets are 1-D,
-    shape (n,), as the contract allows.
+    soft targets in [0, 1]; poisson: counts of mean 2. With ``k == 1`` the regression /
+    binary / count targets are 1-D, shape (n,), as the contract allows.
     """
     if loss == "cross_entropy":
         return rng.integers(0, k, size=n).astype(np.int64)
@@ -159,4 +159,6 @@ def make_targets(loss, n, k, rng):
         return rng.normal(size=shape)
     if loss == "binary_cross_entropy":
         return rng.uniform(0.0, 1.0, size=shape)
+    if loss == "poisson":
+        return rng.poisson(2.0, size=shape).astype(np.float64)
     raise ValueError(f"unknown loss {loss!r}")

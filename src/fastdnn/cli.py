@@ -26,7 +26,7 @@ from .preprocess import (CLASSIFICATION_LOSSES, MAX_IMPLICIT_CLASSES, SCALINGS, 
 PROG = "fastdnn"
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-LOSSES = ("cross_entropy", "mse", "binary_cross_entropy")
+LOSSES = ("cross_entropy", "mse", "binary_cross_entropy", "poisson")
 
 # Per-dataset defaults, so that `fastdnn train` alone is a good demo. Measured on
 # 8 seeds (each its own split and init), one thread:
@@ -163,7 +163,8 @@ def configure_train(parser):
     )
     model.add_argument(
         "--loss", choices=LOSSES, help="loss; default cross_entropy for classification "
-        "(binary_cross_entropy for several target columns), mse for regression",
+        "(binary_cross_entropy for several target columns), mse for regression; poisson "
+        "for counts (targets >= 0, left unscaled; predictions are the means)",
     )
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32")
 
@@ -524,7 +525,7 @@ def run_evaluate(args):
     how = " on targets scaled as in training" if prep.y_scaler is not None else ""
     print(f"loss: {net.loss(X, T):.6g} ({net.loss_name}{how})")
     predictions = net.predict(X)
-    if net.loss_name == "mse":
+    if net.loss_name not in CLASSIFICATION_LOSSES:  # mse, poisson: values
         y = np.asarray(table.y, dtype=np.float64).reshape(len(X), -1)
         Z = np.asarray(prep.outputs(predictions), dtype=np.float64).reshape(y.shape)
         print(f"R2: {r2_score(y, Z):.4f}")

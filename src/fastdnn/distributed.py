@@ -28,7 +28,7 @@ import numpy as np
 from .callbacks import BackupAndRestore, ProgressBar
 from .fitting import FitRun, History, deferred_interrupts
 from .kernels import spec
-from .model import _r2
+from .model import _predictions, _r2
 from .optim import LBFGS
 from .schedules import make_schedule
 from .validation import _as_numeric, check_positive_int, check_targets
@@ -288,10 +288,11 @@ class DistributedFitRun(FitRun):
         Xv, Tv = self.plan.validation
         value, Z = self.net._backend.evaluate(Xv, Tv, want_logits=True)
         w = Tv[:, -1].astype(np.float64)
-        if self.net._loss != spec.MSE:  # accuracy: a weighted mean, as the loss
+        if self.net._loss in spec.CLASSIFIERS:  # accuracy: a weighted mean, as the loss
             sums = _sum(self.comm, [value * w.sum(), w.sum(), self.net._metric(Z, Tv) * w.sum()])
             return _ratio(sums[0], sums[1]), _ratio(sums[2], sums[1])
         T = Tv[:, :-1].astype(np.float64)
+        Z = _predictions(self.net._loss, Z)  # poisson: R^2 of the means exp(z)
         if self._val_mean is None:  # R^2 needs the global mean of the targets (once)
             sums = _sum(self.comm, np.concatenate([[w.sum()], w @ T]))
             self._val_mean = sums[1:] / sums[0]

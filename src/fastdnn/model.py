@@ -107,6 +107,15 @@ def _r2(ss_res, ss_tot):
     return float(r2.mean())
 
 
+def _predictions(loss, Z):
+    """What ``predict`` gives for regression loss ``loss`` from NumPy logits ``Z``: ``Z``
+    (mse) or the Poisson means ``exp(Z)`` (here in float64; inf where they overflow)."""
+    if loss != spec.POISSON:
+        return Z
+    with np.errstate(over="ignore"):
+        return np.exp(Z.astype(np.float64))
+
+
 def _make_backend(device, sizes, codes, loss, dtype, l2=0.0, drops=None):
     if not isinstance(device, str) or device not in ("cpu", "cuda", "auto"):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
@@ -134,9 +143,11 @@ class MLP:
         Hidden activation, one name or one per hidden layer: identity, relu,
         leaky_relu, elu, tanh, sigmoid, softplus, gelu, silu.  The output layer is
         linear; the loss applies softmax or sigmoid.
-    loss : {"cross_entropy", "mse", "binary_cross_entropy"}
-        Softmax + cross-entropy on integer labels, mean squared error, or sigmoid +
-        binary cross-entropy on targets in [0, 1].
+    loss : {"cross_entropy", "mse", "binary_cross_entropy", "poisson"}
+        Softmax + cross-entropy on integer labels, mean squared error, sigmoid +
+        binary cross-entropy on targets in [0, 1], or the Poisson negative
+        log-likelihood ``exp(z) - y z`` of targets >= 0 (counts) whose mean is
+        ``exp(z)``: ``forward`` gives the log-means ``z``, ``predict`` the means.
     dtype : {"float32", "float64"}
     device : {"cpu", "cuda", "auto"}
     seed : int, optional
@@ -309,12 +320,14 @@ class MLP:
     def predict_proba(self, X):
         """Class probabilities: softmax rows, or sigmoids (``(n, 2)`` for one output)."""
         if self._loss not in spec.CLASSIFIERS:
-            raise ValueError("predict_proba needs a classification loss, this net uses 'mse'")
+            raise ValueError(f"predict_proba needs a classification loss, this net uses "
+                             f"{self.loss_name!r}")
         return self._outputs(X, spec.PROBABILITIES)
 
     def score(self, X, y, sample_weight=None):
-        """Accuracy (classification) or the coefficient of determination R^2 (mse),
-        weighted by ``sample_weight`` when given."""
+        """Accuracy (classification) or the coefficient of determination R^2 of the
+        predictions (mse; poisson: of the means ``exp(z)``), weighted by
+        ``sample_weight`` when given."""
         X, T = self._XT(X, y, sample_weight)
         with self._backend.limit_threads(self.n_threads):
             Z = self._backend.to_numpy(self._backend.outputs(X, spec.LOGITS))
@@ -333,6 +346,7 @@ class MLP:
             return float(np.average(np.mean((Z > 0) == (T > 0.5), axis=1), weights=w))
         T = T.astype(np.float64)
         w = np.ones(T.shape[0]) if w is None else w
+        Z = _predictions(self._loss, Z)
         ss_res = (w[:, None] * (T - Z) ** 2).sum(axis=0)
         ss_tot = (w[:, None] * (T - np.average(T, axis=0, weights=w)) ** 2).sum(axis=0)
         return _r2(ss_res, ss_tot)
@@ -524,8 +538,9 @@ class MLP:
 
     def _class_weights(self, T, class_weight):
         """Per-row weights of ``class_weight`` for the checked targets ``T``."""
-        if self._loss == spec.MSE:
-            raise ValueError("class_weight needs a classification loss, this net uses 'mse'")
+        if self._loss not in spec.CLASSIFIERS:
+            raise ValueError(f"class_weight needs a classification loss, this net uses "
+                             f"{self.loss_name!r}")
         if T.shape[1] != 1:
             raise ValueError("class_weight needs one label per row; this net has "
                              f"{T.shape[1]} binary outputs (use sample_weight)")
@@ -563,7 +578,7 @@ class MLP:
         """Row indices ``(train, validation)``: ``fraction`` held out, per label for the
         one-label classifiers (each label keeps at least one training row)."""
         n = T.shape[0]
-        if self._loss == spec.MSE or T.shape[1] != 1:
+        if self._loss not in spec.CLASSIFIERS or T.shape[1] != 1:
             groups = [np.arange(n)]
         else:
             labels = (T[:, 0] > 0.5) if self._loss == spec.BINARY_CROSS_ENTROPY else T[:, 0]

@@ -235,7 +235,7 @@ class Preprocessing(NamedTuple):
         classes = meta.get("classes")
         if classes is not None:
             n_classes = n_out if net.loss_name == "cross_entropy" else 2
-            if net.loss_name == "mse" or classes.shape != (n_classes,) or (
+            if net.loss_name not in CLASSIFICATION_LOSSES or classes.shape != (n_classes,) or (
                     net.loss_name == "binary_cross_entropy" and n_out != 1):
                 raise ValueError(f"the model's metadata 'classes' must hold {n_classes} "
                                  f"labels for a net of {n_out} {net.loss_name} outputs")

@@ -18,6 +18,7 @@ from itertools import pairwise
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.special import xlogy
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -70,13 +71,25 @@ def _loss_and_scales(out_activation, n_outputs):
     every stopping test is sklearn's.  sklearn reports the halved squared error
     averaged over the outputs, though, so ``loss_`` is half fastdnn's (with several
     outputs and ``alpha > 0``, the penalty's share then differs from sklearn's by the
-    number of outputs).
+    number of outputs).  The Poisson loss (output ``exp``) is summed over the outputs
+    too; sklearn reports it with the constant of the half deviance, which
+    :func:`_poisson_constant` adds.
     """
     if out_activation == "softmax":
         return "cross_entropy", 1.0, 1.0
     if out_activation == "logistic":
         return "binary_cross_entropy", float(n_outputs), float(n_outputs)
+    if out_activation == "exp":
+        return "poisson", float(n_outputs), float(n_outputs)
     return "mse", n_outputs / 2.0, 0.5
+
+
+def _poisson_constant(T, sample_weight):
+    """What scikit-learn's Poisson loss, the half deviance ``y log(y / mu) - y + mu``
+    summed over the outputs, adds to ``k`` times fastdnn's ``mu - y log(mu)``: the
+    weighted mean over the rows of ``sum(y log y - y)`` (``0 log 0 = 0``).  It does not
+    depend on the weights of the net, so it changes no step and no stopping test."""
+    return float(np.average((xlogy(T, T) - T).sum(axis=1), weights=sample_weight))
 
 
 class _EpochEnd:
@@ -239,13 +252,12 @@ class _BaseMLP(BaseEstimator):
     # -- fitting ---------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
         self._validate_params()
-        if self.loss == "poisson":
-            raise NotImplementedError(
-                "loss='poisson' needs a Poisson loss head in fastdnn's kernels, which it "
-                "does not have yet; use loss='squared_error' (or sklearn's MLPRegressor)")
         hidden = self._hidden_sizes()
         first_pass = not hasattr(self, "net_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        if self.loss == "poisson" and np.min(y) < 0:
+            raise ValueError("loss='poisson' needs targets >= 0 (counts or rates); got "
+                             f"{np.min(y):g}")
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
                                                  ensure_non_negative=True)
@@ -268,6 +280,11 @@ class _BaseMLP(BaseEstimator):
         weights = self.net_.get_weights()
         self.coefs_, self.intercepts_ = [W for W, _ in weights], [b for _, b in weights]
         return self
+
+    def _reported_constant(self, T, sample_weight):
+        """What scikit-learn's reported loss adds to ``_loss_report`` times fastdnn's on
+        the training targets ``T`` (only the Poisson loss has such a constant)."""
+        return _poisson_constant(T, sample_weight) if self.out_activation_ == "exp" else 0.0
 
     def _n_outputs(self, T):
         """Output units of a net fitting the targets ``T``."""
@@ -339,6 +356,7 @@ class _BaseMLP(BaseEstimator):
         # weight), here with the batch weight's expectation.
         mean_weight = 1.0 if sample_weight is None else float(sample_weight.mean())
         self._configure_net(self.alpha / (self._loss_scale * batch_size * mean_weight))
+        self._loss_offset = self._reported_constant(T, sample_weight)
         # One fit call runs all the epochs, the callback doing sklearn's bookkeeping and
         # stopping at each epoch's end (a fit call per epoch cost 0.4 ms of set-up, more
         # than a breast-cancer epoch); the callback ends the call early where the
@@ -388,7 +406,7 @@ class _BaseMLP(BaseEstimator):
     def _end_epoch(self, loss, n_samples, validation):
         """Book an epoch whose mean fastdnn loss was ``loss``; return ``_STOP``,
         ``_NEW_RATE`` (the learning rate changed) or None (train on)."""
-        self.loss_ = self._loss_report * loss
+        self.loss_ = self._loss_report * loss + self._loss_offset
         self.n_iter_ += 1
         self.t_ += n_samples
         self.loss_curve_.append(self.loss_)
@@ -468,7 +486,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(_NON_FINITE) from exc
         result = opt.result
         self.n_iter_ = min(int(result.nit), self.max_iter)
-        self.loss_ = self._loss_report * float(result.fun)
+        self.loss_ = self._loss_report * float(result.fun) + self._reported_constant(
+            T, sample_weight)
         # Status 1: the iteration or evaluation budget ran out; 2: the line search failed.
         if result.status != 0:
             warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
@@ -569,7 +588,8 @@ _DOC_SHARED = """hidden_layer_sizes : array-like of shape (n_layers - 2,), defau
 
 _DOC_ATTRIBUTES = """loss_ : float
         The loss (with the L2 penalty) at the end of the last epoch or iteration, in
-        scikit-learn's units (the halved squared error; the log loss summed over outputs).
+        scikit-learn's units (the halved squared error; the log loss or the half Poisson
+        deviance summed over outputs).
     best_loss_ : float or None
         The lowest ``loss_`` (sgd, adam without early stopping).
     loss_curve_ : list of float
@@ -816,9 +836,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     Parameters
     ----------
     loss : {'squared_error', 'poisson'}, default='squared_error'
-        The halved squared error (as scikit-learn).  'poisson' is accepted for
-        compatibility but needs a loss fastdnn's kernels do not have yet:
-        ``fit`` raises ``NotImplementedError``.
+        The halved squared error, or the half Poisson deviance of targets >= 0 with
+        the output activation ``exp`` (the net's outputs are log-means, ``predict``
+        gives the means ``exp(z)``), as scikit-learn.  fastdnn trains 'poisson' with
+        its loss ``"poisson"`` (``exp(z) - y z``); ``loss_`` adds the deviance's
+        constant ``y log y - y`` so that it reads as scikit-learn's.
     {shared}
 
     Attributes
@@ -868,7 +890,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return X, y
 
     def _out_activation(self):
-        return "identity"
+        return "exp" if self.loss == "poisson" else "identity"
 
     def _targets(self, y):
         return y.reshape(y.shape[0], -1)
@@ -912,8 +934,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _predict(self, X, check_input=True):
         X = self._checked_X(X, check_input)
-        Z = self.net_.forward(X)
-        return Z[:, 0] if Z.shape[1] == 1 else Z
+        return self.net_.predict(X)  # the outputs; their exp for loss='poisson'
 
     def predict(self, X):
         """Predicted values, shape (n_samples,) or (n_samples, n_outputs).

@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from .kernels.cpu.checks import all_finite
-from .kernels.spec import BINARY_CROSS_ENTROPY, CROSS_ENTROPY
+from .kernels.spec import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
@@ -98,6 +98,8 @@ def check_targets(y, loss, n_outputs, n_samples, dtype):
                          f"{n_outputs} outputs; got {y.shape}")
     if loss == BINARY_CROSS_ENTROPY and (y.min() < 0 or y.max() > 1):
         raise ValueError("binary_cross_entropy targets must lie in [0, 1]")
+    if loss == POISSON and y.min() < 0:
+        raise ValueError(f"poisson targets must be >= 0 (counts or rates); got {y.min():g}")
     with np.errstate(over="ignore"):
         T = np.ascontiguousarray(y, dtype=dtype)
     # Checked again after the cast: a float64 1e39 is finite, but inf in a float32 net.

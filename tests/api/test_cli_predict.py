@@ -121,6 +121,39 @@ def test_regression_round_trip_in_target_units(tmp_path, capsys):
     assert "(in target units)" in out
 
 
+def test_poisson_counts_train_predict_and_evaluate(tmp_path, capsys):
+    """--loss poisson: a regression on unscaled counts (scaled, they would go negative),
+    predictions are the means exp(z), evaluate reports R2 and RMSE; negative counts are
+    a one-line error."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 2))
+    y = rng.poisson(np.exp(0.8 * X[:, 0] - 0.5 * X[:, 1] + 1.0))
+    data = tmp_path / "d.npz"
+    np.savez(data, X=X, y=y)
+    model = str(tmp_path / "m.npz")
+    code, out, err = run(["train", "--data", str(data), "--loss", "poisson", "--epochs", "60",
+                          "--hidden", "16", "--out", model, "--dtype", "float64"], capsys)
+    assert code == 0, err
+    assert "task: regression (--loss poisson)" in out
+    net = fd.MLP.load(model)
+    assert net.loss_name == "poisson"
+    code, out, err = run(["predict", model, "--data", str(data)], capsys)
+    assert code == 0, err
+    predicted = np.array(out.split(), dtype=float)
+    assert (predicted > 0).all()
+    mu = np.exp(0.8 * X[:, 0] - 0.5 * X[:, 1] + 1.0)
+    assert np.median(np.abs(predicted / mu - 1)) < 0.2
+    code, out, err = run(["evaluate", model, "--data", str(data)], capsys)
+    assert code == 0, err
+    assert "(poisson)" in out and "scaled" not in out
+    assert float(out.split("R2: ")[1].split()[0]) > 0.5 and "RMSE" in out
+    np.savez(data, X=X, y=-y)
+    code, out, err = run(["train", "--data", str(data), "--loss", "poisson", "--epochs", "1",
+                          "--quiet", "--out", model], capsys)
+    assert_one_line_error(code, err)
+    assert "poisson targets must be >= 0" in err
+
+
 def test_a_model_without_metadata_predicts_integer_labels(tmp_path, capsys):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(40, 3))

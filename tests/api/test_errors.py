@@ -25,6 +25,8 @@ def data(loss="cross_entropy", n=6, k=K, seed=0):
         y = np.arange(n) % k
     elif loss == "mse":
         y = rng.normal(size=(n, k))
+    elif loss == "poisson":
+        y = rng.poisson(2.0, size=(n, k)).astype(np.float64)
     else:
         y = rng.uniform(size=(n, k))
     return X, y
@@ -112,7 +114,7 @@ def test_non_finite_X_at_inference(method):
 
 
 @pytest.mark.parametrize("method", TARGET_METHODS)
-@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "binary_cross_entropy"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "binary_cross_entropy", "poisson"])
 def test_non_finite_y(loss, method):
     net = tiny_net(loss)
     X, y = data(loss)
@@ -178,7 +180,16 @@ def test_bce_targets_outside_unit_interval(bad, method):
         _call(tiny_net("binary_cross_entropy"), method, X, y)
 
 
-@pytest.mark.parametrize("loss", ["mse", "binary_cross_entropy"])
+@pytest.mark.parametrize("method", TARGET_METHODS)
+@pytest.mark.parametrize("bad", [-1.0, -1e-300])
+def test_poisson_targets_must_not_be_negative(bad, method):
+    X, y = data("poisson")
+    y[2, 0] = bad
+    with pytest.raises(ValueError, match="poisson targets must be >= 0"):
+        _call(tiny_net("poisson"), method, X, y)
+
+
+@pytest.mark.parametrize("loss", ["mse", "binary_cross_entropy", "poisson"])
 def test_target_shape_must_match_outputs(loss):
     X, y = data(loss)
     with pytest.raises(ValueError, match="shape"):
@@ -203,10 +214,13 @@ def test_non_numeric_input():
         tiny_net().loss(X, np.array(["a"] * len(X)))
 
 
-def test_predict_proba_needs_a_classifier():
-    X, _ = data("mse")
-    with pytest.raises(ValueError, match="classif"):
-        tiny_net("mse").predict_proba(X)
+@pytest.mark.parametrize("loss", ["mse", "poisson"])
+def test_predict_proba_needs_a_classifier(loss):
+    X, y = data(loss)
+    with pytest.raises(ValueError, match=f"classif.*'{loss}'"):
+        tiny_net(loss).predict_proba(X)
+    with pytest.raises(ValueError, match=f"class_weight needs a classification loss.*'{loss}'"):
+        tiny_net(loss).fit(X, y, epochs=1, class_weight="balanced")
 
 
 # ------------------------------------------------------------------ conversion, not rejection
@@ -374,7 +388,8 @@ def test_diverging_fit_raises_and_keeps_finite_weights(optimizer, dtype):
 # ------------------------------------------------------------------ save / load
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("loss, k", [("cross_entropy", 3), ("mse", 1), ("binary_cross_entropy", 2)])
+@pytest.mark.parametrize("loss, k", [("cross_entropy", 3), ("mse", 1), ("binary_cross_entropy", 2),
+                                     ("poisson", 2)])
 def test_save_load_round_trip_is_bit_exact(loss, k, dtype, tmp_path):
     acts = ["gelu", "leaky_relu", "sigmoid"]
     net = fd.MLP([N_IN, 5, 6, 7, k], activation=acts, loss=loss, dtype=dtype, seed=4)
@@ -395,6 +410,8 @@ def test_save_load_round_trip_is_bit_exact(loss, k, dtype, tmp_path):
         np.testing.assert_array_equal(W1, W2)
         np.testing.assert_array_equal(b1, b2)
     np.testing.assert_array_equal(back.forward(X), net.forward(X))
+    np.testing.assert_array_equal(back.predict(X), net.predict(X))  # exp(z) for poisson
+    assert back.loss(X, y) == net.loss(X, y)
     # A str path works as well as a Path, and saving again overwrites.
     net.save(str(path))
     assert os.listdir(tmp_path) == ["model.npz"]

@@ -172,6 +172,9 @@ def torch_loss(torch, loss, params, X, y, w, l2=0.0):
         Y = torch.as_tensor(y, dtype=torch.float64).reshape(A.shape)
         if loss == "mse":
             rows = F.mse_loss(A, Y, reduction="none").mean(dim=1)
+        elif loss == "poisson":
+            rows = F.poisson_nll_loss(A, Y, log_input=True, full=False,
+                                      reduction="none").mean(dim=1)
         else:
             rows = F.binary_cross_entropy_with_logits(A, Y, reduction="none").mean(dim=1)
     wt = torch.as_tensor(w, dtype=torch.float64)
@@ -299,7 +302,7 @@ def test_weighted_score_is_scikit_learns(head):
     w = weights(40)
     net = make_net([3, 6, k], loss)
     pred = net.predict(X)
-    if loss == "mse":
+    if loss in ("mse", "poisson"):  # poisson: R^2 of the means exp(z)
         want = metrics.r2_score(y, pred, sample_weight=w)
     elif loss == "binary_cross_entropy" and k > 1:
         want = np.average(np.mean(pred == (y > 0.5), axis=1), weights=w)
@@ -610,7 +613,7 @@ def test_forward_predict_and_losses_never_drop(head):
     plain.set_weights(net.get_weights())
     np.testing.assert_array_equal(net.forward(X), plain.forward(X))
     np.testing.assert_array_equal(net.predict(X), plain.predict(X))
-    if loss != "mse":
+    if loss in ("cross_entropy", "binary_cross_entropy"):
         np.testing.assert_array_equal(net.predict_proba(X), plain.predict_proba(X))
     assert net.loss(X, y) == plain.loss(X, y) and net.score(X, y) == plain.score(X, y)
     assert_same_weights(net.gradients(X, y), plain.gradients(X, y))

@@ -91,7 +91,7 @@ def test_torch_round_trip(torch, activation, dtype, X):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("loss", ["mse", "binary_cross_entropy"])
+@pytest.mark.parametrize("loss", ["mse", "binary_cross_entropy", "poisson"])
 def test_torch_round_trip_losses(torch, loss, dtype, X):
     net, _ = build(SIZES, activation="elu", loss=loss, dtype=dtype)
     assert_torch_round_trip(torch, net, X)
@@ -269,7 +269,7 @@ def run_onnx(ort, path, X, dtype):
 
 def assert_onnx_matches(outputs, net, X, rtol):
     assert_close(outputs["logits"], net.forward(X), rtol)
-    if net.loss_name == "mse":
+    if net.loss_name in ("mse", "poisson"):  # poisson's means are exp(logits)
         assert list(outputs) == ["logits"]
     else:
         assert list(outputs) == ["logits", "probabilities"]
@@ -320,7 +320,7 @@ def test_onnx_float64_gelu(ort, X, tmp_path):
 
 @pytest.mark.parametrize(("loss", "n_out"), [("cross_entropy", 3), ("mse", 1), ("mse", 3),
                                              ("binary_cross_entropy", 1),
-                                             ("binary_cross_entropy", 3)])
+                                             ("binary_cross_entropy", 3), ("poisson", 2)])
 def test_onnx_outputs_of_each_loss(ort, loss, n_out, X, tmp_path):
     net, _ = build([5, 7, n_out], activation="relu", loss=loss, dtype="float64")
     fd.export_onnx(net, tmp_path / "net.onnx")

@@ -105,14 +105,18 @@ def test_predict_proba_predict_score(head, dtype, make_data):
     X, y = make_data(loss, n, N_IN, k, dtype)
     net, params = build([N_IN, 7, k], "tanh", loss, dtype)
     Z = naive.logits(params, "tanh", X)
-    if loss == "mse":
+    if loss in ("mse", "poisson"):
+        want = Z if loss == "mse" else np.exp(Z)  # poisson predicts the means exp(z)
         pred = net.predict(X)
         # The contract leaves (n,) vs (n, 1) open for a single output.
         assert pred.shape == Z.shape or (k == 1 and pred.shape == (n,))
-        assert_close(pred.reshape(Z.shape), Z, RTOL[dtype])
+        assert pred.dtype == np.dtype(dtype)
+        assert_close(pred.reshape(Z.shape), want, RTOL[dtype])
         if k == 1:  # R^2 = 1 - SS_res / SS_tot
-            r2 = 1.0 - np.sum((y - Z[:, 0]) ** 2) / np.sum((y - y.mean()) ** 2)
+            r2 = 1.0 - np.sum((y - want[:, 0]) ** 2) / np.sum((y - y.mean()) ** 2)
             assert net.score(X, y) == pytest.approx(r2, rel=1e-4 if dtype == "float32" else 1e-10)
+        with pytest.raises(ValueError, match=f"this net uses '{loss}'"):
+            net.predict_proba(X)
         return
     if loss == "cross_entropy":
         P = np.exp(Z - Z.max(axis=1, keepdims=True))

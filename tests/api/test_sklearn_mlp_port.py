@@ -15,10 +15,10 @@ name, with the test bodies kept as they are except where noted in the test:
   under sklearn's name and meaning.
 * ``test_early_stopping_stratified`` matches the message of a split stratified on the
   labels themselves (sklearn stratifies on its binarized targets and names ``'True'``).
-* Expected failures: ``test_mlp_vs_poisson_glm_equivalent`` (fastdnn has no Poisson loss
-  yet; sklearn's ``global_random_seed`` fixture is the seed 42 here) and
-  ``test_mlp_regressor_dtypes_casting`` (a relative tolerance on a prediction near 0,
-  see its marker).
+* ``test_mlp_vs_poisson_glm_equivalent``: sklearn's ``global_random_seed`` fixture is the
+  seed 42 here.
+* Expected failure: ``test_mlp_regressor_dtypes_casting`` (a relative tolerance on a
+  prediction near 0, see its marker).
 * sklearn's private test helpers (``assert_almost_equal``, ``ignore_warnings``) are
   replaced by NumPy's and by warning filters.
 """
@@ -966,8 +966,6 @@ def test_mlp_sample_weight_with_early_stopping():
     assert_allclose(m1.predict(X), m2.predict(X))
 
 
-@pytest.mark.xfail(raises=NotImplementedError, strict=True,
-                   reason="fastdnn has no Poisson loss yet")
 def test_mlp_vs_poisson_glm_equivalent():
     """Test MLP with Poisson loss and no hidden layer equals GLM."""
     global_random_seed = 42

@@ -36,6 +36,7 @@ TORCH_LOSSES = {
     "cross_entropy": lambda Z, y: F.cross_entropy(Z, y),
     "mse": lambda Z, y: F.mse_loss(Z, y.reshape(Z.shape)),
     "binary_cross_entropy": lambda Z, y: F.binary_cross_entropy_with_logits(Z, y.reshape(Z.shape)),
+    "poisson": lambda Z, y: F.poisson_nll_loss(Z, y.reshape(Z.shape), log_input=True, full=False),
 }
 
 HEADS, HEAD_IDS = naive.HEADS, naive.HEAD_IDS

@@ -131,23 +131,49 @@ def test_cross_entropy_term_matches_the_oracle(row):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=0)
 
 
-TARGETS = {"mse": [-1e4, -1.0, 0.0, 1e-300, 0.5, 1e4], "binary_cross_entropy": [0.0, 0.3, 1.0]}
+TARGETS = {"mse": [-1e4, -1.0, 0.0, 1e-300, 0.5, 1e4], "binary_cross_entropy": [0.0, 0.3, 1.0],
+           "poisson": [0.0, 1e-300, 0.5, 1.0, 3.0, 1e4, 1e300]}
+ELEMENTWISE = {"mse": spec.squared_error, "binary_cross_entropy": spec.sigmoid_cross_entropy,
+               "poisson": spec.poisson_nll}
 
 
 @pytest.mark.parametrize("loss", list(TARGETS))
 def test_elementwise_loss_terms_match_the_oracle(loss):
     """The term and its share ``inv * dL/dz`` of the gradient, for one element: the
-    oracle's mean over a 1 x 1 array is the term itself."""
-    formula = spec.squared_error if loss == "mse" else spec.sigmoid_cross_entropy
+    oracle's mean over a 1 x 1 array is the term itself.  Finite everywhere but where
+    poisson's exp(z) overflows: +inf there, and never the NaN of inf - inf where t z
+    overflows too (the oracle's answer there)."""
+    formula = ELEMENTWISE[loss]
     inv = 1.0 / 3.0
     for z in GRID:
         for t in TARGETS[loss]:
-            want, want_grad = naive.LOSSES[loss](np.array([[z]]), np.array([[t]]))
+            with np.errstate(over="ignore", invalid="ignore"):
+                want, want_grad = naive.LOSSES[loss](np.array([[z]]), np.array([[t]]))
             term, grad = formula(z, t, inv)
+            if loss == "poisson" and z > 709.78:
+                assert term == grad == math.inf, (z, t)
+                continue
             assert math.isfinite(term) and math.isfinite(grad), (z, t)
             np.testing.assert_allclose(term, want, rtol=RTOL, atol=0, err_msg=f"{z}, {t}")
             np.testing.assert_allclose(grad, want_grad[0, 0] * inv, rtol=RTOL, atol=0,
                                        err_msg=f"{z}, {t}")
+    if loss == "poisson":
+        assert formula(1e4, 1e306, inv) == (math.inf, math.inf)  # t z = 1e310 overflows
+
+
+@pytest.mark.parametrize("code", sorted(spec.LOSS_NAMES) + BAD_CODES)
+def test_inverse_link_is_the_prediction_of_each_regression_loss(code):
+    """z (mse), exp(z) (poisson; inf beyond float64, where Python's math.exp would
+    raise), NaN for any other code."""
+    for z in GRID:
+        got = spec.inverse_link(z, code)
+        if code == spec.MSE:
+            assert got == z
+        elif code == spec.POISSON:
+            with np.errstate(over="ignore"):
+                assert got == pytest.approx(np.exp(z), rel=RTOL, abs=0)
+        else:
+            assert math.isnan(got)
 
 
 T_VALUES = [0, 1, 2, 3, 7, 10, 11, 10**6]
@@ -234,6 +260,8 @@ def formula_cases():
                                    for r in CE_ROWS]
     cases["squared_error"] = [(z, t, 0.25) for z in GRID for t in TARGETS["mse"]]
     cases["sigmoid_cross_entropy"] = [(z, t, 0.25) for z in GRID for t in TARGETS["binary_cross_entropy"]]
+    cases["poisson_nll"] = [(z, t, 0.25) for z in GRID for t in TARGETS["poisson"]]
+    cases["inverse_link"] = [(z, c) for z in GRID for c in sorted(spec.LOSS_NAMES) + BAD_CODES[:2]]
     rows = [np.array(r, dtype=np.float64) for r in CE_ROWS] + [np.array([2.0, 5.0, 5.0, -1.0])]
     cases["softmax_row"] = [(r, np.empty_like(r)) for r in rows]
     cases["first_argmax"] = [(r,) for r in rows]

@@ -30,7 +30,12 @@ def make_shards(size, loss="cross_entropy", seed=0):
     shards = []
     for n in shard_rows(size):
         X = rng.normal(size=(n, N_IN))
-        y = rng.integers(0, K, size=n) if loss == "cross_entropy" else rng.normal(size=(n, 2))
+        if loss == "cross_entropy":
+            y = rng.integers(0, K, size=n)
+        elif loss == "poisson":
+            y = rng.poisson(2.0, size=(n, 2))
+        else:
+            y = rng.normal(size=(n, 2))
         shards.append((X, y, rng.uniform(0.5, 2.0, size=n)))
     return shards
 
@@ -72,7 +77,7 @@ OPTIMIZERS = {"momentum": lambda: fd.SGD(lr=0.1, momentum=0.9, nesterov=True),
 
 
 @pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "poisson"])
 def test_equals_one_process_on_interleaved_shards(comm, opt, loss):
     rank, size = comm.Get_rank(), comm.Get_size()
     shards = make_shards(size, loss)

@@ -50,15 +50,19 @@ NEEDS_Z = frozenset({GELU, SILU})
 #: Negative slope of leaky_relu (PyTorch's default; elu's alpha is 1).
 LEAKY_SLOPE = 0.01
 
-CROSS_ENTROPY, MSE, BINARY_CROSS_ENTROPY = range(3)
+CROSS_ENTROPY, MSE, BINARY_CROSS_ENTROPY, POISSON = range(4)
 
 LOSSES = {
     "cross_entropy": CROSS_ENTROPY,
     "mse": MSE,
     "binary_cross_entropy": BINARY_CROSS_ENTROPY,
+    "poisson": POISSON,
 }
 LOSS_NAMES = {code: name for name, code in LOSSES.items()}
 CLASSIFIERS = frozenset({CROSS_ENTROPY, BINARY_CROSS_ENTROPY})
+#: Losses whose predictions are values, not labels: the logits themselves (mse) or the
+#: mean ``exp(z)`` of a log link (poisson); see :func:`inverse_link`.
+REGRESSORS = frozenset({MSE, POISSON})
 
 SGD, ADAM = range(2)
 OPTIMIZER_CODES = frozenset({SGD, ADAM})
@@ -71,7 +75,8 @@ SCHEDULE_CODES = frozenset({CONSTANT, INVERSE_TIME, STEP, EXPONENTIAL, COSINE, P
 IN_ORDER, SHUFFLE, UNIFORM = range(3)
 
 #: What an inference pass returns: the logits, the predictions (class labels for the
-#: classifiers, the outputs for mse), or class probabilities.
+#: classifiers, the values of :func:`inverse_link` for the regressors), or class
+#: probabilities.
 LOGITS, LABELS, PROBABILITIES = range(3)
 
 
@@ -378,7 +383,7 @@ def derivative(a, z, code):
 
 
 # Loss terms.  Each head is a mean: the kernels pass ``inv`` = 1/n (cross-entropy) or
-# 1/(n k) (mse, binary cross-entropy) and sum the terms.
+# 1/(n k) (mse, binary cross-entropy, poisson) and sum the terms.
 def cross_entropy_term(zmax, sum_exp, z_label):
     """``logsumexp(z) - z[y]`` from the row max, ``sum(exp(z - zmax))`` and ``z[y]``."""
     return zmax + math.log(sum_exp) - z_label
@@ -395,6 +400,36 @@ def sigmoid_cross_entropy(z, t, inv):
     e = math.exp(-abs(z))
     p = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
     return max(z, 0.0) - z * t + math.log1p(e), (p - t) * inv
+
+
+#: From here on ``exp`` overflows float64; Python's ``math.exp`` raises there, so the
+#: formulas that host code may call give inf without calling it (compiled code agrees).
+_EXP_OVERFLOW = 710.0
+
+
+def poisson_nll(z, t, inv):
+    """``(exp(z) - t z, (exp(z) - t) inv)``: the negative log-likelihood of a count ``t``
+    whose Poisson mean is ``exp(z)``, less its constant ``log(t!)`` (PyTorch's
+    ``poisson_nll_loss(log_input=True, full=False)``), and its share of dL/dz.
+
+    Where ``exp(z)`` overflows (float64 from z = 709.8, float32 from 88.7) both are inf,
+    a divergence, and never the NaN of ``inf - t z`` where ``t z`` overflows too:
+    ``exp(z)`` outgrows ``t z`` for any ``t`` the dtype holds, so inf is the right side.
+    """
+    mu = math.exp(z) if z < _EXP_OVERFLOW else math.inf
+    if mu == math.inf:
+        return math.inf, math.inf
+    return mu - t * z, (mu - t) * inv
+
+
+def inverse_link(z, code):
+    """The prediction of regression loss ``code`` from the output ``z``: ``z`` (mse) or
+    the Poisson mean ``exp(z)`` (poisson; inf where it overflows); NaN for another code."""
+    if code == MSE:
+        return z
+    elif code == POISSON:
+        return math.exp(z) if z < _EXP_OVERFLOW else math.inf
+    return math.nan
 
 
 # Rows of logits (prediction heads, the CPU loss head).
@@ -513,7 +548,8 @@ FORMULAS = (
     "tanh_rational", "sigmoid", "relu", "leaky_relu", "elu", "softplus", "gelu", "silu",
     "relu_grad", "leaky_relu_grad", "elu_grad", "tanh_grad", "sigmoid_grad", "softplus_grad",
     "gelu_grad", "silu_grad", "activate", "derivative",
-    "cross_entropy_term", "squared_error", "sigmoid_cross_entropy", "softmax_row", "first_argmax",
+    "cross_entropy_term", "squared_error", "sigmoid_cross_entropy", "poisson_nll", "inverse_link",
+    "softmax_row", "first_argmax",
     "mix64", "step_key", "random_index", "dropout_scale",
     "sgd_step", "adam_scalars", "decoupled_decay", "adam_step", "lr_factor",
 )

@@ -7,13 +7,13 @@ import fastdnn as fd
 import naive
 from fastdnn.kernels.cpu.activations import activate, activation_backward
 from fastdnn.kernels.cpu.dense import dense_backward, dense_layer
-from fastdnn.kernels.cpu.losses import labels, loss_grad, probabilities
+from fastdnn.kernels.cpu.losses import labels, loss_grad, predictions, probabilities
 from fastdnn.kernels.cpu.checks import max_abs
 from fastdnn.kernels.cpu.updates import (GUARD_SLOTS, LIMIT, SAFE, SAFE_REFRESH, UNSAFE,
                                         adam_update, optimizer_step, refresh_bounds,
                                         sgd_update, step_is_safe)
-from fastdnn.kernels.spec import (A_OFF, ACTIVATIONS, LOSSES, NEEDS_Z, SGD, Z_OFF, Layout,
-                                 pack_targets)
+from fastdnn.kernels.spec import (A_OFF, ACTIVATIONS, LOSSES, MSE, NEEDS_Z, POISSON, SGD, Z_OFF,
+                                 Layout, pack_targets)
 
 SIZES = [1, 7, 33]
 DTYPES = [np.float32, np.float64]
@@ -135,6 +135,8 @@ def _targets(loss, m, k, rng):
         return y, pack_targets(y.reshape(-1, 1), None, np.float64)
     if loss == "mse":
         Y = rng.standard_normal((m, k))
+    elif loss == "poisson":
+        Y = rng.poisson(2.0, (m, k)).astype(np.float64)
     else:
         Y = rng.random((m, k))
     return Y, pack_targets(Y, None, np.float64)
@@ -156,7 +158,7 @@ def test_loss_heads(loss, m, k, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("loss", [name for name in LOSSES if name != "poisson"])
 def test_loss_heads_finite_for_huge_logits(loss, dtype):
     Z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]], dtype=dtype)
     y, T = (np.array([1, 2]), np.array([[1.0], [2.0]])) if loss == "cross_entropy" else (None, None)
@@ -170,6 +172,44 @@ def test_loss_heads_finite_for_huge_logits(loss, dtype):
     want, Gn = naive.LOSSES[loss](Z.astype(np.float64), y)
     assert value == pytest.approx(want, rel=1e-6)
     np.testing.assert_allclose(G, Gn, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_poisson_head_is_inf_not_nan_where_exp_overflows(dtype):
+    """exp(z) beyond the dtype's range: the loss and that row's gradient are +inf (a
+    divergence the guard stops), even where t z overflows too (inf - inf would be
+    NaN); huge negative logits stay finite (exp(z) = 0, the term is -t z)."""
+    big = 1e4 if dtype == np.float64 else 100.0  # exp overflows float32 from 88.7
+    huge_t = 1e306 if dtype == np.float64 else 1e37  # t z overflows as well
+    Z = np.array([[big, 0.5], [-1e4, 0.5]], dtype=dtype)
+    for t in (0.0, 3.0, huge_t):
+        T = pack_targets(np.array([[t, 1.0], [2.0, 1.0]]), None, dtype)
+        G = np.empty_like(Z)
+        value = loss_grad(Z, T, LOSSES["poisson"], G)
+        assert value == np.inf and G[0, 0] == np.inf, (t, value, G)
+        assert np.isfinite(G[1]).all() and np.isfinite(G[0, 1])
+    T = pack_targets(np.array([[3.0, 1.0], [2.0, 1.0]]), None, dtype)
+    G = np.empty_like(Z)
+    value = loss_grad(Z[1:], T[1:], LOSSES["poisson"], G[1:])
+    assert value == pytest.approx((2e4 + np.exp(0.5) - 0.5) / 2, rel=1e-6)
+    assert G[1, 0] == pytest.approx(-2.0 / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 3])
+def test_regression_predictions(dtype, k):
+    """poisson predicts the means exp(z) (inf beyond the dtype), mse the logits."""
+    rng = np.random.default_rng(k)
+    Z = (3 * rng.standard_normal((7, k))).astype(dtype)
+    Z[0, 0] = 1e4 if dtype == np.float64 else 100.0
+    out = np.full_like(Z, np.nan)
+    with np.errstate(over="ignore"):
+        predictions(POISSON, Z, out)
+        want = np.exp(Z.astype(np.float64))
+    assert out[0, 0] == np.inf
+    close(out[1:], want[1:], dtype)
+    predictions(MSE, Z, out)
+    np.testing.assert_array_equal(out, Z)
 
 
 @pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 1e-2), (0.9, True, 0.0)])
@@ -215,6 +255,9 @@ def test_unknown_codes_raise(bad):
         labels(bad, Z2, np.empty((2, 3), dtype=np.int64))
     with pytest.raises(ValueError, match="classification loss code"):
         probabilities(bad, Z2, np.empty((2, 3)))
+    for not_regression in (bad, LOSSES["cross_entropy"], LOSSES["binary_cross_entropy"]):
+        with pytest.raises(ValueError, match="regression loss code"):
+            predictions(not_regression, Z2, np.empty((2, 3)))
     theta = np.ones(6)
     state = np.zeros((2, 6))
     with pytest.raises(ValueError, match="unknown optimizer code"):

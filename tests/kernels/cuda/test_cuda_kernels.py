@@ -23,6 +23,7 @@ from fastdnn.kernels.cuda import updates as gpu_updates
 from fastdnn.kernels.cuda.backend import CUDABackend
 from fastdnn.kernels.spec import (A_OFF, ACTIVATIONS, ADAM, B_OFF, LOSSES, LR, MSE, NEEDS_Z,
                                   W_OFF, Z_OFF, Layout)
+from conftest import SIMULATOR
 from numba import cuda
 from support import assert_close, assert_implements
 
@@ -119,6 +120,8 @@ def _targets(loss, m, k, rng):
         return rng.integers(0, k, size=m).astype(np.float64).reshape(m, 1)
     if loss == "mse":
         return rng.normal(size=(m, k))
+    if loss == "poisson":
+        return rng.poisson(2.0, size=(m, k)).astype(np.float64)
     return rng.uniform(size=(m, k))
 
 
@@ -193,6 +196,45 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits(rng):
     assert np.isfinite(G).all()
     assert abs(bufs.acc.copy_to_host()[gpu_losses.LAST] - want_loss) <= 1e-12 * want_loss
     assert_close(G, want_G, 1e-12)
+
+
+# The simulator runs device functions in Python, where math.exp of a float32 is a
+# float64: there exp(100) does not overflow a float32 net's head (on a GPU, expf does).
+FLOAT32_OVERFLOW = [1e4] if SIMULATOR else [100.0, 1e4]
+
+
+@pytest.mark.parametrize("dtype,big", [("float64", 1e4)]
+                         + [("float32", z) for z in FLOAT32_OVERFLOW])
+def test_poisson_head_is_inf_not_nan_where_exp_overflows(dtype, big):
+    """As on the CPU: an overflowing exp(z) gives loss and gradient +inf, even where t z
+    overflows too, and the guard then stops the update; huge negative logits stay finite."""
+    huge_t = 1e306 if dtype == "float64" else 1e37
+    Z = np.array([[big, 0.5], [-1e4, 0.5]], dtype=dtype)
+    for t in (0.0, 3.0, huge_t):
+        bufs, G = _run_head("poisson", Z, np.array([[t, 1.0], [2.0, 1.0]]), dtype)
+        assert bufs.acc.copy_to_host()[gpu_losses.LAST] == np.inf and G[0, 0] == np.inf
+        assert np.isfinite(G[1]).all() and np.isfinite(G[0, 1])
+        theta, state = cuda.to_device(np.ones(7)), cuda.to_device(np.zeros((2, 7)))
+        hyper = fd.Adam(lr=0.1).hyper()
+        gpu_updates.check_update(ADAM, hyper, hyper[LR], theta, cuda.to_device(np.ones(7)),
+                                 state, bufs.status, bufs.acc, 5)
+        assert bufs.status.copy_to_host()[0] == 5  # the step is refused
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # simulator
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_regression_predictions_on_the_device(dtype, rng):
+    """poisson: exp(Z) (inf beyond the dtype), as the CPU's head; mse: Z itself."""
+    from fastdnn.kernels.cpu.losses import predictions as cpu_predictions
+
+    Z = (3 * rng.normal(size=(33, 3))).astype(dtype)
+    Z[0, 0] = 1e4 if dtype == "float64" else 100.0
+    want = np.empty_like(Z)
+    cpu_predictions(spec.POISSON, Z, want)
+    got = gpu_losses.predictions(spec.POISSON, cuda.to_device(Z)).copy_to_host()
+    assert got[0, 0] == np.inf
+    assert_close(got[1:], want[1:], RTOL[dtype])
+    np.testing.assert_array_equal(gpu_losses.predictions(MSE, cuda.to_device(Z)).copy_to_host(), Z)
 
 
 @pytest.mark.parametrize("optimizer", [fd.SGD(lr=0.1, momentum=0.9), fd.Adam(lr=0.1)],
@@ -285,7 +327,7 @@ def test_overflow_guard_refuses_exactly_what_the_cpu_refuses(name, dtype, rng):
     assert seen == {(True, True), (True, False), (False, False)}
 
 
-@pytest.mark.parametrize("bad", [-1, 3, 99])
+@pytest.mark.parametrize("bad", [-1, len(LOSSES), 99])  # one past the last loss code
 def test_host_dispatch_rejects_unknown_codes(bad, rng):
     """Unknown optimizer and loss codes are a ValueError before any launch."""
     status = cuda.to_device(np.full(1, -1, dtype=np.int64))
@@ -307,6 +349,8 @@ def test_host_dispatch_rejects_unknown_codes(bad, rng):
         gpu_losses.labels(bad, cuda.to_device(Z))
     with pytest.raises(ValueError, match="unknown classification loss code"):
         gpu_losses.probabilities(bad, cuda.to_device(Z))
+    with pytest.raises(ValueError, match="unknown regression loss code"):
+        gpu_losses.predictions(bad, cuda.to_device(Z))
 
 
 @cuda.jit

@@ -18,9 +18,10 @@ from support import assert_close
 DTYPES = ("float32", "float64")
 RTOL = {"float32": 2e-5, "float64": 1e-11}
 FIT_RTOL = {"float32": 5e-4, "float64": 1e-11}
-# (loss, outputs, hidden activations): every head, six of the nine activations.
+# (loss, outputs, hidden activations): every head, eight of the nine activations.
 NETS = [("cross_entropy", 3, ["relu", "silu"]), ("mse", 2, ["tanh", "elu"]),
-        ("binary_cross_entropy", 1, ["softplus", "leaky_relu"])]
+        ("binary_cross_entropy", 1, ["softplus", "leaky_relu"]),
+        ("poisson", 2, ["gelu", "sigmoid"])]
 NET_IDS = [loss for loss, _, _ in NETS]
 
 
@@ -41,7 +42,10 @@ def test_forward_loss_gradients_predict_match_cpu(loss, k, acts, dtype, make_dat
     for (dW, db), (cW, cb) in zip(gpu.gradients(X, y), cpu.gradients(X, y)):
         assert_close(dW, cW, RTOL[dtype])
         assert_close(db, cb, RTOL[dtype])
-    if loss != "mse":
+    if loss in ("mse", "poisson"):  # the values: logits, or their exp for poisson
+        assert_close(gpu.predict(X), cpu.predict(X), RTOL[dtype])
+        assert gpu.score(X, y) == pytest.approx(cpu.score(X, y), rel=1e-4, abs=1e-6)
+    else:
         np.testing.assert_array_equal(gpu.predict(X), cpu.predict(X))
         assert_close(gpu.predict_proba(X), cpu.predict_proba(X), RTOL[dtype])
 
@@ -125,7 +129,7 @@ def test_device_arrays_in_device_arrays_out(loss, k, acts, make_data):
     labels = net.predict(Xd)
     assert not isinstance(labels, np.ndarray)
     np.testing.assert_array_equal(labels.copy_to_host(), net.predict(X))
-    if loss != "mse":
+    if loss not in ("mse", "poisson"):
         assert_close(net.predict_proba(Xd).copy_to_host(), net.predict_proba(X), 1e-6)
     assert net.score(Xd, y) == net.score(X, y)
     with pytest.raises(TypeError, match="dtype"):

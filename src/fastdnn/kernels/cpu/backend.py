@@ -8,11 +8,12 @@ from numba import typed
 
 from ... import config
 from ...validation import check_X
-from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, PROBABILITIES,
-                    EpochResult, Layout, OptimizerArgs, ScheduleArgs, pack_targets)
+from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, MSE,
+                    PROBABILITIES, EpochResult, Layout, OptimizerArgs, ScheduleArgs,
+                    pack_targets)
 from . import blas, threads
 from .checks import all_finite
-from .losses import labels, probabilities
+from .losses import labels, predictions, probabilities
 from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
                     loss_of_logits, train_epoch_many, train_steps, train_steps_sharded)
 from .updates import GUARD_SLOTS, LIMIT, refresh_bounds
@@ -118,8 +119,11 @@ class CPUBackend:
         if head == LOGITS:
             return Z
         if head == LABELS:
-            if self.loss not in CLASSIFIERS:
-                return Z  # regression: the predictions are the outputs
+            if self.loss == MSE:
+                return Z  # the predictions are the outputs
+            if self.loss not in CLASSIFIERS:  # poisson: exp(Z), in place
+                predictions(self.loss, Z, Z)
+                return Z
             out = np.empty((n, 1 if self.loss == CROSS_ENTROPY else k), dtype=np.int64)
             labels(self.loss, Z, out)
             return out

@@ -1,5 +1,5 @@
 """Loss heads: each computes the mean loss and its gradient w.r.t. the logits in one pass;
-and the prediction heads (labels, probabilities) of the logits.
+and the prediction heads (labels, probabilities, regression values) of the logits.
 
 Targets always arrive as a 2-D array ``T`` of the net's dtype, so every head has the
 same signature and the training kernel compiles once per dtype: for cross-entropy
@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from ... import config
-from ..spec import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE
+from ..spec import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE, POISSON
 from . import formulas as F
 
 
@@ -89,12 +89,29 @@ def sigmoid_binary_cross_entropy(Z, T, G):
     return total * inv
 
 
+@njit(cache=config.CACHE, inline="always")
+def poisson_log_likelihood(Z, T, G):
+    """Weighted mean over samples (and plain over outputs) of ``exp(z) - t z``, the
+    Poisson negative log-likelihood of counts ``T`` with log-means ``Z`` (less
+    ``log(t!)``); ``G = w (exp(Z) - T) / (k sum(w))``; inf where ``exp`` overflows."""
+    n, k = Z.shape
+    inv = _inverse(weight_sum(T) * k)
+    total = 0.0
+    for i in range(n):
+        w = T[i, k]
+        share = w * inv
+        for j in range(k):
+            term, G[i, j] = F.poisson_nll(Z[i, j], T[i, j], share)
+            total += w * term
+    return total * inv
+
+
 @njit(cache=config.CACHE)
 def loss_grad(Z, T, code, G):
     """Dispatch to the loss head ``code``: write dL/dZ into ``G``, return the weighted mean loss.
 
     Called, not inlined: the training step and the evaluation both call it, and inlined
-    its three heads were compiled into each (1-2 s of a cold start).
+    its heads were compiled into each (1-2 s of a cold start, with three heads).
     """
     if code == CROSS_ENTROPY:
         return softmax_cross_entropy(Z, T, G)
@@ -102,6 +119,8 @@ def loss_grad(Z, T, code, G):
         return mean_squared_error(Z, T, G)
     elif code == BINARY_CROSS_ENTROPY:
         return sigmoid_binary_cross_entropy(Z, T, G)
+    elif code == POISSON:
+        return poisson_log_likelihood(Z, T, G)
     raise ValueError("unknown loss code")
 
 
@@ -141,3 +160,15 @@ def probabilities(code, Z, P):
                     P[i, j] = p
         else:
             raise ValueError("probabilities need a classification loss code")
+
+
+@njit(cache=config.CACHE)
+def predictions(code, Z, out):
+    """Values of a regression loss ``code`` from the logits ``Z`` into ``out``:
+    ``spec.inverse_link`` per element (``exp(Z)``, the Poisson means, for poisson)."""
+    if code != MSE and code != POISSON:
+        raise ValueError("predictions need a regression loss code")
+    n, k = Z.shape
+    for i in range(n):
+        for j in range(k):
+            out[i, j] = F.inverse_link(Z[i, j], code)

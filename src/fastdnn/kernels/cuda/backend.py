@@ -201,8 +201,10 @@ class CUDABackend:
         """Logits, predictions (2-D) or probabilities, computed on the GPU; returned on
         the device for device-array ``X``, else copied to the host."""
         Z = self._logits(X)
-        if head == LOGITS or (head == LABELS and self.loss not in CLASSIFIERS):
+        if head == LOGITS:
             out = Z
+        elif head == LABELS and self.loss not in CLASSIFIERS:
+            out = losses.predictions(self.loss, Z)
         elif head == LABELS:
             out = losses.labels(self.loss, Z)
         elif head == PROBABILITIES:

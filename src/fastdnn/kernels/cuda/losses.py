@@ -29,7 +29,8 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ..spec import BINARY_CROSS_ENTROPY, CLASSIFIERS, CROSS_ENTROPY, LOSS_NAMES, MSE, check_code
+from ..spec import (BINARY_CROSS_ENTROPY, CLASSIFIERS, CROSS_ENTROPY, LOSS_NAMES, MSE, POISSON,
+                    REGRESSORS, check_code)
 from . import formulas as F
 from . import launch
 
@@ -138,8 +139,12 @@ def _kernels(tpb):
                     y = targets[i * cols + j]
                     if code == MSE:
                         term, g = F.squared_error(z, y, share)
-                    else:
+                    elif code == BINARY_CROSS_ENTROPY:
                         term, g = F.sigmoid_cross_entropy(z, y, share)
+                    elif code == POISSON:
+                        term, g = F.poisson_nll(z, y, share)
+                    else:  # never reached: loss_grad checked the code
+                        term, g = math.nan, math.nan
                     total += w * term
                     deltas[g_row + j] = g
                 total = block_reduce(sh, total, False)
@@ -215,6 +220,27 @@ def _probabilities(code, Z, P):
                     P[i, 1] = p
                 else:
                     P[i, j] = p
+
+
+@cuda.jit
+def _predictions(code, Z, out):
+    """``spec.inverse_link`` of each logit: ``exp(Z)`` for poisson (in place allowed)."""
+    n, k = Z.shape
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for i in range(start, n, stride):
+        for j in range(k):
+            out[i, j] = F.inverse_link(Z[i, j], code)
+
+
+def predictions(code, Z):
+    """Values of a regression loss ``code`` from the logits ``Z`` (a device array, which
+    they overwrite): ``Z`` itself for mse, ``exp(Z)`` for poisson."""
+    check_code("regression loss", code, REGRESSORS)
+    if code != MSE:
+        blocks, threads = launch.launch_config(Z.shape[0])
+        _predictions[blocks, threads](code, Z, Z)
+    return Z
 
 
 def labels(code, Z):
