@@ -164,7 +164,7 @@ class MLP:
         Inverted dropout rate of each hidden layer's output (one rate, or one per hidden
         layer), during training only: ``forward``, ``predict`` and the losses never
         drop.  Masks are drawn from the fit's seed: same seed, same result, for any
-        thread count.  CPU only for now.
+        thread count, on the CPU and on CUDA alike.
 
     Examples
     --------
