@@ -217,21 +217,25 @@ def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards, key):
     n_targets = Tb.shape[1]
     flat_x = Xb.reshape(m * d)
     flat_t = Tb.reshape(m * n_targets)
+    # Bound outside the loop: assigned through ``bufs.shard_losses[s]`` inside the prange,
+    # the losses were lost (Numba's parfor lowering) and every sharded fit reported a
+    # loss of 0 -- its gradients, passed as arguments, were right.
+    shard_losses = bufs.shard_losses
     for s in prange(n_shards):
         r0 = s * m // n_shards
         r1 = (s + 1) * m // n_shards
-        bufs.shard_losses[s] = loss_and_gradient(
+        shard_losses[s] = loss_and_gradient(
             _view(flat_x, r0 * d, r1 - r0, d), _view(flat_t, r0 * n_targets, r1 - r0, n_targets),
             theta, table, bufs.work[s], bufs.deltas[s], bufs.shard_grads[s], loss, key, r0)
     total = weight_sum(Tb)
     value = 0.0
     bufs.grad[:] = 0.0
     for s in range(n_shards):
-        r0 = s * m // n_shards
-        r1 = (s + 1) * m // n_shards
-        share = weight_sum(_view(flat_t, r0 * n_targets, r1 - r0, n_targets)) / total \
+        q0 = s * m // n_shards
+        q1 = (s + 1) * m // n_shards
+        share = weight_sum(_view(flat_t, q0 * n_targets, q1 - q0, n_targets)) / total \
             if total > 0 else 0.0
-        value += share * bufs.shard_losses[s]
+        value += share * shard_losses[s]
         for i in range(bufs.grad.shape[0]):
             bufs.grad[i] += share * bufs.shard_grads[s, i]
     return value
