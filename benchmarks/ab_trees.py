@@ -1,0 +1,83 @@
+"""Compare two fastdnn source trees on the same machine, interleaved: before/after numbers
+for a change, robust to a shared machine's drifting load.
+
+Training speed: each round runs ``peers.py --worker fastdnn`` once per tree (alternating,
+each in its own process, the tree first on ``PYTHONPATH``) and keeps the best epoch; the
+report is the best round per tree::
+
+    git worktree add /tmp/before <commit>
+    python benchmarks/ab_trees.py /tmp/before/src src --workloads a,b,c,d --rounds 3
+
+Start-up: ``--start`` instead times ``python -m fastdnn train --quiet --no-save`` per tree,
+cold (an empty ``NUMBA_CACHE_DIR``) then warm (the same folder again), wall and CPU
+seconds, alternating the trees each round.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(src, **extra):
+    return dict(os.environ, PYTHONPATH=str(Path(src).resolve()), **extra)
+
+
+def samples_per_second(src, workload):
+    """Best epoch rate of one fastdnn peers worker run with ``src`` first on the path."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "peers.py"), "--worker",
+                          "fastdnn", "--workload", workload], env=_env(src),
+                         capture_output=True, text=True, cwd=ROOT, check=True)
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    return record["n"] / min(record["epoch_s"])
+
+
+def start_seconds(src, cache):
+    """``(wall, cpu)`` seconds of one ``fastdnn train`` with the Numba cache ``cache``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "fastdnn", "train", "--quiet", "--no-save"],
+                   env=_env(src, NUMBA_CACHE_DIR=cache), capture_output=True, check=True,
+                   cwd=tempfile.gettempdir())
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("before", help="the first tree's src folder")
+    ap.add_argument("after", help="the second tree's src folder")
+    ap.add_argument("--workloads", default="a,b,c,d,e,f", help="peers.py workload keys")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--start", action="store_true", help="time cold and warm start-up instead")
+    args = ap.parse_args(argv)
+    trees = {"before": args.before, "after": args.after}
+    if args.start:
+        for r in range(args.rounds):
+            for tag, src in trees.items():
+                with tempfile.TemporaryDirectory() as cache:
+                    cold = start_seconds(src, cache)
+                    warm = start_seconds(src, cache)
+                print(f"round {r + 1} {tag:6s} cold {cold[0]:6.2f} s wall {cold[1]:6.2f} s cpu"
+                      f"   warm {warm[0]:5.2f} s wall {warm[1]:5.2f} s cpu", flush=True)
+        return 0
+    for workload in args.workloads.split(","):
+        rates = {tag: [] for tag in trees}
+        for _ in range(args.rounds):
+            for tag, src in trees.items():
+                rates[tag].append(samples_per_second(src, workload))
+        best = {tag: max(values) for tag, values in rates.items()}
+        print(f"{workload}: before {best['before']:12,.0f}  after {best['after']:12,.0f} "
+              f"samples/s  after/before {best['after'] / best['before']:.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
