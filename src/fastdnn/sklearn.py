@@ -617,6 +617,15 @@ _DOC_ATTRIBUTES = """loss_ : float
         The trained net; ``net_.predict``, ``net_.save`` and the rest work on it."""
 
 
+def _check_solver(self):
+    """``partial_fit`` exists for the stochastic solvers only (``available_if``), as in
+    scikit-learn."""
+    if self.solver not in _STOCHASTIC_SOLVERS:
+        raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
+                             f"{self.solver} is not stochastic.")
+    return True
+
+
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier: scikit-learn's ``MLPClassifier``, trained by
     fastdnn's compiled epochs.
@@ -740,12 +749,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self : MLPClassifier
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
-
-    def _check_solver(self):
-        if self.solver not in _STOCHASTIC_SOLVERS:
-            raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
-                                 f"{self.solver} is not stochastic.")
-        return True
 
     @available_if(_check_solver)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -909,12 +912,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self : MLPRegressor
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
-
-    def _check_solver(self):
-        if self.solver not in _STOCHASTIC_SOLVERS:
-            raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
-                                 f"{self.solver} is not stochastic.")
-        return True
 
     @available_if(_check_solver)
     def partial_fit(self, X, y, sample_weight=None):
