@@ -130,16 +130,20 @@ def _reductions(tpb):
         if cuda.threadIdx.x == 0:
             partials[cuda.blockIdx.x] = total
 
+    @cuda.jit(device=True)
+    def sum_partials(sh, partials, n_blocks):
+        """``sum(partials[:n_blocks])`` in one block, in a fixed order; every thread gets it."""
+        total = 0.0
+        for b in range(cuda.threadIdx.x, n_blocks, cuda.blockDim.x):
+            total += partials[b]
+        return block_reduce(sh, total, False)
+
     @cuda.jit
     def finish_penalty(partials, n_blocks, l2, acc):
         """``acc[PENALTY] = l2 / 2 * sum(partials)``, added to the step's loss ``acc[LAST]``."""
         sh = cuda.shared.array(tpb, dtype=float64)
-        t = cuda.threadIdx.x
-        total = 0.0
-        for b in range(t, n_blocks, cuda.blockDim.x):
-            total += partials[b]
-        total = block_reduce(sh, total, False)
-        if t == 0:
+        total = sum_partials(sh, partials, n_blocks)
+        if cuda.threadIdx.x == 0:
             acc[PENALTY] = 0.5 * l2 * total
             acc[LAST] += acc[PENALTY]
 
@@ -147,12 +151,8 @@ def _reductions(tpb):
     def finish_clip(partials, n_blocks, bound, acc):
         """``acc[CLIP_FACTOR]``: 1 when ``sqrt(sum(partials)) <= bound``, else ``bound / norm``."""
         sh = cuda.shared.array(tpb, dtype=float64)
-        t = cuda.threadIdx.x
-        total = 0.0
-        for b in range(t, n_blocks, cuda.blockDim.x):
-            total += partials[b]
-        total = block_reduce(sh, total, False)
-        if t == 0:
+        total = sum_partials(sh, partials, n_blocks)
+        if cuda.threadIdx.x == 0:
             norm = math.sqrt(total)
             acc[CLIP_FACTOR] = 1.0 if norm <= bound else bound / norm
 
