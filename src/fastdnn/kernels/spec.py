@@ -502,8 +502,9 @@ def sgd_step(theta, g, velocity, lr, momentum, nesterov, weight_decay, first):
 
 
 def adam_scalars(lr, beta1, beta2, t):
-    """``(lr / (1 - beta1^t), sqrt(1 - beta2^t))``: the bias corrections of step ``t >= 1``."""
-    return lr / (1.0 - beta1**t), math.sqrt(1.0 - beta2**t)
+    """``(lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t))``: the bias corrections of step
+    ``t >= 1`` (the second as a factor, so that the step divides once per parameter)."""
+    return lr / (1.0 - beta1**t), 1.0 / math.sqrt(1.0 - beta2**t)
 
 
 def decoupled_decay(theta, lr, weight_decay):
@@ -511,15 +512,21 @@ def decoupled_decay(theta, lr, weight_decay):
     return theta * (1.0 - lr * weight_decay)
 
 
-def adam_step(theta, g, avg_grad, avg_sq, step_size, sqrt_bias2, beta1, beta2, eps,
+def adam_step(theta, g, avg_grad, avg_sq, step_size, inv_sqrt_bias2, beta1, beta2, eps,
               weight_decay, decoupled):
     """``(theta', avg_grad', avg_sq')`` of one Adam step; L2 decay in the gradient unless
-    ``decoupled`` (then :func:`decoupled_decay` was applied to ``theta`` already)."""
+    ``decoupled`` (then :func:`decoupled_decay` was applied to ``theta`` already).
+
+    PyTorch's formula, ``theta - step_size m / (sqrt(v) / sqrt(1 - beta2^t) + eps)``, with
+    the bias correction as a product: one division and one square root per parameter
+    (the CPU update is bound by them: two divisions made it 1.3x slower).
+    """
     if not decoupled:
         g = g + weight_decay * theta
     avg_grad = beta1 * avg_grad + (1.0 - beta1) * g
     avg_sq = beta2 * avg_sq + (1.0 - beta2) * g * g
-    return theta - step_size * avg_grad / (math.sqrt(avg_sq) / sqrt_bias2 + eps), avg_grad, avg_sq
+    denom = math.sqrt(avg_sq) * inv_sqrt_bias2 + eps
+    return theta - step_size * avg_grad / denom, avg_grad, avg_sq
 
 
 def lr_factor(code, params, t):

@@ -30,16 +30,16 @@ def sgd_update(theta, grad, velocity, lr, momentum, nesterov, weight_decay, firs
             velocity[i] = v
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, error_model="numpy")
 def adam_update(theta, grad, avg_grad, avg_sq, t, lr, beta1, beta2, eps, weight_decay,
                 decoupled):
     """One Adam step (``t`` counts from 1); AdamW when ``decoupled``."""
-    step_size, sqrt_bias2 = F.adam_scalars(lr, beta1, beta2, t)
+    step_size, inv_sqrt_bias2 = F.adam_scalars(lr, beta1, beta2, t)
     for i in range(theta.shape[0]):
         if decoupled:
             theta[i] = F.decoupled_decay(theta[i], lr, weight_decay)
         theta[i], avg_grad[i], avg_sq[i] = F.adam_step(
-            theta[i], grad[i], avg_grad[i], avg_sq[i], step_size, sqrt_bias2, beta1, beta2,
+            theta[i], grad[i], avg_grad[i], avg_sq[i], step_size, inv_sqrt_bias2, beta1, beta2,
             eps, weight_decay, decoupled)
 
 
@@ -77,7 +77,7 @@ def refresh_bounds(theta, state, guard):
     guard[STATE2_BOUND] = max_abs(state[1]) if state.shape[0] > 1 else 0.0
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, error_model="numpy")
 def update_is_finite(code, hyper, lr, theta, grad, state, t, limit):
     """Whether the update would leave every parameter and state entry within ``limit``
     (reads only; the same formulas as the update)."""
@@ -92,10 +92,10 @@ def update_is_finite(code, hyper, lr, theta, grad, state, t, limit):
         return True
     beta1, beta2, wd = hyper[BETA1], hyper[BETA2], hyper[WEIGHT_DECAY]
     decoupled = hyper[DECOUPLED] != 0.0
-    step_size, sqrt_bias2 = F.adam_scalars(lr, beta1, beta2, t + 1)
+    step_size, inv_sqrt_bias2 = F.adam_scalars(lr, beta1, beta2, t + 1)
     for i in range(theta.shape[0]):
         old = F.decoupled_decay(theta[i], lr, wd) if decoupled else theta[i]
-        new, m, v = F.adam_step(old, grad[i], state[0][i], state[1][i], step_size, sqrt_bias2,
+        new, m, v = F.adam_step(old, grad[i], state[0][i], state[1][i], step_size, inv_sqrt_bias2,
                                 beta1, beta2, hyper[EPS], wd, decoupled)
         if not (abs(new) <= limit and abs(m) <= limit and abs(v) <= limit):
             return False
