@@ -25,39 +25,47 @@ from . import formulas as F
 
 @njit(cache=config.CACHE, inline="always")
 def activate(Z, code, A):
-    """``A = g(Z)`` element-wise on 1-D views; ``A`` may be ``Z`` itself."""
+    """``A = g(Z)`` element-wise on 1-D views; ``A`` may be ``Z`` itself.
+
+    The loops run in place on ``A`` (after a copy of ``Z`` where the two differ): with
+    ``A`` and ``Z`` the same memory, as they are for every activation but gelu and silu,
+    LLVM's run-time overlap check failed and the loops ran scalar (relu: ``vmaxsd`` one
+    element at a time, Intel Xeon); over one array they vectorise.
+    """
     n = Z.shape[0]
-    if code == IDENTITY:
+    if Z.ctypes.data != A.ctypes.data:
         for i in range(n):
             A[i] = Z[i]
+    if code == IDENTITY:
+        return
     elif code == RELU:
         for i in range(n):
-            A[i] = F.relu(Z[i])
+            A[i] = F.relu(A[i])
     elif code == LEAKY_RELU:
         for i in range(n):
-            A[i] = F.leaky_relu(Z[i])
+            A[i] = F.leaky_relu(A[i])
     elif code == ELU:
         for i in range(n):
-            A[i] = F.elu(Z[i])
+            A[i] = F.elu(A[i])
     elif code == TANH:
-        if Z.itemsize == 4:  # float32: the rational tanh (vectorises; float32 accuracy)
+        if A.itemsize == 4:  # float32: the rational tanh (vectorises; float32 accuracy)
             for i in range(n):
-                A[i] = F.tanh_rational(Z[i])
+                A[i] = F.tanh_rational(A[i])
         else:
             for i in range(n):
-                A[i] = math.tanh(Z[i])
+                A[i] = math.tanh(A[i])
     elif code == SIGMOID:
         for i in range(n):
-            A[i] = F.sigmoid(Z[i])
+            A[i] = F.sigmoid(A[i])
     elif code == SOFTPLUS:
         for i in range(n):
-            A[i] = F.softplus(Z[i])
+            A[i] = F.softplus(A[i])
     elif code == GELU:
         for i in range(n):
-            A[i] = F.gelu(Z[i])
+            A[i] = F.gelu(A[i])
     elif code == SILU:
         for i in range(n):
-            A[i] = F.silu(Z[i])
+            A[i] = F.silu(A[i])
     else:
         raise ValueError("unknown activation code")
 
