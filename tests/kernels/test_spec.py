@@ -208,7 +208,7 @@ def test_sgd_step_matches_the_oracle(momentum, nesterov, wd):
         ref.step(want, [g])
         for i in range(5):
             theta[i], velocity[i] = spec.sgd_step(theta[i], g[i], velocity[i], 0.1, momentum,
-                                                  nesterov, wd, step == 0)
+                                                  nesterov, wd, step == 0, 0.0)
         np.testing.assert_allclose(theta, want[0], rtol=RTOL, atol=0)
 
 
@@ -223,13 +223,13 @@ def test_adam_step_matches_the_oracle(decoupled):
     for t in range(1, 4):
         g = rng.standard_normal(5)
         ref.step(want, [g])
-        step_size, sqrt_bias2 = spec.adam_scalars(lr, *betas, t)
+        step_size, inv_sqrt_bias2 = spec.adam_scalars(lr, *betas, t)
         for i in range(5):
             if decoupled:
                 theta[i] = spec.decoupled_decay(theta[i], lr, wd)
             theta[i], avg_grad[i], avg_sq[i] = spec.adam_step(
-                theta[i], g[i], avg_grad[i], avg_sq[i], step_size, sqrt_bias2, *betas, eps, wd,
-                decoupled)
+                theta[i], g[i], avg_grad[i], avg_sq[i], step_size, inv_sqrt_bias2, *betas, eps, wd,
+                decoupled, 0.0)
         np.testing.assert_allclose(theta, want[0], rtol=RTOL, atol=0)
 
 
@@ -265,12 +265,14 @@ def formula_cases():
     rows = [np.array(r, dtype=np.float64) for r in CE_ROWS] + [np.array([2.0, 5.0, 5.0, -1.0])]
     cases["softmax_row"] = [(r, np.empty_like(r)) for r in rows]
     cases["first_argmax"] = [(r,) for r in rows]
-    cases["sgd_step"] = [(0.3, -1.2, 0.7, 0.1, m, n, wd, first)
+    cases["flush"] = [(x, tiny) for x in (0.0, 1e-310, -1e-310, 1e-300, -3.0)
+                      for tiny in (0.0, 2.2250738585072014e-308)]
+    cases["sgd_step"] = [(0.3, -1.2, 0.7, 0.1, m, n, wd, first, 0.0)
                          for m, n in ((0.0, False), (0.9, False), (0.9, True))
                          for wd in (0.0, 0.01) for first in (True, False)]
     cases["adam_scalars"] = [(1e-3, 0.9, 0.999, t) for t in (1, 2, 10, 1000)]
     cases["decoupled_decay"] = [(0.3, 1e-3, wd) for wd in (0.0, 0.01, 1.0)]
-    cases["adam_step"] = [(0.3, -1.2, 0.05, 0.02, 1e-2, 0.3, 0.9, 0.999, 1e-8, wd, dec)
+    cases["adam_step"] = [(0.3, -1.2, 0.05, 0.02, 1e-2, 0.3, 0.9, 0.999, 1e-8, wd, dec, 0.0)
                           for wd in (0.0, 0.1) for dec in (False, True)]
     cases["lr_factor"] = [(c, sched.get(c, np.ones(spec.N_SCHEDULE)), t)
                           for c in sorted(spec.SCHEDULE_CODES) + BAD_CODES[:2] for t in T_VALUES]

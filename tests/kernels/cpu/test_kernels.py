@@ -240,6 +240,27 @@ def test_adam_update(decoupled):
         close(theta, p[0], np.float64)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_running_averages_of_a_zero_gradient_reach_zero_not_a_subnormal(dtype):
+    """A dead unit's gradient is exactly 0: its momentum and Adam's first moment decay
+    geometrically, and without the flush they stop at a subnormal fixed point (``0.9 x``
+    rounds back to ``x``), on which every later update is microcoded (2.5x slower)."""
+    tiny = np.finfo(dtype).tiny
+    theta = np.ones(16, dtype=dtype)
+    g = np.zeros(16, dtype=dtype)
+    velocity = np.full(16, 1e-3, dtype=dtype)
+    m = np.full(16, 1e-3, dtype=dtype)
+    v = np.full(16, 1e-6, dtype=dtype)
+    for t in range(1, 8001):
+        sgd_update(theta, g, velocity, 0.1, 0.9, False, 0.0, False)
+        adam_update(theta, g, m, v, t, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+    for state in (velocity, m):
+        assert np.all(state == 0), state[:3]
+    # Above the threshold nothing changes: the second moment (0.999^8000 * 1e-6) is normal.
+    assert np.all(v > tiny)
+    np.testing.assert_allclose(v, 1e-6 * 0.999 ** 8000, rtol=1e-3 if dtype == np.float32 else 1e-9)
+
+
 @pytest.mark.parametrize("bad", [-1, 9, 99])
 def test_unknown_codes_raise(bad):
     """Every dispatch on a code ends in an error, never in another kernel's branch."""

@@ -16,6 +16,13 @@ from . import formulas as F
 from .checks import max_abs
 
 
+@njit(cache=config.CACHE, inline="always")
+def _tiny(theta):
+    """The smallest normal number of ``theta``'s dtype (the state has the same): running
+    averages below it are stored as 0 (see ``spec.flush``)."""
+    return 1.1754943508222875e-38 if theta.itemsize == 4 else 2.2250738585072014e-308
+
+
 @njit(cache=config.CACHE)
 def sgd_update(theta, grad, velocity, lr, momentum, nesterov, weight_decay, first):
     """``theta -= lr * d`` with ``d`` the (Nesterov-)momentum of ``grad + wd * theta``.
@@ -25,7 +32,7 @@ def sgd_update(theta, grad, velocity, lr, momentum, nesterov, weight_decay, firs
     for i in range(theta.shape[0]):
         v = velocity[i] if momentum != 0.0 else 0.0
         theta[i], v = F.sgd_step(theta[i], grad[i], v, lr, momentum, nesterov, weight_decay,
-                                 first)
+                                 first, _tiny(theta))
         if momentum != 0.0:
             velocity[i] = v
 
@@ -40,7 +47,7 @@ def adam_update(theta, grad, avg_grad, avg_sq, t, lr, beta1, beta2, eps, weight_
             theta[i] = F.decoupled_decay(theta[i], lr, weight_decay)
         theta[i], avg_grad[i], avg_sq[i] = F.adam_step(
             theta[i], grad[i], avg_grad[i], avg_sq[i], step_size, inv_sqrt_bias2, beta1, beta2,
-            eps, weight_decay, decoupled)
+            eps, weight_decay, decoupled, _tiny(theta))
 
 
 @njit(cache=config.CACHE, inline="always")
@@ -86,7 +93,7 @@ def update_is_finite(code, hyper, lr, theta, grad, state, t, limit):
         for i in range(theta.shape[0]):
             v = state[0][i] if momentum != 0.0 else 0.0
             new, v = F.sgd_step(theta[i], grad[i], v, lr, momentum, hyper[NESTEROV] != 0.0,
-                                hyper[WEIGHT_DECAY], t == 0)
+                                hyper[WEIGHT_DECAY], t == 0, _tiny(theta))
             if not (abs(new) <= limit and abs(v) <= limit):
                 return False
         return True
@@ -96,7 +103,7 @@ def update_is_finite(code, hyper, lr, theta, grad, state, t, limit):
     for i in range(theta.shape[0]):
         old = F.decoupled_decay(theta[i], lr, wd) if decoupled else theta[i]
         new, m, v = F.adam_step(old, grad[i], state[0][i], state[1][i], step_size, inv_sqrt_bias2,
-                                beta1, beta2, hyper[EPS], wd, decoupled)
+                                beta1, beta2, hyper[EPS], wd, decoupled, _tiny(theta))
         if not (abs(new) <= limit and abs(m) <= limit and abs(v) <= limit):
             return False
     return True

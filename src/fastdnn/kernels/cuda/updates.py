@@ -42,6 +42,11 @@ from . import launch
 from .losses import LAST, book_step
 
 
+#: The threshold of ``spec.flush`` here: none.  GPUs compute on subnormals at full speed, so
+#: the CPU's reason to flush them does not apply (the two differ only below ``tiny``).
+NO_FLUSH = 0.0
+
+
 @cuda.jit
 def sgd_check(theta, grad, state, status, acc, step, limit, lr, momentum, nesterov,
               weight_decay, first):
@@ -54,7 +59,8 @@ def sgd_check(theta, grad, state, status, acc, step, limit, lr, momentum, nester
         status[0] = step
     for i in range(start, theta.shape[0], cuda.gridsize(1)):
         v = state[0, i] if momentum != 0.0 else 0.0
-        new, v = F.sgd_step(theta[i], grad[i], v, lr, momentum, nesterov, weight_decay, first)
+        new, v = F.sgd_step(theta[i], grad[i], v, lr, momentum, nesterov, weight_decay, first,
+                            NO_FLUSH)
         if not (abs(new) <= limit and abs(v) <= limit):
             status[0] = step
             return
@@ -73,7 +79,7 @@ def adam_check(theta, grad, state, status, acc, step, limit, lr, step_size, inv_
     for i in range(start, theta.shape[0], cuda.gridsize(1)):
         old = F.decoupled_decay(theta[i], lr, weight_decay) if decoupled else theta[i]
         new, m, v = F.adam_step(old, grad[i], state[0, i], state[1, i], step_size, inv_sqrt_bias2,
-                                beta1, beta2, eps, weight_decay, decoupled)
+                                beta1, beta2, eps, weight_decay, decoupled, NO_FLUSH)
         if not (abs(new) <= limit and abs(m) <= limit and abs(v) <= limit):
             status[0] = step
             return
@@ -90,7 +96,7 @@ def sgd_update(theta, grad, state, status, acc, lr, momentum, nesterov, weight_d
     for i in range(start, theta.shape[0], cuda.gridsize(1)):
         v = state[0, i] if momentum != 0.0 else 0.0
         theta[i], v = F.sgd_step(theta[i], grad[i], v, lr, momentum, nesterov, weight_decay,
-                                 first)
+                                 first, NO_FLUSH)
         if momentum != 0.0:
             state[0, i] = v
 
@@ -110,7 +116,7 @@ def adam_update(theta, grad, state, status, acc, lr, step_size, inv_sqrt_bias2, 
             theta[i] = F.decoupled_decay(theta[i], lr, weight_decay)
         theta[i], state[0, i], state[1, i] = F.adam_step(
             theta[i], grad[i], state[0, i], state[1, i], step_size, inv_sqrt_bias2, beta1, beta2,
-            eps, weight_decay, decoupled)
+            eps, weight_decay, decoupled, NO_FLUSH)
 
 
 def _kernels(code, hyper, lr, t):
