@@ -50,8 +50,11 @@ THREADS = 3
 
 # Shapes where OpenBLAS' own threading changed the last bits between 1 and 2 threads;
 # the last two are big enough (blas.PARALLEL_MACS) for fastdnn's parallel column blocks.
+# Then two that OpenBLAS' AVX-512 cores run as 2 and 3 calls on their small-matrix path
+# (blas.SMALL_PATH_MACS; elsewhere as one call).
 PRODUCT_CASES = [(m, k, n, dtype) for dtype in ("float32", "float64")
-                 for m, k, n in [(100, 129, 127), (64, 784, 300), (257, 300, 129)]]
+                 for m, k, n in [(100, 129, 127), (64, 784, 300), (257, 300, 129),
+                                 (200, 64, 100), (128, 128, 128)]]
 # gemm_min=0 sends every product through BLAS; 300 rows make the big ones parallel.
 FIT_CASES = [(gemm_min, dtype) for dtype in ("float32", "float64")
              for gemm_min in (0, config.SMALL_GEMM_MACS)]
@@ -126,6 +129,24 @@ def test_products_identical_for_any_thread_count(threaded, m, k, n, dtype):
     np.testing.assert_allclose(C, X.astype(np.float64) @ Y, rtol=tol, atol=tol * k)
     np.testing.assert_allclose(G, X.T.astype(np.float64) @ D, rtol=tol, atol=tol * m)
     np.testing.assert_allclose(P, D.astype(np.float64) @ Y.T, rtol=tol, atol=tol * n)
+
+
+@pytest.mark.parametrize("rows,cols,K,flag,calls", [
+    (200, 100, 64, "N", 2),     # 1.28M multiply-adds: two blocks of 50 columns, 0.64M each
+    (200, 100, 100, "N", 2),    # 2M: 50 columns are exactly 1M, the limit itself
+    (128, 128, 128, "N", 3),    # 2.1M: 61 columns fit, so 3 blocks of 43
+    (200, 100, 32, "N", 1),     # 0.64M: on the small path already
+    (256, 1024, 784, "N", 1),   # 205M: it would take 206 calls (> 4), stays one call
+    (2000, 3, 1000, "N", 1),    # 2M per column: no block of even one column fits
+    (200, 100, 64, "T", 1),     # op(A) transposed: OpenBLAS refuses it the small path
+])
+def test_small_path_calls(rows, cols, K, flag, calls):
+    got = blas.small_path_calls(ord(flag), rows, cols, K, 100**3, 4)
+    assert got == calls
+    width = -(-cols // got)
+    if calls > 1:
+        assert rows * width * K <= 100**3 < rows * -(-cols // (got - 1)) * K
+    assert blas.small_path_calls(ord(flag), rows, cols, K, 0, 4) == 1  # no small path
 
 
 @pytest.mark.parametrize("gemm_min,dtype", FIT_CASES)

@@ -29,7 +29,7 @@ import numpy as np
 from numba import cfunc, njit, prange, types
 
 from ... import config
-from .threads import local_threads_setter
+from .threads import blas_core, local_threads_setter
 
 #: Narrowest column block when a product is split, and the most blocks: a product
 #: with ``cols`` output columns is cut into ``min(ceil(cols / BLOCK), MAX_BLOCKS)``
@@ -40,6 +40,23 @@ BLOCK = 128
 MAX_BLOCKS = 8
 #: Multiply-adds from which the blocks run in parallel (below: one call, no threads).
 PARALLEL_MACS = 1 << 21
+
+# OpenBLAS' AVX-512 cores (SkylakeX, Cooperlake, Sapphire Rapids: its kernel choice on
+# Intel AVX-512 parts and on Zen 4) have a small-matrix path without packing, which a
+# product takes while M*N*K <= 100**3 and op(A) is not transposed
+# (kernel/x86_64/?gemm_small_kernel_permit_skylakex.c).  Just above that size the packed
+# path was slower than two calls on the small path, each on half the columns
+# (200x64 @ 64x100 float64: 45 -> 33 us; 128x64 @ 64x128 float32: 16.9 -> 12.7 us;
+# Intel Xeon, SkylakeX kernels).  So a product a few times that size runs as a few such
+# calls, one after the other; elsewhere (other cores, other BLAS) nothing changes.
+# The split follows from the shape and the BLAS core only, never from the thread count.
+# It is fixed when this module is compiled: cached kernels keep it (a cache is per CPU,
+# and OpenBLAS picks its core from the CPU unless OPENBLAS_CORETYPE says otherwise).
+_SMALL_PATH_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+#: The small path's largest M*N*K per call (0: no small path, no split).
+SMALL_PATH_MACS = 100**3 if blas_core() in _SMALL_PATH_CORES else 0
+#: The most calls a product is cut into to reach the small path.
+SMALL_PATH_SPLITS = 4
 
 _gemm_c = types.ExternalFunction("numba_xxgemm", types.intc(
     types.char, types.char, types.char, types.intp, types.intp, types.intp, types.voidptr,
@@ -157,11 +174,31 @@ def _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, C
               Cf[j0:], ldc)
 
 
+@njit(cache=config.CACHE, inline="always")
+def small_path_calls(flag_a, rows, cols, K, limit, most):
+    """Calls (equal column blocks) that bring a product to at most ``limit`` multiply-adds
+    each (:data:`SMALL_PATH_MACS`), or 1 where that needs more than ``most`` calls, where
+    ``op(A)`` is transposed, or where ``limit`` is 0."""
+    if limit == 0 or flag_a == ord("T") or rows * cols * K <= limit:
+        return 1
+    width = limit // (rows * K)  # the widest block on the small path
+    if width == 0:
+        return 1
+    calls = (cols + width - 1) // width
+    # Equal blocks of ceil(cols / calls) columns are no wider than ``width``.
+    return calls if calls <= most else 1
+
+
 @njit(cache=config.CACHE)
 def _product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc):
     """Row-major ``C (rows x cols) = op(X) op(Y)`` over flat operands, split by columns."""
     if n_blocks(cols, rows * cols * K) == 1:
-        _gemm(flag_a, flag_b, cols, rows, K, Yf, lda, Xf, ldb, Cf, ldc)
+        calls = small_path_calls(flag_a, rows, cols, K, SMALL_PATH_MACS, SMALL_PATH_SPLITS)
+        width = (cols + calls - 1) // calls
+        for blk in range(calls):
+            j0 = blk * width
+            _gemm(flag_a, flag_b, min(width, cols - j0), rows, K, Yf[j0 * ystride:], lda, Xf,
+                  ldb, Cf[j0:], ldc)
     else:
         _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc)
 

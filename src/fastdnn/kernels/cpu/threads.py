@@ -40,6 +40,19 @@ def local_threads_setter():
     return getattr(_lib, "openblas_set_num_threads_local", None) if _lib is not None else None
 
 
+def blas_core():
+    """The CPU core OpenBLAS chose its kernels for (``openblas_get_corename``, e.g.
+    ``"SkylakeX"``, ``"Haswell"``), lower-cased; ``None`` for other BLAS builds."""
+    scipy_blas()
+    for name in ("scipy_openblas_get_corename", "scipy_openblas_get_corename64_",
+                 "openblas_get_corename", "openblas_get_corename64_"):
+        fn = getattr(_lib, name, None) if _lib is not None else None
+        if fn is not None:
+            fn.restype = ctypes.c_char_p
+            return fn().decode("ascii", "replace").strip().lower()
+    return None
+
+
 def scipy_blas():
     """``(get, set)`` for the thread count of SciPy's OpenBLAS, or ``None`` if not found.
 
