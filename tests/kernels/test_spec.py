@@ -228,8 +228,8 @@ def test_adam_step_matches_the_oracle(decoupled):
             if decoupled:
                 theta[i] = spec.decoupled_decay(theta[i], lr, wd)
             theta[i], avg_grad[i], avg_sq[i] = spec.adam_step(
-                theta[i], g[i], avg_grad[i], avg_sq[i], step_size, inv_sqrt_bias2, *betas, eps, wd,
-                decoupled, 0.0)
+                theta[i], g[i], avg_grad[i], avg_sq[i], step_size, inv_sqrt_bias2, *betas,
+                1.0 - betas[0], 1.0 - betas[1], eps, wd, decoupled, 0.0)
         np.testing.assert_allclose(theta, want[0], rtol=RTOL, atol=0)
 
 
@@ -272,7 +272,8 @@ def formula_cases():
                          for wd in (0.0, 0.01) for first in (True, False)]
     cases["adam_scalars"] = [(1e-3, 0.9, 0.999, t) for t in (1, 2, 10, 1000)]
     cases["decoupled_decay"] = [(0.3, 1e-3, wd) for wd in (0.0, 0.01, 1.0)]
-    cases["adam_step"] = [(0.3, -1.2, 0.05, 0.02, 1e-2, 0.3, 0.9, 0.999, 1e-8, wd, dec, 0.0)
+    cases["adam_step"] = [(0.3, -1.2, 0.05, 0.02, 1e-2, 0.3, 0.9, 0.999, 0.1, 0.001, 1e-8, wd, dec,
+                           0.0)
                           for wd in (0.0, 0.1) for dec in (False, True)]
     cases["lr_factor"] = [(c, sched.get(c, np.ones(spec.N_SCHEDULE)), t)
                           for c in sorted(spec.SCHEDULE_CODES) + BAD_CODES[:2] for t in T_VALUES]

@@ -68,7 +68,7 @@ def sgd_check(theta, grad, state, status, acc, step, limit, lr, momentum, nester
 
 @cuda.jit
 def adam_check(theta, grad, state, status, acc, step, limit, lr, step_size, inv_sqrt_bias2,
-               beta1, beta2, eps, weight_decay, decoupled):
+               beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay, decoupled):
     """``status[0] = step`` if the step's loss is not finite or :func:`adam_update` would
     write a value beyond ``limit`` (or NaN); reads only."""
     if status[0] >= 0:
@@ -79,7 +79,8 @@ def adam_check(theta, grad, state, status, acc, step, limit, lr, step_size, inv_
     for i in range(start, theta.shape[0], cuda.gridsize(1)):
         old = F.decoupled_decay(theta[i], lr, weight_decay) if decoupled else theta[i]
         new, m, v = F.adam_step(old, grad[i], state[0, i], state[1, i], step_size, inv_sqrt_bias2,
-                                beta1, beta2, eps, weight_decay, decoupled, NO_FLUSH)
+                                beta1, beta2, one_minus_beta1, one_minus_beta2, eps,
+                                weight_decay, decoupled, NO_FLUSH)
         if not (abs(new) <= limit and abs(m) <= limit and abs(v) <= limit):
             status[0] = step
             return
@@ -102,8 +103,8 @@ def sgd_update(theta, grad, state, status, acc, lr, momentum, nesterov, weight_d
 
 
 @cuda.jit
-def adam_update(theta, grad, state, status, acc, lr, step_size, inv_sqrt_bias2, beta1, beta2, eps,
-                weight_decay, decoupled):
+def adam_update(theta, grad, state, status, acc, lr, step_size, inv_sqrt_bias2, beta1, beta2,
+                one_minus_beta1, one_minus_beta2, eps, weight_decay, decoupled):
     """One Adam step (AdamW when ``decoupled``); ``state`` rows: the averages of the
     gradient and of its square."""
     if status[0] >= 0:
@@ -116,7 +117,7 @@ def adam_update(theta, grad, state, status, acc, lr, step_size, inv_sqrt_bias2, 
             theta[i] = F.decoupled_decay(theta[i], lr, weight_decay)
         theta[i], state[0, i], state[1, i] = F.adam_step(
             theta[i], grad[i], state[0, i], state[1, i], step_size, inv_sqrt_bias2, beta1, beta2,
-            eps, weight_decay, decoupled, NO_FLUSH)
+            one_minus_beta1, one_minus_beta2, eps, weight_decay, decoupled, NO_FLUSH)
 
 
 def _kernels(code, hyper, lr, t):
@@ -127,8 +128,10 @@ def _kernels(code, hyper, lr, t):
                                        hyper[WEIGHT_DECAY], t == 0)
     if code == ADAM:
         step_size, inv_sqrt_bias2 = adam_scalars(lr, hyper[BETA1], hyper[BETA2], t + 1)
-        return adam_check, adam_update, (lr, step_size, inv_sqrt_bias2, hyper[BETA1], hyper[BETA2],
-                                         hyper[EPS], hyper[WEIGHT_DECAY], hyper[DECOUPLED] != 0.0)
+        beta1, beta2 = hyper[BETA1], hyper[BETA2]
+        return adam_check, adam_update, (lr, step_size, inv_sqrt_bias2, beta1, beta2, 1.0 - beta1,
+                                         1.0 - beta2, hyper[EPS], hyper[WEIGHT_DECAY],
+                                         hyper[DECOUPLED] != 0.0)
     raise ValueError(f"unknown optimizer code {code!r}")
 
 
