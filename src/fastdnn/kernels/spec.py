@@ -524,8 +524,9 @@ def adam_scalars(lr, beta1, beta2, t):
 
 
 def decoupled_decay(theta, lr, weight_decay):
-    """AdamW's ``theta (1 - lr wd)``, applied (and stored) before the Adam step."""
-    return theta * (1.0 - lr * weight_decay)
+    """AdamW's ``theta (1 - lr wd)``, applied (and stored) before the Adam step; written
+    ``theta - theta (lr wd)`` so that no float64 literal widens float32 arguments."""
+    return theta - theta * (lr * weight_decay)
 
 
 def adam_step(theta, g, avg_grad, avg_sq, step_size, inv_sqrt_bias2, beta1, beta2,

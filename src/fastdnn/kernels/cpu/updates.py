@@ -44,19 +44,19 @@ def _adam_scalars(theta, lr, beta1, beta2, eps, weight_decay, t):
     the square root and the division are its cost)."""
     step_size, inv_sqrt_bias2 = F.adam_scalars(lr, beta1, beta2, t)
     c = theta.dtype.type
-    return (c(step_size), c(inv_sqrt_bias2), c(beta1), c(beta2), c(1.0 - beta1), c(1.0 - beta2),
-            c(eps), c(weight_decay), c(_tiny(theta)))
+    return (c(lr), c(step_size), c(inv_sqrt_bias2), c(beta1), c(beta2), c(1.0 - beta1),
+            c(1.0 - beta2), c(eps), c(weight_decay), c(_tiny(theta)))
 
 
 @njit(cache=config.CACHE, error_model="numpy")
 def adam_update(theta, grad, avg_grad, avg_sq, t, lr, beta1, beta2, eps, weight_decay,
                 decoupled):
     """One Adam step (``t`` counts from 1); AdamW when ``decoupled``."""
-    step_size, inv_c2, b1, b2, c1, c2, eps_, wd, tiny = _adam_scalars(theta, lr, beta1, beta2,
-                                                                      eps, weight_decay, t)
+    lr_, step_size, inv_c2, b1, b2, c1, c2, eps_, wd, tiny = _adam_scalars(
+        theta, lr, beta1, beta2, eps, weight_decay, t)
     for i in range(theta.shape[0]):
         if decoupled:
-            theta[i] = F.decoupled_decay(theta[i], lr, weight_decay)
+            theta[i] = F.decoupled_decay(theta[i], lr_, wd)
         theta[i], avg_grad[i], avg_sq[i] = F.adam_step(
             theta[i], grad[i], avg_grad[i], avg_sq[i], step_size, inv_c2, b1, b2, c1, c2, eps_,
             wd, decoupled, tiny)
@@ -110,12 +110,10 @@ def update_is_finite(code, hyper, lr, theta, grad, state, t, limit):
                 return False
         return True
     decoupled = hyper[DECOUPLED] != 0.0
-    step_size, inv_c2, b1, b2, c1, c2, eps_, wd, tiny = _adam_scalars(
+    lr_, step_size, inv_c2, b1, b2, c1, c2, eps_, wd, tiny = _adam_scalars(
         theta, lr, hyper[BETA1], hyper[BETA2], hyper[EPS], hyper[WEIGHT_DECAY], t + 1)
     for i in range(theta.shape[0]):
-        # Rounded to theta's dtype as the update stores it.
-        old = theta.dtype.type(F.decoupled_decay(theta[i], lr, hyper[WEIGHT_DECAY])) \
-            if decoupled else theta[i]
+        old = F.decoupled_decay(theta[i], lr_, wd) if decoupled else theta[i]
         new, m, v = F.adam_step(old, grad[i], state[0][i], state[1][i], step_size, inv_c2, b1,
                                 b2, c1, c2, eps_, wd, decoupled, tiny)
         if not (abs(new) <= limit and abs(m) <= limit and abs(v) <= limit):

@@ -120,25 +120,27 @@ def adam_update(theta, grad, state, status, acc, lr, step_size, inv_sqrt_bias2, 
             one_minus_beta1, one_minus_beta2, eps, weight_decay, decoupled, NO_FLUSH)
 
 
-def _kernels(code, hyper, lr, t):
+def _kernels(code, hyper, lr, t, dtype):
     """``(check, update, scalars)``: the two kernels of optimizer ``code`` and the scalars
-    both take after their arrays."""
+    both take after their arrays (Adam's in the parameters' ``dtype``, as on the CPU:
+    a float32 net's update runs in float32)."""
     if code == SGD:
         return sgd_check, sgd_update, (lr, hyper[MOMENTUM], hyper[NESTEROV] != 0.0,
                                        hyper[WEIGHT_DECAY], t == 0)
     if code == ADAM:
-        step_size, inv_sqrt_bias2 = adam_scalars(lr, hyper[BETA1], hyper[BETA2], t + 1)
         beta1, beta2 = hyper[BETA1], hyper[BETA2]
-        return adam_check, adam_update, (lr, step_size, inv_sqrt_bias2, beta1, beta2, 1.0 - beta1,
-                                         1.0 - beta2, hyper[EPS], hyper[WEIGHT_DECAY],
-                                         hyper[DECOUPLED] != 0.0)
+        step_size, inv_sqrt_bias2 = adam_scalars(lr, beta1, beta2, t + 1)
+        c = np.dtype(dtype).type
+        return adam_check, adam_update, (
+            c(lr), c(step_size), c(inv_sqrt_bias2), c(beta1), c(beta2), c(1.0 - beta1),
+            c(1.0 - beta2), c(hyper[EPS]), c(hyper[WEIGHT_DECAY]), hyper[DECOUPLED] != 0.0)
     raise ValueError(f"unknown optimizer code {code!r}")
 
 
 def check_update(code, hyper, lr, theta, grad, state, status, acc, t):
     """The overflow guard of step ``t`` (see the module docstring): ``status[0] = t`` if
     its loss is not finite or its update would not keep every value finite."""
-    check, _, scalars = _kernels(code, hyper, lr, t)
+    check, _, scalars = _kernels(code, hyper, lr, t, theta.dtype)
     # Half the largest finite value, as the CPU's guard: the margin costs nothing.
     limit = float(np.finfo(theta.dtype).max) / 2
     blocks, threads = launch.launch_config(theta.shape[0])
@@ -148,6 +150,6 @@ def check_update(code, hyper, lr, theta, grad, state, status, acc, t):
 def optimizer_step(code, hyper, lr, theta, grad, state, status, acc, t):
     """Apply optimizer ``code`` at learning rate ``lr`` and book the step into ``acc``,
     unless ``status`` says a step failed; ``t`` = steps taken before this one."""
-    _, update, scalars = _kernels(code, hyper, lr, t)
+    _, update, scalars = _kernels(code, hyper, lr, t, theta.dtype)
     blocks, threads = launch.launch_config(theta.shape[0])
     update[blocks, threads](theta, grad, state, status, acc, *scalars)
