@@ -179,7 +179,7 @@ def small_path_calls(flag_a, rows, cols, K, limit, most):
     """Calls (equal column blocks) that bring a product to at most ``limit`` multiply-adds
     each (:data:`SMALL_PATH_MACS`), or 1 where that needs more than ``most`` calls, where
     ``op(A)`` is transposed, or where ``limit`` is 0."""
-    if limit == 0 or flag_a == ord("T") or rows * cols * K <= limit:
+    if limit == 0 or flag_a == _FLAGS[1] or rows * cols * K <= limit:
         return 1
     width = limit // (rows * K)  # the widest block on the small path
     if width == 0:
@@ -239,11 +239,7 @@ def matmul_nt(X, Y, C):
     m, n = X.shape
     k = Y.shape[0]
     if SMALL_PATH_MACS > 0 and n < SMALL_PATH_MIN_K_TRANSPOSED:
-        YT = np.empty((n, k), dtype=Y.dtype)
-        for p in range(k):
-            for j in range(n):
-                YT[j, p] = Y[p, j]
-        matmul(X, YT, C)
+        matmul(X, Y.T.copy(), C)
         return
     _product(_FLAGS[1], _FLAGS[0], m, k, n, Y.reshape(Y.size), n, n, X.reshape(X.size), n,
              C.reshape(C.size), k)
