@@ -13,6 +13,9 @@ section came from this.  Needs ``perf`` and ``gdb`` (Linux) and permission to at
     python benchmarks/jit_profile.py --dtype float32 --disassemble 4
     python benchmarks/jit_profile.py --workload "fd.MLP([32, 100, 4], dtype='float64')" \\
         --data synthetic
+    python benchmarks/jit_profile.py --data course --dtype float32 \\
+        --workload "fd.MLP([2, 8, 8, 1], activation='tanh', loss='mse', dtype=dtype)" \\
+        --fit "net.fit(X, y, epochs=5, batch_size=1, optimizer=fd.SGD(lr=0.05), shuffle=False)"
 
 The workload runs in a child process: one untimed fit loads or compiles the kernels,
 then fits repeat while ``perf record -p`` samples for ``--seconds``.
@@ -32,8 +35,12 @@ import os, sys, time, warnings
 import numpy as np
 import fastdnn as fd
 warnings.simplefilter("ignore")
-dtype, data, workload, ready = sys.argv[1:5]
-if data == "digits":
+dtype, data, workload, fit, ready = sys.argv[1:6]
+if data == "course":  # the course's online SGD: y = x1 * x2 on [-1, 1]^2
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (2000, 2))
+    y = X[:, 0] * X[:, 1]
+elif data == "digits":
     from sklearn.datasets import load_digits
     X, y = load_digits(return_X_y=True)
     X = ((X - X.mean(0)) / (X.std(0) + 1e-12))[:1347]
@@ -44,10 +51,10 @@ else:
     y = rng.integers(0, 4, 100_000)
 X = X.astype(dtype)
 net = eval(workload, {"fd": fd, "X": X, "dtype": dtype})
-net.fit(X[:256], y[:256], epochs=1, batch_size=200)
+exec(fit.replace("X, y", "X[:256], y[:256]"))
 open(ready, "w").write(str(os.getpid()))
 while True:
-    net.fit(X, y, epochs=5, batch_size=200)
+    exec(fit)
 """
 
 
@@ -58,10 +65,12 @@ def run(cmd, **kw):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dtype", default="float64")
-    ap.add_argument("--data", choices=("digits", "synthetic"), default="digits")
+    ap.add_argument("--data", choices=("digits", "synthetic", "course"), default="digits")
     ap.add_argument("--workload",
                     default="fd.MLP([X.shape[1], 100, 10], dtype=dtype, l2=5e-7, seed=0)",
                     help="expression building the net (names: fd, X, dtype)")
+    ap.add_argument("--fit", default="net.fit(X, y, epochs=5, batch_size=200)",
+                    help="statement fitting the net (names: fd, net, X, y)")
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--top", type=int, default=300, help="hot addresses to name")
     ap.add_argument("--disassemble", type=int, default=0, metavar="N")
@@ -73,7 +82,7 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="fastdnn-jit-profile-")
     ready, data = os.path.join(tmp, "ready"), os.path.join(tmp, "perf.data")
     child = subprocess.Popen([sys.executable, "-c", CHILD, args.dtype, args.data,
-                              args.workload, ready])
+                              args.workload, args.fit, ready])
     try:
         while not os.path.exists(ready) or not open(ready).read():
             if child.poll() is not None:
