@@ -20,14 +20,14 @@ from numba import njit, prange
 
 from ... import config
 from ..spec import (A_OFF, ACT, B_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, GEMM_MIN, IN_OFF, L2,
-                    LR, OUT_OFF, SHUFFLE, UNIFORM, W_OFF, Z_OFF)
+                    LR, OUT_OFF, SHUFFLE, UNIFORM, W_OFF, Z_OFF, OptimizerArgs, ScheduleArgs)
 from . import formulas as F
 from .activations import activate, activation_backward
 from .checks import max_abs
 from .dense import dense_backward, dense_forward
 from .losses import loss_grad, weight_sum
 from .updates import SAFE_REFRESH, UNSAFE, optimizer_step, refresh_bounds, step_is_safe
-from .views import view2d
+from .views import borrow, view2d
 
 #: Work buffers of one fit, one row per shard of a batch (see :func:`train_steps`):
 #: activations ``(S, work)``, the two ping-pong deltas ``(S, 2, delta)``, per-shard
@@ -295,7 +295,20 @@ def _gather(X, T, bufs, sampling, start, m, key):
 
 
 @njit(cache=config.CACHE, inline="always")
+def _borrowed(X, T, theta, table, bufs, opt, sched):
+    """The arguments of a run of steps as borrowed arrays (:func:`.views.borrow`): a
+    batch-1 step on a 2-8-8-1 net took 1.3 us, 71% of it counting references."""
+    return (borrow(X), borrow(T), borrow(theta), borrow(table),
+            Buffers(borrow(bufs.work), borrow(bufs.deltas), borrow(bufs.shard_grads),
+                    borrow(bufs.shard_losses), borrow(bufs.grad), borrow(bufs.inputs),
+                    borrow(bufs.targets), borrow(bufs.order), borrow(bufs.guard)),
+            OptimizerArgs(opt.code, borrow(opt.hyper), borrow(opt.state)),
+            ScheduleArgs(sched.code, borrow(sched.params)))
+
+
+@njit(cache=config.CACHE, inline="always")
 def _steps(X, T, theta, table, bufs, opt, sched, plan, sharded):
+    X, T, theta, table, bufs, opt, sched = _borrowed(X, T, theta, table, bufs, opt, sched)
     n = X.shape[0]
     bs = plan.batch_size
     if plan.first == 0 and plan.sampling == SHUFFLE:

@@ -1,4 +1,5 @@
-"""A zero-cost 2-D view into a flat buffer, for the kernels' per-layer arrays.
+"""Zero-cost views for the kernels: a 2-D view into a flat buffer, for the per-layer
+arrays, and a borrowed array without reference counting (:func:`borrow`).
 
 ``buf[off:off + m * n].reshape((m, n))`` costs about 50 ns in nopython mode (a call
 into Numba's C reshape helper with its checks); a training step of a tiny net takes
@@ -32,5 +33,29 @@ def view2d(typingctx, buf, off, m, n):
                        strides=cgutils.pack_array(builder, [builder.mul(n_, itemsize), itemsize]),
                        itemsize=itemsize, meminfo=src.meminfo)
         return impl_ret_borrowed(context, builder, result, out._getvalue())
+
+    return sig, codegen
+
+
+@intrinsic
+def borrow(typingctx, arr):
+    """``arr`` without its owner: the same array, with no reference count (meminfo).
+
+    Every view, slice and assignment of an array in nopython code increments and
+    decrements its owner's reference count, and each is a ``lock``-prefixed instruction,
+    a full memory barrier.  A batch-1 step on a 2-8-8-1 net spent 71% of its time in
+    them (``benchmarks/jit_profile.py``, Intel Xeon).  Views of a borrowed array carry no
+    count, so those calls return at once.  Only for arrays that outlive the borrowing
+    call (kernel arguments) and never returned to Python: a borrowed array boxed to
+    Python would not keep its memory alive.
+    """
+    if not isinstance(arr, types.Array):
+        return None
+    sig = arr(arr)
+
+    def codegen(context, builder, sig, args):
+        out = make_array(sig.return_type)(context, builder, value=args[0])
+        out.meminfo = cgutils.get_null_value(out.meminfo.type)
+        return out._getvalue()
 
     return sig, codegen

@@ -1,0 +1,88 @@
+"""The kernels' zero-cost array views: ``view2d`` and ``borrow``."""
+import numpy as np
+import pytest
+from numba import njit, types
+from numba.extending import intrinsic
+from numba.np.arrayobj import make_array
+
+from fastdnn.kernels.cpu.views import borrow, view2d
+
+
+@intrinsic
+def _meminfo_address(typingctx, arr):
+    """The address of ``arr``'s reference count (its meminfo); 0 when it has none."""
+    sig = types.intp(arr)
+
+    def codegen(context, builder, sig, args):
+        ary = make_array(sig.args[0])(context, builder, value=args[0])
+        return builder.ptrtoint(ary.meminfo, context.get_value_type(types.intp))
+
+    return sig, codegen
+
+
+@njit
+def _counted(buf):
+    """Whether an array argument, and a view and a slice of it, carry a reference count."""
+    v = view2d(buf, 2, 2, 3)
+    return (_meminfo_address(buf) != 0, _meminfo_address(v) != 0,
+            _meminfo_address(buf[1:4]) != 0)
+
+
+@njit
+def _counted_borrowed(buf):
+    b = borrow(buf)
+    v = view2d(b, 2, 2, 3)
+    return (_meminfo_address(b) != 0, _meminfo_address(v) != 0,
+            _meminfo_address(b[1:4]) != 0)
+
+
+def test_view2d_is_the_reshaped_slice():
+    buf = np.arange(20.0)
+    v = njit(lambda b: view2d(b, 3, 4, 2))(buf)
+    np.testing.assert_array_equal(v, buf[3:11].reshape(4, 2))
+    assert v.flags.c_contiguous
+
+
+def test_borrowed_views_carry_no_reference_count():
+    buf = np.arange(12.0)
+    assert _counted(buf) == (True, True, True)
+    assert _counted_borrowed(buf) == (False, False, False)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: np.arange(24.0).reshape(4, 6),
+    lambda: np.arange(24.0).reshape(4, 6)[::2, 1:],  # strided, not contiguous
+    lambda: np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+    lambda: np.arange(5, dtype=np.int64),
+])
+def test_borrow_reads_and_writes_the_original(make):
+    a = make()
+    expected = a * 2 + 1
+
+    @njit
+    def double_plus_one(x):
+        b = borrow(x)
+        flat = b.ravel()  # a copy when b is not contiguous; b itself is written below
+        s = 0.0
+        for v in flat:
+            s += v
+        for idx in np.ndindex(b.shape):
+            b[idx] = b[idx] * 2 + 1
+        return s, b.shape, b.strides
+
+    total, shape, strides = double_plus_one(a)
+    assert total == (expected - 1).sum() / 2
+    assert shape == a.shape and strides == a.strides
+    np.testing.assert_array_equal(a, expected)
+
+
+def test_a_copy_of_a_borrowed_array_owns_its_memory():
+    @njit
+    def copy_of(x):
+        return borrow(x).copy()
+
+    a = np.arange(6.0)
+    c = copy_of(a)
+    del a
+    np.testing.assert_array_equal(c, np.arange(6.0))
+    assert c.base is not None or c.flags.owndata
