@@ -7,6 +7,7 @@ import re
 
 from numba import njit, types
 
+from fastdnn.kernels.cpu.checks import max_abs
 from fastdnn.kernels.cpu.train import forward_layers
 
 
@@ -24,3 +25,9 @@ def test_float32_tanh_vectorises_in_the_forward_pass():
     sig = (f32[:, ::1], f32[::1], types.int64[:, ::1], f32[::1], types.uint64, types.int64)
     assert re.search(r"fdiv <\d+ x double>", _fresh_ir(forward_layers, sig)), \
         "the float32 tanh's division is scalar (Python's error model checks each divisor)"
+
+
+def test_float32_max_abs_compares_32_bit_lanes():
+    ir = _fresh_ir(max_abs, (types.float32[::1],))
+    assert re.search(r"llvm\.umax\.v\d+i32", ir), \
+        "max_abs's float32 scan compares widened 64-bit lanes (or is scalar)"
