@@ -262,6 +262,30 @@ def test_float32_adam_runs_in_float32_as_pytorch():
     np.testing.assert_array_equal(theta, want)
 
 
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_float32_sgd_runs_in_float32_as_pytorch(momentum, nesterov):
+    """A float32 net's SGD step is computed in float32, as PyTorch's and JAX's (float64
+    intermediates converted every element and halved the vector width): bit for bit a
+    NumPy float32 evaluation, one IEEE operation at a time."""
+    rng = np.random.default_rng(4)
+    f = np.float32
+    theta = rng.standard_normal(257).astype(f)
+    velocity = (rng.standard_normal(257) * 1e-1).astype(f) if momentum else np.zeros(0, f)
+    g = rng.standard_normal(257).astype(f)
+    lr, wd = 0.0123, 0.01
+    gw = g + f(wd) * theta
+    if momentum:
+        want_v = f(momentum) * velocity + gw
+        d = gw + f(momentum) * want_v if nesterov else want_v
+    else:
+        d = gw
+    want = theta - f(lr) * d
+    sgd_update(theta, g, velocity, lr, momentum, nesterov, wd, False)
+    np.testing.assert_array_equal(theta, want)
+    if momentum:
+        np.testing.assert_array_equal(velocity, want_v)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_running_averages_of_a_zero_gradient_reach_zero_not_a_subnormal(dtype):
     """A dead unit's gradient is exactly 0: its momentum and Adam's first moment decay

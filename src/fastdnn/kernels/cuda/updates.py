@@ -58,7 +58,7 @@ def sgd_check(theta, grad, state, status, acc, step, limit, lr, momentum, nester
     if start == 0 and not math.isfinite(acc[LAST]):
         status[0] = step
     for i in range(start, theta.shape[0], cuda.gridsize(1)):
-        v = state[0, i] if momentum != 0.0 else 0.0
+        v = state[0, i] if momentum != 0.0 else momentum  # 0 in the dtype
         new, v = F.sgd_step(theta[i], grad[i], v, lr, momentum, nesterov, weight_decay, first,
                             NO_FLUSH)
         if not (abs(new) <= limit and abs(v) <= limit):
@@ -95,7 +95,7 @@ def sgd_update(theta, grad, state, status, acc, lr, momentum, nesterov, weight_d
     if start == 0:
         book_step(acc)
     for i in range(start, theta.shape[0], cuda.gridsize(1)):
-        v = state[0, i] if momentum != 0.0 else 0.0
+        v = state[0, i] if momentum != 0.0 else momentum  # 0 in the dtype
         theta[i], v = F.sgd_step(theta[i], grad[i], v, lr, momentum, nesterov, weight_decay,
                                  first, NO_FLUSH)
         if momentum != 0.0:
@@ -122,15 +122,15 @@ def adam_update(theta, grad, state, status, acc, lr, step_size, inv_sqrt_bias2, 
 
 def _kernels(code, hyper, lr, t, dtype):
     """``(check, update, scalars)``: the two kernels of optimizer ``code`` and the scalars
-    both take after their arrays (Adam's in the parameters' ``dtype``, as on the CPU:
-    a float32 net's update runs in float32)."""
+    both take after their arrays (in the parameters' ``dtype``, as on the CPU: a float32
+    net's update runs in float32)."""
+    c = np.dtype(dtype).type
     if code == SGD:
-        return sgd_check, sgd_update, (lr, hyper[MOMENTUM], hyper[NESTEROV] != 0.0,
-                                       hyper[WEIGHT_DECAY], t == 0)
+        return sgd_check, sgd_update, (c(lr), c(hyper[MOMENTUM]), hyper[NESTEROV] != 0.0,
+                                       c(hyper[WEIGHT_DECAY]), t == 0)
     if code == ADAM:
         beta1, beta2 = hyper[BETA1], hyper[BETA2]
         step_size, inv_sqrt_bias2 = adam_scalars(lr, beta1, beta2, t + 1)
-        c = np.dtype(dtype).type
         return adam_check, adam_update, (
             c(lr), c(step_size), c(inv_sqrt_bias2), c(beta1), c(beta2), c(1.0 - beta1),
             c(1.0 - beta2), c(hyper[EPS]), c(hyper[WEIGHT_DECAY]), hyper[DECOUPLED] != 0.0)
