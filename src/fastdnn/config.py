@@ -12,17 +12,24 @@ so patching them never forces a recompile.
 SMALL_GEMM_MACS = 256
 
 #: Data-parallel shards of a training batch, for nets too narrow for the column-block
-#: GEMM split (see :mod:`fastdnn.kernels.cpu.blas`): a batch is cut into this many row shards whose
-#: gradients are computed in parallel and combined in order.  A fixed number, not the
-#: thread count, so results are the same with any number of threads.  Off (1) by
-#: default: a parallel region per step of a few microseconds waits on the OS scheduler
-#: whenever another process holds a core -- measured on the shared 2-core dev machine,
-#: 16-32-32-32-2 at batch 64 fell from 2.2 M to 5 k samples/s with 2 shards on 2
-#: threads while one core was busy.  Set it to the core count on a dedicated machine.
-SHARDS = 1
-#: A batch is sharded only with at least this many rows per shard (below, the
-#: thread hand-off costs more than half a step).
-MIN_SHARD_ROWS = 16
+#: GEMM split (see :mod:`fastdnn.kernels.cpu.blas`): a batch is cut into this many row
+#: shards whose gradients are computed apart and combined in order.  A fixed number, not
+#: the thread count, so results are the same with any number of threads.  Two (the
+#: default) run as a pair, the second shard on a helper thread when it is free and never
+#: waited for when it is not (:mod:`fastdnn.kernels.cpu.pair`); more run in Numba's pool,
+#: whose barrier waits for the OS scheduler whenever another process holds a core
+#: (measured on the shared 2-core dev machine: 16-32-32-32-2 at batch 64 fell from
+#: 2.2 M to 5 k samples/s with 2 pool shards while one core was busy).  1: one pass.
+SHARDS = 2
+#: A batch is sharded only with at least this many rows and this many multiply-adds
+#: (rows times the layers' fan_in * fan_out) per shard: below them the hand-off and the
+#: sum of the shards' gradients cost more than the second core saves.  Measured on an
+#: Intel Xeon (2 cores, float32 SGD, pair / one pass): 16-32-32-32-2 at 32 rows a shard
+#: (84 K) 0.71x, 64 rows (168 K) 0.98x, 128 rows (336 K) 1.21x; 64-128-128-10 at 16 rows
+#: 0.81x, 32 rows 1.14x, 64 rows 1.67x; 32-100-4 at 100 rows (360 K) 1.22x; 64-100-10
+#: float64 Adam at 100 rows 1.4x.
+MIN_SHARD_ROWS = 32
+MIN_SHARD_MACS = 300_000
 
 #: ``fit`` keeps a copy of the parameters from the start of each epoch, for nets up to
 #: this many bytes of parameters, to go back to when the epoch diverges.  The training

@@ -640,12 +640,12 @@ def test_dropout_follows_the_seed():
 
 def sharded_dropout_fit(shards, dtype, n_threads=None):
     """``dropout_fit`` with ``config.SHARDS = shards``; also the shards a 64-row batch uses."""
-    old = config.SHARDS
-    config.SHARDS = shards
+    old = config.SHARDS, config.MIN_SHARD_MACS
+    config.SHARDS, config.MIN_SHARD_MACS = shards, 0
     try:
         return dropout_fit(dtype=dtype, n_threads=n_threads), n_shards([4, 12, 12, 3], 64)
     finally:
-        config.SHARDS = old
+        config.SHARDS, config.MIN_SHARD_MACS = old
 
 
 def test_dropout_masks_do_not_depend_on_shards():
@@ -794,6 +794,7 @@ def test_sharded_batches_report_the_loss(monkeypatch, sizes, batch):
     losses = []
     for shards in (1, 2):
         monkeypatch.setattr(config, "SHARDS", shards)
+        monkeypatch.setattr(config, "MIN_SHARD_MACS", 0)
         assert n_shards(sizes, batch) == shards
         net = fd.MLP(sizes, dtype="float64", seed=0)
         losses.append(net.fit(X, y, epochs=2, batch_size=batch, shuffle=False,

@@ -107,6 +107,7 @@ def test_sharded_local_gradient(comm, monkeypatch):
     from fastdnn import config
     monkeypatch.setattr(config, "SHARDS", 2)
     monkeypatch.setattr(config, "MIN_SHARD_ROWS", 2)
+    monkeypatch.setattr(config, "MIN_SHARD_MACS", 0)
     shards = make_shards(comm.Get_size())
     X, y, w = shards[comm.Get_rank()]
     net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)

@@ -94,15 +94,15 @@ def fit_weights(gemm_min, dtype, n_threads):
 
 def sharded_weights(shards, n_threads):
     """Weights after one full-batch SGD step with the batch cut into ``shards`` row shards."""
-    old = config.SHARDS, config.MIN_SHARD_ROWS
-    config.SHARDS, config.MIN_SHARD_ROWS = shards, 1
+    old = config.SHARDS, config.MIN_SHARD_ROWS, config.MIN_SHARD_MACS
+    config.SHARDS, config.MIN_SHARD_ROWS, config.MIN_SHARD_MACS = shards, 1, 0
     try:
         X, y = shard_problem()
         net = fd.MLP([5, 9, 3], dtype="float64", seed=0, n_threads=n_threads)
         net.fit(X, y, epochs=1, batch_size=70, optimizer=fd.SGD(lr=0.1), shuffle=False)
         return net.get_weights()
     finally:
-        config.SHARDS, config.MIN_SHARD_ROWS = old
+        config.SHARDS, config.MIN_SHARD_ROWS, config.MIN_SHARD_MACS = old
 
 
 def shard_problem():

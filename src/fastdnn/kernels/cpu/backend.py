@@ -3,6 +3,7 @@
 Implements :class:`fastdnn.kernels.spec.Backend`; its CUDA twin is
 :mod:`fastdnn.kernels.cuda.backend`.
 """
+import numba
 import numpy as np
 from numba import typed
 
@@ -11,7 +12,7 @@ from ...validation import check_X
 from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, MSE,
                     PROBABILITIES, EpochResult, Layout, OptimizerArgs, ScheduleArgs,
                     pack_targets)
-from . import blas, threads
+from . import blas, pair, threads
 from .checks import all_finite
 from .losses import labels, predictions, probabilities
 from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
@@ -181,10 +182,13 @@ def _splits_products(sizes, rows):
 
 def n_shards(sizes, rows):
     """Row shards of a training batch: ``config.SHARDS`` when each shard keeps at least
-    ``config.MIN_SHARD_ROWS`` rows and every per-shard product stays below the size
+    ``config.MIN_SHARD_ROWS`` rows and ``config.MIN_SHARD_MACS`` multiply-adds, and
+    every per-shard product stays below the size
     at which :mod:`.blas` splits it over threads itself (no nested parallelism)."""
     shards = config.SHARDS
-    if shards < 2 or rows < shards * config.MIN_SHARD_ROWS:
+    per_shard = -(-rows // max(shards, 1))
+    macs = per_shard * sum(k * n for k, n in zip(sizes[:-1], sizes[1:]))
+    if shards < 2 or per_shard < config.MIN_SHARD_ROWS or macs < config.MIN_SHARD_MACS:
         return 1
     if _splits_products(sizes, -(-rows // shards)):
         return 1
@@ -208,17 +212,22 @@ class CPUTrainer:
         shards = n_shards(backend.sizes, batch_size)
         layout = _layout(backend.sizes, backend.codes, -(-batch_size // shards), backend.drops)
         self.table = layout.table
-        self.epoch_kernel = train_steps_sharded if shards > 1 else train_steps
+        # Two shards run as a pair (.pair: three buffer slots, no parallel region); more
+        # run in Numba's pool (train_steps_sharded).
+        self.paired = shards == 2
+        slots = 3 if self.paired else shards
+        self.epoch_kernel = train_steps_sharded if shards > 2 else train_steps
         self.bufs = Buffers(
-            work=np.zeros((shards, layout.work_size), dtype=dtype),
-            deltas=np.zeros((shards, 2, layout.delta_size), dtype=dtype),
-            shard_grads=np.zeros((shards, layout.n_params) if shards > 1 else (1, 0), dtype=dtype),
-            shard_losses=np.zeros(shards),
+            work=np.zeros((slots, layout.work_size), dtype=dtype),
+            deltas=np.zeros((slots, 2, layout.delta_size), dtype=dtype),
+            shard_grads=np.zeros((slots, layout.n_params) if shards > 1 else (1, 0), dtype=dtype),
+            shard_losses=np.zeros(slots),
             grad=np.zeros(layout.n_params, dtype=dtype),
             inputs=np.zeros(batch_size * X.shape[1], dtype=dtype),
             targets=np.zeros(batch_size * T.shape[1], dtype=dtype),
             order=np.arange(n, dtype=np.int64),
-            guard=np.zeros(GUARD_SLOTS))
+            guard=np.zeros(GUARD_SLOTS),
+            control=pair.new_control(2 if self.paired else 1, T.shape[1]))
         state = optimizer.bind(layout.n_params, dtype)
         hyper = optimizer.hyper()
         hyper[L2] = backend.l2
@@ -236,9 +245,16 @@ class CPUTrainer:
     def run_steps(self, sampling, seed, first, end):
         """Steps ``[first, end)`` of the epoch drawn with ``seed``, from the optimizer's
         step count; advance it (see ``spec.Trainer``)."""
-        return self.finish(self.epoch_kernel(
-            self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt, self.sched,
-            EpochPlan(*self.plan(sampling, seed, first, end))))
+        helped = self.paired and pair.helps(numba.get_num_threads())
+        if helped:
+            pair.start(self.backend.theta, self.table, self.bufs)
+        try:
+            return self.finish(self.epoch_kernel(
+                self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt, self.sched,
+                EpochPlan(*self.plan(sampling, seed, first, end))))
+        finally:
+            if helped:
+                pair.stop(self.bufs)
 
     def run_epoch(self, sampling, seed):
         """Train one whole epoch (:meth:`run_steps` over all its steps)."""

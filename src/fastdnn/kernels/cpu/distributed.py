@@ -39,8 +39,8 @@ from . import formulas as F
 from .backend import CPUTrainer
 from .checks import max_abs
 from .losses import weight_sum
-from .train import (NO_KEY, EpochPlan, _gather, _sharded_gradient, _shuffle, clip_by_norm,
-                    l2_penalty, loss_and_gradient, train_steps_sharded)
+from .train import (NO_KEY, EpochPlan, _gather, _sharded_gradient, _shuffle, batch_gradient,
+                    clip_by_norm, l2_penalty, train_steps_sharded)
 from .updates import SAFE_REFRESH, UNSAFE, optimizer_step, refresh_bounds, step_is_safe
 
 #: The vector one step reduces: the gradient times the local weight sum, then these.
@@ -125,8 +125,7 @@ def _global_gradient(X, T, theta, table, bufs, plan, red, sharded, dropping, s):
             value = _sharded_gradient(Xb, Tb, theta, table, bufs, plan.loss,
                                       min(bufs.work.shape[0], m), key)
         else:
-            value = loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0],
-                                      bufs.grad, plan.loss, key, 0)
+            value = batch_gradient(Xb, Tb, theta, table, bufs, plan.loss, key)
         w = weight_sum(Tb)
     # bufs.grad is red.buffer[:n_params]
     for i in range(n_params):

@@ -22,6 +22,7 @@ from ... import config
 from ..spec import (A_OFF, ACT, B_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, GEMM_MIN, IN_OFF, L2,
                     LR, OUT_OFF, SHUFFLE, UNIFORM, W_OFF, Z_OFF, OptimizerArgs, ScheduleArgs)
 from . import formulas as F
+from . import pair  # an import cycle: pair's shards call loss_and_gradient (when compiled)
 from .activations import activate, activation_backward
 from .checks import max_abs
 from .dense import dense_backward, dense_forward
@@ -29,13 +30,15 @@ from .losses import loss_grad, weight_sum
 from .updates import SAFE_REFRESH, UNSAFE, optimizer_step, refresh_bounds, step_is_safe
 from .views import borrow, view2d
 
-#: Work buffers of one fit, one row per shard of a batch (see :func:`train_steps`):
+#: Work buffers of one fit, one row per shard slot of a batch (see :func:`train_steps`):
 #: activations ``(S, work)``, the two ping-pong deltas ``(S, 2, delta)``, per-shard
 #: gradients ``(S, n_params)`` and losses ``(S,)``; then the batch gradient, a batch of
-#: inputs and of targets (flat), the sample order, and the overflow guard's float64
-#: bounds (:mod:`.updates`).
+#: inputs and of targets (flat), the sample order, the overflow guard's float64 bounds
+#: (:mod:`.updates`), and the int64 control block of two-shard steps (:mod:`.pair`; its
+#: ``N_SHARDS`` slot says whether a step is one pass or two shards).
 Buffers = namedtuple("Buffers",
-                     "work deltas shard_grads shard_losses grad inputs targets order guard")
+                     "work deltas shard_grads shard_losses grad inputs targets order guard "
+                     "control")
 #: Integers of a run of steps: loss code, batch size, sampling mode, optimizer steps
 #: taken before step ``first``, the epoch's seed, and the steps ``[first, end)`` of the
 #: epoch to run.
@@ -261,18 +264,18 @@ def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards, key):
         shard_losses[s] = loss_and_gradient(
             _view(flat_x, r0 * d, r1 - r0, d), _view(flat_t, r0 * n_targets, r1 - r0, n_targets),
             theta, table, bufs.work[s], bufs.deltas[s], bufs.shard_grads[s], loss, key, r0)
-    total = weight_sum(Tb)
-    value = 0.0
-    bufs.grad[:] = 0.0
-    for s in range(n_shards):
-        q0 = s * m // n_shards
-        q1 = (s + 1) * m // n_shards
-        share = weight_sum(_view(flat_t, q0 * n_targets, q1 - q0, n_targets)) / total \
-            if total > 0 else 0.0
-        value += share * shard_losses[s]
-        for i in range(bufs.grad.shape[0]):
-            bufs.grad[i] += share * bufs.shard_grads[s, i]
-    return value
+    return pair.combine(Tb, bufs, n_shards, n_shards - 1)
+
+
+@njit(cache=config.CACHE, inline="always")
+def batch_gradient(Xb, Tb, theta, table, bufs, loss, key):
+    """Weighted mean loss of a batch and its gradient (into ``bufs.grad``): in one pass,
+    or as two row shards (:func:`.pair.paired_gradient`) when ``bufs.control`` says so
+    and the batch has two rows or more."""
+    if bufs.control[pair.N_SHARDS] == 2 and Xb.shape[0] >= 2:
+        return pair.paired_gradient(Xb, Tb, theta, table, bufs, loss, key)
+    return loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0], bufs.grad,
+                             loss, key, 0)
 
 
 @njit(cache=config.CACHE, inline="always")
@@ -298,13 +301,19 @@ def _gather(X, T, bufs, sampling, start, m, key):
 
 
 @njit(cache=config.CACHE, inline="always")
+def borrowed_buffers(bufs):
+    """``bufs`` with every array borrowed (:func:`.views.borrow`)."""
+    return Buffers(borrow(bufs.work), borrow(bufs.deltas), borrow(bufs.shard_grads),
+                   borrow(bufs.shard_losses), borrow(bufs.grad), borrow(bufs.inputs),
+                   borrow(bufs.targets), borrow(bufs.order), borrow(bufs.guard),
+                   borrow(bufs.control))
+
+
+@njit(cache=config.CACHE, inline="always")
 def _borrowed(X, T, theta, table, bufs, opt, sched):
     """The arguments of a run of steps as borrowed arrays (:func:`.views.borrow`): a
     batch-1 step on a 2-8-8-1 net took 1.3 us, 71% of it counting references."""
-    return (borrow(X), borrow(T), borrow(theta), borrow(table),
-            Buffers(borrow(bufs.work), borrow(bufs.deltas), borrow(bufs.shard_grads),
-                    borrow(bufs.shard_losses), borrow(bufs.grad), borrow(bufs.inputs),
-                    borrow(bufs.targets), borrow(bufs.order), borrow(bufs.guard)),
+    return (borrow(X), borrow(T), borrow(theta), borrow(table), borrowed_buffers(bufs),
             OptimizerArgs(opt.code, borrow(opt.hyper), borrow(opt.state)),
             ScheduleArgs(sched.code, borrow(sched.params)))
 
@@ -337,8 +346,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, sharded):
             value = _sharded_gradient(Xb, Tb, theta, table, bufs, plan.loss,
                                       min(bufs.work.shape[0], m), key)
         else:
-            value = loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0],
-                                      bufs.grad, plan.loss, key, 0)
+            value = batch_gradient(Xb, Tb, theta, table, bufs, plan.loss, key)
         if l2 != 0.0:
             value += l2_penalty(theta, table, l2, bufs.grad)
         g_max = max_abs(bufs.grad)
@@ -365,7 +373,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, sharded):
     return total, seen, plan.end - plan.first, -1, lr, weights
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, nogil=True)
 def train_steps(X, T, theta, table, bufs, opt, sched, plan):
     """Steps ``[plan.first, plan.end)`` of an epoch; returns ``(loss_sum, samples, steps,
     failed_step, lr, weight_sum)``.
@@ -379,7 +387,7 @@ def train_steps(X, T, theta, table, bufs, opt, sched, plan):
     return _steps(X, T, theta, table, bufs, opt, sched, plan, False)
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, nogil=True)
 def train_steps_sharded(X, T, theta, table, bufs, opt, sched, plan):
     """:func:`train_steps` with each batch's gradient from :func:`_sharded_gradient`.
 

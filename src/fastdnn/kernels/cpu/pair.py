@@ -1,0 +1,314 @@
+"""A batch's gradient as two row shards, the second taken by a helper thread when it is
+free, never waited for when it is not.
+
+A training step of a small net is too short for a parallel region: Numba's pool (and
+OpenMP's, and BLAS's) joins its threads at a barrier, and when another process holds a
+core the barrier waits for the scheduler, a whole time slice per step (measured on the
+2-core dev machine: 16-32-32-32-2 at batch 64 fell from 2.2 M to 5 k samples/s).  Here
+the calling thread publishes each step as a job, computes the first shard, and then
+claims the second itself unless the helper claimed it first (an atomic compare-and-swap
+on the job's number).  It waits only for a second shard the helper has started, and
+only for about as long as the first shard took; past that it computes the shard itself
+into a slot of its own (the helper's late result is ignored).  A helper that never runs
+costs a step nothing but the claim.
+
+The shards are fixed by the batch's shape (rows ``[0, m//2)`` and ``[m//2, m)``) and
+combined in order, exactly as :func:`.train._sharded_gradient` combines two, so the
+result is the same whichever thread computed the second shard, with or without a
+helper, for any thread count.
+
+Slots of the shard buffers (``Buffers.work`` ... ``shard_losses``): 0 the caller's
+first shard, 1 the helper's second shard, 2 the caller's own second shard.  The helper
+thread is one per process, parked between runs of steps; it spins (``pause``) while a
+run lasts, and sleeps 50 us at a time after 2 ms without a job.
+"""
+import ctypes
+import os
+import platform
+import threading
+
+import numpy as np
+from llvmlite import ir
+from numba import cfunc, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.arrayobj import make_array
+
+from ... import config
+from ..spec import FAN_IN
+from . import train as _train  # an import cycle: train's steps call paired_gradient
+from .losses import weight_sum
+from .views import borrow, view2d
+
+# Slots of the int64 ``control`` array (``Buffers.control``).  The three that both
+# threads write each have a cache line of their own.
+JOB, CLAIM, DONE = 0, 8, 16     # the last job published, claimed (shard 2), done by the helper
+STOP = 24                       # non-zero: the helper's loop returns
+N_SHARDS, ROWS, LOSS, KEY, N_TARGETS = 32, 33, 34, 35, 36
+CONTROL_SIZE = 40
+
+#: Spins of the helper without a job before it sleeps between looks (2 ms at 2.5 GHz).
+_IDLE_CYCLES = 5_000_000
+#: Cycles the caller waits for a claimed shard beyond the time its own shard took; and a
+#: bound on its spins there that holds without a cycle counter (about 0.1-1 s).
+_SLACK_CYCLES = 20_000
+_MAX_SPINS = 10_000_000
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+def _slot(context, builder, sig, args):
+    ary = make_array(sig.args[0])(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
+
+
+@intrinsic
+def load_acquire(typingctx, arr, i):
+    """``arr[i]`` of an int64 array, read atomically with acquire ordering."""
+    def codegen(context, builder, sig, args):
+        return builder.load_atomic(_slot(context, builder, sig, args), "acquire", 8)
+    return types.int64(arr, i), codegen
+
+
+@intrinsic
+def store_release(typingctx, arr, i, value):
+    """``arr[i] = value`` on an int64 array, atomically with release ordering."""
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[2], sig.args[2], types.int64)
+        builder.store_atomic(value, _slot(context, builder, sig, args), "release", 8)
+        return context.get_dummy_value()
+    return types.void(arr, i, value), codegen
+
+
+@intrinsic
+def compare_exchange(typingctx, arr, i, expected, new):
+    """Atomically: if ``arr[i] == expected``, set it to ``new``; whether it did."""
+    def codegen(context, builder, sig, args):
+        cast = [context.cast(builder, a, t, types.int64) for a, t in zip(args[2:], sig.args[2:])]
+        pair = builder.cmpxchg(_slot(context, builder, sig, args), cast[0], cast[1], "acq_rel",
+                               "acquire")
+        return builder.extract_value(pair, 1)
+    return types.boolean(arr, i, expected, new), codegen
+
+
+@intrinsic
+def spin_pause(typingctx):
+    """The CPU's spin-wait hint (x86 ``pause``): a spinning thread yields its core's
+    resources to the other hyperthread and leaves the loop without a memory-order stall."""
+    def codegen(context, builder, sig, args):
+        if _X86:  # the intrinsic: Numba's LLVM has no inline-assembly parser
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
+def cycle_count(typingctx):
+    """The time-stamp counter (x86 ``rdtsc``); 0 elsewhere, where no helper runs."""
+    def codegen(context, builder, sig, args):
+        if not _X86:
+            return context.get_constant(types.int64, 0)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
+                                            "llvm.readcyclecounter")
+        return builder.call(fn, [])
+    return types.int64(), codegen
+
+
+@cfunc(types.intc(types.uintc))
+def _no_sleep(us):  # pragma: no cover - stands in where libc has no usleep
+    return 0
+
+
+def _register_sleep():
+    """Bind ``fastdnn_usleep`` to libc's ``usleep`` (a no-op where there is none), by
+    symbol, so the helper's loop stays cacheable."""
+    from llvmlite import binding as llvm
+
+    addr = None
+    if os.name == "posix":
+        try:
+            addr = ctypes.cast(ctypes.CDLL(None).usleep, ctypes.c_void_p).value
+        except (AttributeError, OSError):
+            addr = None
+    llvm.add_symbol("fastdnn_usleep", addr or _no_sleep.address)
+
+
+_register_sleep()
+_usleep = types.ExternalFunction("fastdnn_usleep", types.intc(types.uintc))
+
+
+@njit(cache=config.CACHE, inline="always")
+def _shard(Xb, Tb, theta, table, bufs, shard, slot, loss, key):
+    """Loss and gradient of row shard ``shard`` (of two) of the batch, into buffer ``slot``."""
+    m, d = Xb.shape
+    n_targets = Tb.shape[1]
+    r0 = shard * m // 2
+    r1 = (shard + 1) * m // 2
+    flat_x = Xb.reshape(m * d)
+    flat_t = Tb.reshape(m * n_targets)
+    bufs.shard_losses[slot] = _train.loss_and_gradient(
+        view2d(flat_x, r0 * d, r1 - r0, d), view2d(flat_t, r0 * n_targets, r1 - r0, n_targets),
+        theta, table, bufs.work[slot], bufs.deltas[slot], bufs.shard_grads[slot], loss, key, r0)
+
+
+@njit(cache=config.CACHE, inline="always")
+def combine(Tb, bufs, n_shards, last_slot):
+    """The batch's loss, and its gradient into ``bufs.grad``, from ``n_shards`` row shards:
+    shard ``s`` in buffer slot ``s``, the last in ``last_slot``.  Each shard's mean counts
+    by its share of the batch's weight; the gradient is summed in shard order, in its own
+    dtype (in float64 the sum of a 3,700-parameter pair took 7,600 cycles)."""
+    m, n_targets = Tb.shape
+    flat_t = Tb.reshape(m * n_targets)
+    total = weight_sum(Tb)
+    c = bufs.grad.dtype.type
+    grad = bufs.grad
+    value = 0.0
+    for s in range(n_shards):
+        q0 = s * m // n_shards
+        q1 = (s + 1) * m // n_shards
+        share = weight_sum(view2d(flat_t, q0 * n_targets, q1 - q0, n_targets)) / total \
+            if total > 0 else 0.0
+        slot = last_slot if s == n_shards - 1 else s
+        value += share * bufs.shard_losses[slot]
+        g = bufs.shard_grads[slot]
+        share_ = c(share)
+        if s == 0:
+            for i in range(grad.shape[0]):
+                grad[i] = share_ * g[i]
+        else:
+            for i in range(grad.shape[0]):
+                grad[i] += share_ * g[i]
+    return value
+
+
+@njit(cache=config.CACHE)
+def paired_gradient(Xb, Tb, theta, table, bufs, loss, key):
+    """Weighted mean loss of the batch, its gradient into ``bufs.grad``: two row shards,
+    the second from the helper if it claims it (see the module docstring)."""
+    control = bufs.control
+    job = control[JOB] + 1
+    control[ROWS] = Xb.shape[0]
+    control[LOSS] = loss
+    control.view(np.uint64)[KEY] = key
+    store_release(control, JOB, job)
+    t0 = cycle_count()
+    _shard(Xb, Tb, theta, table, bufs, 0, 0, loss, key)
+    t1 = cycle_count()
+    slot = 2
+    if compare_exchange(control, CLAIM, job - 1, job):
+        _shard(Xb, Tb, theta, table, bufs, 1, 2, loss, key)
+    else:
+        slot = 1
+        spins = 0
+        while load_acquire(control, DONE) != job:
+            spins += 1
+            if cycle_count() - t1 > t1 - t0 + _SLACK_CYCLES or spins > _MAX_SPINS:
+                # The helper stalled (descheduled mid-shard): do it here, in slot 2.
+                _shard(Xb, Tb, theta, table, bufs, 1, 2, loss, key)
+                slot = 2
+                break
+            spin_pause()
+    return combine(Tb, bufs, 2, slot)
+
+
+@njit(cache=config.CACHE, nogil=True)
+def helper_loop(theta, table, bufs):
+    """The helper's side: claim and compute the second shard of each job published from
+    now on, until ``control[STOP]``."""
+    theta, table = borrow(theta), borrow(table)
+    bufs = _train.borrowed_buffers(bufs)
+    control, inputs, targets = bufs.control, bufs.inputs, bufs.targets
+    d = table[0, FAN_IN]
+    n_targets = control[N_TARGETS]
+    seen = load_acquire(control, JOB)
+    idle_since = cycle_count()
+    while load_acquire(control, STOP) == 0:
+        job = load_acquire(control, JOB)
+        if job == seen:
+            spin_pause()
+            if cycle_count() - idle_since > _IDLE_CYCLES:
+                _usleep(50)
+            continue
+        seen = job
+        if compare_exchange(control, CLAIM, job - 1, job):
+            m = control[ROWS]
+            _shard(view2d(inputs, 0, m, d), view2d(targets, 0, m, n_targets), theta, table,
+                   bufs, 1, 1, control[LOSS], control.view(np.uint64)[KEY])
+            store_release(control, DONE, job)
+        idle_since = cycle_count()
+
+
+def new_control(n_shards, n_targets):
+    """A fresh ``control`` array for a trainer with ``n_shards`` shards."""
+    control = np.zeros(CONTROL_SIZE, dtype=np.int64)
+    control[N_SHARDS] = n_shards
+    control[N_TARGETS] = n_targets
+    return control
+
+
+class _Helper:
+    """The process's helper thread: parked until :meth:`offer` gives it a run's buffers,
+    then in :func:`helper_loop` (without the GIL) until the run sets ``control[STOP]``."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._task = None
+        self._thread = threading.Thread(target=self._serve, name="fastdnn-helper", daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        while True:
+            with self._cond:
+                while self._task is None:
+                    self._cond.wait()
+                task, self._task = self._task, None
+            try:
+                helper_loop(*task)
+            except BaseException:  # noqa: BLE001 - the caller never waits on a lost helper
+                pass
+
+    def offer(self, task):
+        with self._cond:
+            self._task = task
+            self._cond.notify()
+
+
+_helper = None
+_helper_lock = threading.Lock()
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def helps(n_threads):
+    """Whether runs with ``n_threads`` Numba threads (``None``: all) get a helper: on x86
+    POSIX machines with two or more cores, unless one thread was asked for."""
+    if not (_X86 and os.name == "posix" and _cores() > 1):
+        return False
+    return n_threads is None or n_threads > 1
+
+
+def start(theta, table, bufs):
+    """Let the helper take second shards of the run about to start (see :func:`stop`)."""
+    global _helper
+    bufs.control[STOP] = 0
+    with _helper_lock:
+        if _helper is None:
+            _helper = _Helper()
+    _helper.offer((theta, table, bufs))
+
+
+def stop(bufs):
+    """End the helper's part in the run (it returns within a spin or a 50 us sleep)."""
+    store_stop(bufs.control)
+
+
+@njit(cache=config.CACHE)
+def store_stop(control):
+    store_release(control, STOP, 1)

@@ -1,0 +1,84 @@
+"""Two-shard steps (``kernels.cpu.pair``): the same weights whoever computes the second
+shard, a caller that never waits for a helper that stalls, and the atomics they use."""
+import numpy as np
+import pytest
+from numba import njit
+
+import fastdnn as fd
+from fastdnn import config
+from fastdnn.kernels.cpu import pair
+from fastdnn.kernels.cpu.backend import n_shards
+
+SIZES = [6, 40, 30, 3]
+
+
+@pytest.fixture
+def paired(monkeypatch):
+    """Shard every batch of 8 rows or more in two."""
+    monkeypatch.setattr(config, "SHARDS", 2)
+    monkeypatch.setattr(config, "MIN_SHARD_ROWS", 4)
+    monkeypatch.setattr(config, "MIN_SHARD_MACS", 0)
+
+
+def fit(n_threads, dtype="float64", optimizer=None):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, SIZES[0]))
+    y = rng.integers(0, SIZES[-1], 300)
+    w = rng.uniform(0.5, 2.0, 300)
+    net = fd.MLP(SIZES, dtype=dtype, seed=1, n_threads=n_threads, dropout=0.1)
+    net.fit(X, y, epochs=3, batch_size=64, sample_weight=w,
+            optimizer=optimizer or fd.SGD(lr=0.05, momentum=0.9))
+    return net.get_weights()
+
+
+def same(a, b):
+    for (W1, b1), (W2, b2) in zip(a, b):
+        np.testing.assert_array_equal(W1, W2)
+        np.testing.assert_array_equal(b1, b2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_helper_or_not_the_same_weights(paired, dtype):
+    """With a helper (all threads) or without (one thread: the caller takes both
+    shards), bit for bit; and close to one pass over the batch."""
+    assert n_shards(SIZES, 64) == 2
+    serial = fit(1, dtype)
+    same(fit(None, dtype), serial)
+    config.SHARDS = 1
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    for (W1, b1), (W2, b2) in zip(fit(1, dtype), serial):
+        np.testing.assert_allclose(W1, W2, rtol=tol, atol=tol)
+
+
+def test_a_stalled_helper_is_taken_over(paired, monkeypatch):
+    """A helper that claimed a shard and never finishes it: each step waits about one
+    shard's time, then computes the shard itself; the weights are those of any run."""
+    want = fit(1)
+    new_control = pair.new_control
+
+    def claimed_ahead(n_shards, n_targets):
+        control = new_control(n_shards, n_targets)
+        control[pair.CLAIM] = 1 << 40  # every job looks claimed by a helper
+        return control
+
+    monkeypatch.setattr(pair, "new_control", claimed_ahead)
+    same(fit(1), want)
+
+
+def test_adam_and_float32_paired_match_one_thread(paired):
+    same(fit(None, "float32", fd.Adam(1e-3)), fit(1, "float32", fd.Adam(1e-3)))
+
+
+@njit
+def _atomics(a):
+    pair.store_release(a, 1, 7)
+    first = pair.compare_exchange(a, 1, 7, 9)
+    second = pair.compare_exchange(a, 1, 7, 11)
+    pair.spin_pause()
+    return first, second, pair.load_acquire(a, 1), pair.cycle_count() >= 0
+
+
+def test_atomics():
+    a = np.zeros(4, dtype=np.int64)
+    assert _atomics(a) == (True, False, 9, True)
+    assert a.tolist() == [0, 9, 0, 0]
