@@ -165,6 +165,12 @@ class FitRun:
             if hasattr(callback, "attach"):
                 callback.attach(self)
 
+    def close(self):
+        """Release what the trainer holds for the fit (the CPU's helper thread)."""
+        close = getattr(self.trainer, "close", None)
+        if close is not None:
+            close()
+
     def _make_trainer(self):
         plan = self.plan
         return self.net._backend.trainer(plan.X, plan.T, plan.batch_size, plan.optimizer,

@@ -122,6 +122,8 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
                 booked = [i for i in active if i not in errors]
                 _progress(epoch, first.epochs, [runs[i].history.loss[-1] for i in booked],
                           sum(r.samples for r in results), seconds)
+    for run in runs:
+        run.close()
     histories = [run.history for run in runs]
     if errors:
         listed = ", ".join(f"net {i} ({exc})" for i, exc in sorted(errors.items()))

@@ -473,6 +473,9 @@ class MLP:
         except KeyboardInterrupt as exc:
             exc.history = run.history if run is not None else History()
             raise
+        finally:
+            if run is not None:
+                run.close()
         return run.history
 
     def _fit_plan(self, X, y, epochs, batch_size, optimizer, schedule, validation_data,

@@ -3,6 +3,8 @@
 Implements :class:`fastdnn.kernels.spec.Backend`; its CUDA twin is
 :mod:`fastdnn.kernels.cuda.backend`.
 """
+import weakref
+
 import numba
 import numpy as np
 from numba import typed
@@ -215,6 +217,7 @@ class CPUTrainer:
         # Two shards run as a pair (.pair: three buffer slots, no parallel region); more
         # run in Numba's pool (train_steps_sharded).
         self.paired = shards == 2
+        self._release = None  # while a helper thread serves this fit: its release
         slots = 3 if self.paired else shards
         self.epoch_kernel = train_steps_sharded if shards > 2 else train_steps
         self.bufs = Buffers(
@@ -245,16 +248,19 @@ class CPUTrainer:
     def run_steps(self, sampling, seed, first, end):
         """Steps ``[first, end)`` of the epoch drawn with ``seed``, from the optimizer's
         step count; advance it (see ``spec.Trainer``)."""
-        helped = self.paired and pair.helps(numba.get_num_threads())
-        if helped:
+        if self.paired and self._release is None and pair.helps(numba.get_num_threads()):
             pair.start(self.backend.theta, self.table, self.bufs)
-        try:
-            return self.finish(self.epoch_kernel(
-                self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt, self.sched,
-                EpochPlan(*self.plan(sampling, seed, first, end))))
-        finally:
-            if helped:
-                pair.stop(self.bufs)
+            # The helper stays with this fit until close() (or until the trainer is freed).
+            self._release = weakref.finalize(self, pair.stop, self.bufs.control)
+        return self.finish(self.epoch_kernel(
+            self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt, self.sched,
+            EpochPlan(*self.plan(sampling, seed, first, end))))
+
+    def close(self):
+        """The fit is over: let the helper thread go (see :mod:`.pair`)."""
+        if self._release is not None:
+            self._release()
+            self._release = None
 
     def run_epoch(self, sampling, seed):
         """Train one whole epoch (:meth:`run_steps` over all its steps)."""

@@ -19,8 +19,9 @@ helper, for any thread count.
 
 Slots of the shard buffers (``Buffers.work`` ... ``shard_losses``): 0 the caller's
 first shard, 1 the helper's second shard, 2 the caller's own second shard.  The helper
-thread is one per process, parked between runs of steps; it spins (``pause``) while a
-run lasts, and sleeps 50 us at a time after 2 ms without a job.
+thread is one per process, parked between fits (its hand-over costs a GIL round trip,
+which per run of steps made breast cancer's 2-step epochs slower); during a fit it
+spins (``pause``), and sleeps 50 us at a time after 2 ms without a job.
 """
 import ctypes
 import os
@@ -249,12 +250,14 @@ def new_control(n_shards, n_targets):
 
 
 class _Helper:
-    """The process's helper thread: parked until :meth:`offer` gives it a run's buffers,
-    then in :func:`helper_loop` (without the GIL) until the run sets ``control[STOP]``."""
+    """The process's helper thread: parked until :meth:`offer` gives it a fit's buffers,
+    then in :func:`helper_loop` (without the GIL) until that fit sets ``control[STOP]``
+    or another fit is offered."""
 
     def __init__(self):
         self._cond = threading.Condition()
         self._task = None
+        self._serving = None  # the control array of the fit being served
         self._thread = threading.Thread(target=self._serve, name="fastdnn-helper", daemon=True)
         self._thread.start()
 
@@ -264,13 +267,18 @@ class _Helper:
                 while self._task is None:
                     self._cond.wait()
                 task, self._task = self._task, None
+                self._serving = task[2].control
             try:
                 helper_loop(*task)
             except BaseException:  # noqa: BLE001 - the caller never waits on a lost helper
                 pass
+            with self._cond:
+                self._serving = None
 
     def offer(self, task):
         with self._cond:
+            if self._serving is not None:
+                store_stop(self._serving)  # the newest fit gets the helper
             self._task = task
             self._cond.notify()
 
@@ -287,15 +295,13 @@ def _cores():
 
 
 def helps(n_threads):
-    """Whether runs with ``n_threads`` Numba threads (``None``: all) get a helper: on x86
-    POSIX machines with two or more cores, unless one thread was asked for."""
-    if not (_X86 and os.name == "posix" and _cores() > 1):
-        return False
-    return n_threads is None or n_threads > 1
+    """Whether a fit with ``n_threads`` Numba threads gets a helper: on x86 POSIX
+    machines with two or more cores, unless one thread was asked for."""
+    return _X86 and os.name == "posix" and _cores() > 1 and n_threads > 1
 
 
 def start(theta, table, bufs):
-    """Let the helper take second shards of the run about to start (see :func:`stop`)."""
+    """Let the helper take second shards of this fit's steps until :func:`stop`."""
     global _helper
     bufs.control[STOP] = 0
     with _helper_lock:
@@ -304,9 +310,10 @@ def start(theta, table, bufs):
     _helper.offer((theta, table, bufs))
 
 
-def stop(bufs):
-    """End the helper's part in the run (it returns within a spin or a 50 us sleep)."""
-    store_stop(bufs.control)
+def stop(control):
+    """End the helper's part in the fit of ``control`` (it returns within a spin or a
+    50 us sleep)."""
+    store_stop(control)
 
 
 @njit(cache=config.CACHE)
