@@ -21,7 +21,8 @@ inherits another's thread pools.  scikit-learn runs twice, with OpenBLAS' defaul
 and with one thread, and the speed-up is against the faster: on the busy 2-core machine
 the threaded small products were up to 50x slower (digits: 40 s against 0.7 s).  A
 fastdnn worker first runs one small fit, untimed, which loads the compiled kernels from
-Numba's disk cache (or compiles them, ~13 s, in a fresh environment).
+Numba's disk cache (or compiles them, ~13 s, in a fresh environment), with batches big
+enough to load those of two-shard steps too.
 """
 import argparse
 import json
@@ -72,11 +73,13 @@ def worker(system, name, dtype, quick):
 
     if system == "fastdnn":
         from fastdnn.sklearn import MLPClassifier
-        # Untimed: loads the kernels from Numba's cache (or compiles them).
-        X = np.random.default_rng(0).normal(size=(64, 4)).astype(dtype)
+        # Untimed: loads the kernels from Numba's cache (or compiles them), those of
+        # two-shard steps too (400 rows: two shards of 100 rows each; the helper thread's
+        # loop loads in the first such fit, ~8 ms of a breast cancer fit).
+        X = np.random.default_rng(0).normal(size=(400, 64)).astype(dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            MLPClassifier(max_iter=2).fit(X, np.arange(64) % 3)
+            MLPClassifier(max_iter=2).fit(X, np.arange(400) % 3)
     else:
         from sklearn.neural_network import MLPClassifier
     X_train, X_test, y_train, y_test, max_iter = load(name, quick)
