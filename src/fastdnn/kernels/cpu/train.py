@@ -203,7 +203,9 @@ def forward_chunks(X, theta, table, work, out, cap):
     flat = X.reshape(X.size)
     for start in range(0, n, cap):
         m = min(cap, n - start)
-        logits = forward_layers(_view(flat, start * d, m, d), theta, table, work, NO_KEY, 0)
+        # np.int64(0): a literal 0 compiled forward_layers again (1.3 s of a cold start).
+        logits = forward_layers(_view(flat, start * d, m, d), theta, table, work, NO_KEY,
+                                np.int64(0))
         _copy_rows(logits, out, start)
 
 
@@ -274,8 +276,10 @@ def batch_gradient(Xb, Tb, theta, table, bufs, loss, key):
     and the batch has two rows or more."""
     if bufs.control[pair.N_SHARDS] == 2 and Xb.shape[0] >= 2:
         return pair.paired_gradient(Xb, Tb, theta, table, bufs, loss, key)
+    # np.int64(0), not 0: a literal row offset typed as Literal[int](0) compiled
+    # loss_and_gradient a second time (4.6 s of a cold start) beside the shards' int64.
     return loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0], bufs.grad,
-                             loss, key, 0)
+                             loss, key, np.int64(0))
 
 
 @njit(cache=config.CACHE, inline="always")
