@@ -155,6 +155,9 @@ class MLP:
     n_threads : int, optional
         Threads of Numba's pool during this net's calls on the CPU, restored afterwards
         (default: leave the process setting).  BLAS runs single-threaded inside them.
+        1 also keeps the helper thread of two-shard steps away (see
+        ``fastdnn.config.SHARDS``): the calling thread computes both shards, with the
+        same results.
     l2 : float, default 0
         L2 penalty ``l2 / 2 * sum(W**2)`` over the weights (not the biases), added to
         every mean loss (each batch's, and :meth:`loss`, :meth:`gradients`, ``val_loss``).

@@ -8,6 +8,8 @@ single-threaded (per call, :mod:`.blas`), the big products are cut into fixed
 column blocks that Numba's ``prange`` runs in parallel, and everything else is serial:
 one pool, no oversubscription, and results independent of the thread count.
 ``n_threads`` sets Numba's pool for the duration of a call and restores it afterwards.
+The one exception is the helper thread of two-shard training steps (:mod:`.pair`),
+which joins no barrier: the step never waits for it when it is not running.
 """
 import contextlib
 import ctypes
