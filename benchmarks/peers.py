@@ -886,7 +886,9 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
              "shuffling, batches in order. One warm-up epoch (JIT compile / cache load) "
              "is excluded and shown separately.")
     ft = ("default policy (`n_threads=None`: Numba's pool over all cores; each BLAS call "
-          "single-threaded, big products split in fixed column blocks)" if FASTDNN_THREADS is None
+          "single-threaded, big products split in fixed column blocks; batches with shards of "
+          ">= 32 rows and 300K multiply-adds in two, the second on a helper thread)"
+          if FASTDNN_THREADS is None
           else f"`n_threads={FASTDNN_THREADS}`")
     L.append(f"- Threads: fastdnn {ft}; torch: set_num_threads({N_THREADS}), torch1: "
              "set_num_threads(1); JAX/XLA "
