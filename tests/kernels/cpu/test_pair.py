@@ -1,5 +1,8 @@
 """Two-shard steps (``kernels.cpu.pair``): the same weights whoever computes the second
 shard, a caller that never waits for a helper that stalls, and the atomics they use."""
+import threading
+import time
+
 import numpy as np
 import pytest
 from numba import njit
@@ -82,3 +85,57 @@ def test_atomics():
     a = np.zeros(4, dtype=np.int64)
     assert _atomics(a) == (True, False, 9, True)
     assert a.tolist() == [0, 9, 0, 0]
+
+
+def _released(control, seconds=5.0):
+    """Whether the helper let go of the fit of ``control`` within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        helper = pair._helper
+        if control[pair.STOP] == 1 and (helper is None or helper._serving is not control):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+class Boom(fd.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs):
+        if epoch == 1:
+            raise RuntimeError("boom")
+
+
+def test_a_fit_that_raises_lets_the_helper_go(paired, monkeypatch):
+    """The helper spins only while its fit runs: a fit ended by an exception releases
+    it too (``FitRun.close`` in ``fit``'s ``finally``)."""
+    if not pair.helps(2):
+        pytest.skip("no helper thread on this machine (one core, or not x86 POSIX)")
+    served = []
+    start = pair.start
+    monkeypatch.setattr(pair, "start", lambda *a: (served.append(a[2].control), start(*a)))
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((300, SIZES[0])), rng.integers(0, SIZES[-1], 300)
+    with pytest.raises(RuntimeError, match="boom"):
+        fd.MLP(SIZES, seed=0).fit(X, y, epochs=5, batch_size=64, callbacks=[Boom()])
+    assert len(served) == 1
+    assert _released(served[0])
+    fd.MLP(SIZES, seed=0).fit(X, y, epochs=1, batch_size=64)  # and it serves the next fit
+
+
+def test_fits_in_two_threads_match_their_sequential_twins(paired):
+    """Two fits at once share one helper (the newest fit takes it): each ends with the
+    weights of the same fit run alone."""
+    want = [fit(None, dtype) for dtype in ("float32", "float64")]
+    got = [None, None]
+
+    def run(i, dtype):
+        got[i] = fit(None, dtype)
+
+    threads = [threading.Thread(target=run, args=(i, d))
+               for i, d in enumerate(("float32", "float64"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    for a, b in zip(got, want):
+        same(a, b)
