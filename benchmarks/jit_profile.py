@@ -40,6 +40,10 @@ if data == "course":  # the course's online SGD: y = x1 * x2 on [-1, 1]^2
     rng = np.random.default_rng(0)
     X = rng.uniform(-1, 1, (2000, 2))
     y = X[:, 0] * X[:, 1]
+elif data == "wide":  # MNIST-sized rows (784 features, 10 classes), random
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4096, 784))
+    y = rng.integers(0, 10, 4096)
 elif data == "digits":
     from sklearn.datasets import load_digits
     X, y = load_digits(return_X_y=True)
@@ -65,7 +69,7 @@ def run(cmd, **kw):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dtype", default="float64")
-    ap.add_argument("--data", choices=("digits", "synthetic", "course"), default="digits")
+    ap.add_argument("--data", choices=("digits", "synthetic", "course", "wide"), default="digits")
     ap.add_argument("--workload",
                     default="fd.MLP([X.shape[1], 100, 10], dtype=dtype, l2=5e-7, seed=0)",
                     help="expression building the net (names: fd, X, dtype)")
