@@ -9,7 +9,7 @@ from numba import njit
 
 import fastdnn as fd
 from fastdnn import config
-from fastdnn.kernels.cpu import pair
+from fastdnn.kernels.cpu import backend, pair
 from fastdnn.kernels.cpu.backend import n_shards
 
 SIZES = [6, 40, 30, 3]
@@ -139,3 +139,24 @@ def test_fits_in_two_threads_match_their_sequential_twins(paired):
     assert not any(t.is_alive() for t in threads)
     for a, b in zip(got, want):
         same(a, b)
+
+
+def test_the_helper_loop_compiles_and_stops(paired, monkeypatch):
+    """The helper thread swallows what its loop raises (a fit never waits on it), so a
+    loop that failed to compile would only show as lost speed: run it here, on a fit's
+    own buffers, with its stop flag already set."""
+    trainers = []
+    init = backend.CPUTrainer.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        trainers.append(self)
+
+    monkeypatch.setattr(backend.CPUTrainer, "__init__", recording_init)
+    fit(1)
+    trainer = trainers[-1]
+    assert trainer.paired
+    trainer.bufs.control[pair.STOP] = 1
+    pair.helper_loop(trainer.backend.theta, trainer.table, trainer.bufs)
+    if pair._helper is not None:
+        assert pair._helper.error is None, repr(pair._helper.error)

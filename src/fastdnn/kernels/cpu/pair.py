@@ -13,8 +13,8 @@ into a slot of its own (the helper's late result is ignored).  A helper that nev
 costs a step nothing but the claim.
 
 The shards are fixed by the batch's shape (rows ``[0, m//2)`` and ``[m//2, m)``) and
-combined in order, exactly as :func:`.train._sharded_gradient` combines two, so the
-result is the same whichever thread computed the second shard, with or without a
+summed in order by :func:`combine` (which :func:`.train._sharded_gradient` uses too), so
+the result is the same whichever thread computed the second shard, with or without a
 helper, for any thread count.
 
 Slots of the shard buffers (``Buffers.work`` ... ``shard_losses``): 0 the caller's
@@ -258,6 +258,7 @@ class _Helper:
         self._cond = threading.Condition()
         self._task = None
         self._serving = None  # the control array of the fit being served
+        self.error = None  # what ended the helper's last loop, if it raised
         self._thread = threading.Thread(target=self._serve, name="fastdnn-helper", daemon=True)
         self._thread.start()
 
@@ -270,8 +271,8 @@ class _Helper:
                 self._serving = task[2].control
             try:
                 helper_loop(*task)
-            except BaseException:  # noqa: BLE001 - the caller never waits on a lost helper
-                pass
+            except BaseException as exc:  # noqa: BLE001 - kept for debugging: the fit
+                self.error = exc            # never waits on a helper that is gone
             with self._cond:
                 self._serving = None
 
