@@ -197,21 +197,16 @@ def paired_gradient(Xb, Tb, theta, table, bufs, loss, key):
     t0 = cycle_count()
     _shard(Xb, Tb, theta, table, bufs, 0, 0, loss, key)
     t1 = cycle_count()
-    slot = 2
-    if compare_exchange(control, CLAIM, job - 1, job):
+    mine = compare_exchange(control, CLAIM, job - 1, job)
+    spins = 0
+    while not mine and load_acquire(control, DONE) != job:
+        spins += 1
+        # A helper that stalled (descheduled mid-shard): take the shard back.
+        mine = cycle_count() - t1 > t1 - t0 + _SLACK_CYCLES or spins > _MAX_SPINS
+        spin_pause()
+    if mine:  # one call site: each inlined copy of _shard costs compile time
         _shard(Xb, Tb, theta, table, bufs, 1, 2, loss, key)
-    else:
-        slot = 1
-        spins = 0
-        while load_acquire(control, DONE) != job:
-            spins += 1
-            if cycle_count() - t1 > t1 - t0 + _SLACK_CYCLES or spins > _MAX_SPINS:
-                # The helper stalled (descheduled mid-shard): do it here, in slot 2.
-                _shard(Xb, Tb, theta, table, bufs, 1, 2, loss, key)
-                slot = 2
-                break
-            spin_pause()
-    return combine(Tb, bufs, 2, slot)
+    return combine(Tb, bufs, 2, 2 if mine else 1)
 
 
 @njit(cache=config.CACHE, nogil=True)
