@@ -1,5 +1,8 @@
 """Two-shard steps (``kernels.cpu.pair``): the same weights whoever computes the second
 shard, a caller that never waits for a helper that stalls, and the atomics they use."""
+import os
+import select
+import signal
 import threading
 import time
 
@@ -160,3 +163,30 @@ def test_the_helper_loop_compiles_and_stops(paired, monkeypatch):
     pair.helper_loop(trainer.backend.theta, trainer.table, trainer.bufs)
     if pair._helper is not None:
         assert pair._helper.error is None, repr(pair._helper.error)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_fits_with_its_own_helper(paired):
+    """A child forked after the parent's helper started (multiprocessing's fork start
+    method) gets a helper of its own, never the parent's, which is not in the child."""
+    want = fit(None)  # starts the parent's helper where there is one
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: fit, report bit-identity, exit without pytest's teardown
+        ok = False
+        try:
+            ok = pair._helper is None
+            got = fit(None)
+            ok = ok and all(np.array_equal(a, b) for (Wa, ba), (Wb, bb) in zip(got, want)
+                            for a, b in ((Wa, Wb), (ba, bb)))
+        finally:
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 120)
+    if not ready:  # never hang the suite on a child that hung
+        os.kill(pid, signal.SIGKILL)
+    verdict = os.read(read, 1) if ready else b"timeout"
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert verdict == b"1"

@@ -283,6 +283,18 @@ _helper = None
 _helper_lock = threading.Lock()
 
 
+def _forget_helper():
+    """In a forked child: the parent's helper thread is not there (and its lock may be
+    held forever), so the child starts its own when it first needs one."""
+    global _helper, _helper_lock
+    _helper = None
+    _helper_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helper)
+
+
 def _cores():
     try:
         return len(os.sched_getaffinity(0))
