@@ -105,12 +105,12 @@ def backward_layers(X, theta, table, work, deltas, grad, key, row0):
         db = grad[table[i, B_OFF]:table[i, B_OFF] + n]
         delta = _view(deltas[cur], 0, m, n)
         blas = m * k * n >= table[i, GEMM_MIN]
-        if i == 0:
-            dense_backward(delta, X, W, blas, dW, db, _view(deltas[1 - cur], 0, 0, k))
-        else:
-            A_prev = _view(work, table[i, IN_OFF], m, k)
-            delta_prev = _view(deltas[1 - cur], 0, m, k)
-            dense_backward(delta, A_prev, W, blas, dW, db, delta_prev)
+        # One call site (the first layer passes X and an empty delta_prev): each inlined
+        # copy of dense_backward is compiled anew.
+        A_prev = X if i == 0 else _view(work, table[i, IN_OFF], m, k)
+        delta_prev = _view(deltas[1 - cur], 0, 0 if i == 0 else m, k)
+        dense_backward(delta, A_prev, W, blas, dW, db, delta_prev)
+        if i > 0:
             below = table[i - 1]
             if below[DROP] > 0:
                 _dropout(delta_prev, delta_prev, key, row0, i - 1, below[DROP])
