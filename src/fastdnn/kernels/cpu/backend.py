@@ -192,7 +192,7 @@ def n_shards(sizes, rows):
     macs = per_shard * sum(k * n for k, n in zip(sizes[:-1], sizes[1:]))
     if shards < 2 or per_shard < config.MIN_SHARD_ROWS or macs < config.MIN_SHARD_MACS:
         return 1
-    if _splits_products(sizes, -(-rows // shards)):
+    if _splits_products(sizes, per_shard):
         return 1
     return shards
 

@@ -40,8 +40,9 @@ def sgd_update(theta, grad, velocity, lr, momentum, nesterov, weight_decay, firs
     """
     lr_, mu, wd, tiny = _sgd_scalars(theta, lr, momentum, weight_decay)
     for i in range(theta.shape[0]):
-        v = velocity[i] if momentum != 0.0 else mu  # mu: 0 in the dtype (a float64 literal
-        #                                             would make the arithmetic float64)
+        # Without momentum, v is mu: 0 in the dtype (a float64 literal 0.0 would make the
+        # arithmetic float64).
+        v = velocity[i] if momentum != 0.0 else mu
         theta[i], v = F.sgd_step(theta[i], grad[i], v, lr_, mu, nesterov, wd, first, tiny)
         if momentum != 0.0:
             velocity[i] = v
