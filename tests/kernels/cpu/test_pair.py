@@ -1,5 +1,6 @@
 """Two-shard steps (``kernels.cpu.pair``): the same weights whoever computes the second
 shard, a caller that never waits for a helper that stalls, and the atomics they use."""
+import copy
 import os
 import select
 import signal
@@ -12,7 +13,8 @@ from numba import njit
 
 import fastdnn as fd
 from fastdnn import config
-from fastdnn.kernels.cpu import backend, pair
+from fastdnn.kernels import spec
+from fastdnn.kernels.cpu import backend, pair, updates
 from fastdnn.kernels.cpu.backend import n_shards
 
 SIZES = [6, 40, 30, 3]
@@ -160,7 +162,7 @@ def test_the_helper_loop_compiles_and_stops(paired, monkeypatch):
     trainer = trainers[-1]
     assert trainer.paired
     trainer.bufs.control[pair.STOP] = 1
-    pair.helper_loop(trainer.backend.theta, trainer.table, trainer.bufs)
+    pair.helper_loop(trainer.backend.theta, trainer.table, trainer.bufs, trainer.opt)
     if pair._helper is not None:
         assert pair._helper.error is None, repr(pair._helper.error)
 
@@ -190,3 +192,61 @@ def test_a_forked_child_fits_with_its_own_helper(paired):
     os.close(read)
     os.waitpid(pid, 0)
     assert verdict == b"1"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimizer", [fd.Adam(1e-2), fd.AdamW(1e-2, weight_decay=0.1)])
+def test_adam_halves_match_one_thread(paired, dtype, optimizer):
+    """Paired Adam (the helper takes the second half of each update, out of place):
+    the weights and the moments of a one-thread fit, bit for bit."""
+    def run(n_threads):
+        opt = copy.deepcopy(optimizer)
+        got = fit(n_threads, dtype, opt)
+        return got, opt.state.copy()
+
+    (w1, s1), (w2, s2) = run(None), run(1)
+    same(w1, w2)
+    np.testing.assert_array_equal(s1, s2)
+
+
+def _plain_adam(theta, grad, state, hyper, lr, t):
+    updates.adam_update(theta, grad, state[0], state[1], t + 1, lr, hyper[spec.BETA1],
+                        hyper[spec.BETA2], hyper[spec.EPS], hyper[spec.WEIGHT_DECAY],
+                        hyper[spec.DECOUPLED] != 0.0)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_paired_adam_homes(decoupled):
+    """Each way an update job can go, in a row: the helper does it (its moments then
+    stay in its rows), it stalls mid-job (the caller takes the part back from wherever
+    the moments are), or it never claims it; then ``settle``.  Every step gives the
+    bits of one in-place Adam step over the whole vector."""
+    rng = np.random.default_rng(3)
+    n = 101
+    theta = rng.standard_normal(n)
+    want_theta, state, want_state = theta.copy(), np.zeros((2, n)), np.zeros((2, n))
+    hyper = (fd.AdamW(1e-2, weight_decay=0.1) if decoupled else fd.Adam(1e-2, weight_decay=0.1)
+             ).hyper()
+    moved = pair.new_moved(True, spec.ADAM, n, np.float64)
+    control = pair.new_control(2, 1)
+    homes = []
+    for t, how in enumerate(["helper", "helper", "stalled", "helper", "none", "stalled",
+                             "helper"]):
+        grad = rng.standard_normal(n)
+        lr = 0.01 * (t + 1)
+        job = control[pair.UJOB] + 1
+        if how != "none":
+            control[pair.UCLAIM] = job  # claimed by the (simulated) helper
+        if how == "helper":  # it finished: its output is in moved before the caller looks
+            control.view(np.float64)[pair.U_LR] = lr
+            control[pair.U_T] = t
+            pair._helper_adam(theta, grad, state, hyper, control, moved, job)
+            control[pair.UDONE] = job
+        pair.paired_adam(theta, grad, state, hyper, lr, t, control, moved)
+        homes.append(int(control[pair.HOME]))
+        _plain_adam(want_theta, grad, want_state, hyper, lr, t)
+        np.testing.assert_array_equal(theta, want_theta)
+    pair.settle(state, control, moved)
+    np.testing.assert_array_equal(state, want_state)
+    assert homes == [1, 0, -1, 0, -1, -1, 1]  # job parity; -1: back in state
+    assert control[pair.HOME] == -1

@@ -230,7 +230,8 @@ class CPUTrainer:
             targets=np.zeros(batch_size * T.shape[1], dtype=dtype),
             order=np.arange(n, dtype=np.int64),
             guard=np.zeros(GUARD_SLOTS),
-            control=pair.new_control(2 if self.paired else 1, T.shape[1]))
+            control=pair.new_control(2 if self.paired else 1, T.shape[1]),
+            moved=pair.new_moved(self.paired, optimizer.code, layout.n_params, dtype))
         state = optimizer.bind(layout.n_params, dtype)
         hyper = optimizer.hyper()
         hyper[L2] = backend.l2
@@ -249,7 +250,7 @@ class CPUTrainer:
         """Steps ``[first, end)`` of the epoch drawn with ``seed``, from the optimizer's
         step count; advance it (see ``spec.Trainer``)."""
         if self.paired and self._release is None and pair.helps(numba.get_num_threads()):
-            pair.start(self.backend.theta, self.table, self.bufs)
+            pair.start(self.backend.theta, self.table, self.bufs, self.opt)
             # The helper stays with this fit until close() (or until the trainer is freed).
             self._release = weakref.finalize(self, pair.stop, self.bufs.control)
         return self.finish(self.epoch_kernel(

@@ -17,6 +17,11 @@ summed in order by :func:`combine` (which :func:`.train._sharded_gradient` uses 
 the result is the same whichever thread computed the second shard, with or without a
 helper, for any thread count.
 
+An Adam step is split the same way (:func:`paired_adam`): the caller updates the first
+half of the parameters in place while the helper, if it claims the job, writes the new
+second half out of place, so that a helper that stalls there never holds the step
+either (on digits, float64: the update 15 -> 11 us of a 95 us step, Intel Xeon).
+
 Slots of the shard buffers (``Buffers.work`` ... ``shard_losses``): 0 the caller's
 first shard, 1 the helper's second shard, 2 the caller's own second shard.  The helper
 thread is one per process, parked between fits (its hand-over costs a GIL round trip,
@@ -36,17 +41,20 @@ from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
 
 from ... import config
-from ..spec import FAN_IN
+from ..spec import ADAM, BETA1, BETA2, DECOUPLED, EPS, FAN_IN, WEIGHT_DECAY
 from . import train as _train  # an import cycle: train's steps call paired_gradient
 from .losses import weight_sum
+from .updates import adam_update, adam_update_into
 from .views import borrow, view2d
 
-# Slots of the int64 ``control`` array (``Buffers.control``).  The three that both
+# Slots of the int64 ``control`` array (``Buffers.control``).  The ones that both
 # threads write each have a cache line of their own.
 JOB, CLAIM, DONE = 0, 8, 16     # the last job published, claimed (shard 2), done by the helper
 STOP = 24                       # non-zero: the helper's loop returns
 N_SHARDS, ROWS, LOSS, KEY, N_TARGETS = 32, 33, 34, 35, 36
-CONTROL_SIZE = 40
+UJOB, UCLAIM, UDONE = 40, 48, 56  # the same for the update jobs (the second half of Adam)
+HOME, U_LR, U_T = 64, 65, 66      # where that half's moments are; the job's lr and step
+CONTROL_SIZE = 72
 
 #: Spins of the helper without a job before it sleeps between looks (2 ms at 2.5 GHz).
 _IDLE_CYCLES = 5_000_000
@@ -209,18 +217,99 @@ def paired_gradient(Xb, Tb, theta, table, bufs, loss, key):
     return combine(Tb, bufs, 2, 2 if mine else 1)
 
 
+@njit(cache=config.CACHE, inline="always")
+def _adam_half(theta, grad, m, v, t, lr, hyper):
+    """Adam step ``t + 1`` in place on one half of the parameters (see :func:`paired_adam`)."""
+    adam_update(theta, grad, m, v, t + 1, lr, hyper[BETA1], hyper[BETA2], hyper[EPS],
+                hyper[WEIGHT_DECAY], hyper[DECOUPLED] != 0.0)
+
+
+@njit(cache=config.CACHE)
+def paired_adam(theta, grad, state, hyper, lr, t, control, moved):
+    """Adam step ``t + 1``: the first part of the parameters here, the rest (the last
+    ``moved.shape[1]``) by the helper if it claims that job, never waited for.
+
+    The helper writes out of place, into ``moved`` (``Buffers.moved``): the new weights of its part
+    (row 0, copied here into ``theta`` once it is done) and the moments, into one of two
+    pairs of rows (1-2 or 3-4, by the job's parity) that then hold them until
+    :func:`settle` or a take-over moves them back into ``state``; ``control[HOME]`` says
+    which pair holds them (-1: ``state``).  A helper that stalls mid-job so only ever
+    writes rows nobody reads: the caller computes the part itself from where the
+    moments are.  Elementwise, so the same bits whoever computes what.
+    """
+    h = theta.shape[0] - moved.shape[1]
+    job = control[UJOB] + 1
+    control.view(np.float64)[U_LR] = lr
+    control[U_T] = t
+    store_release(control, UJOB, job)
+    t0 = cycle_count()
+    _adam_half(theta[:h], grad[:h], state[0][:h], state[1][:h], t, lr, hyper)
+    t1 = cycle_count()
+    mine = compare_exchange(control, UCLAIM, job - 1, job)
+    spins = 0
+    while not mine and load_acquire(control, UDONE) != job:
+        spins += 1
+        mine = cycle_count() - t1 > t1 - t0 + _SLACK_CYCLES or spins > _MAX_SPINS
+        spin_pause()
+    if mine:
+        settle(state, control, moved)
+        _adam_half(theta[h:], grad[h:], state[0][h:], state[1][h:], t, lr, hyper)
+    else:
+        new = moved[0]
+        for i in range(new.shape[0]):
+            theta[h + i] = new[i]
+        control[HOME] = job % 2
+
+
+@njit(cache=config.CACHE)
+def settle(state, control, moved):
+    """Move the moments of the helper's part of :func:`paired_adam` back into ``state``
+    (where the rest of the step and Python read them)."""
+    home = control[HOME]
+    if home >= 0:
+        h = state.shape[1] - moved.shape[1]
+        m, v = moved[1 + 2 * home], moved[2 + 2 * home]
+        for i in range(m.shape[0]):
+            state[0, h + i] = m[i]
+            state[1, h + i] = v[i]
+        control[HOME] = -1
+
+
+@njit(cache=config.CACHE, inline="always")
+def _helper_adam(theta, grad, state, hyper, control, moved, job):
+    """The helper's part of update job ``job`` of :func:`paired_adam`."""
+    h = theta.shape[0] - moved.shape[1]
+    home = control[HOME]  # -1 or the last job's pair: never the pair written here
+    out = job % 2
+    m = state[0][h:] if home < 0 else moved[1 + 2 * home]
+    v = state[1][h:] if home < 0 else moved[2 + 2 * home]
+    adam_update_into(theta[h:], grad[h:], m, v, control[U_T] + 1, control.view(np.float64)[U_LR],
+                     hyper[BETA1], hyper[BETA2], hyper[EPS], hyper[WEIGHT_DECAY],
+                     hyper[DECOUPLED] != 0.0, moved[0], moved[1 + 2 * out], moved[2 + 2 * out])
+
+
 @njit(cache=config.CACHE, nogil=True)
-def helper_loop(theta, table, bufs):
+def helper_loop(theta, table, bufs, opt):
     """The helper's side: claim and compute the second shard of each job published from
-    now on, until ``control[STOP]``."""
+    now on, and the second part of each update job, until ``control[STOP]``."""
     theta, table = borrow(theta), borrow(table)
     bufs = _train.borrowed_buffers(bufs)
+    hyper, state = borrow(opt.hyper), borrow(opt.state)
     control, inputs, targets = bufs.control, bufs.inputs, bufs.targets
     d = table[0, FAN_IN]
     n_targets = control[N_TARGETS]
     seen = load_acquire(control, JOB)
+    updates_seen = load_acquire(control, UJOB)
     idle_since = cycle_count()
     while load_acquire(control, STOP) == 0:
+        update = load_acquire(control, UJOB)
+        if update != updates_seen:
+            updates_seen = update
+            if compare_exchange(control, UCLAIM, update - 1, update):
+                _helper_adam(theta, bufs.grad, state, hyper, control, bufs.moved, update)
+                store_release(control, UDONE, update)
+            idle_since = cycle_count()
+            continue
         job = load_acquire(control, JOB)
         if job == seen:
             spin_pause()
@@ -241,7 +330,16 @@ def new_control(n_shards, n_targets):
     control = np.zeros(CONTROL_SIZE, dtype=np.int64)
     control[N_SHARDS] = n_shards
     control[N_TARGETS] = n_targets
+    control[HOME] = -1
     return control
+
+
+def new_moved(paired, optimizer_code, n_params, dtype):
+    """``Buffers.moved`` of a trainer: the helper's rows of :func:`paired_adam` (the last
+    half of the parameters) for a paired Adam fit, else an empty array."""
+    if not paired or optimizer_code != ADAM:
+        return np.zeros((5, 0), dtype=dtype)
+    return np.zeros((5, n_params - n_params // 2), dtype=dtype)
 
 
 class _Helper:
@@ -308,14 +406,15 @@ def helps(n_threads):
     return _X86 and os.name == "posix" and _cores() > 1 and n_threads > 1
 
 
-def start(theta, table, bufs):
-    """Let the helper take second shards of this fit's steps until :func:`stop`."""
+def start(theta, table, bufs, opt):
+    """Let the helper take second shards (and halves of Adam's updates) of this fit's
+    steps until :func:`stop`."""
     global _helper
     bufs.control[STOP] = 0
     with _helper_lock:
         if _helper is None:
             _helper = _Helper()
-    _helper.offer((theta, table, bufs))
+    _helper.offer((theta, table, bufs, opt))
 
 
 def stop(control):

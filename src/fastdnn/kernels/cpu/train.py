@@ -19,26 +19,29 @@ import numpy as np
 from numba import njit, prange
 
 from ... import config
-from ..spec import (A_OFF, ACT, B_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, GEMM_MIN, IN_OFF, L2,
-                    LR, OUT_OFF, SHUFFLE, UNIFORM, W_OFF, Z_OFF, OptimizerArgs, ScheduleArgs)
+from ..spec import (A_OFF, ACT, ADAM, B_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, GEMM_MIN, IN_OFF,
+                    L2, LR, OUT_OFF, SHUFFLE, UNIFORM, W_OFF, Z_OFF, OptimizerArgs,
+                    ScheduleArgs)
 from . import formulas as F
 from . import pair  # an import cycle: pair's shards call loss_and_gradient (when compiled)
 from .activations import activate, activation_backward
 from .checks import max_abs
 from .dense import dense_backward, dense_forward
 from .losses import loss_grad, weight_sum
-from .updates import SAFE_REFRESH, UNSAFE, optimizer_step, refresh_bounds, step_is_safe
+from .updates import (SAFE, SAFE_REFRESH, UNSAFE, bounds_are_safe, exact_safety, optimizer_step,
+                      refresh_bounds)
 from .views import borrow, view2d
 
 #: Work buffers of one fit, one row per shard slot of a batch (see :func:`train_steps`):
 #: activations ``(S, work)``, the two ping-pong deltas ``(S, 2, delta)``, per-shard
 #: gradients ``(S, n_params)`` and losses ``(S,)``; then the batch gradient, a batch of
 #: inputs and of targets (flat), the sample order, the overflow guard's float64 bounds
-#: (:mod:`.updates`), and the int64 control block of two-shard steps (:mod:`.pair`; its
-#: ``N_SHARDS`` slot says whether a step is one pass or two shards).
+#: (:mod:`.updates`), the int64 control block of two-shard steps (:mod:`.pair`; its
+#: ``N_SHARDS`` slot says whether a step is one pass or two shards), and the helper's
+#: rows of a paired Adam update (:func:`.pair.paired_adam`; empty if none).
 Buffers = namedtuple("Buffers",
                      "work deltas shard_grads shard_losses grad inputs targets order guard "
-                     "control")
+                     "control moved")
 #: Integers of a run of steps: loss code, batch size, sampling mode, optimizer steps
 #: taken before step ``first``, the epoch's seed, and the steps ``[first, end)`` of the
 #: epoch to run.
@@ -310,7 +313,7 @@ def borrowed_buffers(bufs):
     return Buffers(borrow(bufs.work), borrow(bufs.deltas), borrow(bufs.shard_grads),
                    borrow(bufs.shard_losses), borrow(bufs.grad), borrow(bufs.inputs),
                    borrow(bufs.targets), borrow(bufs.order), borrow(bufs.guard),
-                   borrow(bufs.control))
+                   borrow(bufs.control), borrow(bufs.moved))
 
 
 @njit(cache=config.CACHE, inline="always")
@@ -359,21 +362,33 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, sharded):
         # (the guard of .updates), stops the run before the update: the weights stay
         # the last finite ones, for any size of net, without a copy.
         if not (np.isfinite(value) and np.isfinite(g_max)):
+            pair.settle(opt.state, bufs.control, bufs.moved)
             return total, seen, s - plan.first, s, lr, weights
         if clip != 0.0:
             g_max *= clip_by_norm(bufs.grad, clip)
         lr = opt.hyper[LR] * F.lr_factor(sched.code, sched.params, t)
-        safe = step_is_safe(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t, g_max,
-                            bufs.guard)
+        safe = SAFE
+        if not bounds_are_safe(opt.code, opt.hyper, lr, t, g_max, bufs.guard):
+            # The exact check reads every moment.
+            pair.settle(opt.state, bufs.control, bufs.moved)
+            safe = exact_safety(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t,
+                                bufs.guard)
         if safe == UNSAFE:
             return total, seen, s - plan.first, s, lr, weights
-        optimizer_step(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t)
+        if bufs.moved.shape[1] > 0 and opt.code == ADAM:  # a paired fit's Adam
+            pair.paired_adam(theta, bufs.grad, opt.state, opt.hyper, lr, t, bufs.control,
+                             bufs.moved)
+        else:
+            optimizer_step(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t)
         if safe == SAFE_REFRESH:
+            pair.settle(opt.state, bufs.control, bufs.moved)
             refresh_bounds(theta, opt.state, bufs.guard)
         w = weight_sum(Tb)
         total += value * w
         weights += w
         seen += m
+    # Python, and the next run, read the moments in state.
+    pair.settle(opt.state, bufs.control, bufs.moved)
     return total, seen, plan.end - plan.first, -1, lr, weights
 
 
