@@ -146,6 +146,7 @@ class FitRun:
         self.callbacks = list(plan.callbacks)
         if verbose:
             self.callbacks.append(ProgressBar())
+        self._hooks = {}  # hook name -> the callbacks' bound methods (see _call)
         # A backup restores the weights and the optimizer before the trainer binds them.
         self._attach()
         self.trainer = self._make_trainer()
@@ -183,8 +184,14 @@ class FitRun:
 
     def _call(self, hook, *args):
         """Call ``hook`` on every callback that has it; whether any returned True."""
-        results = [getattr(cb, hook)(*args) for cb in self.callbacks if hasattr(cb, hook)]
-        return any(r is True for r in results)
+        methods = self._hooks.get(hook)
+        if methods is None:  # looked up once per hook: twice an epoch, it cost 10 us
+            methods = self._hooks[hook] = [getattr(cb, hook) for cb in self.callbacks
+                                           if hasattr(cb, hook)]
+        stop = False
+        for method in methods:
+            stop = method(*args) is True or stop
+        return stop
 
     def next_seed(self):
         """Keep the epoch-start weights (small nets) and draw the epoch's sampling seed."""
