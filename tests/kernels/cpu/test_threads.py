@@ -169,3 +169,24 @@ def test_sharded_batches_match_any_thread_count_and_the_oracle(threaded, shards)
     for (W, b), (Wn, bn) in zip(one, want):
         np.testing.assert_allclose(W, Wn, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(b, bn, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_a_one_row_batch_of_a_sharded_fit(monkeypatch, shards):
+    """An epoch's last batch of one row is one shard: its gradient is that row's (the
+    combine writes it; stale values from the step before would pass unnoticed in a
+    comparison of shard counts alone)."""
+    monkeypatch.setattr(config, "SHARDS", shards)
+    monkeypatch.setattr(config, "MIN_SHARD_ROWS", 1)
+    monkeypatch.setattr(config, "MIN_SHARD_MACS", 0)
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((71, 5)), rng.integers(0, 3, 71)
+    net = fd.MLP([5, 9, 3], dtype="float64", seed=0)
+    ref = fd.MLP([5, 9, 3], dtype="float64", seed=0)
+    net.fit(X, y, epochs=1, batch_size=70, optimizer=fd.SGD(lr=0.1), shuffle=False)
+    for rows in (slice(0, 70), slice(70, 71)):  # the oracle: two plain SGD steps
+        ref.set_weights([(W - 0.1 * dW, b - 0.1 * db) for (W, b), (dW, db)
+                         in zip(ref.get_weights(), ref.gradients(X[rows], y[rows]))])
+    for (W, b), (Wr, br) in zip(net.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(W, Wr, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(b, br, rtol=1e-12, atol=1e-14)
