@@ -64,8 +64,8 @@ def test_a_stalled_helper_is_taken_over(paired, monkeypatch):
     want = fit(1)
     new_control = pair.new_control
 
-    def claimed_ahead(n_shards, n_targets):
-        control = new_control(n_shards, n_targets)
+    def claimed_ahead(n_shards, n_targets, batch_size):
+        control = new_control(n_shards, n_targets, batch_size)
         control[pair.CLAIM] = 1 << 40  # every job looks claimed by a helper
         return control
 
@@ -116,7 +116,7 @@ def test_a_fit_that_raises_lets_the_helper_go(paired, monkeypatch):
         pytest.skip("no helper thread on this machine (one core, or not x86 POSIX)")
     served = []
     start = pair.start
-    monkeypatch.setattr(pair, "start", lambda *a: (served.append(a[2].control), start(*a)))
+    monkeypatch.setattr(pair, "start", lambda *a: (served.append(a[4].control), start(*a)))
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((300, SIZES[0])), rng.integers(0, SIZES[-1], 300)
     with pytest.raises(RuntimeError, match="boom"):
@@ -162,7 +162,8 @@ def test_the_helper_loop_compiles_and_stops(paired, monkeypatch):
     trainer = trainers[-1]
     assert trainer.paired
     trainer.bufs.control[pair.STOP] = 1
-    pair.helper_loop(trainer.backend.theta, trainer.table, trainer.bufs, trainer.opt)
+    pair.helper_loop(trainer.X, trainer.T, trainer.backend.theta, trainer.table, trainer.bufs,
+                     trainer.opt)
     if pair._helper is not None:
         assert pair._helper.error is None, repr(pair._helper.error)
 
@@ -228,7 +229,7 @@ def test_paired_adam_homes(decoupled):
     hyper = (fd.AdamW(1e-2, weight_decay=0.1) if decoupled else fd.Adam(1e-2, weight_decay=0.1)
              ).hyper()
     moved = pair.new_moved(True, spec.ADAM, n, np.float64)
-    control = pair.new_control(2, 1)
+    control = pair.new_control(2, 1, 8)
     homes = []
     for t, how in enumerate(["helper", "helper", "stalled", "helper", "none", "stalled",
                              "helper"]):
@@ -250,3 +251,21 @@ def test_paired_adam_homes(decoupled):
     np.testing.assert_array_equal(state, want_state)
     assert homes == [1, 0, -1, 0, -1, -1, 1]  # job parity; -1: back in state
     assert control[pair.HOME] == -1
+
+
+def test_the_helper_takes_jobs(paired, monkeypatch):
+    """Where a helper runs, it does take shards and update halves (a helper that died or
+    never saw a job would leave every result right and only the speed lost)."""
+    if not pair.helps(2):
+        pytest.skip("no helper thread on this machine (one core, or not x86 POSIX)")
+    served = []
+    start = pair.start
+    monkeypatch.setattr(pair, "start", lambda *a: (served.append(a[4].control), start(*a)))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # a busy machine may keep the helper off the CPU
+        fit(None, "float64", fd.Adam(1e-3))
+        if served[-1][pair.DONE] > 0 and served[-1][pair.UDONE] > 0:
+            break
+    assert served[-1][pair.DONE] > 0 and served[-1][pair.UDONE] > 0
+    if pair._helper is not None:
+        assert pair._helper.error is None, repr(pair._helper.error)

@@ -226,11 +226,11 @@ class CPUTrainer:
             shard_grads=np.zeros((slots, layout.n_params) if shards > 1 else (1, 0), dtype=dtype),
             shard_losses=np.zeros(slots),
             grad=np.zeros(layout.n_params, dtype=dtype),
-            inputs=np.zeros(batch_size * X.shape[1], dtype=dtype),
-            targets=np.zeros(batch_size * T.shape[1], dtype=dtype),
+            inputs=np.zeros(pair.batch_rows(self.paired, batch_size) * X.shape[1], dtype=dtype),
+            targets=np.zeros(pair.batch_rows(self.paired, batch_size) * T.shape[1], dtype=dtype),
             order=np.arange(n, dtype=np.int64),
             guard=np.zeros(GUARD_SLOTS),
-            control=pair.new_control(2 if self.paired else 1, T.shape[1]),
+            control=pair.new_control(2 if self.paired else 1, T.shape[1], batch_size),
             moved=pair.new_moved(self.paired, optimizer.code, layout.n_params, dtype))
         state = optimizer.bind(layout.n_params, dtype)
         hyper = optimizer.hyper()
@@ -250,7 +250,7 @@ class CPUTrainer:
         """Steps ``[first, end)`` of the epoch drawn with ``seed``, from the optimizer's
         step count; advance it (see ``spec.Trainer``)."""
         if self.paired and self._release is None and pair.helps(numba.get_num_threads()):
-            pair.start(self.backend.theta, self.table, self.bufs, self.opt)
+            pair.start(self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt)
             # The helper stays with this fit until close() (or until the trainer is freed).
             self._release = weakref.finalize(self, pair.stop, self.bufs.control)
         return self.finish(self.epoch_kernel(

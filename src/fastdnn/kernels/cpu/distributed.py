@@ -38,9 +38,8 @@ from ..spec import CLIP_NORM, DROP, L2, LR, SHUFFLE
 from . import formulas as F
 from .backend import CPUTrainer
 from .checks import max_abs
-from .losses import weight_sum
-from .train import (NO_KEY, EpochPlan, _gather, _sharded_gradient, _shuffle, batch_gradient,
-                    clip_by_norm, l2_penalty, train_steps_sharded)
+from .train import (NO_KEY, EpochPlan, _shuffle, clip_by_norm, l2_penalty, step_gradient,
+                    train_steps_sharded)
 from .updates import SAFE_REFRESH, UNSAFE, optimizer_step, refresh_bounds, step_is_safe
 
 #: The vector one step reduces: the gradient times the local weight sum, then these.
@@ -120,13 +119,8 @@ def _global_gradient(X, T, theta, table, bufs, plan, red, sharded, dropping, s):
     w = 0.0
     if m > 0:
         key = F.step_key(plan.seed, s) if dropping else NO_KEY
-        Xb, Tb = _gather(X, T, bufs, plan.sampling, s * bs, m, F.mix64(np.uint64(plan.seed)))
-        if sharded:
-            value = _sharded_gradient(Xb, Tb, theta, table, bufs, plan.loss,
-                                      min(bufs.work.shape[0], m), key)
-        else:
-            value = batch_gradient(Xb, Tb, theta, table, bufs, plan.loss, key)
-        w = weight_sum(Tb)
+        value, w = step_gradient(X, T, theta, table, bufs, plan.loss, plan.sampling, s * bs, m,
+                                 F.mix64(np.uint64(plan.seed)), key, sharded)
     # bufs.grad is red.buffer[:n_params]
     for i in range(n_params):
         bufs.grad[i] = bufs.grad[i] * w if m > 0 else 0.0

@@ -273,33 +273,44 @@ def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards, key):
 
 
 @njit(cache=config.CACHE, inline="always")
-def batch_gradient(Xb, Tb, theta, table, bufs, loss, key):
-    """Weighted mean loss of a batch and its gradient (into ``bufs.grad``): in one pass,
-    or as two row shards (:func:`.pair.paired_gradient`) when ``bufs.control`` says so
-    and the batch has two rows or more."""
-    if bufs.control[pair.N_SHARDS] == 2 and Xb.shape[0] >= 2:
-        return pair.paired_gradient(Xb, Tb, theta, table, bufs, loss, key)
-    # np.int64(0), not 0: a literal row offset typed as Literal[int](0) compiled
-    # loss_and_gradient a second time (4.6 s of a cold start) beside the shards' int64.
-    return loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0], bufs.grad,
-                             loss, key, np.int64(0))
+def step_gradient(X, T, theta, table, bufs, loss, sampling, start, m, draw_key, key, sharded):
+    """Weighted mean loss and weight of the batch of ``m`` rows from position ``start``
+    of the epoch's sampling; its gradient into ``bufs.grad``: in one pass, in
+    ``Numba``'s pool (``sharded``), or as two row shards (:func:`.pair.paired_gradient`)
+    when ``bufs.control`` says so and the batch has two rows or more."""
+    if bufs.control[pair.N_SHARDS] == 2 and m >= 2 and not sharded:
+        return pair.paired_gradient(X, T, theta, table, bufs, loss, sampling, start, m,
+                                    draw_key, key)
+    Xb, Tb = gather_rows(X, T, bufs, sampling, start, 0, m, draw_key, 0)
+    if sharded:
+        value = _sharded_gradient(Xb, Tb, theta, table, bufs, loss,
+                                  min(bufs.work.shape[0], m), key)
+    else:
+        # np.int64(0), not 0: a literal row offset typed as Literal[int](0) compiled
+        # loss_and_gradient a second time (4.6 s of a cold start) beside the shards' int64.
+        value = loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0],
+                                  bufs.grad, loss, key, np.int64(0))
+    return value, weight_sum(Tb)
 
 
 @njit(cache=config.CACHE, inline="always")
-def _gather(X, T, bufs, sampling, start, m, key):
-    """Copy batch rows (in order, by ``bufs.order``, or drawn uniformly under ``key``)
-    into the buffers."""
+def gather_rows(X, T, bufs, sampling, start, first, last, key, at):
+    """Copy the rows at positions ``[start + first, start + last)`` of the epoch's
+    sampling (in order, by ``bufs.order``, or drawn uniformly under ``key``) into the
+    buffers' rows from ``at``; returns those ``(inputs, targets)``."""
     n, d = X.shape
     n_targets = T.shape[1]
-    Xb = _view(bufs.inputs, 0, m, d)
-    Tb = _view(bufs.targets, 0, m, n_targets)
+    m = last - first
+    Xb = _view(bufs.inputs, at * d, m, d)
+    Tb = _view(bufs.targets, at * n_targets, m, n_targets)
     for r in range(m):
+        position = start + first + r
         if sampling == UNIFORM:
-            idx = F.random_index(key, start + r, n)
+            idx = F.random_index(key, position, n)
         elif sampling == SHUFFLE:
-            idx = bufs.order[start + r]
+            idx = bufs.order[position]
         else:
-            idx = start + r
+            idx = position
         for c in range(d):
             Xb[r, c] = X[idx, c]
         for c in range(n_targets):
@@ -348,12 +359,8 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, sharded):
         m = min(bs, n - s * bs)
         if dropping:  # ~5% of a batch-1 step on a 2-8-8-1 net when computed always
             key = F.step_key(plan.seed, s)
-        Xb, Tb = _gather(X, T, bufs, plan.sampling, s * bs, m, draw_key)
-        if sharded:
-            value = _sharded_gradient(Xb, Tb, theta, table, bufs, plan.loss,
-                                      min(bufs.work.shape[0], m), key)
-        else:
-            value = batch_gradient(Xb, Tb, theta, table, bufs, plan.loss, key)
+        value, w = step_gradient(X, T, theta, table, bufs, plan.loss, plan.sampling, s * bs, m,
+                                 draw_key, key, sharded)
         if l2 != 0.0:
             value += l2_penalty(theta, table, l2, bufs.grad)
         g_max = max_abs(bufs.grad)
@@ -383,7 +390,6 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, sharded):
         if safe == SAFE_REFRESH:
             pair.settle(opt.state, bufs.control, bufs.moved)
             refresh_bounds(theta, opt.state, bufs.guard)
-        w = weight_sum(Tb)
         total += value * w
         weights += w
         seen += m
