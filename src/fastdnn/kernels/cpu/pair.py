@@ -231,21 +231,29 @@ def paired_gradient(X, T, theta, table, bufs, loss, sampling, start, m, draw_key
     control.view(np.uint64)[KEY] = key
     store_release(control, JOB, job)
     half = m // 2
+    n_targets = T.shape[1]
+    # The second shard's targets where the helper gathers them; ours if we take it.
+    T0 = T1 = view2d(bufs.targets, control[HELPER_ROWS] * n_targets, m - half, n_targets)
+    slot, first, last, at = 0, 0, half, np.int64(0)
+    mine = False
     t0 = cycle_count()
-    T0 = _shard(X, T, theta, table, bufs, 0, 0, half, 0)
-    t1 = cycle_count()
-    mine = compare_exchange(control, CLAIM, job - 1, job)
-    spins = 0
-    while not mine and load_acquire(control, DONE) != job:
-        spins += 1
-        # A helper that stalled (descheduled mid-shard): take the shard back.
-        mine = cycle_count() - t1 > t1 - t0 + _SLACK_CYCLES or spins > _MAX_SPINS
-        spin_pause()
-    if mine:  # one call site: each inlined copy of _shard costs compile time
-        T1 = _shard(X, T, theta, table, bufs, 2, half, m, control[OWN_ROWS])
-    else:
-        n_targets = T.shape[1]
-        T1 = view2d(bufs.targets, control[HELPER_ROWS] * n_targets, m - half, n_targets)
+    while True:  # one _shard call site: each inlined copy cost a cold start 0.5 s
+        rows = _shard(X, T, theta, table, bufs, slot, first, last, at)
+        if slot == 2:
+            T1 = rows
+            break
+        T0 = rows
+        t1 = cycle_count()
+        mine = compare_exchange(control, CLAIM, job - 1, job)
+        spins = 0
+        while not mine and load_acquire(control, DONE) != job:
+            spins += 1
+            # A helper that stalled (descheduled mid-shard): take the shard back.
+            mine = cycle_count() - t1 > t1 - t0 + _SLACK_CYCLES or spins > _MAX_SPINS
+            spin_pause()
+        if not mine:
+            break
+        slot, first, last, at = 2, half, m, control[OWN_ROWS]
     return _combine_pair(T0, T1, bufs, 2 if mine else 1)
 
 
