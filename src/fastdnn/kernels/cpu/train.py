@@ -53,12 +53,25 @@ NO_KEY = np.uint64(0)
 _view = view2d  # rows m x n of a flat buffer from an offset: (buf, off, m, n)
 
 
-@njit(cache=config.CACHE, inline="always")
+# Calls, not inlined: a dropout fit pays one call per layer and pass, and the two loops
+# are compiled once each instead of into each pass (a cold start 0.5 s).  Two functions,
+# for the forward copy and the backward in place: one loop over the same memory as both
+# its arrays fails LLVM's run-time overlap check and runs scalar.  error_model="numpy":
+# see forward_layers.
+@njit(cache=config.CACHE, error_model="numpy")
 def _dropout(A, D, key, row0, layer, threshold):
     """``D = A * mask``: inverted dropout of hidden layer ``layer`` for batch rows from ``row0``."""
     for r in range(A.shape[0]):
         for j in range(A.shape[1]):
             D[r, j] = A[r, j] * F.dropout_scale(key, row0 + r, layer, j, threshold)
+
+
+@njit(cache=config.CACHE, error_model="numpy")
+def _dropout_in_place(D, key, row0, layer, threshold):
+    """``D *= mask``, the mask of :func:`_dropout` (the backward pass through it)."""
+    for r in range(D.shape[0]):
+        for j in range(D.shape[1]):
+            D[r, j] *= F.dropout_scale(key, row0 + r, layer, j, threshold)
 
 
 # error_model="numpy": under Python's, a float division checks its divisor for zero, and
@@ -116,7 +129,7 @@ def backward_layers(X, theta, table, work, deltas, grad, key, row0):
         if i > 0:
             below = table[i - 1]
             if below[DROP] > 0:
-                _dropout(delta_prev, delta_prev, key, row0, i - 1, below[DROP])
+                _dropout_in_place(delta_prev, key, row0, i - 1, below[DROP])
             activation_backward(deltas[1 - cur][:m * k], work[below[A_OFF]:below[A_OFF] + m * k],
                                 work[below[Z_OFF]:below[Z_OFF] + m * k], below[ACT])
             cur = 1 - cur
