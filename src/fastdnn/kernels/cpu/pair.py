@@ -197,6 +197,23 @@ def combine(Tb, bufs, n_shards, last_slot):
 
 
 @njit(cache=config.CACHE, inline="always")
+def _claim_or_wait(control, claim, done, job, t0):
+    """After the caller's own part of ``job`` (started at cycle ``t0``): whether the other
+    part is the caller's to compute.  It is if the helper has not claimed it (the caller
+    claims it now), or if the helper claimed it but has not marked it ``done`` within
+    about the time the caller's part took: a helper descheduled mid-job is not waited
+    for (its late result is ignored)."""
+    t1 = cycle_count()
+    mine = compare_exchange(control, claim, job - 1, job)
+    spins = 0
+    while not mine and load_acquire(control, done) != job:
+        spins += 1
+        mine = cycle_count() - t1 > t1 - t0 + _SLACK_CYCLES or spins > _MAX_SPINS
+        spin_pause()
+    return mine
+
+
+@njit(cache=config.CACHE, inline="always")
 def _combine_pair(T0, T1, bufs, slot1):
     """:func:`combine` of the two shards of a pair (targets ``T0``, ``T1``; the second in
     buffer ``slot1``), the gradient summed in one pass; returns ``(loss, weight)``."""
@@ -243,14 +260,7 @@ def paired_gradient(X, T, theta, table, bufs, loss, sampling, start, m, draw_key
             T1 = rows
             break
         T0 = rows
-        t1 = cycle_count()
-        mine = compare_exchange(control, CLAIM, job - 1, job)
-        spins = 0
-        while not mine and load_acquire(control, DONE) != job:
-            spins += 1
-            # A helper that stalled (descheduled mid-shard): take the shard back.
-            mine = cycle_count() - t1 > t1 - t0 + _SLACK_CYCLES or spins > _MAX_SPINS
-            spin_pause()
+        mine = _claim_or_wait(control, CLAIM, DONE, job, t0)
         if not mine:
             break
         slot, first, last, at = 2, half, m, control[OWN_ROWS]
@@ -284,14 +294,7 @@ def paired_adam(theta, grad, state, hyper, lr, t, control, moved):
     store_release(control, UJOB, job)
     t0 = cycle_count()
     _adam_half(theta[:h], grad[:h], state[0][:h], state[1][:h], t, lr, hyper)
-    t1 = cycle_count()
-    mine = compare_exchange(control, UCLAIM, job - 1, job)
-    spins = 0
-    while not mine and load_acquire(control, UDONE) != job:
-        spins += 1
-        mine = cycle_count() - t1 > t1 - t0 + _SLACK_CYCLES or spins > _MAX_SPINS
-        spin_pause()
-    if mine:
+    if _claim_or_wait(control, UCLAIM, UDONE, job, t0):
         settle(state, control, moved)
         _adam_half(theta[h:], grad[h:], state[0][h:], state[1][h:], t, lr, hyper)
     else:
