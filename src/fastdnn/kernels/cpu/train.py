@@ -288,8 +288,8 @@ def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards, key):
 @njit(cache=config.CACHE, inline="always")
 def step_gradient(X, T, theta, table, bufs, loss, sampling, start, m, draw_key, key, sharded):
     """Weighted mean loss and weight of the batch of ``m`` rows from position ``start``
-    of the epoch's sampling; its gradient into ``bufs.grad``: in one pass, in
-    ``Numba``'s pool (``sharded``), or as two row shards (:func:`.pair.paired_gradient`)
+    of the epoch's sampling; its gradient into ``bufs.grad``: in one pass, as shards in
+    Numba's pool (``sharded``), or as two row shards (:func:`.pair.paired_gradient`)
     when ``bufs.control`` says so and the batch has two rows or more."""
     if bufs.control[pair.N_SHARDS] == 2 and m >= 2 and not sharded:
         return pair.paired_gradient(X, T, theta, table, bufs, loss, sampling, start, m,
