@@ -90,14 +90,15 @@ def test_one_or_several_threads_same_weights(threaded, dtype, shuffle):
 
 
 def _n_signatures():
-    return len(train.train_steps.signatures)
+    return sum(len(kernel.signatures) for kernel in (train.train_steps, train.train_steps_online))
 
 
 def test_no_new_compiled_signatures_per_architecture_or_batch():
     X, y = problem(n=40)
     # Warm up both dtypes first: earlier tests in this process may or may not have.
     for dtype in DTYPES:
-        fd.MLP([6, 5, 3], dtype=dtype, seed=0).fit(X, y, epochs=1, batch_size=8)
+        for batch_size in (8, 1):  # train_steps and train_steps_online
+            fd.MLP([6, 5, 3], dtype=dtype, seed=0).fit(X, y, epochs=1, batch_size=batch_size)
     before = _n_signatures()
     assert before >= 1
 

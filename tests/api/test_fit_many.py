@@ -51,6 +51,17 @@ def test_each_net_ends_as_its_own_fit(dtype, optimizer, shuffle):
         assert own._rng.integers(1 << 30) == net._rng.integers(1 << 30)
 
 
+def test_one_row_batches_in_a_group_end_as_their_own_fits():
+    # Online SGD runs its own epoch kernel (train_steps_online), in the group as alone.
+    X, y = data(n=60)
+    kw = dict(epochs=2, batch_size=1, optimizer=fd.SGD(lr=0.02, momentum=0.9))
+    together = nets()
+    fd.fit_many(together, X, y, **kw)
+    for net, own in zip(nets(), together):
+        net.fit(X, y, **kw)
+        assert_same_weights(own.get_weights(), net.get_weights())
+
+
 def test_an_optimizer_instance_is_copied_per_net():
     X, y = data()
     opt = fd.SGD(lr=0.1, momentum=0.5)

@@ -18,7 +18,8 @@ from . import blas, pair, threads
 from .checks import all_finite
 from .losses import labels, predictions, probabilities
 from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
-                    loss_of_logits, train_epoch_many, train_steps, train_steps_sharded)
+                    loss_of_logits, train_epoch_many, train_steps, train_steps_online,
+                    train_steps_sharded)
 from .updates import GUARD_SLOTS, LIMIT, refresh_bounds
 
 
@@ -190,7 +191,8 @@ def n_shards(sizes, rows):
     shards = config.SHARDS
     per_shard = -(-rows // max(shards, 1))
     macs = per_shard * sum(k * n for k, n in zip(sizes[:-1], sizes[1:]))
-    if shards < 2 or per_shard < config.MIN_SHARD_ROWS or macs < config.MIN_SHARD_MACS:
+    if (shards < 2 or rows < shards or per_shard < config.MIN_SHARD_ROWS
+            or macs < config.MIN_SHARD_MACS):
         return 1
     if _splits_products(sizes, per_shard):
         return 1
@@ -219,7 +221,8 @@ class CPUTrainer:
         self.paired = shards == 2
         self._release = None  # while a helper thread serves this fit: its release
         slots = 3 if self.paired else shards
-        self.epoch_kernel = train_steps_sharded if shards > 2 else train_steps
+        self.epoch_kernel = (train_steps_online if batch_size == 1 else
+                             train_steps_sharded if shards > 2 else train_steps)
         self.bufs = Buffers(
             work=np.zeros((slots, layout.work_size), dtype=dtype),
             deltas=np.zeros((slots, 2, layout.delta_size), dtype=dtype),
@@ -290,7 +293,7 @@ class CPUTrainerGroup:
         first = self.trainers[0]
         if any(t.X is not first.X or t.T is not first.T for t in self.trainers):
             raise ValueError("a trainer group trains its nets on the same X and T")
-        self.together = all(t.epoch_kernel is train_steps
+        self.together = all(t.epoch_kernel in (train_steps, train_steps_online)
                             and not _splits_products(t.backend.sizes, t.batch_size)
                             for t in self.trainers)
         # Typed lists, built once (the kernels update the arrays they hold in place), and

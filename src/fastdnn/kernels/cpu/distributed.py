@@ -120,7 +120,7 @@ def _global_gradient(X, T, theta, table, bufs, plan, red, sharded, dropping, s):
     if m > 0:
         key = F.step_key(plan.seed, s) if dropping else NO_KEY
         value, w = step_gradient(X, T, theta, table, bufs, plan.loss, plan.sampling, s * bs, m,
-                                 F.mix64(np.uint64(plan.seed)), key, sharded)
+                                 F.mix64(np.uint64(plan.seed)), key, sharded, False)
     # bufs.grad is red.buffer[:n_params]
     for i in range(n_params):
         bufs.grad[i] = bufs.grad[i] * w if m > 0 else 0.0

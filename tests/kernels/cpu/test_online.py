@@ -1,0 +1,77 @@
+"""Online SGD (``batch_size=1``) runs :func:`train_steps_online`, the step of
+:func:`train_steps` with the forward and backward passes inlined: the same arithmetic,
+so the same weights, losses and learning rates bit for bit, for every activation, loss,
+optimizer, sampling mode, penalty, clip and dropout."""
+import numpy as np
+import pytest
+
+import fastdnn as fd
+from fastdnn.kernels.cpu import backend, train
+from support import assert_same_weights
+
+# (activation per hidden layer, loss, optimizer, fit and net options)
+CASES = [
+    (["tanh", "tanh"], "mse", lambda: fd.SGD(lr=0.05), dict(shuffle=False)),
+    (["relu", "leaky_relu"], "cross_entropy", lambda: fd.SGD(lr=0.05, momentum=0.9),
+     dict(clip_norm=0.5)),
+    (["elu", "sigmoid"], "binary_cross_entropy",
+     lambda: fd.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+     dict(shuffle="uniform", l2=1e-3)),
+    (["softplus", "gelu"], "poisson", lambda: fd.Adam(lr=0.01), dict(dropout=0.2)),
+    (["silu", "identity"], "cross_entropy", lambda: fd.AdamW(lr=0.01), dict(l2=1e-2)),
+]
+
+
+def _data(loss, n=37):
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((n, 3))
+    if loss == "cross_entropy":
+        y = rng.integers(0, 3, n)
+    elif loss == "binary_cross_entropy":
+        y = rng.integers(0, 2, (n, 3))
+    elif loss == "poisson":
+        y = rng.poisson(1.5, (n, 3)).astype(float)
+    else:
+        y = rng.standard_normal((n, 3))
+    return X, y
+
+
+def _fit(case, dtype):
+    acts, loss, optimizer, options = case
+    options = dict(options)
+    net_options = {k: options.pop(k) for k in ("l2", "dropout") if k in options}
+    X, y = _data(loss)
+    net = fd.MLP([3, 7, 5, 3], activation=acts, loss=loss, dtype=dtype, seed=1, **net_options)
+    history = net.fit(X, y, epochs=3, batch_size=1, optimizer=optimizer(), **options)
+    return net.get_weights(), history
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(c[0]) + "-" + c[1])
+def test_online_steps_match_the_general_steps(monkeypatch, case, dtype):
+    online, history = _fit(case, dtype)
+    assert any(str(sig[2].dtype) == dtype for sig in train.train_steps_online.signatures)
+    # The control: the same fit through train_steps.
+    monkeypatch.setattr(backend, "train_steps_online", train.train_steps)
+    general, general_history = _fit(case, dtype)
+    assert_same_weights(online, general)
+    np.testing.assert_array_equal(history.loss, general_history.loss)
+    np.testing.assert_array_equal(history.lr, general_history.lr)
+    for W, b in online:
+        assert np.isfinite(W).all() and np.isfinite(b).all()
+
+
+def test_only_one_row_batches_take_the_online_kernel(monkeypatch):
+    calls = []
+
+    def spy(*args):
+        calls.append(args[-1].batch_size)
+        return train.train_steps_online(*args)
+
+    monkeypatch.setattr(backend, "train_steps_online", spy)
+    X, y = _data("mse", n=8)
+    net = fd.MLP([3, 4, 3], loss="mse", dtype="float64", seed=0)
+    net.fit(X, y, epochs=1, batch_size=2, optimizer=fd.SGD())
+    assert calls == []
+    net.fit(X, y, epochs=1, batch_size=1, optimizer=fd.SGD())
+    assert calls and set(calls) == {1}
