@@ -90,7 +90,8 @@ def test_one_or_several_threads_same_weights(threaded, dtype, shuffle):
 
 
 def _n_signatures():
-    return sum(len(kernel.signatures) for kernel in (train.train_steps, train.train_steps_online))
+    kernels = (train.train_steps, train.train_steps_paired, train.train_steps_online)
+    return sum(len(kernel.signatures) for kernel in kernels)
 
 
 def test_no_new_compiled_signatures_per_architecture_or_batch():

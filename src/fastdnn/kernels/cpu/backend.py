@@ -19,7 +19,7 @@ from .checks import all_finite
 from .losses import labels, predictions, probabilities
 from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
                     loss_of_logits, train_epoch_many, train_steps, train_steps_online,
-                    train_steps_sharded)
+                    train_steps_paired, train_steps_sharded)
 from .updates import GUARD_SLOTS, LIMIT, refresh_bounds
 
 
@@ -222,6 +222,7 @@ class CPUTrainer:
         self._release = None  # while a helper thread serves this fit: its release
         slots = 3 if self.paired else shards
         self.epoch_kernel = (train_steps_online if batch_size == 1 else
+                             train_steps_paired if self.paired else
                              train_steps_sharded if shards > 2 else train_steps)
         self.bufs = Buffers(
             work=np.zeros((slots, layout.work_size), dtype=dtype),
@@ -293,7 +294,7 @@ class CPUTrainerGroup:
         first = self.trainers[0]
         if any(t.X is not first.X or t.T is not first.T for t in self.trainers):
             raise ValueError("a trainer group trains its nets on the same X and T")
-        self.together = all(t.epoch_kernel in (train_steps, train_steps_online)
+        self.together = all(t.epoch_kernel in (train_steps, train_steps_paired, train_steps_online)
                             and not _splits_products(t.backend.sizes, t.batch_size)
                             for t in self.trainers)
         # Typed lists, built once (the kernels update the arrays they hold in place), and

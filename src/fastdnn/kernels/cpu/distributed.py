@@ -38,8 +38,8 @@ from ..spec import CLIP_NORM, DROP, L2, LR, SHUFFLE
 from . import formulas as F
 from .backend import CPUTrainer
 from .checks import max_abs
-from .train import (NO_KEY, EpochPlan, _shuffle, clip_by_norm, l2_penalty, step_gradient,
-                    train_steps_sharded)
+from .train import (NO_KEY, PAIRED, SHARDED, EpochPlan, _shuffle, clip_by_norm, l2_penalty,
+                    loss_and_gradient, step_gradient, train_steps_sharded)
 from .updates import SAFE_REFRESH, UNSAFE, optimizer_step, refresh_bounds, step_is_safe
 
 #: The vector one step reduces: the gradient times the local weight sum, then these.
@@ -108,7 +108,7 @@ def allreduce_sum(red):
 
 
 @njit(cache=config.CACHE, inline="always")
-def _global_gradient(X, T, theta, table, bufs, plan, red, sharded, dropping, s):
+def _global_gradient(X, T, theta, table, bufs, plan, red, path, dropping, s):
     """Loss and gradient (into ``bufs.grad``) of step ``s``'s global batch; returns
     ``(loss, weight_sum, rows)`` of that batch."""
     n = X.shape[0]
@@ -120,7 +120,8 @@ def _global_gradient(X, T, theta, table, bufs, plan, red, sharded, dropping, s):
     if m > 0:
         key = F.step_key(plan.seed, s) if dropping else NO_KEY
         value, w = step_gradient(X, T, theta, table, bufs, plan.loss, plan.sampling, s * bs, m,
-                                 F.mix64(np.uint64(plan.seed)), key, sharded, False)
+                                 F.mix64(np.uint64(plan.seed)), key, path,
+                                 loss_and_gradient)
     # bufs.grad is red.buffer[:n_params]
     for i in range(n_params):
         bufs.grad[i] = bufs.grad[i] * w if m > 0 else 0.0
@@ -136,7 +137,7 @@ def _global_gradient(X, T, theta, table, bufs, plan, red, sharded, dropping, s):
 
 
 @njit(cache=config.CACHE, inline="always")
-def _steps(X, T, theta, table, bufs, opt, sched, plan, red, sharded):
+def _steps(X, T, theta, table, bufs, opt, sched, plan, red, path):
     # train._steps, with the batch's loss and gradient those of the global batch.
     if plan.first == 0 and plan.sampling == SHUFFLE:
         np.random.seed(plan.seed)
@@ -151,7 +152,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, red, sharded):
     seen = 0
     lr = 0.0
     for s in range(plan.first, plan.end):
-        value, w, m = _global_gradient(X, T, theta, table, bufs, plan, red, sharded, dropping, s)
+        value, w, m = _global_gradient(X, T, theta, table, bufs, plan, red, path, dropping, s)
         if l2 != 0.0:
             value += l2_penalty(theta, table, l2, bufs.grad)
         g_max = max_abs(bufs.grad)
@@ -179,13 +180,13 @@ def distributed_steps(X, T, theta, table, bufs, opt, sched, plan, red):
     """Steps ``[plan.first, plan.end)`` of a data-parallel epoch, one allreduce each;
     returns :func:`.train.train_steps`' tuple for the global batches (every rank the
     same).  Every rank of the communicator must call it with the same steps."""
-    return _steps(X, T, theta, table, bufs, opt, sched, plan, red, False)
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, red, PAIRED)
 
 
 @njit(cache=config.CACHE)
 def distributed_steps_sharded(X, T, theta, table, bufs, opt, sched, plan, red):
     """:func:`distributed_steps` with each local gradient from row shards in parallel."""
-    return _steps(X, T, theta, table, bufs, opt, sched, plan, red, True)
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, red, SHARDED)
 
 
 def rank_seed(seed, rank):

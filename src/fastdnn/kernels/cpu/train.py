@@ -304,36 +304,43 @@ def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards, key):
     return pair.combine(Tb, bufs, n_shards, n_shards - 1)
 
 
-@njit(cache=config.CACHE, inline="always")
-def step_gradient(X, T, theta, table, bufs, loss, sampling, start, m, draw_key, key, sharded,
-                  online):
-    """Weighted mean loss and weight of the batch of ``m`` rows from position ``start``
-    of the epoch's sampling; its gradient into ``bufs.grad``: in one pass, as shards in
-    Numba's pool (``sharded``), or as two row shards (:func:`.pair.paired_gradient`)
-    when ``bufs.control`` says so and the batch has two rows or more; ``online``: one
-    row, in one inlined pass (:func:`train_steps_online`).
+#: How an epoch kernel computes a step's gradient (:func:`step_gradient`): the argument
+#: ``path`` of the inlined step, a constant of each kernel.  Numba prunes the branches on
+#: a constant before typing, so each kernel compiles only its own path: a fit that never
+#: pairs its batches does not compile the pair's code (2.2 s of a cold ``fastdnn train``).
+ONE_PASS, PAIRED, SHARDED = range(3)
 
-    ``sharded`` and ``online`` are constants of each caller, tested in plain ``if``
-    statements: Numba prunes those branches before typing (a ``not online`` in a
-    condition it would not), so each epoch kernel compiles only its own path.
+
+@njit(cache=config.CACHE, inline="always")
+def step_gradient(X, T, theta, table, bufs, loss, sampling, start, m, draw_key, key, path,
+                  one_pass):
+    """Weighted mean loss and weight of the batch of ``m`` rows from position ``start``
+    of the epoch's sampling; its gradient into ``bufs.grad``, by ``path``:
+
+    - ``ONE_PASS``: in one pass, by ``one_pass`` (:func:`loss_and_gradient`, or its
+      inlined twin ``_online_loss_and_gradient`` in :func:`train_steps_online`);
+    - ``PAIRED``: as two row shards (:func:`.pair.paired_gradient`) when ``bufs.control``
+      says so and the batch has two rows or more, else in one pass;
+    - ``SHARDED``: as row shards in Numba's pool.
+
+    ``one_pass`` is a function argument, not a third path: the branches of a path are
+    inlined before Numba prunes them, and the inlined passes of the online step, expanded
+    into every kernel and pruned only then, made each cold compile of the others 8 s
+    longer.  A function passed in is inlined only where it is given.
     """
-    if online:
-        Xb, Tb = gather_rows(X, T, bufs, sampling, start, 0, m, draw_key, 0)
-        value = _online_loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0],
-                                          bufs.grad, loss, key, np.int64(0))
-        return value, weight_sum(Tb)
-    if bufs.control[pair.N_SHARDS] == 2 and m >= 2 and not sharded:
-        return pair.paired_gradient(X, T, theta, table, bufs, loss, sampling, start, m,
-                                    draw_key, key)
+    if path == PAIRED:
+        if bufs.control[pair.N_SHARDS] == 2 and m >= 2:
+            return pair.paired_gradient(X, T, theta, table, bufs, loss, sampling, start, m,
+                                        draw_key, key)
     Xb, Tb = gather_rows(X, T, bufs, sampling, start, 0, m, draw_key, 0)
-    if sharded:
+    if path == SHARDED:
         value = _sharded_gradient(Xb, Tb, theta, table, bufs, loss,
                                   min(bufs.work.shape[0], m), key)
     else:
         # np.int64(0), not 0: a literal row offset typed as Literal[int](0) compiled
         # loss_and_gradient a second time (4.6 s of a cold start) beside the shards' int64.
-        value = loss_and_gradient(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0],
-                                  bufs.grad, loss, key, np.int64(0))
+        value = one_pass(Xb, Tb, theta, table, bufs.work[0], bufs.deltas[0], bufs.grad, loss,
+                         key, np.int64(0))
     return value, weight_sum(Tb)
 
 
@@ -381,7 +388,7 @@ def _borrowed(X, T, theta, table, bufs, opt, sched):
 
 
 @njit(cache=config.CACHE, inline="always")
-def _steps(X, T, theta, table, bufs, opt, sched, plan, sharded, online):
+def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass):
     X, T, theta, table, bufs, opt, sched = _borrowed(X, T, theta, table, bufs, opt, sched)
     n = X.shape[0]
     bs = plan.batch_size
@@ -404,7 +411,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, sharded, online):
         if dropping:  # ~5% of a batch-1 step on a 2-8-8-1 net when computed always
             key = F.step_key(plan.seed, s)
         value, w = step_gradient(X, T, theta, table, bufs, plan.loss, plan.sampling, s * bs, m,
-                                 draw_key, key, sharded, online)
+                                 draw_key, key, path, one_pass)
         if l2 != 0.0:
             value += l2_penalty(theta, table, l2, bufs.grad)
         g_max = max_abs(bufs.grad)
@@ -426,7 +433,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, sharded, online):
                                 bufs.guard)
         if safe == UNSAFE:
             return total, seen, s - plan.first, s, lr, weights
-        if bufs.moved.shape[1] > 0 and opt.code == ADAM:  # a paired fit's Adam
+        if path == PAIRED and bufs.moved.shape[1] > 0 and opt.code == ADAM:  # paired Adam
             pair.paired_adam(theta, bufs.grad, opt.state, opt.hyper, lr, t, bufs.control,
                              bufs.moved)
         else:
@@ -453,7 +460,14 @@ def train_steps(X, T, theta, table, bufs, opt, sched, plan):
     whose update would overflow: the run stops there without updating.  ``lr`` is the
     learning rate of the last update (0 if none).
     """
-    return _steps(X, T, theta, table, bufs, opt, sched, plan, False, False)
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, ONE_PASS, loss_and_gradient)
+
+
+@njit(cache=config.CACHE, nogil=True)
+def train_steps_paired(X, T, theta, table, bufs, opt, sched, plan):
+    """:func:`train_steps` for a fit whose batches run as two shards, the second on a
+    helper thread (:mod:`.pair`; one-row batches in one pass)."""
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, PAIRED, loss_and_gradient)
 
 
 @njit(cache=config.CACHE, nogil=True)
@@ -462,7 +476,7 @@ def train_steps_sharded(X, T, theta, table, bufs, opt, sched, plan):
 
     A separate entry point so the parallel code is compiled only when shards are used.
     """
-    return _steps(X, T, theta, table, bufs, opt, sched, plan, True, False)
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, SHARDED, loss_and_gradient)
 
 
 # error_model="numpy", as forward_layers: the float32 tanh inlined here must vectorise.
@@ -473,7 +487,8 @@ def train_steps_online(X, T, theta, table, bufs, opt, sched, plan):
     arithmetic, so the same weights bit for bit, in two thirds of the time on the
     smallest nets.  Its own entry point, compiled only by fits that use it.
     """
-    return _steps(X, T, theta, table, bufs, opt, sched, plan, False, True)
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, ONE_PASS,
+                  _online_loss_and_gradient)
 
 
 @njit(cache=config.CACHE, parallel=True)
@@ -483,10 +498,11 @@ def train_epoch_many(X, T, thetas, tables, bufs, opts, scheds, plans, results):
     Row ``r`` of the int64 ``plans`` is ``(net, loss, batch_size, sampling, t0, seed,
     first, end)``: net ``plans[r, 0]`` (an index into the typed lists ``thetas``,
     ``tables``, ``bufs``, ``opts``, ``scheds``) runs steps ``[first, end)`` exactly as
-    :func:`train_steps` would, and ``results[r]`` gets its ``(loss_sum, samples, steps,
-    failed_step, lr, weight_sum)``.  A net runs on one thread from start to end (Numba's
-    generator is per thread, and its epoch seeds it), so the results are those of the
-    nets' own epochs, whatever the thread count.  Callers keep every product below
+    its own fit's kernel would (:func:`train_steps`, or the paired or online one), and
+    ``results[r]`` gets its ``(loss_sum, samples, steps, failed_step, lr, weight_sum)``.
+    A net runs on one thread from start to end (Numba's generator is per thread, and its
+    epoch seeds it), so the results are those of the nets' own epochs, whatever the
+    thread count.  Callers keep every product below
     ``blas.PARALLEL_MACS`` (no nested parallel regions).
     """
     for r in prange(plans.shape[0]):
@@ -496,6 +512,9 @@ def train_epoch_many(X, T, thetas, tables, bufs, opts, scheds, plans, results):
         # Called, not inlined: the epoch's early exits would keep the loop serial.
         if plan.batch_size == 1:
             result = train_steps_online(X, T, thetas[i], tables[i], bufs[i], opts[i], scheds[i],
+                                        plan)
+        elif bufs[i].control[pair.N_SHARDS] == 2:
+            result = train_steps_paired(X, T, thetas[i], tables[i], bufs[i], opts[i], scheds[i],
                                         plan)
         else:
             result = train_steps(X, T, thetas[i], tables[i], bufs[i], opts[i], scheds[i], plan)
