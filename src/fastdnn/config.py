@@ -10,6 +10,11 @@ so patching them never forces a recompile.
 #: matrix kernels): loops win for batch-1 SGD on a 2-8-8-1 net (0.70 vs 0.53 M
 #: samples/s), BLAS wins already at 32x16x16 (16-wide ReLU net, batch 32: 3.5 vs 1.0 M).
 SMALL_GEMM_MACS = 256
+#: The same threshold for the one-row products of online SGD (``batch_size=1``), where
+#: the loops run vectorised over fan_out and a BLAS call is mostly overhead.  Measured
+#: (float32 tanh, batch 1, loops / BLAS time a step, Intel Xeon): 16-32-32-2 0.81x,
+#: 8-64-64-4 0.94x, 64-128-128-10 1.0x, 32-256-256-2 1.09x, 128-512-512-2 1.07x.
+ONE_ROW_GEMM_MACS = 8192
 
 #: Data-parallel shards of a training batch, for nets too narrow for the column-block
 #: GEMM split (see :mod:`fastdnn.kernels.cpu.blas`): a batch is cut into this many row

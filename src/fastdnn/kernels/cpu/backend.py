@@ -24,7 +24,10 @@ from .updates import GUARD_SLOTS, LIMIT, refresh_bounds
 
 
 def _layout(sizes, codes, cap, drops=None):
-    return Layout.build(sizes, codes, cap, config.SMALL_GEMM_MACS, drops)
+    """The layout of batches of up to ``cap`` rows; one-row batches (online SGD) keep
+    more of their products in the loop kernels (``config.ONE_ROW_GEMM_MACS``)."""
+    gemm_min = config.ONE_ROW_GEMM_MACS if cap == 1 else config.SMALL_GEMM_MACS
+    return Layout.build(sizes, codes, cap, gemm_min, drops)
 
 
 class CPUBackend:
