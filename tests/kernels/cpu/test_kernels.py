@@ -2,13 +2,14 @@
 odd sizes, on both the loop path and the BLAS path of the dense kernels."""
 import numpy as np
 import pytest
+from numba import njit
 
 import fastdnn as fd
 import naive
 from fastdnn.kernels.cpu.activations import activate, activation_backward
 from fastdnn.kernels.cpu.dense import dense_backward, dense_layer
 from fastdnn.kernels.cpu.losses import labels, loss_grad, predictions, probabilities
-from fastdnn.kernels.cpu.checks import max_abs
+from fastdnn.kernels.cpu.checks import abs_bound, max_abs
 from fastdnn.kernels.cpu.updates import (GUARD_SLOTS, LIMIT, SAFE, SAFE_REFRESH, UNSAFE,
                                         adam_update, optimizer_step, refresh_bounds,
                                         sgd_update, step_is_safe)
@@ -103,12 +104,31 @@ def test_dense_backward(m, k, n, dtype, blas):
     dW = np.full((k, n), np.nan, dtype)
     db = np.full(n, np.nan, dtype)
     delta_prev = np.full((m, k), np.nan, dtype)
-    dense_backward(delta, A_prev, W, blas, dW, db, delta_prev)
+    dense_backward(delta, A_prev, W, blas, dW, db, delta_prev, True)
     f64 = [a.astype(np.float64) for a in (A_prev, W, delta)]
     dWn, dbn, dAn = naive.dense_backward(*f64)
     close(dW, dWn, dtype)
     close(db, dbn, dtype)
     close(delta_prev, dAn, dtype)
+
+
+@pytest.mark.parametrize("blas", [False, True])
+@pytest.mark.parametrize("m", [1, 3])
+def test_dense_backward_without_weights_leaves_dW_alone(m, blas):
+    # weights=False (online SGD, which forms dW in its update): db and delta_prev bit for
+    # bit those of weights=True, dW untouched.
+    rng = np.random.default_rng(m)
+    k, n = 5, 4
+    A_prev, W = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    delta = rng.standard_normal((m, n))
+    out = {}
+    for weights in (True, False):
+        dW, db, delta_prev = np.full((k, n), np.nan), np.full(n, np.nan), np.full((m, k), np.nan)
+        dense_backward(delta, A_prev, W, blas, dW, db, delta_prev, weights)
+        out[weights] = dW, db, delta_prev
+    assert np.isnan(out[False][0]).all()
+    np.testing.assert_array_equal(out[False][1], out[True][1])
+    np.testing.assert_array_equal(out[False][2], out[True][2])
 
 
 @pytest.mark.parametrize("blas", [False, True])
@@ -121,7 +141,7 @@ def test_dense_backward_first_layer_skips_delta_prev(blas):
     A_prev, W, delta = rng.standard_normal((m, k)), rng.standard_normal((k, n)), rng.standard_normal((m, n))
     buffer = np.full(m * k + 8, 123.0)
     dW, db = np.full((k, n), np.nan), np.full(n, np.nan)
-    dense_backward(delta, A_prev, W, blas, dW, db, buffer[:0].reshape(0, k))
+    dense_backward(delta, A_prev, W, blas, dW, db, buffer[:0].reshape(0, k), True)
     assert (buffer == 123.0).all(), "delta_prev was written for the first layer"
     dWn, dbn, _ = naive.dense_backward(A_prev, W, delta)
     close(dW, dWn, np.float64)
@@ -345,6 +365,24 @@ def test_max_abs_bounds_within_a_factor_two(dtype):
         a = np.ones(7, dtype=dtype)
         a[3] = bad
         assert max_abs(a) == np.inf
+
+
+@njit
+def _abs_bound(x, like):
+    return abs_bound(x, like)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_abs_bound_is_max_abs_of_the_largest_element(dtype):
+    # Online SGD's guard bounds |grad| from max|a| max|db| (train._fused_sgd_step): the
+    # same bound max_abs gives the whole gradient, zero, subnormals and extremes too.
+    info = np.finfo(dtype)
+    rng = np.random.default_rng(0)
+    xs = [0.0, info.tiny, info.tiny / 2, info.smallest_subnormal, 0.75, 1.0, 1.5, info.max]
+    xs += list(np.abs(rng.standard_normal(500)) * 10.0 ** rng.integers(-40, 40, 500))
+    like = np.zeros(1, dtype=dtype)
+    for x in np.array([x for x in xs if abs(x) <= info.max], dtype=dtype):
+        assert _abs_bound(x, like) == max_abs(np.array([x, -x / 2], dtype=dtype)), x
 
 
 @pytest.mark.parametrize("lr,verdict", [(1.0, SAFE), (1e38, SAFE_REFRESH), (3e38, UNSAFE)])

@@ -21,6 +21,11 @@ CASES = [
      dict(shuffle="uniform", l2=1e-3)),
     (["softplus", "gelu"], "poisson", lambda: fd.Adam(lr=0.01), dict(dropout=0.2)),
     (["silu", "identity"], "cross_entropy", lambda: fd.AdamW(lr=0.01), dict(l2=1e-2)),
+    # SGD without penalty or clip: the fused update (train._fused_sgd_step).
+    (["relu", "tanh"], "cross_entropy", lambda: fd.SGD(lr=0.05, momentum=0.9),
+     dict(dropout=0.3, shuffle="uniform")),
+    (["leaky_relu", "sigmoid"], "mse",
+     lambda: fd.SGD(lr=0.05, momentum=0.5, nesterov=True, weight_decay=1e-3), dict()),
 ]
 
 
@@ -38,29 +43,59 @@ def _data(loss, n=37):
     return X, y
 
 
-def _fit(case, dtype):
+# Narrow nets take the general update; a layer of train.FUSED_MIN_WIDTH outputs or more
+# the fused one (SGD without penalty or clip), its narrow layers written and updated.
+SIZES = [[3, 7, 5, 3], [3, 70, 5, 3]]
+
+
+def _fit(case, dtype, sizes):
     acts, loss, optimizer, options = case
     options = dict(options)
     net_options = {k: options.pop(k) for k in ("l2", "dropout") if k in options}
     X, y = _data(loss)
-    net = fd.MLP([3, 7, 5, 3], activation=acts, loss=loss, dtype=dtype, seed=1, **net_options)
+    net = fd.MLP(sizes, activation=acts, loss=loss, dtype=dtype, seed=1, **net_options)
     history = net.fit(X, y, epochs=3, batch_size=1, optimizer=optimizer(), **options)
     return net.get_weights(), history
 
 
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "-".join(map(str, s)))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(c[0]) + "-" + c[1])
-def test_online_steps_match_the_general_steps(monkeypatch, case, dtype):
-    online, history = _fit(case, dtype)
+def test_online_steps_match_the_general_steps(monkeypatch, case, dtype, sizes):
+    online, history = _fit(case, dtype, sizes)
     assert any(str(sig[2].dtype) == dtype for sig in train.train_steps_online.signatures)
     # The control: the same fit through train_steps.
     monkeypatch.setattr(backend, "train_steps_online", train.train_steps)
-    general, general_history = _fit(case, dtype)
+    general, general_history = _fit(case, dtype, sizes)
     assert_same_weights(online, general)
     np.testing.assert_array_equal(history.loss, general_history.loss)
     np.testing.assert_array_equal(history.lr, general_history.lr)
     for W, b in online:
         assert np.isfinite(W).all() and np.isfinite(b).all()
+
+
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "-".join(map(str, s)))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("share", [0.3, 0.9])
+def test_online_steps_match_at_the_guard_and_when_diverging(monkeypatch, dtype, share, sizes):
+    # Learning rates (a share of the dtype's largest value) whose bounds fail the guard's
+    # cheap test: the steps go through its exact check (the fused update hands them to
+    # the general sequence).  At 0.3 the first update passes it and the second step's
+    # loss overflows; at 0.9 the check stops the first update, which a fused update with
+    # too small a bound would have written as inf.  The same step, the same weights.
+    def fit():
+        X, y = _data("mse")
+        net = fd.MLP(sizes, activation="tanh", loss="mse", dtype=dtype, seed=1)
+        lr = share * float(np.finfo(dtype).max)
+        with pytest.raises(fd.TrainingDivergedError) as info:
+            net.fit(X, y, epochs=3, batch_size=1, optimizer=fd.SGD(lr=lr), shuffle=False)
+        return net.get_weights(), str(info.value)
+
+    online, message = fit()
+    monkeypatch.setattr(backend, "train_steps_online", train.train_steps)
+    general, general_message = fit()
+    assert_same_weights(online, general)
+    assert message == general_message
 
 
 def test_only_one_row_batches_take_the_online_kernel(monkeypatch):
@@ -77,6 +112,10 @@ def test_only_one_row_batches_take_the_online_kernel(monkeypatch):
     assert calls == []
     net.fit(X, y, epochs=1, batch_size=1, optimizer=fd.SGD())
     assert calls and set(calls) == {1}
+
+
+def test_the_fused_update_covers_a_wide_layer():
+    assert SIZES[1][1] >= train.FUSED_MIN_WIDTH > max(SIZES[0])
 
 
 def test_one_row_products_stay_in_the_loop_kernels():

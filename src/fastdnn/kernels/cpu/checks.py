@@ -52,4 +52,23 @@ def max_abs(a):
         if top64 >= np.uint64(0x7FF0000000000000):
             return np.inf
         exponent = np.int64(top64 >> np.uint64(52)) - 1023
+    return _power_bound(exponent)
+
+
+@njit(cache=config.CACHE, inline="always")
+def _power_bound(exponent):
+    """``2**(exponent + 1)``, or 0 for exponents below -1000 (float64 zero or tiny)."""
     return math.ldexp(1.0, exponent + 1) if exponent > -1000 else 0.0
+
+
+@njit(cache=config.CACHE, inline="always")
+def abs_bound(x, like):
+    """:func:`max_abs` of an array of ``like``'s dtype whose largest ``|element|`` is
+    ``x`` (finite, >= 0): the same bound, zero and subnormals included."""
+    single = like.itemsize == 4
+    smallest_normal = 1.1754943508222875e-38 if single else 2.2250738585072014e-308
+    if x < smallest_normal:  # the exponent field is 0
+        exponent = -127 if single else -1023
+    else:
+        exponent = math.frexp(x)[1] - 1
+    return _power_bound(exponent)

@@ -60,23 +60,33 @@ def dense_layer(A_prev, W, b, code, blas, Z, A):
 
 
 @njit(cache=config.CACHE, inline="always")
+def _bias_grad_rows(delta, db):
+    """``db = delta.sum(0)`` (loop form, serial over samples; one row copied)."""
+    m, n = delta.shape
+    if m == 1:
+        for j in range(n):
+            db[j] = delta[0, j]
+        return
+    db[:] = 0.0
+    for i in range(m):
+        for j in range(n):
+            db[j] += delta[i, j]
+
+
+@njit(cache=config.CACHE, inline="always")
 def _weight_grad_rows(delta, A_prev, dW, db):
     """``dW = A_prev.T @ delta``, ``db = delta.sum(0)`` (loop form, serial over samples)."""
     m, k = A_prev.shape
     n = delta.shape[1]
+    _bias_grad_rows(delta, db)
     if m == 1:  # online SGD: written, not zeroed and accumulated (two memset calls a layer)
-        for j in range(n):
-            db[j] = delta[0, j]
         for p in range(k):
             a = A_prev[0, p]
             for j in range(n):
                 dW[p, j] = a * delta[0, j]
         return
     dW[:] = 0.0
-    db[:] = 0.0
     for i in range(m):
-        for j in range(n):
-            db[j] += delta[i, j]
         for p in range(k):
             a = A_prev[i, p]
             for j in range(n):
@@ -97,15 +107,18 @@ def _backprop_rows(delta, W, delta_prev):
 
 
 @njit(cache=config.CACHE, inline="always")
-def dense_backward(delta, A_prev, W, blas, dW, db, delta_prev):
+def dense_backward(delta, A_prev, W, blas, dW, db, delta_prev, weights):
     """``dW = A_prev.T @ delta``, ``db = delta.sum(0)``, ``delta_prev = delta @ W.T``.
 
     ``delta`` is dL/dZ of this layer.  ``delta_prev`` is dL/dA of the layer below,
     before its activation derivative (see ``activation_backward``); pass an empty
-    array for the first layer, which needs none.
+    array for the first layer, which needs none.  ``weights`` (a constant of the
+    caller) False leaves ``dW`` unwritten: online SGD forms ``A_prev.T @ delta`` of its
+    one row inside the update (``train._fused_sgd_step``).
     """
     if blas:
-        matmul_tn(A_prev, delta, dW)
+        if weights:
+            matmul_tn(A_prev, delta, dW)
         db[:] = 0.0
         m, n = delta.shape
         for i in range(m):
@@ -114,6 +127,9 @@ def dense_backward(delta, A_prev, W, blas, dW, db, delta_prev):
         if delta_prev.size > 0:
             matmul_nt(delta, W, delta_prev)
     else:
-        _weight_grad_rows(delta, A_prev, dW, db)
+        if weights:
+            _weight_grad_rows(delta, A_prev, dW, db)
+        else:
+            _bias_grad_rows(delta, db)
         if delta_prev.size > 0:
             _backprop_rows(delta, W, delta_prev)
