@@ -181,12 +181,6 @@ def _has_wide_layer(table):
 
 
 @njit(cache=config.CACHE, inline="always")
-def _unfused(theta, table, bufs, opt, sched, value, t):
-    """No fused update: the step runs the general sequence (every kernel but online SGD's)."""
-    return False, 0.0
-
-
-@njit(cache=config.CACHE, inline="always")
 def _layer_input(table, inputs, work, i):
     """The row layer ``i`` of a one-row step read: the gathered input (``inputs``), or
     the output (or dropped-out copy) of the layer below (in ``work``)."""
@@ -551,6 +545,9 @@ def _borrowed(X, T, theta, table, bufs, opt, sched):
 
 @njit(cache=config.CACHE, inline="always")
 def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused):
+    """The body of the epoch kernels: their steps, each gradient by ``path`` and
+    ``one_pass`` (:func:`step_gradient`); ``fused``: None, or online SGD's fused update
+    (:func:`_fused_sgd_step`), tried before the general sequence."""
     X, T, theta, table, bufs, opt, sched = _borrowed(X, T, theta, table, bufs, opt, sched)
     n = X.shape[0]
     bs = plan.batch_size
@@ -575,13 +572,14 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused):
         value, w = step_gradient(X, T, theta, table, bufs, plan.loss, plan.sampling, s * bs, m,
                                  draw_key, key, path, one_pass)
         t = plan.t0 + s - plan.first  # optimizer steps before this one
-        done, fused_lr = fused(theta, table, bufs, opt, sched, value, t)
-        if done:
-            lr = fused_lr
-            total += value * w
-            weights += w
-            seen += m
-            continue
+        if fused is not None:  # None (a constant) in all kernels but the online one
+            done, fused_lr = fused(theta, table, bufs, opt, sched, value, t)
+            if done:
+                lr = fused_lr
+                total += value * w
+                weights += w
+                seen += m
+                continue
         if l2 != 0.0:
             value += l2_penalty(theta, table, l2, bufs.grad)
         g_max = max_abs(bufs.grad)
@@ -630,7 +628,7 @@ def train_steps(X, T, theta, table, bufs, opt, sched, plan):
     learning rate of the last update (0 if none).
     """
     return _steps(X, T, theta, table, bufs, opt, sched, plan, ONE_PASS, loss_and_gradient,
-                  _unfused)
+                  None)
 
 
 @njit(cache=config.CACHE, nogil=True)
@@ -638,7 +636,7 @@ def train_steps_paired(X, T, theta, table, bufs, opt, sched, plan):
     """:func:`train_steps` for a fit whose batches run as two shards, the second on a
     helper thread (:mod:`.pair`; one-row batches in one pass)."""
     return _steps(X, T, theta, table, bufs, opt, sched, plan, PAIRED, loss_and_gradient,
-                  _unfused)
+                  None)
 
 
 @njit(cache=config.CACHE, nogil=True)
@@ -648,7 +646,7 @@ def train_steps_sharded(X, T, theta, table, bufs, opt, sched, plan):
     A separate entry point so the parallel code is compiled only when shards are used.
     """
     return _steps(X, T, theta, table, bufs, opt, sched, plan, SHARDED, loss_and_gradient,
-                  _unfused)
+                  None)
 
 
 # error_model="numpy", as forward_layers: the float32 tanh inlined here must vectorise.
