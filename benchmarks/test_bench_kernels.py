@@ -117,8 +117,8 @@ def test_dense_backward(benchmark, impl, size, batch, dtype, threads):
     benchmark.group = f"dense_backward {size} batch={batch} {dtype} threads={threads}"
     if impl == "fastdnn":
         path = auto_blas(batch, *W.shape)
-        dense.dense_backward(delta, A_prev, W, path, dW, db, delta_prev)
-        benchmark(dense.dense_backward, delta, A_prev, W, path, dW, db, delta_prev)
+        dense.dense_backward(delta, A_prev, W, path, dW, db, delta_prev, True)
+        benchmark(dense.dense_backward, delta, A_prev, W, path, dW, db, delta_prev, True)
     else:
         benchmark(np_dense_backward, delta, A_prev, W, dW, db, delta_prev)
     want = naive.dense_backward(*f64(A_prev, W, delta))
@@ -176,7 +176,7 @@ def test_dense_crossover(benchmark, path, shape, batch, dtype, threads):
 
     def fwd_bwd():
         dense.dense_layer(A_prev, W, b, spec.RELU, use_blas, Z, A)
-        dense.dense_backward(A, A_prev, W, use_blas, dW, db, dprev)
+        dense.dense_backward(A, A_prev, W, use_blas, dW, db, dprev, True)
 
     fwd_bwd()
     benchmark(fwd_bwd)
