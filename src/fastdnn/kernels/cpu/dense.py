@@ -112,9 +112,9 @@ def dense_backward(delta, A_prev, W, blas, dW, db, delta_prev, weights):
 
     ``delta`` is dL/dZ of this layer.  ``delta_prev`` is dL/dA of the layer below,
     before its activation derivative (see ``activation_backward``); pass an empty
-    array for the first layer, which needs none.  ``weights`` (a constant of the
-    caller) False leaves ``dW`` unwritten: online SGD forms ``A_prev.T @ delta`` of its
-    one row inside the update (``train._fused_sgd_step``).
+    array for the first layer, which needs none.  ``weights`` False leaves ``dW``
+    unwritten: online SGD forms ``A_prev.T @ delta`` of its one row inside the update
+    (``train._fused_sgd_step``).
     """
     if blas:
         if weights:

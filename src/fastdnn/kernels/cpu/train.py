@@ -112,8 +112,9 @@ def backward_layers(X, theta, table, work, deltas, grad, key, row0, weights):
     """Layerwise backprop from dL/dZ of the top layer, held in ``deltas[0]``, into ``grad``
     (through the dropout masks of :func:`forward_layers` with the same ``key``, ``row0``).
 
-    ``weights`` False (a constant): only the biases' gradients, which are the layers'
-    dL/dZ; the weights' are left to online SGD's update (:func:`_fused_sgd_step`)."""
+    ``weights`` False: only the biases' gradients, which are the layers' dL/dZ; the
+    weights' are left to online SGD's update (:func:`_fused_sgd_step`).  A constant True
+    in :func:`loss_and_gradient`, whose pruned branch is then never compiled."""
     m = X.shape[0]
     cur = 0
     for i in range(table.shape[0] - 1, -1, -1):
