@@ -26,7 +26,7 @@ from . import formulas as F
 from . import pair  # an import cycle: pair's shards call loss_and_gradient (when compiled)
 from .activations import activate, activation_backward
 from .checks import abs_bound, max_abs
-from .dense import dense_backward, dense_forward
+from .dense import _weight_grad_rows, dense_backward, dense_forward
 from .losses import loss_grad, weight_sum
 from .updates import (SAFE, SAFE_REFRESH, UNSAFE, _sgd_scalars, bounds_are_safe, exact_safety,
                       optimizer_step, refresh_bounds, sgd_update)
@@ -292,15 +292,14 @@ def _sgd_rank_one(theta, table, inputs, work, grad, velocity, lr, momentum, nest
 
 @njit(cache=config.CACHE, inline="always")
 def _write_weight_grad(table, inputs, work, grad, i):
-    """``dW = a db^T`` of layer ``i`` of a one-row step into ``grad``."""
+    """``dW = a db^T`` of layer ``i`` of a one-row step into ``grad``: the one-row
+    product of :func:`.dense._weight_grad_rows` (whose ``db = delta`` rewrites ``db``
+    with itself here)."""
     k = table[i, FAN_IN]
     n = table[i, FAN_OUT]
-    a = _layer_input(table, inputs, work, i)
-    db = grad[table[i, B_OFF]:table[i, B_OFF] + n]
-    for p in range(k):
-        dW_row = grad[table[i, W_OFF] + p * n:table[i, W_OFF] + (p + 1) * n]
-        for j in range(n):
-            dW_row[j] = a[p] * db[j]
+    a = _view(inputs, 0, 1, k) if i == 0 else _view(work, table[i, IN_OFF], 1, k)
+    delta = _view(grad, table[i, B_OFF], 1, n)
+    _weight_grad_rows(delta, a, _view(grad, table[i, W_OFF], k, n), delta[0])
 
 
 @njit(cache=config.CACHE, inline="always")
