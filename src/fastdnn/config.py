@@ -16,6 +16,13 @@ SMALL_GEMM_MACS = 256
 #: 8-64-64-4 0.94x, 64-128-128-10 1.0x, 32-256-256-2 1.09x, 128-512-512-2 1.07x.
 ONE_ROW_GEMM_MACS = 8192
 
+#: Column blocks a big product is cut into, run in parallel (see
+#: :mod:`fastdnn.kernels.cpu.blas`).  ``None``: the ``FASTDNN_BLAS_BLOCKS`` environment
+#: variable, or else the CPUs this process may run on.  The count changes the last bits of
+#: some products, the thread count never does: set it to one value to get the same bits
+#: on machines with different CPU counts.  Read when a network is set up.
+BLAS_BLOCKS = None
+
 #: Data-parallel shards of a training batch, for nets too narrow for the column-block
 #: GEMM split (see :mod:`fastdnn.kernels.cpu.blas`): a batch is cut into this many row
 #: shards whose gradients are computed apart and combined in order.  A fixed number, not

@@ -150,9 +150,76 @@ def test_small_path_calls(rows, cols, K, flag, calls):
     assert blas.small_path_calls(ord(flag), rows, cols, K, 0, 4) == 1  # no small path
 
 
+def blocked(X, Y, nb):
+    """``X @ Y`` cut into ``nb`` column blocks, whatever the configured count."""
+    blas.prepare()
+    m, k = X.shape
+    n = Y.shape[1]
+    C = np.empty((m, n), X.dtype)
+    flag = blas._FLAGS[0]
+    blas._blocks_parallel(flag, flag, m, n, k, Y.reshape(-1), 1, n, X.reshape(-1), k,
+                          C.reshape(-1), n, nb)
+    return C
+
+
+def test_n_blocks_one_per_cpu_no_narrower_than_a_block():
+    assert blas.n_blocks(1024, 2) == 2
+    assert blas.n_blocks(1024, 1) == 1
+    assert blas.n_blocks(1024, 64) == 1024 // blas.BLOCK
+    assert blas.n_blocks(blas.BLOCK + 1, 4) == 2
+    assert blas.splits(256, 1024, 784) and not blas.splits(256, blas.BLOCK, 784)
+    assert not blas.splits(10, 300, 10)  # 30 K multiply-adds: one call, no threads
+
+
+@pytest.mark.parametrize("cols,nb", [(5, 4), (9, 4), (129, 3), (300, 7)])
+def test_blocks_past_the_last_column_are_skipped(capfd, cols, nb):
+    # ceil(5 / 4) = 2 columns a block: blocks at 0, 2, 4, and one at 6, past the end,
+    # which BLAS would be asked for -1 columns (and print an illegal-value message).
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((5, 7)), rng.standard_normal((7, cols))
+    np.testing.assert_allclose(blocked(X, Y, nb), X @ Y, rtol=1e-12, atol=1e-12)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_block_count_setting(monkeypatch):
+    monkeypatch.setattr(config, "BLAS_BLOCKS", None)
+    monkeypatch.setenv("FASTDNN_BLAS_BLOCKS", "3")
+    assert blas.blocks() == 3
+    monkeypatch.delenv("FASTDNN_BLAS_BLOCKS")
+    assert blas.blocks() == blas.cpu_count() >= 1
+    monkeypatch.setattr(config, "BLAS_BLOCKS", 5)
+    assert blas.blocks() == 5
+    for bad in (0, -2, "two"):
+        monkeypatch.setattr(config, "BLAS_BLOCKS", bad)
+        with pytest.raises(ValueError, match="BLAS_BLOCKS"):
+            blas.blocks()
+
+
+def test_block_count_is_read_at_run_time(monkeypatch):
+    """The compiled products read ``config.BLAS_BLOCKS`` when they run (it is never
+    frozen into a compiled or cached kernel): on a product whose last bits depend on
+    the count, each setting gives that many blocks' bits."""
+    rng = np.random.default_rng(0)
+    for m, k, n in [(64, 784, 300), (20, 400, 300), (33, 1500, 700), (40, 200, 300)]:
+        X, Y = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+        one, two = blocked(X, Y, 1), blocked(X, Y, 2)
+        if not np.array_equal(one, two):
+            break
+    else:
+        pytest.skip("this BLAS gives the same bits for 1 and 2 blocks on every shape tried")
+    assert blas.splits(m, n, k)
+    C = np.empty_like(one)
+    for count, want in ((1, one), (2, two), (1, one)):
+        monkeypatch.setattr(config, "BLAS_BLOCKS", count)
+        blas.prepare()
+        blas.matmul(X, Y, C)
+        np.testing.assert_array_equal(C, want, err_msg=f"BLAS_BLOCKS={count}")
+
+
 @pytest.mark.parametrize("gemm_min,dtype", FIT_CASES)
 def test_fit_identical_with_one_or_several_threads(threaded, gemm_min, dtype):
-    assert_same_weights(fit_weights(gemm_min, dtype, 1), threaded[("fit_weights", (gemm_min, dtype))])
+    many = threaded[("fit_weights", (gemm_min, dtype))]
+    assert_same_weights(fit_weights(gemm_min, dtype, 1), many)
 
 
 @pytest.mark.parametrize("shards", [case[0] for case in SHARD_CASES])

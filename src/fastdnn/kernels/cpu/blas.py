@@ -2,12 +2,24 @@
 
 Why not ``np.dot`` with a threaded BLAS: OpenBLAS splits a product differently with
 1 and 2 threads, and the last bits of the result change with it (measured: 32 of 294
-float32 and 46 of 294 float64 shapes in ``benchmarks``' grid differ).  fastdnn's
-results must not depend on the thread count, so here the split is ours: the output's
-columns are cut into fixed blocks of :data:`BLOCK` (a function of the shape only),
-each block is one single-threaded BLAS call, and the blocks run in a ``prange`` when
-the product is big enough to pay for threads.  Cutting columns (not rows) keeps each
-call's packing of the shared operand small, as OpenBLAS' own threading does.
+float32 and 46 of 294 float64 shapes in ``benchmarks``' grid differ).  Its threaded
+driver cuts the inner dimension into other chunks than its serial one: a remainder
+between ``GEMM_Q`` and ``2 GEMM_Q`` is halved as ``(K + 1) / 2`` in
+``driver/level3/level3_thread.c``, and as ``K / 2`` rounded up to the unroll in
+``level3.c``.  fastdnn's results must not depend on the
+thread count, so here BLAS only ever runs single-threaded and the split is ours: a big
+product's output columns are cut into a fixed number of blocks, each block one BLAS
+call, run in a ``prange`` by as many threads as the fit has.  Cutting columns (not
+rows) keeps each call's packing of the shared operand small, as OpenBLAS' own threading
+does.
+
+How many blocks: ``config.BLAS_BLOCKS``, by default the CPUs this process may run on
+(:func:`cpu_count`), read at run time (:func:`prepare`), never the thread count.  The
+count does change the last bits of some products: OpenBLAS' kernels handle a block's
+last few columns with other instruction sequences (float64, SkylakeX kernels: 64x784 @
+784x300 differs in 46 elements cut into 1 or 2 blocks).  So results are the same for
+any ``n_threads`` on one machine; to get the same bits on machines with other CPU counts,
+set ``config.BLAS_BLOCKS`` (or ``FASTDNN_BLAS_BLOCKS``) to one value on all of them.
 
 Every product is written for row-major C-contiguous operands:
 
@@ -23,22 +35,25 @@ reaches SciPy's ``cython_blas``), declared as an external symbol so that the ker
 stay cacheable on disk.
 """
 import ctypes
+import os
 
 import llvmlite.binding as llvm
 import numpy as np
+from llvmlite import ir
 from numba import cfunc, njit, prange, types
+from numba.extending import intrinsic
 
 from ... import config
 from .threads import blas_core, local_threads_setter
 
-#: Narrowest column block when a product is split, and the most blocks: a product
-#: with ``cols`` output columns is cut into ``min(ceil(cols / BLOCK), MAX_BLOCKS)``
-#: equal blocks.  Each block re-packs (and re-reads from memory) the whole other
-#: operand, so a few wide blocks beat many narrow ones on big layers.  With 8 at most,
-#: 512x4096 @ 4096x4096 runs at 191 GFLOP/s on the 2-core dev machine (NumPy: 197).
+#: Narrowest column block a split product is cut into (a product with at most this many
+#: output columns is never split).
 BLOCK = 128
-MAX_BLOCKS = 8
-#: Multiply-adds from which the blocks run in parallel (below: one call, no threads).
+#: Name of the int64 the kernels read the block count from (set by :func:`prepare`).
+_BLOCKS_SYMBOL = "fastdnn_blas_blocks"
+_blocks = ctypes.c_int64(1)
+#: Multiply-adds from which a product is split into column blocks run in parallel
+#: (below: one call, no threads).
 PARALLEL_MACS = 1 << 21
 
 # OpenBLAS' AVX-512 cores (SkylakeX, Cooperlake, Sapphire Rapids: its kernel choice on
@@ -101,6 +116,29 @@ def _resolve_gemm():
         fn(kind, b"N", b"N", 1, 1, 1, ptr[0], ptr[1], 1, ptr[2], 1, ptr[3], ptr[3], 1)
 
 
+def cpu_count():
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def blocks():
+    """The column blocks a big product is cut into: ``config.BLAS_BLOCKS``, or the
+    ``FASTDNN_BLAS_BLOCKS`` environment variable, or :func:`cpu_count`."""
+    value = config.BLAS_BLOCKS
+    if value is None:
+        value = os.environ.get("FASTDNN_BLAS_BLOCKS") or cpu_count()
+    try:
+        value = int(value)
+    except ValueError:
+        raise ValueError(f"BLAS_BLOCKS must be a positive integer, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"BLAS_BLOCKS must be a positive integer, got {value!r}")
+    return value
+
+
 _prepared = False
 
 
@@ -114,6 +152,7 @@ def prepare():
     fastdnn (or choosing ``device="cuda"``) starts no threads.
     """
     global _prepared
+    _blocks.value = blocks()
     if _prepared:
         return
     from numba.np.ufunc.parallel import _launch_threads
@@ -121,11 +160,27 @@ def prepare():
     _resolve_gemm()
     _launch_threads()
     _register_local_threads()
+    llvm.add_symbol(_BLOCKS_SYMBOL, ctypes.addressof(_blocks))
     _prepared = True
 
 
 # Bound by _register_local_threads (in prepare) before any kernel using it compiles or loads.
 _set_local_threads = types.ExternalFunction("fastdnn_blas_local_threads", types.intc(types.intc))
+
+
+@intrinsic
+def _blocks_setting(typingctx):
+    """The block count, loaded from the int64 that :func:`prepare` binds to
+    :data:`_BLOCKS_SYMBOL`: an external symbol, resolved when a kernel is compiled or
+    loaded from the cache, so the value is read at run time and never frozen into a
+    cached kernel."""
+    def codegen(context, builder, sig, args):
+        module = builder.module
+        var = module.globals.get(_BLOCKS_SYMBOL)
+        if var is None:
+            var = ir.GlobalVariable(module, ir.IntType(64), _BLOCKS_SYMBOL)
+        return builder.load(var)
+    return types.int64(), codegen
 
 # The BLAS transpose flags, read from an array at run time, and the column step from
 # the array: passed as constants, Numba typed them as literals and compiled _product
@@ -156,20 +211,35 @@ def _gemm(flag_a, flag_b, M, N, K, A, lda, B, ldb, C, ldc):
 
 
 @njit(cache=config.CACHE)
-def n_blocks(cols, macs):
-    """How many column blocks a product with ``cols`` output columns is cut into."""
-    if macs < PARALLEL_MACS:
-        return 1
-    return min((cols + BLOCK - 1) // BLOCK, MAX_BLOCKS)
+def splits(rows, cols, K):
+    """Whether a ``rows x cols x K`` product is cut into parallel column blocks: by its
+    shape alone, never by the thread count (the unsplit path may take BLAS' small-matrix
+    path, whose sums differ)."""
+    return rows * cols * K >= PARALLEL_MACS and cols > BLOCK
+
+
+@njit(cache=config.CACHE)
+def n_blocks(cols, most):
+    """Column blocks for a product with ``cols`` output columns that :func:`splits`:
+    ``most`` (:func:`blocks`), fewer where blocks would be narrower than :data:`BLOCK`.
+
+    One block per CPU, not more: each block re-packs the whole shared operand.  Two
+    blocks against eight (the fixed count before) on 2 CPUs, float32 (Intel Xeon,
+    SkylakeX kernels, medians of 5): 784-1024-1024-10's five products at batch 256 8.45
+    against 9.32 ms (NumPy's 2-thread BLAS: 8.03); 1024-4096-4096-1024's at batch 512
+    131 against 144 ms (NumPy: 137).
+    """
+    return max(1, min(most, (cols + BLOCK - 1) // BLOCK))
 
 
 @njit(cache=config.CACHE, parallel=True)
-def _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc):
+def _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, nb):
     # Each block writes its own columns of C: no shared output, no race.
-    nb = n_blocks(cols, rows * cols * K)
     width = (cols + nb - 1) // nb
     for blk in prange(nb):
         j0 = blk * width
+        if j0 >= cols:  # ceil-wide blocks can leave the last ones empty
+            continue
         _gemm(flag_a, flag_b, min(width, cols - j0), rows, K, Yf[j0 * ystride:], lda, Xf, ldb,
               Cf[j0:], ldc)
 
@@ -192,7 +262,7 @@ def small_path_calls(flag_a, rows, cols, K, limit, most):
 @njit(cache=config.CACHE)
 def _product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc):
     """Row-major ``C (rows x cols) = op(X) op(Y)`` over flat operands, split by columns."""
-    if n_blocks(cols, rows * cols * K) == 1:
+    if not splits(rows, cols, K):
         calls = small_path_calls(flag_a, rows, cols, K, SMALL_PATH_MACS, SMALL_PATH_SPLITS)
         width = (cols + calls - 1) // calls
         for blk in range(calls):
@@ -200,7 +270,8 @@ def _product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc):
             _gemm(flag_a, flag_b, min(width, cols - j0), rows, K, Yf[j0 * ystride:], lda, Xf,
                   ldb, Cf[j0:], ldc)
     else:
-        _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc)
+        nb = n_blocks(cols, _blocks_setting())
+        _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, nb)
 
 
 @njit(cache=config.CACHE)
