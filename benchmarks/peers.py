@@ -886,7 +886,7 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
              "shuffling, batches in order. One warm-up epoch (JIT compile / cache load) "
              "is excluded and shown separately.")
     ft = ("default policy (`n_threads=None`: Numba's pool over all cores; each BLAS call "
-          "single-threaded, big products split in fixed column blocks; batches with shards of "
+          "single-threaded, big products split in one fixed column block per CPU; batches with shards of "
           ">= 32 rows and 300K multiply-adds in two, the second on a helper thread)"
           if FASTDNN_THREADS is None
           else f"`n_threads={FASTDNN_THREADS}`")
