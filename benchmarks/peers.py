@@ -886,8 +886,9 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
              "shuffling, batches in order. One warm-up epoch (JIT compile / cache load) "
              "is excluded and shown separately.")
     ft = ("default policy (`n_threads=None`: Numba's pool over all cores; each BLAS call "
-          "single-threaded, big products split in one fixed column block per CPU; batches with shards of "
-          ">= 32 rows and 300K multiply-adds in two, the second on a helper thread)"
+          "single-threaded, big products split in one fixed column block per CPU; batches "
+          "with shards of >= 32 rows and 300K multiply-adds in two, the second on a helper "
+          "thread)"
           if FASTDNN_THREADS is None
           else f"`n_threads={FASTDNN_THREADS}`")
     L.append(f"- Threads: fastdnn {ft}; torch: set_num_threads({N_THREADS}), torch1: "
@@ -1093,7 +1094,7 @@ def ensemble_section():
         return []
     body = path.read_text().split("\n", 2)[-1].strip()  # without its title line
     return ["## Many small nets at once: fd.fit_many vs JAX vmap", "",
-            f"From `docs/ensemble.md` (`python benchmarks/ensemble.py --write`):", "", body, ""]
+            "From `docs/ensemble.md` (`python benchmarks/ensemble.py --write`):", "", body, ""]
 
 
 def _tick(key, sizes, batch):
