@@ -1,7 +1,8 @@
 """Each epoch kernel compiles only its own gradient path (``train.step_gradient``'s
 ``path``, a constant Numba prunes on before typing): a fit that never pairs its batches
-does not compile the pair's code, nor an online fit the pair's or the shards' -- read
-from the LLVM IR, as a timing could not."""
+does not compile the pair's code, nor an online fit the pair's or the shards', nor a
+small net the big nets' parallel update -- read from the LLVM IR, as a timing could
+not."""
 import numpy as np
 import pytest
 from numba import njit
@@ -44,7 +45,8 @@ def test_a_fit_that_never_pairs_compiles_none_of_the_pair(monkeypatch):
     assert ran is train.train_steps
     ir = _fresh_ir(ran, sig)
     assert "loss_and_gradient" in ir  # the control: callees are named in the IR
-    for name in ("paired_gradient", "paired_adam", "sharded_gradient"):
+    for name in ("paired_gradient", "paired_adam", "sharded_gradient", "max_abs_wide",
+                 "update_wide"):
         assert name not in ir, f"train_steps compiles {name}, which it never runs"
 
 

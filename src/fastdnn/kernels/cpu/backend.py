@@ -19,7 +19,7 @@ from .checks import all_finite
 from .losses import labels, predictions, probabilities
 from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
                     loss_of_logits, train_epoch_many, train_steps, train_steps_online,
-                    train_steps_paired, train_steps_sharded)
+                    train_steps_paired, train_steps_sharded, train_steps_wide)
 from .updates import GUARD_SLOTS, LIMIT, refresh_bounds
 
 
@@ -226,7 +226,9 @@ class CPUTrainer:
         slots = 3 if self.paired else shards
         self.epoch_kernel = (train_steps_online if batch_size == 1 else
                              train_steps_paired if self.paired else
-                             train_steps_sharded if shards > 2 else train_steps)
+                             train_steps_sharded if shards > 2 else
+                             train_steps_wide if layout.n_params >= config.WIDE_UPDATE_PARAMS
+                             else train_steps)
         self.bufs = Buffers(
             work=np.zeros((slots, layout.work_size), dtype=dtype),
             deltas=np.zeros((slots, 2, layout.delta_size), dtype=dtype),

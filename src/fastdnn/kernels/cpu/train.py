@@ -31,6 +31,7 @@ from .losses import loss_grad, weight_sum
 from .updates import (SAFE, SAFE_REFRESH, UNSAFE, _sgd_scalars, bounds_are_safe, exact_safety,
                       optimizer_step, refresh_bounds, sgd_update)
 from .views import borrow, view2d
+from .wide import max_abs_wide, optimizer_step_wide
 
 #: Work buffers of one fit, one row per shard slot of a batch (see :func:`train_steps`):
 #: activations ``(S, work)``, the two ping-pong deltas ``(S, 2, delta)``, per-shard
@@ -544,10 +545,11 @@ def _borrowed(X, T, theta, table, bufs, opt, sched):
 
 
 @njit(cache=config.CACHE, inline="always")
-def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused):
+def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wide):
     """The body of the epoch kernels: their steps, each gradient by ``path`` and
     ``one_pass`` (:func:`step_gradient`); ``fused``: None, or online SGD's fused update
-    (:func:`_fused_sgd_step`), tried before the general sequence."""
+    (:func:`_fused_sgd_step`), tried before the general sequence; ``wide`` (a constant):
+    the guard's scan and the update in parallel chunks (:mod:`.wide`)."""
     X, T, theta, table, bufs, opt, sched = _borrowed(X, T, theta, table, bufs, opt, sched)
     n = X.shape[0]
     bs = plan.batch_size
@@ -582,7 +584,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused):
                 continue
         if l2 != 0.0:
             value += l2_penalty(theta, table, l2, bufs.grad)
-        g_max = max_abs(bufs.grad)
+        g_max = max_abs_wide(bufs.grad) if wide else max_abs(bufs.grad)
         # A non-finite loss or gradient, or an update that could overflow the weights
         # (the guard of .updates), stops the run before the update: the weights stay
         # the last finite ones, for any size of net, without a copy.
@@ -603,6 +605,8 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused):
         if path == PAIRED and bufs.moved.shape[1] > 0 and opt.code == ADAM:  # paired Adam
             pair.paired_adam(theta, bufs.grad, opt.state, opt.hyper, lr, t, bufs.control,
                              bufs.moved)
+        elif wide:
+            optimizer_step_wide(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t)
         else:
             optimizer_step(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t)
         if safe == SAFE_REFRESH:
@@ -628,7 +632,7 @@ def train_steps(X, T, theta, table, bufs, opt, sched, plan):
     learning rate of the last update (0 if none).
     """
     return _steps(X, T, theta, table, bufs, opt, sched, plan, ONE_PASS, loss_and_gradient,
-                  None)
+                  None, False)
 
 
 @njit(cache=config.CACHE, nogil=True)
@@ -636,7 +640,7 @@ def train_steps_paired(X, T, theta, table, bufs, opt, sched, plan):
     """:func:`train_steps` for a fit whose batches run as two shards, the second on a
     helper thread (:mod:`.pair`; one-row batches in one pass)."""
     return _steps(X, T, theta, table, bufs, opt, sched, plan, PAIRED, loss_and_gradient,
-                  None)
+                  None, False)
 
 
 @njit(cache=config.CACHE, nogil=True)
@@ -646,7 +650,7 @@ def train_steps_sharded(X, T, theta, table, bufs, opt, sched, plan):
     A separate entry point so the parallel code is compiled only when shards are used.
     """
     return _steps(X, T, theta, table, bufs, opt, sched, plan, SHARDED, loss_and_gradient,
-                  None)
+                  None, False)
 
 
 # error_model="numpy", as forward_layers: the float32 tanh inlined here must vectorise.
@@ -659,7 +663,16 @@ def train_steps_online(X, T, theta, table, bufs, opt, sched, plan):
     Its own entry point, compiled only by fits that use it.
     """
     return _steps(X, T, theta, table, bufs, opt, sched, plan, ONE_PASS, _online_loss_and_deltas,
-                  _fused_sgd_step)
+                  _fused_sgd_step, False)
+
+
+@njit(cache=config.CACHE, nogil=True)
+def train_steps_wide(X, T, theta, table, bufs, opt, sched, plan):
+    """:func:`train_steps` for big nets (``config.WIDE_UPDATE_PARAMS``): the guard's scan
+    of the gradient and the update run in parallel chunks (:mod:`.wide`); the same bits.
+    Its own entry point, so that only big nets compile the parallel regions."""
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, ONE_PASS, loss_and_gradient,
+                  None, True)
 
 
 @njit(cache=config.CACHE, parallel=True)
