@@ -25,9 +25,10 @@ BLAS_BLOCKS = None
 
 #: Parameters from which a fit's per-step passes over all of them (the overflow guard's
 #: scan of the gradient, the optimizer's update) run in parallel chunks
-#: (``kernels/cpu/wide.py``).  Measured on an Intel Xeon, 2 cores, float32 SGD, serial /
-#: parallel: 1.86M parameters (784-1024-1024-10) 0.76 -> 0.42 ms a step.
-WIDE_UPDATE_PARAMS = 1 << 18
+#: (``kernels/cpu/wide.py``): from two chunks.  Scan and SGD update, float32, serial /
+#: parallel time (Intel Xeon, 2 cores, warm caches): 64K parameters 0.71x (one chunk),
+#: 128K 1.42x, 256K 2.0x, 512K 3.5x, 1M 2.2x.
+WIDE_UPDATE_PARAMS = 1 << 17
 
 #: Data-parallel shards of a training batch, for nets too narrow for the column-block
 #: GEMM split (see :mod:`fastdnn.kernels.cpu.blas`): a batch is cut into this many row
