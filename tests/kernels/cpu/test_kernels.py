@@ -9,7 +9,7 @@ import naive
 from fastdnn.kernels.cpu.activations import activate, activation_backward
 from fastdnn.kernels.cpu.dense import dense_backward, dense_layer
 from fastdnn.kernels.cpu.losses import labels, loss_grad, predictions, probabilities
-from fastdnn.kernels.cpu.checks import abs_bound, max_abs
+from fastdnn.kernels.cpu.checks import abs_bound, all_finite, max_abs
 from fastdnn.kernels.cpu.updates import (GUARD_SLOTS, LIMIT, SAFE, SAFE_REFRESH, UNSAFE,
                                         adam_update, optimizer_step, refresh_bounds,
                                         sgd_update, step_is_safe)
@@ -365,6 +365,23 @@ def test_max_abs_bounds_within_a_factor_two(dtype):
         a = np.ones(7, dtype=dtype)
         a[3] = bad
         assert max_abs(a) == np.inf
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_finite_is_numpys_isfinite_all(dtype):
+    info = np.finfo(dtype)
+    extremes = [info.max, -info.max, info.tiny, info.smallest_subnormal, -0.0, 0.0]
+    assert all_finite(np.array(extremes, dtype=dtype))
+    assert all_finite(np.zeros((0, 3), dtype=dtype))
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((37, 29)).astype(dtype)
+    assert all_finite(a)
+    for bad in (np.nan, -np.nan, np.inf, -np.inf):
+        for where in ((0, 0), (18, 7), (36, 28)):  # first, middle, last
+            b = a.copy()
+            b[where] = bad
+            assert not all_finite(b), (bad, where)
+            assert np.isfinite(b).all() == all_finite(b)
 
 
 @njit

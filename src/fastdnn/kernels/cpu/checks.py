@@ -9,15 +9,41 @@ from ... import config
 
 @njit(cache=config.CACHE)
 def all_finite(a):
-    """True when no element of the C-contiguous array ``a`` is NaN or infinite.
+    """True when no element of the C-contiguous float array ``a`` is NaN or infinite.
 
-    A compiled scan: NumPy's ``isfinite(a).all()`` allocates a mask, which is most of
-    the time of a one-row ``predict``.
+    The integer scan of :func:`max_abs`: an element is NaN or infinite exactly when its
+    exponent bits are all ones, the top of the bit patterns with the sign cleared.  It
+    vectorises, where a loop that stops at the first non-finite element ran scalar:
+    1536 x 1024 (the check of a fit's X) float32 0.86 -> 0.22 ms, float64 0.68 -> 0.46 ms
+    (Intel Xeon).  NumPy's ``isfinite(a).all()`` allocates a mask, which is most of the
+    time of a one-row ``predict``.
     """
-    for v in a.reshape(a.size):
-        if not np.isfinite(v):
-            return False
-    return True
+    flat = a.reshape(a.size)
+    if a.itemsize == 4:
+        return _top_abs_bits32(flat.view(np.uint32)) < np.uint32(0x7F800000)
+    return _top_abs_bits64(flat.view(np.uint64)) < np.uint64(0x7FF0000000000000)
+
+
+# Indexed loops: iterating over the ``view`` (``for b in bits``) stepped by the array's
+# run-time stride and stayed scalar.  The float32 loop casts back to uint32 at each step:
+# Numba's typing widens ``uint32 & uint32`` to 64 bits, which halved the lanes.
+@njit(cache=config.CACHE, inline="always")
+def _top_abs_bits32(bits):
+    """The largest float32 bit pattern of ``bits`` with the sign cleared."""
+    mask = np.uint32(0x7FFFFFFF)
+    top = np.uint32(0)
+    for i in range(bits.shape[0]):
+        top = np.uint32(max(top, np.uint32(bits[i] & mask)))
+    return top
+
+
+@njit(cache=config.CACHE, inline="always")
+def _top_abs_bits64(bits):
+    """The largest float64 bit pattern of ``bits`` with the sign cleared."""
+    top = np.uint64(0)
+    for i in range(bits.shape[0]):
+        top = max(top, bits[i] & np.uint64(0x7FFFFFFFFFFFFFFF))
+    return top
 
 
 @njit(cache=config.CACHE)
@@ -27,28 +53,17 @@ def max_abs(a):
 
     An integer max over the bit patterns with the sign cleared (ordered as the absolute
     values, NaN and inf on top): it vectorises, where a float max with NaN checks does
-    not, so the training step's scan of its gradient stays cheap.
+    not, so the training step's scan of its gradient stays cheap: 21,000 float32 values
+    2.6 -> 0.68 us; 1,666 float64 values 498 -> 147 ns (Intel Xeon).
     """
     flat = a.reshape(a.size)
-    # Indexed loops: iterating over the ``view`` (``for b in bits``) stepped by the
-    # array's run-time stride and stayed scalar.  The float32 loop casts back to uint32
-    # at each step: Numba's typing widens ``uint32 & uint32`` to 64 bits, which halved
-    # the lanes.  21,000 float32 values: 2.6 -> 0.68 us; 1,666 float64 values: 498 ->
-    # 147 ns (Intel Xeon).
     if a.itemsize == 4:
-        bits32 = flat.view(np.uint32)
-        mask32 = np.uint32(0x7FFFFFFF)
-        top32 = np.uint32(0)
-        for i in range(bits32.shape[0]):
-            top32 = np.uint32(max(top32, np.uint32(bits32[i] & mask32)))
+        top32 = _top_abs_bits32(flat.view(np.uint32))
         if top32 >= np.uint32(0x7F800000):
             return np.inf
         exponent = np.int64(top32 >> np.uint32(23)) - 127
     else:
-        bits64 = flat.view(np.uint64)
-        top64 = np.uint64(0)
-        for i in range(bits64.shape[0]):
-            top64 = max(top64, bits64[i] & np.uint64(0x7FFFFFFFFFFFFFFF))
+        top64 = _top_abs_bits64(flat.view(np.uint64))
         if top64 >= np.uint64(0x7FF0000000000000):
             return np.inf
         exponent = np.int64(top64 >> np.uint64(52)) - 1023
