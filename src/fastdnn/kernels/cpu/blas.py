@@ -6,18 +6,18 @@ float32 and 46 of 294 float64 shapes in ``benchmarks``' grid differ).  Its threa
 driver cuts the inner dimension into other chunks than its serial one: a remainder
 between ``GEMM_Q`` and ``2 GEMM_Q`` is halved as ``(K + 1) / 2`` in
 ``driver/level3/level3_thread.c``, and as ``K / 2`` rounded up to the unroll in
-``level3.c``.  fastdnn's results must not depend on the
-thread count, so here BLAS only ever runs single-threaded and the split is ours: a big
-product's output columns are cut into a fixed number of blocks, each block one BLAS
-call, run in a ``prange`` by as many threads as the fit has.  Cutting columns (not
-rows) keeps each call's packing of the shared operand small, as OpenBLAS' own threading
-does.
+``level3.c``.  fastdnn's results must not depend on the thread count, so here BLAS only
+ever runs single-threaded and the split is ours: a big product's output columns are cut
+into a fixed number of blocks, each block one BLAS call, run in a ``prange`` by as many
+threads as the fit has.  Cutting columns (not rows) keeps each call's packing of the
+shared operand small, as OpenBLAS' own threading does.
 
 How many blocks: ``config.BLAS_BLOCKS``, by default the CPUs this process may run on
 (:func:`cpu_count`), read at run time (:func:`prepare`), never the thread count.  The
 count does change the last bits of some products: OpenBLAS' kernels handle a block's
-last few columns with other instruction sequences (float64, SkylakeX kernels: 64x784 @
-784x300 differs in 46 elements cut into 1 or 2 blocks).  So results are the same for
+last few columns with other instruction sequences (SkylakeX kernels, float64: 64x784 @
+784x300 differs in 221 of 19,200 elements cut into 1 or 2 blocks; float32 agreed on the
+shapes tried).  So results are the same for
 any ``n_threads`` on one machine; to get the same bits on machines with other CPU counts,
 set ``config.BLAS_BLOCKS`` (or ``FASTDNN_BLAS_BLOCKS``) to one value on all of them.
 
@@ -226,8 +226,8 @@ def n_blocks(cols, most):
     One block per CPU, not more: each block re-packs the whole shared operand.  Two
     blocks against eight (the fixed count before) on 2 CPUs, float32 (Intel Xeon,
     SkylakeX kernels, medians of 5): 784-1024-1024-10's five products at batch 256 8.45
-    against 9.32 ms (NumPy's 2-thread BLAS: 8.03); 1024-4096-4096-1024's at batch 512
-    131 against 144 ms (NumPy: 137).
+    against 9.32 ms (NumPy's 2-thread BLAS: 8.03); 1024-4096-4096-1024's eight at batch
+    512 231 against 249 ms (NumPy: 223).
     """
     return max(1, min(most, (cols + BLOCK - 1) // BLOCK))
 
