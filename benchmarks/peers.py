@@ -1074,14 +1074,13 @@ def _sections(md):
 
 
 def merge_report(old_md, section):
-    """docs/peers.md with ``section`` (a render_markdown result) in place of the section
-    of the same CPU model and workloads, or first if it is new; the others kept."""
+    """docs/peers.md with ``section`` (a render_markdown result) first, in place of the
+    section of the same CPU model and workloads; the others kept, in their order (newest
+    first, as the head says)."""
     key = section.split("\n", 1)[0][len("<!-- peers-section: "):-len(" -->")]
     sections = _sections(old_md)
-    if key in sections:
-        sections[key] = section
-    else:
-        sections = {key: section} | sections
+    sections.pop(key, None)
+    sections = {key: section} | sections
     return "\n\n".join([REPORT_HEAD.rstrip(), *sections.values(),
                         "\n".join(ensemble_section())])
 

@@ -67,6 +67,11 @@ def test_report_keeps_a_section_per_cpu(tmp_path):
     assert "Many small nets at once: old" not in md  # docs/ensemble.md is appended afresh
     again = peers.merge_report(md, section("Intel Xeon", "ag", [7, 8]))
     assert again.count("## Intel Xeon") == 1 and "| 7 |" in again and "1,319,935" in again
+    # A rerun of an older section replaces it and moves it first (newest first).
+    md = peers.merge_report(again, section("Intel Xeon", "bc", [1, 2]))
+    rerun = peers.merge_report(md, section("Intel Xeon", "ag", [9, 10]))
+    assert rerun.index("| 9 |") < rerun.index("| 1 |") < rerun.index("1,319,935")
+    assert "| 7 |" not in rerun
     pytest.importorskip("matplotlib")
     peers.plot_report(again, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
