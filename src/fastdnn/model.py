@@ -154,8 +154,10 @@ class MLP:
         Seeds initialisation and sampling: same seed, same data -> bit-identical weights.
     n_threads : int, optional
         Threads of Numba's pool during this net's calls on the CPU, restored afterwards
-        (default: leave the process setting).  BLAS runs single-threaded inside them.
-        1 also keeps the helper thread of two-shard steps away (see
+        (default: leave the process setting).  BLAS runs single-threaded inside them;
+        big products are cut into ``fastdnn.config.BLAS_BLOCKS`` column blocks (default:
+        the CPUs the process may run on) whatever the thread count, so results do not
+        depend on it.  1 also keeps the helper thread of two-shard steps away (see
         ``fastdnn.config.SHARDS``): the calling thread computes both shards, with the
         same results.
     l2 : float, default 0

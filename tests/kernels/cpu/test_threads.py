@@ -209,11 +209,15 @@ def test_block_count_is_read_at_run_time(monkeypatch):
         pytest.skip("this BLAS gives the same bits for 1 and 2 blocks on every shape tried")
     assert blas.splits(m, n, k)
     C = np.empty_like(one)
-    for count, want in ((1, one), (2, two), (1, one)):
-        monkeypatch.setattr(config, "BLAS_BLOCKS", count)
+    try:
+        for count, want in ((1, one), (2, two), (1, one)):
+            monkeypatch.setattr(config, "BLAS_BLOCKS", count)
+            blas.prepare()
+            blas.matmul(X, Y, C)
+            np.testing.assert_array_equal(C, want, err_msg=f"BLAS_BLOCKS={count}")
+    finally:  # the process-wide count back to the default for the tests after this one
+        monkeypatch.undo()
         blas.prepare()
-        blas.matmul(X, Y, C)
-        np.testing.assert_array_equal(C, want, err_msg=f"BLAS_BLOCKS={count}")
 
 
 @pytest.mark.parametrize("gemm_min,dtype", FIT_CASES)
