@@ -118,6 +118,32 @@ def test_sharded_local_gradient(comm, monkeypatch):
     assert max_diff(net, ref) < 1e-10
 
 
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+def test_a_big_net_takes_the_wide_update(comm, monkeypatch, opt):
+    """Nets of config.WIDE_UPDATE_PARAMS parameters update in parallel chunks: the same
+    weights as the serial update, on every rank."""
+    from fastdnn import config
+    from fastdnn.kernels.cpu import distributed
+    kernels = []
+    run_steps = distributed.DistributedTrainer.run_steps
+    monkeypatch.setattr(distributed.DistributedTrainer, "run_steps",
+                        lambda self, *a: kernels.append(self.epoch_kernel) or run_steps(self, *a))
+    shards = make_shards(comm.Get_size())
+    X, y, w = shards[comm.Get_rank()]
+    weights = []
+    for params, kernel in ((0, distributed.distributed_steps_wide),  # every net wide
+                           (1 << 60, distributed.distributed_steps)):  # none
+        monkeypatch.setattr(config, "WIDE_UPDATE_PARAMS", params)
+        net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+        net.fit(X, y, epochs=2, batch_size=B, shuffle=False, sample_weight=w, comm=comm,
+                optimizer=OPTIMIZERS[opt]())
+        weights.append(net._backend.theta.copy())
+        assert set(kernels) == {kernel}
+        kernels.clear()
+    np.testing.assert_array_equal(weights[0], weights[1])
+    assert same_on_all_ranks(comm, weights[0].tobytes())
+
+
 def test_sub_communicator_and_float32(comm):
     """Any intracommunicator (here a duplicate of the world), float32 nets."""
     sub = comm.Dup()

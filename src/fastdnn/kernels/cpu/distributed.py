@@ -39,8 +39,9 @@ from . import formulas as F
 from .backend import CPUTrainer
 from .checks import max_abs
 from .train import (NO_KEY, PAIRED, SHARDED, EpochPlan, _shuffle, clip_by_norm, l2_penalty,
-                    loss_and_gradient, step_gradient, train_steps_sharded)
+                    loss_and_gradient, step_gradient, train_steps_sharded, train_steps_wide)
 from .updates import SAFE_REFRESH, UNSAFE, optimizer_step, refresh_bounds, step_is_safe
+from .wide import max_abs_wide, optimizer_step_wide
 
 #: The vector one step reduces: the gradient times the local weight sum, then these.
 LOSS_SUM, WEIGHT_SUM, ROWS = range(3)
@@ -137,8 +138,9 @@ def _global_gradient(X, T, theta, table, bufs, plan, red, path, dropping, s):
 
 
 @njit(cache=config.CACHE, inline="always")
-def _steps(X, T, theta, table, bufs, opt, sched, plan, red, path):
-    # train._steps, with the batch's loss and gradient those of the global batch.
+def _steps(X, T, theta, table, bufs, opt, sched, plan, red, path, wide):
+    # train._steps, with the batch's loss and gradient those of the global batch; ``wide``
+    # (a constant): the guard's scan and the update in parallel chunks (.wide).
     if plan.first == 0 and plan.sampling == SHUFFLE:
         np.random.seed(plan.seed)
         _shuffle(bufs.order)
@@ -155,7 +157,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, red, path):
         value, w, m = _global_gradient(X, T, theta, table, bufs, plan, red, path, dropping, s)
         if l2 != 0.0:
             value += l2_penalty(theta, table, l2, bufs.grad)
-        g_max = max_abs(bufs.grad)
+        g_max = max_abs_wide(bufs.grad) if wide else max_abs(bufs.grad)
         t = plan.t0 + s - plan.first
         if not (np.isfinite(value) and np.isfinite(g_max)):
             return total, seen, s - plan.first, s, lr, weights
@@ -166,7 +168,10 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, red, path):
                             bufs.guard)
         if safe == UNSAFE:
             return total, seen, s - plan.first, s, lr, weights
-        optimizer_step(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t)
+        if wide:
+            optimizer_step_wide(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t)
+        else:
+            optimizer_step(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t)
         if safe == SAFE_REFRESH:
             refresh_bounds(theta, opt.state, bufs.guard)
         total += value * w
@@ -180,13 +185,20 @@ def distributed_steps(X, T, theta, table, bufs, opt, sched, plan, red):
     """Steps ``[plan.first, plan.end)`` of a data-parallel epoch, one allreduce each;
     returns :func:`.train.train_steps`' tuple for the global batches (every rank the
     same).  Every rank of the communicator must call it with the same steps."""
-    return _steps(X, T, theta, table, bufs, opt, sched, plan, red, PAIRED)
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, red, PAIRED, False)
+
+
+@njit(cache=config.CACHE)
+def distributed_steps_wide(X, T, theta, table, bufs, opt, sched, plan, red):
+    """:func:`distributed_steps` for big nets (:func:`.train.train_steps_wide`): the
+    guard's scan and the update in parallel chunks; the same bits."""
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, red, PAIRED, True)
 
 
 @njit(cache=config.CACHE)
 def distributed_steps_sharded(X, T, theta, table, bufs, opt, sched, plan, red):
     """:func:`distributed_steps` with each local gradient from row shards in parallel."""
-    return _steps(X, T, theta, table, bufs, opt, sched, plan, red, SHARDED)
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, red, SHARDED, False)
 
 
 def rank_seed(seed, rank):
@@ -205,6 +217,7 @@ class DistributedTrainer(CPUTrainer):
         self.steps_per_epoch = steps_per_epoch
         self.rank = comm.Get_rank()
         self.epoch_kernel = (distributed_steps_sharded if self.epoch_kernel is train_steps_sharded
+                             else distributed_steps_wide if self.epoch_kernel is train_steps_wide
                              else distributed_steps)
         self.reduction = reduction(comm, backend.n_params, backend.dtype)
         self.bufs = self.bufs._replace(grad=self.reduction.buffer[:backend.n_params])
