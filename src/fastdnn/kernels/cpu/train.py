@@ -29,7 +29,7 @@ from .checks import abs_bound, max_abs
 from .dense import _weight_grad_rows, dense_backward, dense_forward
 from .losses import loss_grad, weight_sum
 from .updates import (SAFE, SAFE_REFRESH, UNSAFE, _sgd_scalars, bounds_are_safe, exact_safety,
-                      optimizer_step, refresh_bounds, sgd_update)
+                      optimizer_step, refresh_bounds, sgd_rows, sgd_update)
 from .views import borrow, view2d
 from .wide import max_abs_wide, optimizer_step_wide
 
@@ -278,11 +278,14 @@ def _sgd_rank_one(theta, table, inputs, work, grad, velocity, lr, momentum, nest
         if n >= FUSED_MIN_WIDTH:
             a = _layer_input(table, inputs, work, i)
             db = grad[b_off:b_off + n]
-            for p in range(table[i, FAN_IN]):
-                _sgd_outer_row(theta, velocity, w_off + p * n, a[p], db, lr_, mu,
-                               momentum != 0.0, nesterov, wd, first, tiny)
-            _sgd_outer_row(theta, velocity, b_off, c(1.0), db, lr_, mu, momentum != 0.0,
-                           nesterov, wd, first, tiny)
+            k = table[i, FAN_IN]
+            for p in range(k + 1):  # the rows of W, then b (a row of a = 1)
+                off = w_off + p * n  # b_off for p = k
+                # Slices from 0: indexed from ``off``, whose sign Numba cannot know, every
+                # access took the negative-index wraparound and the loop ran scalar.
+                sgd_rows(theta[off:off + n], db, a[p] if p < k else c(1.0),
+                         velocity[off:off + n], lr_, mu, momentum != 0.0, nesterov, wd, first,
+                         tiny)
         else:
             _write_weight_grad(table, inputs, work, grad, i)
             end = b_off + n
@@ -301,26 +304,6 @@ def _write_weight_grad(table, inputs, work, grad, i):
     a = _view(inputs, 0, 1, k) if i == 0 else _view(work, table[i, IN_OFF], 1, k)
     delta = _view(grad, table[i, B_OFF], 1, n)
     _weight_grad_rows(delta, a, _view(grad, table[i, W_OFF], k, n), delta[0])
-
-
-@njit(cache=config.CACHE, inline="always")
-def _sgd_outer_row(theta, velocity, off, scale, db, lr, mu, momentum, nesterov, wd, first,
-                   tiny):
-    """``spec.sgd_step`` of ``theta[off:off + len(db)]`` with gradient ``scale * db`` (a
-    row of ``a db^T``; ``scale`` 1 for the biases: ``1 * x`` is ``x``, signed zeros too);
-    ``momentum``: whether ``velocity`` is kept.
-
-    Slices indexed from 0: indexed from ``off``, whose sign Numba cannot know, every
-    access took the negative-index wraparound and the loop ran scalar.
-    """
-    n = db.shape[0]
-    row = theta[off:off + n]
-    kept = velocity[off:off + n]  # empty without momentum
-    for j in range(n):
-        v = kept[j] if momentum else mu
-        row[j], v = F.sgd_step(row[j], scale * db[j], v, lr, mu, nesterov, wd, first, tiny)
-        if momentum:
-            kept[j] = v
 
 
 @njit(cache=config.CACHE, fastmath={"reassoc"})
