@@ -59,6 +59,20 @@ def same_weights(a, b):
         np.array_equal(W1, W2) and np.array_equal(b1, b2) for (W1, b1), (W2, b2) in zip(a, b))
 
 
+def record_epoch_kernels(monkeypatch, trainer_class):
+    """The list to which each ``trainer_class.run_steps`` call appends the trainer's epoch
+    kernel (which compiled kernel a fit ran)."""
+    kernels = []
+    run_steps = trainer_class.run_steps
+
+    def spy(self, *args):
+        kernels.append(self.epoch_kernel)
+        return run_steps(self, *args)
+
+    monkeypatch.setattr(trainer_class, "run_steps", spy)
+    return kernels
+
+
 def assert_same_weights(a, b):
     """Assert two ``[(W, b), ...]`` lists are bit-identical, naming the first layer that is not."""
     a, b = list(a), list(b)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fastdnn as fd
+from support import record_epoch_kernels
 
 B = 4  # the local batch
 N_IN, K = 5, 3
@@ -124,10 +125,7 @@ def test_a_big_net_takes_the_wide_update(comm, monkeypatch, opt):
     weights as the serial update, on every rank."""
     from fastdnn import config
     from fastdnn.kernels.cpu import distributed
-    kernels = []
-    run_steps = distributed.DistributedTrainer.run_steps
-    monkeypatch.setattr(distributed.DistributedTrainer, "run_steps",
-                        lambda self, *a: kernels.append(self.epoch_kernel) or run_steps(self, *a))
+    kernels = record_epoch_kernels(monkeypatch, distributed.DistributedTrainer)
     shards = make_shards(comm.Get_size())
     X, y, w = shards[comm.Get_rank()]
     weights = []

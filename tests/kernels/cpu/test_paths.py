@@ -9,6 +9,7 @@ from numba import njit
 
 import fastdnn as fd
 from fastdnn.kernels.cpu import backend, train
+from support import record_epoch_kernels
 
 
 def _fresh_ir(dispatcher, sig):
@@ -21,14 +22,7 @@ def _fresh_ir(dispatcher, sig):
 
 def _fit_kernel(monkeypatch, batch_size):
     """The epoch kernel a float64 fit with Adam at ``batch_size`` ran, and its signature."""
-    kernels = []
-    run_steps = backend.CPUTrainer.run_steps
-
-    def spy(self, *args):
-        kernels.append(self.epoch_kernel)
-        return run_steps(self, *args)
-
-    monkeypatch.setattr(backend.CPUTrainer, "run_steps", spy)
+    kernels = record_epoch_kernels(monkeypatch, backend.CPUTrainer)
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((300, 40)), rng.integers(0, 3, 300)
     fd.MLP([40, 200, 3], dtype="float64", seed=0).fit(X, y, epochs=1, batch_size=batch_size,

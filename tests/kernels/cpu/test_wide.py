@@ -9,7 +9,7 @@ from fastdnn import config
 from fastdnn.kernels.cpu import backend, train
 from fastdnn.kernels.cpu.checks import max_abs
 from fastdnn.kernels.cpu.wide import CHUNK, max_abs_wide
-from support import assert_same_weights
+from support import assert_same_weights, record_epoch_kernels
 
 N = 2 * CHUNK + 17  # three chunks, the last a short one
 
@@ -61,14 +61,7 @@ def _net(dtype, l2=0.0):
 
 def _fit(monkeypatch, net, optimizer, options, wide, epochs=3):
     """``net.fit`` with the wide kernel or not (asserting which ran); its history."""
-    kernels = []
-    run_steps = backend.CPUTrainer.run_steps
-
-    def spy(self, *args):
-        kernels.append(self.epoch_kernel)
-        return run_steps(self, *args)
-
-    monkeypatch.setattr(backend.CPUTrainer, "run_steps", spy)
+    kernels = record_epoch_kernels(monkeypatch, backend.CPUTrainer)
     monkeypatch.setattr(config, "WIDE_UPDATE_PARAMS", 0 if wide else 1 << 60)
     rng = np.random.default_rng(5)
     X, y = rng.standard_normal((200, SIZES[0])), rng.integers(0, SIZES[-1], 200)
@@ -116,10 +109,7 @@ def test_wide_steps_stop_where_the_serial_steps_stop(monkeypatch, dtype, lr):
 @pytest.mark.parametrize("params,kernel", [(8803, "train_steps_wide"), (8804, "train_steps")])
 def test_a_net_of_wide_update_params_picks_the_wide_kernel(monkeypatch, params, kernel):
     # [40, 200, 3]: 40 * 200 + 200 + 200 * 3 + 3 = 8803 parameters.
-    kernels = []
-    run_steps = backend.CPUTrainer.run_steps
-    monkeypatch.setattr(backend.CPUTrainer, "run_steps",
-                        lambda self, *a: kernels.append(self.epoch_kernel) or run_steps(self, *a))
+    kernels = record_epoch_kernels(monkeypatch, backend.CPUTrainer)
     monkeypatch.setattr(config, "WIDE_UPDATE_PARAMS", params)
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 40)), rng.integers(0, 3, 64)

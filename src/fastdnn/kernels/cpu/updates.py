@@ -121,12 +121,20 @@ def adam_update_into(theta, grad, avg_grad, avg_sq, t, lr, beta1, beta2, eps, we
 @njit(cache=config.CACHE, inline="always")
 def optimizer_step(code, hyper, lr, theta, grad, state, t):
     """Apply optimizer ``code`` at learning rate ``lr``; ``t`` = steps taken before this one."""
+    apply_optimizer(code, hyper, lr, theta, grad, state, t, sgd_update, adam_update)
+
+
+@njit(cache=config.CACHE, inline="always")
+def apply_optimizer(code, hyper, lr, theta, grad, state, t, sgd, adam):
+    """:func:`optimizer_step` through the update functions ``sgd`` and ``adam``, which take
+    :func:`sgd_update`'s and :func:`adam_update`'s arguments (the parallel ones of
+    :mod:`.wide` too)."""
     if code == SGD:
-        sgd_update(theta, grad, state[0], lr, hyper[MOMENTUM], hyper[NESTEROV] != 0.0,
-                   hyper[WEIGHT_DECAY], t == 0)
+        sgd(theta, grad, state[0], lr, hyper[MOMENTUM], hyper[NESTEROV] != 0.0,
+            hyper[WEIGHT_DECAY], t == 0)
     elif code == ADAM:
-        adam_update(theta, grad, state[0], state[1], t + 1, lr, hyper[BETA1], hyper[BETA2],
-                    hyper[EPS], hyper[WEIGHT_DECAY], hyper[DECOUPLED] != 0.0)
+        adam(theta, grad, state[0], state[1], t + 1, lr, hyper[BETA1], hyper[BETA2],
+             hyper[EPS], hyper[WEIGHT_DECAY], hyper[DECOUPLED] != 0.0)
     else:
         raise ValueError("unknown optimizer code")
 

@@ -16,9 +16,8 @@ import numpy as np
 from numba import njit, prange
 
 from ... import config
-from ..spec import ADAM, BETA1, BETA2, DECOUPLED, EPS, MOMENTUM, NESTEROV, SGD, WEIGHT_DECAY
 from .checks import max_abs
-from .updates import adam_update, sgd_update
+from .updates import adam_update, apply_optimizer, sgd_update
 
 #: Parameters per chunk (256 KiB of float32): wide enough that a chunk's loop dwarfs
 #: handing it to a thread, narrow enough for 2-8 threads to share a 1-2M-parameter net.
@@ -71,11 +70,4 @@ def _adam_update_wide(theta, grad, avg_grad, avg_sq, t, lr, beta1, beta2, eps, w
 @njit(cache=config.CACHE, inline="always")
 def optimizer_step_wide(code, hyper, lr, theta, grad, state, t):
     """:func:`.updates.optimizer_step` in parallel chunks: the same bits."""
-    if code == SGD:
-        _sgd_update_wide(theta, grad, state[0], lr, hyper[MOMENTUM], hyper[NESTEROV] != 0.0,
-                         hyper[WEIGHT_DECAY], t == 0)
-    elif code == ADAM:
-        _adam_update_wide(theta, grad, state[0], state[1], t + 1, lr, hyper[BETA1],
-                          hyper[BETA2], hyper[EPS], hyper[WEIGHT_DECAY], hyper[DECOUPLED] != 0.0)
-    else:
-        raise ValueError("unknown optimizer code")
+    apply_optimizer(code, hyper, lr, theta, grad, state, t, _sgd_update_wide, _adam_update_wide)
