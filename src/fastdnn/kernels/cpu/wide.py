@@ -12,7 +12,6 @@ Only :func:`.train.train_steps_wide` calls these, for nets of at least
 ``config.WIDE_UPDATE_PARAMS`` parameters: a parallel region costs about 1 s of a cold
 compile, which the small nets' kernels are spared.
 """
-import numpy as np
 from numba import njit, prange
 
 from ... import config
@@ -36,14 +35,11 @@ def max_abs_wide(a):
     """:func:`.checks.max_abs` of the 1-D ``a``, chunk by chunk in parallel: the same
     value (the bound of the largest chunk bound is the bound of the largest element)."""
     n = a.shape[0]
-    chunks = (n + CHUNK - 1) // CHUNK
-    bounds = np.empty(chunks)
-    for c in prange(chunks):
-        lo, hi = _chunk(n, c)
-        bounds[c] = max_abs(a[lo:hi])
     top = 0.0
-    for c in range(chunks):
-        top = max(top, bounds[c])
+    # A max reduction: exact in any order, so the same bound for any thread count.
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        lo, hi = _chunk(n, c)
+        top = max(top, max_abs(a[lo:hi]))
     return top
 
 
