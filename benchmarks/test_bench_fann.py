@@ -44,11 +44,12 @@ def test_fann_skips_cleanly_without_a_compiler(monkeypatch):
     assert "skipped" in res and "compiler" in res["skipped"]
 
 
-def section(model, keys, sps):
+def section(model, keys, sps, date="2026-11-27 10:00"):
     """A run's section as render_markdown writes it, with only what merge reads."""
     rows = "\n".join(f"| ({k}) 2-8-8-1 tanh, batch 1 | 100 | {v:,} | 1.00x |"
                      for k, v in zip(keys, sps))
     return (f"<!-- peers-section: {model} | {','.join(keys)} -->\n## {model}: x\n\n"
+            f"- Date: {date}\n\n"
             "### Training throughput (samples/s, higher is better)\n\n"
             f"| workload | n | fastdnn | fastdnn / jax |\n|---|---|---|---|\n{rows}\n\n"
             f"{peers.SECTION_END}")
@@ -66,12 +67,28 @@ def test_report_keeps_a_section_per_cpu(tmp_path):
     assert "1,319,935" in md and "### Training throughput" in md
     assert "Many small nets at once: old" not in md  # docs/ensemble.md is appended afresh
     again = peers.merge_report(md, section("Intel Xeon", "ag", [7, 8]))
-    assert again.count("## Intel Xeon") == 1 and "| 7 |" in again and "1,319,935" in again
+    assert again.count("\n## Intel Xeon") == 1 and "| 7 |" in again and "1,319,935" in again
     # A rerun of an older section replaces it and moves it first (newest first).
     md = peers.merge_report(again, section("Intel Xeon", "bc", [1, 2]))
     rerun = peers.merge_report(md, section("Intel Xeon", "ag", [9, 10]))
-    assert rerun.index("| 9 |") < rerun.index("| 1 |") < rerun.index("1,319,935")
+    sections = rerun[rerun.index("<!-- peers-section"):]  # after the summary
+    assert sections.index("| 9 |") < sections.index("| 1 |") < sections.index("1,319,935")
     assert "| 7 |" not in rerun
     pytest.importorskip("matplotlib")
     peers.plot_report(again, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_summary_takes_each_workloads_newest_run():
+    md = ""
+    for model, keys, sps, date in [("Intel Xeon", "ag", [5, 6], "2026-11-26 10:00"),
+                                   ("AMD EPYC", "a", [9], "2026-11-25 10:00"),
+                                   ("Intel Xeon", "ab", [7, 8], "2026-11-27 10:00")]:
+        md = peers.merge_report(md, section(model, keys, sps, date))
+    summary = md[md.index("## Summary"):md.index("<!-- peers-section")]
+    intel = summary[summary.index("### Intel Xeon"):summary.index("### AMD EPYC")]
+    assert "| 2026-11-27 10:00 | 7 |" in intel  # a: the newer run, not 5
+    assert "| 5 |" not in intel
+    assert "| 2026-11-26 10:00 | 6 |" in intel and "| 8 |" in intel  # g, b: their only runs
+    assert "| 9 |" in summary[summary.index("### AMD EPYC"):]
+    assert summary.count("fastdnn / jax") == 2  # a ratio column per CPU
