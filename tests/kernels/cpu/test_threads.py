@@ -189,10 +189,14 @@ def test_block_count_setting(monkeypatch):
     assert blas.blocks() == blas.cpu_count() >= 1
     monkeypatch.setattr(config, "BLAS_BLOCKS", 5)
     assert blas.blocks() == 5
-    for bad in (0, -2, "two"):
+    for bad in (0, -2, "two", 2.5, True):
         monkeypatch.setattr(config, "BLAS_BLOCKS", bad)
-        with pytest.raises(ValueError, match="BLAS_BLOCKS"):
+        with pytest.raises(ValueError, match="config.BLAS_BLOCKS must be a positive integer"):
             blas.blocks()
+    monkeypatch.setattr(config, "BLAS_BLOCKS", None)
+    monkeypatch.setenv("FASTDNN_BLAS_BLOCKS", "0")
+    with pytest.raises(ValueError, match="FASTDNN_BLAS_BLOCKS must be a positive integer"):
+        blas.blocks()
 
 
 def test_block_count_is_read_at_run_time(monkeypatch):

@@ -127,16 +127,18 @@ def cpu_count():
 def blocks():
     """The column blocks a big product is cut into: ``config.BLAS_BLOCKS``, or the
     ``FASTDNN_BLAS_BLOCKS`` environment variable, or :func:`cpu_count`."""
-    value = config.BLAS_BLOCKS
+    value, source = config.BLAS_BLOCKS, "fastdnn.config.BLAS_BLOCKS"
     if value is None:
-        value = os.environ.get("FASTDNN_BLAS_BLOCKS") or cpu_count()
+        value, source = os.environ.get("FASTDNN_BLAS_BLOCKS"), "FASTDNN_BLAS_BLOCKS"
+        if not value:
+            return cpu_count()
     try:
-        value = int(value)
-    except ValueError:
-        raise ValueError(f"BLAS_BLOCKS must be a positive integer, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"BLAS_BLOCKS must be a positive integer, got {value!r}")
-    return value
+        count = int(value)
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1 or isinstance(value, (bool, float)):
+        raise ValueError(f"{source} must be a positive integer, got {value!r}")
+    return count
 
 
 _prepared = False
