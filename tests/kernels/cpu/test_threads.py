@@ -1,6 +1,8 @@
 """The thread policy: BLAS is called single-threaded, big products are split into fixed
 column blocks run by Numba's pool, and n_threads sets that pool for a call and restores
 it -- so results never depend on the thread count."""
+import threading
+
 import numba
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import pytest
 import fastdnn as fd
 from fastdnn import config
 from fastdnn.kernels.cpu import blas
-from fastdnn.kernels.cpu.threads import limit_threads, local_threads_setter, scipy_blas
+from fastdnn.kernels.cpu.threads import limit_threads, scipy_blas
 from fastdnn.validation import check_n_threads
 from support import assert_same_weights, run_threaded
 
@@ -24,16 +26,46 @@ def test_limit_threads_sets_and_restores_numbas_pool():
     assert numba.get_num_threads() == before
 
 
-def test_process_wide_blas_setting_is_left_alone():
+def test_process_wide_blas_setting_is_restored():
+    """Inside fastdnn's calls SciPy's OpenBLAS runs single-threaded; afterwards its
+    process-wide count is what it was, also when the calls overlap in several threads.
+
+    The count is process-wide even through ``openblas_set_num_threads_local`` (pthreads
+    builds): blocks that each saved and restored it left the process at 1."""
     lib = scipy_blas()
-    if lib is None or local_threads_setter() is None:
-        pytest.skip("needs SciPy's OpenBLAS with openblas_set_num_threads_local")
-    get, _ = lib
+    if lib is None:
+        pytest.skip("needs SciPy's OpenBLAS")
+    get, set_ = lib
+    old = get()
+    set_(2)
     before = get()
-    X = np.ones((300, 300), dtype=np.float32)
-    C = np.empty_like(X)
-    blas.matmul(X, X, C)  # big enough for the parallel blocks
-    assert get() == before
+    if before < 2:
+        pytest.skip("this OpenBLAS runs one thread at most")
+    try:
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((512, 300)), rng.integers(0, 3, 512)
+
+        def fit(batch_size):
+            net = fd.MLP([300, 300, 3], seed=0)  # 256 rows x 300 x 300: parallel blocks
+            net.fit(X, y, epochs=2, batch_size=batch_size)
+            return net.predict(X)
+
+        seen = []
+        with limit_threads(None):
+            seen.append(get())  # single-threaded inside
+        fit(256)
+        assert get() == before
+        workers = [threading.Thread(target=fit, args=(b,)) for b in (256, 128, 64, 256)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        fd.fit_many([fd.MLP([300, 40, 3], seed=s) for s in range(3)], X, y, epochs=1,
+                    batch_size=64)
+        assert get() == before
+        assert seen == [1]
+    finally:
+        set_(old)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])

@@ -86,9 +86,13 @@ def _no_local_threads(n):  # pragma: no cover - stands in where OpenBLAS lacks t
 
 def _register_local_threads():
     """Bind ``fastdnn_blas_local_threads`` to OpenBLAS' ``openblas_set_num_threads_local``
-    (0.3.27+): a per-thread BLAS thread count, so each call here runs single-threaded
-    without touching the process-wide setting.  Where it is missing a no-op is bound,
-    and :func:`.threads.limit_threads` sets the process-wide count instead."""
+    (0.3.27+), or a no-op where it is missing.
+
+    Its name says local, but in OpenBLAS' pthreads builds (SciPy's wheels among them) it
+    sets the process-wide count (``driver/others/openblas_set_num_threads.c``).  So the
+    kernels only ever set it to 1, never back: threads that each set 1 and restored what
+    they had read left the process at 1 whenever two blocks ran at once.  The count is
+    restored once, by :func:`.threads.limit_threads` around each call into the kernels."""
     fn = local_threads_setter()
     addr = ctypes.cast(fn, ctypes.c_void_p).value if fn is not None else _no_local_threads.address
     llvm.add_symbol("fastdnn_blas_local_threads", addr)
@@ -201,15 +205,15 @@ _ONE_ZERO64 = np.array([1.0, 0.0], dtype=np.float64)
 
 @njit(cache=config.CACHE, inline="always")
 def _gemm(flag_a, flag_b, M, N, K, A, lda, B, ldb, C, ldc):
-    """Column-major ``C = op(A) op(B)``, M x N x K, as one single-threaded BLAS call."""
-    prev = _set_local_threads(1)
+    """Column-major ``C = op(A) op(B)``, M x N x K, as one single-threaded BLAS call (the
+    BLAS count set to 1 first, and left there: see :func:`_register_local_threads`)."""
+    _set_local_threads(1)
     if C.itemsize == 4:
         _gemm_c(ord("s"), flag_a, flag_b, M, N, K, _ONE_ZERO32.ctypes, A.ctypes, lda, B.ctypes,
                 ldb, _ONE_ZERO32[1:].ctypes, C.ctypes, ldc)
     else:
         _gemm_c(ord("d"), flag_a, flag_b, M, N, K, _ONE_ZERO64.ctypes, A.ctypes, lda, B.ctypes,
                 ldb, _ONE_ZERO64[1:].ctypes, C.ctypes, ldc)
-    _set_local_threads(prev)
 
 
 @njit(cache=config.CACHE)

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import glob
 import os
+import threading
 
 import numba
 
@@ -84,28 +85,50 @@ def scipy_blas():
     return _blas or None
 
 
-@contextlib.contextmanager
-def limit_threads(n_threads):
-    """Run the block with ``n_threads`` Numba threads (``None``: leave the setting).
+_blas_lock = threading.Lock()
+_blas_users = 0  # blocks of limit_threads running now, in any Python thread
+_blas_saved = None  # the process-wide BLAS count before the first of them
 
-    fastdnn's BLAS calls are single-threaded by their own per-thread setting (see
-    :mod:`.blas`); only where OpenBLAS lacks that call is the process-wide BLAS count
-    set to 1 here, and restored afterwards.
-    """
-    blas = None if local_threads_setter() is not None else scipy_blas()
-    if n_threads is None and blas is None:
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """The process-wide BLAS count at 1 while any such block runs, then back to what it
+    was, restored once by the last block to leave (blocks may overlap in several Python
+    threads: each saving and restoring its own would leave the count of whichever read
+    another's 1)."""
+    global _blas_users, _blas_saved
+    blas = scipy_blas()
+    if blas is None:
         yield
         return
-    old_blas = blas[0]() if blas else None
-    old_numba = numba.get_num_threads() if n_threads is not None else None
-    try:
-        if blas:
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = blas[0]()
             blas[1](1)
-        if old_numba is not None:
-            numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+        _blas_users += 1
+    try:
         yield
     finally:
-        if blas:
-            blas[1](old_blas)
-        if old_numba is not None:
-            numba.set_num_threads(old_numba)
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                blas[1](_blas_saved)
+
+
+@contextlib.contextmanager
+def limit_threads(n_threads):
+    """Run the block with ``n_threads`` Numba threads (``None``: leave the setting) and
+    SciPy's OpenBLAS single-threaded; both restored afterwards.
+
+    The kernels set the BLAS count to 1 before each call (see :mod:`.blas`), but the
+    setting is process-wide in OpenBLAS' pthreads builds, so it is restored here, once.
+    """
+    old_numba = numba.get_num_threads() if n_threads is not None else None
+    with _single_threaded_blas():
+        try:
+            if old_numba is not None:
+                numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+            yield
+        finally:
+            if old_numba is not None:
+                numba.set_num_threads(old_numba)
