@@ -53,8 +53,8 @@ def sgd_rows(theta, grad, scale, velocity, lr, mu, momentum, nesterov, wd, first
     One loop per case, each with the flags as constants so the formula's tests fold:
     with the flags as run-time values LLVM kept their tests inside the vectorised loop.
     Inlined into online SGD's fused update (``train._sgd_rank_one``), row by row: a
-    64-128-128-10 momentum step 10.9 -> 9.3 us (Intel Xeon, float32 tanh, medians of 5
-    runs).
+    64-128-128-10 momentum step 11.0 -> 9.3-9.7 us (Intel Xeon, float32 tanh, medians of
+    4-5 alternating processes).
     """
     if not momentum:
         # v is 0 in the dtype (a float64 literal 0.0 would make the arithmetic float64).

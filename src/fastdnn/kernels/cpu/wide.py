@@ -49,8 +49,8 @@ def _sgd_update_wide(theta, grad, velocity, lr, momentum, nesterov, weight_decay
     for c in prange((n + CHUNK - 1) // CHUNK):
         lo, hi = _chunk(n, c)
         # velocity is empty without momentum; its (empty) slice is never read.
-        sgd_update(theta[lo:hi], grad[lo:hi], velocity[lo:hi] if momentum != 0.0 else velocity,
-                   lr, momentum, nesterov, weight_decay, first)
+        sgd_update(theta[lo:hi], grad[lo:hi], velocity[lo:hi], lr, momentum, nesterov,
+                   weight_decay, first)
 
 
 @njit(cache=config.CACHE, parallel=True)
