@@ -75,13 +75,13 @@ def _ol_top_exponent(flat):
     raise TypingError(f"the scans take float32 or float64 arrays, not {flat}")
 
 
-@njit(cache=config.CACHE, inline="always")
+@njit(cache=config.CACHE, error_model="numpy")
 def _power_bound(exponent):
     """``2**(exponent + 1)``, or 0 for exponents below -1000 (float64 zero or tiny)."""
     return math.ldexp(1.0, exponent + 1) if exponent > -1000 else 0.0
 
 
-@njit(cache=config.CACHE, inline="always")
+@njit(cache=config.CACHE, error_model="numpy")
 def abs_bound(x, like):
     """:func:`max_abs` of an array of ``like``'s dtype whose largest ``|element|`` is
     ``x`` (finite, >= 0): the same bound, zero and subnormals included."""
