@@ -48,3 +48,33 @@ def test_a_fit_that_never_pairs_compiles_none_of_the_pair(monkeypatch):
     (16, "train_steps"), (128, "train_steps_paired"), (1, "train_steps_online")])
 def test_the_fit_picks_its_kernel(monkeypatch, batch_size, kernel):
     assert _fit_kernel(monkeypatch, batch_size)[0] is getattr(train, kernel)
+
+
+def test_one_row_backward_compiles_only_the_one_row_loops():
+    # The online kernel's backward pass passes one_row=True: a one-row batch's bias and
+    # weight gradients are copies and products, so Numba must prune the accumulating
+    # loops (no in-place add left in its typed IR) before typing them, which is what
+    # saves their compile; the general case keeps them.  (LLVM would fold the constant
+    # too, too late for the compile time, so its IR cannot tell.)
+    from numba import float64, void
+    from numba.core import ir
+
+    from fastdnn.kernels.cpu import dense
+
+    def in_place_adds(body):
+        fresh = njit(body)
+        sig = void(float64[:, ::1], float64[:, ::1], float64[:, ::1], float64[::1])
+        fresh.compile(sig)
+        blocks = fresh.overloads[sig.args].type_annotation.blocks
+        return sum(isinstance(stmt, ir.Assign) and isinstance(stmt.value, ir.Expr)
+                   and stmt.value.op == "inplace_binop"
+                   for block in blocks.values() for stmt in block.body)
+
+    def one_row(delta, A_prev, dW, db):
+        dense._weight_grad_rows(delta, A_prev, dW, db, True)
+
+    def general(delta, A_prev, dW, db):
+        dense._weight_grad_rows(delta, A_prev, dW, db)
+
+    assert in_place_adds(general) > 0
+    assert in_place_adds(one_row) == 0

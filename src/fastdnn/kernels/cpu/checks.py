@@ -81,7 +81,7 @@ def _power_bound(exponent):
     return math.ldexp(1.0, exponent + 1) if exponent > -1000 else 0.0
 
 
-@njit(cache=config.CACHE, error_model="numpy")
+@njit(cache=config.CACHE, inline="always")
 def abs_bound(x, like):
     """:func:`max_abs` of an array of ``like``'s dtype whose largest ``|element|`` is
     ``x`` (finite, >= 0): the same bound, zero and subnormals included."""

@@ -60,10 +60,13 @@ def dense_layer(A_prev, W, b, code, blas, Z, A):
 
 
 @njit(cache=config.CACHE, inline="always")
-def _bias_grad_rows(delta, db):
-    """``db = delta.sum(0)`` (loop form, serial over samples; one row copied)."""
+def _bias_grad_rows(delta, db, one_row=False):
+    """``db = delta.sum(0)`` (loop form, serial over samples; one row copied).
+
+    ``one_row`` (a constant True where ``delta`` always has one row): Numba prunes the
+    general loop before compiling it."""
     m, n = delta.shape
-    if m == 1:
+    if one_row or m == 1:
         for j in range(n):
             db[j] = delta[0, j]
         return
@@ -74,12 +77,14 @@ def _bias_grad_rows(delta, db):
 
 
 @njit(cache=config.CACHE, inline="always")
-def _weight_grad_rows(delta, A_prev, dW, db):
-    """``dW = A_prev.T @ delta``, ``db = delta.sum(0)`` (loop form, serial over samples)."""
+def _weight_grad_rows(delta, A_prev, dW, db, one_row=False):
+    """``dW = A_prev.T @ delta``, ``db = delta.sum(0)`` (loop form, serial over samples;
+    ``one_row`` as in :func:`_bias_grad_rows`)."""
     m, k = A_prev.shape
     n = delta.shape[1]
-    _bias_grad_rows(delta, db)
-    if m == 1:  # online SGD: written, not zeroed and accumulated (two memset calls a layer)
+    _bias_grad_rows(delta, db, one_row)
+    # One row (online SGD): written, not zeroed and accumulated (two memset calls a layer).
+    if one_row or m == 1:
         for p in range(k):
             a = A_prev[0, p]
             for j in range(n):
@@ -107,14 +112,15 @@ def _backprop_rows(delta, W, delta_prev):
 
 
 @njit(cache=config.CACHE, inline="always")
-def dense_backward(delta, A_prev, W, blas, dW, db, delta_prev, weights):
+def dense_backward(delta, A_prev, W, blas, dW, db, delta_prev, weights, one_row=False):
     """``dW = A_prev.T @ delta``, ``db = delta.sum(0)``, ``delta_prev = delta @ W.T``.
 
     ``delta`` is dL/dZ of this layer.  ``delta_prev`` is dL/dA of the layer below,
     before its activation derivative (see ``activation_backward``); pass an empty
     array for the first layer, which needs none.  ``weights`` False leaves ``dW``
     unwritten: online SGD forms ``A_prev.T @ delta`` of its one row inside the update
-    (``train._fused_sgd_step``).
+    (``train._fused_sgd_step``).  ``one_row``: a constant True where ``delta`` always
+    has one row (online SGD's kernel), which then compiles only the loops' one-row case.
     """
     if blas:
         if weights:
@@ -128,8 +134,8 @@ def dense_backward(delta, A_prev, W, blas, dW, db, delta_prev, weights):
             matmul_nt(delta, W, delta_prev)
     else:
         if weights:
-            _weight_grad_rows(delta, A_prev, dW, db)
+            _weight_grad_rows(delta, A_prev, dW, db, one_row)
         else:
-            _bias_grad_rows(delta, db)
+            _bias_grad_rows(delta, db, one_row)
         if delta_prev.size > 0:
             _backprop_rows(delta, W, delta_prev)

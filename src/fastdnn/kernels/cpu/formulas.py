@@ -21,7 +21,7 @@ from .. import spec
 
 #: The formulas compiled as calls (see above); ``error_model="numpy"``, so that none
 #: can raise and LLVM folds the status check of each call it inlines.
-CALLED = frozenset({"mix64", "step_key", "random_index", "lr_factor", "adam_scalars"})
+CALLED = frozenset({"mix64", "step_key", "random_index", "adam_scalars"})
 
 
 def _jit(formula):

@@ -109,13 +109,15 @@ def forward_layers(X, theta, table, work, key, row0):
 # quiet Intel Xeon); cold compile unchanged (12.0 s).  Inlining the forward pass too
 # gained nothing measurable and cost 1.4 s of compile (it also serves inference).
 @njit(cache=config.CACHE, inline="always")
-def backward_layers(X, theta, table, work, deltas, grad, key, row0, weights):
+def backward_layers(X, theta, table, work, deltas, grad, key, row0, weights, one_row):
     """Layerwise backprop from dL/dZ of the top layer, held in ``deltas[0]``, into ``grad``
     (through the dropout masks of :func:`forward_layers` with the same ``key``, ``row0``).
 
     ``weights`` False: only the biases' gradients, which are the layers' dL/dZ; the
     weights' are left to online SGD's update (:func:`_fused_sgd_step`).  A constant True
-    in :func:`loss_and_gradient`, whose pruned branch is then never compiled."""
+    in :func:`loss_and_gradient`, whose pruned branch is then never compiled.
+    ``one_row``: a constant, True for one-row batches (see
+    :func:`.dense.dense_backward`)."""
     m = X.shape[0]
     cur = 0
     for i in range(table.shape[0] - 1, -1, -1):
@@ -130,7 +132,7 @@ def backward_layers(X, theta, table, work, deltas, grad, key, row0, weights):
         # copy of dense_backward is compiled anew.
         A_prev = X if i == 0 else _view(work, table[i, IN_OFF], m, k)
         delta_prev = _view(deltas[1 - cur], 0, 0 if i == 0 else m, k)
-        dense_backward(delta, A_prev, W, blas, dW, db, delta_prev, weights)
+        dense_backward(delta, A_prev, W, blas, dW, db, delta_prev, weights, one_row)
         if i > 0:
             below = table[i - 1]
             if below[DROP] > 0:
@@ -148,7 +150,7 @@ def loss_and_gradient(X, T, theta, table, work, deltas, grad, loss, key, row0):
     out = forward_layers(X, theta, table, work, key, row0)
     G = _view(deltas[0], 0, m, out.shape[1])
     value = loss_grad(out, T, loss, G)
-    backward_layers(X, theta, table, work, deltas, grad, key, row0, True)
+    backward_layers(X, theta, table, work, deltas, grad, key, row0, True, False)
     return value
 
 
@@ -169,7 +171,8 @@ def _online_loss_and_deltas(X, T, theta, table, work, deltas, grad, loss, key, r
     out = _forward_layers_inlined(X, theta, table, work, key, row0)
     G = _view(deltas[0], 0, X.shape[0], out.shape[1])
     value = loss_grad(out, T, loss, G)
-    backward_layers(X, theta, table, work, deltas, grad, key, row0, not _has_wide_layer(table))
+    backward_layers(X, theta, table, work, deltas, grad, key, row0, not _has_wide_layer(table),
+                    True)
     return value
 
 
@@ -303,7 +306,7 @@ def _write_weight_grad(table, inputs, work, grad, i):
     n = table[i, FAN_OUT]
     a = _view(inputs, 0, 1, k) if i == 0 else _view(work, table[i, IN_OFF], 1, k)
     delta = _view(grad, table[i, B_OFF], 1, n)
-    _weight_grad_rows(delta, a, _view(grad, table[i, W_OFF], k, n), delta[0])
+    _weight_grad_rows(delta, a, _view(grad, table[i, W_OFF], k, n), delta[0], True)
 
 
 @njit(cache=config.CACHE, fastmath={"reassoc"})

@@ -206,9 +206,7 @@ def exact_safety(code, hyper, lr, theta, grad, state, t, guard):
     return SAFE_REFRESH
 
 
-# A call (LLVM inlines it where it pays): its 340 Numba IR statements were copied into
-# every epoch kernel, twice into the online one (see .formulas).
-@njit(cache=config.CACHE, error_model="numpy")
+@njit(cache=config.CACHE, inline="always")
 def bounds_are_safe(code, hyper, lr, t, g_max, guard):
     """Whether the bounds of ``guard``, advanced by the update of step ``t`` with
     ``g_max`` >= |grad|, rule out an overflow; if so they are stored advanced."""
