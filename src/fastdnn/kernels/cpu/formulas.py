@@ -5,14 +5,14 @@ them, so a formula costs nothing over writing its arithmetic in the loop, and ta
 ``fastmath`` flags (none) of its caller.
 
 Those in :data:`CALLED` are plain calls, which LLVM inlines when it optimises the
-caller (a dozen instructions each): the same machine code, but Numba types and lowers
-one copy instead of one per call site.  They are the per-step scalars, whose copies
-had grown the epoch kernels most (``mix64`` eight copies, ``lr_factor``'s six branches
-two): with ``updates.bounds_are_safe`` a call too, ``train_steps`` went from 2,366 to
-1,421 Numba IR statements and its cold compile about 0.45 s shorter, the online
-kernel's about 2 s (Intel Xeon).  A formula called in an element loop stays inlined:
-each call kept as its own dispatcher costs a compile of its own (~0.04 s) per argument
-type, more than its copies cost (all as calls: 0.25 s slower).
+caller (checked in the online kernel's machine code): the same code, but Numba types
+and lowers one copy instead of one per call site (``mix64`` had eight in every epoch
+kernel).  Only small functions of scalars qualify: ``lr_factor`` and
+``updates.bounds_are_safe`` as calls stayed calls (their array arguments passed word
+by word, twice a step), which cost 2-8-8-1 online SGD 2% for 0.5 s of cold compile.
+A formula called in an element loop stays inlined too: each call kept as its own
+dispatcher costs a compile of its own (~0.04 s) per argument type, more than its
+copies cost (all as calls: a cold ``fastdnn train`` 0.25 s slower, Intel Xeon).
 """
 from numba import njit
 
