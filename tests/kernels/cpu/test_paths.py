@@ -2,13 +2,15 @@
 ``path``, a constant Numba prunes on before typing): a fit that never pairs its batches
 does not compile the pair's code, nor an online fit the pair's or the shards', nor a
 small net the big nets' parallel update -- read from the LLVM IR, as a timing could
-not."""
+not.  And online SGD's backward pass compiles only its one-row loops (read from the
+typed Numba IR)."""
 import numpy as np
 import pytest
-from numba import njit
+from numba import float64, njit, void
+from numba.core import ir
 
 import fastdnn as fd
-from fastdnn.kernels.cpu import backend, train
+from fastdnn.kernels.cpu import backend, dense, train
 from support import record_epoch_kernels
 
 
@@ -56,11 +58,6 @@ def test_one_row_backward_compiles_only_the_one_row_loops():
     # loops (no in-place add left in its typed IR) before typing them, which is what
     # saves their compile; the general case keeps them.  (LLVM would fold the constant
     # too, too late for the compile time, so its IR cannot tell.)
-    from numba import float64, void
-    from numba.core import ir
-
-    from fastdnn.kernels.cpu import dense
-
     def in_place_adds(body):
         fresh = njit(body)
         sig = void(float64[:, ::1], float64[:, ::1], float64[:, ::1], float64[::1])
