@@ -75,7 +75,7 @@ def _ol_top_exponent(flat):
     raise TypingError(f"the scans take float32 or float64 arrays, not {flat}")
 
 
-@njit(cache=config.CACHE, error_model="numpy")
+@njit(cache=config.CACHE, inline="always")
 def _power_bound(exponent):
     """``2**(exponent + 1)``, or 0 for exponents below -1000 (float64 zero or tiny)."""
     return math.ldexp(1.0, exponent + 1) if exponent > -1000 else 0.0
