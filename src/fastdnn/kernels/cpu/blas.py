@@ -17,9 +17,9 @@ How many blocks: ``config.BLAS_BLOCKS``, by default the CPUs this process may ru
 count does change the last bits of some products: OpenBLAS' kernels handle a block's
 last few columns with other instruction sequences (SkylakeX kernels, float64: 64x784 @
 784x300 differs in 221 of 19,200 elements cut into 1 or 2 blocks; float32 agreed on the
-shapes tried).  So results are the same for
-any ``n_threads`` on one machine; to get the same bits on machines with other CPU counts,
-set ``config.BLAS_BLOCKS`` (or ``FASTDNN_BLAS_BLOCKS``) to one value on all of them.
+shapes tried).  So results are the same for any ``n_threads`` on one machine; to get the
+same bits on machines with other CPU counts, set ``config.BLAS_BLOCKS`` (or
+``FASTDNN_BLAS_BLOCKS``) to one value on all of them.
 
 Every product is written for row-major C-contiguous operands:
 

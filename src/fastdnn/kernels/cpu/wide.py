@@ -8,7 +8,8 @@ runs over fixed chunks of :data:`CHUNK` parameters in a ``prange``: the update i
 element-wise and the scan's bound is a maximum (exact in any order), so the results
 are the serial functions' bits for any thread count.
 
-Only :func:`.train.train_steps_wide` calls these, for nets of at least
+Only the wide epoch kernels call these (:func:`.train.train_steps_wide`, and
+:func:`.distributed.distributed_steps_wide` over MPI), for nets of at least
 ``config.WIDE_UPDATE_PARAMS`` parameters: a parallel region costs about 1 s of a cold
 compile, which the small nets' kernels are spared.
 """
