@@ -44,6 +44,7 @@ from numba import cfunc, njit, prange, types
 from numba.extending import intrinsic
 
 from ... import config
+from .separate import separate
 from .threads import blas_core, local_threads_setter
 
 #: Narrowest column block a split product is cut into (a product with at most this many
@@ -243,6 +244,7 @@ def n_blocks(cols, most):
     return max(1, min(most, (cols + BLOCK - 1) // BLOCK))
 
 
+@separate
 @njit(cache=config.CACHE, parallel=True)
 def _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, nb):
     # Each block writes its own columns of C: no shared output, no race.
@@ -270,6 +272,7 @@ def small_path_calls(flag_a, rows, cols, K, limit, most):
     return calls if calls <= most else 1
 
 
+@separate
 @njit(cache=config.CACHE)
 def _product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc):
     """Row-major ``C (rows x cols) = op(X) op(Y)`` over flat operands, split by columns."""
@@ -285,6 +288,7 @@ def _product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc):
         _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, nb)
 
 
+@separate
 @njit(cache=config.CACHE)
 def matmul(X, Y, C):
     """``C = X @ Y`` (X: m x k, Y: k x n)."""
@@ -294,6 +298,7 @@ def matmul(X, Y, C):
              X.reshape(X.size), k, C.reshape(C.size), n)
 
 
+@separate
 @njit(cache=config.CACHE)
 def matmul_tn(X, Y, C):
     """``C = X.T @ Y`` (X: m x k, Y: m x n, C: k x n)."""
@@ -308,6 +313,7 @@ def matmul_tn(X, Y, C):
 SMALL_PATH_MIN_K_TRANSPOSED = 32
 
 
+@separate
 @njit(cache=config.CACHE)
 def matmul_nt(X, Y, C):
     """``C = X @ Y.T`` (X: m x n, Y: k x n, C: m x k).

@@ -7,8 +7,10 @@ from numba.core.errors import TypingError
 from numba.extending import overload
 
 from ... import config
+from .separate import separate
 
 
+@separate
 @njit(cache=config.CACHE)
 def all_finite(a):
     """True when no element of the C-contiguous float array ``a`` is NaN or infinite
@@ -24,6 +26,7 @@ def all_finite(a):
     return _top_exponent(a.reshape(a.size))[0]
 
 
+@separate
 @njit(cache=config.CACHE)
 def max_abs(a):
     """An upper bound within a factor 2 of ``max |a|`` (a power of two, 0 for an all-zero

@@ -12,6 +12,7 @@ from numba import njit
 from ... import config
 from .activations import activate
 from .blas import matmul, matmul_nt, matmul_tn
+from .separate import separate
 
 # Reassociation lets LLVM vectorise the dot-product reduction of ``delta @ W.T``; it
 # changes rounding only (no NaN/inf assumptions), and this leaf holds no softmax/log.
@@ -98,6 +99,7 @@ def _weight_grad_rows(delta, A_prev, dW, db, one_row=False):
                 dW[p, j] += a * delta[i, j]
 
 
+@separate
 @njit(cache=config.CACHE, fastmath=_REASSOC)
 def _backprop_rows(delta, W, delta_prev):
     """``delta_prev = delta @ W.T`` (loop form: a dot product per element)."""

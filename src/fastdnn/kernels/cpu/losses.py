@@ -17,6 +17,7 @@ from numba import njit
 from ... import config
 from ..spec import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE, POISSON
 from . import formulas as F
+from .separate import separate
 from .vexp import vexp
 
 
@@ -123,6 +124,7 @@ def poisson_log_likelihood(Z, T, G):
     return total * inv
 
 
+@separate
 @njit(cache=config.CACHE)
 def loss_grad(Z, T, code, G):
     """Dispatch to the loss head ``code``: write dL/dZ into ``G``, return the weighted mean loss.

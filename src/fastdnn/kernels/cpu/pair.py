@@ -46,6 +46,7 @@ from ... import config
 from ..spec import ADAM, BETA1, BETA2, DECOUPLED, EPS, WEIGHT_DECAY
 from . import train as _train  # an import cycle: train's steps call paired_gradient
 from .losses import weight_sum
+from .separate import separate
 from .updates import adam_update, adam_update_into
 from .views import borrow, view2d
 
@@ -304,6 +305,7 @@ def paired_adam(theta, grad, state, hyper, lr, t, control, moved):
         control[HOME] = job % 2
 
 
+@separate
 @njit(cache=config.CACHE)
 def settle(state, control, moved):
     """Move the moments of the helper's part of :func:`paired_adam` back into ``state``

@@ -28,6 +28,7 @@ from .activations import activate, activation_backward
 from .checks import abs_bound, max_abs
 from .dense import _weight_grad_rows, dense_backward, dense_forward
 from .losses import loss_grad, weight_sum
+from .separate import separate
 from .updates import (SAFE, SAFE_REFRESH, UNSAFE, _sgd_scalars, bounds_are_safe, exact_safety,
                       optimizer_step, refresh_bounds, sgd_rows, sgd_update)
 from .views import borrow, view2d
@@ -59,6 +60,7 @@ _view = view2d  # rows m x n of a flat buffer from an offset: (buf, off, m, n)
 # for the forward copy and the backward in place: one loop over the same memory as both
 # its arrays fails LLVM's run-time overlap check and runs scalar.  error_model="numpy":
 # see forward_layers.
+@separate
 @njit(cache=config.CACHE, error_model="numpy")
 def _dropout(A, D, key, row0, layer, threshold):
     """``D = A * mask``: inverted dropout of hidden layer ``layer`` for batch rows from ``row0``."""
@@ -67,6 +69,7 @@ def _dropout(A, D, key, row0, layer, threshold):
             D[r, j] = A[r, j] * F.dropout_scale(key, row0 + r, layer, j, threshold)
 
 
+@separate
 @njit(cache=config.CACHE, error_model="numpy")
 def _dropout_in_place(D, key, row0, layer, threshold):
     """``D *= mask``, the mask of :func:`_dropout` (the backward pass through it)."""
@@ -78,6 +81,7 @@ def _dropout_in_place(D, key, row0, layer, threshold):
 # error_model="numpy": under Python's, a float division checks its divisor for zero, and
 # that branch kept the float32 tanh's loop (p / q per element) scalar: 3.1 -> 0.7 ns an
 # element (Intel Xeon).  Nothing here divides by zero on purpose.
+@separate
 @njit(cache=config.CACHE, error_model="numpy")
 def forward_layers(X, theta, table, work, key, row0):
     """``A_i = g_i(A_{i-1} W_i + b_i)`` for every layer; returns the logits (a view).
@@ -142,6 +146,7 @@ def backward_layers(X, theta, table, work, deltas, grad, key, row0, weights, one
             cur = 1 - cur
 
 
+@separate
 @njit(cache=config.CACHE)
 def loss_and_gradient(X, T, theta, table, work, deltas, grad, loss, key, row0):
     """Weighted mean loss of batch ``(X, T)``; its gradient w.r.t. ``theta`` goes into
@@ -328,6 +333,7 @@ def _sum_of_squares(x):
     return total
 
 
+@separate
 @njit(cache=config.CACHE)
 def l2_penalty(theta, table, l2, grad):
     """``l2 / 2 * sum(W**2)`` over every layer's weights (not the biases); adds its
@@ -350,6 +356,7 @@ def l2_penalty(theta, table, l2, grad):
     return 0.5 * l2 * total
 
 
+@separate
 @njit(cache=config.CACHE)
 def clip_by_norm(grad, bound):
     """Scale ``grad`` to Euclidean norm ``bound`` when it is longer; returns the factor."""
@@ -412,6 +419,7 @@ def loss_of_logits(Z, T, loss, G, cap):
     return total / weights if weights > 0 else 0.0
 
 
+@separate
 @njit(cache=config.CACHE)
 def _shuffle(order):
     """In-place Fisher-Yates permutation, drawn from Numba's seeded generator."""

@@ -13,6 +13,7 @@ from ..spec import (ADAM, BETA1, BETA2, DECOUPLED, EPS, MOMENTUM, NESTEROV, SGD,
                     WEIGHT_DECAY)
 from . import formulas as F
 from .checks import max_abs
+from .separate import separate
 
 
 @njit(cache=config.CACHE, inline="always")
@@ -31,6 +32,7 @@ def _sgd_scalars(theta, lr, momentum, weight_decay):
     return c(lr), c(momentum), c(weight_decay), c(_tiny(theta))
 
 
+@separate
 @njit(cache=config.CACHE)
 def sgd_update(theta, grad, velocity, lr, momentum, nesterov, weight_decay, first):
     """``theta -= lr * d`` with ``d`` the (Nesterov-)momentum of ``grad + wd * theta``.
@@ -90,6 +92,7 @@ def _adam_scalars(theta, lr, beta1, beta2, eps, weight_decay, t):
             c(1.0 - beta2), c(eps), c(weight_decay), c(_tiny(theta)))
 
 
+@separate
 @njit(cache=config.CACHE, error_model="numpy")
 def adam_update(theta, grad, avg_grad, avg_sq, t, lr, beta1, beta2, eps, weight_decay,
                 decoupled):
@@ -151,6 +154,7 @@ GUARD_SLOTS = 4
 UNSAFE, SAFE, SAFE_REFRESH = range(3)
 
 
+@separate
 @njit(cache=config.CACHE)
 def refresh_bounds(theta, state, guard):
     """Fresh bounds (within a factor 2, :func:`.checks.max_abs`) of ``theta`` and of each
@@ -160,6 +164,7 @@ def refresh_bounds(theta, state, guard):
     guard[STATE2_BOUND] = max_abs(state[1]) if state.shape[0] > 1 else 0.0
 
 
+@separate
 @njit(cache=config.CACHE, error_model="numpy")
 def update_is_finite(code, hyper, lr, theta, grad, state, t, limit):
     """Whether the update would leave every parameter and state entry within ``limit``
