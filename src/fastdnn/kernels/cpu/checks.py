@@ -26,7 +26,6 @@ def all_finite(a):
     return _top_exponent(a.reshape(a.size))[0]
 
 
-@separate
 @njit(cache=config.CACHE)
 def max_abs(a):
     """An upper bound within a factor 2 of ``max |a|`` (a power of two, 0 for an all-zero

@@ -99,7 +99,6 @@ def _weight_grad_rows(delta, A_prev, dW, db, one_row=False):
                 dW[p, j] += a * delta[i, j]
 
 
-@separate
 @njit(cache=config.CACHE, fastmath=_REASSOC)
 def _backprop_rows(delta, W, delta_prev):
     """``delta_prev = delta @ W.T`` (loop form: a dot product per element)."""

@@ -305,7 +305,6 @@ def paired_adam(theta, grad, state, hyper, lr, t, control, moved):
         control[HOME] = job % 2
 
 
-@separate
 @njit(cache=config.CACHE)
 def settle(state, control, moved):
     """Move the moments of the helper's part of :func:`paired_adam` back into ``state``

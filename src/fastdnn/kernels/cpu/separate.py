@@ -9,7 +9,9 @@ its callers load its address from a named slot, an external symbol (as
 :func:`.blas._blocks_setting` reads the block count), and call it there.
 
 Only for callees that stay calls anyway, too big for LLVM to inline: a call through a
-pointer is never inlined.
+pointer is never inlined.  Not for the calls of every online SGD step either (the loss
+head, ``max_abs``, ``sgd_update``, ``_backprop_rows``, ``pair.settle``): through slots,
+a 2-8-8-1 step took 256 against 243 ns, for 0.2 s less of a cold start.
 
 The slot's name comes from the callee's name and signature, never from Numba's symbol
 for it, which carries a per-process counter.  A caller loaded from the disk cache

@@ -166,6 +166,9 @@ def loss_and_gradient(X, T, theta, table, work, deltas, grad, loss, key, row0):
 # or more gained nothing measurable.  A second dispatcher of the same function, never
 # compiled on its own, so the forward pass of every other caller stays one call.
 _forward_layers_inlined = njit(inline="always")(forward_layers.py_func)
+# The loss head linked into the online kernel, where LLVM inlines it: called through its
+# slot (.separate), a 2-8-8-1 step took 256 against 243 ns (Intel Xeon).
+_loss_grad_linked = njit(cache=config.CACHE)(loss_grad.py_func)
 
 
 @njit(cache=config.CACHE, inline="always")
@@ -175,7 +178,7 @@ def _online_loss_and_deltas(X, T, theta, table, work, deltas, grad, loss, key, r
     dL/dZ), from which :func:`_fused_sgd_step` forms the rest."""
     out = _forward_layers_inlined(X, theta, table, work, key, row0)
     G = _view(deltas[0], 0, X.shape[0], out.shape[1])
-    value = loss_grad(out, T, loss, G)
+    value = _loss_grad_linked(out, T, loss, G)
     backward_layers(X, theta, table, work, deltas, grad, key, row0, not _has_wide_layer(table),
                     True)
     return value

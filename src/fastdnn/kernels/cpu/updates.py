@@ -32,7 +32,6 @@ def _sgd_scalars(theta, lr, momentum, weight_decay):
     return c(lr), c(momentum), c(weight_decay), c(_tiny(theta))
 
 
-@separate
 @njit(cache=config.CACHE)
 def sgd_update(theta, grad, velocity, lr, momentum, nesterov, weight_decay, first):
     """``theta -= lr * d`` with ``d`` the (Nesterov-)momentum of ``grad + wd * theta``.
