@@ -12,7 +12,6 @@ from numba import njit
 from ... import config
 from .activations import activate
 from .blas import matmul, matmul_nt, matmul_tn
-from .separate import separate
 
 # Reassociation lets LLVM vectorise the dot-product reduction of ``delta @ W.T``; it
 # changes rounding only (no NaN/inf assumptions), and this leaf holds no softmax/log.

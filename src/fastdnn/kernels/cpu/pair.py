@@ -46,7 +46,6 @@ from ... import config
 from ..spec import ADAM, BETA1, BETA2, DECOUPLED, EPS, WEIGHT_DECAY
 from . import train as _train  # an import cycle: train's steps call paired_gradient
 from .losses import weight_sum
-from .separate import separate
 from .updates import adam_update, adam_update_into
 from .views import borrow, view2d
 
