@@ -1,6 +1,8 @@
-"""Kernels called through a pointer (:mod:`fastdnn.kernels.cpu.separate`): callers hold
-no copy of the callee's code, give the same results, and load from the disk cache in a
-fresh process, even when the callee was compiled anew there."""
+"""Kernels called through a slot (:mod:`fastdnn.kernels.cpu.separate`): callers hold no
+copy of the callee's code and give the same results; a declared callee compiles only
+when first called, also from a parallel region's worker threads; cached callers load in
+a fresh process, even when the callee was compiled anew there."""
+import importlib
 import os
 import pickle
 import subprocess
@@ -15,6 +17,19 @@ from fastdnn.kernels.cpu import separate
 from fastdnn.kernels.cpu.checks import all_finite
 
 
+@separate.separate(returns=types.float64)
+@njit(cache=False)
+def doubled_sum(a):
+    """A declared callee (module-level: a slot finds its callee by module and name)."""
+    return 2.0 * a.sum()
+
+
+@separate.separate(returns=types.int64)  # declared wrong: it returns a float
+@njit(cache=False)
+def misdeclared(a):
+    return a.sum()
+
+
 def test_a_caller_holds_a_slot_not_the_callees_code():
     @njit(cache=False)
     def caller(a):
@@ -27,13 +42,36 @@ def test_a_caller_holds_a_slot_not_the_callees_code():
                    for line in llvm.splitlines()), "all_finite was linked into its caller"
 
 
-def test_the_preload_hook_pickles_and_compares_by_its_key():
+def test_a_declared_callee_compiles_when_first_called():
+    @njit(cache=False)
+    def caller(a, call):
+        return doubled_sum(a) if call else -1.0
+
+    a = np.arange(4.0)
+    assert caller(a, False) == -1.0
+    assert doubled_sum.signatures == [], "compiled with its caller"
+    assert caller(a, True) == 12.0
+    assert len(doubled_sum.signatures) == 1
+
+
+def test_a_misdeclared_callee_raises_at_its_first_call(capfd):
+    @njit(cache=False)
+    def caller(a):
+        return misdeclared(a)
+
+    with pytest.raises(RuntimeError, match="could not compile"):
+        caller(np.arange(3.0))
+    assert "StaleKernelCache" in capfd.readouterr().err
+
+
+def test_the_reload_hook_pickles_and_compares_by_its_key():
     all_finite(np.zeros(3))
-    hook = separate._Preload("fastdnn.kernels.cpu.checks", "all_finite",
-                             all_finite.overloads[(types.float64[::1],)].signature)
+    signature = all_finite.overloads[(types.float64[::1],)].signature
+    hook = separate._Bind("fastdnn.kernels.cpu.checks", "all_finite", signature, True)
     again = pickle.loads(pickle.dumps(hook))
     assert again == hook and hash(again) == hash(hook)
-    again()  # compiled already: fills the slot again, raises nothing
+    again()  # compiled already: the slot is filled; raises nothing
+    assert separate._slot("fastdnn.kernels.cpu.checks", "all_finite", signature)[1].value
 
 
 def test_a_changed_callee_is_a_clear_error_not_a_crash():
@@ -41,9 +79,9 @@ def test_a_changed_callee_is_a_clear_error_not_a_crash():
     actual = all_finite.overloads[(types.float64[::1],)].signature
     changed = types.float64(*actual.args)  # another return type than the cached one
     with pytest.raises(separate.StaleKernelCache, match="delete the Numba cache"):
-        separate._Preload("fastdnn.kernels.cpu.checks", "all_finite", changed)()
+        separate._compiled("fastdnn.kernels.cpu.checks", "all_finite", changed)
     with pytest.raises(separate.StaleKernelCache):
-        separate._Preload("fastdnn.kernels.cpu.checks", "no_such_kernel", actual)()
+        separate._compiled("fastdnn.kernels.cpu.checks", "no_such_kernel", actual)
 
 
 def test_not_a_dispatcher_is_left_alone():
@@ -52,23 +90,47 @@ def test_not_a_dispatcher_is_left_alone():
     assert separate.separate(plain) is plain
 
 
+def test_every_kernel_that_waits_for_the_helper_thread_releases_the_gil():
+    """The pair's helper thread takes the GIL to compile a callee it finds missing: an
+    epoch kernel holding the GIL while it waits for the helper would deadlock.  (Numba's
+    parallel regions release the GIL themselves: the test below runs one.)"""
+    kernels = {"train": ["train_steps", "train_steps_paired", "train_steps_sharded",
+                         "train_steps_online", "train_steps_wide"],
+               "distributed": ["distributed_steps", "distributed_steps_wide",
+                               "distributed_steps_sharded"],
+               "pair": ["helper_loop"]}
+    for module, names in kernels.items():
+        module = importlib.import_module(f"fastdnn.kernels.cpu.{module}")
+        for name in names:
+            assert getattr(module, name).targetoptions.get("nogil"), f"{name} holds the GIL"
+
+
 CALLER = """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from fastdnn.kernels.cpu.checks import all_finite
+from fastdnn.kernels.cpu.losses import squared_error_head
 
 @njit(cache=True)
 def bound(a):
     return 2.0 if all_finite(a) else 1.0
+
+@njit(cache=True, parallel=True)
+def losses(Z, T, G):
+    out = np.zeros(4)
+    for i in prange(4):  # the declared head, first called from the worker threads
+        out[i] = squared_error_head(Z[i], T[i], G[i])
+    return out
 """
 
 RUN = """
 import sys
 import numpy as np
 sys.path.insert(0, {folder!r})
-from caller import bound
+from caller import bound, losses
+Z = np.ones((4, 3, 1)); T = np.zeros((4, 3, 2)); T[:, :, 1] = 1.0
 print(bound(np.array([0.25, -5.0, 2.0])), bound(np.array([0.25, np.nan])),
-      dict(bound.stats.cache_hits))
+      losses(Z, T, np.empty((4, 3, 1))).tolist(), dict(bound.stats.cache_hits))
 """
 
 
@@ -84,13 +146,13 @@ def test_a_cached_caller_loads_in_a_fresh_process(tmp_path):
     (tmp_path / "caller.py").write_text(textwrap.dedent(CALLER))
     cache = tmp_path / "cache"
     first = _run(tmp_path, cache)
-    assert first == "2.0 1.0 {}"  # compiled here
+    assert first == "2.0 1.0 [1.0, 1.0, 1.0, 1.0] {}"  # compiled here
     second = _run(tmp_path, cache)
-    assert second.startswith("2.0 1.0 {") and second != first  # loaded: a cache hit
-    # The callee's own cache gone: compiled anew in the next process (Numba's symbol
-    # for it changes with the order of compiles there); the cached caller still finds it.
-    gone = list(cache.rglob("*all_finite*"))
-    assert gone
+    assert second.startswith("2.0 1.0 [1.0, 1.0, 1.0, 1.0] {") and second != first  # loaded
+    # The callees' own caches gone: compiled anew in the next process (Numba's symbol for
+    # each changes with the order of compiles there); the cached callers still find them.
+    gone = list(cache.rglob("*all_finite*")) + list(cache.rglob("*squared_error_head*"))
+    assert len(gone) >= 4
     for p in gone:
         p.unlink()
     assert _run(tmp_path, cache) == second

@@ -17,7 +17,7 @@ work; gated, it is a masked multiply, as fast as the old ``if A <= 0: delta = 0`
 """
 import math
 
-from numba import njit
+from numba import njit, types
 
 from ... import config
 from ..spec import ELU, GELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH
@@ -65,7 +65,7 @@ def activate(Z, code, A):
 # every pass cost a cold `fastdnn train` about 1 s of compiling for nets that mostly use
 # relu or tanh, and a call per layer and pass is ~10 ns.  error_model="numpy": a division
 # under Python's checks its divisor and keeps the loop scalar (none divides by zero).
-@separate
+@separate(returns=types.none)
 @njit(cache=config.CACHE, error_model="numpy")
 def _activate_smooth(A, code):
     """``A = g(A)`` in place for elu, softplus, gelu, silu."""
@@ -113,7 +113,7 @@ def activation_backward(delta, A, Z, code):
         _activation_backward_smooth(delta, A, Z, code)
 
 
-@separate
+@separate(returns=types.none)
 @njit(cache=config.CACHE, error_model="numpy")
 def _activation_backward_smooth(delta, A, Z, code):
     """:func:`activation_backward` for elu, softplus, gelu, silu."""

@@ -180,7 +180,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, red, path, wide):
     return total, seen, plan.end - plan.first, -1, lr, weights
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, nogil=True)
 def distributed_steps(X, T, theta, table, bufs, opt, sched, plan, red):
     """Steps ``[plan.first, plan.end)`` of a data-parallel epoch, one allreduce each;
     returns :func:`.train.train_steps`' tuple for the global batches (every rank the
@@ -188,14 +188,14 @@ def distributed_steps(X, T, theta, table, bufs, opt, sched, plan, red):
     return _steps(X, T, theta, table, bufs, opt, sched, plan, red, PAIRED, False)
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, nogil=True)
 def distributed_steps_wide(X, T, theta, table, bufs, opt, sched, plan, red):
     """:func:`distributed_steps` for big nets (:func:`.train.train_steps_wide`): the
     guard's scan and the update in parallel chunks; the same bits."""
     return _steps(X, T, theta, table, bufs, opt, sched, plan, red, PAIRED, True)
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, nogil=True)
 def distributed_steps_sharded(X, T, theta, table, bufs, opt, sched, plan, red):
     """:func:`distributed_steps` with each local gradient from row shards in parallel."""
     return _steps(X, T, theta, table, bufs, opt, sched, plan, red, SHARDED, False)

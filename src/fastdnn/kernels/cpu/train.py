@@ -16,7 +16,7 @@ import math
 from collections import namedtuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
 
 from ... import config
 from ..spec import (A_OFF, ACT, ADAM, B_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, GEMM_MIN, IN_OFF,
@@ -27,7 +27,7 @@ from . import pair  # an import cycle: pair's shards call loss_and_gradient (whe
 from .activations import activate, activation_backward
 from .checks import abs_bound, max_abs
 from .dense import _weight_grad_rows, dense_backward, dense_forward
-from .losses import loss_grad, weight_sum
+from .losses import loss_grad, loss_grad_inlined, weight_sum
 from .separate import separate
 from .updates import (SAFE, SAFE_REFRESH, UNSAFE, _sgd_scalars, bounds_are_safe, exact_safety,
                       optimizer_step, refresh_bounds, sgd_rows, sgd_update)
@@ -60,7 +60,7 @@ _view = view2d  # rows m x n of a flat buffer from an offset: (buf, off, m, n)
 # for the forward copy and the backward in place: one loop over the same memory as both
 # its arrays fails LLVM's run-time overlap check and runs scalar.  error_model="numpy":
 # see forward_layers.
-@separate
+@separate(returns=types.none)
 @njit(cache=config.CACHE, error_model="numpy")
 def _dropout(A, D, key, row0, layer, threshold):
     """``D = A * mask``: inverted dropout of hidden layer ``layer`` for batch rows from ``row0``."""
@@ -69,7 +69,7 @@ def _dropout(A, D, key, row0, layer, threshold):
             D[r, j] = A[r, j] * F.dropout_scale(key, row0 + r, layer, j, threshold)
 
 
-@separate
+@separate(returns=types.none)
 @njit(cache=config.CACHE, error_model="numpy")
 def _dropout_in_place(D, key, row0, layer, threshold):
     """``D *= mask``, the mask of :func:`_dropout` (the backward pass through it)."""
@@ -166,9 +166,6 @@ def loss_and_gradient(X, T, theta, table, work, deltas, grad, loss, key, row0):
 # or more gained nothing measurable.  A second dispatcher of the same function, never
 # compiled on its own, so the forward pass of every other caller stays one call.
 _forward_layers_inlined = njit(inline="always")(forward_layers.py_func)
-# The loss head linked into the online kernel, where LLVM inlines it: called through its
-# slot (.separate), a 2-8-8-1 step took 256 against 243 ns (Intel Xeon).
-_loss_grad_linked = njit(cache=config.CACHE)(loss_grad.py_func)
 
 
 @njit(cache=config.CACHE, inline="always")
@@ -178,7 +175,7 @@ def _online_loss_and_deltas(X, T, theta, table, work, deltas, grad, loss, key, r
     dL/dZ), from which :func:`_fused_sgd_step` forms the rest."""
     out = _forward_layers_inlined(X, theta, table, work, key, row0)
     G = _view(deltas[0], 0, X.shape[0], out.shape[1])
-    value = _loss_grad_linked(out, T, loss, G)
+    value = loss_grad_inlined(out, T, loss, G)
     backward_layers(X, theta, table, work, deltas, grad, key, row0, not _has_wide_layer(table),
                     True)
     return value
@@ -336,7 +333,7 @@ def _sum_of_squares(x):
     return total
 
 
-@separate
+@separate(returns=types.float64)
 @njit(cache=config.CACHE)
 def l2_penalty(theta, table, l2, grad):
     """``l2 / 2 * sum(W**2)`` over every layer's weights (not the biases); adds its
@@ -359,7 +356,7 @@ def l2_penalty(theta, table, l2, grad):
     return 0.5 * l2 * total
 
 
-@separate
+@separate(returns=types.float64)
 @njit(cache=config.CACHE)
 def clip_by_norm(grad, bound):
     """Scale ``grad`` to Euclidean norm ``bound`` when it is longer; returns the factor."""
@@ -422,7 +419,7 @@ def loss_of_logits(Z, T, loss, G, cap):
     return total / weights if weights > 0 else 0.0
 
 
-@separate
+@separate(returns=types.none)
 @njit(cache=config.CACHE)
 def _shuffle(order):
     """In-place Fisher-Yates permutation, drawn from Numba's seeded generator."""

@@ -6,7 +6,7 @@ update loops stay separate functions: inlined, their loop over the parameters ra
 ~40 ns per element inside the epoch loop (a 25M-parameter SGD step took 0.9 s instead
 of 8 ms; measured on 1024-4096-4096-1024), where called they vectorise.
 """
-from numba import njit
+from numba import njit, types
 
 from ... import config
 from ..spec import (ADAM, BETA1, BETA2, DECOUPLED, EPS, MOMENTUM, NESTEROV, SGD,
@@ -91,7 +91,7 @@ def _adam_scalars(theta, lr, beta1, beta2, eps, weight_decay, t):
             c(1.0 - beta2), c(eps), c(weight_decay), c(_tiny(theta)))
 
 
-@separate
+@separate(returns=types.none)
 @njit(cache=config.CACHE, error_model="numpy")
 def adam_update(theta, grad, avg_grad, avg_sq, t, lr, beta1, beta2, eps, weight_decay,
                 decoupled):
@@ -153,7 +153,7 @@ GUARD_SLOTS = 4
 UNSAFE, SAFE, SAFE_REFRESH = range(3)
 
 
-@separate
+@separate(returns=types.none)
 @njit(cache=config.CACHE)
 def refresh_bounds(theta, state, guard):
     """Fresh bounds (within a factor 2, :func:`.checks.max_abs`) of ``theta`` and of each
@@ -163,7 +163,7 @@ def refresh_bounds(theta, state, guard):
     guard[STATE2_BOUND] = max_abs(state[1]) if state.shape[0] > 1 else 0.0
 
 
-@separate
+@separate(returns=types.boolean)
 @njit(cache=config.CACHE, error_model="numpy")
 def update_is_finite(code, hyper, lr, theta, grad, state, t, limit):
     """Whether the update would leave every parameter and state entry within ``limit``
