@@ -17,6 +17,7 @@ import numpy as np
 from . import config
 from .callbacks import ProgressBar
 from .errors import TrainingDivergedError
+from .kernels.cpu.separate import filled_from_kernels
 from .kernels.spec import SCALE, EpochResult
 
 
@@ -223,14 +224,19 @@ class FitRun:
         samples = steps = 0
         failed = -1
         start = time.perf_counter()
-        cold = None  # (samples, seconds) of a run that compiled the kernels
+        cold = None  # (samples, seconds) of the runs that compiled kernels
         while steps < total:
+            filled = filled_from_kernels()
             run_start = time.perf_counter()
             result = self.trainer.run_steps(self.plan.sampling, seed, steps,
                                             steps + self._slice(total - steps))
             seconds = time.perf_counter() - run_start
-            if not self.warm:
-                self.warm, cold = True, (result.samples, seconds)
+            # The first run compiles (or loads) the epoch kernel; a later one may compile
+            # a callee the fit reaches late (the overflow guard's exact check).
+            if not self.warm or filled_from_kernels() != filled:
+                self.warm = True
+                cold_samples, cold_seconds = cold or (0, 0.0)
+                cold = (cold_samples + result.samples, cold_seconds + seconds)
             loss_sum += result.loss_sum
             weights += result.weight_sum
             samples += result.samples

@@ -504,6 +504,40 @@ def test_no_in_epoch_line_reports_a_rate_polluted_by_the_compile(cold_and_warm_r
         assert int(match.group(5).replace(",", "")) > steady / 20, match.group(0)
 
 
+def test_an_epoch_rate_leaves_out_a_run_that_compiled_a_callee(monkeypatch):
+    """A callee compiled when a fit first reaches it (:mod:`.kernels.cpu.separate`) may
+    hold up a run in mid-epoch: that run counts as the compile did, not in the rate."""
+    from fastdnn import fitting
+    from fastdnn.kernels.cpu.backend import CPUTrainer
+
+    X, y = problem(n=4000)
+    net = fd.MLP([5, 16, 3], seed=0)
+    net.fit(X, y, epochs=1, batch_size=8)  # compiled
+    run_steps = CPUTrainer.run_steps
+    calls, filled = [], [0]
+
+    def run_with_a_compile(self, *args):
+        calls.append(args)
+        result = run_steps(self, *args)
+        if len(calls) == 3:  # in the first epoch's third run: a callee compiles
+            time.sleep(0.3)
+            filled[0] += 1
+        return result
+
+    monkeypatch.setattr(CPUTrainer, "run_steps", run_with_a_compile)
+    monkeypatch.setattr(fitting, "filled_from_kernels", lambda: filled[0])
+    monkeypatch.setattr(config, "SLICE_SECONDS", 1e-4)  # runs of a few steps
+    rates = []
+    callback = fd.callbacks.Callback()
+    callback.on_epoch_end = lambda epoch, logs: rates.append(logs["rate"])
+    history = net.fit(X, y, epochs=2, batch_size=8, callbacks=[callback])
+    assert len(calls) > 3 and filled[0] == 1
+    # The pause is most of the first epoch: counted in its rate, that rate would be below
+    # 4000 rows over the whole epoch; left out, it is at the second epoch's.
+    assert rates[0] > 2 * 4000 / history.seconds[0]
+    assert rates[0] > rates[1] / 3
+
+
 # -- ReduceLROnPlateau -------------------------------------------------------------------
 def plateau_rates(watched, lr, factor, patience, min_lr=0.0, threshold=1e-4, cooldown=0):
     """The learning rate of each epoch under ReduceLROnPlateau's rule, given the watched

@@ -50,8 +50,11 @@ def test_a_declared_callee_compiles_when_first_called():
     a = np.arange(4.0)
     assert caller(a, False) == -1.0
     assert doubled_sum.signatures == [], "compiled with its caller"
+    filled = separate.filled_from_kernels()
     assert caller(a, True) == 12.0
     assert len(doubled_sum.signatures) == 1
+    assert separate.filled_from_kernels() == filled + 1  # fitting leaves that run out
+    assert caller(a, True) == 12.0 and separate.filled_from_kernels() == filled + 1
 
 
 def test_a_misdeclared_callee_raises_at_its_first_call(capfd):

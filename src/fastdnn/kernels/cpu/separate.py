@@ -105,12 +105,24 @@ def _fill(module, name, signature, cres=None):
             slot.value = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
 
 
+_filled_from_kernels = 0
+
+
+def filled_from_kernels():
+    """How many slots running kernels have filled in this process: a run of steps that
+    changes it spent part of its time compiling, or loading from the cache (a fit
+    leaves such a run out of its epoch's samples/s)."""
+    return _filled_from_kernels
+
+
 @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 def _compile_slot(address):
     """Fill the empty slot at ``address`` (called from a kernel, which ctypes gives the
     GIL); returns 0, or -1 with the error printed."""
+    global _filled_from_kernels
     try:
         _fill(*_callees[address])
+        _filled_from_kernels += 1
         return 0
     except BaseException:  # the kernel raises a RuntimeError; the cause is printed here
         traceback.print_exc()
