@@ -244,7 +244,9 @@ def n_blocks(cols, most):
     return max(1, min(most, (cols + BLOCK - 1) // BLOCK))
 
 
-@separate
+# Declared, so compiled only when a product is first big enough (0.5 s of a cold start
+# whose products are all small: the parallel region's compile, Intel Xeon).
+@separate(returns=types.none)
 @njit(cache=config.CACHE, parallel=True)
 def _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, nb):
     # Each block writes its own columns of C: no shared output, no race.
