@@ -6,26 +6,25 @@ optimises it and generates its machine code again: the loss and gradient, the fo
 pass and the BLAS wrappers were compiled once for themselves and once more inside every
 kernel that calls them, 3.8 s of LLVM in a cold ``fastdnn train`` (2.0 s with these
 callees separate; Intel Xeon).  A dispatcher passed to :func:`separate` is compiled once;
-its callers load its address from a named slot, an external symbol (as
-:func:`.blas._blocks_setting` reads the block count), and call it there.
+its callers hold a slot for its address, a pointer of their own module, and call it
+there.
 
-A slot starts empty.  A caller that finds it so calls back into Python
-(:func:`_compile_slot`), which compiles the callee, or loads it from the disk cache,
+A slot starts empty in every process.  A caller that finds it so calls back into Python
+(:func:`_compile_slot`, with the slot's address and the pickled callee and signature,
+a constant of the caller), which compiles the callee or loads it from the disk cache,
 and fills the slot; the call then proceeds.  So a kernel loaded from the cache loads
 only the callees it reaches, and a callee declared with its return type
 (``separate(returns=...)``) is not even compiled with its callers: the dropout of a fit
 without dropout, the penalty of a fit without one, the heads of the other losses are
-never compiled at all.  A thread that finds an empty slot takes the GIL to compile:
-Numba's parallel regions run with the GIL released, and every kernel that waits for
-:mod:`.pair`'s helper thread is ``nogil=True``, which is why the MPI epoch kernels
-became so (holding the GIL while they waited, they would never let the helper compile).
+never compiled at all.  Nothing but the callback is resolved when a cached caller
+loads: a slot bound by name had to be bound first, by hooks that Numba drops when a
+caller links a callee it loaded from the cache (such a kernel then loaded with none of
+its external symbols resolved, and crashed).
 
-The slot's name comes from the callee's name and signature, never from Numba's symbol
-for it, which carries a per-process counter.  A caller loaded from the disk cache needs
-its slots bound first: each caller's library records a :class:`_Bind` of each slot,
-which Numba runs before it loads the caller (its ``reload_init`` hooks, as for parallel
-regions).  It also fills the slots of the callees compiled with the caller (those
-without ``returns``), so that only declared callees are ever filled from a kernel.
+A thread that finds an empty slot takes the GIL to compile: Numba's parallel regions run
+with the GIL released, and every kernel that waits for :mod:`.pair`'s helper thread is
+``nogil=True``, which is why the MPI epoch kernels became so (holding the GIL while they
+waited, they would never let the helper compile).
 
 Only for callees that stay calls anyway, too big for LLVM to inline: a call through a
 pointer is never inlined.  Not for the calls of every online SGD step either (the loss
@@ -37,44 +36,18 @@ If Numba's internals this relies on are missing, callers link the callee as befo
 import ctypes
 import hashlib
 import importlib
+import pickle
 import traceback
 
 import llvmlite.binding as llvm
 from llvmlite import ir
 from numba.core import cgutils, imputils, typing
-from numba.core.compiler_lock import global_compiler_lock
 from numba.core import types as nbtypes
-
-#: Slots by symbol name, each a ``c_void_p`` (kept alive here) holding a callee's
-#: address, or null until first called.
-_slots = {}
-#: What each slot calls, by the slot's address: ``(module, name, signature)``.
-_callees = {}
-# Numba's own lock: filling a slot compiles, under that lock, and compiling a caller fills
-# its slots; one lock each, taken in either order by two threads, deadlocked.
-_filling = global_compiler_lock
+from numba.core.compiler_lock import global_compiler_lock
 
 
 class StaleKernelCache(RuntimeError):
     """A cached kernel calls a callee whose code has changed since it was cached."""
-
-
-def _symbol(module, name, signature):
-    """The name of the slot of ``module.name`` compiled for ``signature``."""
-    digest = hashlib.sha1(str(signature).encode()).hexdigest()[:16]
-    return f"fastdnn.call.{module}.{name}.{digest}"
-
-
-def _slot(module, name, signature):
-    """``(symbol, slot)`` of ``module.name`` for ``signature``, bound on first use."""
-    symbol = _symbol(module, name, signature)
-    with _filling:
-        slot = _slots.get(symbol)
-        if slot is None:
-            slot = _slots[symbol] = ctypes.c_void_p()
-            _callees[ctypes.addressof(slot)] = (module, name, signature)
-            llvm.add_symbol(symbol, ctypes.addressof(slot))
-    return symbol, slot
 
 
 def _compiled(module, name, signature):
@@ -95,16 +68,6 @@ def _compiled(module, name, signature):
     return cres
 
 
-def _fill(module, name, signature, cres=None):
-    """Point the slot of ``module.name`` for ``signature`` at its compiled code (``cres``,
-    or compiled or loaded now) unless it points there already."""
-    slot = _slot(module, name, signature)[1]
-    with _filling:
-        if not slot.value:
-            cres = cres or _compiled(module, name, signature)
-            slot.value = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
-
-
 _filled_from_kernels = 0
 
 
@@ -115,13 +78,20 @@ def filled_from_kernels():
     return _filled_from_kernels
 
 
-@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
-def _compile_slot(address):
-    """Fill the empty slot at ``address`` (called from a kernel, which ctypes gives the
-    GIL); returns 0, or -1 with the error printed."""
+@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+def _compile_slot(slot, key, size):
+    """Fill the empty ``slot`` with the callee that the pickled ``key`` (``size`` bytes)
+    names (called from a kernel, which ctypes gives the GIL); returns 0, or -1 with the
+    error printed."""
     global _filled_from_kernels
     try:
-        _fill(*_callees[address])
+        module, name, signature = pickle.loads(ctypes.string_at(key, size))
+        # Numba's own lock: a thread compiling a caller holds it, and one lock of our
+        # own, taken in the other order, deadlocked four fits in threads.
+        with global_compiler_lock:
+            cres = _compiled(module, name, signature)
+            address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+            ctypes.c_void_p.from_address(slot).value = address
         _filled_from_kernels += 1
         return 0
     except BaseException:  # the kernel raises a RuntimeError; the cause is printed here
@@ -133,59 +103,40 @@ _CALLBACK = "fastdnn_compile_slot"
 llvm.add_symbol(_CALLBACK, ctypes.cast(_compile_slot, ctypes.c_void_p).value)
 
 
-class _Bind:
-    """Bind the slot of ``module.name`` for ``signature``, and ``fill`` it (a reload hook:
-    picklable, hashable)."""
-
-    def __init__(self, module, name, signature, fill):
-        self.key = (module, name, signature, fill)
-
-    def __eq__(self, other):
-        return isinstance(other, _Bind) and self.key == other.key
-
-    def __hash__(self):
-        return hash(self.key)
-
-    def __reduce__(self):
-        return _Bind, self.key
-
-    def __call__(self):
-        module, name, signature, fill = self.key
-        if fill:
-            _fill(module, name, signature)
-        else:
-            _slot(module, name, signature)
-
-
-def _call_through_slot(module, name, signature, cres=None):
+def _call_through_slot(module, name, signature):
     """The lowering of a call to ``module.name`` for ``signature``: as
-    :func:`numba.core.imputils.user_function`, through the slot, filling it first when
-    empty, without linking the callee's library.  ``cres``: the callee, compiled."""
-    bind = _Bind(module, name, signature, cres is not None)
+    :func:`numba.core.imputils.user_function`, through the caller's slot, filled first
+    when empty, without linking the callee's library."""
     restype, argtypes = signature.return_type, signature.args
+    key = pickle.dumps((module, name, signature), protocol=4)
+    digest = hashlib.sha1(key).hexdigest()[:16]
 
     def imp(context, builder, sig, args):
-        symbol = _slot(module, name, signature)[0]
-        if cres is not None:
-            _fill(module, name, signature, cres)
-        context.active_code_library._reload_init.add(bind)
         fnty = context.call_conv.get_function_type(restype, argtypes)
         module_ir = builder.module
-        slot = module_ir.globals.get(symbol)
+        slot_name = f"fastdnn.slot.{module}.{name}.{digest}"
+        slot = module_ir.globals.get(slot_name)
         if slot is None:
-            slot = ir.GlobalVariable(module_ir, fnty.as_pointer(), symbol)
+            slot = ir.GlobalVariable(module_ir, fnty.as_pointer(), slot_name)
+            slot.linkage = "private"
+            slot.initializer = ir.Constant(fnty.as_pointer(), None)
+        # The slot is written from Python only; LLVM knows it may be, because its address
+        # goes to the callback (a private global never stored to would be folded to null).
         with builder.if_then(cgutils.is_null(builder, builder.load(slot)), likely=False):
             byte_ptr = ir.IntType(8).as_pointer()
             fill = cgutils.get_or_insert_function(
-                module_ir, ir.FunctionType(ir.IntType(32), [byte_ptr]), _CALLBACK)
-            status = builder.call(fill, [builder.bitcast(slot, byte_ptr)])
+                module_ir, ir.FunctionType(ir.IntType(32), [byte_ptr, byte_ptr, ir.IntType(64)]),
+                _CALLBACK)
+            status = builder.call(fill, [builder.bitcast(slot, byte_ptr),
+                                         context.insert_const_bytes(module_ir, key),
+                                         ir.Constant(ir.IntType(64), len(key))])
             failed = builder.icmp_signed("!=", status, ir.Constant(ir.IntType(32), 0))
             with builder.if_then(failed, likely=False):
                 context.call_conv.return_user_exc(
                     builder, RuntimeError,
                     (f"fastdnn could not compile {module}.{name} (the error is printed above)",))
-        status, retval = context.call_conv.call_function(builder, builder.load(slot), restype,
-                                                         argtypes, args)
+        status, retval = context.call_conv.call_function(
+            builder, builder.load(slot), restype, argtypes, args)
         with cgutils.if_unlikely(builder, status.is_error):
             context.call_conv.return_status_propagate(builder, status)
         retval = imputils.fix_returning_optional(context, builder, sig, status, retval)
@@ -242,7 +193,7 @@ def separate(dispatcher=None, *, returns=None):
         add_overload(cres)
         if not cres.objectmode:
             _register(dispatcher, cres.entry_point,
-                      _call_through_slot(module, name, cres.signature, cres))
+                      _call_through_slot(module, name, cres.signature))
 
     dispatcher.add_overload = add_separate_overload
     if returns is None:

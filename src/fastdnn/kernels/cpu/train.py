@@ -249,8 +249,9 @@ def _fused_sgd_step(theta, table, bufs, opt, sched, value, t):
             peak = c(amax) * c(dmax)  # NaN for inf * 0, as the element a_p db_j it bounds
             top = max(top, dmax, peak) if peak == peak else np.inf
         if np.isfinite(top):
-            lr = hyper[LR] * F.lr_factor(sched.code, sched.params, t)
-            if bounds_are_safe(opt.code, hyper, lr, t, abs_bound(top, theta), bufs.guard):
+            lr = hyper[LR] * _lr_factor_called(sched.code, sched.params, t)
+            if _bounds_are_safe_called(opt.code, hyper, lr, t, abs_bound(top, theta),
+                                       bufs.guard):
                 _sgd_rank_one(theta, table, bufs.inputs, bufs.work[0], grad, opt.state[0], lr,
                               hyper[MOMENTUM], hyper[NESTEROV] != 0.0, hyper[WEIGHT_DECAY],
                               t == 0)
@@ -269,8 +270,18 @@ def _fused_sgd_step(theta, table, bufs, opt, sched, value, t):
 FUSED_MIN_WIDTH = 64
 
 
+# The fused step's schedule and guard, as calls: it runs only for nets with a wide
+# layer, whose steps take microseconds, and the copies inlined there were 560 of the
+# online kernel's 5,978 Numba IR statements (the general sequence keeps its own inlined:
+# as calls they cost a 2-8-8-1 step 2%, see .formulas).
+_lr_factor_called = njit(cache=config.CACHE)(F.lr_factor.py_func)
+_bounds_are_safe_called = njit(cache=config.CACHE)(bounds_are_safe.py_func)
+
+
 # A call, not inlined: inlined into the epoch loop, its loops over the parameters ran
-# scalar (as the update loops of .updates do there).
+# scalar (as the update loops of .updates do there).  Declared (.separate): a net
+# without a wide layer never compiles it (1.2 s of a first online fit, Intel Xeon).
+@separate(returns=types.none)
 @njit(cache=config.CACHE, error_model="numpy")
 def _sgd_rank_one(theta, table, inputs, work, grad, velocity, lr, momentum, nesterov,
                   weight_decay, first):
