@@ -149,15 +149,10 @@ def _call_through_slot(module, name, signature):
 
 def _register(dispatcher, key, imp):
     """Make ``imp`` the lowering of calls that resolve to ``key`` (a compiled entry point,
-    or a :class:`_Declared` key); False where Numba's internals differ."""
-    try:
-        selector = dispatcher.targetctx._defns[key]
-        versions = selector.versions
-    except (AttributeError, KeyError):
-        return False
-    versions.clear()
+    or a :class:`_Declared` key), in place of Numba's, which links the callee."""
+    selector = dispatcher.targetctx._defns[key]  # a defaultdict (checked in separate)
+    selector.versions.clear()
     selector.append(imp, tuple(imp.signature))
-    return True
 
 
 class _Declared:
