@@ -233,7 +233,8 @@ class FitRun:
             seconds = time.perf_counter() - run_start
             # The first run compiles (or loads) the epoch kernel; a later one may compile
             # a callee the fit reaches late (the overflow guard's exact check).
-            if not self.warm or filled_from_kernels() != filled:
+            compiled = not self.warm or filled_from_kernels() != filled
+            if compiled:
                 self.warm = True
                 cold_samples, cold_seconds = cold or (0, 0.0)
                 cold = (cold_samples + result.samples, cold_seconds + seconds)
@@ -241,7 +242,11 @@ class FitRun:
             weights += result.weight_sum
             samples += result.samples
             if result.steps:
-                self.step_seconds = seconds / result.steps
+                # A run that compiled says nothing of the step time, and cut by it, the
+                # next runs took a few steps each: the same fit cut otherwise, whose
+                # runs' losses then summed to other last bits (test_online, cold cache).
+                if not compiled:
+                    self.step_seconds = seconds / result.steps
                 lr = result.lr
             steps += result.steps
             if result.failed_step >= 0:
