@@ -238,13 +238,11 @@ class FitRun:
                 self.warm = True
                 cold_samples, cold_seconds = cold or (0, 0.0)
                 cold = (cold_samples + result.samples, cold_seconds + seconds)
-            loss_sum += result.loss_sum
-            weights += result.weight_sum
+            loss_sum, weights = result.loss_sum, result.weight_sum  # the epoch's so far
             samples += result.samples
             if result.steps:
-                # A run that compiled says nothing of the step time, and cut by it, the
-                # next runs took a few steps each: the same fit cut otherwise, whose
-                # runs' losses then summed to other last bits (test_online, cold cache).
+                # A run that compiled says nothing of the step time: cut by it, the next
+                # runs would take a few steps each.
                 if not compiled:
                     self.step_seconds = seconds / result.steps
                 lr = result.lr

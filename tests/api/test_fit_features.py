@@ -691,7 +691,32 @@ def test_where_an_epoch_is_cut_changes_nothing(monkeypatch, shuffle):
     (sliced, hist_sliced, runs_sliced), (whole, hist_whole, runs_whole) = results
     assert (runs_sliced, runs_whole) == (16, 2)  # 8 steps per epoch (the last of 2 rows)
     assert_same_weights(sliced, whole)
-    assert hist_sliced.loss == pytest.approx(hist_whole.loss, rel=1e-14)
+    # The losses too: each run continues the epoch's sum (train.epoch_sums).
+    assert hist_sliced.loss == hist_whole.loss
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_an_epoch_loss_has_the_same_bits_however_the_epoch_is_cut(monkeypatch, batch_size):
+    """Runs of 1, 2, 3 or 7 steps, or the whole epoch: the same History.loss, bit for bit.
+    The cuts follow the measured step time, so a loss that depended on them would change
+    from one run of the same fit to the next (online SGD included)."""
+    from fastdnn import fitting
+    X, y = data("mse", 301, 4, 2)
+    results = []
+    for steps in (None, 1, 2, 3, 7):
+        if steps is not None:
+            monkeypatch.setattr(fitting.FitRun, "_slice", lambda self, left, k=steps: min(left, k))
+        net = make_net([4, 9, 2], loss="mse")
+        runs = CountRuns()
+        hist = net.fit(X, y, epochs=2, batch_size=batch_size, shuffle=True,
+                       optimizer=fd.SGD(lr=0.01), callbacks=[runs])
+        results.append((net.get_weights(), list(hist.loss), runs.runs))
+    steps_per_epoch = -(-301 // batch_size)
+    assert [r[2] for r in results] == [2 * -(-steps_per_epoch // k) for k in
+                                       (steps_per_epoch, 1, 2, 3, 7)]
+    for weights, loss, _ in results[1:]:
+        assert_same_weights(weights, results[0][0])
+        assert loss == results[0][1]
 
 
 def test_dropout_net_still_learns_xor():

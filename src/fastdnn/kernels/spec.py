@@ -636,7 +636,11 @@ class Trainer(Protocol):
 
     def run_steps(self, sampling, seed, first, end):
         """Steps ``[first, end)`` of the epoch drawn with ``seed``, as :meth:`run_epoch`
-        runs them: an epoch cut into runs gives the same bits as one run."""
+        runs them: an epoch cut into runs gives the same bits as one run.
+
+        The result's ``samples`` and ``steps`` are the run's; its ``loss_sum`` and
+        ``weight_sum`` are the epoch's through this run (steps ``[0, end)``), summed in
+        step order, so that they too do not depend on the cuts."""
 
     def run_epoch(self, sampling, seed):
         """Train one epoch with ``sampling`` (``IN_ORDER``...) drawn from ``seed``.

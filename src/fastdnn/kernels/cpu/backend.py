@@ -240,7 +240,8 @@ class CPUTrainer:
             order=np.arange(n, dtype=np.int64),
             guard=np.zeros(GUARD_SLOTS),
             control=pair.new_control(2 if self.paired else 1, T.shape[1], batch_size),
-            moved=pair.new_moved(self.paired, optimizer.code, layout.n_params, dtype))
+            moved=pair.new_moved(self.paired, optimizer.code, layout.n_params, dtype),
+            sums=np.zeros(2))
         state = optimizer.bind(layout.n_params, dtype)
         hyper = optimizer.hyper()
         hyper[L2] = backend.l2
@@ -277,7 +278,8 @@ class CPUTrainer:
         return self.run_steps(sampling, seed, 0, self.steps_per_epoch)
 
     def finish(self, raw):
-        """Advance the step count by a run's ``(loss_sum, samples, steps, failed, lr, weights)``."""
+        """Advance the step count by a run's ``(loss_sum, samples, steps, failed, lr, weights)``
+        (``loss_sum`` and ``weights``: the epoch's so far)."""
         loss_sum, seen, steps, failed, lr, weights = raw
         self.optimizer.t += int(steps)
         return EpochResult(float(loss_sum), int(seen), int(steps), int(failed), float(lr),

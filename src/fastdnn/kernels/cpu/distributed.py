@@ -38,8 +38,9 @@ from ..spec import CLIP_NORM, DROP, L2, LR, SHUFFLE
 from . import formulas as F
 from .backend import CPUTrainer
 from .checks import max_abs
-from .train import (NO_KEY, PAIRED, SHARDED, EpochPlan, _shuffle, clip_by_norm, l2_penalty,
-                    loss_and_gradient, step_gradient, train_steps_sharded, train_steps_wide)
+from .train import (NO_KEY, PAIRED, SHARDED, EpochPlan, _shuffle, clip_by_norm, epoch_sums,
+                    l2_penalty, loss_and_gradient, run_result, step_gradient,
+                    train_steps_sharded, train_steps_wide)
 from .updates import SAFE_REFRESH, UNSAFE, optimizer_step, refresh_bounds, step_is_safe
 from .wide import max_abs_wide, optimizer_step_wide
 
@@ -149,8 +150,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, red, path, wide):
         dropping = dropping or table[i, DROP] > 0
     l2 = opt.hyper[L2]
     clip = opt.hyper[CLIP_NORM]
-    total = 0.0
-    weights = 0.0
+    total, weights = epoch_sums(bufs, plan)
     seen = 0
     lr = 0.0
     for s in range(plan.first, plan.end):
@@ -160,14 +160,14 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, red, path, wide):
         g_max = max_abs_wide(bufs.grad) if wide else max_abs(bufs.grad)
         t = plan.t0 + s - plan.first
         if not (np.isfinite(value) and np.isfinite(g_max)):
-            return total, seen, s - plan.first, s, lr, weights
+            return run_result(bufs, total, seen, s - plan.first, s, lr, weights)
         if clip != 0.0:
             g_max *= clip_by_norm(bufs.grad, clip)
         lr = opt.hyper[LR] * F.lr_factor(sched.code, sched.params, t)
         safe = step_is_safe(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t, g_max,
                             bufs.guard)
         if safe == UNSAFE:
-            return total, seen, s - plan.first, s, lr, weights
+            return run_result(bufs, total, seen, s - plan.first, s, lr, weights)
         if wide:
             optimizer_step_wide(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t)
         else:
@@ -177,7 +177,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, red, path, wide):
         total += value * w
         weights += w
         seen += m
-    return total, seen, plan.end - plan.first, -1, lr, weights
+    return run_result(bufs, total, seen, plan.end - plan.first, -1, lr, weights)
 
 
 @njit(cache=config.CACHE, nogil=True)

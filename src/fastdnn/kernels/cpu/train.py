@@ -40,10 +40,11 @@ from .wide import max_abs_wide, optimizer_step_wide
 #: inputs and of targets (flat), the sample order, the overflow guard's float64 bounds
 #: (:mod:`.updates`), the int64 control block of two-shard steps (:mod:`.pair`; its
 #: ``N_SHARDS`` slot says whether a step is one pass or two shards), and the helper's
-#: rows of a paired Adam update (:func:`.pair.paired_adam`; empty if none).
+#: rows of a paired Adam update (:func:`.pair.paired_adam`; empty if none), and the
+#: epoch's float64 loss and weight sums so far (:func:`epoch_sums`).
 Buffers = namedtuple("Buffers",
                      "work deltas shard_grads shard_losses grad inputs targets order guard "
-                     "control moved")
+                     "control moved sums")
 #: Integers of a run of steps: loss code, batch size, sampling mode, optimizer steps
 #: taken before step ``first``, the epoch's seed, and the steps ``[first, end)`` of the
 #: epoch to run.
@@ -532,12 +533,35 @@ def gather_rows(X, T, bufs, sampling, start, first, last, key, at):
 
 
 @njit(cache=config.CACHE, inline="always")
+def epoch_sums(bufs, plan):
+    """The epoch's loss and weight sums before step ``plan.first``: zero at the epoch's
+    start, else where the last run left them in ``bufs.sums``.
+
+    Each run continues the one sum in step order, so the epoch's loss has the same bits
+    however the epoch is cut into runs (the cuts follow the measured step time).  Runs
+    that each summed from zero, added up in Python, gave other last bits.
+    """
+    if plan.first == 0:
+        return 0.0, 0.0
+    return bufs.sums[0], bufs.sums[1]
+
+
+@njit(cache=config.CACHE, inline="always")
+def run_result(bufs, total, seen, steps, failed, lr, weights):
+    """A run's result tuple, its epoch sums ``total`` and ``weights`` kept in ``bufs.sums``
+    for the next run (:func:`epoch_sums`)."""
+    bufs.sums[0] = total
+    bufs.sums[1] = weights
+    return total, seen, steps, failed, lr, weights
+
+
+@njit(cache=config.CACHE, inline="always")
 def borrowed_buffers(bufs):
     """``bufs`` with every array borrowed (:func:`.views.borrow`)."""
     return Buffers(borrow(bufs.work), borrow(bufs.deltas), borrow(bufs.shard_grads),
                    borrow(bufs.shard_losses), borrow(bufs.grad), borrow(bufs.inputs),
                    borrow(bufs.targets), borrow(bufs.order), borrow(bufs.guard),
-                   borrow(bufs.control), borrow(bufs.moved))
+                   borrow(bufs.control), borrow(bufs.moved), borrow(bufs.sums))
 
 
 @njit(cache=config.CACHE, inline="always")
@@ -568,8 +592,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wi
     key = NO_KEY
     l2 = opt.hyper[L2]
     clip = opt.hyper[CLIP_NORM]
-    total = 0.0
-    weights = 0.0
+    total, weights = epoch_sums(bufs, plan)
     seen = 0
     lr = 0.0
     for s in range(plan.first, plan.end):
@@ -595,7 +618,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wi
         # the last finite ones, for any size of net, without a copy.
         if not (np.isfinite(value) and np.isfinite(g_max)):
             pair.settle(opt.state, bufs.control, bufs.moved)
-            return total, seen, s - plan.first, s, lr, weights
+            return run_result(bufs, total, seen, s - plan.first, s, lr, weights)
         if clip != 0.0:
             g_max *= clip_by_norm(bufs.grad, clip)
         lr = opt.hyper[LR] * F.lr_factor(sched.code, sched.params, t)
@@ -606,7 +629,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wi
             safe = exact_safety(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t,
                                 bufs.guard)
         if safe == UNSAFE:
-            return total, seen, s - plan.first, s, lr, weights
+            return run_result(bufs, total, seen, s - plan.first, s, lr, weights)
         if path == PAIRED and bufs.moved.shape[1] > 0 and opt.code == ADAM:  # paired Adam
             pair.paired_adam(theta, bufs.grad, opt.state, opt.hyper, lr, t, bufs.control,
                              bufs.moved)
@@ -622,7 +645,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wi
         seen += m
     # Python, and the next run, read the moments in state.
     pair.settle(opt.state, bufs.control, bufs.moved)
-    return total, seen, plan.end - plan.first, -1, lr, weights
+    return run_result(bufs, total, seen, plan.end - plan.first, -1, lr, weights)
 
 
 @njit(cache=config.CACHE, nogil=True)
@@ -630,8 +653,10 @@ def train_steps(X, T, theta, table, bufs, opt, sched, plan):
     """Steps ``[plan.first, plan.end)`` of an epoch; returns ``(loss_sum, samples, steps,
     failed_step, lr, weight_sum)``.
 
-    ``loss_sum`` is the sum over batches of ``batch loss * batch weight`` (so divided by
-    ``weight_sum`` it is the mean training loss of the steps run).  ``failed_step`` is
+    ``loss_sum`` is the sum over the epoch's batches so far (steps ``[0, end)``, or up to
+    the failed one) of ``batch loss * batch weight``, so divided by ``weight_sum`` it is
+    the epoch's mean training loss so far (see :func:`epoch_sums`); ``samples`` and
+    ``steps`` count this run's.  ``failed_step`` is
     -1, or the epoch's index of the step whose loss or gradient was not finite, or
     whose update would overflow: the run stops there without updating.  ``lr`` is the
     learning rate of the last update (0 if none).
