@@ -3,7 +3,8 @@
 Runs ``fastdnn train --epochs 2`` in this process with an empty ``NUMBA_CACHE_DIR`` and
 listens to Numba's ``numba:compile`` events; prints the slowest dispatchers with each
 compile's seconds and nesting depth (``@0`` top level; a callee's time is included in
-its caller's)::
+its caller's).  Without the compile helper (``FASTDNN_WARMUP=0``), so that every
+compile happens here and is counted::
 
     python benchmarks/compile_profile.py [--top 25]
 """
@@ -18,6 +19,7 @@ def main(argv=None):
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args(argv)
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="fastdnn-compile-profile-")
+    os.environ["FASTDNN_WARMUP"] = "0"
     from numba.core import event  # after NUMBA_CACHE_DIR: numba reads it at import
 
     compiles, stack = {}, []

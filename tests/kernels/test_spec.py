@@ -363,7 +363,8 @@ def test_random_index_is_uniform():
 def test_protocols_declare_what_the_model_uses():
     assert set(protocol_methods(spec.Backend)) == {
         "limit_threads", "check_X", "pack_targets", "get_theta", "set_theta", "theta_finite",
-        "outputs", "to_numpy", "evaluate", "gradient", "trainer", "trainer_group"}
+        "outputs", "to_numpy", "evaluate", "gradient", "compile_ahead", "trainer",
+        "trainer_group"}
     assert set(protocol_methods(spec.Trainer)) == {"run_epoch", "run_steps"}
     assert set(spec.Backend.__annotations__) == {"device", "n_params"}
 

@@ -3,6 +3,7 @@
 Implements :class:`fastdnn.kernels.spec.Backend`; its CUDA twin is
 :mod:`fastdnn.kernels.cuda.backend`.
 """
+import numbers
 import weakref
 
 import numba
@@ -14,7 +15,7 @@ from ...validation import check_X
 from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, MSE,
                     PROBABILITIES, EpochResult, Layout, OptimizerArgs, ScheduleArgs,
                     pack_targets)
-from . import blas, pair, threads
+from . import blas, pair, threads, warmup
 from .checks import all_finite
 from .losses import labels, predictions, probabilities
 from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
@@ -171,6 +172,12 @@ class CPUBackend:
         return float(value), grad
 
     # -- training --------------------------------------------------------------------
+    def compile_ahead(self, batch_size):
+        """On an empty cache, compile the pass of batch fits in a helper process
+        (:mod:`.warmup`); online SGD (``batch_size`` 1) runs a pass of its own."""
+        if isinstance(batch_size, numbers.Integral) and batch_size > 1:
+            warmup.start(self.sizes, self.codes, self.loss, self.dtype)
+
     def trainer(self, X, T, batch_size, optimizer, schedule, clip_norm=None):
         """A :class:`CPUTrainer` with buffers sized once for this fit."""
         return CPUTrainer(self, X, T, batch_size, optimizer, schedule, clip_norm)

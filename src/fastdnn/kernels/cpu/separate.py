@@ -43,6 +43,7 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 from numba.core import cgutils, imputils, typing
 from numba.core import types as nbtypes
+from numba.core.errors import TypingError
 from numba.core.compiler_lock import global_compiler_lock
 
 
@@ -53,18 +54,22 @@ class StaleKernelCache(RuntimeError):
 def _compiled(module, name, signature):
     """The compile result of ``module.name`` for ``signature``, compiled or loaded from
     the cache; :class:`StaleKernelCache` if its signature is not ``signature``."""
-    cres = cause = None
+    stale = StaleKernelCache(
+        f"a fastdnn kernel calls {module}.{name}{signature}, whose code has changed since "
+        "the kernel was cached; delete the Numba cache (the __pycache__ folders of "
+        "fastdnn/kernels, or NUMBA_CACHE_DIR) and run again")
     try:
         dispatcher = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as gone:
+        raise stale from gone
+    try:
         dispatcher.compile(signature.args)
-        cres = dispatcher.overloads[tuple(signature.args)]
-    except Exception as error:  # a typing error, a function gone
-        cause = error
+    except TypingError as error:  # the callee no longer takes these types
+        raise stale from error
+    # Any other error (a failed cache lookup, a bug in the compiler) is raised as it is.
+    cres = dispatcher.overloads.get(tuple(signature.args))
     if cres is None or cres.signature != signature:
-        raise StaleKernelCache(
-            f"a fastdnn kernel calls {module}.{name}{signature}, whose code has changed "
-            "since the kernel was cached; delete the Numba cache (the __pycache__ folders "
-            "of fastdnn/kernels, or NUMBA_CACHE_DIR) and run again") from cause
+        raise stale
     return cres
 
 

@@ -147,7 +147,9 @@ def backward_layers(X, theta, table, work, deltas, grad, key, row0, weights, one
             cur = 1 - cur
 
 
-@separate
+# Declared, so that a kernel calling it compiles without it (and a second process can
+# compile it meanwhile: .warmup).
+@separate(returns=types.float64)
 @njit(cache=config.CACHE)
 def loss_and_gradient(X, T, theta, table, work, deltas, grad, loss, key, row0):
     """Weighted mean loss of batch ``(X, T)``; its gradient w.r.t. ``theta`` goes into

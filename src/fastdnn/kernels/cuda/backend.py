@@ -260,6 +260,9 @@ class CUDABackend:
         return float(bufs.acc.copy_to_host()[losses.LAST]), bufs.grad.copy_to_host()
 
     # -- training --------------------------------------------------------------------
+    def compile_ahead(self, batch_size):
+        """Nothing: the CUDA kernels are compiled as they are first launched."""
+
     def trainer(self, X, T, batch_size, optimizer, schedule, clip_norm=None):
         """A :class:`CUDATrainer` with buffers (and, when it fits, the data) on the GPU."""
         return CUDATrainer(self, X, T, batch_size, optimizer, schedule, clip_norm)

@@ -1,0 +1,164 @@
+"""The compile helper (:mod:`fastdnn.kernels.cpu.warmup`): it compiles into the cache
+exactly what a fit then loads instead of compiling; a fit with it gives the same bits;
+a helper that fails or hangs costs a fit nothing but its wait; and it starts only where
+it can help.
+
+Each case runs fresh interpreters on an empty Numba cache of its own (a few seconds of
+compiling each).
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastdnn as fd
+from fastdnn import config
+from fastdnn.kernels import spec
+from fastdnn.kernels.cpu import warmup
+
+# (dtype, loss, activation, sizes): a classifier and a regressor, one of each dtype.
+NETS = [("float32", "cross_entropy", "relu", [5, 7, 3]),
+        ("float64", "mse", "tanh", [4, 6, 6, 2])]
+
+# The fit each child runs, and what it prints: per helped function its cache hits and
+# misses in this process, then the weights (for the bit comparison), as JSON.
+FIT = """
+import json, sys
+import numpy as np
+import fastdnn as fd
+from fastdnn.kernels.cpu import warmup
+{setup}
+dtype, loss, activation, sizes = {net!r}
+rng = np.random.default_rng(0)
+X = rng.normal(size=(40, sizes[0])).astype(dtype)
+y = rng.integers(0, sizes[-1], 40) if loss == "cross_entropy" else rng.normal(size=(40, sizes[-1]))
+net = fd.MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
+net.fit(X, y, epochs=2, batch_size=8, optimizer="sgd", validation_data=(X, y))
+stats = {{}}
+for name in warmup.HELPED:
+    s = warmup._dispatcher(name).stats
+    stats[name] = [sum(s.cache_hits.values()), sum(s.cache_misses.values())]
+helper = warmup._helper
+print(json.dumps(dict(stats=stats, weights=[[W.tolist(), b.tolist()] for W, b in net.get_weights()],
+                      helper=None if helper is None else helper.close())))
+"""
+
+
+def run_fit(net, cache, setup="", **env):
+    """The parsed output of :data:`FIT` for ``net`` in a fresh interpreter on ``cache``."""
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    environ.update(NUMBA_CACHE_DIR=str(cache), **env)
+    code = FIT.format(net=tuple(net), setup=textwrap.dedent(setup))
+    proc = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def helper_config(net):
+    dtype, loss, activation, sizes = net
+    codes = [spec.activation_code(activation)] * (len(sizes) - 2)
+    return dict(sizes=sizes, codes=codes, loss=spec.loss_code(loss), dtype=dtype)
+
+
+def called(loss):
+    """Helped functions that every batch fit with validation calls (the BLAS wrappers only
+    where a product is large enough)."""
+    head = {"cross_entropy": "cross_entropy_head", "mse": "squared_error_head"}[loss]
+    return ["fastdnn.kernels.cpu.train:_shuffle", "fastdnn.kernels.cpu.train:loss_and_gradient",
+            "fastdnn.kernels.cpu.losses:" + head, "fastdnn.kernels.cpu.train:forward_chunks",
+            "fastdnn.kernels.cpu.train:loss_of_logits"]
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+    """:data:`FIT` of ``NETS[0]`` on an empty cache of its own, without a helper."""
+    return run_fit(NETS[0], tmp_path_factory.mktemp("alone"), FASTDNN_WARMUP="0")
+
+
+@pytest.mark.parametrize("net", NETS, ids=[n[0] + "-" + n[1] for n in NETS])
+def test_the_helper_compiles_what_a_fit_then_loads(tmp_path, net):
+    """Run alone first, the helper leaves the cache with every function a fit of that net
+    calls, for the very types the fit passes: the fit compiles none of them."""
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    environ["NUMBA_CACHE_DIR"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "fastdnn.kernels.cpu.warmup",
+                           json.dumps(helper_config(net))], env=environ, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    reported = proc.stdout.split()
+    result = run_fit(net, tmp_path, FASTDNN_WARMUP="0")
+    assert result["helper"] is None
+    for name in called(net[1]):
+        assert name in reported, f"the helper did not report {name} saved"
+        assert result["stats"][name][0] > 0, f"the fit did not load {name}"
+    for name, (hits, misses) in result["stats"].items():
+        assert misses == 0, f"the fit compiled {name} anew: the helper's types differ"
+
+
+def test_a_fit_with_the_helper_loads_its_work_and_gives_the_same_bits(tmp_path, alone):
+    helped = run_fit(NETS[0], tmp_path, FASTDNN_WARMUP="1")
+    assert helped["helper"] == 0 and alone["helper"] is None
+    assert helped["weights"] == alone["weights"]
+    hits, misses = helped["stats"]["fastdnn.kernels.cpu.train:loss_and_gradient"]
+    assert (hits, misses) == (1, 0), "the fit compiled the pass itself"
+    assert alone["stats"]["fastdnn.kernels.cpu.train:loss_and_gradient"] == [0, 1]
+
+
+@pytest.mark.parametrize("program", ["exit", "hang"])
+def test_a_helper_that_fails_or_hangs_costs_only_its_wait(tmp_path, alone, program):
+    """A helper that exits at once, or never answers (its waits end after TIMEOUT, and at
+    exit it is killed): the fit compiles everything itself and gives the same bits."""
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\n" + ("exit 3\n" if program == "exit" else "exec sleep 600\n"))
+    fake.chmod(0o755)
+    setup = f"""
+    warmup.TIMEOUT = 0.5
+    sys.executable = {str(fake)!r}
+    """
+    result = run_fit(NETS[0], tmp_path / "cache", setup=setup, FASTDNN_WARMUP="1")
+    assert result["helper"] == (3 if program == "exit" else -9)
+    assert result["stats"]["fastdnn.kernels.cpu.train:loss_and_gradient"] == [0, 1]
+    assert result["weights"] == alone["weights"]
+
+
+def test_the_helper_starts_only_where_it_can_help(monkeypatch):
+    monkeypatch.setenv("FASTDNN_WARMUP", "1")
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert warmup.enabled() == bool(config.CACHE)
+    monkeypatch.setattr(config, "CACHE", True)
+    assert warmup.enabled()
+    monkeypatch.setenv("FASTDNN_WARMUP", "0")
+    assert not warmup.enabled()
+    monkeypatch.setenv("FASTDNN_WARMUP", "1")
+    monkeypatch.setattr(config, "CACHE", False)
+    assert not warmup.enabled()
+    monkeypatch.setattr(config, "CACHE", True)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert not warmup.enabled()
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", object())
+    assert not warmup.enabled()
+
+
+def test_online_fits_and_cached_passes_start_no_helper(monkeypatch):
+    started = []
+    monkeypatch.setattr(warmup, "start", lambda *args: started.append(args))
+    X = np.zeros((6, 3))
+    y = np.array([0, 1, 0, 1, 0, 1])
+    net = fd.MLP([3, 4, 2], dtype="float64")
+    net.fit(X, y, epochs=1, batch_size=1)
+    assert started == []
+    net.fit(X, y, epochs=1, batch_size=3)
+    assert started == [([3, 4, 2], net._codes, net._loss, np.dtype("float64"))]
+    monkeypatch.undo()
+    # The pass is in the cache now (or caching is off, where no helper can help either).
+    assert warmup._cached(warmup.HELPED[1])
+    monkeypatch.setattr(warmup, "_helper", None)
+    monkeypatch.setattr(warmup, "Helper", lambda net: pytest.fail("a helper started"))
+    assert warmup.start([3, 4, 2], [1], 0, "float64") is None
