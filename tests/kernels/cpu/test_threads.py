@@ -297,3 +297,15 @@ def test_a_one_row_batch_of_a_sharded_fit(monkeypatch, shards):
     for (W, b), (Wr, br) in zip(net.get_weights(), ref.get_weights()):
         np.testing.assert_allclose(W, Wr, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(b, br, rtol=1e-12, atol=1e-14)
+
+
+def test_the_stand_ins_for_missing_c_functions_compile_when_asked():
+    """Where OpenBLAS lacks ``openblas_set_num_threads_local`` or libc lacks ``usleep``,
+    these C functions take their place; they compile only there (not at import)."""
+    import ctypes
+
+    from fastdnn.kernels.cpu import pair
+
+    setter = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(blas._no_local_threads().address)
+    sleep = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint)(pair._no_sleep().address)
+    assert (setter(3), sleep(1000)) == (1, 0)

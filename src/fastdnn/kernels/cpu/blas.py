@@ -80,9 +80,13 @@ _gemm_c = types.ExternalFunction("numba_xxgemm", types.intc(
     types.intp))
 
 
-@cfunc(types.intc(types.intc))
-def _no_local_threads(n):  # pragma: no cover - stands in where OpenBLAS lacks the call
-    return 1
+def _no_local_threads():
+    """A C function that sets nothing, for where OpenBLAS lacks the call (compiled only
+    there: a ``cfunc`` compiles when defined, in every process)."""
+    @cfunc(types.intc(types.intc))
+    def no_local_threads(n):  # pragma: no cover - stands in where OpenBLAS lacks the call
+        return 1
+    return no_local_threads
 
 
 def _register_local_threads():
@@ -95,7 +99,8 @@ def _register_local_threads():
     they had read left the process at 1 whenever two blocks ran at once.  The count is
     restored once, by :func:`.threads.limit_threads` around each call into the kernels."""
     fn = local_threads_setter()
-    addr = ctypes.cast(fn, ctypes.c_void_p).value if fn is not None else _no_local_threads.address
+    addr = (ctypes.cast(fn, ctypes.c_void_p).value if fn is not None
+            else _no_local_threads().address)
     llvm.add_symbol("fastdnn_blas_local_threads", addr)
 
 

@@ -129,9 +129,13 @@ def cycle_count(typingctx):
     return types.int64(), codegen
 
 
-@cfunc(types.intc(types.uintc))
-def _no_sleep(us):  # pragma: no cover - stands in where libc has no usleep
-    return 0
+def _no_sleep():
+    """A C function that does not sleep, for where libc has no ``usleep`` (compiled only
+    there: a ``cfunc`` compiles when defined, in every process)."""
+    @cfunc(types.intc(types.uintc))
+    def no_sleep(us):  # pragma: no cover - stands in where libc has no usleep
+        return 0
+    return no_sleep
 
 
 def _register_sleep():
@@ -145,7 +149,7 @@ def _register_sleep():
             addr = ctypes.cast(ctypes.CDLL(None).usleep, ctypes.c_void_p).value
         except (AttributeError, OSError):
             addr = None
-    llvm.add_symbol("fastdnn_usleep", addr or _no_sleep.address)
+    llvm.add_symbol("fastdnn_usleep", addr or _no_sleep().address)
 
 
 _register_sleep()
