@@ -37,7 +37,7 @@ rng = np.random.default_rng(0)
 X = rng.normal(size=(40, sizes[0])).astype(dtype)
 y = rng.integers(0, sizes[-1], 40) if loss == "cross_entropy" else rng.normal(size=(40, sizes[-1]))
 net = fd.MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
-net.fit(X, y, epochs=2, batch_size=8, optimizer="sgd", validation_data=(X, y))
+net.fit(X, y, epochs=2, batch_size={batch_size}, optimizer="sgd", validation_data=(X, y))
 stats = {{}}
 for name in warmup.HELPED:
     s = warmup._dispatcher(name).stats
@@ -48,30 +48,32 @@ print(json.dumps(dict(stats=stats, weights=[[W.tolist(), b.tolist()] for W, b in
 """
 
 
-def run_fit(net, cache, setup="", **env):
+def run_fit(net, cache, setup="", batch_size=8, **env):
     """The parsed output of :data:`FIT` for ``net`` in a fresh interpreter on ``cache``."""
     environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     environ.update(NUMBA_CACHE_DIR=str(cache), **env)
-    code = FIT.format(net=tuple(net), setup=textwrap.dedent(setup))
+    code = FIT.format(net=tuple(net), setup=textwrap.dedent(setup), batch_size=batch_size)
     proc = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout.splitlines()[-1])
 
 
-def helper_config(net):
+def helper_config(net, online=False):
     dtype, loss, activation, sizes = net
     codes = [spec.activation_code(activation)] * (len(sizes) - 2)
-    return dict(sizes=sizes, codes=codes, loss=spec.loss_code(loss), dtype=dtype)
+    return dict(sizes=sizes, codes=codes, loss=spec.loss_code(loss), dtype=dtype, online=online)
 
 
-def called(loss):
-    """Helped functions that every batch fit with validation calls (the BLAS wrappers only
-    where a product is large enough)."""
-    head = {"cross_entropy": "cross_entropy_head", "mse": "squared_error_head"}[loss]
-    return ["fastdnn.kernels.cpu.train:_shuffle", "fastdnn.kernels.cpu.train:loss_and_gradient",
-            "fastdnn.kernels.cpu.losses:" + head, "fastdnn.kernels.cpu.train:forward_chunks",
-            "fastdnn.kernels.cpu.train:loss_of_logits"]
+def called(loss, online):
+    """Helped functions that every fit with validation calls (the BLAS wrappers only where
+    a product is large enough; online SGD inlines its own pass and head)."""
+    train = "fastdnn.kernels.cpu.train:"
+    names = [train + "_shuffle", train + "forward_chunks", train + "loss_of_logits"]
+    if not online:
+        head = {"cross_entropy": "cross_entropy_head", "mse": "squared_error_head"}[loss]
+        names += [train + "loss_and_gradient", "fastdnn.kernels.cpu.losses:" + head]
+    return names
 
 
 @pytest.fixture(scope="module")
@@ -80,24 +82,28 @@ def alone(tmp_path_factory):
     return run_fit(NETS[0], tmp_path_factory.mktemp("alone"), FASTDNN_WARMUP="0")
 
 
-@pytest.mark.parametrize("net", NETS, ids=[n[0] + "-" + n[1] for n in NETS])
-def test_the_helper_compiles_what_a_fit_then_loads(tmp_path, net):
+@pytest.mark.parametrize("net,batch_size", [(NETS[0], 8), (NETS[1], 8), (NETS[0], 1)],
+                         ids=["float32-cross_entropy", "float64-mse", "float32-online"])
+def test_the_helper_compiles_what_a_fit_then_loads(tmp_path, net, batch_size):
     """Run alone first, the helper leaves the cache with every function a fit of that net
     calls, for the very types the fit passes: the fit compiles none of them."""
     environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     environ["NUMBA_CACHE_DIR"] = str(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "fastdnn.kernels.cpu.warmup",
-                           json.dumps(helper_config(net))], env=environ, capture_output=True,
+                           json.dumps(helper_config(net, batch_size == 1))], env=environ,
+                          capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     reported = proc.stdout.split()
-    result = run_fit(net, tmp_path, FASTDNN_WARMUP="0")
+    result = run_fit(net, tmp_path, batch_size=batch_size, FASTDNN_WARMUP="0")
     assert result["helper"] is None
-    for name in called(net[1]):
+    for name in called(net[1], batch_size == 1):
         assert name in reported, f"the helper did not report {name} saved"
         assert result["stats"][name][0] > 0, f"the fit did not load {name}"
+    plan = warmup.HELPED_ONLINE if batch_size == 1 else warmup.HELPED
     for name, (hits, misses) in result["stats"].items():
-        assert misses == 0, f"the fit compiled {name} anew: the helper's types differ"
+        if name in plan:
+            assert misses == 0, f"the fit compiled {name} anew: the helper's types differ"
 
 
 def test_a_fit_with_the_helper_loads_its_work_and_gives_the_same_bits(tmp_path, alone):
@@ -146,16 +152,16 @@ def test_the_helper_starts_only_where_it_can_help(monkeypatch):
     assert not warmup.enabled()
 
 
-def test_online_fits_and_cached_passes_start_no_helper(monkeypatch):
+def test_each_fit_asks_for_its_own_helper_and_a_cached_pass_starts_none(monkeypatch):
     started = []
-    monkeypatch.setattr(warmup, "start", lambda *args: started.append(args))
+    monkeypatch.setattr(warmup, "start", lambda *args, **kw: started.append((args, kw)))
     X = np.zeros((6, 3))
     y = np.array([0, 1, 0, 1, 0, 1])
     net = fd.MLP([3, 4, 2], dtype="float64")
     net.fit(X, y, epochs=1, batch_size=1)
-    assert started == []
     net.fit(X, y, epochs=1, batch_size=3)
-    assert started == [([3, 4, 2], net._codes, net._loss, np.dtype("float64"))]
+    config = ([3, 4, 2], net._codes, net._loss, np.dtype("float64"))
+    assert started == [(config, dict(online=True)), (config, dict(online=False))]
     monkeypatch.undo()
     # The pass is in the cache now (or caching is off, where no helper can help either).
     assert warmup._cached(warmup.HELPED[1])

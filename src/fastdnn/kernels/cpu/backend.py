@@ -173,10 +173,10 @@ class CPUBackend:
 
     # -- training --------------------------------------------------------------------
     def compile_ahead(self, batch_size):
-        """On an empty cache, compile the pass of batch fits in a helper process
-        (:mod:`.warmup`); online SGD (``batch_size`` 1) runs a pass of its own."""
-        if isinstance(batch_size, numbers.Integral) and batch_size > 1:
-            warmup.start(self.sizes, self.codes, self.loss, self.dtype)
+        """On an empty cache, compile the pass and the evaluation (online SGD, batches of
+        one row: only the evaluation) in a helper process (:mod:`.warmup`)."""
+        if isinstance(batch_size, numbers.Integral) and batch_size >= 1:
+            warmup.start(self.sizes, self.codes, self.loss, self.dtype, online=batch_size == 1)
 
     def trainer(self, X, T, batch_size, optimizer, schedule, clip_norm=None):
         """A :class:`CPUTrainer` with buffers sized once for this fit."""

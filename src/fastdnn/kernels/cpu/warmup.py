@@ -44,16 +44,19 @@ from ... import config
 #: Seconds to wait for the helper at one cache lookup, or at exit, before going on.
 TIMEOUT = 60.0
 
-#: ``module:function`` of the functions the helper compiles, in the order a fit needs them.
-HELPED = ("fastdnn.kernels.cpu.train:_shuffle", "fastdnn.kernels.cpu.train:loss_and_gradient",
-          "fastdnn.kernels.cpu.train:forward_layers", "fastdnn.kernels.cpu.blas:_product",
-          "fastdnn.kernels.cpu.blas:matmul", "fastdnn.kernels.cpu.blas:matmul_nt",
-          "fastdnn.kernels.cpu.blas:matmul_tn", "fastdnn.kernels.cpu.losses:loss_grad",
-          "fastdnn.kernels.cpu.losses:cross_entropy_head",
-          "fastdnn.kernels.cpu.losses:squared_error_head",
-          "fastdnn.kernels.cpu.losses:binary_cross_entropy_head",
-          "fastdnn.kernels.cpu.losses:poisson_head", "fastdnn.kernels.cpu.train:forward_chunks",
-          "fastdnn.kernels.cpu.train:loss_of_logits")
+_TRAIN, _LOSSES, _BLAS = "fastdnn.kernels.cpu.train:", "fastdnn.kernels.cpu.losses:", \
+    "fastdnn.kernels.cpu.blas:"
+#: ``module:function`` of what the helper compiles for a batch fit, in the order the fit
+#: needs it: the shuffle, the pass (with the loss heads it may call), the evaluation.
+HELPED = (_TRAIN + "_shuffle", _TRAIN + "loss_and_gradient", _TRAIN + "forward_layers",
+          _BLAS + "_product", _BLAS + "matmul", _BLAS + "matmul_nt", _BLAS + "matmul_tn",
+          _LOSSES + "loss_grad", _LOSSES + "cross_entropy_head", _LOSSES + "squared_error_head",
+          _LOSSES + "binary_cross_entropy_head", _LOSSES + "poisson_head",
+          _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits")
+#: What it compiles for online SGD, whose epoch kernel has a pass of its own inlined:
+#: the shuffle and the evaluation (the forward pass and its products with it).
+HELPED_ONLINE = (_TRAIN + "_shuffle", _TRAIN + "forward_layers", _BLAS + "_product",
+                 _BLAS + "matmul", _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits")
 
 _helper = None  # this process's Helper, once started
 
@@ -140,22 +143,23 @@ def enabled():
             and not getattr(sys, "frozen", False) and "mpi4py.MPI" not in sys.modules)
 
 
-def start(sizes, codes, loss, dtype):
-    """Launch a helper compiling the pass of a net of ``sizes`` (widths), activation
-    ``codes``, ``loss`` code and ``dtype`` (see the module docstring), when the cache has
-    none of it yet and :func:`enabled`.  Once per process; returns the :class:`Helper`,
-    or ``None`` where none started."""
+def start(sizes, codes, loss, dtype, online=False):
+    """Launch a helper compiling for a fit of a net of ``sizes`` (widths), activation
+    ``codes``, ``loss`` code and ``dtype`` (see the module docstring; ``online``: batches
+    of one row), when the cache has none of it yet and :func:`enabled`.  Once per process;
+    returns the :class:`Helper`, or ``None`` where none started."""
     global _helper
-    if _helper is not None or not enabled() or _cached(HELPED[1]):
+    helped = HELPED_ONLINE if online else HELPED
+    if _helper is not None or not enabled() or _cached(helped[1]):
         return None
     net = dict(sizes=[int(n) for n in sizes], codes=[int(c) for c in codes], loss=int(loss),
-               dtype=np.dtype(dtype).name)
+               dtype=np.dtype(dtype).name, online=bool(online))
     try:
         _helper = Helper(net)
     except OSError:  # no process to be had: compile here, as without a helper
         return None
     atexit.register(_helper.close)
-    for name in HELPED:
+    for name in helped:
         _wait_at_lookup(name)
     return _helper
 
@@ -191,7 +195,8 @@ def compile_pass(net):
     T = pack_targets(np.zeros((2, 1 if net["loss"] == CROSS_ENTROPY else sizes[-1])), None,
                      dtype)
     _shuffle(np.arange(2, dtype=np.int64))
-    backend.gradient(X, T)
+    if not net["online"]:
+        backend.gradient(X, T)
     backend.evaluate(X, T)
 
 
