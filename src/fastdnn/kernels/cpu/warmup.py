@@ -47,16 +47,18 @@ TIMEOUT = 60.0
 _TRAIN, _LOSSES, _BLAS = "fastdnn.kernels.cpu.train:", "fastdnn.kernels.cpu.losses:", \
     "fastdnn.kernels.cpu.blas:"
 #: ``module:function`` of what the helper compiles for a batch fit, in the order the fit
-#: needs it: the shuffle, the pass (with the loss heads it may call), the evaluation.
+#: needs it: the shuffle, the pass (without the loss head, which the pass calls through a
+#: slot: the fit compiles it), the evaluation.
 HELPED = (_TRAIN + "_shuffle", _TRAIN + "loss_and_gradient", _TRAIN + "forward_layers",
           _BLAS + "_product", _BLAS + "matmul", _BLAS + "matmul_nt", _BLAS + "matmul_tn",
-          _LOSSES + "loss_grad", _LOSSES + "cross_entropy_head", _LOSSES + "squared_error_head",
-          _LOSSES + "binary_cross_entropy_head", _LOSSES + "poisson_head",
-          _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits")
+          _LOSSES + "loss_grad", _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits")
 #: What it compiles for online SGD, whose epoch kernel has a pass of its own inlined:
 #: the shuffle and the evaluation (the forward pass and its products with it).
 HELPED_ONLINE = (_TRAIN + "_shuffle", _TRAIN + "forward_layers", _BLAS + "_product",
                  _BLAS + "matmul", _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits")
+
+#: The helper's last line: it has written all it will write.
+DONE = "done"
 
 _helper = None  # this process's Helper, once started
 
@@ -90,6 +92,7 @@ class Helper:
         for line in self.process.stdout:
             with self.changed:
                 self.saved.add(line.strip())
+                self.finished = DONE in self.saved
                 self.changed.notify_all()
         self.process.wait()
         with self.changed:
@@ -102,7 +105,10 @@ class Helper:
             self.changed.wait_for(lambda: name in self.saved or self.finished, TIMEOUT)
 
     def close(self):
-        """Let the helper finish (at most :data:`TIMEOUT` s, then end it); its exit code."""
+        """Let the helper finish writing (at most :data:`TIMEOUT` s, then end it); its exit
+        code."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.finished, TIMEOUT)
         try:
             return self.process.wait(TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -179,22 +185,34 @@ def _report_saves():
         cache.save_overload = save_overload
 
 
+def _compile_only(dispatcher):
+    """A stand-in for ``dispatcher`` that compiles it for its arguments' types, and does
+    not run it (a run would compile the loss head it calls: the fit compiles that one
+    itself, meanwhile)."""
+    def compile_for(*args):
+        dispatcher.compile(tuple(numba.typeof(a) for a in args))
+        return 0.0
+    return compile_for
+
+
 def compile_pass(net):
-    """The helper's work: run the helped functions once on two rows of zeros, so that they
-    compile, for the types a fit of the ``net`` (:func:`start`'s arguments) passes them,
-    into the cache."""
+    """The helper's work: compile the helped functions, for the types a fit of the ``net``
+    (:func:`start`'s arguments) passes them, into the cache: the backend's gradient and
+    evaluation on two rows of zeros, their last kernels compiled, not run."""
     from ..spec import CROSS_ENTROPY, pack_targets
-    from .backend import CPUBackend
+    from . import backend as module
     from .train import _shuffle
 
     _report_saves()
     dtype = np.dtype(net["dtype"])
     sizes = net["sizes"]
-    backend = CPUBackend(sizes, net["codes"], net["loss"], dtype)
+    backend = module.CPUBackend(sizes, net["codes"], net["loss"], dtype)
     X = np.zeros((2, sizes[0]), dtype=dtype)
     T = pack_targets(np.zeros((2, 1 if net["loss"] == CROSS_ENTROPY else sizes[-1])), None,
                      dtype)
     _shuffle(np.arange(2, dtype=np.int64))
+    module.loss_and_gradient = _compile_only(module.loss_and_gradient)
+    module.loss_of_logits = _compile_only(module.loss_of_logits)
     if not net["online"]:
         backend.gradient(X, T)
     backend.evaluate(X, T)
@@ -202,3 +220,7 @@ def compile_pass(net):
 
 if __name__ == "__main__":
     compile_pass(json.loads(sys.argv[1]))
+    # Every cache file is written and closed: skip the interpreter's teardown (0.5 s of
+    # freeing compiled code), which the fit would otherwise wait for at its exit.
+    print(DONE, flush=True)
+    os._exit(0)
