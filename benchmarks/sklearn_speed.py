@@ -21,7 +21,7 @@ inherits another's thread pools.  scikit-learn runs twice, with OpenBLAS' defaul
 and with one thread, and the speed-up is against the faster: on the busy 2-core machine
 the threaded small products were up to 50x slower (digits: 40 s against 0.7 s).  A
 fastdnn worker first runs one small fit, untimed, which loads the compiled kernels from
-Numba's disk cache (or compiles them, ~9 s, in a fresh environment), with batches big
+Numba's disk cache (or compiles them, seconds, in a fresh environment), with batches big
 enough to load those of two-shard steps too.
 """
 import argparse

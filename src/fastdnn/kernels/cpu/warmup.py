@@ -3,28 +3,32 @@ the epoch kernel.
 
 A first fit with an empty Numba cache compiles for seconds, one function after another on
 one core: Numba holds the GIL and one compiler lock, so threads do not help.  The work
-splits in two parts of about the same size: the epoch kernel (``train_steps``: its typing,
-lowering and LLVM) with the small kernels around it, and the pass that it calls through a
-slot (:func:`.train.loss_and_gradient`, declared with :mod:`.separate`, so the epoch kernel
-compiles without it) with the forward pass, the BLAS wrappers, the loss head and the
-evaluation kernels.  :func:`start` launches a helper process that compiles the second part
-into Numba's on-disk cache while this process compiles the first.
+splits in two parts of about the same size.  This process compiles the epoch kernel
+(``train_steps``: its typing, lowering and LLVM), the small kernels around it and the
+loss head.  A helper process started by :func:`start` compiles, into Numba's on-disk
+cache, the pass that the epoch kernel calls through a slot
+(:func:`.train.loss_and_gradient`, declared with :mod:`.separate`, so the epoch kernel
+compiles without it) with the forward pass and the BLAS wrappers, the shuffle and the
+evaluation kernels (:data:`HELPED`).  For online SGD, whose epoch kernel inlines a pass of
+its own, the helper compiles the shuffle and the evaluation (:data:`HELPED_ONLINE`).
 
 This process waits for the helper only where it would otherwise compile what the helper
-is compiling: the cache lookup of each function in :data:`HELPED` is wrapped so that,
-while the helper runs and has not reported that function saved, the lookup waits, then
-loads what the helper wrote.  Nothing depends on the helper succeeding: if it fails, is
-killed or compiles for other types, the wait ends (at its exit, or after
-:data:`TIMEOUT` seconds) and this process compiles as it would have without it.  The
-results are the same bits either way: a cache entry is only used where Numba's own keys
-(source, Numba version, CPU and its features, argument types) match.
+is compiling: the cache lookup of each helped function is wrapped so that, while the
+helper runs and has not reported that function saved, the lookup waits, then loads what
+the helper wrote.  Nothing depends on the helper succeeding: if it fails, is killed or
+compiles for other types, the wait ends (at its exit, or after :data:`TIMEOUT` seconds)
+and this process compiles as it would have without it.  The results are the same bits
+either way: a cache entry is only used where Numba's own keys (source, Numba version,
+CPU and its features, argument types) match.
 
 The helper runs in a session of its own, so that Ctrl-C in a terminal reaches this process
-only; this process waits for it at exit (it has a few seconds of work at most), so that it
-never leaves a compile half written.  ``FASTDNN_WARMUP=0`` turns the helper off.
+only; at exit this process waits until the helper has written all it will write (a few
+seconds of work at most), so that no compile is left half written.  ``FASTDNN_WARMUP=0``
+turns the helper off; it never starts under MPI, on one core, or without a disk cache.
 
-Measured on the 2-core Intel Xeon of docs/peers.md (`fastdnn train --quiet --no-save`,
-empty cache, alternated, 3 rounds): 9.2-9.6 s without the helper, 5.8-6.2 s with it.
+Measured on a 2-core Intel Xeon (AVX-512; docs/peers.md), empty cache, with and without
+the helper alternated: `fastdnn train --quiet --no-save` 9.04 -> 5.26 s (medians of 5);
+the first online fit (`--batch-size 1 --epochs 2`) 16.0 -> 13.4 s (medians of 3).
 """
 import atexit
 import importlib
@@ -61,6 +65,7 @@ HELPED_ONLINE = (_TRAIN + "_shuffle", _TRAIN + "forward_layers", _BLAS + "_produ
 DONE = "done"
 
 _helper = None  # this process's Helper, once started
+_starting = threading.Lock()
 
 
 def _dispatcher(name):
@@ -156,14 +161,15 @@ def start(sizes, codes, loss, dtype, online=False):
     returns the :class:`Helper`, or ``None`` where none started."""
     global _helper
     helped = HELPED_ONLINE if online else HELPED
-    if _helper is not None or not enabled() or _cached(helped[1]):
-        return None
     net = dict(sizes=[int(n) for n in sizes], codes=[int(c) for c in codes], loss=int(loss),
                dtype=np.dtype(dtype).name, online=bool(online))
-    try:
-        _helper = Helper(net)
-    except OSError:  # no process to be had: compile here, as without a helper
-        return None
+    with _starting:  # fits in threads: one helper
+        if _helper is not None or not enabled() or _cached(helped[1]):
+            return None
+        try:
+            _helper = Helper(net)
+        except OSError:  # no process to be had: compile here, as without a helper
+            return None
     atexit.register(_helper.close)
     for name in helped:
         _wait_at_lookup(name)
