@@ -4,13 +4,13 @@ the epoch kernel.
 A first fit with an empty Numba cache compiles for seconds, one function after another on
 one core: Numba holds the GIL and one compiler lock, so threads do not help.  The work
 splits in two parts of about the same size.  This process compiles the epoch kernel
-(``train_steps``: its typing, lowering and LLVM), the small kernels around it and the
-loss head.  A helper process started by :func:`start` compiles, into Numba's on-disk
-cache, the pass that the epoch kernel calls through a slot
+(``train_steps``: its typing, lowering and LLVM), the small kernels around it, the
+shuffle and the loss head.  A helper process started by :func:`start` compiles, into
+Numba's on-disk cache, the pass that the epoch kernel calls through a slot
 (:func:`.train.loss_and_gradient`, declared with :mod:`.separate`, so the epoch kernel
-compiles without it) with the forward pass and the BLAS wrappers, the shuffle and the
-evaluation kernels (:data:`HELPED`).  For online SGD, whose epoch kernel inlines a pass of
-its own, the helper compiles the shuffle and the evaluation (:data:`HELPED_ONLINE`).
+compiles without it) with the forward pass and the BLAS wrappers, and the evaluation
+kernels (:data:`HELPED`).  For online SGD, whose epoch kernel inlines a pass of its own,
+the helper compiles the evaluation and the shuffle (:data:`HELPED_ONLINE`).
 
 This process waits for the helper only where it would otherwise compile what the helper
 is compiling: the cache lookup of each helped function is wrapped so that, while the
@@ -50,16 +50,17 @@ TIMEOUT = 60.0
 
 _TRAIN, _LOSSES, _BLAS = "fastdnn.kernels.cpu.train:", "fastdnn.kernels.cpu.losses:", \
     "fastdnn.kernels.cpu.blas:"
-#: ``module:function`` of what the helper compiles for a batch fit, in the order the fit
-#: needs it: the shuffle, the pass (without the loss head, which the pass calls through a
-#: slot: the fit compiles it), the evaluation.
-HELPED = (_TRAIN + "_shuffle", _TRAIN + "loss_and_gradient", _TRAIN + "forward_layers",
+#: ``module:function`` of what the helper compiles for a batch fit: the pass (without the
+#: loss head, which the pass calls through a slot: the fit compiles it meanwhile), then
+#: the evaluation.  The first is the one whose cache entry says no helper is needed.
+HELPED = (_TRAIN + "loss_and_gradient", _TRAIN + "forward_layers",
           _BLAS + "_product", _BLAS + "matmul", _BLAS + "matmul_nt", _BLAS + "matmul_tn",
           _LOSSES + "loss_grad", _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits")
 #: What it compiles for online SGD, whose epoch kernel has a pass of its own inlined:
-#: the shuffle and the evaluation (the forward pass and its products with it).
-HELPED_ONLINE = (_TRAIN + "_shuffle", _TRAIN + "forward_layers", _BLAS + "_product",
-                 _BLAS + "matmul", _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits")
+#: the evaluation (the forward pass and its products with it) and the shuffle, which an
+#: online fit needs long after the helper is done.
+HELPED_ONLINE = (_TRAIN + "forward_layers", _BLAS + "_product", _BLAS + "matmul",
+                 _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits", _TRAIN + "_shuffle")
 
 #: The helper's last line: it has written all it will write.
 DONE = "done"
@@ -164,7 +165,7 @@ def start(sizes, codes, loss, dtype, online=False):
     net = dict(sizes=[int(n) for n in sizes], codes=[int(c) for c in codes], loss=int(loss),
                dtype=np.dtype(dtype).name, online=bool(online))
     with _starting:  # fits in threads: one helper
-        if _helper is not None or not enabled() or _cached(helped[1]):
+        if _helper is not None or not enabled() or _cached(helped[0]):
             return None
         try:
             _helper = Helper(net)
@@ -178,7 +179,7 @@ def start(sizes, codes, loss, dtype, online=False):
 
 def _report_saves():
     """Print each helped function's name once its compile is saved to the cache."""
-    for name in HELPED:
+    for name in set(HELPED + HELPED_ONLINE):
         cache = getattr(_dispatcher(name), "_cache", None)
         save = getattr(cache, "save_overload", None)
         if save is None:
@@ -216,12 +217,13 @@ def compile_pass(net):
     X = np.zeros((2, sizes[0]), dtype=dtype)
     T = pack_targets(np.zeros((2, 1 if net["loss"] == CROSS_ENTROPY else sizes[-1])), None,
                      dtype)
-    _shuffle(np.arange(2, dtype=np.int64))
     module.loss_and_gradient = _compile_only(module.loss_and_gradient)
     module.loss_of_logits = _compile_only(module.loss_of_logits)
     if not net["online"]:
         backend.gradient(X, T)
     backend.evaluate(X, T)
+    if net["online"]:
+        _shuffle(np.arange(2, dtype=np.int64))
 
 
 if __name__ == "__main__":
