@@ -166,3 +166,28 @@ def test_each_fit_asks_for_its_own_helper_and_a_cached_pass_starts_none(monkeypa
     monkeypatch.setattr(warmup, "_helper", None)
     monkeypatch.setattr(warmup, "Helper", lambda net: pytest.fail("a helper started"))
     assert warmup.start([3, 4, 2], [1], 0, "float64") is None
+
+
+def test_a_forked_child_never_waits_for_its_parents_helper(tmp_path):
+    """A child forked while the helper runs has no thread reading it: its lookups and
+    its exit go on at once instead of waiting TIMEOUT."""
+    setup = f"""
+    import os, time
+    fake = {str(tmp_path / "python")!r}
+    open(fake, "w").write("#!/bin/sh\\nexec sleep 600\\n")
+    os.chmod(fake, 0o755)
+    sys.executable = fake
+    from fastdnn.kernels import spec
+    helper = warmup.start([3, 4, 2], [spec.RELU], spec.MSE, "float64")
+    assert helper is not None
+    pid = os.fork()
+    if pid == 0:
+        start = time.perf_counter()
+        helper.wait_for(warmup.HELPED[0])
+        code = helper.close()
+        os._exit(0 if code is None and time.perf_counter() - start < 5 else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    warmup.TIMEOUT = 0.5
+    """
+    result = run_fit(NETS[0], tmp_path / "cache", setup=setup, FASTDNN_WARMUP="1")
+    assert result["helper"] == -9  # the parent's own helper, killed at its exit

@@ -91,6 +91,7 @@ class Helper:
             start_new_session=True)
         self.saved = set()
         self.finished = False
+        self.parent = os.getpid()  # a forked child has no reader thread: it never waits
         self.changed = threading.Condition()
         threading.Thread(target=self._read, name="fastdnn-warmup", daemon=True).start()
 
@@ -107,12 +108,16 @@ class Helper:
 
     def wait_for(self, name):
         """Until the helper has saved ``name`` or ended (at most :data:`TIMEOUT` s)."""
+        if os.getpid() != self.parent:
+            return
         with self.changed:
             self.changed.wait_for(lambda: name in self.saved or self.finished, TIMEOUT)
 
     def close(self):
         """Let the helper finish writing (at most :data:`TIMEOUT` s, then end it); its exit
-        code."""
+        code (``None`` in a forked child, whose helper it is not)."""
+        if os.getpid() != self.parent:
+            return None
         with self.changed:
             self.changed.wait_for(lambda: self.finished, TIMEOUT)
         try:
