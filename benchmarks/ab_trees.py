@@ -10,12 +10,17 @@ report is the best round per tree::
 
 Start-up: ``--start`` instead times ``python -m fastdnn train --quiet --no-save`` per tree,
 cold (an empty ``NUMBA_CACHE_DIR``) then warm (the same folder again), wall and CPU
-seconds, alternating the trees each round.
+seconds, alternating the trees each round, and ends with the medians.  ``--env-before``
+and ``--env-after`` (``NAME=VALUE``, repeatable) set variables for one side only, so one
+tree can be compared with itself, say without and with the compile helper::
+
+    python benchmarks/ab_trees.py src src --start --rounds 5 --env-before FASTDNN_WARMUP=0
 """
 import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,21 +34,21 @@ def _env(src, **extra):
     return dict(os.environ, PYTHONPATH=str(Path(src).resolve()), **extra)
 
 
-def samples_per_second(src, workload):
+def samples_per_second(src, workload, extra):
     """Best epoch rate of one fastdnn peers worker run with ``src`` first on the path."""
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "peers.py"), "--worker",
-                          "fastdnn", "--workload", workload], env=_env(src),
+                          "fastdnn", "--workload", workload], env=_env(src, **extra),
                          capture_output=True, text=True, cwd=ROOT, check=True)
     record = json.loads(out.stdout.strip().splitlines()[-1])
     return record["n"] / min(record["epoch_s"])
 
 
-def start_seconds(src, cache):
+def start_seconds(src, cache, extra):
     """``(wall, cpu)`` seconds of one ``fastdnn train`` with the Numba cache ``cache``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "fastdnn", "train", "--quiet", "--no-save"],
-                   env=_env(src, NUMBA_CACHE_DIR=cache), capture_output=True, check=True,
+                   env=_env(src, NUMBA_CACHE_DIR=cache, **extra), capture_output=True, check=True,
                    cwd=tempfile.gettempdir())
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -57,22 +62,34 @@ def main(argv=None):
     ap.add_argument("--workloads", default="a,b,c,d,e,f", help="peers.py workload keys")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--start", action="store_true", help="time cold and warm start-up instead")
+    ap.add_argument("--env-before", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for the first tree's runs only")
+    ap.add_argument("--env-after", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for the second tree's runs only")
     args = ap.parse_args(argv)
     trees = {"before": args.before, "after": args.after}
+    extra = {"before": dict(v.split("=", 1) for v in args.env_before),
+             "after": dict(v.split("=", 1) for v in args.env_after)}
     if args.start:
+        walls = {tag: ([], []) for tag in trees}
         for r in range(args.rounds):
             for tag, src in trees.items():
                 with tempfile.TemporaryDirectory() as cache:
-                    cold = start_seconds(src, cache)
-                    warm = start_seconds(src, cache)
+                    cold = start_seconds(src, cache, extra[tag])
+                    warm = start_seconds(src, cache, extra[tag])
+                walls[tag][0].append(cold[0])
+                walls[tag][1].append(warm[0])
                 print(f"round {r + 1} {tag:6s} cold {cold[0]:6.2f} s wall {cold[1]:6.2f} s cpu"
                       f"   warm {warm[0]:5.2f} s wall {warm[1]:5.2f} s cpu", flush=True)
+        for tag, (cold, warm) in walls.items():
+            print(f"median {tag:6s} cold {statistics.median(cold):6.2f} s wall   "
+                  f"warm {statistics.median(warm):5.2f} s wall")
         return 0
     for workload in args.workloads.split(","):
         rates = {tag: [] for tag in trees}
         for _ in range(args.rounds):
             for tag, src in trees.items():
-                rates[tag].append(samples_per_second(src, workload))
+                rates[tag].append(samples_per_second(src, workload, extra[tag]))
         best = {tag: max(values) for tag, values in rates.items()}
         print(f"{workload}: before {best['before']:12,.0f}  after {best['after']:12,.0f} "
               f"samples/s  after/before {best['after'] / best['before']:.3f}", flush=True)

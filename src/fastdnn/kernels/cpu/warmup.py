@@ -26,9 +26,11 @@ only; at exit this process waits until the helper has written all it will write 
 seconds of work at most), so that no compile is left half written.  ``FASTDNN_WARMUP=0``
 turns the helper off; it never starts under MPI, on one core, or without a disk cache.
 
-Measured on a 2-core Intel Xeon (AVX-512; docs/peers.md), empty cache, with and without
-the helper alternated: `fastdnn train --quiet --no-save` 9.04 -> 5.26 s (medians of 5);
-the first online fit (`--batch-size 1 --epochs 2`) 16.0 -> 13.4 s (medians of 3).
+Measured on a 2-core Intel Xeon (AVX-512; docs/peers.md), empty cache, alternated:
+`fastdnn train --quiet --no-save` 9.45 s without the helper, 5.05 s with it (medians of 5,
+``benchmarks/ab_trees.py src src --start --rounds 5 --env-before FASTDNN_WARMUP=0``, run
+as two comparisons); the first online fit (`--batch-size 1 --epochs 2`) 16.0 -> 13.4 s
+(medians of 3).
 """
 import atexit
 import importlib
