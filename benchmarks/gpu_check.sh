@@ -6,6 +6,7 @@
 #      clip_norm) per CUDA epoch -> $OUT/options.txt
 #   4. benchmarks/gpu_bench.py: forward GEMM vs cuBLAS, epochs vs PyTorch CUDA
 #      -> $OUT/gpu_bench.{json,md}, $OUT/bench.txt
+#   5. benchmarks/gpu_launch.py: host time per kernel launch, by launch path -> $OUT/launch.txt
 # Usage: OUT=/some/dir bash benchmarks/gpu_check.sh   (OUT defaults to ./gpu_check_out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -97,3 +98,9 @@ echo "options exit: ${PIPESTATUS[0]}" | tee -a "$OUT/options.txt"
 # Last, since the timings matter least when the lease runs short: the benchmark.
 timeout 150 $PY benchmarks/gpu_bench.py --out "$OUT" 2>&1 | tee "$OUT/bench.txt"
 echo "bench exit: ${PIPESTATUS[0]}" | tee -a "$OUT/bench.txt"
+
+# 5. Where a small net's step goes: host microseconds per launch by launch path, and a
+# profile of an epoch's host side (benchmarks/gpu_launch.py) -> $OUT/launch.txt
+timeout 150 $PY benchmarks/gpu_launch.py 2>&1 | grep -v "NumbaPerformanceWarning\|warn(errors" \
+  | tee "$OUT/launch.txt"
+echo "launch exit: ${PIPESTATUS[0]}" | tee -a "$OUT/launch.txt"
