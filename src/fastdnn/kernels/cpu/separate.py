@@ -43,8 +43,8 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 from numba.core import cgutils, imputils, typing
 from numba.core import types as nbtypes
-from numba.core.errors import TypingError
 from numba.core.compiler_lock import global_compiler_lock
+from numba.core.errors import TypingError
 
 
 class StaleKernelCache(RuntimeError):

@@ -46,6 +46,7 @@ import numpy as np
 import fastdnn
 
 from ... import config
+from .blas import cpu_count
 
 #: Seconds to wait for the helper at one cache lookup, or at exit, before going on.
 TIMEOUT = 60.0
@@ -155,10 +156,10 @@ def _cached(name):
 
 def enabled():
     """Whether :func:`start` may launch a helper: ``FASTDNN_WARMUP`` is not ``0``, Numba
-    caches to disk, there is a second core and a Python to run, and this is no MPI rank
+    caches to disk, this process may run on a second core, there is a Python to run, and this is no MPI rank
     (whose launcher may not like children, and whose ranks would each start one)."""
     return (os.environ.get("FASTDNN_WARMUP", "1") != "0" and bool(config.CACHE)
-            and (os.cpu_count() or 1) > 1 and bool(sys.executable)
+            and cpu_count() > 1 and bool(sys.executable)
             and not getattr(sys, "frozen", False) and "mpi4py.MPI" not in sys.modules)
 
 
