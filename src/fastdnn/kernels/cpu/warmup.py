@@ -156,8 +156,9 @@ def _cached(name):
 
 def enabled():
     """Whether :func:`start` may launch a helper: ``FASTDNN_WARMUP`` is not ``0``, Numba
-    caches to disk, this process may run on a second core, there is a Python to run, and this is no MPI rank
-    (whose launcher may not like children, and whose ranks would each start one)."""
+    caches to disk, this process may run on a second core, there is a Python to run, and
+    this is no MPI rank (whose launcher may not like children, and whose ranks would each
+    start one)."""
     return (os.environ.get("FASTDNN_WARMUP", "1") != "0" and bool(config.CACHE)
             and cpu_count() > 1 and bool(sys.executable)
             and not getattr(sys, "frozen", False) and "mpi4py.MPI" not in sys.modules)
