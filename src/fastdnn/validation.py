@@ -5,7 +5,7 @@ import numbers
 
 import numpy as np
 
-from .kernels.cpu.checks import all_finite
+from .kernels.cpu.checks import finite
 from .kernels.spec import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON
 
 DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
@@ -65,7 +65,7 @@ def check_X(X, n_features, dtype):
     if X.shape[1] != n_features:
         raise ValueError(f"X has {X.shape[1]} features but the net expects {n_features}")
     X = np.ascontiguousarray(X, dtype=dtype)
-    if not all_finite(X.reshape(-1)):  # 1-D: one compiled signature for every caller
+    if not finite(X):
         raise ValueError("X contains NaN or infinity (after conversion to %s)" % dtype)
     return X
 
@@ -103,7 +103,7 @@ def check_targets(y, loss, n_outputs, n_samples, dtype):
     with np.errstate(over="ignore"):
         T = np.ascontiguousarray(y, dtype=dtype)
     # Checked again after the cast: a float64 1e39 is finite, but inf in a float32 net.
-    if not all_finite(T.reshape(-1)):
+    if not finite(T):
         raise ValueError(f"y overflows {np.dtype(dtype).name} (values beyond its range)")
     return T
 

@@ -19,6 +19,7 @@ import fastdnn as fd
 from fastdnn import config
 from fastdnn.kernels import spec
 from fastdnn.kernels.cpu import warmup
+from fastdnn.kernels.cpu.losses import compile_head
 
 # (dtype, loss, activation, sizes): a classifier and a regressor, one of each dtype.
 NETS = [("float32", "cross_entropy", "relu", [5, 7, 3]),
@@ -39,7 +40,8 @@ y = rng.integers(0, sizes[-1], 40) if loss == "cross_entropy" else rng.normal(si
 net = fd.MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
 net.fit(X, y, epochs=2, batch_size={batch_size}, optimizer="sgd", validation_data=(X, y))
 stats = {{}}
-for name in set(warmup.HELPED + warmup.HELPED_ONLINE):
+for name in set(warmup.HELPED + warmup.HELPED_ONLINE) | {{
+        "fastdnn.kernels.cpu.checks:all_finite", "fastdnn.kernels.cpu.losses:cross_entropy_head"}}:
     s = warmup._dispatcher(name).stats
     stats[name] = [sum(s.cache_hits.values()), sum(s.cache_misses.values())]
 helper = warmup._helper
@@ -98,7 +100,10 @@ def test_the_helper_compiles_what_a_fit_then_loads(tmp_path, net, batch_size):
     for name in called(batch_size == 1):
         assert name in reported, f"the helper did not report {name} saved"
         assert result["stats"][name][0] > 0, f"the fit did not load {name}"
-    plan = warmup.HELPED_ONLINE if batch_size == 1 else warmup.HELPED
+    # And the checks' scan, for the next process (checks.finite).
+    assert result["stats"]["fastdnn.kernels.cpu.checks:all_finite"][0] > 0
+    plan = (warmup.HELPED_ONLINE if batch_size == 1 else warmup.HELPED) + (
+        "fastdnn.kernels.cpu.checks:all_finite",)
     for name, (hits, misses) in result["stats"].items():
         if name in plan:
             assert misses == 0, f"the fit compiled {name} anew: the helper's types differ"
@@ -159,7 +164,10 @@ def test_each_fit_asks_for_its_own_helper_and_a_cached_pass_starts_none(monkeypa
     net.fit(X, y, epochs=1, batch_size=1)
     net.fit(X, y, epochs=1, batch_size=3)
     config = ([3, 4, 2], net._codes, net._loss, np.dtype("float64"))
-    assert started == [(config, dict(online=True)), (config, dict(online=False))]
+    assert [(args, kw["online"]) for args, kw in started] == [(config, True), (config, False)]
+    # Batch fits compile their loss head while waiting; the online kernel inlines its own.
+    assert started[0][1]["meanwhile"] is None
+    assert started[1][1]["meanwhile"].func is compile_head
     monkeypatch.undo()
     # The pass is in the cache now (or caching is off, where no helper can help either).
     assert warmup._cached(warmup.HELPED[0])
@@ -191,3 +199,40 @@ def test_a_forked_child_never_waits_for_its_parents_helper(tmp_path):
     """
     result = run_fit(NETS[0], tmp_path / "cache", setup=setup, FASTDNN_WARMUP="1")
     assert result["helper"] == -9  # the parent's own helper, killed at its exit
+
+
+def test_while_a_helper_runs_checks_need_no_compile_and_it_compiles_the_head(tmp_path):
+    """While a helper runs, the argument checks use NumPy (the scan is not compiled here)
+    and still refuse NaN; the first wait for the helper compiles the loss head instead."""
+    setup = f"""
+    import os
+    fake = {str(tmp_path / "python")!r}
+    open(fake, "w").write("#!/bin/sh\\nexec sleep 600\\n")
+    os.chmod(fake, 0o755)
+    sys.executable = fake
+    warmup.TIMEOUT = 0.5
+    from fastdnn.kernels import spec
+    from fastdnn.kernels.cpu import checks, losses
+    from fastdnn.validation import check_X
+    compiled = []
+    helper = warmup.start([3, 4, 2], [spec.RELU], spec.MSE, "float64",
+                          meanwhile=lambda: compiled.append(1) or 1 / 0)
+    assert warmup.helping()
+    bad = np.array([[0.0, np.nan, 1.0]])
+    try:
+        check_X(bad, 3, np.float64)
+        raise AssertionError("NaN passed the check")
+    except ValueError as error:
+        assert "NaN" in str(error)
+    assert check_X(np.ones((2, 3)), 3, np.float64).shape == (2, 3)
+    assert checks.all_finite.signatures == []
+    helper.wait_for("fastdnn.kernels.cpu.train:forward_layers")  # runs meanwhile, which raises
+    helper.wait_for("fastdnn.kernels.cpu.train:forward_chunks")  # not again
+    assert compiled == [1]
+    losses.compile_head(spec.CROSS_ENTROPY, np.float32)
+    assert len(losses.cross_entropy_head.signatures) == 1
+    """
+    result = run_fit(NETS[0], tmp_path / "cache", setup=setup, FASTDNN_WARMUP="1")
+    assert result["helper"] == -9
+    # The fit's own head is the one compile_head compiled: no second compile.
+    assert result["stats"]["fastdnn.kernels.cpu.losses:cross_entropy_head"] == [0, 1]

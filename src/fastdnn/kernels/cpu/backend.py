@@ -5,6 +5,7 @@ Implements :class:`fastdnn.kernels.spec.Backend`; its CUDA twin is
 """
 import numbers
 import weakref
+from functools import partial
 
 import numba
 import numpy as np
@@ -16,8 +17,8 @@ from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, M
                     PROBABILITIES, EpochResult, Layout, OptimizerArgs, ScheduleArgs,
                     pack_targets)
 from . import blas, pair, threads, warmup
-from .checks import all_finite
-from .losses import labels, predictions, probabilities
+from .checks import finite
+from .losses import compile_head, labels, predictions, probabilities
 from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
                     loss_of_logits, train_epoch_many, train_steps, train_steps_online,
                     train_steps_paired, train_steps_sharded, train_steps_wide)
@@ -74,7 +75,7 @@ class CPUBackend:
 
     def theta_finite(self):
         """Whether every parameter is finite (checked in place, no copy)."""
-        return bool(all_finite(self.theta))
+        return finite(self.theta)
 
     def set_theta(self, theta):
         """Overwrite the parameters from a flat NumPy vector (same length and dtype)."""
@@ -174,9 +175,13 @@ class CPUBackend:
     # -- training --------------------------------------------------------------------
     def compile_ahead(self, batch_size):
         """On an empty cache, compile the pass and the evaluation (online SGD, batches of
-        one row: only the evaluation) in a helper process (:mod:`.warmup`)."""
+        one row: only the evaluation) in a helper process (:mod:`.warmup`), and the loss
+        head here while this process would wait for the pass."""
         if isinstance(batch_size, numbers.Integral) and batch_size >= 1:
-            warmup.start(self.sizes, self.codes, self.loss, self.dtype, online=batch_size == 1)
+            online = batch_size == 1  # the online kernel inlines its head
+            warmup.start(self.sizes, self.codes, self.loss, self.dtype, online=online,
+                         meanwhile=None if online else partial(compile_head, self.loss,
+                                                               self.dtype))
 
     def trainer(self, X, T, batch_size, optimizer, schedule, clip_norm=None):
         """A :class:`CPUTrainer` with buffers sized once for this fit."""

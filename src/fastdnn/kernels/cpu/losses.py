@@ -11,6 +11,7 @@ The per-element arithmetic is :mod:`fastdnn.kernels.spec`'s.
 No ``fastmath`` here: the log-sum-exp must keep IEEE semantics to stay finite.
 """
 
+import numba
 import numpy as np
 from numba import njit, types
 
@@ -166,6 +167,15 @@ def binary_cross_entropy_head(Z, T, G):
 def poisson_head(Z, T, G):
     """:func:`poisson_log_likelihood`, compiled on its own."""
     return poisson_log_likelihood(Z, T, G)
+
+
+def compile_head(code, dtype):
+    """Compile (or load) the loss head ``code`` for the ``dtype`` C-contiguous 2-D arrays
+    that :func:`loss_grad` passes it, ahead of its first call (:mod:`.warmup`)."""
+    heads = {CROSS_ENTROPY: cross_entropy_head, MSE: squared_error_head,
+             BINARY_CROSS_ENTROPY: binary_cross_entropy_head, POISSON: poisson_head}
+    rows = types.Array(numba.from_dtype(np.dtype(dtype)), 2, "C")
+    heads[code].compile((rows, rows, rows))
 
 
 @separate

@@ -81,7 +81,7 @@ class Helper:
     """A helper process compiling for a net (:func:`start`'s arguments as a dict), and
     what it reported saved."""
 
-    def __init__(self, net):
+    def __init__(self, net, meanwhile=None):
         env = dict(os.environ, FASTDNN_WARMUP="0")  # a helper starts no helper
         # The same cache, and this fastdnn, however this process found them.
         if numba.config.CACHE_DIR:
@@ -95,6 +95,7 @@ class Helper:
         self.saved = set()
         self.finished = False
         self.parent = os.getpid()  # a forked child has no reader thread: it never waits
+        self.meanwhile = meanwhile
         self.changed = threading.Condition()
         threading.Thread(target=self._read, name="fastdnn-warmup", daemon=True).start()
 
@@ -110,9 +111,19 @@ class Helper:
             self.changed.notify_all()
 
     def wait_for(self, name):
-        """Until the helper has saved ``name`` or ended (at most :data:`TIMEOUT` s)."""
+        """Until the helper has saved ``name`` or ended (at most :data:`TIMEOUT` s); the
+        first wait that would block runs ``meanwhile`` first."""
         if os.getpid() != self.parent:
             return
+        with self.changed:
+            meanwhile = None
+            if name not in self.saved and not self.finished:
+                meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except Exception:  # only a head start: the real call compiles it, or raises
+                pass
         with self.changed:
             self.changed.wait_for(lambda: name in self.saved or self.finished, TIMEOUT)
 
@@ -164,11 +175,13 @@ def enabled():
             and not getattr(sys, "frozen", False) and "mpi4py.MPI" not in sys.modules)
 
 
-def start(sizes, codes, loss, dtype, online=False):
+def start(sizes, codes, loss, dtype, online=False, meanwhile=None):
     """Launch a helper compiling for a fit of a net of ``sizes`` (widths), activation
     ``codes``, ``loss`` code and ``dtype`` (see the module docstring; ``online``: batches
-    of one row), when the cache has none of it yet and :func:`enabled`.  Once per process;
-    returns the :class:`Helper`, or ``None`` where none started."""
+    of one row), when the cache has none of it yet and :func:`enabled`; ``meanwhile``, a
+    function, is what this process compiles instead of waiting, the first time it would
+    wait for the helper.  Once per process; returns the :class:`Helper`, or ``None``
+    where none started."""
     global _helper
     helped = HELPED_ONLINE if online else HELPED
     net = dict(sizes=[int(n) for n in sizes], codes=[int(c) for c in codes], loss=int(loss),
@@ -177,13 +190,18 @@ def start(sizes, codes, loss, dtype, online=False):
         if _helper is not None or not enabled() or _cached(helped[0]):
             return None
         try:
-            _helper = Helper(net)
+            _helper = Helper(net, meanwhile)
         except OSError:  # no process to be had: compile here, as without a helper
             return None
     atexit.register(_helper.close)
     for name in helped:
         _wait_at_lookup(name)
     return _helper
+
+
+def helping():
+    """Whether a helper of this process is still at work."""
+    return _helper is not None and not _helper.finished and os.getpid() == _helper.parent
 
 
 def _report_saves():
@@ -217,6 +235,7 @@ def compile_pass(net):
     evaluation on two rows of zeros, their last kernels compiled, not run."""
     from ..spec import CROSS_ENTROPY, pack_targets
     from . import backend as module
+    from .checks import all_finite
     from .train import _shuffle
 
     _report_saves()
@@ -233,6 +252,7 @@ def compile_pass(net):
     backend.evaluate(X, T)
     if net["online"]:
         _shuffle(np.arange(2, dtype=np.int64))
+    all_finite(X.reshape(-1))  # for the next process's checks (checks.finite)
 
 
 if __name__ == "__main__":
