@@ -236,3 +236,35 @@ def test_while_a_helper_runs_checks_need_no_compile_and_it_compiles_the_head(tmp
     assert result["helper"] == -9
     # The fit's own head is the one compile_head compiled: no second compile.
     assert result["stats"]["fastdnn.kernels.cpu.losses:cross_entropy_head"] == [0, 1]
+
+
+def test_a_process_leaves_at_once_while_its_helper_still_works(tmp_path):
+    """At exit nothing waits for the helper (nor kills it: it finishes its compile and
+    ends at its next report, or after LIFETIME)."""
+    import signal
+    import time
+
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexec sleep 600\n")
+    fake.chmod(0o755)
+    code = f"""
+import sys
+from fastdnn.kernels import spec
+from fastdnn.kernels.cpu import warmup
+sys.executable = {str(fake)!r}
+helper = warmup.start([3, 4, 2], [spec.RELU], spec.MSE, "float64")
+print(helper.process.pid, flush=True)
+"""
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    environ.update(NUMBA_CACHE_DIR=str(tmp_path / "cache"), FASTDNN_WARMUP="1")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                          text=True, timeout=120)
+    seconds = time.perf_counter() - start
+    pid = int(proc.stdout.split()[0])
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert seconds < 30, f"the process waited {seconds:.0f} s for its helper at exit"
+        os.kill(pid, 0)  # still there: not killed
+    finally:
+        os.kill(pid, signal.SIGKILL)

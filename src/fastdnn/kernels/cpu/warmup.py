@@ -22,9 +22,11 @@ either way: a cache entry is only used where Numba's own keys (source, Numba ver
 CPU and its features, argument types) match.
 
 The helper runs in a session of its own, so that Ctrl-C in a terminal reaches this process
-only; at exit this process waits until the helper has written all it will write (a few
-seconds of work at most), so that no compile is left half written.  ``FASTDNN_WARMUP=0``
-turns the helper off; it never starts under MPI, on one core, or without a disk cache.
+only.  This process neither waits for it at exit nor kills it: the helper finishes the
+compile it is in (Numba writes each cache file whole, then renames it into place), and its
+next report, to a pipe no one reads any more, ends it; a helper that hangs ends itself
+after :data:`LIFETIME` seconds.  ``FASTDNN_WARMUP=0`` turns the helper off; it never
+starts under MPI, on one core, or without a disk cache.
 
 Measured on a 2-core Intel Xeon (AVX-512; docs/peers.md), empty cache, alternated:
 `fastdnn train --quiet --no-save` 9.45 s without the helper, 5.05 s with it (medians of 5,
@@ -32,7 +34,6 @@ Measured on a 2-core Intel Xeon (AVX-512; docs/peers.md), empty cache, alternate
 as two comparisons); the first online fit (`--batch-size 1 --epochs 2`) 16.0 -> 13.4 s
 (medians of 3).
 """
-import atexit
 import importlib
 import json
 import os
@@ -48,8 +49,10 @@ import fastdnn
 from ... import config
 from .blas import cpu_count
 
-#: Seconds to wait for the helper at one cache lookup, or at exit, before going on.
+#: Seconds to wait for the helper at one cache lookup before compiling here anyway.
 TIMEOUT = 60.0
+#: Seconds after which a helper ends itself, done or not (its work takes a few).
+LIFETIME = 300.0
 
 _TRAIN, _LOSSES, _BLAS = "fastdnn.kernels.cpu.train:", "fastdnn.kernels.cpu.losses:", \
     "fastdnn.kernels.cpu.blas:"
@@ -128,8 +131,8 @@ class Helper:
             self.changed.wait_for(lambda: name in self.saved or self.finished, TIMEOUT)
 
     def close(self):
-        """Let the helper finish writing (at most :data:`TIMEOUT` s, then end it); its exit
-        code (``None`` in a forked child, whose helper it is not)."""
+        """Wait for the helper to finish writing (at most :data:`TIMEOUT` s, then end it);
+        its exit code (``None`` in a forked child, whose helper it is not)."""
         if os.getpid() != self.parent:
             return None
         with self.changed:
@@ -193,7 +196,6 @@ def start(sizes, codes, loss, dtype, online=False, meanwhile=None):
             _helper = Helper(net, meanwhile)
         except OSError:  # no process to be had: compile here, as without a helper
             return None
-    atexit.register(_helper.close)
     for name in helped:
         _wait_at_lookup(name)
     return _helper
@@ -256,6 +258,9 @@ def compile_pass(net):
 
 
 if __name__ == "__main__":
+    limit = threading.Timer(LIFETIME, os._exit, (3,))
+    limit.daemon = True
+    limit.start()
     compile_pass(json.loads(sys.argv[1]))
     # Every cache file is written and closed: skip the interpreter's teardown (0.5 s of
     # freeing compiled code), which the fit would otherwise wait for at its exit.
