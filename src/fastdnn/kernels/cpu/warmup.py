@@ -28,11 +28,15 @@ next report, to a pipe no one reads any more, ends it; a helper that hangs ends 
 after :data:`LIFETIME` seconds.  ``FASTDNN_WARMUP=0`` turns the helper off; it never
 starts under MPI, on one core, or without a disk cache.
 
+While a helper runs, this process also checks a fit's arguments with NumPy rather than
+compile the scan for it first (:func:`.checks.finite`; the helper compiles the scan for
+the next process), and the first time it would wait for the helper it compiles the loss
+head instead (``meanwhile``).
+
 Measured on a 2-core Intel Xeon (AVX-512; docs/peers.md), empty cache, alternated:
-`fastdnn train --quiet --no-save` 9.45 s without the helper, 5.05 s with it (medians of 5,
-``benchmarks/ab_trees.py src src --start --rounds 5 --env-before FASTDNN_WARMUP=0``, run
-as two comparisons); the first online fit (`--batch-size 1 --epochs 2`) 16.0 -> 13.4 s
-(medians of 3).
+`fastdnn train --quiet --no-save` 8.65 s without the helper, 4.82 s with it (medians of 3,
+``benchmarks/ab_trees.py src src --start --rounds 3 --env-before FASTDNN_WARMUP=0``); the
+first online fit (`--batch-size 1 --epochs 2`) 15.0 -> 12.9 s (medians of 3).
 """
 import importlib
 import json
