@@ -18,7 +18,7 @@ import pytest
 import fastdnn as fd
 from fastdnn import config
 from fastdnn.kernels import spec
-from fastdnn.kernels.cpu import warmup
+from fastdnn.kernels.cpu import blas, warmup
 from fastdnn.kernels.cpu.losses import compile_head
 
 # (dtype, loss, activation, sizes): a classifier and a regressor, one of each dtype.
@@ -138,7 +138,7 @@ def test_a_helper_that_fails_or_hangs_costs_only_its_wait(tmp_path, alone, progr
 def test_the_helper_starts_only_where_it_can_help(monkeypatch):
     monkeypatch.setenv("FASTDNN_WARMUP", "1")
     monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
-    monkeypatch.setattr(warmup, "cpu_count", lambda: 2)
+    monkeypatch.setattr(blas, "cpu_count", lambda: 2)
     assert warmup.enabled() == bool(config.CACHE)
     monkeypatch.setattr(config, "CACHE", True)
     assert warmup.enabled()
@@ -148,9 +148,9 @@ def test_the_helper_starts_only_where_it_can_help(monkeypatch):
     monkeypatch.setattr(config, "CACHE", False)
     assert not warmup.enabled()
     monkeypatch.setattr(config, "CACHE", True)
-    monkeypatch.setattr(warmup, "cpu_count", lambda: 1)
+    monkeypatch.setattr(blas, "cpu_count", lambda: 1)
     assert not warmup.enabled()
-    monkeypatch.setattr(warmup, "cpu_count", lambda: 2)
+    monkeypatch.setattr(blas, "cpu_count", lambda: 2)
     monkeypatch.setitem(sys.modules, "mpi4py.MPI", object())
     assert not warmup.enabled()
 

@@ -51,7 +51,6 @@ import numpy as np
 import fastdnn
 
 from ... import config
-from .blas import cpu_count
 
 #: Seconds to wait for the helper at one cache lookup before compiling here anyway.
 TIMEOUT = 60.0
@@ -177,8 +176,10 @@ def enabled():
     caches to disk, this process may run on a second core, there is a Python to run, and
     this is no MPI rank (whose launcher may not like children, and whose ranks would each
     start one)."""
+    from . import blas  # here: `import fastdnn` imports this module (.checks), not blas
+
     return (os.environ.get("FASTDNN_WARMUP", "1") != "0" and bool(config.CACHE)
-            and cpu_count() > 1 and bool(sys.executable)
+            and blas.cpu_count() > 1 and bool(sys.executable)
             and not getattr(sys, "frozen", False) and "mpi4py.MPI" not in sys.modules)
 
 
