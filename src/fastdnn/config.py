@@ -23,6 +23,21 @@ ONE_ROW_GEMM_MACS = 8192
 #: on machines with different CPU counts.  Read when a network is set up.
 BLAS_BLOCKS = None
 
+#: The BLAS the CPU kernels' products run on: ``"auto"`` (Intel MKL where it is installed,
+#: ``pip install 'fastdnn[mkl]'``, and the CPU is Intel's; else SciPy's), ``"scipy"``
+#: (SciPy's BLAS: OpenBLAS on its wheels) or ``"mkl"``.  ``None``: the ``FASTDNN_BLAS``
+#: environment variable, or ``"auto"``.  Read once per process, when the first CPU network
+#: is set up (:func:`fastdnn.kernels.cpu.blas.library`).
+BLAS = None
+#: Where MKL is used, the products that go to it: at least this many multiply-adds, and
+#: both sides of the output at least ``MKL_MIN_SIDE``; the others stay on SciPy's
+#: OpenBLAS, whose small-matrix path MKL's call overhead loses to.  MKL / OpenBLAS time,
+#: float32, one call (Intel Xeon, AVX-512, medians of 10): 64x32 @ 32x32 1.23-1.29x;
+#: 128x64 @ 64x64 1.11-1.20x; 64x128 @ 128x128 0.74-1.02x; 128x128 @ 128x128 0.63-0.77x;
+#: 128x512 @ 512x512 0.66-0.75x; but 256x1024 @ 1024x10, a narrow output, 1.66-1.77x.
+MKL_MIN_MACS = 1 << 20
+MKL_MIN_SIDE = 32
+
 #: Parameters from which a fit's per-step passes over all of them (the overflow guard's
 #: scan of the gradient, the optimizer's update) run in parallel chunks
 #: (``kernels/cpu/wide.py``): from two chunks.  Scan and SGD update, float32, serial /

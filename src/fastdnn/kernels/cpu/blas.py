@@ -33,6 +33,12 @@ column-major ``C^T = op(Y)^T op(X)^T``; a block of C's columns is a block of row
 ``numba_xxgemm`` helper (the one behind ``np.dot``, which takes its sizes by value and
 reaches SciPy's ``cython_blas``), declared as an external symbol so that the kernels
 stay cacheable on disk.
+
+Where Intel MKL is installed and chosen (:func:`library`), the big products go to MKL
+instead (:mod:`.mkl`), through a second symbol of the same signature,
+:data:`BIG_GEMM_SYMBOL`, which :func:`prepare` binds once per process (to the helper
+where MKL is not used).  Which products are big is a rule on their shape alone
+(:func:`_on_big`), so the bits never depend on timing or on the thread count.
 """
 import ctypes
 import os
@@ -44,6 +50,7 @@ from numba import cfunc, njit, prange, types
 from numba.extending import intrinsic
 
 from ... import config
+from . import mkl
 from .separate import separate
 from .threads import blas_core, local_threads_setter
 
@@ -53,6 +60,13 @@ BLOCK = 128
 #: Name of the int64 the kernels read the block count from (set by :func:`prepare`).
 _BLOCKS_SYMBOL = "fastdnn_blas_blocks"
 _blocks = ctypes.c_int64(1)
+#: Name of the GEMM the kernels call for big products (bound by :func:`prepare`).
+BIG_GEMM_SYMBOL = "fastdnn_big_xxgemm"
+#: Names of the int64s the kernels read the big-product rule from (:func:`_on_big`).
+_BIG_MACS_SYMBOL, _BIG_SIDE_SYMBOL = "fastdnn_blas_big_macs", "fastdnn_blas_big_side"
+_big_macs, _big_side = ctypes.c_int64(0), ctypes.c_int64(0)
+#: The values ``config.BLAS`` / ``FASTDNN_BLAS`` may take.
+LIBRARIES = ("auto", "scipy", "mkl")
 #: Multiply-adds from which a product is split into column blocks run in parallel
 #: (below: one call, no threads).
 PARALLEL_MACS = 1 << 21
@@ -66,18 +80,19 @@ PARALLEL_MACS = 1 << 21
 # Intel Xeon, SkylakeX kernels).  So a product a few times that size runs as a few such
 # calls, one after the other; elsewhere (other cores, other BLAS) nothing changes.
 # The split follows from the shape and the BLAS core only, never from the thread count.
-# It is fixed when this module is compiled: cached kernels keep it (a cache is per CPU,
-# and OpenBLAS picks its core from the CPU unless OPENBLAS_CORETYPE says otherwise).
+# The kernels read it at run time (set by :func:`prepare`).
 _SMALL_PATH_CORES = ("skylakex", "cooperlake", "sapphirerapids")
-#: The small path's largest M*N*K per call (0: no small path, no split).
-SMALL_PATH_MACS = 100**3 if blas_core() in _SMALL_PATH_CORES else 0
+#: The small path's largest M*N*K per call.
+SMALL_PATH_MACS = 100**3
+#: Name of the int64 the kernels read the small path's limit from: :data:`SMALL_PATH_MACS`
+#: where SciPy's OpenBLAS has such a core, else 0 (no small path, no split).
+_SMALL_MACS_SYMBOL = "fastdnn_blas_small_macs"
+_small_macs = ctypes.c_int64(0)
 #: The most calls a product is cut into to reach the small path.
 SMALL_PATH_SPLITS = 4
 
-_gemm_c = types.ExternalFunction("numba_xxgemm", types.intc(
-    types.char, types.char, types.char, types.intp, types.intp, types.intp, types.voidptr,
-    types.voidptr, types.intp, types.voidptr, types.intp, types.voidptr, types.voidptr,
-    types.intp))
+_gemm_c = types.ExternalFunction("numba_xxgemm", mkl.XXGEMM)
+_big_gemm_c = types.ExternalFunction(BIG_GEMM_SYMBOL, mkl.XXGEMM)
 
 
 def _no_local_threads():
@@ -105,7 +120,8 @@ def _register_local_threads():
 
 
 def _resolve_gemm():
-    """Make Numba's helper look up ``sgemm``/``dgemm`` now, from Python.
+    """Make Numba's helper look up ``sgemm``/``dgemm`` now, from Python; return the
+    helper's address.
 
     The helper resolves them on first use under ``PyGILState_Ensure``; done first from
     a ``prange`` worker while the calling thread holds the GIL, that would deadlock.
@@ -124,6 +140,7 @@ def _resolve_gemm():
         a = np.ones(4, dtype=dtype)  # alpha, A, B, beta/C share one small buffer
         ptr = [a[i:].ctypes.data for i in range(4)]
         fn(kind, b"N", b"N", 1, 1, 1, ptr[0], ptr[1], 1, ptr[2], 1, ptr[3], ptr[3], 1)
+    return _helperlib.c_helpers["xxgemm"]
 
 
 def cpu_count():
@@ -151,48 +168,113 @@ def blocks():
     return count
 
 
-_prepared = False
+def library():
+    """The BLAS the kernels' products run on: ``"mkl"`` or ``"scipy"``.
+
+    From ``config.BLAS``, else the ``FASTDNN_BLAS`` environment variable, else
+    ``"auto"``: Intel MKL where it is installed (``pip install 'fastdnn[mkl]'``) and the
+    CPU is Intel's, else SciPy's BLAS (OpenBLAS on SciPy's wheels).  MKL is not chosen
+    by itself on other CPUs: it was measured faster on an Intel Xeon (:mod:`.mkl`), and
+    not measured elsewhere.  Read once per process, by the first :func:`prepare`.
+
+    Raises
+    ------
+    ValueError
+        If the setting is not one of :data:`LIBRARIES`.
+    """
+    value, source = config.BLAS, "fastdnn.config.BLAS"
+    if value is None:
+        value, source = os.environ.get("FASTDNN_BLAS") or "auto", "FASTDNN_BLAS"
+    if value not in LIBRARIES:
+        raise ValueError(f"{source} must be one of {', '.join(map(repr, LIBRARIES))}, "
+                         f"got {value!r}")
+    if value == "auto":
+        intel = mkl.cpu_vendor() == "GenuineIntel"
+        return "mkl" if intel and mkl.find() is not None else "scipy"
+    return value
+
+
+_prepared = None  # the library bound, once prepared
 
 
 def prepare():
     """One-time set-up before the first CPU kernel runs (idempotent, ~50 ms).
 
-    Resolves the BLAS symbols the kernels call, binds the per-thread BLAS setting, and
-    starts Numba's thread pool: a cached kernel that reaches the ``prange`` below,
-    loaded from disk into a process where the pool was never started, is one of the
-    paths where Numba has been seen to crash.  Not done at import, so that importing
+    Binds the GEMM the kernels call to :func:`library`'s choice, and the per-thread BLAS
+    setting, and starts Numba's thread pool: a cached kernel that reaches the ``prange``
+    below, loaded from disk into a process where the pool was never started, is one of
+    the paths where Numba has been seen to crash.  Not done at import, so that importing
     fastdnn (or choosing ``device="cuda"``) starts no threads.
+
+    Raises
+    ------
+    ImportError
+        If MKL is asked for and not installed.
+    RuntimeError
+        If the setting names another library than the one this process has bound.
     """
     global _prepared
     _blocks.value = blocks()
-    if _prepared:
+    chosen = library()
+    if _prepared is not None:
+        if chosen != _prepared:
+            raise RuntimeError(
+                f"fastdnn's CPU kernels run on {_prepared!r} in this process; the BLAS "
+                f"is bound once, by the first CPU network, so set fastdnn.config.BLAS "
+                f"or FASTDNN_BLAS to {chosen!r} before that")
         return
     from numba.np.ufunc.parallel import _launch_threads
 
-    _resolve_gemm()
+    helper = _resolve_gemm()
+    big = mkl.gemm_address() if chosen == "mkl" else helper
+    _small_macs.value = SMALL_PATH_MACS if blas_core() in _SMALL_PATH_CORES else 0
+    # Where the big GEMM is the helper itself, no product needs to be told apart.
+    _big_macs.value = config.MKL_MIN_MACS if chosen == "mkl" else np.iinfo(np.int64).max
+    _big_side.value = config.MKL_MIN_SIDE
     _launch_threads()
     _register_local_threads()
+    llvm.add_symbol(BIG_GEMM_SYMBOL, big)
+    llvm.add_symbol(_BIG_MACS_SYMBOL, ctypes.addressof(_big_macs))
+    llvm.add_symbol(_BIG_SIDE_SYMBOL, ctypes.addressof(_big_side))
     llvm.add_symbol(_BLOCKS_SYMBOL, ctypes.addressof(_blocks))
-    _prepared = True
+    llvm.add_symbol(_SMALL_MACS_SYMBOL, ctypes.addressof(_small_macs))
+    _prepared = chosen
 
 
 # Bound by _register_local_threads (in prepare) before any kernel using it compiles or loads.
 _set_local_threads = types.ExternalFunction("fastdnn_blas_local_threads", types.intc(types.intc))
 
 
-@intrinsic
-def _blocks_setting(typingctx):
-    """The block count, loaded from the int64 that :func:`prepare` binds to
-    :data:`_BLOCKS_SYMBOL`: an external symbol, resolved when a kernel is compiled or
-    loaded from the cache, so the value is read at run time and never frozen into a
-    cached kernel."""
-    def codegen(context, builder, sig, args):
-        module = builder.module
-        var = module.globals.get(_BLOCKS_SYMBOL)
-        if var is None:
-            var = ir.GlobalVariable(module, ir.IntType(64), _BLOCKS_SYMBOL)
-        return builder.load(var)
-    return types.int64(), codegen
+def _setting(symbol):
+    """An intrinsic that loads the int64 :func:`prepare` binds to ``symbol``: an external
+    symbol, resolved when a kernel is compiled or loaded from the cache, so the value is
+    read at run time and never frozen into a cached kernel."""
+    @intrinsic
+    def read(typingctx):
+        def codegen(context, builder, sig, args):
+            module = builder.module
+            var = module.globals.get(symbol)
+            if var is None:
+                var = ir.GlobalVariable(module, ir.IntType(64), symbol)
+            return builder.load(var)
+        return types.int64(), codegen
+    return read
+
+
+#: The block count (:func:`blocks`).
+_blocks_setting = _setting(_BLOCKS_SYMBOL)
+#: The small path's limit (:data:`_SMALL_MACS_SYMBOL`).
+_small_path_macs = _setting(_SMALL_MACS_SYMBOL)
+_big_macs_setting = _setting(_BIG_MACS_SYMBOL)
+_big_side_setting = _setting(_BIG_SIDE_SYMBOL)
+
+
+@njit(cache=config.CACHE, inline="always")
+def _on_big(M, N, K):
+    """Whether a column-major ``M x N x K`` call goes to the big-product GEMM: at least
+    ``config.MKL_MIN_MACS`` multiply-adds, and both sides of its output at least
+    ``config.MKL_MIN_SIDE`` (never, where MKL is not used)."""
+    return M * N * K >= _big_macs_setting() and min(M, N) >= _big_side_setting()
 
 # The BLAS transpose flags, read from an array at run time, and the column step from
 # the array: passed as constants, Numba typed them as literals and compiled _product
@@ -219,7 +301,14 @@ def _gemm(flag_a, flag_b, M, N, K, A, lda, B, ldb, C, ldc):
     """Column-major ``C = op(A) op(B)``, M x N x K, as one single-threaded BLAS call (the
     BLAS count set to 1 first, and left there: see :func:`_register_local_threads`)."""
     _set_local_threads(1)
-    if C.itemsize == 4:
+    if _on_big(M, N, K):
+        if C.itemsize == 4:
+            _big_gemm_c(_SINGLE, flag_a, flag_b, M, N, K, _ONE_ZERO32.ctypes, A.ctypes, lda,
+                        B.ctypes, ldb, _ONE_ZERO32[1:].ctypes, C.ctypes, ldc)
+        else:
+            _big_gemm_c(_DOUBLE, flag_a, flag_b, M, N, K, _ONE_ZERO64.ctypes, A.ctypes, lda,
+                        B.ctypes, ldb, _ONE_ZERO64[1:].ctypes, C.ctypes, ldc)
+    elif C.itemsize == 4:
         _gemm_c(_SINGLE, flag_a, flag_b, M, N, K, _ONE_ZERO32.ctypes, A.ctypes, lda, B.ctypes,
                 ldb, _ONE_ZERO32[1:].ctypes, C.ctypes, ldc)
     else:
@@ -267,8 +356,8 @@ def _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, C
 @njit(cache=config.CACHE, inline="always")
 def small_path_calls(flag_a, rows, cols, K, limit, most):
     """Calls (equal column blocks) that bring a product to at most ``limit`` multiply-adds
-    each (:data:`SMALL_PATH_MACS`), or 1 where that needs more than ``most`` calls, where
-    ``op(A)`` is transposed, or where ``limit`` is 0."""
+    each (:data:`SMALL_PATH_MACS` or 0, set by :func:`prepare`), or 1 where that needs
+    more than ``most`` calls, where ``op(A)`` is transposed, or where ``limit`` is 0."""
     if limit == 0 or flag_a == _FLAGS[1] or rows * cols * K <= limit:
         return 1
     width = limit // (rows * K)  # the widest block on the small path
@@ -284,7 +373,8 @@ def small_path_calls(flag_a, rows, cols, K, limit, most):
 def _product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc):
     """Row-major ``C (rows x cols) = op(X) op(Y)`` over flat operands, split by columns."""
     if not splits(rows, cols, K):
-        calls = small_path_calls(flag_a, rows, cols, K, SMALL_PATH_MACS, SMALL_PATH_SPLITS)
+        calls = 1 if _on_big(cols, rows, K) else small_path_calls(
+            flag_a, rows, cols, K, _small_path_macs(), SMALL_PATH_SPLITS)
         width = (cols + calls - 1) // calls
         for blk in range(calls):
             j0 = blk * width
@@ -333,7 +423,7 @@ def matmul_nt(X, Y, C):
     """
     m, n = X.shape
     k = Y.shape[0]
-    if SMALL_PATH_MACS > 0 and n < SMALL_PATH_MIN_K_TRANSPOSED:
+    if _small_path_macs() > 0 and n < SMALL_PATH_MIN_K_TRANSPOSED and not _on_big(k, m, n):
         matmul(X, Y.T.copy(), C)
         return
     _product(_FLAGS[1], _FLAGS[0], m, k, n, Y.reshape(Y.size), n, n, X.reshape(X.size), n,
