@@ -448,24 +448,55 @@ def worker_fastdnn(wl, X, y, weights, epochs):
                 weights=net.get_weights(), threads=n_threads)
 
 
+def _mkl_sgemm():
+    """``C = A @ B`` (float32, C-ordered) on Intel MKL's own threading, or ``None`` where
+    MKL is not installed (the ``fastdnn[mkl]`` extra)."""
+    import ctypes
+
+    from fastdnn.kernels.cpu import mkl
+
+    path = mkl.find()
+    if path is None:
+        return None
+    lib = ctypes.CDLL(path)  # this worker's own MKL set-up: its default threads
+    gemm = lib.cblas_sgemm_64
+    gemm.restype = None
+    i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+    gemm.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i64, i64, i64, f32, ptr, i64,
+                     ptr, i64, f32, ptr, i64]
+
+    def sgemm(A, B, C):
+        (m, k), n = A.shape, B.shape[1]
+        gemm(101, 111, 111, m, n, k, 1.0, A.ctypes.data, k, B.ctypes.data, n, 0.0,
+             C.ctypes.data, n)  # row-major, no transposes
+    return sgemm
+
+
 def worker_matmul(shapes, min_repeats=5, min_seconds=0.5):
-    """Machine fp32 matmul rate: NumPy (BLAS) A(m,k) @ B(k,n) in GFLOP/s, best call.
+    """Machine fp32 matmul rate: NumPy (BLAS) A(m,k) @ B(k,n) in GFLOP/s, best call; and
+    Intel MKL's (keys ``"MKL ..."``) where it is installed.
 
     Best, not median: on a shared machine a 2-thread BLAS call that waits for a
     descheduled thread takes a whole scheduler slice; the best call is the machine.
     """
     rng = np.random.default_rng(0)
     out = {}
+    products = [("", lambda A, B, C: np.matmul(A, B, out=C))]
+    mkl_sgemm = _mkl_sgemm()
+    if mkl_sgemm is not None:
+        products.append(("MKL ", mkl_sgemm))
     for m, k, n in shapes:
         A = rng.standard_normal((m, k), dtype=np.float32)
         Bm = rng.standard_normal((k, n), dtype=np.float32)
-        C = A @ Bm
-        ts, start = [], time.perf_counter()
-        while len(ts) < min_repeats or time.perf_counter() - start < min_seconds:
-            t0 = time.perf_counter()
-            np.matmul(A, Bm, out=C)
-            ts.append(time.perf_counter() - t0)
-        out[f"{m}x{k}@{k}x{n}"] = 2.0 * m * k * n / min(ts) / 1e9
+        for label, product in products:
+            C = A @ Bm
+            product(A, Bm, C)
+            ts, start = [], time.perf_counter()
+            while len(ts) < min_repeats or time.perf_counter() - start < min_seconds:
+                t0 = time.perf_counter()
+                product(A, Bm, C)
+                ts.append(time.perf_counter() - t0)
+            out[f"{label}{m}x{k}@{k}x{n}"] = 2.0 * m * k * n / min(ts) / 1e9
     return out
 
 
@@ -942,8 +973,9 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
             L.append("| " + " | ".join(row) + " |")
         if summary["matmul"]:
             mm = ", ".join(f"`{k}`: {v:.1f} GFLOP/s" for k, v in summary["matmul"].items())
-            L.append(f"\nMachine fp32 matmul rate (NumPy/OpenBLAS, largest layer at the "
-                     f"workload's batch, best call in 0.5 s, median over rounds): {mm}.\n")
+            L.append(f"\nMachine fp32 matmul rate (NumPy/OpenBLAS, and Intel MKL's own "
+                     f"threading where installed, largest layer at the workload's batch, "
+                     f"best call in 0.5 s, median over rounds): {mm}.\n")
 
     L.append("## Warm-up (first epoch incl. JIT compile or cache load) and JAX compile, s\n")
     L.append("| workload | " + " | ".join(systems) + " | jax compile only |")
