@@ -884,6 +884,14 @@ def _versions():
         vs.append(f"NumPy BLAS {blas.get('name')} {blas.get('version')}")
     except Exception:
         pass
+    try:  # the library fastdnn's workers bind (they share this environment)
+        from fastdnn.kernels.cpu import blas as fastdnn_blas
+
+        chosen = fastdnn_blas.library()
+        vs.append("fastdnn's products on " + ("Intel MKL (big products) and SciPy's BLAS"
+                                              if chosen == "mkl" else "SciPy's BLAS"))
+    except Exception:
+        pass
     return ", ".join(vs)
 
 

@@ -3,15 +3,17 @@
 Why: on an Intel Xeon with AVX-512 (Sapphire Rapids class, 2 cores) MKL's sequential
 SGEMM ran the eight products of a 784-1024-1024-10 training step at batch 256 in 8.5-8.9
 against OpenBLAS' 10.3-10.9 ms, and those of 1024-4096-4096-1024 at batch 512 in 196-218
-against 247-255 ms (fastdnn's two column blocks, one per core, medians of 5,
-``benchmarks/gemm_peers.py``).  The kernels call one GEMM symbol; :mod:`.blas` binds it
-to SciPy's BLAS or, through :func:`gemm_address`, to MKL.
+against 247-255 ms (two column blocks, one per core, as fastdnn cuts them; medians of 5).
+The kernels' big products call :data:`.blas.BIG_GEMM_SYMBOL`, which :mod:`.blas` binds to
+Numba's BLAS helper or, through :func:`gemm_address`, to MKL.
 
 What fastdnn asks of MKL, set when it loads the library and only where the user has not
 set it (``MKL_THREADING_LAYER``, ``MKL_CBWR``) and no one has initialised MKL before:
 
 * the sequential threading layer: fastdnn's products are already cut into column blocks
-  run by Numba's threads, and MKL's OpenMP runtime would be one more pool;
+  run by Numba's threads.  MKL's own threads beside Numba's OpenMP pool made the
+  784-1024-1024-10 step 3.7x slower (32 against 8.6 ms, each product one 2-thread MKL
+  call), the two pools spinning against each other;
 * conditional numerical reproducibility in its strict mode (``MKL_CBWR_AUTO |
   MKL_CBWR_STRICT``): results that do not depend on the operands' alignment (measured:
   no cost on the products above).
@@ -26,18 +28,13 @@ import os
 import sys
 
 import llvmlite.binding as llvm
-import numpy as np
-from numba import carray, cfunc, types
-
-from ... import config
+from llvmlite import ir
+from numba import types
 
 # Values from MKL's mkl_service.h / mkl_cblas.h.
 _THREADING_SEQUENTIAL = 1
 _CBWR_AUTO, _CBWR_STRICT = 2, 0x10000
 _COL_MAJOR, _NO_TRANS, _TRANS = 102, 111, 112
-
-_SGEMM, _DGEMM = "fastdnn_mkl_sgemm", "fastdnn_mkl_dgemm"
-_LOCAL_THREADS = "fastdnn_mkl_local_threads"
 
 _lib = None
 
@@ -98,52 +95,66 @@ def _address(lib, name):
     return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
 
 
-def _gemm_type(real):
-    return types.void(types.intc, types.intc, types.intc, types.int64, types.int64,
-                      types.int64, real, types.voidptr, types.int64, types.voidptr,
-                      types.int64, real, types.voidptr, types.int64)
-
-
-# MKL's ILP64 CBLAS entries (64-bit sizes, whatever MKL_INTERFACE_LAYER says), bound by
-# name in :func:`gemm_address`, so the adapter below stays cacheable on disk.
-_sgemm = types.ExternalFunction(_SGEMM, _gemm_type(types.float32))
-_dgemm = types.ExternalFunction(_DGEMM, _gemm_type(types.float64))
-_local_threads = types.ExternalFunction(_LOCAL_THREADS, types.intc(types.intc))
-
 #: The signature of Numba's ``numba_xxgemm`` helper, which the kernels call
-#: (:data:`.blas.GEMM_SYMBOL`): BLAS kind and transpose letters, sizes by value,
+#: (:data:`.blas.BIG_GEMM_SYMBOL`): BLAS kind and transpose letters, sizes by value,
 #: ``alpha`` and ``beta`` by pointer, column-major operands.
 XXGEMM = types.intc(types.char, types.char, types.char, types.intp, types.intp, types.intp,
                     types.voidptr, types.voidptr, types.intp, types.voidptr, types.intp,
                     types.voidptr, types.voidptr, types.intp)
 
 
-def _adapter():
-    """``numba_xxgemm``'s call, made on MKL's CBLAS (compiled when first needed)."""
-    @cfunc(XXGEMM, cache=config.CACHE)
-    def mkl_xxgemm(kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-        ta = _TRANS if transa == 84 else _NO_TRANS  # ord("T")
-        tb = _TRANS if transb == 84 else _NO_TRANS
-        previous = _local_threads(1)
-        if kind == 115:  # ord("s")
-            _sgemm(_COL_MAJOR, ta, tb, m, n, k, carray(alpha, 1, np.float32)[0], a, lda, b,
-                   ldb, carray(beta, 1, np.float32)[0], c, ldc)
-        else:
-            _dgemm(_COL_MAJOR, ta, tb, m, n, k, carray(alpha, 1, np.float64)[0], a, lda, b,
-                   ldb, carray(beta, 1, np.float64)[0], c, ldc)
-        _local_threads(previous)
-        return 0
-    return mkl_xxgemm
+def _adapter_ir(sgemm, dgemm, local_threads):
+    """LLVM IR of ``numba_xxgemm``'s call made on MKL's ILP64 CBLAS (``cblas_?gemm_64`` at
+    the addresses given), serial: MKL's count for the calling thread is set to 1 around
+    the call.
+
+    Written as IR and not as a Numba ``cfunc``: a ``cfunc`` took 0.16 s to compile in
+    each cold start (Intel Xeon); this compiles in milliseconds in every process.
+    """
+    i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+    ptr = i8.as_pointer()
+    module = ir.Module(name="fastdnn_mkl")
+    fn = ir.Function(module, ir.FunctionType(i32, [i8, i8, i8, i64, i64, i64, ptr, ptr, i64,
+                                                   ptr, i64, ptr, ptr, i64]), "xxgemm")
+    kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc = fn.args
+    entry, single, double, done = (fn.append_basic_block(name)
+                                   for name in ("entry", "s", "d", "done"))
+    builder = ir.IRBuilder(entry)
+
+    def trans(letter):  # "T": CblasTrans, else CblasNoTrans
+        return builder.select(builder.icmp_unsigned("==", letter, i8(ord("T"))),
+                              i32(_TRANS), i32(_NO_TRANS))
+
+    ta, tb = trans(transa), trans(transb)
+    set_threads = builder.inttoptr(i64(local_threads),
+                                   ir.FunctionType(i32, [i32]).as_pointer())
+    previous = builder.call(set_threads, [i32(1)])
+    builder.cbranch(builder.icmp_unsigned("==", kind, i8(ord("s"))), single, double)
+    for block, real, address in ((single, ir.FloatType(), sgemm),
+                                 (double, ir.DoubleType(), dgemm)):
+        builder.position_at_end(block)
+        gemm_type = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, real, ptr,
+                                                    i64, ptr, i64, real, ptr, i64])
+        gemm = builder.inttoptr(i64(address), gemm_type.as_pointer())
+        scalar = real.as_pointer()
+        builder.call(gemm, [i32(_COL_MAJOR), ta, tb, m, n, k,
+                            builder.load(builder.bitcast(alpha, scalar)), a, lda, b, ldb,
+                            builder.load(builder.bitcast(beta, scalar)), c, ldc])
+        builder.branch(done)
+    builder.position_at_end(done)
+    builder.call(set_threads, [previous])
+    builder.ret(i32(0))
+    return str(module)
 
 
-_bound = None
+_engine = None
 
 
 def gemm_address():
     """Address of a C function with :data:`XXGEMM`'s signature that runs MKL's
     ``cblas_?gemm_64`` serially (loads MKL on first use)."""
-    global _bound
-    if _bound is None:
+    global _engine
+    if _engine is None:
         lib = load()
         try:
             addresses = [_address(lib, name) for name in (
@@ -151,7 +162,10 @@ def gemm_address():
         except AttributeError as exc:
             raise ImportError(f"Intel MKL at {find()} lacks {exc.args[0]!r}: fastdnn needs "
                               f"oneMKL 2024 or later (pip install 'fastdnn[mkl]')") from exc
-        for name, address in zip((_SGEMM, _DGEMM, _LOCAL_THREADS), addresses):
-            llvm.add_symbol(name, address)
-        _bound = _adapter()
-    return _bound.address
+        module = llvm.parse_assembly(_adapter_ir(*addresses))
+        module.verify()
+        machine = llvm.Target.from_default_triple().create_target_machine(opt=2)
+        engine = llvm.create_mcjit_compiler(module, machine)
+        engine.finalize_object()
+        _engine = engine  # kept: it owns the code
+    return _engine.get_function_address("xxgemm")
