@@ -533,9 +533,12 @@ def test_an_epoch_rate_leaves_out_a_run_that_compiled_a_callee(monkeypatch):
     history = net.fit(X, y, epochs=2, batch_size=8, callbacks=[callback])
     assert len(calls) > 3 and filled[0] == 1
     # The pause is most of the first epoch: counted in its rate, that rate would be below
-    # 4000 rows over the whole epoch; left out, it is at the second epoch's.
+    # 4000 rows over the whole epoch; left out, it is near the second epoch's.  Near: the
+    # epoch is about a millisecond of work, and the runs just after a 0.3 s sleep ran up
+    # to 4.4x slower than the second epoch's on a shared 2-core VM (counted, the pause
+    # would put the rate some 300x below).
     assert rates[0] > 2 * 4000 / history.seconds[0]
-    assert rates[0] > rates[1] / 3
+    assert rates[0] > rates[1] / 10
 
 
 # -- ReduceLROnPlateau -------------------------------------------------------------------
