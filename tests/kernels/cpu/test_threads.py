@@ -84,10 +84,13 @@ THREADS = 3
 # the last two are big enough (blas.PARALLEL_MACS) for fastdnn's parallel column blocks.
 # Then two that OpenBLAS' AVX-512 cores run as 2 and 3 calls on their small-matrix path
 # (blas.SMALL_PATH_MACS; elsewhere as one call), and a narrow one whose D @ Y.T they run
-# through a copy of Y.T (blas.SMALL_PATH_MIN_K_TRANSPOSED).
+# through a copy of Y.T (blas.SMALL_PATH_MIN_K_TRANSPOSED).  Last, a classifier's output
+# layer, whose X @ Y and X.T @ D are too narrow for column blocks and big enough for
+# parallel row blocks (blas.splits_rows), 257 rows: blocks of unequal height.
 PRODUCT_CASES = [(m, k, n, dtype) for dtype in ("float32", "float64")
                  for m, k, n in [(100, 129, 127), (64, 784, 300), (257, 300, 129),
-                                 (200, 64, 100), (128, 128, 128), (200, 100, 10)]]
+                                 (200, 64, 100), (128, 128, 128), (200, 100, 10),
+                                 (257, 1024, 10)]]
 # gemm_min=0 sends every product through BLAS; 300 rows make the big ones parallel.
 FIT_CASES = [(gemm_min, dtype) for dtype in ("float32", "float64")
              for gemm_min in (0, config.SMALL_GEMM_MACS)]
