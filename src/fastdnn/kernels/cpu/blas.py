@@ -380,14 +380,24 @@ def _serial_product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf
               ldb, Cf[j0:], ldc)
 
 
+#: Outputs narrower than this many columns are cut into row blocks (:func:`splits_rows`).
+ROW_SPLIT_COLS = 32
+
+
 @njit(cache=config.CACHE)
 def splits_rows(rows, cols, K):
-    """Whether a ``rows x cols x K`` product that :func:`splits` does not cut (its output
-    no wider than :data:`BLOCK`) is cut into parallel row blocks instead: by its shape
-    alone.  A classifier's output layer: 256x1024 @ 1024x10 and its weight gradient
+    """Whether a ``rows x cols x K`` product with a narrow output (fewer than
+    :data:`ROW_SPLIT_COLS` columns: :func:`splits` never cuts it) is cut into parallel
+    row blocks instead: by its shape alone.
+
+    A classifier's output layer: 256x1024 @ 1024x10 and its weight gradient
     1024x256 @ 256x10 took 99 and 129 us on one core, 2.7% of a 784-1024-1024-10 step at
-    batch 256 (Intel Xeon, OpenBLAS)."""
-    return rows * cols * K >= PARALLEL_MACS and cols <= BLOCK and rows > BLOCK
+    batch 256; in two row blocks 42-54 and 41-52 us (Intel Xeon).  Not for outputs up to
+    :data:`BLOCK` wide: the 128-wide layers of ``fastdnn train``'s net, evaluated on
+    1,400 rows, then reached this parallel region, whose compile made a cold ``fastdnn
+    train`` 6.16 -> 7.46 s (medians of 3).
+    """
+    return rows * cols * K >= PARALLEL_MACS and cols < ROW_SPLIT_COLS and rows > BLOCK
 
 
 # Declared, like _blocks_parallel: compiled only when a product first needs it.
@@ -413,7 +423,7 @@ def _row_blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ld
 @njit(cache=config.CACHE)
 def _product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc):
     """Row-major ``C (rows x cols) = op(X) op(Y)`` over flat operands, split by columns,
-    or by rows where the output is too narrow for columns (:func:`splits_rows`)."""
+    or by rows where the output is narrow (:func:`splits_rows`)."""
     if splits(rows, cols, K):
         nb = n_blocks(cols, _blocks_setting())
         _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, nb)
