@@ -35,12 +35,13 @@ from fastdnn.kernels.cpu import warmup
 {setup}
 dtype, loss, activation, sizes = {net!r}
 rng = np.random.default_rng(0)
-X = rng.normal(size=(40, sizes[0])).astype(dtype)
-y = rng.integers(0, sizes[-1], 40) if loss == "cross_entropy" else rng.normal(size=(40, sizes[-1]))
+X = rng.normal(size=({rows}, sizes[0])).astype(dtype)
+y = (rng.integers(0, sizes[-1], {rows}) if loss == "cross_entropy"
+     else rng.normal(size=({rows}, sizes[-1])))
 net = fd.MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
 net.fit(X, y, epochs=2, batch_size={batch_size}, optimizer="sgd", validation_data=(X, y))
 stats = {{}}
-for name in set(warmup.HELPED + warmup.HELPED_ONLINE) | {{
+for name in set(warmup.HELPED + warmup.HELPED_ONLINE + warmup.HELPED_PARALLEL) | {{
         "fastdnn.kernels.cpu.checks:all_finite", "fastdnn.kernels.cpu.losses:cross_entropy_head"}}:
     s = warmup._dispatcher(name).stats
     stats[name] = [sum(s.cache_hits.values()), sum(s.cache_misses.values())]
@@ -50,21 +51,23 @@ print(json.dumps(dict(stats=stats, weights=[[W.tolist(), b.tolist()] for W, b in
 """
 
 
-def run_fit(net, cache, setup="", batch_size=8, **env):
+def run_fit(net, cache, setup="", batch_size=8, rows=40, **env):
     """The parsed output of :data:`FIT` for ``net`` in a fresh interpreter on ``cache``."""
     environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     environ.update(NUMBA_CACHE_DIR=str(cache), **env)
-    code = FIT.format(net=tuple(net), setup=textwrap.dedent(setup), batch_size=batch_size)
+    code = FIT.format(net=tuple(net), setup=textwrap.dedent(setup), batch_size=batch_size,
+                      rows=rows)
     proc = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout.splitlines()[-1])
 
 
-def helper_config(net, online=False):
+def helper_config(net, batch_size):
     dtype, loss, activation, sizes = net
     codes = [spec.activation_code(activation)] * (len(sizes) - 2)
-    return dict(sizes=sizes, codes=codes, loss=spec.loss_code(loss), dtype=dtype, online=online)
+    return dict(sizes=sizes, codes=codes, loss=spec.loss_code(loss), dtype=dtype,
+                online=batch_size == 1, rows=[batch_size])
 
 
 def called(online):
@@ -82,27 +85,36 @@ def alone(tmp_path_factory):
     return run_fit(NETS[0], tmp_path_factory.mktemp("alone"), FASTDNN_WARMUP="0")
 
 
-@pytest.mark.parametrize("net,batch_size", [(NETS[0], 8), (NETS[1], 8), (NETS[0], 1)],
-                         ids=["float32-cross_entropy", "float64-mse", "float32-online"])
+# A net whose products at batch 256 reach both parallel regions: the hidden layer's in
+# column blocks, the 4-wide output's in row blocks (blas.parallel_callees).
+WIDE = ("float32", "cross_entropy", "relu", [16, 2048, 4])
+
+
+@pytest.mark.parametrize("net,batch_size", [(NETS[0], 8), (NETS[1], 8), (NETS[0], 1),
+                                            (WIDE, 256)],
+                         ids=["float32-cross_entropy", "float64-mse", "float32-online",
+                              "float32-parallel"])
 def test_the_helper_compiles_what_a_fit_then_loads(tmp_path, net, batch_size):
     """Run alone first, the helper leaves the cache with every function a fit of that net
     calls, for the very types the fit passes: the fit compiles none of them."""
     environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     environ["NUMBA_CACHE_DIR"] = str(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "fastdnn.kernels.cpu.warmup",
-                           json.dumps(helper_config(net, batch_size == 1))], env=environ,
+                           json.dumps(helper_config(net, batch_size))], env=environ,
                           capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     reported = proc.stdout.split()
-    result = run_fit(net, tmp_path, batch_size=batch_size, FASTDNN_WARMUP="0")
+    rows = 512 if net is WIDE else 40
+    result = run_fit(net, tmp_path, batch_size=batch_size, rows=rows, FASTDNN_WARMUP="0")
     assert result["helper"] is None
-    for name in called(batch_size == 1):
+    parallel = warmup.HELPED_PARALLEL if net is WIDE else ()
+    for name in called(batch_size == 1) + list(parallel):
         assert name in reported, f"the helper did not report {name} saved"
         assert result["stats"][name][0] > 0, f"the fit did not load {name}"
     # And the checks' scan, for the next process (checks.finite).
     assert result["stats"]["fastdnn.kernels.cpu.checks:all_finite"][0] > 0
-    plan = (warmup.HELPED_ONLINE if batch_size == 1 else warmup.HELPED) + (
+    plan = (warmup.HELPED_ONLINE if batch_size == 1 else warmup.HELPED) + parallel + (
         "fastdnn.kernels.cpu.checks:all_finite",)
     for name, (hits, misses) in result["stats"].items():
         if name in plan:

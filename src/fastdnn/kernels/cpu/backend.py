@@ -181,7 +181,8 @@ class CPUBackend:
             online = batch_size == 1  # the online kernel inlines its head
             warmup.start(self.sizes, self.codes, self.loss, self.dtype, online=online,
                          meanwhile=None if online else partial(compile_head, self.loss,
-                                                               self.dtype))
+                                                               self.dtype),
+                         batch_size=batch_size)
 
     def trainer(self, X, T, batch_size, optimizer, schedule, clip_norm=None):
         """A :class:`CPUTrainer` with buffers sized once for this fit."""

@@ -400,6 +400,26 @@ def splits_rows(rows, cols, K):
     return rows * cols * K >= PARALLEL_MACS and cols < ROW_SPLIT_COLS and rows > BLOCK
 
 
+def parallel_callees(sizes, rows):
+    """Names of the parallel regions (``"_blocks_parallel"``, ``"_row_blocks_parallel"``)
+    that the products of a pass of a net of layer ``sizes`` over each count of ``rows``
+    reach: its forward products, weight gradients and backprop (as :func:`matmul`,
+    :func:`matmul_tn` and :func:`matmul_nt` cut them)."""
+    cuts = getattr(splits, "py_func", splits), getattr(splits_rows, "py_func", splits_rows)
+    names = set()
+    for n in rows:
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            shapes = [(n, fan_out, fan_in), (fan_in, fan_out, n)]
+            if i > 0:
+                shapes.append((n, fan_in, fan_out))
+            for shape in shapes:
+                for name, cut in zip(("_blocks_parallel", "_row_blocks_parallel"), cuts):
+                    if cut(*shape):
+                        names.add(name)
+                        break
+    return sorted(names)
+
+
 # Declared, like _blocks_parallel: compiled only when a product first needs it.
 @separate(returns=types.none)
 @njit(cache=config.CACHE, parallel=True)

@@ -71,6 +71,9 @@ HELPED = (_TRAIN + "loss_and_gradient", _TRAIN + "forward_layers",
 HELPED_ONLINE = (_TRAIN + "forward_layers", _BLAS + "_product", _BLAS + "matmul",
                  _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits", _TRAIN + "_shuffle")
 
+#: The products' parallel regions, which the helper compiles where the net's products
+#: reach them (:func:`.blas.parallel_callees`): each about 1 s of a first fit's compile.
+HELPED_PARALLEL = (_BLAS + "_blocks_parallel", _BLAS + "_row_blocks_parallel")
 #: The helper's last line: it has written all it will write.
 DONE = "done"
 
@@ -183,17 +186,23 @@ def enabled():
             and not getattr(sys, "frozen", False) and "mpi4py.MPI" not in sys.modules)
 
 
-def start(sizes, codes, loss, dtype, online=False, meanwhile=None):
+def start(sizes, codes, loss, dtype, online=False, meanwhile=None, batch_size=1):
     """Launch a helper compiling for a fit of a net of ``sizes`` (widths), activation
     ``codes``, ``loss`` code and ``dtype`` (see the module docstring; ``online``: batches
-    of one row), when the cache has none of it yet and :func:`enabled`; ``meanwhile``, a
-    function, is what this process compiles instead of waiting, the first time it would
-    wait for the helper.  Once per process; returns the :class:`Helper`, or ``None``
-    where none started."""
+    of one row), in batches of ``batch_size`` rows, when the cache has none of it yet and
+    :func:`enabled`; ``meanwhile``, a function, is what this process compiles instead of
+    waiting, the first time it would wait for the helper.  Once per process; returns the
+    :class:`Helper`, or ``None`` where none started."""
     global _helper
+    from . import blas
+
     helped = HELPED_ONLINE if online else HELPED
+    # The rows of a training step (not the evaluation's: its chunks follow the data, and
+    # a parallel region compiled for nothing would take a core from the fit).
+    rows = [1 if online else int(batch_size)]
     net = dict(sizes=[int(n) for n in sizes], codes=[int(c) for c in codes], loss=int(loss),
-               dtype=np.dtype(dtype).name, online=bool(online))
+               dtype=np.dtype(dtype).name, online=bool(online), rows=rows)
+    helped += tuple(_BLAS + name for name in blas.parallel_callees(net["sizes"], rows))
     with _starting:  # fits in threads: one helper
         if _helper is not None or not enabled() or _cached(helped[0]):
             return None
@@ -213,7 +222,7 @@ def helping():
 
 def _report_saves():
     """Print each helped function's name once its compile is saved to the cache."""
-    for name in set(HELPED + HELPED_ONLINE):
+    for name in set(HELPED + HELPED_ONLINE + HELPED_PARALLEL):
         cache = getattr(_dispatcher(name), "_cache", None)
         save = getattr(cache, "save_overload", None)
         if save is None:
@@ -242,6 +251,7 @@ def compile_pass(net):
     evaluation on two rows of zeros, their last kernels compiled, not run."""
     from ..spec import CROSS_ENTROPY, pack_targets
     from . import backend as module
+    from . import blas
     from .checks import all_finite
     from .train import _shuffle
 
@@ -259,6 +269,11 @@ def compile_pass(net):
     backend.evaluate(X, T)
     if net["online"]:
         _shuffle(np.arange(2, dtype=np.int64))
+    # The parallel regions the fit's products reach, for the types the products pass
+    # (flat operands, int64 sizes), run on a 1 x 1 x 1 product.
+    flat, flag = np.zeros(1, dtype=dtype), int(blas._FLAGS[0])
+    for name in blas.parallel_callees(sizes, net.get("rows", [])):
+        getattr(blas, name)(flag, flag, 1, 1, 1, flat, 1, 1, flat, 1, flat.copy(), 1, 1)
     all_finite(X.reshape(-1))  # for the next process's checks (checks.finite)
 
 
