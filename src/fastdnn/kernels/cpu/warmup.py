@@ -10,7 +10,10 @@ Numba's on-disk cache, the pass that the epoch kernel calls through a slot
 (:func:`.train.loss_and_gradient`, declared with :mod:`.separate`, so the epoch kernel
 compiles without it) with the forward pass and the BLAS wrappers, and the evaluation
 kernels (:data:`HELPED`).  For online SGD, whose epoch kernel inlines a pass of its own,
-the helper compiles the evaluation and the shuffle (:data:`HELPED_ONLINE`).
+the helper compiles the evaluation and the shuffle (:data:`HELPED_ONLINE`).  Where the
+training steps' products are big enough to run in parallel blocks, it also compiles those
+parallel regions (:data:`HELPED_PARALLEL`): a cold first fit of 784-1024-1024-10 at batch
+256 took 8.65 -> 8.04 s (medians of 6, alternated).
 
 This process waits for the helper only where it would otherwise compile what the helper
 is compiling: the cache lookup of each helped function is wrapped so that, while the
