@@ -81,11 +81,11 @@ def test_mkl_asked_for_and_missing_says_how_to_install(monkeypatch):
 
 
 def test_cpu_vendor_reads_the_vendor_line(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
-    assert mkl.cpu_vendor(info) == "AuthenticAMD"
-    info.write_text("processor\t: 0\n")
-    assert mkl.cpu_vendor(info) == ""
+    amd, bare = tmp_path / "amd", tmp_path / "bare"
+    amd.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    bare.write_text("processor\t: 0\n")
+    assert mkl.cpu_vendor(amd) == "AuthenticAMD"
+    assert mkl.cpu_vendor(bare) == ""
     assert mkl.cpu_vendor(tmp_path / "missing") == ""
 
 
@@ -145,6 +145,19 @@ def test_big_products_run_on_mkl_and_the_others_on_scipy():
             assert same[0], name
         else:
             assert all(same), name
+
+
+@needs_mkl
+def test_the_big_product_rule_is_read_when_a_network_is_set_up():
+    """``config.MKL_MIN_MACS`` set before the first network: no product is big enough,
+    and every product has SciPy's bits."""
+    none_big = json.loads(run_python(
+        "from fastdnn import config\nconfig.MKL_MIN_MACS = 1 << 62\n" + PRODUCTS,
+        FASTDNN_BLAS="mkl").splitlines()[-1])
+    on_scipy = _products("scipy")
+    assert none_big["library"] == "mkl"
+    for name, got in none_big["products"].items():
+        assert got["bits"] == on_scipy["products"][name]["bits"], name
 
 
 ALIGNMENT = """

@@ -216,6 +216,9 @@ def prepare():
     global _prepared
     _blocks.value = blocks()
     chosen = library()
+    # Where the big GEMM is the helper itself, no product needs to be told apart.
+    _big_macs.value = config.MKL_MIN_MACS if chosen == "mkl" else np.iinfo(np.int64).max
+    _big_side.value = config.MKL_MIN_SIDE
     if _prepared is not None:
         if chosen != _prepared:
             raise RuntimeError(
@@ -228,9 +231,6 @@ def prepare():
     helper = _resolve_gemm()
     big = mkl.gemm_address() if chosen == "mkl" else helper
     _small_macs.value = SMALL_PATH_MACS if blas_core() in _SMALL_PATH_CORES else 0
-    # Where the big GEMM is the helper itself, no product needs to be told apart.
-    _big_macs.value = config.MKL_MIN_MACS if chosen == "mkl" else np.iinfo(np.int64).max
-    _big_side.value = config.MKL_MIN_SIDE
     _launch_threads()
     _register_local_threads()
     llvm.add_symbol(BIG_GEMM_SYMBOL, big)

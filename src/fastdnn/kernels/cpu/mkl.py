@@ -23,6 +23,7 @@ the product is serial even where MKL was initialised threaded by someone else.
 """
 import ctypes
 import ctypes.util
+import functools
 import glob
 import os
 import sys
@@ -52,6 +53,7 @@ def find():
     return ctypes.util.find_library("mkl_rt")
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_vendor(cpuinfo="/proc/cpuinfo"):
     """The CPU's vendor string (``"GenuineIntel"``, ``"AuthenticAMD"``), or ``""`` where
     the OS does not say (read from Linux's ``cpuinfo``)."""
