@@ -80,6 +80,29 @@ def test_mkl_asked_for_and_missing_says_how_to_install(monkeypatch):
         mkl.load()
 
 
+def test_an_mkl_without_the_64_bit_interface_says_which_version_is_needed(monkeypatch):
+    class OldMKL:  # a library without cblas_sgemm_64 (before oneMKL 2024)
+        cblas_sgemm = None
+
+    monkeypatch.setattr(mkl, "_lib", OldMKL())
+    monkeypatch.setattr(mkl, "_engine", None)
+    with pytest.raises(ImportError, match="oneMKL 2024"):
+        mkl.gemm_address()
+
+
+@pytest.mark.parametrize("where", ["prefix", "user"])
+def test_find_looks_where_pip_puts_the_library(monkeypatch, tmp_path, where):
+    lib = tmp_path / where / "lib"
+    lib.mkdir(parents=True)
+    (lib / "libmkl_rt.so.2").write_bytes(b"")
+    empty = str(tmp_path / "empty")
+    monkeypatch.setattr(mkl.sys, "prefix", str(tmp_path / "prefix") if where == "prefix"
+                        else empty)
+    monkeypatch.setattr(mkl.sys, "base_prefix", empty)
+    monkeypatch.setattr(mkl.site, "USER_BASE", str(tmp_path / "user"))
+    assert mkl.find() == str(lib / "libmkl_rt.so.2")
+
+
 def test_cpu_vendor_reads_the_vendor_line(tmp_path):
     amd, bare = tmp_path / "amd", tmp_path / "bare"
     amd.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")

@@ -26,6 +26,7 @@ import ctypes.util
 import functools
 import glob
 import os
+import site
 import sys
 
 import llvmlite.binding as llvm
@@ -43,10 +44,11 @@ _lib = None
 def find():
     """Path of MKL's single dynamic library (``libmkl_rt``), or ``None``.
 
-    Looked for where the ``mkl`` wheel puts it (``<prefix>/lib``), then on the system's
+    Looked for where the ``mkl`` wheel puts it (``<prefix>/lib``: the environment's, the
+    base Python's, or the user's, for ``pip install --user``), then on the system's
     library path.
     """
-    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, site.USER_BASE or sys.prefix)):
         found = sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))
         if found:
             return found[0]
