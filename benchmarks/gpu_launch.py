@@ -75,6 +75,16 @@ def main():
     rows = {"fastdnn's _launch (config, kernel lookup, launch)":
             lambda: launch_fn(mode, bufs, M, N, layer, m, **kwargs),
             "kernel[grid, block](*args)": lambda: kernel[grid, block](*args)}
+    def without_occupancy_warning():
+        from numba.cuda.core import config as cuda_config
+        saved = cuda_config.CUDA_LOW_OCCUPANCY_WARNINGS
+        cuda_config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+        try:
+            kernel[grid, block](*args)
+        finally:
+            cuda_config.CUDA_LOW_OCCUPANCY_WARNINGS = saved
+
+    rows["kernel[grid, block](*args), low-occupancy warning off"] = without_occupancy_warning
     configured = kernel[grid, block]
     rows["configured(*args), configured once"] = lambda: configured(*args)
     try:
@@ -84,18 +94,46 @@ def main():
     except Exception as exc:  # the simulator has no specialize
         print("specialize: n/a", exc)
     try:
+        from cuda.core import LaunchConfig
+        from cuda.core import launch as core_launch
+        from numba.cuda.cudadrv import driver
+
         compiled = next(iter(kernel.overloads.values()))
-        rows["compiled overload .launch(args, grid, block, 0, 0)"] = \
-            lambda: compiled.launch(args, grid, block, 0, 0)
+        stream = driver._to_core_stream(0)
+        rows["compiled overload .launch(args, grid, block, stream, 0)"] = \
+            lambda: compiled.launch(args, grid, block, stream, 0)
+        kernelargs, retr = [], []
+        for ty, value in zip(compiled.argument_types, args):
+            compiled._prepare_args(ty, value, stream, retr, kernelargs)
+        cufunc = compiled._codelibrary.get_cufunc().kernel
+        try:
+            cfg = LaunchConfig(grid=grid, block=block, shmem_size=0)
+        except TypeError:
+            cfg = LaunchConfig(grid=grid, block=block)
+
+        def prepared_each_call():
+            out = []
+            for ty, value in zip(compiled.argument_types, args):
+                compiled._prepare_args(ty, value, stream, [], out)
+            core_launch(stream, cfg, cufunc, *out)
+
+        rows["args prepared each call, cuda.core launch"] = prepared_each_call
+        rows["args prepared once, cuda.core launch (the floor)"] = \
+            lambda: core_launch(stream, cfg, cufunc, *kernelargs)
+        print(f"{len(kernelargs)} kernel parameters")
     except Exception as exc:
-        print("overload launch: n/a", exc)
+        print("overload launch: n/a", repr(exc))
     rows["empty kernel, 11 arguments"] = lambda: empty11[grid, block](*args)
     rows["empty kernel, no arguments"] = lambda: empty0[grid, block]()
     print(f"one launch of {M}x{N} forward GEMM (micro {micro}, grid {grid}, block {block}); "
           f"{N_LAUNCH} launches each, microseconds per launch")
-    print(f"| path | host us | host + GPU us |\n|---|---|---|")
+    print("| path | host us | host + GPU us |\n|---|---|---|")
     for name, fn in rows.items():
-        host, total = per_launch(fn)
+        try:
+            host, total = per_launch(fn)
+        except Exception as exc:  # one path failing must not hide the others
+            print(f"| {name} | failed: {exc!r} | |", flush=True)
+            continue
         print(f"| {name} | {host:.1f} | {total:.1f} |", flush=True)
 
     steps = -(-n // batch)
