@@ -11,10 +11,21 @@ so patching them never forces a recompile.
 #: samples/s), BLAS wins already at 32x16x16 (16-wide ReLU net, batch 32: 3.5 vs 1.0 M).
 SMALL_GEMM_MACS = 256
 #: The same threshold for the one-row products of online SGD (``batch_size=1``), where
-#: the loops run vectorised over fan_out and a BLAS call is mostly overhead.  Measured
-#: (float32 tanh, batch 1, loops / BLAS time a step, Intel Xeon): 16-32-32-2 0.81x,
-#: 8-64-64-4 0.94x, 64-128-128-10 1.0x, 32-256-256-2 1.09x, 128-512-512-2 1.07x.
-ONE_ROW_GEMM_MACS = 8192
+#: the loops run vectorised over fan_out and a BLAS call is mostly overhead.  ``None``:
+#: the value measured on this CPU's family, :data:`ONE_ROW_GEMM_MACS_BY_VENDOR` (8192 on
+#: others).  Read when a network is set up.
+ONE_ROW_GEMM_MACS = None
+#: :data:`ONE_ROW_GEMM_MACS` by CPU vendor.  The two families part where a layer has a few
+#: thousand multiply-adds, and no instruction-set flag tells them apart (both have
+#: AVX-512).  Measured (float32 tanh, batch 1, time a step):
+#:
+#: * Intel Xeon (Sapphire Rapids class), loops / BLAS: 16-32-32-2 0.81x, 8-64-64-4 0.94x,
+#:   64-128-128-10 1.0x, 32-256-256-2 1.09x, 128-512-512-2 1.07x;
+#: * AMD EPYC (Zen 4), loops / BLAS: 16-32-32-2 0.69x, 8-64-64-4 1.04x, 64-128-128-10
+#:   1.23x, 32-256-256-2 1.17x, 128-512-512-2 1.30x; against 8192, a threshold of 2048
+#:   ran 8-64-64-4 in 0.78-0.92x and 32-64-64-2 in 0.68-0.86x the time, and 1024 ran
+#:   16-32-32-2 1.17x slower (its 32x32 layer on BLAS).
+ONE_ROW_GEMM_MACS_BY_VENDOR = {"GenuineIntel": 8192, "AuthenticAMD": 2048}
 
 #: Column blocks a big product is cut into, run in parallel (see
 #: :mod:`fastdnn.kernels.cpu.blas`).  ``None``: the ``FASTDNN_BLAS_BLOCKS`` environment

@@ -16,7 +16,7 @@ from ...validation import check_X
 from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, MSE,
                     PROBABILITIES, EpochResult, Layout, OptimizerArgs, ScheduleArgs,
                     pack_targets)
-from . import blas, pair, threads, warmup
+from . import blas, mkl, pair, threads, warmup
 from .checks import finite
 from .losses import compile_head, labels, predictions, probabilities
 from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
@@ -25,10 +25,20 @@ from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss
 from .updates import GUARD_SLOTS, LIMIT, refresh_bounds
 
 
+def one_row_gemm_macs():
+    """The multiply-adds from which a one-row product goes to BLAS:
+    ``config.ONE_ROW_GEMM_MACS``, or where that is ``None`` the value measured on this
+    CPU's vendor (``config.ONE_ROW_GEMM_MACS_BY_VENDOR``), else 8192 (the vendors
+    measured part below it; the loops stay correct on any CPU, only slower or faster)."""
+    if config.ONE_ROW_GEMM_MACS is not None:
+        return int(config.ONE_ROW_GEMM_MACS)
+    return config.ONE_ROW_GEMM_MACS_BY_VENDOR.get(mkl.cpu_vendor(), 8192)
+
+
 def _layout(sizes, codes, cap, drops=None):
     """The layout of batches of up to ``cap`` rows; one-row batches (online SGD) keep
-    more of their products in the loop kernels (``config.ONE_ROW_GEMM_MACS``)."""
-    gemm_min = config.ONE_ROW_GEMM_MACS if cap == 1 else config.SMALL_GEMM_MACS
+    more of their products in the loop kernels (:func:`one_row_gemm_macs`)."""
+    gemm_min = one_row_gemm_macs() if cap == 1 else config.SMALL_GEMM_MACS
     return Layout.build(sizes, codes, cap, gemm_min, drops)
 
 

@@ -235,7 +235,7 @@ def _fused_sgd_step(theta, table, bufs, opt, sched, value, t):
     The same arithmetic as that sequence, element by element (``spec.sgd_step`` of the
     same gradient), so the same weights, but for the sign of a zero gradient where the
     general sequence formed ``dW`` in BLAS (one-row products from
-    ``config.ONE_ROW_GEMM_MACS``), whose ``0 + a b`` turns -0 into +0.
+    :func:`.backend.one_row_gemm_macs`), whose ``0 + a b`` turns -0 into +0.
     """
     grad = bufs.grad
     hyper = opt.hyper
