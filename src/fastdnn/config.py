@@ -24,7 +24,7 @@ ONE_ROW_GEMM_MACS = None
 #: * AMD EPYC (Zen 4), loops / BLAS: 16-32-32-2 0.69x, 8-64-64-4 1.04x, 64-128-128-10
 #:   1.23x, 32-256-256-2 1.17x, 128-512-512-2 1.30x; against 8192, a threshold of 2048
 #:   ran 8-64-64-4 in 0.78-0.92x and 32-64-64-2 in 0.68-0.86x the time, and 1024 ran
-#:   16-32-32-2 1.17x slower (its 32x32 layer on BLAS).
+#:   16-32-32-2 1.17x slower (its 32x32 layer on BLAS).  ``benchmarks/one_row.py`` measures it.
 ONE_ROW_GEMM_MACS_BY_VENDOR = {"GenuineIntel": 8192, "AuthenticAMD": 2048}
 
 #: Column blocks a big product is cut into, run in parallel (see
