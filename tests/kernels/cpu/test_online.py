@@ -152,6 +152,13 @@ def test_a_one_row_threshold_set_in_config_wins_over_the_cpu(monkeypatch):
     assert (table[:, spec.GEMM_MIN] == 100).all()
 
 
+@pytest.mark.parametrize("value", [-1, 2.5, "8192", True])
+def test_a_bad_one_row_threshold_is_a_clear_error(monkeypatch, value):
+    monkeypatch.setattr(config, "ONE_ROW_GEMM_MACS", value)
+    with pytest.raises(ValueError, match="ONE_ROW_GEMM_MACS"):
+        fd.MLP([3, 4, 1], loss="mse").fit(np.zeros((4, 3)), np.zeros(4), epochs=1, batch_size=1)
+
+
 @pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
 def test_an_online_fit_gives_the_same_loss_with_either_threshold(monkeypatch, vendor):
     # The loops and BLAS are the same arithmetic but for the order of a few sums: the

@@ -30,9 +30,13 @@ def one_row_gemm_macs():
     ``config.ONE_ROW_GEMM_MACS``, or where that is ``None`` the value measured on this
     CPU's vendor (``config.ONE_ROW_GEMM_MACS_BY_VENDOR``), else 8192 (the vendors
     measured part below it; the loops stay correct on any CPU, only slower or faster)."""
-    if config.ONE_ROW_GEMM_MACS is not None:
-        return int(config.ONE_ROW_GEMM_MACS)
-    return config.ONE_ROW_GEMM_MACS_BY_VENDOR.get(mkl.cpu_vendor(), 8192)
+    value = config.ONE_ROW_GEMM_MACS
+    if value is None:
+        return config.ONE_ROW_GEMM_MACS_BY_VENDOR.get(mkl.cpu_vendor(), 8192)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError("fastdnn.config.ONE_ROW_GEMM_MACS must be None or a non-negative "
+                         f"integer, got {value!r}")
+    return int(value)
 
 
 def _layout(sizes, codes, cap, drops=None):
