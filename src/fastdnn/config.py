@@ -53,7 +53,9 @@ MKL_MIN_SIDE = 32
 #: scan of the gradient, the optimizer's update) run in parallel chunks
 #: (``kernels/cpu/wide.py``): from two chunks.  Scan and SGD update, float32, serial /
 #: parallel time (Intel Xeon, 2 cores, warm caches): 64K parameters 0.71x (one chunk),
-#: 128K 1.42x, 256K 2.0x, 512K 3.5x, 1M 2.2x.
+#: 128K 1.42x, 256K 2.0x, 512K 3.5x, 1M 2.2x.  Whole steps on an AMD EPYC (Zen 4, float32
+#: SGD, wide / serial time, medians of 7): 256-256-256-10 (134K) 1.00x, 512-512-10 (268K)
+#: 0.94x, 784-512-10 (407K) 0.91x.
 WIDE_UPDATE_PARAMS = 1 << 17
 
 #: Data-parallel shards of a training batch, for nets too narrow for the column-block
