@@ -28,8 +28,14 @@ from .updates import GUARD_SLOTS, LIMIT, refresh_bounds
 def one_row_gemm_macs():
     """The multiply-adds from which a one-row product goes to BLAS:
     ``config.ONE_ROW_GEMM_MACS``, or where that is ``None`` the value measured on this
-    CPU's vendor (``config.ONE_ROW_GEMM_MACS_BY_VENDOR``), else 8192 (the vendors
-    measured part below it; the loops stay correct on any CPU, only slower or faster)."""
+    CPU's vendor (``config.ONE_ROW_GEMM_MACS_BY_VENDOR``), else Intel's 8192 (on a CPU
+    not measured, the choice only changes the speed and the last bits, never the math).
+
+    Raises
+    ------
+    ValueError
+        If ``config.ONE_ROW_GEMM_MACS`` is not ``None`` or a non-negative integer.
+    """
     value = config.ONE_ROW_GEMM_MACS
     if value is None:
         return config.ONE_ROW_GEMM_MACS_BY_VENDOR.get(mkl.cpu_vendor(), 8192)
