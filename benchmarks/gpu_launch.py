@@ -7,8 +7,10 @@ and a profile of the host side of an epoch.  On a machine with a GPU
 A small net's step is about a dozen launches of kernels that run for microseconds, so the
 step costs what the host spends launching them.  This times 2,000 launches of one real
 launch of the step (the first layer's forward GEMM of a 64-128-128-10 net, batch 128)
-five ways, from fastdnn's own path down to the compiled kernel's ``launch``, and an empty
-kernel with as many arguments and with none; then profiles three epochs' host side.
+by each path from fastdnn's own down to ``cuda.core``'s ``launch`` with the kernel's
+parameters prepared once (the floor of a launch path that caches them), and an empty
+kernel with as many arguments and with none; then profiles three epochs' host side.  A
+path that fails prints its error and the others go on.
 """
 import cProfile
 import os
@@ -75,6 +77,7 @@ def main():
     rows = {"fastdnn's _launch (config, kernel lookup, launch)":
             lambda: launch_fn(mode, bufs, M, N, layer, m, **kwargs),
             "kernel[grid, block](*args)": lambda: kernel[grid, block](*args)}
+
     def without_occupancy_warning():
         from numba.cuda.core import config as cuda_config
         saved = cuda_config.CUDA_LOW_OCCUPANCY_WARNINGS
