@@ -38,7 +38,8 @@ def one_row_gemm_macs():
     """
     value = config.ONE_ROW_GEMM_MACS
     if value is None:
-        return config.ONE_ROW_GEMM_MACS_BY_VENDOR.get(mkl.cpu_vendor(), 8192)
+        by_vendor = config.ONE_ROW_GEMM_MACS_BY_VENDOR
+        return by_vendor.get(mkl.cpu_vendor(), by_vendor["GenuineIntel"])
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError("fastdnn.config.ONE_ROW_GEMM_MACS must be None or a non-negative "
                          f"integer, got {value!r}")
