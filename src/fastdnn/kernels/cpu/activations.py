@@ -17,12 +17,13 @@ work; gated, it is a masked multiply, as fast as the old ``if A <= 0: delta = 0`
 """
 import math
 
-from numba import njit, types
+from numba import types
 
 from ... import config
 from ..spec import ELU, GELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH
 from . import formulas as F
 from .separate import separate
+from .pipeline import njit
 
 
 @njit(cache=config.CACHE, inline="always")

@@ -46,13 +46,14 @@ import os
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
-from numba import cfunc, njit, prange, types
+from numba import cfunc, prange, types
 from numba.extending import intrinsic
 
 from ... import config
 from . import mkl
 from .separate import separate
 from .threads import blas_core, local_threads_setter
+from .pipeline import njit
 
 #: Narrowest column block a split product is cut into (a product with at most this many
 #: output columns is never split).

@@ -2,13 +2,14 @@
 import math
 
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.core.errors import TypingError
 from numba.extending import overload
 
 from ... import config
 from . import warmup
 from .separate import separate
+from .pipeline import njit
 
 
 @separate

@@ -7,11 +7,10 @@ costs more than its arithmetic, and :mod:`.blas` (SciPy's BLAS, split into
 fixed column blocks run in parallel) for the rest.  The choice and the split depend on
 shapes only, never on the thread count, so results do too.
 """
-from numba import njit
-
 from ... import config
 from .activations import activate
 from .blas import matmul, matmul_nt, matmul_tn
+from .pipeline import njit
 
 # Reassociation lets LLVM vectorise the dot-product reduction of ``delta @ W.T``; it
 # changes rounding only (no NaN/inf assumptions), and this leaf holds no softmax/log.

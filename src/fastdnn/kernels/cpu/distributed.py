@@ -31,7 +31,7 @@ from collections import namedtuple
 import numpy as np
 from llvmlite import binding as llvm
 from mpi4py import MPI
-from numba import njit, types
+from numba import types
 
 from ... import config
 from ..spec import CLIP_NORM, DROP, L2, LR, SHUFFLE
@@ -43,6 +43,7 @@ from .train import (NO_KEY, PAIRED, SHARDED, EpochPlan, _shuffle, clip_by_norm, 
                     train_steps_sharded, train_steps_wide)
 from .updates import SAFE_REFRESH, UNSAFE, optimizer_step, refresh_bounds, step_is_safe
 from .wide import max_abs_wide, optimizer_step_wide
+from .pipeline import njit
 
 #: The vector one step reduces: the gradient times the local weight sum, then these.
 LOSS_SUM, WEIGHT_SUM, ROWS = range(3)

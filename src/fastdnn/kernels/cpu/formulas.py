@@ -14,10 +14,9 @@ A formula called in an element loop stays inlined too: each call kept as its own
 dispatcher costs a compile of its own (~0.04 s) per argument type, more than its
 copies cost (all as calls: a cold ``fastdnn train`` 0.25 s slower, Intel Xeon).
 """
-from numba import njit
-
 from ... import config
 from .. import spec
+from .pipeline import njit
 
 #: The formulas compiled as calls (see above); ``error_model="numpy"``, so that none
 #: can raise and LLVM folds the status check of each call it inlines.

@@ -13,13 +13,14 @@ No ``fastmath`` here: the log-sum-exp must keep IEEE semantics to stay finite.
 
 import numba
 import numpy as np
-from numba import njit, types
+from numba import types
 
 from ... import config
 from ..spec import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE, POISSON
 from . import formulas as F
 from .separate import separate
 from .vexp import vexp
+from .pipeline import njit
 
 
 @njit(cache=config.CACHE, inline="always")

@@ -37,7 +37,7 @@ import threading
 
 import numpy as np
 from llvmlite import ir
-from numba import cfunc, njit, types
+from numba import cfunc, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
@@ -48,6 +48,7 @@ from . import train as _train  # an import cycle: train's steps call paired_grad
 from .losses import weight_sum
 from .updates import adam_update, adam_update_into
 from .views import borrow, view2d
+from .pipeline import njit
 
 # Slots of the int64 ``control`` array (``Buffers.control``).  The ones that both
 # threads write each have a cache line of their own.

@@ -16,7 +16,7 @@ import math
 from collections import namedtuple
 
 import numpy as np
-from numba import njit, prange, types
+from numba import prange, types
 
 from ... import config
 from ..spec import (A_OFF, ACT, ADAM, B_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, GEMM_MIN, IN_OFF,
@@ -33,6 +33,7 @@ from .updates import (SAFE, SAFE_REFRESH, UNSAFE, _sgd_scalars, bounds_are_safe,
                       optimizer_step, refresh_bounds, sgd_rows, sgd_update)
 from .views import borrow, view2d
 from .wide import max_abs_wide, optimizer_step_wide
+from .pipeline import njit
 
 #: Work buffers of one fit, one row per shard slot of a batch (see :func:`train_steps`):
 #: activations ``(S, work)``, the two ping-pong deltas ``(S, 2, delta)``, per-shard

@@ -6,7 +6,7 @@ update loops stay separate functions: inlined, their loop over the parameters ra
 ~40 ns per element inside the epoch loop (a 25M-parameter SGD step took 0.9 s instead
 of 8 ms; measured on 1024-4096-4096-1024), where called they vectorise.
 """
-from numba import njit, types
+from numba import types
 
 from ... import config
 from ..spec import (ADAM, BETA1, BETA2, DECOUPLED, EPS, MOMENTUM, NESTEROV, SGD,
@@ -14,6 +14,7 @@ from ..spec import (ADAM, BETA1, BETA2, DECOUPLED, EPS, MOMENTUM, NESTEROV, SGD,
 from . import formulas as F
 from .checks import max_abs
 from .separate import separate
+from .pipeline import njit
 
 
 @njit(cache=config.CACHE, inline="always")

@@ -14,11 +14,12 @@ NumPy), NaN in, NaN out (through ``max``, ``min`` and the arithmetic); no ``fast
 """
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
 from ... import config
+from .pipeline import njit
 
 _LOG2E = 1.4426950408889634
 # float64: fdlibm's split of ln 2 (the high part has 21 trailing zero bits).

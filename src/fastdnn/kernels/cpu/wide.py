@@ -13,11 +13,12 @@ Only the wide epoch kernels call these (:func:`.train.train_steps_wide`, and
 ``config.WIDE_UPDATE_PARAMS`` parameters: a parallel region costs about 1 s of a cold
 compile, which the small nets' kernels are spared.
 """
-from numba import njit, prange
+from numba import prange
 
 from ... import config
 from .checks import max_abs
 from .updates import adam_update, apply_optimizer, sgd_update
+from .pipeline import njit
 
 #: Parameters per chunk (256 KiB of float32): wide enough that a chunk's loop dwarfs
 #: handing it to a thread, narrow enough for 2-8 threads to share a 1-2M-parameter net.

@@ -1,0 +1,109 @@
+"""The CPU kernels' compile pipeline (:mod:`fastdnn.kernels.cpu.pipeline`): Numba's own,
+whose inliner copies a callee's scope once instead of once per block, to the same code."""
+import copy
+
+import numba
+import numpy as np
+import pytest
+from numba.core import ir
+
+from fastdnn.kernels.cpu import blas, dense, losses, pipeline, train
+
+pytestmark = pytest.mark.skipif(not pipeline.SUPPORTED,
+                                reason="this Numba lacks the inliner internals relied on")
+
+
+def _callee(x, n):
+    """Many blocks (each ``if`` and loop is a few) and variables, as fastdnn's passes."""
+    total = 0.0
+    for i in range(n):
+        a = x[i] * 2.0
+        if a > 1.0:
+            total += a
+        elif a < -1.0:
+            total -= a
+        else:
+            total += 0.5 * a
+        b = a + total
+        if b > 3.0:
+            total *= 0.5
+        for j in range(i):
+            if (i + j) % 3 == 0:
+                total += x[j]
+            else:
+                total -= 0.25 * x[j]
+    return total
+
+
+def _caller(x):
+    return _inlined(x, x.shape[0]) + _inlined(x[::-1], x.shape[0] // 2)
+
+
+_inlined = numba.njit(inline="always")(_callee)
+
+
+def _counting_scope_copies(monkeypatch):
+    """Count the deep copies Numba makes of IR scopes, done as ``copy.deepcopy`` does."""
+    calls = []
+
+    def deepcopy(self, memo):
+        calls.append(self)
+        twin = type(self).__new__(type(self))
+        memo[id(self)] = twin
+        for key, value in self.__dict__.items():
+            twin.__dict__[key] = copy.deepcopy(value, memo)
+        return twin
+
+    monkeypatch.setattr(ir.Scope, "__deepcopy__", deepcopy, raising=False)
+    return calls
+
+
+def _compiled(jit):
+    """``_caller`` compiled anew (no cache) by ``jit``."""
+    return jit(_caller).compile((numba.float64[::1],))
+
+
+def test_kernels_compile_with_it():
+    for kernel in (train.train_steps, train.train_steps_online, train.loss_and_gradient,
+                   train.forward_layers, dense.dense_backward, blas.matmul, losses.loss_grad):
+        assert kernel._compiler.pipeline_class is pipeline.Compiler, kernel
+
+
+def test_scope_is_copied_once_per_copy(monkeypatch):
+    blocks = len(numba.core.compiler.run_frontend(_callee).blocks)
+    assert blocks > 10
+    calls = _counting_scope_copies(monkeypatch)
+    _compiled(numba.njit)
+    numba_copies = len(calls)
+    calls.clear()
+    _compiled(pipeline.njit)
+    # Two inlined calls, their IR copied twice each by Numba's inliner; each copy copies
+    # the scope and its parent: here once, by Numba's own pipeline once per block.
+    assert 0 < len(calls) <= 2 * 2 * 2
+    assert numba_copies >= blocks * len(calls)
+
+
+def test_hooks_are_gone_after_inlining(monkeypatch):
+    hooked = []
+    original = pipeline._copied_once
+
+    def spy(scope, made, hooks):
+        hooked.append(scope)
+        original(scope, made, hooks)
+
+    monkeypatch.setattr(pipeline, "_copied_once", spy)
+    _compiled(pipeline.njit)
+    assert hooked
+    assert not [s for s in hooked if "__deepcopy__" in s.__dict__]
+
+
+def test_same_results_as_numbas_pipeline():
+    x = np.random.default_rng(0).standard_normal(40)
+    assert numba.njit(_caller)(x) == pipeline.njit(_caller)(x) == _caller(x)
+
+
+def test_njit_is_numbas_own_without_support(monkeypatch):
+    monkeypatch.setattr(pipeline, "SUPPORTED", False)
+    assert pipeline.njit(cache=False)(_caller)._compiler.pipeline_class is not pipeline.Compiler
+    monkeypatch.setattr(pipeline, "SUPPORTED", True)
+    assert pipeline.njit(_caller)._compiler.pipeline_class is pipeline.Compiler
