@@ -46,7 +46,6 @@ from ... import config
 from ..spec import ADAM, BETA1, BETA2, DECOUPLED, EPS, WEIGHT_DECAY
 from . import train as _train  # an import cycle: train's steps call paired_gradient
 from .losses import weight_sum
-from .separate import separate
 from .updates import adam_update, adam_update_into
 from .views import borrow, view2d
 from .pipeline import njit
@@ -310,28 +309,18 @@ def paired_adam(theta, grad, state, hyper, lr, t, control, moved):
         control[HOME] = job % 2
 
 
-@njit(cache=config.CACHE, inline="always")
+@njit(cache=config.CACHE)
 def settle(state, control, moved):
     """Move the moments of the helper's part of :func:`paired_adam` back into ``state``
-    (where the rest of the step and Python read them), if it holds any.
-
-    The move is a call, reached only by paired Adam fits: every epoch kernel calls this,
-    and compiled into each, the move was 0.1-0.2 s of each cold compile (AMD EPYC)."""
-    if control[HOME] >= 0:
-        _move_moments(state, control, moved)
-
-
-@separate(returns=types.none)
-@njit(cache=config.CACHE)
-def _move_moments(state, control, moved):
-    """:func:`settle`'s move, from the slots ``control[HOME]`` names."""
+    (where the rest of the step and Python read them)."""
     home = control[HOME]
-    h = state.shape[1] - moved.shape[1]
-    m, v = moved[1 + 2 * home], moved[2 + 2 * home]
-    for i in range(m.shape[0]):
-        state[0, h + i] = m[i]
-        state[1, h + i] = v[i]
-    control[HOME] = -1
+    if home >= 0:
+        h = state.shape[1] - moved.shape[1]
+        m, v = moved[1 + 2 * home], moved[2 + 2 * home]
+        for i in range(m.shape[0]):
+            state[0, h + i] = m[i]
+            state[1, h + i] = v[i]
+        control[HOME] = -1
 
 
 @njit(cache=config.CACHE, inline="always")
