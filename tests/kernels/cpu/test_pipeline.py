@@ -1,5 +1,6 @@
 """The CPU kernels' compile pipeline (:mod:`fastdnn.kernels.cpu.pipeline`): Numba's own,
-whose inliner copies a callee's scope once instead of once per block, to the same code."""
+whose inliner inlines the IR it builds for a call site without copying it (Numba's copies
+it twice, and its scope once per block), to the same code."""
 import copy
 
 import numba
@@ -69,32 +70,17 @@ def test_kernels_compile_with_it():
         assert kernel._compiler.pipeline_class is pipeline.Compiler, kernel
 
 
-def test_scope_is_copied_once_per_copy(monkeypatch):
+def test_scope_is_not_copied(monkeypatch):
     blocks = len(numba.core.compiler.run_frontend(_callee).blocks)
     assert blocks > 10
     calls = _counting_scope_copies(monkeypatch)
     _compiled(numba.njit)
-    numba_copies = len(calls)
+    # Two inlined calls, their IR copied twice each by Numba's inliner, each copy
+    # copying the scope once per block.
+    assert len(calls) >= 2 * 2 * blocks
     calls.clear()
     _compiled(pipeline.njit)
-    # Two inlined calls, their IR copied twice each by Numba's inliner; each copy copies
-    # the scope and its parent: here once, by Numba's own pipeline once per block.
-    assert 0 < len(calls) <= 2 * 2 * 2
-    assert numba_copies >= blocks * len(calls)
-
-
-def test_hooks_are_gone_after_inlining(monkeypatch):
-    hooked = []
-    original = pipeline._copied_once
-
-    def spy(scope, made, hooks):
-        hooked.append(scope)
-        original(scope, made, hooks)
-
-    monkeypatch.setattr(pipeline, "_copied_once", spy)
-    _compiled(pipeline.njit)
-    assert hooked
-    assert not [s for s in hooked if "__deepcopy__" in s.__dict__]
+    assert calls == []
 
 
 def test_same_results_as_numbas_pipeline():
@@ -107,3 +93,43 @@ def test_njit_is_numbas_own_without_support(monkeypatch):
     assert pipeline.njit(cache=False)(_caller)._compiler.pipeline_class is not pipeline.Compiler
     monkeypatch.setattr(pipeline, "SUPPORTED", True)
     assert pipeline.njit(_caller)._compiler.pipeline_class is pipeline.Compiler
+
+
+def _counting_block_copies(monkeypatch):
+    """Count the deep copies made of IR blocks, done as ``copy.deepcopy`` does."""
+    calls = []
+
+    def deepcopy(self, memo):
+        calls.append(self)
+        twin = type(self).__new__(type(self))
+        memo[id(self)] = twin
+        for key, value in self.__dict__.items():
+            twin.__dict__[key] = copy.deepcopy(value, memo)
+        return twin
+
+    monkeypatch.setattr(ir.Block, "__deepcopy__", deepcopy, raising=False)
+    return calls
+
+
+def test_fresh_callee_blocks_are_not_copied(monkeypatch):
+    calls = _counting_block_copies(monkeypatch)
+    _compiled(numba.njit)
+    assert len(calls) >= 2 * 2 * 10  # two inlined calls, two copies each, 10+ blocks
+    calls.clear()
+    _compiled(pipeline.njit)
+    assert calls == []
+
+
+def test_block_hooks_are_gone_after_inlining(monkeypatch):
+    hooked = []
+    original = pipeline._uncopied
+
+    def spy(blocks, hooks):
+        blocks = list(blocks)
+        hooked.extend(blocks)
+        original(blocks, hooks)
+
+    monkeypatch.setattr(pipeline, "_uncopied", spy)
+    _compiled(pipeline.njit)
+    assert hooked
+    assert not [b for b in hooked if "__deepcopy__" in b.__dict__]
