@@ -43,8 +43,9 @@ def _caller(x):
 _inlined = numba.njit(inline="always")(_callee)
 
 
-def _counting_scope_copies(monkeypatch):
-    """Count the deep copies Numba makes of IR scopes, done as ``copy.deepcopy`` does."""
+def _counting_copies(monkeypatch, cls):
+    """Count the deep copies Numba makes of IR objects of class ``cls`` (a scope, a
+    block), done as ``copy.deepcopy`` does."""
     calls = []
 
     def deepcopy(self, memo):
@@ -55,7 +56,7 @@ def _counting_scope_copies(monkeypatch):
             twin.__dict__[key] = copy.deepcopy(value, memo)
         return twin
 
-    monkeypatch.setattr(ir.Scope, "__deepcopy__", deepcopy, raising=False)
+    monkeypatch.setattr(cls, "__deepcopy__", deepcopy, raising=False)
     return calls
 
 
@@ -73,7 +74,7 @@ def test_kernels_compile_with_it():
 def test_scope_is_not_copied(monkeypatch):
     blocks = len(numba.core.compiler.run_frontend(_callee).blocks)
     assert blocks > 10
-    calls = _counting_scope_copies(monkeypatch)
+    calls = _counting_copies(monkeypatch, ir.Scope)
     _compiled(numba.njit)
     # Two inlined calls, their IR copied twice each by Numba's inliner, each copy
     # copying the scope once per block.
@@ -95,24 +96,8 @@ def test_njit_is_numbas_own_without_support(monkeypatch):
     assert pipeline.njit(_caller)._compiler.pipeline_class is pipeline.Compiler
 
 
-def _counting_block_copies(monkeypatch):
-    """Count the deep copies made of IR blocks, done as ``copy.deepcopy`` does."""
-    calls = []
-
-    def deepcopy(self, memo):
-        calls.append(self)
-        twin = type(self).__new__(type(self))
-        memo[id(self)] = twin
-        for key, value in self.__dict__.items():
-            twin.__dict__[key] = copy.deepcopy(value, memo)
-        return twin
-
-    monkeypatch.setattr(ir.Block, "__deepcopy__", deepcopy, raising=False)
-    return calls
-
-
 def test_fresh_callee_blocks_are_not_copied(monkeypatch):
-    calls = _counting_block_copies(monkeypatch)
+    calls = _counting_copies(monkeypatch, ir.Block)
     _compiled(numba.njit)
     assert len(calls) >= 2 * 2 * 10  # two inlined calls, two copies each, 10+ blocks
     calls.clear()
