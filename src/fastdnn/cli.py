@@ -7,10 +7,12 @@ A new subcommand is one more entry there, without touching ``main``.
 """
 
 import argparse
+import atexit
 import csv
 import io
 import os
 import sys
+import threading
 import time
 from typing import Callable, NamedTuple
 
@@ -690,3 +692,47 @@ def main(argv=None):
         return 1
     finally:
         sys.stdout = stdout
+
+
+def run():
+    """The ``fastdnn`` console script and ``python -m fastdnn``: :func:`main`, then exit
+    with its code, skipping the interpreter's teardown where nothing needs it.
+
+    A run ends with its output flushed, its files written whole (atomically) and closed,
+    and its ``atexit`` handlers run; what the teardown would add is freeing every object
+    and compiled kernel one by one, 0.2-0.35 s, a fifth of a warm ``fastdnn train``
+    (1.05 -> 0.85 s, 4 alternated pairs, AMD EPYC).  The usual exit stays where something
+    may still be at work: a thread other than the daemons (the interpreter would wait for
+    it), or MPI, whose finalisation runs after the teardown.
+    """
+    code = main()
+    if _may_exit_now():
+        _exit_now(0 if code is None else code)
+    sys.exit(code)
+
+
+def _may_exit_now():
+    return ("mpi4py.MPI" not in sys.modules and not sys.flags.dev_mode
+            and all(t.daemon or t is threading.main_thread() for t in threading.enumerate()))
+
+
+def _exit_now(code):
+    """Flush, run the ``atexit`` handlers (coverage's, logging's), flush again, and end
+    the process with ``code``."""
+    for stream in (sys.stdout, sys.stderr):
+        _flush(stream)
+    run_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_handlers is None:  # another Python: the usual exit
+        sys.exit(code)
+    run_handlers()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        _flush(stream)
+    os._exit(code)
+
+
+def _flush(stream):
+    try:
+        if stream is not None:
+            stream.flush()
+    except (OSError, ValueError):  # closed, or its reader gone: nothing more to say
+        pass

@@ -201,6 +201,39 @@ def test_python_dash_m(tmp_path):
     assert path.exists()
 
 
+def _console_run(argv):
+    """``fastdnn.cli.run`` (the console script's entry) in a subprocess whose stdout is a
+    pipe (block-buffered) and which registered an ``atexit`` handler before it, as
+    coverage or logging do, writing a last line to stdout unflushed."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: sys.stdout.write('atexit ran\\n'))\n"
+            "from fastdnn.cli import run\n"
+            f"sys.argv = ['fastdnn'] + {argv!r}\n"
+            "run()\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_console_entry_exits_with_output_flushed_and_atexit_run(tmp_path):
+    # run() skips the interpreter's teardown: what it keeps must still happen.
+    path = tmp_path / "m.npz"
+    proc = _console_run(["train", "--dataset", "parity", "--epochs", "1", "--hidden", "4",
+                         "--quiet", "--out", str(path)])
+    assert proc.returncode == 0, proc.stderr
+    assert "all data accuracy: " in proc.stdout and proc.stdout.endswith("atexit ran\n")
+    assert path.exists()
+
+
+def test_console_entry_keeps_the_exit_code(tmp_path):
+    proc = _console_run(["train", "--epochs", "0"])
+    assert proc.returncode == 2 and "error" in proc.stderr
+    assert proc.stdout.endswith("atexit ran\n")
+    proc = _console_run(["predict", str(tmp_path / "none.npz"), "--data",
+                         str(tmp_path / "none.csv")])
+    assert proc.returncode == 1 and "error" in proc.stderr
+
+
 @pytest.mark.slow
 def test_default_run_reaches_97_percent_on_digits(tmp_path, capsys):
     pytest.importorskip("sklearn")
