@@ -1,11 +1,11 @@
-"""The kernels' zero-cost array views: ``view2d`` and ``borrow``."""
+"""The kernels' zero-cost array views: ``view2d``, ``borrow`` and ``bits``."""
 import numpy as np
 import pytest
 from numba import njit, types
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
 
-from fastdnn.kernels.cpu.views import borrow, view2d
+from fastdnn.kernels.cpu.views import bits, borrow, view2d
 
 
 @intrinsic
@@ -86,3 +86,29 @@ def test_a_copy_of_a_borrowed_array_owns_its_memory():
     del a
     np.testing.assert_array_equal(c, np.arange(6.0))
     assert c.base is not None or c.flags.owndata
+
+
+@njit
+def _bits_and_write(a):
+    """``bits(a)`` (a copy), after setting the last element's bits through the view: the
+    same memory."""
+    b = bits(a)
+    b[b.shape[0] - 1] = b[0]
+    return b.copy(), _meminfo_address(b) == _meminfo_address(a)
+
+
+@pytest.mark.parametrize("dtype, uint", [(np.float32, np.uint32), (np.float64, np.uint64)])
+def test_bits_is_the_view_as_unsigned(dtype, uint):
+    a = np.array([1.5, -0.0, np.inf, np.nan, 3e-39, -2.0], dtype=dtype)
+    expected = a.view(uint).copy()
+    expected[-1] = expected[0]
+    got, same_owner = _bits_and_write(a)
+    assert got.dtype == uint and np.array_equal(got, expected)
+    assert a[-1] == 1.5 and same_owner  # written through: the same memory and owner
+
+
+def test_bits_refuses_other_arrays():
+    with pytest.raises(Exception, match="bits"):
+        _bits_and_write(np.arange(4, dtype=np.int64))
+    with pytest.raises(Exception, match="bits"):
+        _bits_and_write(np.zeros(8, dtype=np.float32)[::2])

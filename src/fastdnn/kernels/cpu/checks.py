@@ -10,6 +10,7 @@ from ... import config
 from . import warmup
 from .separate import separate
 from .pipeline import njit
+from .views import bits as as_bits
 
 
 @separate
@@ -74,7 +75,7 @@ def _top_exponent(flat):
 def _ol_top_exponent(flat):
     if flat.dtype == types.float32:
         def scan32(flat):
-            bits = flat.view(np.uint32)
+            bits = as_bits(flat)
             mask = np.uint32(0x7FFFFFFF)
             top = np.uint32(0)
             for i in range(bits.shape[0]):
@@ -83,7 +84,7 @@ def _ol_top_exponent(flat):
         return scan32
     if flat.dtype == types.float64:
         def scan64(flat):
-            bits = flat.view(np.uint64)
+            bits = as_bits(flat)
             top = np.uint64(0)
             for i in range(bits.shape[0]):
                 top = max(top, bits[i] & np.uint64(0x7FFFFFFFFFFFFFFF))

@@ -1,5 +1,6 @@
 """Zero-cost views for the kernels: a 2-D view into a flat buffer, for the per-layer
-arrays, and a borrowed array without reference counting (:func:`borrow`).
+arrays, a borrowed array without reference counting (:func:`borrow`), and the bits of a
+float array as unsigned integers (:func:`bits`).
 
 ``buf[off:off + m * n].reshape((m, n))`` costs about 50 ns in nopython mode (a call
 into Numba's C reshape helper with its checks); a training step of a tiny net takes
@@ -57,5 +58,32 @@ def borrow(typingctx, arr):
         out = make_array(sig.return_type)(context, builder, value=args[0])
         out.meminfo = cgutils.get_null_value(out.meminfo.type)
         return out._getvalue()
+
+    return sig, codegen
+
+
+_BITS = {types.float32: types.uint32, types.float64: types.uint64}
+
+
+@intrinsic
+def bits(typingctx, arr):
+    """The C-contiguous float32 (float64) array ``arr`` as uint32 (uint64): the same
+    memory, shape and owner, as ``arr.view(np.uint32)`` is.
+
+    Numba's ``view`` compiles, once per process and types, a check of the dtypes' sizes
+    and of the layout, which takes 0.2 s of a cold start (AMD EPYC) and that the cache
+    never keeps; here the sizes are equal and the layout contiguous by the types.
+    """
+    if not (isinstance(arr, types.Array) and arr.layout == "C" and arr.dtype in _BITS):
+        return None
+    result = arr.copy(dtype=_BITS[arr.dtype])
+    sig = result(arr)
+
+    def codegen(context, builder, sig, args):
+        src = make_array(sig.args[0])(context, builder, value=args[0])
+        out = make_array(result)(context, builder)
+        populate_array(out, data=builder.bitcast(src.data, out.data.type), shape=src.shape,
+                       strides=src.strides, itemsize=src.itemsize, meminfo=src.meminfo)
+        return impl_ret_borrowed(context, builder, result, out._getvalue())
 
     return sig, codegen
