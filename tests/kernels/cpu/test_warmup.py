@@ -46,21 +46,28 @@ for name in set(warmup.HELPED + warmup.HELPED_ONLINE + warmup.HELPED_PARALLEL) |
     s = warmup._dispatcher(name).stats
     stats[name] = [sum(s.cache_hits.values()), sum(s.cache_misses.values())]
 helper = warmup._helper
+forked = None if helper is None else isinstance(helper.process, warmup._Child)
 print(json.dumps(dict(stats=stats, weights=[[W.tolist(), b.tolist()] for W, b in net.get_weights()],
-                      helper=None if helper is None else helper.close())))
+                      helper=None if helper is None else helper.close(), forked=forked)))
 """
 
 
 def run_fit(net, cache, setup="", batch_size=8, rows=40, **env):
     """The parsed output of :data:`FIT` for ``net`` in a fresh interpreter on ``cache``."""
-    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    # Block-buffered stdout, as in a pipe: a forked helper must not write the parent's.
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("NUMBA_ENABLE_CUDASIM", "PYTHONUNBUFFERED")}
     environ.update(NUMBA_CACHE_DIR=str(cache), **env)
     code = FIT.format(net=tuple(net), setup=textwrap.dedent(setup), batch_size=batch_size,
                       rows=rows)
     proc = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(proc.stdout.splitlines()[-1])
+    return dict(json.loads(proc.stdout.splitlines()[-1]), stdout=proc.stdout)
+
+
+#: A child's set-up line making its helper a new interpreter (``sys.executable``), not a fork.
+SPAWN = "warmup._forkable = lambda net: False\n"
 
 
 def helper_config(net, batch_size):
@@ -121,8 +128,14 @@ def test_the_helper_compiles_what_a_fit_then_loads(tmp_path, net, batch_size):
             assert misses == 0, f"the fit compiled {name} anew: the helper's types differ"
 
 
-def test_a_fit_with_the_helper_loads_its_work_and_gives_the_same_bits(tmp_path, alone):
-    helped = run_fit(NETS[0], tmp_path, FASTDNN_WARMUP="1")
+@pytest.mark.parametrize("forked", [True, False], ids=["fork", "spawn"])
+def test_a_fit_with_the_helper_loads_its_work_and_gives_the_same_bits(tmp_path, alone, forked):
+    """Forked (where it may be) or a new interpreter, the helper compiles the pass the fit
+    loads; a forked one writes none of the parent's unwritten output."""
+    setup = "sys.stdout.write('written before the fit\\n')\n" + ("" if forked else SPAWN)
+    helped = run_fit(NETS[0], tmp_path, setup=setup, FASTDNN_WARMUP="1")
+    assert helped["stdout"].count("written before the fit") == 1
+    assert helped["forked"] is forked
     assert helped["helper"] == 0 and alone["helper"] is None
     assert helped["weights"] == alone["weights"]
     hits, misses = helped["stats"]["fastdnn.kernels.cpu.train:loss_and_gradient"]
@@ -130,19 +143,31 @@ def test_a_fit_with_the_helper_loads_its_work_and_gives_the_same_bits(tmp_path, 
     assert alone["stats"]["fastdnn.kernels.cpu.train:loss_and_gradient"] == [0, 1]
 
 
+@pytest.mark.parametrize("forked", [True, False], ids=["fork", "spawn"])
 @pytest.mark.parametrize("program", ["exit", "hang"])
-def test_a_helper_that_fails_or_hangs_costs_only_its_wait(tmp_path, alone, program):
+def test_a_helper_that_fails_or_hangs_costs_only_its_wait(tmp_path, alone, program, forked):
     """A helper that exits at once, or never answers (its waits end after TIMEOUT, and at
     exit it is killed): the fit compiles everything itself and gives the same bits."""
-    fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\n" + ("exit 3\n" if program == "exit" else "exec sleep 600\n"))
-    fake.chmod(0o755)
-    setup = f"""
-    warmup.TIMEOUT = 0.5
-    sys.executable = {str(fake)!r}
-    """
-    result = run_fit(NETS[0], tmp_path / "cache", setup=setup, FASTDNN_WARMUP="1")
-    assert result["helper"] == (3 if program == "exit" else -9)
+    marks = tmp_path / "atexit.txt"
+    if forked:  # the child runs the parent's warmup module: its compile fails or hangs
+        # A failing child ends there: none of the parent's exit handlers (nor its
+        # buffers' flushes) run twice.
+        setup = (f"import atexit, time\natexit.register(lambda: open({str(marks)!r}, 'a')"
+                 ".write('parent\\n'))\n"
+                 + ("warmup.compile_pass = lambda net: sys.exit(1)\n" if program == "exit"
+                    else "warmup.compile_pass = lambda net: time.sleep(600)\n"))
+    else:
+        fake = tmp_path / "python"
+        fake.write_text("#!/bin/sh\n" + ("exit 1\n" if program == "exit"
+                                          else "exec sleep 600\n"))
+        fake.chmod(0o755)
+        setup = SPAWN + f"sys.executable = {str(fake)!r}\n"
+    result = run_fit(NETS[0], tmp_path / "cache", setup="warmup.TIMEOUT = 0.5\n" + setup,
+                     FASTDNN_WARMUP="1")
+    assert result["forked"] is forked
+    assert result["helper"] == (1 if program == "exit" else -9)
+    if forked:
+        assert marks.read_text() == "parent\n"
     assert result["stats"]["fastdnn.kernels.cpu.train:loss_and_gradient"] == [0, 1]
     assert result["weights"] == alone["weights"]
 
@@ -197,6 +222,7 @@ def test_a_forked_child_never_waits_for_its_parents_helper(tmp_path):
     open(fake, "w").write("#!/bin/sh\\nexec sleep 600\\n")
     os.chmod(fake, 0o755)
     sys.executable = fake
+    warmup._forkable = lambda net: False
     from fastdnn.kernels import spec
     helper = warmup.start([3, 4, 2], [spec.RELU], spec.MSE, "float64")
     assert helper is not None
@@ -222,6 +248,7 @@ def test_while_a_helper_runs_checks_need_no_compile_and_it_compiles_the_head(tmp
     open(fake, "w").write("#!/bin/sh\\nexec sleep 600\\n")
     os.chmod(fake, 0o755)
     sys.executable = fake
+    warmup._forkable = lambda net: False
     warmup.TIMEOUT = 0.5
     from fastdnn.kernels import spec
     from fastdnn.kernels.cpu import checks, losses
@@ -250,7 +277,8 @@ def test_while_a_helper_runs_checks_need_no_compile_and_it_compiles_the_head(tmp
     assert result["stats"]["fastdnn.kernels.cpu.losses:cross_entropy_head"] == [0, 1]
 
 
-def test_a_process_leaves_at_once_while_its_helper_still_works(tmp_path):
+@pytest.mark.parametrize("forked", [True, False], ids=["fork", "spawn"])
+def test_a_process_leaves_at_once_while_its_helper_still_works(tmp_path, forked):
     """At exit nothing waits for the helper (nor kills it: it finishes its compile and
     ends at its next report, or after LIFETIME)."""
     import signal
@@ -259,12 +287,15 @@ def test_a_process_leaves_at_once_while_its_helper_still_works(tmp_path):
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\nexec sleep 600\n")
     fake.chmod(0o755)
+    busy = ("warmup.compile_pass = lambda net: time.sleep(600)" if forked else
+            f"sys.executable = {str(fake)!r}; warmup._forkable = lambda net: False")
     code = f"""
-import sys
+import sys, time
 from fastdnn.kernels import spec
 from fastdnn.kernels.cpu import warmup
-sys.executable = {str(fake)!r}
+{busy}
 helper = warmup.start([3, 4, 2], [spec.RELU], spec.MSE, "float64")
+assert isinstance(helper.process, warmup._Child) is {forked}
 print(helper.process.pid, flush=True)
 """
     environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}

@@ -24,6 +24,12 @@ and this process compiles as it would have without it.  The results are the same
 either way: a cache entry is only used where Numba's own keys (source, Numba version,
 CPU and its features, argument types) match.
 
+On Linux the helper is this process forked (:func:`_fork`), which has the modules and
+Numba's registries loaded already: a new interpreter spent 0.55 s on them before its first
+compile.  It is a new interpreter (``python -m`` this module) elsewhere, where another
+Python thread runs (a fork copies no thread, and a lock one of them held would stay held
+in the child), or where the helper runs parallel regions (the child has no thread pool).
+
 The helper runs in a session of its own, so that Ctrl-C in a terminal reaches this process
 only.  This process neither waits for it at exit nor kills it: the helper finishes the
 compile it is in (Numba writes each cache file whole, then renames it into place), and its
@@ -45,9 +51,12 @@ import gc
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
+import warnings
 
 import numba
 import numpy as np
@@ -101,10 +110,14 @@ class Helper:
             env["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
         root = os.path.dirname(os.path.dirname(os.path.abspath(fastdnn.__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__, json.dumps(net)], stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
-            start_new_session=True)
+        if _forkable(net):
+            self.process, self.reports = _fork(net)
+        else:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", __name__, json.dumps(net)], stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+                start_new_session=True)
+            self.reports = self.process.stdout
         self.saved = set()
         self.finished = False
         self.parent = os.getpid()  # a forked child has no reader thread: it never waits
@@ -113,7 +126,7 @@ class Helper:
         threading.Thread(target=self._read, name="fastdnn-warmup", daemon=True).start()
 
     def _read(self):
-        for line in self.process.stdout:
+        for line in self.reports:
             with self.changed:
                 self.saved.add(line.strip())
                 self.finished = DONE in self.saved
@@ -281,16 +294,109 @@ def compile_pass(net):
     all_finite(X.reshape(-1))  # for the next process's checks (checks.finite)
 
 
-if __name__ == "__main__":
-    # Nothing here lives past the compiles, and os._exit below frees all: the collector's
-    # passes over the compiles' objects took the helper 5.7 -> 5.2 s (medians of 6,
-    # alternated, AMD EPYC), with a heap 35 MB bigger.
+def _serve(net):
+    """The helper's life: compile for ``net``, report each save and then :data:`DONE` on
+    stdout, and end, within :data:`LIFETIME` seconds."""
+    # Nothing here lives past the compiles, and os._exit frees all: the collector's passes
+    # over the compiles' objects took the helper 5.7 -> 5.2 s (medians of 6, alternated,
+    # AMD EPYC), with a heap 35 MB bigger.
     gc.disable()
     limit = threading.Timer(LIFETIME, os._exit, (3,))
     limit.daemon = True
     limit.start()
-    compile_pass(json.loads(sys.argv[1]))
+    compile_pass(net)
     # Every cache file is written and closed: skip the interpreter's teardown (0.3-0.6 s
     # of freeing compiled code), which would take a core from the fit for nothing.
     print(DONE, flush=True)
     os._exit(0)
+
+
+def _forkable(net):
+    """Whether the helper for ``net`` may be this process forked, rather than a new
+    interpreter: on Linux, with no other Python thread (it could hold a lock that the
+    child needs), and where the child runs no parallel region (it has none of Numba's
+    pool threads, and GNU OpenMP does not work after a fork)."""
+    from . import blas
+
+    return (sys.platform.startswith("linux") and hasattr(os, "fork")
+            and threading.active_count() == 1
+            and not blas.parallel_callees(net["sizes"], net.get("rows", [])))
+
+
+def _prepare_compiler():
+    """Load Numba's typing and target registries, which its first compile in a process
+    does (0.25 s): before a fork, so that the child starts with them."""
+    try:
+        from numba.core.registry import cpu_target
+        cpu_target.typing_context.refresh()
+        cpu_target.target_context.refresh()
+    except (ImportError, AttributeError):  # another Numba: each process loads its own
+        pass
+
+
+def _fork(net):
+    """This process forked into a helper for ``net`` (:func:`_serve`), in a session of its
+    own: ``(the child, its reports as a text stream)``.
+
+    The child has this process's modules and Numba's registries already loaded, which a
+    new interpreter spends 0.55 s on before it compiles (the imports 0.3 s,
+    :func:`_prepare_compiler` 0.25 s; AMD EPYC), and that is the helper's critical path.
+    """
+    _prepare_compiler()
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns of any other thread in the process: OpenBLAS' pool, which
+        # its fork handler stops and the child never uses.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: never back into the caller's code, whatever happens
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd, to in ((0, null), (1, write), (2, null)):
+                os.dup2(to, fd)
+            # New streams: the parent's may hold unwritten output, which is the parent's.
+            sys.stdout = open(1, "w", closefd=False)
+            sys.stderr = open(2, "w", closefd=False)
+            os.environ["FASTDNN_WARMUP"] = "0"
+            _serve(net)
+        finally:
+            os._exit(1)
+    os.close(write)
+    return _Child(pid), open(read, "r")
+
+
+class _Child:
+    """A forked child, as much of ``subprocess.Popen`` as :class:`Helper` uses."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+        self._lock = threading.Lock()
+
+    def wait(self, timeout=None):
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self.returncode is None:
+                    try:
+                        pid, status = os.waitpid(self.pid, os.WNOHANG)
+                    except ChildProcessError:  # reaped by someone else's handler
+                        pid, status = self.pid, 0
+                    if pid:
+                        self.returncode = os.waitstatus_to_exitcode(status)
+                if self.returncode is not None:
+                    return self.returncode
+            if end is not None and time.monotonic() > end:
+                raise subprocess.TimeoutExpired("fastdnn compile helper", timeout)
+            time.sleep(0.005)
+
+    def kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:  # already gone
+            pass
+
+
+if __name__ == "__main__":
+    _serve(json.loads(sys.argv[1]))
