@@ -712,6 +712,7 @@ def run():
 
 
 def _may_exit_now():
+    """Whether nothing needs the interpreter's teardown (see :func:`run`)."""
     return ("mpi4py.MPI" not in sys.modules and not sys.flags.dev_mode
             and all(t.daemon or t is threading.main_thread() for t in threading.enumerate()))
 

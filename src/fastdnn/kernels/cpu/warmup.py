@@ -104,19 +104,10 @@ class Helper:
     what it reported saved."""
 
     def __init__(self, net, meanwhile=None):
-        env = dict(os.environ, FASTDNN_WARMUP="0")  # a helper starts no helper
-        # The same cache, and this fastdnn, however this process found them.
-        if numba.config.CACHE_DIR:
-            env["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
-        root = os.path.dirname(os.path.dirname(os.path.abspath(fastdnn.__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         if _forkable(net):
             self.process, self.reports = _fork(net)
         else:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", __name__, json.dumps(net)], stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
-                start_new_session=True)
+            self.process = _spawn(net)
             self.reports = self.process.stdout
         self.saved = set()
         self.finished = False
@@ -311,6 +302,21 @@ def _serve(net):
     os._exit(0)
 
 
+def _spawn(net):
+    """A new interpreter compiling for ``net`` (this module run with ``-m``), in a session
+    of its own, its stdout a pipe."""
+    env = dict(os.environ, FASTDNN_WARMUP="0")  # a helper starts no helper
+    # The same cache, and this fastdnn, however this process found them.
+    if numba.config.CACHE_DIR:
+        env["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastdnn.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, "-m", __name__, json.dumps(net)], stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+        start_new_session=True)
+
+
 def _forkable(net):
     """Whether the helper for ``net`` may be this process forked, rather than a new
     interpreter: on Linux, with no other Python thread (it could hold a lock that the
@@ -342,15 +348,22 @@ def _fork(net):
     new interpreter spends 0.55 s on before it compiles (the imports 0.3 s,
     :func:`_prepare_compiler` 0.25 s; AMD EPYC), and that is the helper's critical path.
     """
+    global _starting
     _prepare_compiler()
     read, write = os.pipe()
-    with warnings.catch_warnings():
-        # Python 3.12+ warns of any other thread in the process: OpenBLAS' pool, which
-        # its fork handler stops and the child never uses.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns of any other thread in the process: OpenBLAS' pool, which
+            # its fork handler stops and the child never uses.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:
+        os.close(read)
+        os.close(write)
+        raise
     if pid == 0:  # the child: never back into the caller's code, whatever happens
         try:
+            _starting = threading.Lock()  # the parent's is held (start() forks inside it)
             os.setsid()
             null = os.open(os.devnull, os.O_RDWR)
             for fd, to in ((0, null), (1, write), (2, null)):
