@@ -311,3 +311,45 @@ print(helper.process.pid, flush=True)
         os.kill(pid, 0)  # still there: not killed
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_the_helper_is_forked_only_where_a_fork_is_safe(monkeypatch):
+    """A fork copies one thread and no thread pool: where another Python thread runs, where
+    the helper would run parallel regions, or beside JAX, it is a new interpreter."""
+    import threading
+
+    small = helper_config(NETS[0], 8)
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    assert warmup._forkable(small) == sys.platform.startswith("linux")
+    assert not warmup._forkable(helper_config(WIDE, 256))  # its parallel regions
+    monkeypatch.setitem(sys.modules, "jax", object())
+    assert not warmup._forkable(small)
+    monkeypatch.delitem(sys.modules, "jax")
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert not warmup._forkable(small)
+    finally:
+        release.set()
+        other.join()
+
+
+def test_a_fork_that_fails_leaves_a_new_interpreter_to_help(monkeypatch):
+    import io
+
+    class Spawned:
+        stdout = io.StringIO(warmup.DONE + "\n")
+
+        def wait(self, timeout=None):
+            return 0
+
+    def no_fork(net):
+        raise OSError("Cannot allocate memory")
+
+    monkeypatch.setattr(warmup, "_forkable", lambda net: True)
+    monkeypatch.setattr(warmup, "_fork", no_fork)
+    monkeypatch.setattr(warmup, "_spawn", lambda net: Spawned())
+    helper = warmup.Helper(helper_config(NETS[0], 8))
+    assert isinstance(helper.process, Spawned)
+    assert helper.close() == 0 and warmup.DONE in helper.saved

@@ -104,8 +104,14 @@ class Helper:
     what it reported saved."""
 
     def __init__(self, net, meanwhile=None):
+        forked = None
         if _forkable(net):
-            self.process, self.reports = _fork(net)
+            try:
+                forked = _fork(net)
+            except OSError:  # no memory to copy this process's map (strict overcommit)
+                pass
+        if forked is not None:
+            self.process, self.reports = forked
         else:
             self.process = _spawn(net)
             self.reports = self.process.stdout
@@ -321,11 +327,12 @@ def _forkable(net):
     """Whether the helper for ``net`` may be this process forked, rather than a new
     interpreter: on Linux, with no other Python thread (it could hold a lock that the
     child needs), and where the child runs no parallel region (it has none of Numba's
-    pool threads, and GNU OpenMP does not work after a fork)."""
+    pool threads, and GNU OpenMP does not work after a fork).  Not beside JAX either,
+    whose fork handler warns of its threads to the user."""
     from . import blas
 
     return (sys.platform.startswith("linux") and hasattr(os, "fork")
-            and threading.active_count() == 1
+            and threading.active_count() == 1 and "jax" not in sys.modules
             and not blas.parallel_callees(net["sizes"], net.get("rows", [])))
 
 
