@@ -28,7 +28,8 @@ On Linux the helper is this process forked (:func:`_fork`), which has the module
 Numba's registries loaded already: a new interpreter spent 0.55 s on them before its first
 compile.  It is a new interpreter (``python -m`` this module) elsewhere, where another
 Python thread runs (a fork copies no thread, and a lock one of them held would stay held
-in the child), or where the helper runs parallel regions (the child has no thread pool).
+in the child), where the helper runs parallel regions (the child has no thread pool), or
+beside JAX (whose fork handler warns the user); and where a fork fails.
 
 The helper runs in a session of its own, so that Ctrl-C in a terminal reaches this process
 only.  This process neither waits for it at exit nor kills it: the helper finishes the
