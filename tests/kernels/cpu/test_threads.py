@@ -92,39 +92,52 @@ PRODUCT_CASES = [(m, k, n, dtype) for dtype in ("float32", "float64")
                                  (200, 64, 100), (128, 128, 128), (200, 100, 10),
                                  (257, 1024, 10)]]
 # gemm_min=0 sends every product through BLAS; 300 rows make the big ones parallel.
-FIT_CASES = [(gemm_min, dtype) for dtype in ("float32", "float64")
-             for gemm_min in (0, config.SMALL_GEMM_MACS)]
+FIT_CASES = [(gemm_min, dtype, plain) for dtype in ("float32", "float64")
+             for gemm_min in (0, config.SMALL_GEMM_MACS) for plain in (False, True)]
 SHARD_CASES = [(2,), (3,)]
 
 
+#: ``[alpha, beta]`` of the product added onto an array (:func:`blas.matmul_tn_add`).
+ADD_SCALARS = (-0.375, 0.75)
+
+
 def products(m, k, n, dtype, n_threads):
-    """``X @ Y``, ``X.T @ D`` and ``D @ Y.T`` with ``n_threads`` threads, and the operands."""
+    """``X @ Y``, ``X.T @ D``, ``D @ Y.T`` and ``alpha X.T @ D + beta E`` with
+    ``n_threads`` threads, and the operands."""
     blas.prepare()
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
     D = rng.standard_normal((m, n)).astype(dtype)
+    E = rng.standard_normal((k, n)).astype(dtype)
     C, G, P = np.empty((m, n), dtype), np.empty((k, n), dtype), np.empty((m, k), dtype)
+    H = E.copy()
     with limit_threads(n_threads):
         assert numba.get_num_threads() == n_threads
         blas.matmul(X, Y, C)
         blas.matmul_tn(X, D, G)
         blas.matmul_nt(D, Y, P)
-    return (C, G, P), (X, Y, D)
+        blas.matmul_tn_add(X, D, H, np.array(ADD_SCALARS, dtype))
+    return (C, G, P, H), (X, Y, D, E)
 
 
-def fit_weights(gemm_min, dtype, n_threads):
-    """Weights after two epochs of momentum SGD on a net with 160- and 140-wide layers."""
-    old = config.SMALL_GEMM_MACS
+def fit_weights(gemm_min, dtype, plain, n_threads):
+    """Weights after two epochs of momentum SGD on a net with 160- and 140-wide layers,
+    or (``plain``) of plain SGD with the update added by the products
+    (``train_steps_wide_sgd``, picked here for any size of net)."""
+    old = config.SMALL_GEMM_MACS, config.WIDE_UPDATE_PARAMS
     config.SMALL_GEMM_MACS = gemm_min
+    if plain:
+        config.WIDE_UPDATE_PARAMS = 0
     try:
         rng = np.random.default_rng(0)
         X = rng.standard_normal((600, 40))
         y = rng.integers(0, 5, 600)
         net = fd.MLP([40, 160, 140, 5], seed=3, n_threads=n_threads, dtype=dtype)
-        net.fit(X, y, epochs=2, batch_size=300, optimizer=fd.SGD(lr=0.05, momentum=0.9))
+        net.fit(X, y, epochs=2, batch_size=300,
+                optimizer=fd.SGD(lr=0.05, momentum=0.0 if plain else 0.9))
         return net.get_weights()
     finally:
-        config.SMALL_GEMM_MACS = old
+        config.SMALL_GEMM_MACS, config.WIDE_UPDATE_PARAMS = old
 
 
 def sharded_weights(shards, n_threads):
@@ -157,14 +170,17 @@ def threaded():
 
 @pytest.mark.parametrize("m,k,n,dtype", PRODUCT_CASES)
 def test_products_identical_for_any_thread_count(threaded, m, k, n, dtype):
-    (C, G, P), (X, Y, D) = products(m, k, n, dtype, 1)
+    (C, G, P, H), (X, Y, D, E) = products(m, k, n, dtype, 1)
     many, _ = threaded[("products", (m, k, n, dtype))]
-    for name, one, other in zip("CGP", (C, G, P), many):
+    for name, one, other in zip("CGPH", (C, G, P, H), many):
         np.testing.assert_array_equal(one, other, err_msg=f"{name}: 1 vs {THREADS} threads")
     tol = 1e-4 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(C, X.astype(np.float64) @ Y, rtol=tol, atol=tol * k)
     np.testing.assert_allclose(G, X.T.astype(np.float64) @ D, rtol=tol, atol=tol * m)
     np.testing.assert_allclose(P, D.astype(np.float64) @ Y.T, rtol=tol, atol=tol * n)
+    alpha, beta = ADD_SCALARS
+    np.testing.assert_allclose(H, alpha * (X.T.astype(np.float64) @ D) + beta * E, rtol=tol,
+                               atol=tol * m)
 
 
 @pytest.mark.parametrize("rows,cols,K,flag,calls", [
@@ -193,7 +209,7 @@ def blocked(X, Y, nb):
     C = np.empty((m, n), X.dtype)
     flag = blas._FLAGS[0]
     blas._blocks_parallel(flag, flag, m, n, k, Y.reshape(-1), 1, n, X.reshape(-1), k,
-                          C.reshape(-1), n, nb)
+                          C.reshape(-1), n, nb, C.reshape(-1)[:0])
     return C
 
 
@@ -259,10 +275,10 @@ def test_block_count_is_read_at_run_time(monkeypatch):
         blas.prepare()
 
 
-@pytest.mark.parametrize("gemm_min,dtype", FIT_CASES)
-def test_fit_identical_with_one_or_several_threads(threaded, gemm_min, dtype):
-    many = threaded[("fit_weights", (gemm_min, dtype))]
-    assert_same_weights(fit_weights(gemm_min, dtype, 1), many)
+@pytest.mark.parametrize("gemm_min,dtype,plain", FIT_CASES)
+def test_fit_identical_with_one_or_several_threads(threaded, gemm_min, dtype, plain):
+    many = threaded[("fit_weights", (gemm_min, dtype, plain))]
+    assert_same_weights(fit_weights(gemm_min, dtype, plain, 1), many)
 
 
 @pytest.mark.parametrize("shards", [case[0] for case in SHARD_CASES])

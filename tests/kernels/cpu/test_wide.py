@@ -60,9 +60,11 @@ def _net(dtype, l2=0.0):
 
 
 def _fit(monkeypatch, net, optimizer, options, wide, epochs=3):
-    """``net.fit`` with the wide kernel or not (asserting which ran); its history."""
+    """``net.fit`` with the wide kernel or not (asserting which ran); its history.  Plain
+    SGD too runs ``train_steps_wide`` here, not its fused twin (``test_fused_sgd.py``)."""
     kernels = record_epoch_kernels(monkeypatch, backend.CPUTrainer)
     monkeypatch.setattr(config, "WIDE_UPDATE_PARAMS", 0 if wide else 1 << 60)
+    monkeypatch.setattr(backend, "_plain_sgd", lambda code, hyper: False)
     rng = np.random.default_rng(5)
     X, y = rng.standard_normal((200, SIZES[0])), rng.integers(0, SIZES[-1], 200)
     try:

@@ -13,15 +13,16 @@ from numba import typed
 
 from ... import config
 from ...validation import check_X
-from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, MSE,
-                    PROBABILITIES, EpochResult, Layout, OptimizerArgs, ScheduleArgs,
-                    pack_targets)
+from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, MOMENTUM, MSE,
+                    PROBABILITIES, SGD, WEIGHT_DECAY, EpochResult, Layout, OptimizerArgs,
+                    ScheduleArgs, pack_targets)
 from . import blas, mkl, pair, threads, warmup
 from .checks import finite
 from .losses import compile_head, labels, predictions, probabilities
 from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
-                    loss_of_logits, train_epoch_many, train_steps, train_steps_online,
-                    train_steps_paired, train_steps_sharded, train_steps_wide)
+                    loss_of_logits, stack_size, train_epoch_many, train_steps,
+                    train_steps_online, train_steps_paired, train_steps_sharded,
+                    train_steps_wide, train_steps_wide_sgd)
 from .updates import GUARD_SLOTS, LIMIT, refresh_bounds
 
 
@@ -236,6 +237,14 @@ def n_shards(sizes, rows):
     return shards
 
 
+def _plain_sgd(code, hyper):
+    """Whether the optimizer ``code`` with ``hyper`` is SGD without momentum, weight
+    decay, an L2 penalty or clipping (the update :func:`.train.train_steps_wide_sgd`
+    fuses into the weight gradients' products)."""
+    return (code == SGD and hyper[MOMENTUM] == 0.0 and hyper[WEIGHT_DECAY] == 0.0
+            and hyper[L2] == 0.0 and hyper[CLIP_NORM] == 0.0)
+
+
 class CPUTrainer:
     """Buffers and arguments of one ``fit``; :meth:`run_steps` trains a run of an epoch's
     steps, :meth:`run_epoch` a whole epoch."""
@@ -258,14 +267,21 @@ class CPUTrainer:
         self.paired = shards == 2
         self._release = None  # while a helper thread serves this fit: its release
         slots = 3 if self.paired else shards
+        hyper = optimizer.hyper()
+        hyper[L2] = backend.l2
+        hyper[CLIP_NORM] = 0.0 if clip_norm is None else clip_norm
         self.epoch_kernel = (train_steps_online if batch_size == 1 else
                              train_steps_paired if self.paired else
                              train_steps_sharded if shards > 2 else
-                             train_steps_wide if layout.n_params >= config.WIDE_UPDATE_PARAMS
-                             else train_steps)
+                             train_steps if layout.n_params < config.WIDE_UPDATE_PARAMS else
+                             train_steps_wide_sgd if _plain_sgd(optimizer.code, hyper) else
+                             train_steps_wide)
+        delta_size = layout.delta_size
+        if self.epoch_kernel is train_steps_wide_sgd:  # every layer's dL/dZ, in deltas[0]
+            delta_size = max(delta_size, -(-stack_size(backend.sizes, layout.cap) // 2))
         self.bufs = Buffers(
             work=np.zeros((slots, layout.work_size), dtype=dtype),
-            deltas=np.zeros((slots, 2, layout.delta_size), dtype=dtype),
+            deltas=np.zeros((slots, 2, delta_size), dtype=dtype),
             shard_grads=np.zeros((slots, layout.n_params) if shards > 1 else (1, 0), dtype=dtype),
             shard_losses=np.zeros(slots),
             grad=np.zeros(layout.n_params, dtype=dtype),
@@ -277,9 +293,6 @@ class CPUTrainer:
             moved=pair.new_moved(self.paired, optimizer.code, layout.n_params, dtype),
             sums=np.zeros(2))
         state = optimizer.bind(layout.n_params, dtype)
-        hyper = optimizer.hyper()
-        hyper[L2] = backend.l2
-        hyper[CLIP_NORM] = 0.0 if clip_norm is None else clip_norm
         self.opt = OptimizerArgs(optimizer.code, hyper, state)
         self.sched = ScheduleArgs(*schedule)
         # Half the largest finite value: the guard's bounds are loose, the margin is cheap.

@@ -298,11 +298,22 @@ _ONE_ZERO64 = np.array([1.0, 0.0], dtype=np.float64)
 
 
 @njit(cache=config.CACHE, inline="always")
-def _gemm(flag_a, flag_b, M, N, K, A, lda, B, ldb, C, ldc):
+def _gemm(flag_a, flag_b, M, N, K, A, lda, B, ldb, C, ldc, scalars):
     """Column-major ``C = op(A) op(B)``, M x N x K, as one single-threaded BLAS call (the
-    BLAS count set to 1 first, and left there: see :func:`_register_local_threads`)."""
+    BLAS count set to 1 first, and left there: see :func:`_register_local_threads`).
+
+    ``scalars``: empty, or ``[alpha, beta]`` in C's dtype for ``C = alpha op(A) op(B) +
+    beta C`` (:func:`matmul_tn_add`)."""
     _set_local_threads(1)
-    if _on_big(M, N, K):
+    if scalars.size > 0:
+        kind = _SINGLE if C.itemsize == 4 else _DOUBLE
+        if _on_big(M, N, K):
+            _big_gemm_c(kind, flag_a, flag_b, M, N, K, scalars.ctypes, A.ctypes, lda, B.ctypes,
+                        ldb, scalars[1:].ctypes, C.ctypes, ldc)
+        else:
+            _gemm_c(kind, flag_a, flag_b, M, N, K, scalars.ctypes, A.ctypes, lda, B.ctypes, ldb,
+                    scalars[1:].ctypes, C.ctypes, ldc)
+    elif _on_big(M, N, K):
         if C.itemsize == 4:
             _big_gemm_c(_SINGLE, flag_a, flag_b, M, N, K, _ONE_ZERO32.ctypes, A.ctypes, lda,
                         B.ctypes, ldb, _ONE_ZERO32[1:].ctypes, C.ctypes, ldc)
@@ -345,7 +356,8 @@ def n_blocks(cols, most):
 # whose products are all small: the parallel region's compile, Intel Xeon).
 @separate(returns=types.none)
 @njit(cache=config.CACHE, parallel=True)
-def _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, nb):
+def _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, nb,
+                     scalars):
     # Each block writes its own columns of C: no shared output, no race.
     width = (cols + nb - 1) // nb
     for blk in prange(nb):
@@ -353,7 +365,7 @@ def _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, C
         if j0 >= cols:  # ceil-wide blocks can leave the last ones empty
             continue
         _gemm(flag_a, flag_b, min(width, cols - j0), rows, K, Yf[j0 * ystride:], lda, Xf, ldb,
-              Cf[j0:], ldc)
+              Cf[j0:], ldc, scalars)
 
 
 @njit(cache=config.CACHE, inline="always")
@@ -372,7 +384,8 @@ def small_path_calls(flag_a, rows, cols, K, limit, most):
 
 
 @njit(cache=config.CACHE, inline="always")
-def _serial_product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc):
+def _serial_product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc,
+                    scalars):
     """:func:`_product` on the calling thread: one BLAS call, or a few on the small path."""
     calls = 1 if _on_big(cols, rows, K) else small_path_calls(
         flag_a, rows, cols, K, _small_path_macs(), SMALL_PATH_SPLITS)
@@ -380,7 +393,7 @@ def _serial_product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf
     for blk in range(calls):
         j0 = blk * width
         _gemm(flag_a, flag_b, min(width, cols - j0), rows, K, Yf[j0 * ystride:], lda, Xf,
-              ldb, Cf[j0:], ldc)
+              ldb, Cf[j0:], ldc, scalars)
 
 
 #: Outputs narrower than this many columns are cut into row blocks (:func:`splits_rows`).
@@ -427,7 +440,7 @@ def parallel_callees(sizes, rows):
 @separate(returns=types.none)
 @njit(cache=config.CACHE, parallel=True)
 def _row_blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc,
-                         nb):
+                         nb, scalars):
     # Each block writes its own rows of C: no shared output, no race.  In BLAS' column-
     # major terms a block of C's rows is a block of the columns of C^T and of op(X)^T:
     # X's flat operand moves by a column of ldb elements where it is not transposed, by
@@ -439,23 +452,26 @@ def _row_blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ld
             continue
         x0 = i0 * ldb if flag_b == _FLAGS[0] else i0
         _serial_product(flag_a, flag_b, min(height, rows - i0), cols, K, Yf, ystride, lda,
-                        Xf[x0:], ldb, Cf[i0 * ldc:], ldc)
+                        Xf[x0:], ldb, Cf[i0 * ldc:], ldc, scalars)
 
 
 @separate
 @njit(cache=config.CACHE)
-def _product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc):
+def _product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, scalars):
     """Row-major ``C (rows x cols) = op(X) op(Y)`` over flat operands, split by columns,
-    or by rows where the output is narrow (:func:`splits_rows`)."""
+    or by rows where the output is narrow (:func:`splits_rows`); ``scalars`` as in
+    :func:`_gemm` (empty: ``C`` is overwritten)."""
     if splits(rows, cols, K):
         nb = n_blocks(cols, _blocks_setting())
-        _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, nb)
+        _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, nb,
+                         scalars)
     elif splits_rows(rows, cols, K):
         nb = n_blocks(rows, _blocks_setting())
         _row_blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc,
-                             nb)
+                             nb, scalars)
     else:
-        _serial_product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc)
+        _serial_product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc,
+                        scalars)
 
 
 @separate
@@ -464,18 +480,35 @@ def matmul(X, Y, C):
     """``C = X @ Y`` (X: m x k, Y: k x n)."""
     m, k = X.shape
     n = Y.shape[1]
+    Cf = C.reshape(C.size)
     _product(_FLAGS[0], _FLAGS[0], m, n, k, Y.reshape(Y.size), _column_step(Y), n,
-             X.reshape(X.size), k, C.reshape(C.size), n)
+             X.reshape(X.size), k, Cf, n, Cf[:0])
 
 
 @separate
 @njit(cache=config.CACHE)
 def matmul_tn(X, Y, C):
     """``C = X.T @ Y`` (X: m x k, Y: m x n, C: k x n)."""
+    Cf = C.reshape(C.size)
+    _tn(X, Y, Cf, Cf[:0])
+
+
+@separate(returns=types.none)
+@njit(cache=config.CACHE)
+def matmul_tn_add(X, Y, C, scalars):
+    """``C = alpha X.T @ Y + beta C`` with ``scalars = [alpha, beta]`` (a 1-D array of C's
+    dtype; X: m x k, Y: m x n, C: k x n), split as :func:`matmul_tn`, each block one
+    BLAS call: the weight gradient's product added straight onto the weights
+    (``train._fused_batch_sgd_step``)."""
+    _tn(X, Y, C.reshape(C.size), scalars)
+
+
+@njit(cache=config.CACHE, inline="always")
+def _tn(X, Y, Cf, scalars):
     m, k = X.shape
     n = Y.shape[1]
     _product(_FLAGS[0], _FLAGS[1], k, n, m, Y.reshape(Y.size), _column_step(Y), n,
-             X.reshape(X.size), k, C.reshape(C.size), n)
+             X.reshape(X.size), k, Cf, n, scalars)
 
 
 #: Below this inner dimension OpenBLAS refuses a transposed ``op(A)`` its small-matrix
@@ -499,5 +532,6 @@ def matmul_nt(X, Y, C):
     if _small_path_macs() > 0 and n < SMALL_PATH_MIN_K_TRANSPOSED and not _on_big(k, m, n):
         matmul(X, Y.T.copy(), C)
         return
-    _product(_FLAGS[1], _FLAGS[0], m, k, n, Y.reshape(Y.size), n, n, X.reshape(X.size), n,
-             C.reshape(C.size), k)
+    Cf = C.reshape(C.size)
+    _product(_FLAGS[1], _FLAGS[0], m, k, n, Y.reshape(Y.size), n, n, X.reshape(X.size), n, Cf,
+             k, Cf[:0])

@@ -1,8 +1,10 @@
 """The compiled training loop: sampling, batch gathering, forward (with dropout), layerwise
 backprop, the loss, the L2 penalty, gradient clipping, the overflow guard and the
-parameter updates of a run of steps, with no allocation per batch but one: on OpenBLAS'
-AVX-512 cores the backprop through a layer narrower than 32 copies its ``W.T`` (at most
-32 rows; see :func:`.blas.matmul_nt`), which costs less than the product it speeds up.
+parameter updates of a run of steps, with no allocation per batch but two small ones: on
+OpenBLAS' AVX-512 cores the backprop through a layer narrower than 32 copies its ``W.T``
+(at most 32 rows; see :func:`.blas.matmul_nt`), which costs less than the product it
+speeds up; and plain SGD's fused step on a big net (:func:`_batch_sgd_update`) makes
+its two BLAS scalars.
 
 Python calls :func:`train_steps` for a slice of an epoch's steps (a whole epoch, or as
 many steps as run in a fraction of a second, so that Ctrl-C and progress reports
@@ -25,6 +27,7 @@ from ..spec import (A_OFF, ACT, ADAM, B_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, G
 from . import formulas as F
 from . import pair  # an import cycle: pair's shards call loss_and_gradient (when compiled)
 from .activations import activate, activation_backward
+from .blas import matmul_tn, matmul_tn_add
 from .checks import abs_bound, max_abs
 from .dense import _weight_grad_rows, dense_backward, dense_forward
 from .losses import loss_grad, loss_grad_inlined, weight_sum
@@ -36,7 +39,9 @@ from .wide import max_abs_wide, optimizer_step_wide
 from .pipeline import njit
 
 #: Work buffers of one fit, one row per shard slot of a batch (see :func:`train_steps`):
-#: activations ``(S, work)``, the two ping-pong deltas ``(S, 2, delta)``, per-shard
+#: activations ``(S, work)``, the two ping-pong deltas ``(S, 2, delta)`` (for
+#: :func:`train_steps_wide_sgd`, the first of them as long as a stack of every layer's:
+#: :func:`stack_size`), per-shard
 #: gradients ``(S, n_params)`` and losses ``(S,)``; then the batch gradient, a batch of
 #: inputs and of targets (flat), the sample order, the overflow guard's float64 bounds
 #: (:mod:`.updates`), the int64 control block of two-shard steps (:mod:`.pair`; its
@@ -115,37 +120,62 @@ def forward_layers(X, theta, table, work, key, row0):
 # quiet Intel Xeon); cold compile unchanged (12.0 s).  Inlining the forward pass too
 # gained nothing measurable and cost 1.4 s of compile (it also serves inference).
 @njit(cache=config.CACHE, inline="always")
-def backward_layers(X, theta, table, work, deltas, grad, key, row0, weights, one_row):
+def backward_layers(X, theta, table, work, deltas, grad, key, row0, weights, one_row,
+                    stacked=False):
     """Layerwise backprop from dL/dZ of the top layer, held in ``deltas[0]``, into ``grad``
     (through the dropout masks of :func:`forward_layers` with the same ``key``, ``row0``).
 
     ``weights`` False: only the biases' gradients, which are the layers' dL/dZ; the
-    weights' are left to online SGD's update (:func:`_fused_sgd_step`).  A constant True
-    in :func:`loss_and_gradient`, whose pruned branch is then never compiled.
-    ``one_row``: a constant, True for one-row batches (see
-    :func:`.dense.dense_backward`)."""
+    weights' are left to online SGD's update (:func:`_fused_sgd_step`) or to the batch
+    SGD's (:func:`_fused_batch_sgd_step`).  A constant True in :func:`loss_and_gradient`,
+    whose pruned branch is then never compiled.  ``one_row``: a constant, True for
+    one-row batches (see :func:`.dense.dense_backward`).  ``stacked`` (a constant): every
+    layer's dL/dZ is kept, in the flat ``deltas`` at :func:`stack_offset` (the top
+    layer's there too); else the two rows of ``deltas`` take turns."""
     m = X.shape[0]
+    flat = deltas.reshape(deltas.size)
+    turn = deltas.shape[1]  # a row of the ping-pong pair
     cur = 0
+    off = stack_offset(table, table.shape[0] - 1, m) if stacked else 0
     for i in range(table.shape[0] - 1, -1, -1):
         k = table[i, FAN_IN]
         n = table[i, FAN_OUT]
         W = _view(theta, table[i, W_OFF], k, n)
         dW = _view(grad, table[i, W_OFF], k, n)
         db = grad[table[i, B_OFF]:table[i, B_OFF] + n]
-        delta = _view(deltas[cur], 0, m, n)
+        here = off if stacked else cur * turn
+        below_off = (off - m * k if i > 0 else 0) if stacked else (1 - cur) * turn
+        delta = _view(flat, here, m, n)
         blas = m * k * n >= table[i, GEMM_MIN]
         # One call site (the first layer passes X and an empty delta_prev): each inlined
         # copy of dense_backward is compiled anew.
         A_prev = X if i == 0 else _view(work, table[i, IN_OFF], m, k)
-        delta_prev = _view(deltas[1 - cur], 0, 0 if i == 0 else m, k)
+        delta_prev = _view(flat, below_off, 0 if i == 0 else m, k)
         dense_backward(delta, A_prev, W, blas, dW, db, delta_prev, weights, one_row)
         if i > 0:
             below = table[i - 1]
             if below[DROP] > 0:
                 _dropout_in_place(delta_prev, key, row0, i - 1, below[DROP])
-            activation_backward(deltas[1 - cur][:m * k], work[below[A_OFF]:below[A_OFF] + m * k],
+            activation_backward(flat[below_off:below_off + m * k],
+                                work[below[A_OFF]:below[A_OFF] + m * k],
                                 work[below[Z_OFF]:below[Z_OFF] + m * k], below[ACT])
             cur = 1 - cur
+            off = below_off
+
+
+@njit(cache=config.CACHE, inline="always")
+def stack_offset(table, i, m):
+    """Where layer ``i``'s dL/dZ (``m`` rows) starts in a stack of every layer's
+    (:func:`loss_and_deltas`): after the rows of the layers below it."""
+    off = 0
+    for j in range(i):
+        off += m * table[j, FAN_OUT]
+    return off
+
+
+def stack_size(sizes, rows):
+    """Elements of a stack of every layer's dL/dZ for ``rows`` rows (:func:`stack_offset`)."""
+    return rows * sum(sizes[1:])
 
 
 # Declared, so that a kernel calling it compiles without it (and a second process can
@@ -160,6 +190,24 @@ def loss_and_gradient(X, T, theta, table, work, deltas, grad, loss, key, row0):
     G = _view(deltas[0], 0, m, out.shape[1])
     value = loss_grad(out, T, loss, G)
     backward_layers(X, theta, table, work, deltas, grad, key, row0, True, False)
+    return value
+
+
+@separate(returns=types.float64)
+@njit(cache=config.CACHE)
+def loss_and_deltas(X, T, theta, table, work, deltas, grad, loss, key, row0):
+    """:func:`loss_and_gradient` but for the weights' gradients: the biases' go into
+    ``grad``, and every layer's dL/dZ stays in ``deltas`` (flat, at :func:`stack_offset`),
+    from which :func:`_fused_batch_sgd_step` forms the weights' update."""
+    m = X.shape[0]
+    top = stack_offset(table, table.shape[0] - 1, m)
+    n_out = table[table.shape[0] - 1, FAN_OUT]
+    if deltas.size < top + m * n_out:
+        raise ValueError("the delta buffer is too small for every layer's dL/dZ")
+    out = forward_layers(X, theta, table, work, key, row0)
+    G = _view(deltas.reshape(deltas.size), top, m, n_out)
+    value = loss_grad(out, T, loss, G)
+    backward_layers(X, theta, table, work, deltas, grad, key, row0, False, False, True)
     return value
 
 
@@ -224,14 +272,15 @@ def _abs_max(x):
 # scan it, read it back): on 64-128-128-10 (26 K parameters) a step took 10.3 us with
 # them, 6.9 without (float32 tanh, Intel Xeon).
 @njit(cache=config.CACHE, inline="always")
-def _fused_sgd_step(theta, table, bufs, opt, sched, value, t):
+def _fused_sgd_step(theta, table, bufs, opt, sched, value, t, m):
     """Step ``t`` of online SGD from the one-row gradient :func:`_online_loss_and_deltas`
     left.  For a net with a wide layer (the biases' gradients only in ``bufs.grad``):
     with plain or momentum SGD, no L2 penalty, no clipping, a finite loss and gradient
     and the guard's bounds safe, the update with the weights' gradient formed on the fly;
     returns ``(True, lr)``.  Otherwise the weights' gradient is written into ``bufs.grad``
     (a net without a wide layer has it already) and ``(False, 0.0)`` leaves the step to
-    the general sequence (which then finds what stopped this one).
+    the general sequence (which then finds what stopped this one).  ``m``: the batch's
+    rows, 1.
 
     The same arithmetic as that sequence, element by element (``spec.sgd_step`` of the
     same gradient), so the same weights, but for the sign of a zero gradient where the
@@ -329,6 +378,88 @@ def _write_weight_grad(table, inputs, work, grad, i):
     a = _view(inputs, 0, 1, k) if i == 0 else _view(work, table[i, IN_OFF], 1, k)
     delta = _view(grad, table[i, B_OFF], 1, n)
     _weight_grad_rows(delta, a, _view(grad, table[i, W_OFF], k, n), delta[0], True)
+
+
+# Batch SGD, fused.  Plain SGD's step on a big net wrote each weight gradient (BLAS
+# zeroed it first), scanned it for the guard, and read it back with the weights to
+# update them: three passes over the parameters besides the products.  Here the
+# product adds ``-lr A_prev.T @ delta`` onto the weights themselves (BLAS with beta 1),
+# and the guard's bound on |dW| comes from the operands: each element is a sum of m
+# products, so |dW| <= m max|A_prev| max|delta| (twice that covers the sum's rounding).
+# The update rounds once where the general sequence rounded the gradient, then the
+# step: the last bits differ from it, never between thread counts.
+@njit(cache=config.CACHE, inline="always")
+def _fused_batch_sgd_step(theta, table, bufs, opt, sched, value, t, m):
+    """Step ``t`` of plain SGD on a batch of ``m`` rows from what :func:`loss_and_deltas`
+    left: the update of :func:`_batch_sgd_update`, returning ``(True, lr)``; or, where
+    the optimizer is not plain SGD (momentum, weight decay, an L2 penalty or clipping),
+    the loss is not finite or the guard's bounds are not safe, the weights' gradients
+    written into ``bufs.grad`` and ``(False, 0.0)``: the general sequence takes the step
+    (and finds what stopped this one)."""
+    hyper = opt.hyper
+    plain = (opt.code == SGD and hyper[MOMENTUM] == 0.0 and hyper[WEIGHT_DECAY] == 0.0
+             and hyper[L2] == 0.0 and hyper[CLIP_NORM] == 0.0)
+    lr = hyper[LR] * F.lr_factor(sched.code, sched.params, t)
+    if _batch_sgd_update(theta, table, bufs.inputs, bufs.work[0], bufs.deltas[0], bufs.grad,
+                         bufs.guard, hyper, lr, t, m, plain and np.isfinite(value)):
+        return True, lr
+    return False, 0.0
+
+
+@separate(returns=types.boolean)
+@njit(cache=config.CACHE, error_model="numpy")
+def _batch_sgd_update(theta, table, inputs, work, deltas, grad, guard, hyper, lr, t, m, fuse):
+    """Plain SGD's step from every layer's dL/dZ (``deltas``, stacked as
+    :func:`loss_and_deltas` left them) and the biases' gradients (in ``grad``), when
+    ``fuse`` and the guard's bounds (advanced here) rule out an overflow: each weight
+    gradient's product added onto the weights (:func:`.blas.matmul_tn_add`), the biases
+    and the loop layers' weights updated as :func:`.updates.sgd_update` does; returns
+    True.  Otherwise writes the weights' gradients into ``grad`` (as
+    :func:`loss_and_gradient` does) and returns False.
+    """
+    flat = deltas.reshape(deltas.size)
+    top = 0.0
+    off = 0
+    for i in range(table.shape[0]):
+        k = table[i, FAN_IN]
+        n = table[i, FAN_OUT]
+        A_prev = _view(inputs, 0, m, k) if i == 0 else _view(work, table[i, IN_OFF], m, k)
+        delta = _view(flat, off, m, n)
+        db = grad[table[i, B_OFF]:table[i, B_OFF] + n]
+        if m * k * n < table[i, GEMM_MIN]:  # the loop layers' gradients: cheap, written
+            dW = _view(grad, table[i, W_OFF], k, n)
+            _weight_grad_rows(delta, A_prev, dW, db)
+            top = max(top, max_abs(grad[table[i, W_OFF]:table[i, B_OFF]]))
+        elif fuse:
+            peak = 2.0 * m * max_abs(A_prev) * max_abs(delta)  # NaN for inf * 0
+            top = max(top, peak) if peak == peak else np.inf
+        top = max(top, max_abs(db))
+        off += m * n
+    fuse = fuse and np.isfinite(top) and bounds_are_safe(SGD, hyper, lr, t, top, guard)
+    scalars = theta[:0]
+    if fuse:
+        scalars = np.empty(2, theta.dtype)
+        scalars[0] = -lr
+        scalars[1] = 1.0
+    off = 0
+    for i in range(table.shape[0]):
+        k = table[i, FAN_IN]
+        n = table[i, FAN_OUT]
+        w_off = table[i, W_OFF]
+        b_off = table[i, B_OFF]
+        A_prev = _view(inputs, 0, m, k) if i == 0 else _view(work, table[i, IN_OFF], m, k)
+        delta = _view(flat, off, m, n)
+        off += m * n
+        blas = m * k * n >= table[i, GEMM_MIN]
+        if blas and fuse:
+            matmul_tn_add(A_prev, delta, _view(theta, w_off, k, n), scalars)
+        elif blas:
+            matmul_tn(A_prev, delta, _view(grad, w_off, k, n))
+        if fuse:  # [W, b] is one run of theta; a BLAS layer's W is updated already
+            first = b_off if blas else w_off
+            sgd_update(theta[first:b_off + n], grad[first:b_off + n], theta[:0], lr, 0.0, False,
+                       0.0, t == 0)
+    return fuse
 
 
 @njit(cache=config.CACHE, fastmath={"reassoc"})
@@ -608,7 +739,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wi
                                  draw_key, key, path, one_pass)
         t = plan.t0 + s - plan.first  # optimizer steps before this one
         if fused is not None:  # None (a constant) in all kernels but the online one
-            done, fused_lr = fused(theta, table, bufs, opt, sched, value, t)
+            done, fused_lr = fused(theta, table, bufs, opt, sched, value, t, m)
             if done:
                 lr = fused_lr
                 total += value * w
@@ -708,6 +839,16 @@ def train_steps_wide(X, T, theta, table, bufs, opt, sched, plan):
     Its own entry point, so that only big nets compile the parallel regions."""
     return _steps(X, T, theta, table, bufs, opt, sched, plan, ONE_PASS, loss_and_gradient,
                   None, True)
+
+
+@njit(cache=config.CACHE, nogil=True)
+def train_steps_wide_sgd(X, T, theta, table, bufs, opt, sched, plan):
+    """:func:`train_steps_wide` for plain SGD: each step's weight gradients added onto
+    the weights by their products (:func:`_fused_batch_sgd_step`), never written; the
+    steps it cannot fuse take the general sequence.  ``bufs.deltas[0]`` must hold every
+    layer's dL/dZ (:func:`stack_size`)."""
+    return _steps(X, T, theta, table, bufs, opt, sched, plan, ONE_PASS, loss_and_deltas,
+                  _fused_batch_sgd_step, True)
 
 
 @njit(cache=config.CACHE, parallel=True)

@@ -288,7 +288,8 @@ def compile_pass(net):
     # (flat operands, int64 sizes), run on a 1 x 1 x 1 product.
     flat, flag = np.zeros(1, dtype=dtype), int(blas._FLAGS[0])
     for name in blas.parallel_callees(sizes, net.get("rows", [])):
-        getattr(blas, name)(flag, flag, 1, 1, 1, flat, 1, 1, flat, 1, flat.copy(), 1, 1)
+        getattr(blas, name)(flag, flag, 1, 1, 1, flat, 1, 1, flat, 1, flat.copy(), 1, 1,
+                            flat[:0])
     all_finite(X.reshape(-1))  # for the next process's checks (checks.finite)
 
 
