@@ -461,7 +461,7 @@ class MLP:
                     verbose=verbose, patience=patience, sample_weight=sample_weight,
                     class_weight=class_weight, clip_norm=clip_norm, restore_best=restore_best,
                     validation_split=validation_split, callbacks=callbacks))
-        self._backend.compile_ahead(batch_size)
+        self._backend.compile_ahead(batch_size, optimizer, clip_norm)
         plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule, validation_data,
                               shuffle, patience, sample_weight=sample_weight,
                               class_weight=class_weight, clip_norm=clip_norm,

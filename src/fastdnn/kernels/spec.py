@@ -697,9 +697,10 @@ class Backend(Protocol):
         """``(weighted mean loss + L2 penalty, flat NumPy gradient)`` over all rows, in one
         batch; with the dropout masks of ``dropout_key`` (``None``: no dropout)."""
 
-    def compile_ahead(self, batch_size):
+    def compile_ahead(self, batch_size, optimizer=None, clip_norm=None):
         """Start compiling, in the background, what a fit with batches of ``batch_size``
-        rows will run (a hint, before the fit's arguments are checked; may do nothing)."""
+        rows, ``optimizer`` and ``clip_norm`` (as ``fit`` takes them) will run (a hint,
+        before the fit's arguments are checked; may do nothing)."""
 
     def trainer(self, X, T, batch_size, optimizer, schedule, clip_norm=None):
         """A :class:`Trainer` for batches of ``batch_size`` rows (at most ``len(X)``),

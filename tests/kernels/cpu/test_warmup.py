@@ -18,8 +18,9 @@ import pytest
 import fastdnn as fd
 from fastdnn import config
 from fastdnn.kernels import spec
-from fastdnn.kernels.cpu import blas, warmup
+from fastdnn.kernels.cpu import backend, blas, train, warmup
 from fastdnn.kernels.cpu.losses import compile_head
+from support import record_epoch_kernels
 
 # (dtype, loss, activation, sizes): a classifier and a regressor, one of each dtype.
 NETS = [("float32", "cross_entropy", "relu", [5, 7, 3]),
@@ -41,7 +42,8 @@ y = (rng.integers(0, sizes[-1], {rows}) if loss == "cross_entropy"
 net = fd.MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
 net.fit(X, y, epochs=2, batch_size={batch_size}, optimizer="sgd", validation_data=(X, y))
 stats = {{}}
-for name in set(warmup.HELPED + warmup.HELPED_ONLINE + warmup.HELPED_PARALLEL) | {{
+for name in set(warmup.HELPED + warmup.HELPED_STACKED + warmup.HELPED_ONLINE
+               + warmup.HELPED_PARALLEL) | {{
         "fastdnn.kernels.cpu.checks:all_finite", "fastdnn.kernels.cpu.losses:cross_entropy_head"}}:
     s = warmup._dispatcher(name).stats
     stats[name] = [sum(s.cache_hits.values()), sum(s.cache_misses.values())]
@@ -70,20 +72,25 @@ def run_fit(net, cache, setup="", batch_size=8, rows=40, **env):
 SPAWN = "warmup._forkable = lambda net: False\n"
 
 
-def helper_config(net, batch_size):
+def helper_config(net, batch_size, stacked=False):
     dtype, loss, activation, sizes = net
     codes = [spec.activation_code(activation)] * (len(sizes) - 2)
     return dict(sizes=sizes, codes=codes, loss=spec.loss_code(loss), dtype=dtype,
-                online=batch_size == 1, rows=[batch_size])
+                online=batch_size == 1, rows=[batch_size], stacked=stacked)
 
 
-def called(online):
+def called(online, stacked=False):
     """Helped functions that every fit with validation calls (the BLAS wrappers only where
     a product is large enough; online SGD inlines its own pass; a batch fit compiles its
-    shuffle itself)."""
+    shuffle itself; plain SGD's fused kernel calls its own pass and update)."""
     train = "fastdnn.kernels.cpu.train:"
     names = [train + "forward_chunks", train + "loss_of_logits"]
-    return names + [train + "_shuffle"] if online else names + [train + "loss_and_gradient"]
+    if online:
+        return names + [train + "_shuffle"]
+    if stacked:
+        return names + [train + "loss_and_deltas", train + "_batch_sgd_update",
+                        "fastdnn.kernels.cpu.blas:matmul_tn_add"]
+    return names + [train + "loss_and_gradient"]
 
 
 @pytest.fixture(scope="module")
@@ -97,32 +104,40 @@ def alone(tmp_path_factory):
 WIDE = ("float32", "cross_entropy", "relu", [16, 2048, 4])
 
 
-@pytest.mark.parametrize("net,batch_size", [(NETS[0], 8), (NETS[1], 8), (NETS[0], 1),
-                                            (WIDE, 256)],
-                         ids=["float32-cross_entropy", "float64-mse", "float32-online",
-                              "float32-parallel"])
-def test_the_helper_compiles_what_a_fit_then_loads(tmp_path, net, batch_size):
+#: A child's set-up line making every net big enough for the wide kernels, whose plain
+#: SGD fit then runs the fused ``train_steps_wide_sgd``.
+ALL_WIDE = "fd.config.WIDE_UPDATE_PARAMS = 0\n"
+
+
+@pytest.mark.parametrize("net,batch_size,stacked", [
+    (NETS[0], 8, False), (NETS[1], 8, False), (NETS[0], 1, False), (WIDE, 256, False),
+    (NETS[1], 8, True)],
+    ids=["float32-cross_entropy", "float64-mse", "float32-online", "float32-parallel",
+         "float64-fused-sgd"])
+def test_the_helper_compiles_what_a_fit_then_loads(tmp_path, net, batch_size, stacked):
     """Run alone first, the helper leaves the cache with every function a fit of that net
     calls, for the very types the fit passes: the fit compiles none of them."""
     environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     environ["NUMBA_CACHE_DIR"] = str(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "fastdnn.kernels.cpu.warmup",
-                           json.dumps(helper_config(net, batch_size))], env=environ,
+                           json.dumps(helper_config(net, batch_size, stacked))], env=environ,
                           capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     reported = proc.stdout.split()
     rows = 512 if net is WIDE else 40
-    result = run_fit(net, tmp_path, batch_size=batch_size, rows=rows, FASTDNN_WARMUP="0")
+    result = run_fit(net, tmp_path, batch_size=batch_size, rows=rows,
+                     setup=ALL_WIDE if stacked else "", FASTDNN_WARMUP="0")
     assert result["helper"] is None
     parallel = warmup.HELPED_PARALLEL if net is WIDE else ()
-    for name in called(batch_size == 1) + list(parallel):
+    for name in called(batch_size == 1, stacked) + list(parallel):
         assert name in reported, f"the helper did not report {name} saved"
         assert result["stats"][name][0] > 0, f"the fit did not load {name}"
     # And the checks' scan, for the next process (checks.finite).
     assert result["stats"]["fastdnn.kernels.cpu.checks:all_finite"][0] > 0
-    plan = (warmup.HELPED_ONLINE if batch_size == 1 else warmup.HELPED) + parallel + (
-        "fastdnn.kernels.cpu.checks:all_finite",)
+    helped = (warmup.HELPED_ONLINE if batch_size == 1 else
+              warmup.HELPED_STACKED if stacked else warmup.HELPED)
+    plan = helped + parallel + ("fastdnn.kernels.cpu.checks:all_finite",)
     for name, (hits, misses) in result["stats"].items():
         if name in plan:
             assert misses == 0, f"the fit compiled {name} anew: the helper's types differ"
@@ -211,6 +226,24 @@ def test_each_fit_asks_for_its_own_helper_and_a_cached_pass_starts_none(monkeypa
     monkeypatch.setattr(warmup, "_helper", None)
     monkeypatch.setattr(warmup, "Helper", lambda net: pytest.fail("a helper started"))
     assert warmup.start([3, 4, 2], [1], 0, "float64") is None
+
+
+@pytest.mark.parametrize("optimizer,options,stacked", [
+    ("sgd", {}, True), (lambda: fd.SGD(lr=0.1), {}, True),
+    (lambda: fd.SGD(lr=0.1, momentum=0.9), {}, False), ("sgd", dict(clip_norm=1.0), False),
+    ("adam", {}, False)])
+def test_a_fit_asks_its_helper_for_the_pass_its_kernel_calls(monkeypatch, optimizer, options,
+                                                             stacked):
+    started = []
+    monkeypatch.setattr(warmup, "start", lambda *args, **kw: started.append(kw))
+    monkeypatch.setattr(config, "WIDE_UPDATE_PARAMS", 0)
+    kernels = record_epoch_kernels(monkeypatch, backend.CPUTrainer)
+    X, y = np.zeros((6, 3)), np.array([0, 1, 0, 1, 0, 1])
+    fd.MLP([3, 4, 2], dtype="float64").fit(
+        X, y, epochs=1, batch_size=3, optimizer=optimizer if isinstance(optimizer, str)
+        else optimizer(), **options)
+    assert started[0]["stacked"] is stacked
+    assert (kernels[0] is train.train_steps_wide_sgd) is stacked
 
 
 def test_a_forked_child_never_waits_for_its_parents_helper(tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 from numba import typed
 
 from ... import config
+from ...optim import Optimizer, make_optimizer
 from ...validation import check_X
 from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, MOMENTUM, MSE,
                     PROBABILITIES, SGD, WEIGHT_DECAY, EpochResult, Layout, OptimizerArgs,
@@ -195,16 +196,24 @@ class CPUBackend:
         return float(value), grad
 
     # -- training --------------------------------------------------------------------
-    def compile_ahead(self, batch_size):
+    def compile_ahead(self, batch_size, optimizer=None, clip_norm=None):
         """On an empty cache, compile the pass and the evaluation (online SGD, batches of
         one row: only the evaluation) in a helper process (:mod:`.warmup`), and the loss
-        head here while this process would wait for the pass."""
+        head here while this process would wait for the pass.  ``optimizer`` and
+        ``clip_norm``, as ``fit`` takes them, tell which pass the epoch kernel calls."""
         if isinstance(batch_size, numbers.Integral) and batch_size >= 1:
             online = batch_size == 1  # the online kernel inlines its head
+            try:
+                optimizer = make_optimizer(optimizer)
+                plain = isinstance(optimizer, Optimizer) and _plain_sgd(
+                    optimizer.code, _hyper(optimizer, self.l2, clip_norm))
+            except (TypeError, ValueError):  # the fit will say what is wrong
+                plain = False
+            kernel = epoch_kernel(self.sizes, batch_size, self.n_params, plain)
             warmup.start(self.sizes, self.codes, self.loss, self.dtype, online=online,
                          meanwhile=None if online else partial(compile_head, self.loss,
                                                                self.dtype),
-                         batch_size=batch_size)
+                         batch_size=batch_size, stacked=kernel is train_steps_wide_sgd)
 
     def trainer(self, X, T, batch_size, optimizer, schedule, clip_norm=None):
         """A :class:`CPUTrainer` with buffers sized once for this fit."""
@@ -237,6 +246,30 @@ def n_shards(sizes, rows):
     return shards
 
 
+def epoch_kernel(sizes, batch_size, n_params, plain):
+    """The epoch kernel of a fit of a net of layer ``sizes`` and ``n_params`` parameters
+    in batches of ``batch_size`` rows; ``plain``: by plain SGD (:func:`_plain_sgd`)."""
+    shards = n_shards(sizes, batch_size)
+    if batch_size == 1:
+        return train_steps_online
+    if shards == 2:  # a pair (.pair: three buffer slots, no parallel region)
+        return train_steps_paired
+    if shards > 2:  # Numba's pool
+        return train_steps_sharded
+    if n_params < config.WIDE_UPDATE_PARAMS:
+        return train_steps
+    return train_steps_wide_sgd if plain else train_steps_wide
+
+
+def _hyper(optimizer, l2, clip_norm):
+    """The float64 hyper-parameters the kernels read for ``optimizer``, with the net's
+    ``l2`` penalty and the fit's ``clip_norm``."""
+    hyper = optimizer.hyper()
+    hyper[L2] = l2
+    hyper[CLIP_NORM] = 0.0 if clip_norm is None else clip_norm
+    return hyper
+
+
 def _plain_sgd(code, hyper):
     """Whether the optimizer ``code`` with ``hyper`` is SGD without momentum, weight
     decay, an L2 penalty or clipping (the update :func:`.train.train_steps_wide_sgd`
@@ -262,20 +295,12 @@ class CPUTrainer:
         shards = n_shards(backend.sizes, batch_size)
         layout = _layout(backend.sizes, backend.codes, -(-batch_size // shards), backend.drops)
         self.table = layout.table
-        # Two shards run as a pair (.pair: three buffer slots, no parallel region); more
-        # run in Numba's pool (train_steps_sharded).
         self.paired = shards == 2
         self._release = None  # while a helper thread serves this fit: its release
         slots = 3 if self.paired else shards
-        hyper = optimizer.hyper()
-        hyper[L2] = backend.l2
-        hyper[CLIP_NORM] = 0.0 if clip_norm is None else clip_norm
-        self.epoch_kernel = (train_steps_online if batch_size == 1 else
-                             train_steps_paired if self.paired else
-                             train_steps_sharded if shards > 2 else
-                             train_steps if layout.n_params < config.WIDE_UPDATE_PARAMS else
-                             train_steps_wide_sgd if _plain_sgd(optimizer.code, hyper) else
-                             train_steps_wide)
+        hyper = _hyper(optimizer, backend.l2, clip_norm)
+        self.epoch_kernel = epoch_kernel(backend.sizes, batch_size, layout.n_params,
+                                         _plain_sgd(optimizer.code, hyper))
         delta_size = layout.delta_size
         if self.epoch_kernel is train_steps_wide_sgd:  # every layer's dL/dZ, in deltas[0]
             delta_size = max(delta_size, -(-stack_size(backend.sizes, layout.cap) // 2))

@@ -401,21 +401,27 @@ def _fused_batch_sgd_step(theta, table, bufs, opt, sched, value, t, m):
              and hyper[L2] == 0.0 and hyper[CLIP_NORM] == 0.0)
     lr = hyper[LR] * F.lr_factor(sched.code, sched.params, t)
     if _batch_sgd_update(theta, table, bufs.inputs, bufs.work[0], bufs.deltas[0], bufs.grad,
-                         bufs.guard, hyper, lr, t, m, plain and np.isfinite(value)):
+                         opt.state[0], bufs.guard, hyper, lr, t, m,
+                         plain and np.isfinite(value)):
         return True, lr
     return False, 0.0
 
 
 @separate(returns=types.boolean)
 @njit(cache=config.CACHE, error_model="numpy")
-def _batch_sgd_update(theta, table, inputs, work, deltas, grad, guard, hyper, lr, t, m, fuse):
+def _batch_sgd_update(theta, table, inputs, work, deltas, grad, velocity, guard, hyper, lr, t,
+                      m, fuse):
     """Plain SGD's step from every layer's dL/dZ (``deltas``, stacked as
     :func:`loss_and_deltas` left them) and the biases' gradients (in ``grad``), when
     ``fuse`` and the guard's bounds (advanced here) rule out an overflow: each weight
     gradient's product added onto the weights (:func:`.blas.matmul_tn_add`), the biases
-    and the loop layers' weights updated as :func:`.updates.sgd_update` does; returns
-    True.  Otherwise writes the weights' gradients into ``grad`` (as
-    :func:`loss_and_gradient` does) and returns False.
+    and the loop layers' weights updated as :func:`.updates.sgd_update` does (``velocity``:
+    plain SGD's, empty); returns True.  Otherwise writes the weights' gradients into
+    ``grad`` (as :func:`loss_and_gradient` does) and returns False.
+
+    The calls of :func:`.checks.max_abs` and :func:`.updates.sgd_update` pass the types
+    the general sequence passes them (flat arrays, no literal flags): others compiled
+    them a second time, 1 s of the first fit.
     """
     flat = deltas.reshape(deltas.size)
     top = 0.0
@@ -431,7 +437,9 @@ def _batch_sgd_update(theta, table, inputs, work, deltas, grad, guard, hyper, lr
             _weight_grad_rows(delta, A_prev, dW, db)
             top = max(top, max_abs(grad[table[i, W_OFF]:table[i, B_OFF]]))
         elif fuse:
-            peak = 2.0 * m * max_abs(A_prev) * max_abs(delta)  # NaN for inf * 0
+            a_off = 0 if i == 0 else table[i, IN_OFF]
+            a_max = max_abs((inputs if i == 0 else work)[a_off:a_off + m * k])
+            peak = 2.0 * m * a_max * max_abs(flat[off:off + m * n])  # NaN for inf * 0
             top = max(top, peak) if peak == peak else np.inf
         top = max(top, max_abs(db))
         off += m * n
@@ -457,8 +465,8 @@ def _batch_sgd_update(theta, table, inputs, work, deltas, grad, guard, hyper, lr
             matmul_tn(A_prev, delta, _view(grad, w_off, k, n))
         if fuse:  # [W, b] is one run of theta; a BLAS layer's W is updated already
             first = b_off if blas else w_off
-            sgd_update(theta[first:b_off + n], grad[first:b_off + n], theta[:0], lr, 0.0, False,
-                       0.0, t == 0)
+            sgd_update(theta[first:b_off + n], grad[first:b_off + n], velocity, lr,
+                       hyper[MOMENTUM], hyper[NESTEROV] != 0.0, hyper[WEIGHT_DECAY], t == 0)
     return fuse
 
 
@@ -846,9 +854,13 @@ def train_steps_wide_sgd(X, T, theta, table, bufs, opt, sched, plan):
     """:func:`train_steps_wide` for plain SGD: each step's weight gradients added onto
     the weights by their products (:func:`_fused_batch_sgd_step`), never written; the
     steps it cannot fuse take the general sequence.  ``bufs.deltas[0]`` must hold every
-    layer's dL/dZ (:func:`stack_size`)."""
+    layer's dL/dZ (:func:`stack_size`).
+
+    The general sequence's scan and update run serially here: only the steps near an
+    overflow take them, and their parallel regions were 2 s of a first fit's compile.
+    """
     return _steps(X, T, theta, table, bufs, opt, sched, plan, ONE_PASS, loss_and_deltas,
-                  _fused_batch_sgd_step, True)
+                  _fused_batch_sgd_step, False)
 
 
 @njit(cache=config.CACHE, parallel=True)

@@ -9,8 +9,11 @@ shuffle and the loss head.  A helper process started by :func:`start` compiles, 
 Numba's on-disk cache, the pass that the epoch kernel calls through a slot
 (:func:`.train.loss_and_gradient`, declared with :mod:`.separate`, so the epoch kernel
 compiles without it) with the forward pass and the BLAS wrappers, and the evaluation
-kernels (:data:`HELPED`).  For online SGD, whose epoch kernel inlines a pass of its own,
-the helper compiles the evaluation and the shuffle (:data:`HELPED_ONLINE`).  Where the
+kernels (:data:`HELPED`); for plain SGD on a big net, whose epoch kernel fuses the update
+into the products, the pass without the weights' gradients instead
+(:func:`.train.loss_and_deltas`, :data:`HELPED_STACKED`).  For online SGD, whose epoch
+kernel inlines a pass of its own, the helper compiles the evaluation and the shuffle
+(:data:`HELPED_ONLINE`).  Where the
 training steps' products are big enough to run in parallel blocks, it also compiles those
 parallel regions (:data:`HELPED_PARALLEL`): a cold first fit of 784-1024-1024-10 at batch
 256 took 8.65 -> 8.04 s (medians of 6, alternated).
@@ -79,6 +82,10 @@ _TRAIN, _LOSSES, _BLAS = "fastdnn.kernels.cpu.train:", "fastdnn.kernels.cpu.loss
 HELPED = (_TRAIN + "loss_and_gradient", _TRAIN + "forward_layers",
           _BLAS + "_product", _BLAS + "matmul", _BLAS + "matmul_nt", _BLAS + "matmul_tn",
           _LOSSES + "loss_grad", _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits")
+#: What it compiles for a fit of :func:`.train.train_steps_wide_sgd`: its pass first, and
+#: its update (which the first step calls).
+HELPED_STACKED = ((_TRAIN + "loss_and_deltas",) + HELPED[1:]
+                  + (_TRAIN + "_batch_sgd_update", _BLAS + "matmul_tn_add"))
 #: What it compiles for online SGD, whose epoch kernel has a pass of its own inlined:
 #: the evaluation (the forward pass and its products with it) and the shuffle, which an
 #: online fit needs long after the helper is done.
@@ -201,23 +208,25 @@ def enabled():
             and not getattr(sys, "frozen", False) and "mpi4py.MPI" not in sys.modules)
 
 
-def start(sizes, codes, loss, dtype, online=False, meanwhile=None, batch_size=1):
+def start(sizes, codes, loss, dtype, online=False, meanwhile=None, batch_size=1,
+          stacked=False):
     """Launch a helper compiling for a fit of a net of ``sizes`` (widths), activation
     ``codes``, ``loss`` code and ``dtype`` (see the module docstring; ``online``: batches
-    of one row), in batches of ``batch_size`` rows, when the cache has none of it yet and
-    :func:`enabled`; ``meanwhile``, a function, is what this process compiles instead of
-    waiting, the first time it would wait for the helper.  Once per process; returns the
+    of one row; ``stacked``: a fit of :func:`.train.train_steps_wide_sgd`), in batches of
+    ``batch_size`` rows, when the cache has none of it yet and :func:`enabled`;
+    ``meanwhile``, a function, is what this process compiles instead of waiting, the
+    first time it would wait for the helper.  Once per process; returns the
     :class:`Helper`, or ``None`` where none started."""
     global _helper
-    from . import blas
 
-    helped = HELPED_ONLINE if online else HELPED
+    helped = HELPED_ONLINE if online else HELPED_STACKED if stacked else HELPED
     # The rows of a training step (not the evaluation's: its chunks follow the data, and
     # a parallel region compiled for nothing would take a core from the fit).
     rows = [1 if online else int(batch_size)]
     net = dict(sizes=[int(n) for n in sizes], codes=[int(c) for c in codes], loss=int(loss),
-               dtype=np.dtype(dtype).name, online=bool(online), rows=rows)
-    helped += tuple(_BLAS + name for name in blas.parallel_callees(net["sizes"], rows))
+               dtype=np.dtype(dtype).name, online=bool(online), rows=rows,
+               stacked=bool(stacked) and not online)
+    helped += tuple(_BLAS + name for name in _parallel_callees(net))
     with _starting:  # fits in threads: one helper
         if _helper is not None or not enabled() or _cached(helped[0]):
             return None
@@ -237,7 +246,7 @@ def helping():
 
 def _report_saves():
     """Print each helped function's name once its compile is saved to the cache."""
-    for name in set(HELPED + HELPED_ONLINE + HELPED_PARALLEL):
+    for name in set(HELPED + HELPED_STACKED + HELPED_ONLINE + HELPED_PARALLEL):
         cache = getattr(_dispatcher(name), "_cache", None)
         save = getattr(cache, "save_overload", None)
         if save is None:
@@ -268,7 +277,7 @@ def compile_pass(net):
     from . import backend as module
     from . import blas
     from .checks import all_finite
-    from .train import _shuffle
+    from .train import _batch_sgd_update, _shuffle, loss_and_deltas
 
     _report_saves()
     dtype = np.dtype(net["dtype"])
@@ -277,17 +286,26 @@ def compile_pass(net):
     X = np.zeros((2, sizes[0]), dtype=dtype)
     T = pack_targets(np.zeros((2, 1 if net["loss"] == CROSS_ENTROPY else sizes[-1])), None,
                      dtype)
-    module.loss_and_gradient = _compile_only(module.loss_and_gradient)
+    # The pass compiled for the types the backend's gradient passes, which are the
+    # epoch kernel's.
+    module.loss_and_gradient = _compile_only(
+        loss_and_deltas if net.get("stacked") else module.loss_and_gradient)
     module.loss_of_logits = _compile_only(module.loss_of_logits)
     if not net["online"]:
         backend.gradient(X, T)
+    if net.get("stacked"):  # for the types train_steps_wide_sgd passes
+        flat, rows = np.zeros(1, dtype=dtype), np.zeros((1, 1), dtype=dtype)
+        floats = np.zeros(1)
+        _compile_only(_batch_sgd_update)(flat, np.zeros((1, 1), dtype=np.int64), flat, flat, rows,
+                                         flat, flat, floats, floats, 0.0, 0, 0, False)
+        _compile_only(blas.matmul_tn_add)(rows, rows, rows, flat)
     backend.evaluate(X, T)
     if net["online"]:
         _shuffle(np.arange(2, dtype=np.int64))
     # The parallel regions the fit's products reach, for the types the products pass
     # (flat operands, int64 sizes), run on a 1 x 1 x 1 product.
     flat, flag = np.zeros(1, dtype=dtype), int(blas._FLAGS[0])
-    for name in blas.parallel_callees(sizes, net.get("rows", [])):
+    for name in _parallel_callees(net):
         getattr(blas, name)(flag, flag, 1, 1, 1, flat, 1, 1, flat, 1, flat.copy(), 1, 1,
                             flat[:0])
     all_finite(X.reshape(-1))  # for the next process's checks (checks.finite)
@@ -331,11 +349,23 @@ def _forkable(net):
     child needs), and where the child runs no parallel region (it has none of Numba's
     pool threads, and GNU OpenMP does not work after a fork).  Not beside JAX either,
     whose fork handler warns of its threads to the user."""
-    from . import blas
-
     return (sys.platform.startswith("linux") and hasattr(os, "fork")
             and threading.active_count() == 1 and "jax" not in sys.modules
-            and not blas.parallel_callees(net["sizes"], net.get("rows", [])))
+            and not _parallel_callees(net))
+
+
+def _parallel_callees(net):
+    """The products' parallel regions the helper compiles for ``net``
+    (:data:`HELPED_PARALLEL`, where its products reach them).  None for a fit of
+    :func:`.train.train_steps_wide_sgd`: its epoch kernel has no parallel region of its
+    own, so this process is done with it while the helper compiles the pass, and then
+    compiles them itself (a cold first fit of 784-1024-1024-10 at batch 256 waited 4 s
+    for the helper otherwise)."""
+    from . import blas
+
+    if net.get("stacked"):
+        return []
+    return blas.parallel_callees(net["sizes"], net.get("rows", []))
 
 
 def _prepare_compiler():

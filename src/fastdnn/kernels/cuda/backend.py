@@ -260,7 +260,7 @@ class CUDABackend:
         return float(bufs.acc.copy_to_host()[losses.LAST]), bufs.grad.copy_to_host()
 
     # -- training --------------------------------------------------------------------
-    def compile_ahead(self, batch_size):
+    def compile_ahead(self, batch_size, optimizer=None, clip_norm=None):
         """Nothing: the CUDA kernels are compiled as they are first launched."""
 
     def trainer(self, X, T, batch_size, optimizer, schedule, clip_norm=None):
