@@ -293,39 +293,45 @@ def _column_step(Y):
 # BLAS's kind letters as integer globals (compile-time constants): ``ord("s")`` in a
 # kernel compiled Numba's unicode ord, 0.2 s of every cold start.
 _SINGLE, _DOUBLE = ord("s"), ord("d")
+# ``[alpha, beta]`` of a product that overwrites C, and of one added onto it.
 _ONE_ZERO32 = np.array([1.0, 0.0], dtype=np.float32)
 _ONE_ZERO64 = np.array([1.0, 0.0], dtype=np.float64)
+_ONE_ONE32 = np.array([1.0, 1.0], dtype=np.float32)
+_ONE_ONE64 = np.array([1.0, 1.0], dtype=np.float64)
 
 
 @njit(cache=config.CACHE, inline="always")
 def _gemm(flag_a, flag_b, M, N, K, A, lda, B, ldb, C, ldc, scalars):
-    """Column-major ``C = op(A) op(B)``, M x N x K, as one single-threaded BLAS call (the
-    BLAS count set to 1 first, and left there: see :func:`_register_local_threads`).
+    """Column-major ``C = alpha op(A) op(B) + beta C``, M x N x K, as one single-threaded
+    BLAS call (the BLAS count set to 1 first, and left there: see
+    :func:`_register_local_threads`).
 
-    ``scalars``: empty, or ``[alpha, beta]`` in C's dtype for ``C = alpha op(A) op(B) +
-    beta C`` (:func:`matmul_tn_add`)."""
+    ``scalars``, an array of C's dtype (C's own type, so that one compiled product serves
+    all three): empty for ``C = op(A) op(B)``, one element (its value unread) for
+    ``C += op(A) op(B)`` (:func:`matmul_add`), or ``[alpha, beta]``
+    (:func:`matmul_tn_add`)."""
     _set_local_threads(1)
-    if scalars.size > 0:
-        kind = _SINGLE if C.itemsize == 4 else _DOUBLE
-        if _on_big(M, N, K):
-            _big_gemm_c(kind, flag_a, flag_b, M, N, K, scalars.ctypes, A.ctypes, lda, B.ctypes,
-                        ldb, scalars[1:].ctypes, C.ctypes, ldc)
-        else:
-            _gemm_c(kind, flag_a, flag_b, M, N, K, scalars.ctypes, A.ctypes, lda, B.ctypes, ldb,
-                    scalars[1:].ctypes, C.ctypes, ldc)
-    elif _on_big(M, N, K):
-        if C.itemsize == 4:
-            _big_gemm_c(_SINGLE, flag_a, flag_b, M, N, K, _ONE_ZERO32.ctypes, A.ctypes, lda,
-                        B.ctypes, ldb, _ONE_ZERO32[1:].ctypes, C.ctypes, ldc)
-        else:
-            _big_gemm_c(_DOUBLE, flag_a, flag_b, M, N, K, _ONE_ZERO64.ctypes, A.ctypes, lda,
-                        B.ctypes, ldb, _ONE_ZERO64[1:].ctypes, C.ctypes, ldc)
+    big = _on_big(M, N, K)
+    kind = _SINGLE if C.itemsize == 4 else _DOUBLE
+    if scalars.size == 2:
+        _call(big, kind, flag_a, flag_b, M, N, K, scalars, A, lda, B, ldb, C, ldc)
     elif C.itemsize == 4:
-        _gemm_c(_SINGLE, flag_a, flag_b, M, N, K, _ONE_ZERO32.ctypes, A.ctypes, lda, B.ctypes,
-                ldb, _ONE_ZERO32[1:].ctypes, C.ctypes, ldc)
+        _call(big, kind, flag_a, flag_b, M, N, K,
+              _ONE_ONE32 if scalars.size == 1 else _ONE_ZERO32, A, lda, B, ldb, C, ldc)
     else:
-        _gemm_c(_DOUBLE, flag_a, flag_b, M, N, K, _ONE_ZERO64.ctypes, A.ctypes, lda, B.ctypes,
-                ldb, _ONE_ZERO64[1:].ctypes, C.ctypes, ldc)
+        _call(big, kind, flag_a, flag_b, M, N, K,
+              _ONE_ONE64 if scalars.size == 1 else _ONE_ZERO64, A, lda, B, ldb, C, ldc)
+
+
+@njit(cache=config.CACHE, inline="always")
+def _call(big, kind, flag_a, flag_b, M, N, K, alpha_beta, A, lda, B, ldb, C, ldc):
+    """The BLAS call of :func:`_gemm`: the big-product GEMM or Numba's helper."""
+    if big:
+        _big_gemm_c(kind, flag_a, flag_b, M, N, K, alpha_beta.ctypes, A.ctypes, lda, B.ctypes,
+                    ldb, alpha_beta[1:].ctypes, C.ctypes, ldc)
+    else:
+        _gemm_c(kind, flag_a, flag_b, M, N, K, alpha_beta.ctypes, A.ctypes, lda, B.ctypes, ldb,
+                alpha_beta[1:].ctypes, C.ctypes, ldc)
 
 
 @njit(cache=config.CACHE)
@@ -478,11 +484,25 @@ def _product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, 
 @njit(cache=config.CACHE)
 def matmul(X, Y, C):
     """``C = X @ Y`` (X: m x k, Y: k x n)."""
+    Cf = C.reshape(C.size)
+    _nn(X, Y, Cf, Cf[:0])
+
+
+@separate
+@njit(cache=config.CACHE)
+def matmul_add(X, Y, C):
+    """``C += X @ Y`` (X: m x k, Y: k x n), each block one BLAS call with beta 1: the
+    forward pass's product added onto the bias rows (``dense.dense_forward``)."""
+    Cf = C.reshape(C.size)
+    _nn(X, Y, Cf, Cf[:1])
+
+
+@njit(cache=config.CACHE, inline="always")
+def _nn(X, Y, Cf, scalars):
     m, k = X.shape
     n = Y.shape[1]
-    Cf = C.reshape(C.size)
     _product(_FLAGS[0], _FLAGS[0], m, n, k, Y.reshape(Y.size), _column_step(Y), n,
-             X.reshape(X.size), k, Cf, n, Cf[:0])
+             X.reshape(X.size), k, Cf, n, scalars)
 
 
 @separate

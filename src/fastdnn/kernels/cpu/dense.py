@@ -9,7 +9,7 @@ shapes only, never on the thread count, so results do too.
 """
 from ... import config
 from .activations import activate
-from .blas import matmul, matmul_nt, matmul_tn
+from .blas import matmul_add, matmul_nt, matmul_tn
 from .pipeline import njit
 
 # Reassociation lets LLVM vectorise the dot-product reduction of ``delta @ W.T``; it
@@ -38,14 +38,17 @@ def _affine_rows(A_prev, W, b, Z):
 @njit(cache=config.CACHE, inline="always")
 def dense_forward(A_prev, W, b, blas, Z):
     """``Z = A_prev @ W + b`` (the activation follows, on the layer's whole block: see
-    ``train.forward_layers``)."""
+    ``train.forward_layers``).
+
+    BLAS adds the product onto the bias rows (beta 1): with beta 0 it zeroed ``Z`` first,
+    and the bias took another pass over it."""
     m = A_prev.shape[0]
     if blas:
-        matmul(A_prev, W, Z)
         n = W.shape[1]
         for i in range(m):
             for j in range(n):
-                Z[i, j] += b[j]
+                Z[i, j] = b[j]
+        matmul_add(A_prev, W, Z)
     else:
         _affine_rows(A_prev, W, b, Z)
 

@@ -80,7 +80,7 @@ _TRAIN, _LOSSES, _BLAS = "fastdnn.kernels.cpu.train:", "fastdnn.kernels.cpu.loss
 #: loss head, which the pass calls through a slot: the fit compiles it meanwhile), then
 #: the evaluation.  The first is the one whose cache entry says no helper is needed.
 HELPED = (_TRAIN + "loss_and_gradient", _TRAIN + "forward_layers",
-          _BLAS + "_product", _BLAS + "matmul", _BLAS + "matmul_nt", _BLAS + "matmul_tn",
+          _BLAS + "_product", _BLAS + "matmul_add", _BLAS + "matmul_nt", _BLAS + "matmul_tn",
           _LOSSES + "loss_grad", _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits")
 #: What it compiles for a fit of :func:`.train.train_steps_wide_sgd`: its pass first, and
 #: its update (which the first step calls).
@@ -89,7 +89,7 @@ HELPED_STACKED = ((_TRAIN + "loss_and_deltas",) + HELPED[1:]
 #: What it compiles for online SGD, whose epoch kernel has a pass of its own inlined:
 #: the evaluation (the forward pass and its products with it) and the shuffle, which an
 #: online fit needs long after the helper is done.
-HELPED_ONLINE = (_TRAIN + "forward_layers", _BLAS + "_product", _BLAS + "matmul",
+HELPED_ONLINE = (_TRAIN + "forward_layers", _BLAS + "_product", _BLAS + "matmul_add",
                  _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits", _TRAIN + "_shuffle")
 
 #: The products' parallel regions, which the helper compiles where the net's products
