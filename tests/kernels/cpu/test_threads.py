@@ -102,22 +102,23 @@ ADD_SCALARS = (-0.375, 0.75)
 
 
 def products(m, k, n, dtype, n_threads):
-    """``X @ Y``, ``X.T @ D``, ``D @ Y.T`` and ``alpha X.T @ D + beta E`` with
-    ``n_threads`` threads, and the operands."""
+    """``X @ Y``, ``X.T @ D``, ``D @ Y.T``, ``alpha X.T @ D + beta E`` and ``D + X @ Y``
+    with ``n_threads`` threads, and the operands."""
     blas.prepare()
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
     D = rng.standard_normal((m, n)).astype(dtype)
     E = rng.standard_normal((k, n)).astype(dtype)
     C, G, P = np.empty((m, n), dtype), np.empty((k, n), dtype), np.empty((m, k), dtype)
-    H = E.copy()
+    H, S = E.copy(), D.copy()
     with limit_threads(n_threads):
         assert numba.get_num_threads() == n_threads
         blas.matmul(X, Y, C)
         blas.matmul_tn(X, D, G)
         blas.matmul_nt(D, Y, P)
         blas.matmul_tn_add(X, D, H, np.array(ADD_SCALARS, dtype))
-    return (C, G, P, H), (X, Y, D, E)
+        blas.matmul_add(X, Y, S)
+    return (C, G, P, H, S), (X, Y, D, E)
 
 
 def fit_weights(gemm_min, dtype, plain, n_threads):
@@ -170,9 +171,9 @@ def threaded():
 
 @pytest.mark.parametrize("m,k,n,dtype", PRODUCT_CASES)
 def test_products_identical_for_any_thread_count(threaded, m, k, n, dtype):
-    (C, G, P, H), (X, Y, D, E) = products(m, k, n, dtype, 1)
+    (C, G, P, H, S), (X, Y, D, E) = products(m, k, n, dtype, 1)
     many, _ = threaded[("products", (m, k, n, dtype))]
-    for name, one, other in zip("CGPH", (C, G, P, H), many):
+    for name, one, other in zip("CGPHS", (C, G, P, H, S), many):
         np.testing.assert_array_equal(one, other, err_msg=f"{name}: 1 vs {THREADS} threads")
     tol = 1e-4 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(C, X.astype(np.float64) @ Y, rtol=tol, atol=tol * k)
@@ -181,6 +182,7 @@ def test_products_identical_for_any_thread_count(threaded, m, k, n, dtype):
     alpha, beta = ADD_SCALARS
     np.testing.assert_allclose(H, alpha * (X.T.astype(np.float64) @ D) + beta * E, rtol=tol,
                                atol=tol * m)
+    np.testing.assert_allclose(S, D + X.astype(np.float64) @ Y, rtol=tol, atol=tol * k)
 
 
 @pytest.mark.parametrize("rows,cols,K,flag,calls", [
