@@ -720,8 +720,9 @@ def _borrowed(X, T, theta, table, bufs, opt, sched):
 @njit(cache=config.CACHE, inline="always")
 def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wide):
     """The body of the epoch kernels: their steps, each gradient by ``path`` and
-    ``one_pass`` (:func:`step_gradient`); ``fused``: None, or online SGD's fused update
-    (:func:`_fused_sgd_step`), tried before the general sequence; ``wide`` (a constant):
+    ``one_pass`` (:func:`step_gradient`); ``fused``: None, or a fused update (online
+    SGD's :func:`_fused_sgd_step`, batch SGD's :func:`_fused_batch_sgd_step`), tried
+    before the general sequence; ``wide`` (a constant):
     the guard's scan and the update in parallel chunks (:mod:`.wide`)."""
     X, T, theta, table, bufs, opt, sched = _borrowed(X, T, theta, table, bufs, opt, sched)
     n = X.shape[0]
@@ -746,7 +747,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wi
         value, w = step_gradient(X, T, theta, table, bufs, plan.loss, plan.sampling, s * bs, m,
                                  draw_key, key, path, one_pass)
         t = plan.t0 + s - plan.first  # optimizer steps before this one
-        if fused is not None:  # None (a constant) in all kernels but the online one
+        if fused is not None:  # None (a constant) but in the online and fused-SGD kernels
             done, fused_lr = fused(theta, table, bufs, opt, sched, value, t, m)
             if done:
                 lr = fused_lr

@@ -13,10 +13,11 @@ kernels (:data:`HELPED`); for plain SGD on a big net, whose epoch kernel fuses t
 into the products, the pass without the weights' gradients instead
 (:func:`.train.loss_and_deltas`, :data:`HELPED_STACKED`).  For online SGD, whose epoch
 kernel inlines a pass of its own, the helper compiles the evaluation and the shuffle
-(:data:`HELPED_ONLINE`).  Where the
-training steps' products are big enough to run in parallel blocks, it also compiles those
-parallel regions (:data:`HELPED_PARALLEL`): a cold first fit of 784-1024-1024-10 at batch
-256 took 8.65 -> 8.04 s (medians of 6, alternated).
+(:data:`HELPED_ONLINE`).  Where the training steps' products are big enough to run in
+parallel blocks, it also compiles those parallel regions (:data:`HELPED_PARALLEL`): a
+cold first fit of 784-1024-1024-10 at batch 256 took 8.65 -> 8.04 s (medians of 6,
+alternated); but not for plain SGD's fused kernel, which is quick to compile, so that
+this process compiles them while the helper compiles the pass (:func:`_parallel_callees`).
 
 This process waits for the helper only where it would otherwise compile what the helper
 is compiling: the cache lookup of each helped function is wrapped so that, while the
