@@ -14,14 +14,14 @@ from numba import typed
 from ... import config
 from ...optim import Optimizer, make_optimizer
 from ...validation import check_X
-from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, MOMENTUM, MSE,
-                    PROBABILITIES, SGD, WEIGHT_DECAY, EpochResult, Layout, OptimizerArgs,
-                    ScheduleArgs, pack_targets)
+from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, MSE,
+                    PROBABILITIES, EpochResult, Layout, OptimizerArgs, ScheduleArgs,
+                    pack_targets)
 from . import blas, mkl, pair, threads, warmup
 from .checks import finite
 from .losses import compile_head, labels, predictions, probabilities
 from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
-                    loss_of_logits, stack_size, train_epoch_many, train_steps,
+                    loss_of_logits, plain_sgd, stack_size, train_epoch_many, train_steps,
                     train_steps_online, train_steps_paired, train_steps_sharded,
                     train_steps_wide, train_steps_wide_sgd)
 from .updates import GUARD_SLOTS, LIMIT, refresh_bounds
@@ -248,7 +248,7 @@ def n_shards(sizes, rows):
 
 def epoch_kernel(sizes, batch_size, n_params, plain):
     """The epoch kernel of a fit of a net of layer ``sizes`` and ``n_params`` parameters
-    in batches of ``batch_size`` rows; ``plain``: by plain SGD (:func:`_plain_sgd`)."""
+    in batches of ``batch_size`` rows; ``plain``: by plain SGD (:func:`.train.plain_sgd`)."""
     shards = n_shards(sizes, batch_size)
     if batch_size == 1:
         return train_steps_online
@@ -270,12 +270,8 @@ def _hyper(optimizer, l2, clip_norm):
     return hyper
 
 
-def _plain_sgd(code, hyper):
-    """Whether the optimizer ``code`` with ``hyper`` is SGD without momentum, weight
-    decay, an L2 penalty or clipping (the update :func:`.train.train_steps_wide_sgd`
-    fuses into the weight gradients' products)."""
-    return (code == SGD and hyper[MOMENTUM] == 0.0 and hyper[WEIGHT_DECAY] == 0.0
-            and hyper[L2] == 0.0 and hyper[CLIP_NORM] == 0.0)
+#: :func:`.train.plain_sgd` in Python: the kernel's own test of which fits it fuses.
+_plain_sgd = plain_sgd.py_func
 
 
 class CPUTrainer:

@@ -389,6 +389,16 @@ def _write_weight_grad(table, inputs, work, grad, i):
 # The update rounds once where the general sequence rounded the gradient, then the
 # step: the last bits differ from it, never between thread counts.
 @njit(cache=config.CACHE, inline="always")
+def plain_sgd(code, hyper):
+    """Whether the optimizer ``code`` with the float64 ``hyper`` (the penalty and the
+    clipping bound in it) is SGD without momentum, weight decay, an L2 penalty or
+    clipping: the update :func:`train_steps_wide_sgd` fuses into the products.  The
+    backend picks that kernel by the same test (its ``py_func``)."""
+    return (code == SGD and hyper[MOMENTUM] == 0.0 and hyper[WEIGHT_DECAY] == 0.0
+            and hyper[L2] == 0.0 and hyper[CLIP_NORM] == 0.0)
+
+
+@njit(cache=config.CACHE, inline="always")
 def _fused_batch_sgd_step(theta, table, bufs, opt, sched, value, t, m):
     """Step ``t`` of plain SGD on a batch of ``m`` rows from what :func:`loss_and_deltas`
     left: the update of :func:`_batch_sgd_update`, returning ``(True, lr)``; or, where
@@ -397,12 +407,10 @@ def _fused_batch_sgd_step(theta, table, bufs, opt, sched, value, t, m):
     written into ``bufs.grad`` and ``(False, 0.0)``: the general sequence takes the step
     (and finds what stopped this one)."""
     hyper = opt.hyper
-    plain = (opt.code == SGD and hyper[MOMENTUM] == 0.0 and hyper[WEIGHT_DECAY] == 0.0
-             and hyper[L2] == 0.0 and hyper[CLIP_NORM] == 0.0)
     lr = hyper[LR] * F.lr_factor(sched.code, sched.params, t)
     if _batch_sgd_update(theta, table, bufs.inputs, bufs.work[0], bufs.deltas[0], bufs.grad,
                          opt.state[0], bufs.guard, hyper, lr, t, m,
-                         plain and np.isfinite(value)):
+                         plain_sgd(opt.code, hyper) and np.isfinite(value)):
         return True, lr
     return False, 0.0
 
