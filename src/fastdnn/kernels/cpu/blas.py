@@ -334,7 +334,7 @@ def _call(big, kind, flag_a, flag_b, M, N, K, alpha_beta, A, lda, B, ldb, C, ldc
                 alpha_beta[1:].ctypes, C.ctypes, ldc)
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def splits(rows, cols, K):
     """Whether a ``rows x cols x K`` product is cut into parallel column blocks: by its
     shape alone, never by the thread count (the unsplit path may take BLAS' small-matrix
@@ -342,7 +342,7 @@ def splits(rows, cols, K):
     return rows * cols * K >= PARALLEL_MACS and cols > BLOCK
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def n_blocks(cols, most):
     """Column blocks for a product with ``cols`` output columns that :func:`splits`:
     ``most`` (:func:`blocks`), fewer where blocks would be narrower than :data:`BLOCK`.
@@ -406,7 +406,7 @@ def _serial_product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf
 ROW_SPLIT_COLS = 32
 
 
-@njit(cache=config.CACHE)
+@njit(cache=config.CACHE, inline="always")
 def splits_rows(rows, cols, K):
     """Whether a ``rows x cols x K`` product with a narrow output (fewer than
     :data:`ROW_SPLIT_COLS` columns: :func:`splits` never cuts it) is cut into parallel
@@ -549,9 +549,11 @@ def matmul_nt(X, Y, C):
     """
     m, n = X.shape
     k = Y.shape[0]
-    if _small_path_macs() > 0 and n < SMALL_PATH_MIN_K_TRANSPOSED and not _on_big(k, m, n):
-        matmul(X, Y.T.copy(), C)
-        return
     Cf = C.reshape(C.size)
+    if _small_path_macs() > 0 and n < SMALL_PATH_MIN_K_TRANSPOSED and not _on_big(k, m, n):
+        # Inlined, not through matmul: a call made a cold start compile matmul (0.3 s)
+        # for this product alone.
+        _nn(X, Y.T.copy(), Cf, Cf[:0])
+        return
     _product(_FLAGS[1], _FLAGS[0], m, k, n, Y.reshape(Y.size), n, n, X.reshape(X.size), n, Cf,
              k, Cf[:0])
