@@ -29,7 +29,7 @@ NETS = [("float32", "cross_entropy", "relu", [5, 7, 3]),
 # The fit each child runs, and what it prints: per helped function its cache hits and
 # misses in this process, then the weights (for the bit comparison), as JSON.
 FIT = """
-import json, sys
+import json, os, sys
 import numpy as np
 import fastdnn as fd
 from fastdnn.kernels.cpu import warmup
@@ -49,8 +49,10 @@ for name in set(warmup.HELPED + warmup.HELPED_STACKED + warmup.HELPED_ONLINE
     stats[name] = [sum(s.cache_hits.values()), sum(s.cache_misses.values())]
 helper = warmup._helper
 forked = None if helper is None else isinstance(helper.process, warmup._Child)
+code = None if helper is None else helper.close()
+claims_left = helper is not None and bool(helper.claims) and os.path.exists(helper.claims)
 print(json.dumps(dict(stats=stats, weights=[[W.tolist(), b.tolist()] for W, b in net.get_weights()],
-                      helper=None if helper is None else helper.close(), forked=forked)))
+                      helper=code, forked=forked, claims_left=claims_left)))
 """
 
 
@@ -156,6 +158,89 @@ def test_a_fit_with_the_helper_loads_its_work_and_gives_the_same_bits(tmp_path, 
     hits, misses = helped["stats"]["fastdnn.kernels.cpu.train:loss_and_gradient"]
     assert (hits, misses) == (1, 0), "the fit compiled the pass itself"
     assert alone["stats"]["fastdnn.kernels.cpu.train:loss_and_gradient"] == [0, 1]
+    assert helped["claims_left"] is False  # the folder of claims went with the helper
+
+
+def test_either_process_claims_a_shared_function_once(tmp_path):
+    claims = str(tmp_path)
+    first, second = warmup.SHARED
+    assert warmup._claim(claims, first, default=False)
+    assert not warmup._claim(claims, first, default=True)  # the other process was first
+    assert warmup._claim(claims, second, default=False)
+    # Without a folder of claims the helper compiles, and the fit waits, as before claims.
+    for gone in (None, str(tmp_path / "gone")):
+        assert warmup._claim(gone, first, default=True)
+        assert not warmup._claim(gone, first, default=False)
+    warmup._remove(claims)
+    assert not os.path.exists(claims)
+
+
+class _Reports:
+    """A helper process that reports what the test writes to its pipe, and never ends."""
+
+    def __init__(self):
+        read, self.write = os.pipe()
+        self.stdout = open(read, "r")
+
+    def report(self, name):
+        os.write(self.write, (name + "\n").encode())
+
+    def wait(self, timeout=None):
+        import time
+        time.sleep(600)
+
+    def kill(self):
+        pass
+
+
+def test_the_fit_compiles_the_shared_functions_the_helper_has_not_begun(monkeypatch, tmp_path):
+    """A lookup of a :data:`SHARED` function that the helper has not claimed claims it and
+    goes on at once (this process compiles it); one the helper has claimed waits for the
+    helper's save, after the tasks left to do meanwhile, which stop once it is saved."""
+    import time
+
+    fake = _Reports()
+    monkeypatch.setattr(warmup, "_forkable", lambda net: False)
+    monkeypatch.setattr(warmup, "_spawn", lambda net: fake)
+    monkeypatch.setattr(warmup, "TIMEOUT", 30.0)
+    net = dict(helper_config(NETS[0], 8), claims=str(tmp_path))
+    done = []
+
+    def save_first():  # the helper saves the awaited function while this task runs
+        done.append("first")
+        fake.report(second)
+        while second not in helper.saved:
+            time.sleep(0.01)
+
+    first, second = warmup.SHARED
+    helper = warmup.Helper(net, [save_first, lambda: done.append("second")])
+    start = time.perf_counter()
+    helper.wait_for(first)
+    assert time.perf_counter() - start < 5 and done == []
+    assert not warmup._claim(net["claims"], first, default=True)  # the fit holds it
+    assert warmup._claim(net["claims"], second, default=False)  # as the helper would
+    helper.wait_for(second)
+    assert done == ["first"], "a task ran after the function it waited for was saved"
+    assert helper.meanwhile and not helper.finished
+
+
+def test_the_helper_leaves_the_shared_functions_the_fit_claimed(tmp_path):
+    """The helper compiles, of the evaluation, only what the fit has not claimed, and
+    removes the folder of claims when it is done."""
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    first, second = warmup.SHARED
+    assert warmup._claim(str(claims), first, default=False)
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    environ["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
+    net = dict(helper_config(NETS[0], 8), claims=str(claims))
+    proc = subprocess.run([sys.executable, "-m", "fastdnn.kernels.cpu.warmup", json.dumps(net)],
+                          env=environ, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    reported = proc.stdout.split()
+    assert first not in reported and second in reported
+    assert warmup.HELPED[0] in reported and reported[-1] == warmup.DONE
+    assert not claims.exists()
 
 
 @pytest.mark.parametrize("forked", [True, False], ids=["fork", "spawn"])

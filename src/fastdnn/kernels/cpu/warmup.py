@@ -45,7 +45,10 @@ starts under MPI, on one core, or without a disk cache.
 While a helper runs, this process also checks a fit's arguments with NumPy rather than
 compile the scan for it first (:func:`.checks.finite`; the helper compiles the scan for
 the next process), and the first time it would wait for the helper it compiles the loss
-head instead (``meanwhile``).
+head instead (``meanwhile``).  The evaluation (:data:`SHARED`) goes to whichever
+process comes to it first: after the head, this process claims and compiles it while the
+helper is still at the pass, and the helper then leaves it out (a file created in a
+folder of claims, once per function, says who has it: :func:`_claim`).
 
 Measured on a 2-core Intel Xeon (AVX-512; docs/peers.md), empty cache, alternated:
 `fastdnn train --quiet --no-save` 8.65 s without the helper, 4.82 s with it (medians of 3,
@@ -56,9 +59,11 @@ import gc
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -93,6 +98,13 @@ HELPED_STACKED = ((_TRAIN + "loss_and_deltas",) + HELPED[1:]
 HELPED_ONLINE = (_TRAIN + "forward_layers", _BLAS + "_product", _BLAS + "matmul_add",
                  _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits", _TRAIN + "_shuffle")
 
+#: The evaluation, which either process compiles, whichever comes to it first (a claim:
+#: :func:`_claim`): the helper after the pass, or this process while it would otherwise wait
+#: for the pass, once its loss head is compiled (:meth:`Helper.wait_for`).  A cold
+#: ``fastdnn train`` had waited 0.3-0.4 s for the helper to compile these two after the
+#: pass, and as long before the pass with nothing to do (AMD EPYC).
+SHARED = (_TRAIN + "forward_chunks", _TRAIN + "loss_of_logits")
+
 #: The products' parallel regions, which the helper compiles where the net's products
 #: reach them (:func:`.blas.parallel_callees`): each about 1 s of a first fit's compile.
 HELPED_PARALLEL = (_BLAS + "_blocks_parallel", _BLAS + "_row_blocks_parallel")
@@ -112,7 +124,7 @@ class Helper:
     """A helper process compiling for a net (:func:`start`'s arguments as a dict), and
     what it reported saved."""
 
-    def __init__(self, net, meanwhile=None):
+    def __init__(self, net, meanwhile=()):
         forked = None
         if _forkable(net):
             try:
@@ -127,7 +139,8 @@ class Helper:
         self.saved = set()
         self.finished = False
         self.parent = os.getpid()  # a forked child has no reader thread: it never waits
-        self.meanwhile = meanwhile
+        self.meanwhile = list(meanwhile)
+        self.claims = net.get("claims")
         self.changed = threading.Condition()
         threading.Thread(target=self._read, name="fastdnn-warmup", daemon=True).start()
 
@@ -138,22 +151,30 @@ class Helper:
                 self.finished = DONE in self.saved
                 self.changed.notify_all()
         self.process.wait()
+        _remove(self.claims)
         with self.changed:
             self.finished = True
             self.changed.notify_all()
 
     def wait_for(self, name):
-        """Until the helper has saved ``name`` or ended (at most :data:`TIMEOUT` s); the
-        first wait that would block runs ``meanwhile`` first."""
+        """Until the helper has saved ``name`` or ended (at most :data:`TIMEOUT` s).
+
+        A function of :data:`SHARED` that the helper has not begun is claimed instead, and
+        this process compiles it (no wait).  A wait that would block first runs the tasks
+        left of ``meanwhile``, one by one, while ``name`` is not saved."""
         if os.getpid() != self.parent:
             return
-        with self.changed:
-            meanwhile = None
-            if name not in self.saved and not self.finished:
-                meanwhile, self.meanwhile = self.meanwhile, None
-        if meanwhile is not None:
+        while True:
+            with self.changed:
+                if name in self.saved or self.finished:
+                    return
+                if name in SHARED and _claim(self.claims, name, default=False):
+                    return
+                if not self.meanwhile:
+                    break
+                task = self.meanwhile.pop(0)  # taken first: a task may wait in turn
             try:
-                meanwhile()
+                task()
             except Exception:  # only a head start: the real call compiles it, or raises
                 pass
         with self.changed:
@@ -171,6 +192,29 @@ class Helper:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+
+
+def _claim(claims, name, default):
+    """Whether this process takes ``name`` (a function of :data:`SHARED`) to compile: the
+    first of the two processes to create its file in the folder ``claims`` does.
+    ``default`` where the folder is gone or unusable: the helper then compiles it (for the
+    cache), this process waits for the helper as it would without claims."""
+    if not claims:
+        return default
+    try:
+        os.close(os.open(os.path.join(claims, name.replace(":", ".")),
+                         os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        return default
+
+
+def _remove(claims):
+    """Remove the folder of claims (either process may, at the helper's end)."""
+    if claims:
+        shutil.rmtree(claims, ignore_errors=True)
 
 
 def _wait_at_lookup(name):
@@ -216,8 +260,9 @@ def start(sizes, codes, loss, dtype, online=False, meanwhile=None, batch_size=1,
     of one row; ``stacked``: a fit of :func:`.train.train_steps_wide_sgd`), in batches of
     ``batch_size`` rows, when the cache has none of it yet and :func:`enabled`;
     ``meanwhile``, a function, is what this process compiles instead of waiting, the
-    first time it would wait for the helper.  Once per process; returns the
-    :class:`Helper`, or ``None`` where none started."""
+    first time it would wait for the helper; for a batch fit the evaluation
+    (:data:`SHARED`, unless the helper has begun it) comes next.  Once per process;
+    returns the :class:`Helper`, or ``None`` where none started."""
     global _helper
 
     helped = HELPED_ONLINE if online else HELPED_STACKED if stacked else HELPED
@@ -231,9 +276,17 @@ def start(sizes, codes, loss, dtype, online=False, meanwhile=None, batch_size=1,
     with _starting:  # fits in threads: one helper
         if _helper is not None or not enabled() or _cached(helped[0]):
             return None
+        tasks = [] if meanwhile is None else [meanwhile]
+        if not online:
+            tasks.append(lambda: _evaluate(net, here=True))
         try:
-            _helper = Helper(net, meanwhile)
+            net["claims"] = tempfile.mkdtemp(prefix="fastdnn-warmup-")
+        except OSError:  # no claims: the helper compiles the evaluation, as before
+            pass
+        try:
+            _helper = Helper(net, tasks)
         except OSError:  # no process to be had: compile here, as without a helper
+            _remove(net.get("claims"))
             return None
     for name in helped:
         _wait_at_lookup(name)
@@ -274,7 +327,6 @@ def compile_pass(net):
     """The helper's work: compile the helped functions, for the types a fit of the ``net``
     (:func:`start`'s arguments) passes them, into the cache: the backend's gradient and
     evaluation on two rows of zeros, their last kernels compiled, not run."""
-    from ..spec import CROSS_ENTROPY, pack_targets
     from . import backend as module
     from . import blas
     from .checks import all_finite
@@ -282,16 +334,11 @@ def compile_pass(net):
 
     _report_saves()
     dtype = np.dtype(net["dtype"])
-    sizes = net["sizes"]
-    backend = module.CPUBackend(sizes, net["codes"], net["loss"], dtype)
-    X = np.zeros((2, sizes[0]), dtype=dtype)
-    T = pack_targets(np.zeros((2, 1 if net["loss"] == CROSS_ENTROPY else sizes[-1])), None,
-                     dtype)
+    backend, X, T = _zeros(net)
     # The pass compiled for the types the backend's gradient passes, which are the
     # epoch kernel's.
     module.loss_and_gradient = _compile_only(
         loss_and_deltas if net.get("stacked") else module.loss_and_gradient)
-    module.loss_of_logits = _compile_only(module.loss_of_logits)
     if not net["online"]:
         backend.gradient(X, T)
     if net.get("stacked"):  # for the types train_steps_wide_sgd passes
@@ -300,7 +347,7 @@ def compile_pass(net):
         _compile_only(_batch_sgd_update)(flat, np.zeros((1, 1), dtype=np.int64), flat, flat, rows,
                                          flat, flat, floats, floats, 0.0, 0, 0, False)
         _compile_only(blas.matmul_tn_add)(rows, rows, rows, flat)
-    backend.evaluate(X, T)
+    _evaluate(net, here=False)
     if net["online"]:
         _shuffle(np.arange(2, dtype=np.int64))
     # The parallel regions the fit's products reach, for the types the products pass
@@ -310,6 +357,37 @@ def compile_pass(net):
         getattr(blas, name)(flag, flag, 1, 1, 1, flat, 1, 1, flat, 1, flat.copy(), 1, 1,
                             flat[:0])
     all_finite(X.reshape(-1))  # for the next process's checks (checks.finite)
+
+
+def _zeros(net):
+    """``(backend, X, T)``: a net of zeros of ``net``'s shape and loss, and two rows of
+    zeros with their targets, as a fit passes them to the kernels."""
+    from ..spec import CROSS_ENTROPY, pack_targets
+    from . import backend as module
+
+    dtype = np.dtype(net["dtype"])
+    sizes = net["sizes"]
+    X = np.zeros((2, sizes[0]), dtype=dtype)
+    T = pack_targets(np.zeros((2, 1 if net["loss"] == CROSS_ENTROPY else sizes[-1])), None,
+                     dtype)
+    return module.CPUBackend(sizes, net["codes"], net["loss"], dtype), X, T
+
+
+def _evaluate(net, here):
+    """Compile the evaluation (:data:`SHARED`) for a fit of ``net``, those of its functions
+    that this process claims (:func:`_claim`): in the fit's process (``here``) by
+    evaluating two rows of zeros on a net of zeros; in the helper, compiled, not run."""
+    from . import backend as module
+
+    backend, X, T = _zeros(net)
+    if here:  # the lookups claim (Helper.wait_for)
+        backend.evaluate(X, T)
+        return
+    for name in SHARED:
+        function = name.split(":")[1]
+        setattr(module, function, _compile_only(_dispatcher(name))
+                if _claim(net.get("claims"), name, default=True) else lambda *args: 0.0)
+    backend.evaluate(X, T)
 
 
 def _serve(net):
@@ -323,6 +401,7 @@ def _serve(net):
     limit.daemon = True
     limit.start()
     compile_pass(net)
+    _remove(net.get("claims"))
     # Every cache file is written and closed: skip the interpreter's teardown (0.3-0.6 s
     # of freeing compiled code), which would take a core from the fit for nothing.
     print(DONE, flush=True)
