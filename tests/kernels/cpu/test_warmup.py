@@ -224,6 +224,27 @@ def test_the_fit_compiles_the_shared_functions_the_helper_has_not_begun(monkeypa
     assert helper.meanwhile and not helper.finished
 
 
+def test_meanwhile_the_fit_compiles_what_the_helper_has_not_begun(monkeypatch, tmp_path):
+    """The tasks a wait runs meanwhile compile, of the evaluation, only what the helper has
+    not claimed; what this process claimed it never waits for."""
+    import time
+
+    monkeypatch.setattr(warmup, "_forkable", lambda net: False)
+    monkeypatch.setattr(warmup, "_spawn", lambda net: _Reports())
+    monkeypatch.setattr(warmup, "TIMEOUT", 0.2)
+    first, second = warmup.SHARED
+    assert warmup._claim(str(tmp_path), first, default=False)  # the helper began the first
+    compiled = []
+    helper = warmup.Helper(dict(helper_config(NETS[0], 8), claims=str(tmp_path)), [],
+                           compiled.append)
+    helper.wait_for(warmup.HELPED[0])
+    assert compiled == [second] and helper.mine == {second}
+    monkeypatch.setattr(warmup, "TIMEOUT", 30.0)
+    start = time.perf_counter()
+    helper.wait_for(second)
+    assert time.perf_counter() - start < 5
+
+
 def test_the_helper_leaves_the_shared_functions_the_fit_claimed(tmp_path):
     """The helper compiles, of the evaluation, only what the fit has not claimed, and
     removes the folder of claims when it is done."""

@@ -174,10 +174,15 @@ class CPUBackend:
         """``(weighted mean loss + L2 penalty, logits or None)`` over all rows, in one
         forward pass."""
         Z = self._logits(X)
-        layout, _, deltas = self._inference(X.shape[0])
-        value = loss_of_logits(Z, T, self.loss, deltas[0], layout.cap)
+        layout, value = self._loss_of_logits(Z, T)
         value += self._penalty(layout.table, np.empty(0, dtype=self.dtype))
         return float(value), (Z if want_logits else None)
+
+    def _loss_of_logits(self, Z, T):
+        """``(layout, weighted mean loss of the logits Z against T)``: the evaluation's
+        second kernel (the first is :meth:`_logits`; :mod:`.warmup` compiles each)."""
+        layout, _, deltas = self._inference(Z.shape[0])
+        return layout, loss_of_logits(Z, T, self.loss, deltas[0], layout.cap)
 
     def gradient(self, X, T, dropout_key=None):
         """``(weighted mean loss + L2 penalty, flat gradient)`` over all rows, in one batch.

@@ -67,6 +67,7 @@ import tempfile
 import threading
 import time
 import warnings
+from functools import partial
 
 import numba
 import numpy as np
@@ -124,7 +125,7 @@ class Helper:
     """A helper process compiling for a net (:func:`start`'s arguments as a dict), and
     what it reported saved."""
 
-    def __init__(self, net, meanwhile=()):
+    def __init__(self, net, meanwhile=(), shared=None):
         forked = None
         if _forkable(net):
             try:
@@ -139,8 +140,12 @@ class Helper:
         self.saved = set()
         self.finished = False
         self.parent = os.getpid()  # a forked child has no reader thread: it never waits
-        self.meanwhile = list(meanwhile)
         self.claims = net.get("claims")
+        self.mine = set()  # the functions of SHARED this process claimed
+        self.meanwhile = list(meanwhile)
+        if shared is not None:
+            self.meanwhile += [partial(self._take, shared, name) for name in SHARED]
+        self._tasking = False  # a task runs: its own waits run no other task
         self.changed = threading.Condition()
         threading.Thread(target=self._read, name="fastdnn-warmup", daemon=True).start()
 
@@ -168,17 +173,33 @@ class Helper:
             with self.changed:
                 if name in self.saved or self.finished:
                     return
-                if name in SHARED and _claim(self.claims, name, default=False):
+                if name in SHARED and self.claim(name):
                     return
-                if not self.meanwhile:
+                if not self.meanwhile or self._tasking:
                     break
-                task = self.meanwhile.pop(0)  # taken first: a task may wait in turn
+                task = self.meanwhile.pop(0)
+                self._tasking = True
             try:
                 task()
             except Exception:  # only a head start: the real call compiles it, or raises
                 pass
+            finally:
+                self._tasking = False
         with self.changed:
             self.changed.wait_for(lambda: name in self.saved or self.finished, TIMEOUT)
+
+    def claim(self, name):
+        """Whether this process compiles ``name``, a function of :data:`SHARED`: it has
+        claimed it now or before (:func:`_claim`)."""
+        if name not in self.mine and _claim(self.claims, name, default=False):
+            self.mine.add(name)
+        return name in self.mine
+
+    def _take(self, shared, name):
+        """A task of ``meanwhile``: compile ``name`` here (``shared(name)``), unless the
+        helper has begun it."""
+        if self.claim(name):
+            shared(name)
 
     def close(self):
         """Wait for the helper to finish writing (at most :data:`TIMEOUT` s, then end it);
@@ -276,15 +297,13 @@ def start(sizes, codes, loss, dtype, online=False, meanwhile=None, batch_size=1,
     with _starting:  # fits in threads: one helper
         if _helper is not None or not enabled() or _cached(helped[0]):
             return None
-        tasks = [] if meanwhile is None else [meanwhile]
-        if not online:
-            tasks.append(lambda: _evaluate(net, here=True))
         try:
             net["claims"] = tempfile.mkdtemp(prefix="fastdnn-warmup-")
         except OSError:  # no claims: the helper compiles the evaluation, as before
             pass
         try:
-            _helper = Helper(net, tasks)
+            _helper = Helper(net, [] if meanwhile is None else [meanwhile],
+                             None if online else _Evaluation(net))
         except OSError:  # no process to be had: compile here, as without a helper
             _remove(net.get("claims"))
             return None
@@ -339,6 +358,7 @@ def compile_pass(net):
     # epoch kernel's.
     module.loss_and_gradient = _compile_only(
         loss_and_deltas if net.get("stacked") else module.loss_and_gradient)
+    module.loss_of_logits = _compile_only(module.loss_of_logits)
     if not net["online"]:
         backend.gradient(X, T)
     if net.get("stacked"):  # for the types train_steps_wide_sgd passes
@@ -347,7 +367,10 @@ def compile_pass(net):
         _compile_only(_batch_sgd_update)(flat, np.zeros((1, 1), dtype=np.int64), flat, flat, rows,
                                          flat, flat, floats, floats, 0.0, 0, 0, False)
         _compile_only(blas.matmul_tn_add)(rows, rows, rows, flat)
-    _evaluate(net, here=False)
+    evaluation = _Evaluation(net)
+    for name in SHARED:  # claimed one by one: the fit may take the next meanwhile
+        if _claim(net.get("claims"), name, default=True):
+            evaluation(name)
     if net["online"]:
         _shuffle(np.arange(2, dtype=np.int64))
     # The parallel regions the fit's products reach, for the types the products pass
@@ -373,21 +396,26 @@ def _zeros(net):
     return module.CPUBackend(sizes, net["codes"], net["loss"], dtype), X, T
 
 
-def _evaluate(net, here):
-    """Compile the evaluation (:data:`SHARED`) for a fit of ``net``, those of its functions
-    that this process claims (:func:`_claim`): in the fit's process (``here``) by
-    evaluating two rows of zeros on a net of zeros; in the helper, compiled, not run."""
-    from . import backend as module
+class _Evaluation:
+    """Compiles the evaluation's kernels (:data:`SHARED`) for a fit of ``net`` one by one,
+    by calling each on a net of zeros and two rows of zeros (made at the first call):
+    ``forward_chunks`` through ``CPUBackend._logits``, ``loss_of_logits`` through
+    ``CPUBackend._loss_of_logits`` (in the helper, compiled, not run:
+    :func:`compile_pass`)."""
 
-    backend, X, T = _zeros(net)
-    if here:  # the lookups claim (Helper.wait_for)
-        backend.evaluate(X, T)
-        return
-    for name in SHARED:
-        function = name.split(":")[1]
-        setattr(module, function, _compile_only(_dispatcher(name))
-                if _claim(net.get("claims"), name, default=True) else lambda *args: 0.0)
-    backend.evaluate(X, T)
+    def __init__(self, net):
+        self.net = net
+        self.inputs = None
+
+    def __call__(self, name):
+        if self.inputs is None:
+            backend, X, T = _zeros(self.net)
+            self.inputs = backend, X, T, np.zeros((2, self.net["sizes"][-1]), dtype=X.dtype)
+        backend, X, T, Z = self.inputs
+        if name == SHARED[0]:
+            backend._logits(X)
+        else:
+            backend._loss_of_logits(Z, T)
 
 
 def _serve(net):
