@@ -43,8 +43,8 @@ net = fd.MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=0)
 net.fit(X, y, epochs=2, batch_size={batch_size}, optimizer="sgd", validation_data=(X, y))
 stats = {{}}
 for name in set(warmup.HELPED + warmup.HELPED_STACKED + warmup.HELPED_ONLINE
-               + warmup.HELPED_PARALLEL) | {{
-        "fastdnn.kernels.cpu.checks:all_finite", "fastdnn.kernels.cpu.losses:cross_entropy_head"}}:
+               + warmup.HELPED_PARALLEL + warmup.HEADS
+               + ("fastdnn.kernels.cpu.checks:all_finite",)):
     s = warmup._dispatcher(name).stats
     stats[name] = [sum(s.cache_hits.values()), sum(s.cache_misses.values())]
 helper = warmup._helper
@@ -81,18 +81,24 @@ def helper_config(net, batch_size, stacked=False):
                 online=batch_size == 1, rows=[batch_size], stacked=stacked)
 
 
-def called(online, stacked=False):
+def called(online, stacked=False, net=None):
     """Helped functions that every fit with validation calls (the BLAS wrappers only where
-    a product is large enough; online SGD inlines its own pass; a batch fit compiles its
-    shuffle itself; plain SGD's fused kernel calls its own pass and update)."""
-    train = "fastdnn.kernels.cpu.train:"
-    names = [train + "forward_chunks", train + "loss_of_logits"]
+    a product is large enough; online SGD inlines its own pass, and calls its kernel's
+    callees, the loss head, and the wide layers' update where the ``net`` has one; a batch
+    fit compiles its shuffle itself; plain SGD's fused kernel calls its own pass and
+    update)."""
+    prefix = "fastdnn.kernels.cpu.train:"
+    names = [prefix + "forward_chunks", prefix + "loss_of_logits"]
     if online:
-        return names + [train + "_shuffle"]
+        wide = max(net[3][1:-1]) >= train.FUSED_MIN_WIDTH
+        head = "fastdnn.kernels.cpu.losses:" + (
+            "cross_entropy_head" if net[1] == "cross_entropy" else "squared_error_head")
+        return names + [head] + [name for name in warmup.SHARED_ONLINE
+                                 if wide or not name.endswith("_sgd_rank_one")]
     if stacked:
-        return names + [train + "loss_and_deltas", train + "_batch_sgd_update",
+        return names + [prefix + "loss_and_deltas", prefix + "_batch_sgd_update",
                         "fastdnn.kernels.cpu.blas:matmul_tn_add"]
-    return names + [train + "loss_and_gradient"]
+    return names + [prefix + "loss_and_gradient"]
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +117,15 @@ WIDE = ("float32", "cross_entropy", "relu", [16, 2048, 4])
 ALL_WIDE = "fd.config.WIDE_UPDATE_PARAMS = 0\n"
 
 
+# An online fit whose hidden layer is wide enough for the fused update (FUSED_MIN_WIDTH).
+ONLINE_WIDE = ("float64", "mse", "tanh", [4, 66, 2])
+
+
 @pytest.mark.parametrize("net,batch_size,stacked", [
-    (NETS[0], 8, False), (NETS[1], 8, False), (NETS[0], 1, False), (WIDE, 256, False),
-    (NETS[1], 8, True)],
-    ids=["float32-cross_entropy", "float64-mse", "float32-online", "float32-parallel",
-         "float64-fused-sgd"])
+    (NETS[0], 8, False), (NETS[1], 8, False), (NETS[0], 1, False), (ONLINE_WIDE, 1, False),
+    (WIDE, 256, False), (NETS[1], 8, True)],
+    ids=["float32-cross_entropy", "float64-mse", "float32-online", "float64-online-wide",
+         "float32-parallel", "float64-fused-sgd"])
 def test_the_helper_compiles_what_a_fit_then_loads(tmp_path, net, batch_size, stacked):
     """Run alone first, the helper leaves the cache with every function a fit of that net
     calls, for the very types the fit passes: the fit compiles none of them."""
@@ -132,14 +142,15 @@ def test_the_helper_compiles_what_a_fit_then_loads(tmp_path, net, batch_size, st
                      setup=ALL_WIDE if stacked else "", FASTDNN_WARMUP="0")
     assert result["helper"] is None
     parallel = warmup.HELPED_PARALLEL if net is WIDE else ()
-    for name in called(batch_size == 1, stacked) + list(parallel):
+    for name in called(batch_size == 1, stacked, net) + list(parallel):
         assert name in reported, f"the helper did not report {name} saved"
         assert result["stats"][name][0] > 0, f"the fit did not load {name}"
     # And the checks' scan, for the next process (checks.finite).
     assert result["stats"]["fastdnn.kernels.cpu.checks:all_finite"][0] > 0
     helped = (warmup.HELPED_ONLINE if batch_size == 1 else
               warmup.HELPED_STACKED if stacked else warmup.HELPED)
-    plan = helped + parallel + ("fastdnn.kernels.cpu.checks:all_finite",)
+    plan = (helped + parallel + ("fastdnn.kernels.cpu.checks:all_finite",)
+            + (warmup.HEADS if batch_size == 1 else ()))
     for name, (hits, misses) in result["stats"].items():
         if name in plan:
             assert misses == 0, f"the fit compiled {name} anew: the helper's types differ"

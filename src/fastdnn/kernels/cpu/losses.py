@@ -170,13 +170,17 @@ def poisson_head(Z, T, G):
     return poisson_log_likelihood(Z, T, G)
 
 
+def head(code):
+    """The dispatcher of the loss head ``code`` (the one :func:`loss_grad` calls)."""
+    return {CROSS_ENTROPY: cross_entropy_head, MSE: squared_error_head,
+            BINARY_CROSS_ENTROPY: binary_cross_entropy_head, POISSON: poisson_head}[code]
+
+
 def compile_head(code, dtype):
     """Compile (or load) the loss head ``code`` for the ``dtype`` C-contiguous 2-D arrays
     that :func:`loss_grad` passes it, ahead of its first call (:mod:`.warmup`)."""
-    heads = {CROSS_ENTROPY: cross_entropy_head, MSE: squared_error_head,
-             BINARY_CROSS_ENTROPY: binary_cross_entropy_head, POISSON: poisson_head}
     rows = types.Array(numba.from_dtype(np.dtype(dtype)), 2, "C")
-    heads[code].compile((rows, rows, rows))
+    head(code).compile((rows, rows, rows))
 
 
 @separate

@@ -83,6 +83,8 @@ LIFETIME = 300.0
 
 _TRAIN, _LOSSES, _BLAS = "fastdnn.kernels.cpu.train:", "fastdnn.kernels.cpu.losses:", \
     "fastdnn.kernels.cpu.blas:"
+_DENSE, _UPDATES, _PAIR = "fastdnn.kernels.cpu.dense:", "fastdnn.kernels.cpu.updates:", \
+    "fastdnn.kernels.cpu.pair:"
 #: ``module:function`` of what the helper compiles for a batch fit: the pass (without the
 #: loss head, which the pass calls through a slot: the fit compiles it meanwhile), then
 #: the evaluation.  The first is the one whose cache entry says no helper is needed.
@@ -93,11 +95,30 @@ HELPED = (_TRAIN + "loss_and_gradient", _TRAIN + "forward_layers",
 #: its update (which the first step calls).
 HELPED_STACKED = ((_TRAIN + "loss_and_deltas",) + HELPED[1:]
                   + (_TRAIN + "_batch_sgd_update", _BLAS + "matmul_tn_add"))
-#: What it compiles for online SGD, whose epoch kernel has a pass of its own inlined:
-#: the evaluation (the forward pass and its products with it) and the shuffle, which an
-#: online fit needs long after the helper is done.
-HELPED_ONLINE = (_TRAIN + "forward_layers", _BLAS + "_product", _BLAS + "matmul_add",
-                 _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits", _TRAIN + "_shuffle")
+#: What it compiles for online SGD, whose epoch kernel has a pass of its own inlined: the
+#: functions that kernel calls (:func:`_compile_online_callees`, in the order the kernel's
+#: compile reaches them: it waits for each at its lookup), the shuffle and the update of
+#: wide layers, which the first epoch calls; then the evaluation (the forward pass with
+#: it) and the loss head (:func:`start` adds the fit's), which an online fit needs after
+#: its first epoch.  Without the first part, the helper was done at 3.0 s of a cold
+#: 10.0 s online ``fastdnn train``, while this process compiled them, 3 s of it (AMD
+#: EPYC).  The first is the one only online fits compile.
+HELPED_ONLINE = (_LOSSES + "loss_grad_inlined", _BLAS + "_product", _BLAS + "matmul_add",
+                 _BLAS + "matmul_tn", _BLAS + "matmul_nt", _DENSE + "_backprop_rows",
+                 _TRAIN + "_lr_factor_called", _TRAIN + "_bounds_are_safe_called",
+                 _PAIR + "settle", _UPDATES + "sgd_update", _TRAIN + "_shuffle",
+                 _TRAIN + "_sgd_rank_one", _TRAIN + "forward_layers", _TRAIN + "forward_chunks",
+                 _TRAIN + "loss_of_logits")
+#: The functions of :data:`HELPED_ONLINE` that either process compiles, whichever comes to
+#: it first, as :data:`SHARED`: the kernel's compile, once it catches up with the helper,
+#: compiles the next itself (it had waited 0.9 s for them, AMD EPYC).
+SHARED_ONLINE = (_LOSSES + "loss_grad_inlined", _BLAS + "matmul_tn", _BLAS + "matmul_nt",
+                 _DENSE + "_backprop_rows", _TRAIN + "_lr_factor_called",
+                 _TRAIN + "_bounds_are_safe_called", _PAIR + "settle", _UPDATES + "sgd_update",
+                 _TRAIN + "_shuffle", _TRAIN + "_sgd_rank_one")
+#: The loss heads, one of which the helper of an online fit compiles (:data:`HELPED_ONLINE`).
+HEADS = tuple(_LOSSES + name for name in ("cross_entropy_head", "squared_error_head",
+                                          "binary_cross_entropy_head", "poisson_head"))
 
 #: The evaluation, which either process compiles, whichever comes to it first (a claim:
 #: :func:`_claim`): the helper after the pass, or this process while it would otherwise wait
@@ -141,7 +162,8 @@ class Helper:
         self.finished = False
         self.parent = os.getpid()  # a forked child has no reader thread: it never waits
         self.claims = net.get("claims")
-        self.mine = set()  # the functions of SHARED this process claimed
+        self.mine = set()  # the functions of SHARED (SHARED_ONLINE) this process claimed
+        self.shared = set(SHARED + (SHARED_ONLINE if net.get("online") else ()))
         self.meanwhile = list(meanwhile)
         if shared is not None:
             self.meanwhile += [partial(self._take, shared, name) for name in SHARED]
@@ -164,8 +186,9 @@ class Helper:
     def wait_for(self, name):
         """Until the helper has saved ``name`` or ended (at most :data:`TIMEOUT` s).
 
-        A function of :data:`SHARED` that the helper has not begun is claimed instead, and
-        this process compiles it (no wait).  A wait that would block first runs the tasks
+        A function of :data:`SHARED` (and of :data:`SHARED_ONLINE`, for an online fit)
+        that the helper has not begun is claimed instead, and this process compiles it (no
+        wait).  A wait that would block first runs the tasks
         left of ``meanwhile``, one by one, while ``name`` is not saved."""
         if os.getpid() != self.parent:
             return
@@ -173,7 +196,7 @@ class Helper:
             with self.changed:
                 if name in self.saved or self.finished:
                     return
-                if name in SHARED and self.claim(name):
+                if name in self.shared and self.claim(name):
                     return
                 if not self.meanwhile or self._tasking:
                     break
@@ -189,8 +212,8 @@ class Helper:
             self.changed.wait_for(lambda: name in self.saved or self.finished, TIMEOUT)
 
     def claim(self, name):
-        """Whether this process compiles ``name``, a function of :data:`SHARED`: it has
-        claimed it now or before (:func:`_claim`)."""
+        """Whether this process compiles ``name``, a function of :data:`SHARED` or
+        :data:`SHARED_ONLINE`: it has claimed it now or before (:func:`_claim`)."""
         if name not in self.mine and _claim(self.claims, name, default=False):
             self.mine.add(name)
         return name in self.mine
@@ -216,8 +239,9 @@ class Helper:
 
 
 def _claim(claims, name, default):
-    """Whether this process takes ``name`` (a function of :data:`SHARED`) to compile: the
-    first of the two processes to create its file in the folder ``claims`` does.
+    """Whether this process takes ``name`` (of :data:`SHARED` or :data:`SHARED_ONLINE`) to
+    compile: the first of the two processes to create its file in the folder ``claims``
+    does.
     ``default`` where the folder is gone or unusable: the helper then compiles it (for the
     cache), this process waits for the helper as it would without claims."""
     if not claims:
@@ -294,6 +318,10 @@ def start(sizes, codes, loss, dtype, online=False, meanwhile=None, batch_size=1,
                dtype=np.dtype(dtype).name, online=bool(online), rows=rows,
                stacked=bool(stacked) and not online)
     helped += tuple(_BLAS + name for name in _parallel_callees(net))
+    if online:
+        from .losses import head
+
+        helped += (_LOSSES + head(int(loss)).py_func.__name__,)
     with _starting:  # fits in threads: one helper
         if _helper is not None or not enabled() or _cached(helped[0]):
             return None
@@ -319,7 +347,7 @@ def helping():
 
 def _report_saves():
     """Print each helped function's name once its compile is saved to the cache."""
-    for name in set(HELPED + HELPED_STACKED + HELPED_ONLINE + HELPED_PARALLEL):
+    for name in set(HELPED + HELPED_STACKED + HELPED_ONLINE + HELPED_PARALLEL + HEADS):
         cache = getattr(_dispatcher(name), "_cache", None)
         save = getattr(cache, "save_overload", None)
         if save is None:
@@ -349,7 +377,8 @@ def compile_pass(net):
     from . import backend as module
     from . import blas
     from .checks import all_finite
-    from .train import _batch_sgd_update, _shuffle, loss_and_deltas
+    from .losses import compile_head
+    from .train import _batch_sgd_update, loss_and_deltas
 
     _report_saves()
     dtype = np.dtype(net["dtype"])
@@ -359,7 +388,9 @@ def compile_pass(net):
     module.loss_and_gradient = _compile_only(
         loss_and_deltas if net.get("stacked") else module.loss_and_gradient)
     module.loss_of_logits = _compile_only(module.loss_of_logits)
-    if not net["online"]:
+    if net["online"]:
+        _compile_online_callees(dtype, net.get("claims"))
+    else:
         backend.gradient(X, T)
     if net.get("stacked"):  # for the types train_steps_wide_sgd passes
         flat, rows = np.zeros(1, dtype=dtype), np.zeros((1, 1), dtype=dtype)
@@ -372,7 +403,7 @@ def compile_pass(net):
         if _claim(net.get("claims"), name, default=True):
             evaluation(name)
     if net["online"]:
-        _shuffle(np.arange(2, dtype=np.int64))
+        compile_head(net["loss"], dtype)
     # The parallel regions the fit's products reach, for the types the products pass
     # (flat operands, int64 sizes), run on a 1 x 1 x 1 product.
     flat, flag = np.zeros(1, dtype=dtype), int(blas._FLAGS[0])
@@ -380,6 +411,42 @@ def compile_pass(net):
         getattr(blas, name)(flag, flag, 1, 1, 1, flat, 1, 1, flat, 1, flat.copy(), 1, 1,
                             flat[:0])
     all_finite(X.reshape(-1))  # for the next process's checks (checks.finite)
+
+
+def _compile_online_callees(dtype, claims):
+    """Compile the functions the online epoch kernel calls (the first part of
+    :data:`HELPED_ONLINE`), those of :data:`SHARED_ONLINE` from the last, each only where
+    this helper claims it first (``claims``: :func:`_claim`'s folder), for the types the
+    kernel passes them: C-contiguous arrays of ``dtype`` (the table and the counts int64,
+    the hyperparameters and the guard float64), float64 and int64 scalars, flags."""
+    from . import blas, dense, pair
+    from .losses import loss_grad_inlined
+    from .train import _bounds_are_safe_called, _lr_factor_called, _sgd_rank_one, _shuffle
+    from .updates import sgd_update
+
+    flat, rows = np.zeros(1, dtype=dtype), np.zeros((1, 1), dtype=dtype)
+    floats, counts = np.zeros(1), np.zeros(1, dtype=np.int64)
+    table = np.zeros((1, 1), dtype=np.int64)
+    compiles = dict(zip(SHARED_ONLINE, (
+        lambda: _compile_only(loss_grad_inlined)(rows, rows, 0, rows),
+        lambda: _compile_only(blas.matmul_tn)(rows, rows, rows),
+        lambda: _compile_only(blas.matmul_nt)(rows, rows, rows),
+        lambda: _compile_only(dense._backprop_rows)(rows, rows, rows),
+        lambda: _compile_only(_lr_factor_called)(0, floats, 0),
+        lambda: _compile_only(_bounds_are_safe_called)(0, floats, 0.0, 0, 0.0, floats),
+        lambda: _compile_only(pair.settle)(rows, counts, rows),
+        lambda: _compile_only(sgd_update)(flat, flat, flat, 0.0, 0.0, False, 0.0, False),
+        lambda: _shuffle(np.arange(2, dtype=np.int64)),
+        lambda: _compile_only(_sgd_rank_one)(flat, table, flat, flat, flat, flat, 0.0, 0.0,
+                                             False, 0.0, False))))
+    # Not shared: the product it compiles with it is the kernel's first lookup.
+    _compile_only(blas.matmul_add)(rows, rows, rows)
+    # From the last: the kernel's compile takes them from the first, each the moment it
+    # reaches it, so the two meet without waiting for each other (in the kernel's order,
+    # the helper was one function ahead, which the kernel then waited for).
+    for name in reversed(SHARED_ONLINE):
+        if _claim(claims, name, default=True):
+            compiles[name]()
 
 
 def _zeros(net):
