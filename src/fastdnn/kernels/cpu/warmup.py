@@ -12,7 +12,8 @@ compiles without it) with the forward pass and the BLAS wrappers, and the evalua
 kernels (:data:`HELPED`); for plain SGD on a big net, whose epoch kernel fuses the update
 into the products, the pass without the weights' gradients instead
 (:func:`.train.loss_and_deltas`, :data:`HELPED_STACKED`).  For online SGD, whose epoch
-kernel inlines a pass of its own, the helper compiles the evaluation and the shuffle
+kernel inlines a pass of its own, the helper compiles the functions that kernel calls,
+the update of wide layers, the shuffle, the evaluation and the loss head
 (:data:`HELPED_ONLINE`).  Where the training steps' products are big enough to run in
 parallel blocks, it also compiles those parallel regions (:data:`HELPED_PARALLEL`): a
 cold first fit of 784-1024-1024-10 at batch 256 took 8.65 -> 8.04 s (medians of 6,
@@ -96,13 +97,13 @@ HELPED = (_TRAIN + "loss_and_gradient", _TRAIN + "forward_layers",
 HELPED_STACKED = ((_TRAIN + "loss_and_deltas",) + HELPED[1:]
                   + (_TRAIN + "_batch_sgd_update", _BLAS + "matmul_tn_add"))
 #: What it compiles for online SGD, whose epoch kernel has a pass of its own inlined: the
-#: functions that kernel calls (:func:`_compile_online_callees`, in the order the kernel's
-#: compile reaches them: it waits for each at its lookup), the shuffle and the update of
-#: wide layers, which the first epoch calls; then the evaluation (the forward pass with
-#: it) and the loss head (:func:`start` adds the fit's), which an online fit needs after
-#: its first epoch.  Without the first part, the helper was done at 3.0 s of a cold
-#: 10.0 s online ``fastdnn train``, while this process compiled them, 3 s of it (AMD
-#: EPYC).  The first is the one only online fits compile.
+#: functions that kernel calls (:func:`_compile_online_callees`; the kernel's compile
+#: waits for each at its lookup, or compiles it itself: :data:`SHARED_ONLINE`), the
+#: shuffle and the update of wide layers, which the first epoch calls; then the evaluation
+#: (the forward pass with it) and the loss head (:func:`start` adds the fit's), which an
+#: online fit needs after its first epoch.  Without the first part, the helper was done
+#: at 3.0 s of a cold 10.0 s online ``fastdnn train``, while this process compiled them,
+#: 3 s of it (AMD EPYC).  The first is the one only online fits compile.
 HELPED_ONLINE = (_LOSSES + "loss_grad_inlined", _BLAS + "_product", _BLAS + "matmul_add",
                  _BLAS + "matmul_tn", _BLAS + "matmul_nt", _DENSE + "_backprop_rows",
                  _TRAIN + "_lr_factor_called", _TRAIN + "_bounds_are_safe_called",
@@ -144,9 +145,10 @@ def _dispatcher(name):
 
 class Helper:
     """A helper process compiling for a net (:func:`start`'s arguments as a dict), and
-    what it reported saved."""
+    what it reported saved; ``meanwhile``: the tasks this process may run while it would
+    wait for the helper, and then the ``evaluation`` (an :class:`_Evaluation`)."""
 
-    def __init__(self, net, meanwhile=(), shared=None):
+    def __init__(self, net, meanwhile=(), evaluation=None):
         forked = None
         if _forkable(net):
             try:
@@ -165,8 +167,8 @@ class Helper:
         self.mine = set()  # the functions of SHARED (SHARED_ONLINE) this process claimed
         self.shared = set(SHARED + (SHARED_ONLINE if net.get("online") else ()))
         self.meanwhile = list(meanwhile)
-        if shared is not None:
-            self.meanwhile += [partial(self._take, shared, name) for name in SHARED]
+        if evaluation is not None:  # then the evaluation's kernels, one task each
+            self.meanwhile += [partial(self._take, evaluation, name) for name in SHARED]
         self._tasking = False  # a task runs: its own waits run no other task
         self.changed = threading.Condition()
         threading.Thread(target=self._read, name="fastdnn-warmup", daemon=True).start()
@@ -188,8 +190,8 @@ class Helper:
 
         A function of :data:`SHARED` (and of :data:`SHARED_ONLINE`, for an online fit)
         that the helper has not begun is claimed instead, and this process compiles it (no
-        wait).  A wait that would block first runs the tasks
-        left of ``meanwhile``, one by one, while ``name`` is not saved."""
+        wait).  A wait that would block first runs the tasks left of ``meanwhile``, one by
+        one, while ``name`` is not saved."""
         if os.getpid() != self.parent:
             return
         while True:
@@ -218,11 +220,11 @@ class Helper:
             self.mine.add(name)
         return name in self.mine
 
-    def _take(self, shared, name):
-        """A task of ``meanwhile``: compile ``name`` here (``shared(name)``), unless the
-        helper has begun it."""
+    def _take(self, evaluation, name):
+        """A task of ``meanwhile``: compile ``name`` here (``evaluation(name)``), unless
+        the helper has begun it."""
         if self.claim(name):
-            shared(name)
+            evaluation(name)
 
     def close(self):
         """Wait for the helper to finish writing (at most :data:`TIMEOUT` s, then end it);
@@ -241,9 +243,8 @@ class Helper:
 def _claim(claims, name, default):
     """Whether this process takes ``name`` (of :data:`SHARED` or :data:`SHARED_ONLINE`) to
     compile: the first of the two processes to create its file in the folder ``claims``
-    does.
-    ``default`` where the folder is gone or unusable: the helper then compiles it (for the
-    cache), this process waits for the helper as it would without claims."""
+    does.  ``default`` where the folder is gone or unusable: the helper then compiles it
+    (for the cache), this process waits for the helper as it would without claims."""
     if not claims:
         return default
     try:
