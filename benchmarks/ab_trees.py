@@ -10,7 +10,11 @@ report is the best round per tree::
 
 Start-up: ``--start`` instead times ``python -m fastdnn train --quiet --no-save`` per tree,
 cold (an empty ``NUMBA_CACHE_DIR``) then warm (the same folder again), wall and CPU
-seconds, alternating the trees each round, and ends with the medians.  ``--env-before``
+seconds, the trees in turn (which goes first alternates each round), and ends with the
+medians.  After each cold run it pauses (``--pause``, 3 s): the compile helper goes on
+after the run's exit with the kernels the next process needs, and would take a core from
+the next run.  ``--args`` passes more options to ``fastdnn train`` (a first online fit:
+``--args "--batch-size 1 --epochs 2"``).  ``--env-before``
 and ``--env-after`` (``NAME=VALUE``, repeatable) set variables for one side only, so one
 tree can be compared with itself, say without and with the compile helper::
 
@@ -43,11 +47,12 @@ def samples_per_second(src, workload, extra):
     return record["n"] / min(record["epoch_s"])
 
 
-def start_seconds(src, cache, extra):
-    """``(wall, cpu)`` seconds of one ``fastdnn train`` with the Numba cache ``cache``."""
+def start_seconds(src, cache, extra, args=()):
+    """``(wall, cpu)`` seconds of one ``fastdnn train`` (with the options ``args``) with
+    the Numba cache ``cache``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "fastdnn", "train", "--quiet", "--no-save"],
+    subprocess.run([sys.executable, "-m", "fastdnn", "train", "--quiet", "--no-save", *args],
                    env=_env(src, NUMBA_CACHE_DIR=cache, **extra), capture_output=True, check=True,
                    cwd=tempfile.gettempdir())
     wall = time.perf_counter() - start
@@ -62,6 +67,11 @@ def main(argv=None):
     ap.add_argument("--workloads", default="a,b,c,d,e,f", help="peers.py workload keys")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--start", action="store_true", help="time cold and warm start-up instead")
+    ap.add_argument("--args", default="", help="with --start: more options for fastdnn train, "
+                    "such as '--batch-size 1 --epochs 2' (one string)")
+    ap.add_argument("--pause", type=float, default=3.0,
+                    help="with --start: seconds to wait after each cold run, for its compile "
+                    "helper to finish the work it goes on with after the run (default 3)")
     ap.add_argument("--env-before", action="append", default=[], metavar="NAME=VALUE",
                     help="an environment variable for the first tree's runs only")
     ap.add_argument("--env-after", action="append", default=[], metavar="NAME=VALUE",
@@ -72,11 +82,14 @@ def main(argv=None):
              "after": dict(v.split("=", 1) for v in args.env_after)}
     if args.start:
         walls = {tag: ([], []) for tag in trees}
+        options = args.args.split()
         for r in range(args.rounds):
-            for tag, src in trees.items():
+            order = list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]
+            for tag, src in order:
                 with tempfile.TemporaryDirectory() as cache:
-                    cold = start_seconds(src, cache, extra[tag])
-                    warm = start_seconds(src, cache, extra[tag])
+                    cold = start_seconds(src, cache, extra[tag], options)
+                    time.sleep(args.pause)
+                    warm = start_seconds(src, cache, extra[tag], options)
                 walls[tag][0].append(cold[0])
                 walls[tag][1].append(warm[0])
                 print(f"round {r + 1} {tag:6s} cold {cold[0]:6.2f} s wall {cold[1]:6.2f} s cpu"
