@@ -7,6 +7,8 @@ net for one epoch with the default optimizer, then predicts):
   every kernel compiles. One round (``benchmark.pedantic(rounds=1)``): it takes seconds.
 - ``test_first_epoch_warm_cache``: the same folder after one run, so kernels load from
   numba's on-disk cache.
+- ``test_compile_cold_online``: as ``test_compile_cold`` with batches of one row (online
+  SGD), whose epoch kernel is its own.
 
 The measured time is the whole process (interpreter start included); the script's own
 split (import, first epoch, first predict) is stored in ``extra_info``. Full only.
@@ -23,12 +25,20 @@ def cache_files(folder):
 
 
 def test_compile_cold(benchmark, tmp_path_factory):
+    _cold(benchmark, tmp_path_factory, 64)
+
+
+def test_compile_cold_online(benchmark, tmp_path_factory):
+    _cold(benchmark, tmp_path_factory, 1)
+
+
+def _cold(benchmark, tmp_path_factory, batch_size):
     made = []
 
     def fresh_cache():
         d = tmp_path_factory.mktemp("numba_cache_cold")
         made.append(d)
-        return (d,), {}
+        return (d, "adam", batch_size), {}
 
     benchmark.group = "compile"
     result = benchmark.pedantic(first_epoch.run, setup=fresh_cache, rounds=1, iterations=1)
