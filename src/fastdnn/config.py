@@ -35,10 +35,12 @@ ONE_ROW_GEMM_MACS_BY_VENDOR = {"GenuineIntel": 8192, "AuthenticAMD": 2048}
 BLAS_BLOCKS = None
 
 #: The BLAS the CPU kernels' products run on: ``"auto"`` (Intel MKL where it is installed,
-#: ``pip install 'fastdnn[mkl]'``, and the CPU is Intel's; else SciPy's), ``"scipy"``
-#: (SciPy's BLAS: OpenBLAS on its wheels) or ``"mkl"``.  ``None``: the ``FASTDNN_BLAS``
-#: environment variable, or ``"auto"``.  Read once per process, when the first CPU network
-#: is set up (:func:`fastdnn.kernels.cpu.blas.library`).
+#: ``pip install 'fastdnn[mkl]'``, and the CPU is Intel's; on AMD's Zen 4
+#: ``"scipy-haswell"``; else SciPy's), ``"scipy"`` (SciPy's BLAS: OpenBLAS on its wheels),
+#: ``"mkl"``, or ``"scipy-haswell"`` (SciPy's, the big products on a second instance of
+#: its OpenBLAS on its Haswell kernels: ``fastdnn.kernels.cpu.haswell``).  ``None``: the
+#: ``FASTDNN_BLAS`` environment variable, or ``"auto"``.  Read once per process, when the
+#: first CPU network is set up (:func:`fastdnn.kernels.cpu.blas.library`).
 BLAS = None
 #: Where MKL is used, the products that go to it: at least this many multiply-adds, and
 #: both sides of the output at least ``MKL_MIN_SIDE``; the others stay on SciPy's

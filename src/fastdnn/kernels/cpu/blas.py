@@ -37,7 +37,8 @@ stay cacheable on disk.
 Where Intel MKL is installed and chosen (:func:`library`), the big products go to MKL
 instead (:mod:`.mkl`), through a second symbol of the same signature,
 :data:`BIG_GEMM_SYMBOL`, which :func:`prepare` binds once per process (to the helper
-where MKL is not used).  Which products are big is a rule on their shape alone
+where MKL is not used); on AMD's Zen 4, to a second instance of SciPy's OpenBLAS on its
+Haswell kernels (:mod:`.haswell`).  Which products are big is a rule on their shape alone
 (:func:`_on_big`), so the bits never depend on timing or on the thread count.
 """
 import ctypes
@@ -50,7 +51,7 @@ from numba import cfunc, prange, types
 from numba.extending import intrinsic
 
 from ... import config
-from . import mkl
+from . import haswell, mkl
 from .separate import separate
 from .threads import blas_core, local_threads_setter
 from .pipeline import njit
@@ -67,7 +68,7 @@ BIG_GEMM_SYMBOL = "fastdnn_big_xxgemm"
 _BIG_MACS_SYMBOL, _BIG_SIDE_SYMBOL = "fastdnn_blas_big_macs", "fastdnn_blas_big_side"
 _big_macs, _big_side = ctypes.c_int64(0), ctypes.c_int64(0)
 #: The values ``config.BLAS`` / ``FASTDNN_BLAS`` may take.
-LIBRARIES = ("auto", "scipy", "mkl")
+LIBRARIES = ("auto", "scipy", "mkl", "scipy-haswell")
 #: Multiply-adds from which a product is split into column blocks run in parallel
 #: (below: one call, no threads).
 PARALLEL_MACS = 1 << 21
@@ -170,13 +171,16 @@ def blocks():
 
 
 def library():
-    """The BLAS the kernels' products run on: ``"mkl"`` or ``"scipy"``.
+    """The BLAS the kernels' products run on: ``"mkl"``, ``"scipy"`` or
+    ``"scipy-haswell"``.
 
     From ``config.BLAS``, else the ``FASTDNN_BLAS`` environment variable, else
     ``"auto"``: Intel MKL where it is installed (``pip install 'fastdnn[mkl]'``) and the
-    CPU is Intel's, else SciPy's BLAS (OpenBLAS on SciPy's wheels).  MKL is not chosen
-    by itself on other CPUs: it was measured faster on an Intel Xeon (:mod:`.mkl`), and
-    not measured elsewhere.  Read once per process, by the first :func:`prepare`.
+    CPU is Intel's; on AMD's Zen 4, SciPy's BLAS with its big products on a second
+    instance of it, on its Haswell kernels (``"scipy-haswell"``, :mod:`.haswell`); else
+    SciPy's BLAS (OpenBLAS on SciPy's wheels).  MKL is not chosen by itself on other
+    CPUs: it was measured faster on an Intel Xeon (:mod:`.mkl`), and not measured
+    elsewhere.  Read once per process, by the first :func:`prepare`.
 
     Raises
     ------
@@ -190,8 +194,9 @@ def library():
         raise ValueError(f"{source} must be one of {', '.join(map(repr, LIBRARIES))}, "
                          f"got {value!r}")
     if value == "auto":
-        intel = mkl.cpu_vendor() == "GenuineIntel"
-        return "mkl" if intel and mkl.find() is not None else "scipy"
+        if mkl.cpu_vendor() == "GenuineIntel" and mkl.find() is not None:
+            return "mkl"
+        return "scipy-haswell" if haswell.wanted(blas_core()) else "scipy"
     return value
 
 
@@ -218,8 +223,10 @@ def prepare():
     _blocks.value = blocks()
     chosen = library()
     # Where the big GEMM is the helper itself, no product needs to be told apart.
-    _big_macs.value = config.MKL_MIN_MACS if chosen == "mkl" else np.iinfo(np.int64).max
-    _big_side.value = config.MKL_MIN_SIDE
+    _big_macs.value, _big_side.value = {
+        "mkl": (config.MKL_MIN_MACS, config.MKL_MIN_SIDE),
+        "scipy-haswell": (haswell.MIN_MACS, haswell.MIN_SIDE)}.get(
+            chosen, (np.iinfo(np.int64).max, 0))
     if _prepared is not None:
         if chosen != _prepared:
             raise RuntimeError(
@@ -230,7 +237,8 @@ def prepare():
     from numba.np.ufunc.parallel import _launch_threads
 
     helper = _resolve_gemm()
-    big = mkl.gemm_address() if chosen == "mkl" else helper
+    big = (mkl.gemm_address() if chosen == "mkl" else haswell.gemm_address()
+           if chosen == "scipy-haswell" else helper)
     _small_macs.value = SMALL_PATH_MACS if blas_core() in _SMALL_PATH_CORES else 0
     _launch_threads()
     _register_local_threads()

@@ -107,15 +107,18 @@ XXGEMM = types.intc(types.char, types.char, types.char, types.intp, types.intp, 
                     types.voidptr, types.voidptr, types.intp)
 
 
-def _adapter_ir(sgemm, dgemm, local_threads):
-    """LLVM IR of ``numba_xxgemm``'s call made on MKL's ILP64 CBLAS (``cblas_?gemm_64`` at
-    the addresses given), serial: MKL's count for the calling thread is set to 1 around
-    the call.
+def adapter_ir(sgemm, dgemm, local_threads=None, index_bits=64):
+    """LLVM IR of ``numba_xxgemm``'s call made on a CBLAS ``cblas_?gemm`` (at the addresses
+    given) whose sizes are ``index_bits`` wide: MKL's ILP64 one (64), OpenBLAS' (32,
+    :mod:`.haswell`).  With ``local_threads`` (the address of MKL's
+    ``MKL_Set_Num_Threads_Local``) serial: the count for the calling thread is set to 1
+    around the call.
 
     Written as IR and not as a Numba ``cfunc``: a ``cfunc`` took 0.16 s to compile in
     each cold start (Intel Xeon); this compiles in milliseconds in every process.
     """
     i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+    index = ir.IntType(index_bits)
     ptr = i8.as_pointer()
     module = ir.Module(name="fastdnn_mkl")
     fn = ir.Function(module, ir.FunctionType(i32, [i8, i8, i8, i64, i64, i64, ptr, ptr, i64,
@@ -130,15 +133,18 @@ def _adapter_ir(sgemm, dgemm, local_threads):
                               i32(_TRANS), i32(_NO_TRANS))
 
     ta, tb = trans(transa), trans(transb)
-    set_threads = builder.inttoptr(i64(local_threads),
-                                   ir.FunctionType(i32, [i32]).as_pointer())
-    previous = builder.call(set_threads, [i32(1)])
+    if local_threads is not None:
+        set_threads = builder.inttoptr(i64(local_threads),
+                                       ir.FunctionType(i32, [i32]).as_pointer())
+        previous = builder.call(set_threads, [i32(1)])
+    m, n, k, lda, ldb, ldc = (builder.trunc(x, index) if index_bits < 64 else x
+                              for x in (m, n, k, lda, ldb, ldc))
     builder.cbranch(builder.icmp_unsigned("==", kind, i8(ord("s"))), single, double)
     for block, real, address in ((single, ir.FloatType(), sgemm),
                                  (double, ir.DoubleType(), dgemm)):
         builder.position_at_end(block)
-        gemm_type = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, real, ptr,
-                                                    i64, ptr, i64, real, ptr, i64])
+        gemm_type = ir.FunctionType(ir.VoidType(), [i32, i32, i32, index, index, index, real,
+                                                    ptr, index, ptr, index, real, ptr, index])
         gemm = builder.inttoptr(i64(address), gemm_type.as_pointer())
         scalar = real.as_pointer()
         builder.call(gemm, [i32(_COL_MAJOR), ta, tb, m, n, k,
@@ -146,7 +152,8 @@ def _adapter_ir(sgemm, dgemm, local_threads):
                             builder.load(builder.bitcast(beta, scalar)), c, ldc])
         builder.branch(done)
     builder.position_at_end(done)
-    builder.call(set_threads, [previous])
+    if local_threads is not None:
+        builder.call(set_threads, [previous])
     builder.ret(i32(0))
     return str(module)
 
@@ -166,7 +173,7 @@ def gemm_address():
         except AttributeError as exc:
             raise ImportError(f"Intel MKL at {find()} lacks {exc.args[0]!r}: fastdnn needs "
                               f"oneMKL 2024 or later (pip install 'fastdnn[mkl]')") from exc
-        module = llvm.parse_assembly(_adapter_ir(*addresses))
+        module = llvm.parse_assembly(adapter_ir(*addresses))
         module.verify()
         machine = llvm.Target.from_default_triple().create_target_machine(opt=2)
         engine = llvm.create_mcjit_compiler(module, machine)

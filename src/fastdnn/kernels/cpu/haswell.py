@@ -1,0 +1,151 @@
+"""A second instance of SciPy's OpenBLAS, on its Haswell kernels, for the big products on
+AMD's Zen 4.
+
+Why: SciPy's OpenBLAS takes its SkylakeX (AVX-512) kernels on Zen 4, which has AVX-512;
+its Haswell (AVX2) kernels ran the big products faster there.  fastdnn's split products
+of 784-1024-1024-10's second layer at batch 256, SkylakeX against Haswell (AMD EPYC, 2
+cores, three alternated pairs of processes): nn 185-188 against 197 GFLOP/s, tn 192-193
+against 201-206, nt 180-183 against 195-197; a whole training step 1.048x faster, and of
+1024-4096-4096-1024 at batch 512 1.062x (``benchmarks/ab_trees.py src src --env-after
+OPENBLAS_CORETYPE=Haswell``, 5 rounds).  But only the SkylakeX kernels have OpenBLAS'
+small-matrix path, and with the Haswell core process-wide the small nets ran slower:
+16-32-32-32-2 at batch 64 0.67x, 64-128-128-10 online 0.22x.
+
+So the small products stay on SciPy's instance, and the big ones (those with at least
+:data:`MIN_MACS` multiply-adds and both sides of their output at least :data:`MIN_SIDE`:
+the rule of :func:`.blas._on_big`) go to a second instance of the same library file,
+loaded from a copy in memory (Linux's ``memfd``) with ``OPENBLAS_CORETYPE=Haswell`` and
+one thread, both set for its load only.  Single calls, Haswell against SkylakeX: e's
+blocks with an inner dimension of 1024 6-7% faster, of 784 and 256 the same; 256^3 the
+same, 256x128x512 5% slower and 128^3 2.5% slower: hence the rule's floor.
+
+Where: AuthenticAMD, CPU family 25 (Zen 3 and 4; only Zen 4 has AVX-512) with AVX-512,
+where SciPy's OpenBLAS chose SkylakeX, on Linux, unless ``OPENBLAS_CORETYPE`` is set
+(the user's choice of kernels stands).  Zen 5 (family 26, full-width AVX-512 units) was
+not measured and keeps SciPy's choice.  :func:`.blas.library` calls the choice
+``"scipy-haswell"``.
+"""
+import ctypes
+import functools
+import glob
+import os
+import sys
+
+import llvmlite.binding as llvm
+
+from . import mkl
+
+#: Fewest multiply-adds of a product (one column block) that runs on the Haswell kernels.
+MIN_MACS = 1 << 26
+#: Fewest rows and columns of its output.
+MIN_SIDE = 256
+
+_CORE = "Haswell"
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu(cpuinfo="/proc/cpuinfo"):
+    """``(family, flags)`` of the first CPU in Linux's ``cpuinfo`` (``(0, set())`` where the
+    OS does not say)."""
+    family, flags = 0, set()
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "cpu family" and not family:
+                    family = int(value.strip() or 0)
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+                if family and flags:
+                    break
+    except (OSError, ValueError):
+        pass
+    return family, flags
+
+
+def wanted(core):
+    """Whether this CPU takes the big products to the Haswell kernels, SciPy's OpenBLAS
+    having chosen ``core`` (:func:`.threads.blas_core`): see the module docstring."""
+    family, flags = _cpu()
+    return (sys.platform.startswith("linux") and hasattr(os, "memfd_create")
+            and mkl.cpu_vendor() == "AuthenticAMD" and family == 25 and "avx512f" in flags
+            and core == "skylakex" and not os.environ.get("OPENBLAS_CORETYPE"))
+
+
+def _scipy_openblas():
+    """Path of the OpenBLAS library in SciPy's wheel (``scipy.libs``), or ``None``."""
+    import scipy
+
+    root = os.path.dirname(os.path.dirname(scipy.__file__))
+    found = sorted(glob.glob(os.path.join(root, "scipy.libs", "*openblas*.so*")))
+    return found[0] if found else None
+
+
+_lib = None
+
+
+def load():
+    """The second instance, loaded once: a copy of SciPy's OpenBLAS in memory, on its
+    Haswell kernels, with one thread.
+
+    Raises
+    ------
+    ImportError
+        If SciPy's OpenBLAS is not found, does not load again, or does not take the
+        Haswell kernels.
+    """
+    global _lib
+    if _lib is not None:
+        return _lib
+    path = _scipy_openblas()
+    if path is None:
+        raise ImportError("SciPy's OpenBLAS (scipy.libs) was not found")
+    fd = os.memfd_create("fastdnn-openblas-haswell")
+    try:
+        with open(path, "rb") as source:
+            os.write(fd, source.read())
+        saved = {name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE",
+                                                          "OPENBLAS_NUM_THREADS")}
+        os.environ.update(OPENBLAS_CORETYPE=_CORE, OPENBLAS_NUM_THREADS="1")
+        try:  # its own instance: RTLD_LOCAL, so nothing else binds to its symbols
+            lib = ctypes.CDLL(f"/proc/self/fd/{fd}", mode=os.RTLD_LOCAL)
+        except OSError as exc:
+            raise ImportError(f"a second copy of {path} did not load: {exc}") from exc
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+    finally:
+        os.close(fd)  # the loaded library keeps its mapping
+    corename = getattr(lib, "scipy_openblas_get_corename", None)
+    if corename is None or not hasattr(lib, "scipy_cblas_sgemm"):
+        raise ImportError(f"{path} is not the OpenBLAS of SciPy's wheels")
+    corename.restype = ctypes.c_char_p
+    if corename().decode("ascii", "replace").strip().lower() != _CORE.lower():
+        raise ImportError(f"a second copy of {path} did not take the {_CORE} kernels")
+    lib.scipy_openblas_set_num_threads(1)  # no one else calls this instance
+    _lib = lib
+    return _lib
+
+
+_engine = None
+
+
+def gemm_address():
+    """Address of a C function with :data:`.mkl.XXGEMM`'s signature that runs the second
+    instance's ``scipy_cblas_?gemm`` (32-bit sizes; loads it on first use)."""
+    global _engine
+    if _engine is None:
+        lib = load()
+        addresses = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                     for name in ("scipy_cblas_sgemm", "scipy_cblas_dgemm")]
+        module = llvm.parse_assembly(mkl.adapter_ir(*addresses, index_bits=32))
+        module.verify()
+        machine = llvm.Target.from_default_triple().create_target_machine(opt=2)
+        engine = llvm.create_mcjit_compiler(module, machine)
+        engine.finalize_object()
+        _engine = engine  # kept: it owns the code
+    return _engine.get_function_address("xxgemm")

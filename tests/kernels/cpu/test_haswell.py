@@ -1,0 +1,111 @@
+"""The second OpenBLAS instance on its Haswell kernels (:mod:`fastdnn.kernels.cpu.haswell`):
+chosen on AMD's Zen 4 only, and its products those of NumPy, the same bits for any
+thread count, only for the big products."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fastdnn import config
+from fastdnn.kernels.cpu import blas, haswell, mkl
+
+ZEN4 = (25, {"fpu", "avx2", "avx512f"})
+
+
+@pytest.mark.parametrize("vendor, cpu, core, coretype, want", [
+    ("AuthenticAMD", ZEN4, "skylakex", None, True),
+    ("AuthenticAMD", ZEN4, "skylakex", "SkylakeX", False),  # the user's choice stands
+    ("AuthenticAMD", ZEN4, "haswell", None, False),  # SciPy's took no AVX-512 kernels
+    ("AuthenticAMD", (25, {"fpu", "avx2"}), "skylakex", None, False),  # Zen 3
+    ("AuthenticAMD", (26, ZEN4[1]), "skylakex", None, False),  # Zen 5: not measured
+    ("GenuineIntel", ZEN4, "skylakex", None, False),
+    ("", (0, set()), None, None, False),
+])
+def test_only_zen4_takes_the_haswell_kernels(monkeypatch, vendor, cpu, core, coretype, want):
+    monkeypatch.setattr(mkl, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(haswell, "_cpu", lambda: cpu)
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    if coretype:
+        monkeypatch.setenv("OPENBLAS_CORETYPE", coretype)
+    assert haswell.wanted(core) is (want and sys.platform.startswith("linux"))
+
+
+def test_the_cpu_is_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
+                    "flags\t\t: fpu avx2 avx512f avx512bw\n\nprocessor\t: 1\n"
+                    "cpu family\t: 99\n")
+    assert haswell._cpu.__wrapped__(str(info)) == (25, {"fpu", "avx2", "avx512f", "avx512bw"})
+    assert haswell._cpu.__wrapped__(str(tmp_path / "none")) == (0, set())
+
+
+@pytest.mark.parametrize("wanted, want", [(True, "scipy-haswell"), (False, "scipy")])
+def test_auto_takes_the_haswell_instance_where_it_is_wanted(monkeypatch, wanted, want):
+    monkeypatch.setattr(config, "BLAS", None)
+    monkeypatch.delenv("FASTDNN_BLAS", raising=False)
+    monkeypatch.setattr(mkl, "cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(haswell, "wanted", lambda core: wanted)
+    assert blas.library() == want
+    monkeypatch.setattr(config, "BLAS", "scipy")  # asked for: SciPy's instance alone
+    assert blas.library() == "scipy"
+
+
+# In a fresh process with the instance asked for (any x86 CPU runs the Haswell kernels):
+# its products against NumPy, the route by shape, and the bits for 1 and 2 threads.
+CHILD = """
+import json, numpy as np, numba
+from fastdnn.kernels.cpu import blas, haswell
+blas.prepare()
+out = dict(prepared=blas._prepared, rule=[blas._big_macs.value, blas._big_side.value])
+if blas._prepared == "scipy-haswell":
+    out["core"] = haswell.load().scipy_openblas_get_corename().decode()
+rng = np.random.default_rng(0)
+errors = {}
+for dtype in (np.float32, np.float64):
+    X = rng.standard_normal((256, 1024)).astype(dtype)
+    W = rng.standard_normal((1024, 1024)).astype(dtype)
+    D = rng.standard_normal((256, 1024)).astype(dtype)
+    bits = []
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        Z, P = np.empty((256, 1024), dtype), np.empty((256, 1024), dtype)
+        G = np.empty((1024, 1024), dtype)
+        blas.matmul(X, W, Z)
+        blas.matmul_tn(X, D, G)
+        blas.matmul_nt(D, W, P)
+        bits.append([a.tobytes() for a in (Z, G, P)])
+    out[np.dtype(dtype).name] = bits[0][0].hex()
+    scale = np.sqrt(1024)
+    errors[np.dtype(dtype).name] = [float(np.abs(Z - X @ W).max() / scale),
+                                    float(np.abs(G - X.T @ D).max() / np.sqrt(256)),
+                                    float(np.abs(P - D @ W.T).max() / scale),
+                                    bits[0] == bits[1]]
+out["errors"] = errors
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(os, "memfd_create"),
+                    reason="the second instance loads from a memfd (Linux)")
+def test_the_big_products_on_the_haswell_instance_are_numpys():
+    out, alone = (_child(library) for library in ("scipy-haswell", "scipy"))
+    assert out["prepared"] == "scipy-haswell" and out["core"].lower() == "haswell"
+    assert out["rule"] == [haswell.MIN_MACS, haswell.MIN_SIDE]
+    for dtype, tol in (("float32", 1e-5), ("float64", 1e-13)):
+        *errors, same_bits = out["errors"][dtype]
+        assert max(errors) < tol, (dtype, errors)
+        assert same_bits, f"{dtype}: the bits changed with the thread count"
+    # The other kernels round otherwise: the product did run on the second instance.
+    assert alone["prepared"] == "scipy" and alone["float32"] != out["float32"]
+
+
+def _child(library):
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM",
+                                                            "OPENBLAS_CORETYPE")}
+    env.update(FASTDNN_BLAS=library, NUMBA_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
