@@ -888,8 +888,10 @@ def _versions():
         from fastdnn.kernels.cpu import blas as fastdnn_blas
 
         chosen = fastdnn_blas.library()
-        vs.append("fastdnn's products on " + ("Intel MKL (big products) and SciPy's BLAS"
-                                              if chosen == "mkl" else "SciPy's BLAS"))
+        vs.append("fastdnn's products on " + {
+            "mkl": "Intel MKL (big products) and SciPy's BLAS",
+            "scipy-haswell": "SciPy's BLAS (big products: its OpenBLAS' Haswell kernels)"}.get(
+                chosen, "SciPy's BLAS"))
     except Exception:
         pass
     return ", ".join(vs)
