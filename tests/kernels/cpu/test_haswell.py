@@ -109,3 +109,36 @@ def _child(library):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.splitlines()[-1])
+
+
+# A copy that does not load: under "auto" the fit runs on SciPy's instance alone (and a
+# second network binds the same); asked for by name, the first network says why.
+FALLBACK = """
+import numpy as np
+from fastdnn.kernels.cpu import blas, haswell
+
+def broken():
+    raise OSError("no memfd here")
+
+haswell._load = broken
+haswell.wanted = lambda core: haswell._failure is None  # a Zen 4, as far as it knows
+try:
+    blas.prepare()
+except ImportError as exc:
+    print("refused:", exc)
+else:
+    blas.prepare()
+    print("bound:", blas._prepared, blas.library(), blas._big_macs.value == np.iinfo(np.int64).max)
+"""
+
+
+@pytest.mark.parametrize("setting, want", [
+    ("auto", "bound: scipy scipy True"),
+    ("scipy-haswell", "refused: OpenBLAS' Haswell instance is not available: no memfd here")])
+def test_a_haswell_instance_that_does_not_load(setting, want):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env.update(FASTDNN_BLAS=setting)
+    proc = subprocess.run([sys.executable, "-c", FALLBACK], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == want

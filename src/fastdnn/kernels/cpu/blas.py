@@ -170,6 +170,14 @@ def blocks():
     return count
 
 
+def _library_setting():
+    """``(value, source)`` of the BLAS setting: ``config.BLAS``, else ``FASTDNN_BLAS``,
+    else ``"auto"``."""
+    if config.BLAS is not None:
+        return config.BLAS, "fastdnn.config.BLAS"
+    return os.environ.get("FASTDNN_BLAS") or "auto", "FASTDNN_BLAS"
+
+
 def library():
     """The BLAS the kernels' products run on: ``"mkl"``, ``"scipy"`` or
     ``"scipy-haswell"``.
@@ -187,9 +195,7 @@ def library():
     ValueError
         If the setting is not one of :data:`LIBRARIES`.
     """
-    value, source = config.BLAS, "fastdnn.config.BLAS"
-    if value is None:
-        value, source = os.environ.get("FASTDNN_BLAS") or "auto", "FASTDNN_BLAS"
+    value, source = _library_setting()
     if value not in LIBRARIES:
         raise ValueError(f"{source} must be one of {', '.join(map(repr, LIBRARIES))}, "
                          f"got {value!r}")
@@ -201,6 +207,15 @@ def library():
 
 
 _prepared = None  # the library bound, once prepared
+
+
+def _set_big_rule(chosen):
+    """The products that go to the big-product GEMM of the library ``chosen``
+    (:func:`_on_big`); none where that GEMM is Numba's helper itself."""
+    _big_macs.value, _big_side.value = {
+        "mkl": (config.MKL_MIN_MACS, config.MKL_MIN_SIDE),
+        "scipy-haswell": (haswell.MIN_MACS, haswell.MIN_SIDE)}.get(
+            chosen, (np.iinfo(np.int64).max, 0))
 
 
 def prepare():
@@ -215,30 +230,35 @@ def prepare():
     Raises
     ------
     ImportError
-        If MKL is asked for and not installed.
+        If MKL is asked for and not installed, or the Haswell instance is asked for by
+        name (``"scipy-haswell"``) and does not load (under ``"auto"``, SciPy's instance
+        alone takes its products).
     RuntimeError
         If the setting names another library than the one this process has bound.
     """
     global _prepared
     _blocks.value = blocks()
     chosen = library()
-    # Where the big GEMM is the helper itself, no product needs to be told apart.
-    _big_macs.value, _big_side.value = {
-        "mkl": (config.MKL_MIN_MACS, config.MKL_MIN_SIDE),
-        "scipy-haswell": (haswell.MIN_MACS, haswell.MIN_SIDE)}.get(
-            chosen, (np.iinfo(np.int64).max, 0))
     if _prepared is not None:
         if chosen != _prepared:
             raise RuntimeError(
                 f"fastdnn's CPU kernels run on {_prepared!r} in this process; the BLAS "
                 f"is bound once, by the first CPU network, so set fastdnn.config.BLAS "
                 f"or FASTDNN_BLAS to {chosen!r} before that")
+        _set_big_rule(chosen)
         return
     from numba.np.ufunc.parallel import _launch_threads
 
     helper = _resolve_gemm()
-    big = (mkl.gemm_address() if chosen == "mkl" else haswell.gemm_address()
-           if chosen == "scipy-haswell" else helper)
+    big = mkl.gemm_address() if chosen == "mkl" else helper
+    if chosen == "scipy-haswell":
+        try:
+            big = haswell.gemm_address()
+        except (ImportError, OSError):
+            if _library_setting()[0] == chosen:  # asked for by name: say why not
+                raise
+            chosen = "scipy"  # auto: SciPy's instance alone (haswell.wanted is False now)
+    _set_big_rule(chosen)
     _small_macs.value = SMALL_PATH_MACS if blas_core() in _SMALL_PATH_CORES else 0
     _launch_threads()
     _register_local_threads()

@@ -29,6 +29,7 @@ import ctypes
 import functools
 import glob
 import os
+import shutil
 import sys
 
 import llvmlite.binding as llvm
@@ -70,7 +71,8 @@ def wanted(core):
     family, flags = _cpu()
     return (sys.platform.startswith("linux") and hasattr(os, "memfd_create")
             and mkl.cpu_vendor() == "AuthenticAMD" and family == 25 and "avx512f" in flags
-            and core == "skylakex" and not os.environ.get("OPENBLAS_CORETYPE"))
+            and core == "skylakex" and not os.environ.get("OPENBLAS_CORETYPE")
+            and _failure is None)
 
 
 def _scipy_openblas():
@@ -83,6 +85,7 @@ def _scipy_openblas():
 
 
 _lib = None
+_failure = None  # why the instance did not load, once it did not: not tried again
 
 
 def load():
@@ -95,16 +98,27 @@ def load():
         If SciPy's OpenBLAS is not found, does not load again, or does not take the
         Haswell kernels.
     """
+    global _failure
+    if _lib is None and _failure is None:
+        try:
+            _load()
+        except (ImportError, OSError) as exc:
+            _failure = exc
+    if _failure is not None:
+        raise ImportError(f"OpenBLAS' Haswell instance is not available: {_failure}")
+    return _lib
+
+
+def _load():
+    """:func:`load`'s work: the copy in memory, loaded, checked and set to one thread."""
     global _lib
-    if _lib is not None:
-        return _lib
     path = _scipy_openblas()
     if path is None:
         raise ImportError("SciPy's OpenBLAS (scipy.libs) was not found")
     fd = os.memfd_create("fastdnn-openblas-haswell")
     try:
-        with open(path, "rb") as source:
-            os.write(fd, source.read())
+        with open(path, "rb") as source, open(fd, "wb", closefd=False) as copy:
+            shutil.copyfileobj(source, copy)
         saved = {name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE",
                                                           "OPENBLAS_NUM_THREADS")}
         os.environ.update(OPENBLAS_CORETYPE=_CORE, OPENBLAS_NUM_THREADS="1")
@@ -128,7 +142,6 @@ def load():
         raise ImportError(f"a second copy of {path} did not take the {_CORE} kernels")
     lib.scipy_openblas_set_num_threads(1)  # no one else calls this instance
     _lib = lib
-    return _lib
 
 
 _engine = None
