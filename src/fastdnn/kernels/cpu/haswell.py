@@ -32,8 +32,6 @@ import os
 import shutil
 import sys
 
-import llvmlite.binding as llvm
-
 from . import mkl
 
 #: Fewest multiply-adds of a product (one column block) that runs on the Haswell kernels.
@@ -155,10 +153,5 @@ def gemm_address():
         lib = load()
         addresses = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
                      for name in ("scipy_cblas_sgemm", "scipy_cblas_dgemm")]
-        module = llvm.parse_assembly(mkl.adapter_ir(*addresses, index_bits=32))
-        module.verify()
-        machine = llvm.Target.from_default_triple().create_target_machine(opt=2)
-        engine = llvm.create_mcjit_compiler(module, machine)
-        engine.finalize_object()
-        _engine = engine  # kept: it owns the code
+        _engine = mkl.adapter(*addresses, index_bits=32)  # kept: it owns the code
     return _engine.get_function_address("xxgemm")

@@ -173,10 +173,16 @@ def gemm_address():
         except AttributeError as exc:
             raise ImportError(f"Intel MKL at {find()} lacks {exc.args[0]!r}: fastdnn needs "
                               f"oneMKL 2024 or later (pip install 'fastdnn[mkl]')") from exc
-        module = llvm.parse_assembly(adapter_ir(*addresses))
-        module.verify()
-        machine = llvm.Target.from_default_triple().create_target_machine(opt=2)
-        engine = llvm.create_mcjit_compiler(module, machine)
-        engine.finalize_object()
-        _engine = engine  # kept: it owns the code
+        _engine = adapter(*addresses)  # kept: it owns the code
     return _engine.get_function_address("xxgemm")
+
+
+def adapter(*args, **kwargs):
+    """:func:`adapter_ir`'s function compiled: an LLVM engine that holds it as
+    ``xxgemm``."""
+    module = llvm.parse_assembly(adapter_ir(*args, **kwargs))
+    module.verify()
+    machine = llvm.Target.from_default_triple().create_target_machine(opt=2)
+    engine = llvm.create_mcjit_compiler(module, machine)
+    engine.finalize_object()
+    return engine
