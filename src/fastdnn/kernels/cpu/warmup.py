@@ -428,18 +428,22 @@ def _compile_online_callees(dtype, claims):
     flat, rows = np.zeros(1, dtype=dtype), np.zeros((1, 1), dtype=dtype)
     floats, counts = np.zeros(1), np.zeros(1, dtype=np.int64)
     table = np.zeros((1, 1), dtype=np.int64)
-    compiles = dict(zip(SHARED_ONLINE, (
-        lambda: _compile_only(loss_grad_inlined)(rows, rows, 0, rows),
-        lambda: _compile_only(blas.matmul_tn)(rows, rows, rows),
-        lambda: _compile_only(blas.matmul_nt)(rows, rows, rows),
-        lambda: _compile_only(dense._backprop_rows)(rows, rows, rows),
-        lambda: _compile_only(_lr_factor_called)(0, floats, 0),
-        lambda: _compile_only(_bounds_are_safe_called)(0, floats, 0.0, 0, 0.0, floats),
-        lambda: _compile_only(pair.settle)(rows, counts, rows),
-        lambda: _compile_only(sgd_update)(flat, flat, flat, 0.0, 0.0, False, 0.0, False),
-        lambda: _shuffle(np.arange(2, dtype=np.int64)),
-        lambda: _compile_only(_sgd_rank_one)(flat, table, flat, flat, flat, flat, 0.0, 0.0,
-                                             False, 0.0, False))))
+    compiles = {
+        _LOSSES + "loss_grad_inlined":
+            lambda: _compile_only(loss_grad_inlined)(rows, rows, 0, rows),
+        _BLAS + "matmul_tn": lambda: _compile_only(blas.matmul_tn)(rows, rows, rows),
+        _BLAS + "matmul_nt": lambda: _compile_only(blas.matmul_nt)(rows, rows, rows),
+        _DENSE + "_backprop_rows": lambda: _compile_only(dense._backprop_rows)(rows, rows, rows),
+        _TRAIN + "_lr_factor_called": lambda: _compile_only(_lr_factor_called)(0, floats, 0),
+        _TRAIN + "_bounds_are_safe_called":
+            lambda: _compile_only(_bounds_are_safe_called)(0, floats, 0.0, 0, 0.0, floats),
+        _PAIR + "settle": lambda: _compile_only(pair.settle)(rows, counts, rows),
+        _UPDATES + "sgd_update":
+            lambda: _compile_only(sgd_update)(flat, flat, flat, 0.0, 0.0, False, 0.0, False),
+        _TRAIN + "_shuffle": lambda: _shuffle(np.arange(2, dtype=np.int64)),
+        _TRAIN + "_sgd_rank_one":
+            lambda: _compile_only(_sgd_rank_one)(flat, table, flat, flat, flat, flat, 0.0, 0.0,
+                                                 False, 0.0, False)}
     # Not shared: the product it compiles with it is the kernel's first lookup.
     _compile_only(blas.matmul_add)(rows, rows, rows)
     # From the last: the kernel's compile takes them from the first, each the moment it
