@@ -27,12 +27,11 @@ not measured and keeps SciPy's choice.  :func:`.blas.library` calls the choice
 """
 import ctypes
 import functools
-import glob
 import os
 import shutil
 import sys
 
-from . import mkl
+from . import mkl, threads
 
 #: Fewest multiply-adds of a product (one column block) that runs on the Haswell kernels.
 MIN_MACS = 1 << 26
@@ -73,15 +72,6 @@ def wanted(core):
             and _failure is None)
 
 
-def _scipy_openblas():
-    """Path of the OpenBLAS library in SciPy's wheel (``scipy.libs``), or ``None``."""
-    import scipy
-
-    root = os.path.dirname(os.path.dirname(scipy.__file__))
-    found = sorted(glob.glob(os.path.join(root, "scipy.libs", "*openblas*.so*")))
-    return found[0] if found else None
-
-
 _lib = None
 _failure = None  # why the instance did not load, once it did not: not tried again
 
@@ -110,7 +100,7 @@ def load():
 def _load():
     """:func:`load`'s work: the copy in memory, loaded, checked and set to one thread."""
     global _lib
-    path = _scipy_openblas()
+    path = threads.scipy_blas_path()
     if path is None:
         raise ImportError("SciPy's OpenBLAS (scipy.libs) was not found")
     fd = os.memfd_create("fastdnn-openblas-haswell")

@@ -26,6 +26,7 @@ _GETTERS = ("scipy_openblas_get_num_threads", "scipy_openblas_get_num_threads64_
 
 _blas = None
 _lib = None
+_path = None  # the file _lib was loaded from
 
 
 def _find(lib, names):
@@ -41,6 +42,12 @@ def local_threads_setter():
     ``None`` where it is missing (older OpenBLAS, other BLAS builds)."""
     scipy_blas()
     return getattr(_lib, "openblas_set_num_threads_local", None) if _lib is not None else None
+
+
+def scipy_blas_path():
+    """The file of SciPy's OpenBLAS (:func:`scipy_blas`), or ``None`` if not found."""
+    scipy_blas()
+    return _path
 
 
 def blas_core():
@@ -63,7 +70,7 @@ def scipy_blas():
     the OpenBLAS shipped in ``scipy.libs``.  Other BLAS builds (MKL, Accelerate) are
     left alone.
     """
-    global _blas, _lib
+    global _blas, _lib, _path
     if _blas is None:
         _blas = False
         import scipy
@@ -80,7 +87,7 @@ def scipy_blas():
                 get.restype = ctypes.c_int
                 set_.argtypes = [ctypes.c_int]
                 _blas = (get, set_)
-                _lib = lib
+                _lib, _path = lib, path
                 break
     return _blas or None
 
