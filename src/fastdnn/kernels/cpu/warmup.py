@@ -399,7 +399,7 @@ def compile_pass(net):
         _compile_only(_batch_sgd_update)(flat, np.zeros((1, 1), dtype=np.int64), flat, flat, rows,
                                          flat, flat, floats, floats, 0.0, 0, 0, False)
         _compile_only(blas.matmul_tn_add)(rows, rows, rows, flat)
-    evaluation = _Evaluation(net)
+    evaluation = _Evaluation(net, (backend, X, T))  # the pass's net and rows, not new ones
     for name in SHARED:  # claimed one by one: the fit may take the next meanwhile
         if _claim(net.get("claims"), name, default=True):
             evaluation(name)
@@ -470,24 +470,23 @@ def _zeros(net):
 
 class _Evaluation:
     """Compiles the evaluation's kernels (:data:`SHARED`) for a fit of ``net`` one by one,
-    by calling each on a net of zeros and two rows of zeros (made at the first call):
-    ``forward_chunks`` through ``CPUBackend._logits``, ``loss_of_logits`` through
-    ``CPUBackend._loss_of_logits`` (in the helper, compiled, not run:
-    :func:`compile_pass`)."""
+    by calling each on a net of zeros and two rows of zeros (``zeros``, :func:`_zeros`'s
+    triple, or made at the first call): ``forward_chunks`` through
+    ``CPUBackend._logits``, ``loss_of_logits`` through ``CPUBackend._loss_of_logits`` (in
+    the helper, compiled, not run: :func:`compile_pass`)."""
 
-    def __init__(self, net):
+    def __init__(self, net, zeros=None):
         self.net = net
-        self.inputs = None
+        self.zeros = zeros
 
     def __call__(self, name):
-        if self.inputs is None:
-            backend, X, T = _zeros(self.net)
-            self.inputs = backend, X, T, np.zeros((2, self.net["sizes"][-1]), dtype=X.dtype)
-        backend, X, T, Z = self.inputs
+        if self.zeros is None:
+            self.zeros = _zeros(self.net)
+        backend, X, T = self.zeros
         if name == SHARED[0]:
             backend._logits(X)
         else:
-            backend._loss_of_logits(Z, T)
+            backend._loss_of_logits(np.zeros((2, self.net["sizes"][-1]), dtype=X.dtype), T)
 
 
 def _serve(net):
