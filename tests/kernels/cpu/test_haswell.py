@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fastdnn import config
@@ -59,7 +60,7 @@ import json, numpy as np, numba
 from fastdnn.kernels.cpu import blas, haswell
 blas.prepare()
 out = dict(prepared=blas._prepared, rule=[blas._big_macs.value, blas._big_side.value])
-if blas._prepared == "scipy-haswell":
+if haswell.loaded():
     out["core"] = haswell.load().scipy_openblas_get_corename().decode()
 rng = np.random.default_rng(0)
 errors = {}
@@ -87,10 +88,20 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(os, "memfd_create"),
-                    reason="the second instance loads from a memfd (Linux)")
-def test_the_big_products_on_the_haswell_instance_are_numpys():
-    out, alone = (_child(library) for library in ("scipy-haswell", "scipy"))
+ON_LINUX = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not hasattr(os, "memfd_create"),
+    reason="the second instance loads from a memfd (Linux)")
+
+
+@pytest.fixture(scope="module")
+def children():
+    """CHILD's output with the instance asked for, and with SciPy's instance alone."""
+    return tuple(_child(library) for library in ("scipy-haswell", "scipy"))
+
+
+@ON_LINUX
+def test_the_big_products_on_the_haswell_instance_are_numpys(children):
+    out, alone = children
     assert out["prepared"] == "scipy-haswell" and out["core"].lower() == "haswell"
     assert out["rule"] == [haswell.MIN_MACS, haswell.MIN_SIDE]
     for dtype, tol in (("float32", 1e-5), ("float64", 1e-13)):
@@ -101,14 +112,43 @@ def test_the_big_products_on_the_haswell_instance_are_numpys():
     assert alone["prepared"] == "scipy" and alone["float32"] != out["float32"]
 
 
-def _child(library):
+def _child(library, script=CHILD):
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM",
                                                             "OPENBLAS_CORETYPE")}
     env.update(FASTDNN_BLAS=library, NUMBA_NUM_THREADS="2")
-    proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.splitlines()[-1])
+
+
+# Under "auto" (on a Zen 4, as far as it knows) the instance loads with the first network
+# that has a layer of MIN_SIDE: before it, a big product runs on SciPy's instance.
+LAZY = """
+import json, numpy as np
+from fastdnn.kernels.cpu import blas, haswell
+from fastdnn.kernels.cpu.backend import CPUBackend
+haswell.wanted = lambda core: haswell._failure is None
+rng = np.random.default_rng(0)
+X = rng.standard_normal((256, 1024)).astype(np.float32)
+W = rng.standard_normal((1024, 1024)).astype(np.float32)
+out = {}
+for sizes in ([8, 255, 2], [8, 256, 2]):
+    CPUBackend(sizes, [1], 0, np.float32)
+    Z = np.empty((256, 1024), np.float32)
+    blas.matmul(X, W, Z)
+    out[sizes[1]] = [blas._prepared, haswell.loaded(), blas._big_macs.value, Z.tobytes().hex()]
+print(json.dumps(out))
+"""
+
+
+@ON_LINUX
+def test_auto_loads_the_instance_with_the_first_net_that_can_use_it(children):
+    out = _child("auto", LAZY)
+    on, alone = (child["float32"] for child in children)
+    never = np.iinfo(np.int64).max
+    assert out["255"] == ["scipy-haswell", False, never, alone]
+    assert out["256"] == ["scipy-haswell", True, haswell.MIN_MACS, on]
 
 
 # A copy that does not load: under "auto" the fit runs on SciPy's instance alone (and a
@@ -123,17 +163,20 @@ def broken():
 haswell._load = broken
 haswell.wanted = lambda core: haswell._failure is None  # a Zen 4, as far as it knows
 try:
-    blas.prepare()
+    blas.prepare([8, 16, 2])
 except ImportError as exc:
     print("refused:", exc)
 else:
-    blas.prepare()
-    print("bound:", blas._prepared, blas.library(), blas._big_macs.value == np.iinfo(np.int64).max)
+    before = blas._prepared
+    blas.prepare([784, 1024, 10])
+    blas.prepare([8, 16, 2])
+    print("bound:", before, blas._prepared, blas.library(),
+          blas._big_macs.value == np.iinfo(np.int64).max)
 """
 
 
 @pytest.mark.parametrize("setting, want", [
-    ("auto", "bound: scipy scipy True"),
+    ("auto", "bound: scipy-haswell scipy scipy True"),
     ("scipy-haswell", "refused: OpenBLAS' Haswell instance is not available: no memfd here")])
 def test_a_haswell_instance_that_does_not_load(setting, want):
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}

@@ -211,21 +211,41 @@ _prepared = None  # the library bound, once prepared
 
 def _set_big_rule(chosen):
     """The products that go to the big-product GEMM of the library ``chosen``
-    (:func:`_on_big`); none where that GEMM is Numba's helper itself."""
-    _big_macs.value, _big_side.value = {
-        "mkl": (config.MKL_MIN_MACS, config.MKL_MIN_SIDE),
-        "scipy-haswell": (haswell.MIN_MACS, haswell.MIN_SIDE)}.get(
-            chosen, (np.iinfo(np.int64).max, 0))
+    (:func:`_on_big`); none where that GEMM is Numba's helper itself, or the Haswell
+    instance not yet loaded."""
+    rule = {"mkl": (config.MKL_MIN_MACS, config.MKL_MIN_SIDE)}
+    if haswell.loaded():
+        rule["scipy-haswell"] = (haswell.MIN_MACS, haswell.MIN_SIDE)
+    _big_macs.value, _big_side.value = rule.get(chosen, (np.iinfo(np.int64).max, 0))
 
 
-def prepare():
-    """One-time set-up before the first CPU kernel runs (idempotent, ~50 ms).
+def _admit(sizes):
+    """Load the Haswell instance, if bound and not yet loaded, for a network with layer
+    widths ``sizes`` that can make a product it takes: one with an output side of
+    ``haswell.MIN_SIDE`` or more, and each side of a product's output is a layer's width
+    or the batch's rows.  Its load took 15 ms of a process's set-up (AMD EPYC), which the
+    nets of the course (no layer of 256) never use.  Whether a network's products take
+    it still follows from its shapes alone.  Under ``"auto"``, a copy that does not load
+    leaves SciPy's instance alone for this process."""
+    global _prepared
+    if _prepared == "scipy-haswell" and not haswell.loaded() and sizes \
+            and max(sizes) >= haswell.MIN_SIDE:
+        try:
+            haswell.load()
+        except ImportError:  # under auto only: asked for by name, prepare loaded it
+            _prepared = "scipy"  # haswell.wanted is False now, so library() agrees
+
+
+def prepare(sizes=()):
+    """One-time set-up before the first CPU kernel runs (idempotent, ~0.1 s), and for
+    each network's, with the layer widths ``sizes`` (input first).
 
     Binds the GEMM the kernels call to :func:`library`'s choice, and the per-thread BLAS
     setting, and starts Numba's thread pool: a cached kernel that reaches the ``prange``
     below, loaded from disk into a process where the pool was never started, is one of
     the paths where Numba has been seen to crash.  Not done at import, so that importing
-    fastdnn (or choosing ``device="cuda"``) starts no threads.
+    fastdnn (or choosing ``device="cuda"``) starts no threads.  Under ``"auto"``, the
+    Haswell instance loads with the first network wide enough to use it (:func:`_admit`).
 
     Raises
     ------
@@ -245,20 +265,17 @@ def prepare():
                 f"fastdnn's CPU kernels run on {_prepared!r} in this process; the BLAS "
                 f"is bound once, by the first CPU network, so set fastdnn.config.BLAS "
                 f"or FASTDNN_BLAS to {chosen!r} before that")
-        _set_big_rule(chosen)
+        _admit(sizes)
+        _set_big_rule(_prepared)
         return
     from numba.np.ufunc.parallel import _launch_threads
 
     helper = _resolve_gemm()
     big = mkl.gemm_address() if chosen == "mkl" else helper
     if chosen == "scipy-haswell":
-        try:
-            big = haswell.gemm_address()
-        except (ImportError, OSError):
-            if _library_setting()[0] == chosen:  # asked for by name: say why not
-                raise
-            chosen = "scipy"  # auto: SciPy's instance alone (haswell.wanted is False now)
-    _set_big_rule(chosen)
+        if _library_setting()[0] == chosen:  # asked for by name: loaded now, or say why
+            haswell.load()
+        big = haswell.gemm_address()  # runs once the instance is loaded
     _small_macs.value = SMALL_PATH_MACS if blas_core() in _SMALL_PATH_CORES else 0
     _launch_threads()
     _register_local_threads()
@@ -268,6 +285,8 @@ def prepare():
     llvm.add_symbol(_BLOCKS_SYMBOL, ctypes.addressof(_blocks))
     llvm.add_symbol(_SMALL_MACS_SYMBOL, ctypes.addressof(_small_macs))
     _prepared = chosen
+    _admit(sizes)
+    _set_big_rule(_prepared)
 
 
 # Bound by _register_local_threads (in prepare) before any kernel using it compiles or loads.

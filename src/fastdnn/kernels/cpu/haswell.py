@@ -15,9 +15,13 @@ So the small products stay on SciPy's instance, and the big ones (those with at 
 :data:`MIN_MACS` multiply-adds and both sides of their output at least :data:`MIN_SIDE`:
 the rule of :func:`.blas._on_big`) go to a second instance of the same library file,
 loaded from a copy in memory (Linux's ``memfd``) with ``OPENBLAS_CORETYPE=Haswell`` and
-one thread, both set for its load only.  Single calls, Haswell against SkylakeX: e's
-blocks with an inner dimension of 1024 6-7% faster, of 784 and 256 the same; 256^3 the
-same, 256x128x512 5% slower and 128^3 2.5% slower: hence the rule's floor.
+one thread, both set for its load only.  It loads with the first network that has a layer
+:data:`MIN_SIDE` wide or wider (:func:`.blas.prepare`): smaller nets, whose products never
+reach it, are spared its load, 15 ms of each process's set-up (110 -> 95 ms, medians of 7,
+AMD EPYC).  Single calls,
+Haswell against SkylakeX: e's blocks with an inner dimension of 1024 6-7% faster, of 784
+and 256 the same; 256^3 the same, 256x128x512 5% slower and 128^3 2.5% slower: hence the
+rule's floor.
 
 Where: AuthenticAMD, CPU family 25 (Zen 3 and 4; only Zen 4 has AVX-512) with AVX-512,
 where SciPy's OpenBLAS chose SkylakeX, on Linux, unless ``OPENBLAS_CORETYPE`` is set
@@ -30,6 +34,7 @@ import functools
 import os
 import shutil
 import sys
+import threading
 
 from . import mkl, threads
 
@@ -74,11 +79,20 @@ def wanted(core):
 
 _lib = None
 _failure = None  # why the instance did not load, once it did not: not tried again
+_loading = threading.Lock()  # networks may be made on several threads
+#: The addresses of the instance's ``scipy_cblas_sgemm`` and ``scipy_cblas_dgemm``, which
+#: :func:`gemm_address`'s function reads at each call: null until :func:`load`.
+_gemms = (ctypes.c_void_p * 2)()
+
+
+def loaded():
+    """Whether the instance is loaded (and :func:`gemm_address`'s function runs on it)."""
+    return _lib is not None
 
 
 def load():
     """The second instance, loaded once: a copy of SciPy's OpenBLAS in memory, on its
-    Haswell kernels, with one thread.
+    Haswell kernels, with one thread; then :func:`gemm_address`'s function calls it.
 
     Raises
     ------
@@ -87,11 +101,12 @@ def load():
         Haswell kernels.
     """
     global _failure
-    if _lib is None and _failure is None:
-        try:
-            _load()
-        except (ImportError, OSError) as exc:
-            _failure = exc
+    with _loading:
+        if _lib is None and _failure is None:
+            try:
+                _load()
+            except (ImportError, OSError) as exc:
+                _failure = exc
     if _failure is not None:
         raise ImportError(f"OpenBLAS' Haswell instance is not available: {_failure}")
     return _lib
@@ -129,7 +144,9 @@ def _load():
     if corename().decode("ascii", "replace").strip().lower() != _CORE.lower():
         raise ImportError(f"a second copy of {path} did not take the {_CORE} kernels")
     lib.scipy_openblas_set_num_threads(1)  # no one else calls this instance
-    _lib = lib
+    for i, name in enumerate(("scipy_cblas_sgemm", "scipy_cblas_dgemm")):
+        _gemms[i] = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+    _lib = lib  # last: loaded() says so once the addresses are in place
 
 
 _engine = None
@@ -137,11 +154,12 @@ _engine = None
 
 def gemm_address():
     """Address of a C function with :data:`.mkl.XXGEMM`'s signature that runs the second
-    instance's ``scipy_cblas_?gemm`` (32-bit sizes; loads it on first use)."""
+    instance's ``scipy_cblas_?gemm`` (32-bit sizes) once :func:`load` has run.  It reads
+    their addresses at each call, so it can be bound before the instance loads; called
+    before, it would jump to null (:func:`.blas._set_big_rule` sends it nothing)."""
     global _engine
     if _engine is None:
-        lib = load()
-        addresses = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
-                     for name in ("scipy_cblas_sgemm", "scipy_cblas_dgemm")]
-        _engine = mkl.adapter(*addresses, index_bits=32)  # kept: it owns the code
+        size = ctypes.sizeof(ctypes.c_void_p)
+        _engine = mkl.adapter(ctypes.addressof(_gemms), ctypes.addressof(_gemms) + size,
+                              index_bits=32, indirect=True)  # kept: it owns the code
     return _engine.get_function_address("xxgemm")

@@ -107,12 +107,14 @@ XXGEMM = types.intc(types.char, types.char, types.char, types.intp, types.intp, 
                     types.voidptr, types.voidptr, types.intp)
 
 
-def adapter_ir(sgemm, dgemm, local_threads=None, index_bits=64):
+def adapter_ir(sgemm, dgemm, local_threads=None, index_bits=64, indirect=False):
     """LLVM IR of ``numba_xxgemm``'s call made on a CBLAS ``cblas_?gemm`` (at the addresses
     given) whose sizes are ``index_bits`` wide: MKL's ILP64 one (64), OpenBLAS' (32,
     :mod:`.haswell`).  With ``local_threads`` (the address of MKL's
     ``MKL_Set_Num_Threads_Local``) serial: the count for the calling thread is set to 1
-    around the call.
+    around the call.  ``indirect``: ``sgemm`` and ``dgemm`` are the addresses of two
+    pointers to the functions, read at each call (so they can be set after the adapter is
+    bound: :mod:`.haswell` loads its library with the first network that needs it).
 
     Written as IR and not as a Numba ``cfunc``: a ``cfunc`` took 0.16 s to compile in
     each cold start (Intel Xeon); this compiles in milliseconds in every process.
@@ -145,7 +147,10 @@ def adapter_ir(sgemm, dgemm, local_threads=None, index_bits=64):
         builder.position_at_end(block)
         gemm_type = ir.FunctionType(ir.VoidType(), [i32, i32, i32, index, index, index, real,
                                                     ptr, index, ptr, index, real, ptr, index])
-        gemm = builder.inttoptr(i64(address), gemm_type.as_pointer())
+        gemm = builder.inttoptr(i64(address), gemm_type.as_pointer().as_pointer()
+                                if indirect else gemm_type.as_pointer())
+        if indirect:
+            gemm = builder.load(gemm)
         scalar = real.as_pointer()
         builder.call(gemm, [i32(_COL_MAJOR), ta, tb, m, n, k,
                             builder.load(builder.bitcast(alpha, scalar)), a, lda, b, ldb,
