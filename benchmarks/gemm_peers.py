@@ -47,10 +47,11 @@ def median_seconds(fn, reps):
     return float(np.median(times))
 
 
-def systems():
-    """``name -> make(kind, a, b)``, ``make`` returning a no-argument call of the product."""
+def systems(sizes):
+    """``name -> make(kind, a, b)``, ``make`` returning a no-argument call of the product;
+    fastdnn's set up for layers of widths ``sizes`` (as a network of them would be)."""
     from fastdnn.kernels.cpu import blas
-    blas.prepare()
+    blas.prepare(sizes)
     out = {}
 
     def numpy_product(kind, a, b):
@@ -94,9 +95,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default="e,f")
     args = ap.parse_args(argv)
-    makers = systems()
+    keys = args.workloads.split(",")
+    makers = systems([width for key in keys for width in WORKLOADS[key][1]])
     rng = np.random.default_rng(0)
-    for key in args.workloads.split(","):
+    for key in keys:
         batch, sizes, reps = WORKLOADS[key]
         total = dict.fromkeys(makers, 0.0)
         work = 0
