@@ -18,10 +18,9 @@ loaded from a copy in memory (Linux's ``memfd``) with ``OPENBLAS_CORETYPE=Haswel
 one thread, both set for its load only.  It loads with the first network that has a layer
 :data:`MIN_SIDE` wide or wider (:func:`.blas.prepare`): smaller nets, whose products never
 reach it, are spared its load, 15 ms of each process's set-up (110 -> 95 ms, medians of 7,
-AMD EPYC).  Single calls,
-Haswell against SkylakeX: e's blocks with an inner dimension of 1024 6-7% faster, of 784
-and 256 the same; 256^3 the same, 256x128x512 5% slower and 128^3 2.5% slower: hence the
-rule's floor.
+AMD EPYC).  Single calls, Haswell against SkylakeX: e's blocks with an inner dimension of
+1024 6-7% faster, of 784 and 256 the same; 256^3 the same, 256x128x512 5% slower and 128^3
+2.5% slower: hence the rule's floor.
 
 Where: AuthenticAMD, CPU family 25 (Zen 3 and 4; only Zen 4 has AVX-512) with AVX-512,
 where SciPy's OpenBLAS chose SkylakeX, on Linux, unless ``OPENBLAS_CORETYPE`` is set
