@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from fastdnn import config
@@ -59,7 +58,7 @@ CHILD = """
 import json, numpy as np, numba
 from fastdnn.kernels.cpu import blas, haswell
 blas.prepare()
-out = dict(prepared=blas._prepared, rule=[blas._big_macs.value, blas._big_side.value])
+out = dict(prepared=blas._prepared, rule=blas.big_rule())
 if haswell.loaded():
     out["core"] = haswell.load().scipy_openblas_get_corename().decode()
 rng = np.random.default_rng(0)
@@ -103,13 +102,16 @@ def children():
 def test_the_big_products_on_the_haswell_instance_are_numpys(children):
     out, alone = children
     assert out["prepared"] == "scipy-haswell" and out["core"].lower() == "haswell"
-    assert out["rule"] == [haswell.MIN_MACS, haswell.MIN_SIDE]
+    assert out["rule"] == {"float32": [haswell.MIN_MACS, haswell.MIN_SIDE],
+                           "float64": list(blas.NEVER)}
     for dtype, tol in (("float32", 1e-5), ("float64", 1e-13)):
         *errors, same_bits = out["errors"][dtype]
         assert max(errors) < tol, (dtype, errors)
         assert same_bits, f"{dtype}: the bits changed with the thread count"
-    # The other kernels round otherwise: the product did run on the second instance.
+    # The other kernels round otherwise: the float32 product did run on the second
+    # instance, and the float64 one on SciPy's.
     assert alone["prepared"] == "scipy" and alone["float32"] != out["float32"]
+    assert alone["float64"] == out["float64"]
 
 
 def _child(library, script=CHILD):
@@ -122,8 +124,8 @@ def _child(library, script=CHILD):
     return json.loads(proc.stdout.splitlines()[-1])
 
 
-# Under "auto" (on a Zen 4, as far as it knows) the instance loads with the first network
-# that has a layer of MIN_SIDE: before it, a big product runs on SciPy's instance.
+# Under "auto" (on a Zen 4, as far as it knows) the instance loads with the first float32
+# network that has a layer of MIN_SIDE: before it, a big product runs on SciPy's instance.
 LAZY = """
 import json, numpy as np
 from fastdnn.kernels.cpu import blas, haswell
@@ -132,12 +134,13 @@ haswell.wanted = lambda core: haswell._failure is None
 rng = np.random.default_rng(0)
 X = rng.standard_normal((256, 1024)).astype(np.float32)
 W = rng.standard_normal((1024, 1024)).astype(np.float32)
-out = {}
-for sizes in ([8, 255, 2], [8, 256, 2]):
-    CPUBackend(sizes, [1], 0, np.float32)
+out = []
+for width, dtype in ((255, np.float32), (256, np.float64), (256, np.float32)):
+    CPUBackend([8, width, 2], [1], 0, dtype)
     Z = np.empty((256, 1024), np.float32)
     blas.matmul(X, W, Z)
-    out[sizes[1]] = [blas._prepared, haswell.loaded(), blas._big_macs.value, Z.tobytes().hex()]
+    out.append([blas._prepared, haswell.loaded(), blas.big_rule()["float32"][0],
+                Z.tobytes().hex()])
 print(json.dumps(out))
 """
 
@@ -146,9 +149,11 @@ print(json.dumps(out))
 def test_auto_loads_the_instance_with_the_first_net_that_can_use_it(children):
     out = _child("auto", LAZY)
     on, alone = (child["float32"] for child in children)
-    never = np.iinfo(np.int64).max
-    assert out["255"] == ["scipy-haswell", False, never, alone]
-    assert out["256"] == ["scipy-haswell", True, haswell.MIN_MACS, on]
+    never = blas.NEVER[0]
+    narrow, wide64, wide32 = out
+    assert narrow == ["scipy-haswell", False, never, alone]
+    assert wide64 == ["scipy-haswell", False, never, alone]  # its products never go there
+    assert wide32 == ["scipy-haswell", True, haswell.MIN_MACS, on]
 
 
 # A copy that does not load: under "auto" the fit runs on SciPy's instance alone (and a
@@ -171,7 +176,7 @@ else:
     blas.prepare([784, 1024, 10])
     blas.prepare([8, 16, 2])
     print("bound:", before, blas._prepared, blas.library(),
-          blas._big_macs.value == np.iinfo(np.int64).max)
+          set(blas.big_rule().values()) == {blas.NEVER})
 """
 
 

@@ -77,7 +77,7 @@ class CPUBackend:
     device = "cpu"
 
     def __init__(self, sizes, codes, loss, dtype, l2=0.0, drops=None):
-        blas.prepare(sizes)
+        blas.prepare(sizes, dtype)
         self.sizes = list(sizes)
         self.codes = list(codes)
         self.loss = loss

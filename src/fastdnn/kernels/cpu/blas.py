@@ -64,9 +64,14 @@ _BLOCKS_SYMBOL = "fastdnn_blas_blocks"
 _blocks = ctypes.c_int64(1)
 #: Name of the GEMM the kernels call for big products (bound by :func:`prepare`).
 BIG_GEMM_SYMBOL = "fastdnn_big_xxgemm"
-#: Names of the int64s the kernels read the big-product rule from (:func:`_on_big`).
-_BIG_MACS_SYMBOL, _BIG_SIDE_SYMBOL = "fastdnn_blas_big_macs", "fastdnn_blas_big_side"
-_big_macs, _big_side = ctypes.c_int64(0), ctypes.c_int64(0)
+#: Names of the int64s the kernels read the big-product rule from (:func:`_on_big`): the
+#: fewest multiply-adds and the shortest side of a float32 call's output, then a float64
+#: call's.
+_BIG_RULE_SYMBOLS = ("fastdnn_blas_big_macs32", "fastdnn_blas_big_side32",
+                     "fastdnn_blas_big_macs64", "fastdnn_blas_big_side64")
+_big_rule = tuple(ctypes.c_int64(0) for _ in _BIG_RULE_SYMBOLS)
+#: The rule of a dtype none of whose products go to the big-product GEMM.
+NEVER = (np.iinfo(np.int64).max, 0)
 #: The values ``config.BLAS`` / ``FASTDNN_BLAS`` may take.
 LIBRARIES = ("auto", "scipy", "mkl", "scipy-haswell")
 #: Multiply-adds from which a product is split into column blocks run in parallel
@@ -209,36 +214,51 @@ def library():
 _prepared = None  # the library bound, once prepared
 
 
+def big_rule():
+    """``{dtype name: (fewest multiply-adds, shortest output side)}``: the calls that go
+    to the big-product GEMM now (:func:`_on_big`; :data:`NEVER` for none)."""
+    values = [v.value for v in _big_rule]
+    return {"float32": tuple(values[:2]), "float64": tuple(values[2:])}
+
+
 def _set_big_rule(chosen):
     """The products that go to the big-product GEMM of the library ``chosen``
     (:func:`_on_big`); none where that GEMM is Numba's helper itself, or the Haswell
-    instance not yet loaded."""
-    rule = {"mkl": (config.MKL_MIN_MACS, config.MKL_MIN_SIDE)}
+    instance not yet loaded, and only float32 ones on that instance
+    (:data:`.haswell.DTYPES`)."""
+    rules = {"mkl": dict.fromkeys(("float32", "float64"),
+                                  (config.MKL_MIN_MACS, config.MKL_MIN_SIDE))}
     if haswell.loaded():
-        rule["scipy-haswell"] = (haswell.MIN_MACS, haswell.MIN_SIDE)
-    _big_macs.value, _big_side.value = rule.get(chosen, (np.iinfo(np.int64).max, 0))
+        rules["scipy-haswell"] = dict.fromkeys(haswell.DTYPES, (haswell.MIN_MACS,
+                                                                haswell.MIN_SIDE))
+    rule = rules.get(chosen, {})
+    values = [v for dtype in ("float32", "float64") for v in rule.get(dtype, NEVER)]
+    for setting, value in zip(_big_rule, values):
+        setting.value = value
 
 
-def _admit(sizes):
+def _admit(sizes, dtype):
     """Load the Haswell instance, if bound and not yet loaded, for a network with layer
-    widths ``sizes`` that can make a product it takes: one with an output side of
-    ``haswell.MIN_SIDE`` or more, and each side of a product's output is a layer's width
-    or the batch's rows.  Its load took 15 ms of a process's set-up (AMD EPYC), which the
-    nets of the course (no layer of 256) never use.  Whether a network's products take
-    it still follows from its shapes alone.  Under ``"auto"``, a copy that does not load
-    leaves SciPy's instance alone for this process."""
+    widths ``sizes`` and parameters of ``dtype`` (None: any) that can make a product it
+    takes: one of :data:`.haswell.DTYPES` with an output side of ``haswell.MIN_SIDE`` or
+    more, and each side of a product's output is a layer's width or the batch's rows.
+    Its load took 15 ms of a process's set-up (AMD EPYC), which the nets of the course
+    (no layer of 256) never use.  Whether a network's products take it still follows
+    from its shapes and dtype alone.  Under ``"auto"``, a copy that does not load leaves
+    SciPy's instance alone for this process."""
     global _prepared
     if _prepared == "scipy-haswell" and not haswell.loaded() and sizes \
-            and max(sizes) >= haswell.MIN_SIDE:
+            and max(sizes) >= haswell.MIN_SIDE \
+            and (dtype is None or np.dtype(dtype).name in haswell.DTYPES):
         try:
             haswell.load()
         except ImportError:  # under auto only: asked for by name, prepare loaded it
             _prepared = "scipy"  # haswell.wanted is False now, so library() agrees
 
 
-def prepare(sizes=()):
+def prepare(sizes=(), dtype=None):
     """One-time set-up before the first CPU kernel runs (idempotent, ~0.1 s), and for
-    each network's, with the layer widths ``sizes`` (input first).
+    each network's, with the layer widths ``sizes`` (input first) and its ``dtype``.
 
     Binds the GEMM the kernels call to :func:`library`'s choice, and the per-thread BLAS
     setting, and starts Numba's thread pool: a cached kernel that reaches the ``prange``
@@ -265,7 +285,7 @@ def prepare(sizes=()):
                 f"fastdnn's CPU kernels run on {_prepared!r} in this process; the BLAS "
                 f"is bound once, by the first CPU network, so set fastdnn.config.BLAS "
                 f"or FASTDNN_BLAS to {chosen!r} before that")
-        _admit(sizes)
+        _admit(sizes, dtype)
         _set_big_rule(_prepared)
         return
     from numba.np.ufunc.parallel import _launch_threads
@@ -280,12 +300,12 @@ def prepare(sizes=()):
     _launch_threads()
     _register_local_threads()
     llvm.add_symbol(BIG_GEMM_SYMBOL, big)
-    llvm.add_symbol(_BIG_MACS_SYMBOL, ctypes.addressof(_big_macs))
-    llvm.add_symbol(_BIG_SIDE_SYMBOL, ctypes.addressof(_big_side))
+    for symbol, setting in zip(_BIG_RULE_SYMBOLS, _big_rule):
+        llvm.add_symbol(symbol, ctypes.addressof(setting))
     llvm.add_symbol(_BLOCKS_SYMBOL, ctypes.addressof(_blocks))
     llvm.add_symbol(_SMALL_MACS_SYMBOL, ctypes.addressof(_small_macs))
     _prepared = chosen
-    _admit(sizes)
+    _admit(sizes, dtype)
     _set_big_rule(_prepared)
 
 
@@ -313,16 +333,18 @@ def _setting(symbol):
 _blocks_setting = _setting(_BLOCKS_SYMBOL)
 #: The small path's limit (:data:`_SMALL_MACS_SYMBOL`).
 _small_path_macs = _setting(_SMALL_MACS_SYMBOL)
-_big_macs_setting = _setting(_BIG_MACS_SYMBOL)
-_big_side_setting = _setting(_BIG_SIDE_SYMBOL)
+_big_macs32, _big_side32, _big_macs64, _big_side64 = map(_setting, _BIG_RULE_SYMBOLS)
 
 
 @njit(cache=config.CACHE, inline="always")
-def _on_big(M, N, K):
-    """Whether a column-major ``M x N x K`` call goes to the big-product GEMM: at least
-    ``config.MKL_MIN_MACS`` multiply-adds, and both sides of its output at least
-    ``config.MKL_MIN_SIDE`` (never, where MKL is not used)."""
-    return M * N * K >= _big_macs_setting() and min(M, N) >= _big_side_setting()
+def _on_big(M, N, K, itemsize):
+    """Whether a column-major ``M x N x K`` call on elements of ``itemsize`` bytes goes to
+    the big-product GEMM: at least so many multiply-adds, and both sides of its output
+    at least so long, as :func:`big_rule` says for its dtype (``config.MKL_MIN_MACS``
+    and ``config.MKL_MIN_SIDE`` with MKL; never, where the GEMM is SciPy's)."""
+    if itemsize == 4:
+        return M * N * K >= _big_macs32() and min(M, N) >= _big_side32()
+    return M * N * K >= _big_macs64() and min(M, N) >= _big_side64()
 
 # The BLAS transpose flags, read from an array at run time, and the column step from
 # the array: passed as constants, Numba typed them as literals and compiled _product
@@ -358,7 +380,7 @@ def _gemm(flag_a, flag_b, M, N, K, A, lda, B, ldb, C, ldc, scalars):
     ``C += op(A) op(B)`` (:func:`matmul_add`), or ``[alpha, beta]``
     (:func:`matmul_tn_add`)."""
     _set_local_threads(1)
-    big = _on_big(M, N, K)
+    big = _on_big(M, N, K, C.itemsize)
     kind = _SINGLE if C.itemsize == 4 else _DOUBLE
     if scalars.size == 2:
         _call(big, kind, flag_a, flag_b, M, N, K, scalars, A, lda, B, ldb, C, ldc)
@@ -440,7 +462,7 @@ def small_path_calls(flag_a, rows, cols, K, limit, most):
 def _serial_product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc,
                     scalars):
     """:func:`_product` on the calling thread: one BLAS call, or a few on the small path."""
-    calls = 1 if _on_big(cols, rows, K) else small_path_calls(
+    calls = 1 if _on_big(cols, rows, K, Cf.itemsize) else small_path_calls(
         flag_a, rows, cols, K, _small_path_macs(), SMALL_PATH_SPLITS)
     width = (cols + calls - 1) // calls
     for blk in range(calls):
@@ -597,7 +619,8 @@ def matmul_nt(X, Y, C):
     m, n = X.shape
     k = Y.shape[0]
     Cf = C.reshape(C.size)
-    if _small_path_macs() > 0 and n < SMALL_PATH_MIN_K_TRANSPOSED and not _on_big(k, m, n):
+    if (_small_path_macs() > 0 and n < SMALL_PATH_MIN_K_TRANSPOSED
+            and not _on_big(k, m, n, C.itemsize)):
         # Inlined, not through matmul: a call made a cold start compile matmul (0.3 s)
         # for this product alone.
         _nn(X, Y.T.copy(), Cf, Cf[:0])

@@ -11,16 +11,16 @@ OPENBLAS_CORETYPE=Haswell``, 5 rounds).  But only the SkylakeX kernels have Open
 small-matrix path, and with the Haswell core process-wide the small nets ran slower:
 16-32-32-32-2 at batch 64 0.67x, 64-128-128-10 online 0.22x.
 
-So the small products stay on SciPy's instance, and the big ones (those with at least
-:data:`MIN_MACS` multiply-adds and both sides of their output at least :data:`MIN_SIDE`:
-the rule of :func:`.blas._on_big`) go to a second instance of the same library file,
-loaded from a copy in memory (Linux's ``memfd``) with ``OPENBLAS_CORETYPE=Haswell`` and
-one thread, both set for its load only.  It loads with the first network that has a layer
-:data:`MIN_SIDE` wide or wider (:func:`.blas.prepare`): smaller nets, whose products never
-reach it, are spared its load, 15 ms of each process's set-up (110 -> 95 ms, medians of 7,
-AMD EPYC).  Single calls, Haswell against SkylakeX: e's blocks with an inner dimension of
-1024 6-7% faster, of 784 and 256 the same; 256^3 the same, 256x128x512 5% slower and 128^3
-2.5% slower: hence the rule's floor.
+So the small products stay on SciPy's instance, and the big float32 ones (those with at
+least :data:`MIN_MACS` multiply-adds and both sides of their output at least
+:data:`MIN_SIDE`: the rule of :func:`.blas._on_big`) go to a second instance of the same
+library file, loaded from a copy in memory (Linux's ``memfd``) with
+``OPENBLAS_CORETYPE=Haswell`` and one thread, both set for its load only.  It loads with the
+first float32 network that has a layer :data:`MIN_SIDE` wide or wider (:func:`.blas.prepare`):
+smaller nets, whose products never reach it, are spared its load, 15 ms of each process's
+set-up (110 -> 95 ms, medians of 7, AMD EPYC).  Single calls, Haswell against SkylakeX: e's
+blocks with an inner dimension of 1024 6-7% faster, of 784 and 256 the same; 256^3 the
+same, 256x128x512 5% slower and 128^3 2.5% slower: hence the rule's floor.
 
 Where: AuthenticAMD, CPU family 25 (Zen 3 and 4; only Zen 4 has AVX-512) with AVX-512,
 where SciPy's OpenBLAS chose SkylakeX, on Linux, unless ``OPENBLAS_CORETYPE`` is set
@@ -41,6 +41,11 @@ from . import mkl, threads
 MIN_MACS = 1 << 26
 #: Fewest rows and columns of its output.
 MIN_SIDE = 256
+#: The dtypes whose big products run on it.  Not float64: on the products of layers
+#: 784x1024, 1024x4096 and 4096x1024 at batches 256 and 512 (18), Haswell's DGEMM took
+#: a median 1.036x SkylakeX's time (14 slower), where its SGEMM took 0.961x (2 slower;
+#: ``benchmarks/big_rule.py``, AMD EPYC, medians of 5-7 alternated timings).
+DTYPES = ("float32",)
 
 _CORE = "Haswell"
 
