@@ -362,6 +362,7 @@ def run_train(args):
             f"{batch_size} rows per rank and step ({size * batch_size} per step), "
             f"{args.threads} thread(s) per rank")
 
+    rates = _Rates()
     hist = net.fit(
         X_train[shard],
         y_train[shard],
@@ -370,6 +371,7 @@ def run_train(args):
         optimizer=make_optimizer(optimizer_name, lr),
         validation_data=(X_test[shard], y_test[shard]),
         verbose=not args.quiet,
+        callbacks=[rates],
         comm=comm,
     )
     if rank != 0:
@@ -378,14 +380,19 @@ def run_train(args):
     score = net.score(X_test, y_test)
     metric = "accuracy" if task.name == "classification" else "R2"
     print(f"{held_out} {metric}: {score:.4f} ({len(X_test)} samples)")
-    print(throughput_line(hist.seconds, len(X_train)))
+    # One epoch: its rate after the compile, on rank 0's share of the rows.
+    first_rate = rates.rates[0] if rates.rates else None
+    if first_rate is not None:
+        first_rate *= len(X_train) / max(len(X_train[shard]), 1)
+    print(throughput_line(hist.seconds, len(X_train), first_rate))
     if not args.no_save:
         net.save(args.out, metadata=prep.to_metadata())
     if args.plot:
         widths = "-".join(map(str, net.sizes))
         title = f"{name}: {widths}, {task.loss}"
         plot_losses(hist, args.plot, title, f"{held_out} loss")
-    print(f"wall time: {time.perf_counter() - start:.2f} s (including data loading and JIT compile)")
+    print(f"wall time: {time.perf_counter() - start:.2f} s "
+          f"(including data loading and JIT compile)")
     if not args.no_save:
         print(f"model saved to {os.path.abspath(args.out)}")
     if args.plot:
@@ -420,20 +427,36 @@ def plot_losses(hist, path, title, val_label):
         plt.close(fig)
 
 
-def throughput_line(seconds, n_train):
+class _Rates:
+    """A ``fit`` callback that keeps each epoch's ``rate``: samples/s of its runs of
+    steps that compiled nothing, ``None`` where they all did (:mod:`.callbacks`)."""
+
+    def __init__(self):
+        self.rates = []
+
+    def on_epoch_end(self, epoch, logs):
+        self.rates.append(logs.get("rate"))
+        return False
+
+
+def throughput_line(seconds, n_train, first_rate=None):
     """Describe training speed from the per-epoch times in ``History.seconds``.
 
-    The first epoch includes Numba's JIT compile or cache load (about 1 s for
-    digits on first use, versus ~10 ms for a later epoch), so it is left out of
-    the rate when there are others.
+    The first epoch includes Numba's JIT compile or cache load (seconds on first use,
+    against ~10 ms for a later epoch of digits), so it is left out of the rate when there
+    are others.  A fit of one epoch reports ``first_rate``, that epoch's rate after its
+    compile (its callbacks' ``rate``), or none: never one that counts the compile.
     """
     seconds = list(seconds)
-    steady = seconds[1:] if len(seconds) > 1 else seconds
-    total = sum(steady)
-    rate = n_train * len(steady) / total if total > 0 else float("inf")
-    which = f"epochs 2-{len(seconds)}" if len(seconds) > 1 else "1 epoch, includes JIT compile"
-    return (f"throughput: {rate:,.0f} samples/s ({which}); "
-            f"training time {sum(seconds):.2f} s for {len(seconds)} "
+    if len(seconds) > 1:
+        total = sum(seconds[1:])
+        rate = n_train * (len(seconds) - 1) / total if total > 0 else float("inf")
+        speed = f"{rate:,.0f} samples/s (epochs 2-{len(seconds)})"
+    elif first_rate is not None:
+        speed = f"{first_rate:,.0f} samples/s (epoch 1, after the JIT compile)"
+    else:
+        speed = "not measured (the one epoch was mostly the JIT compile: train two or more)"
+    return (f"throughput: {speed}; training time {sum(seconds):.2f} s for {len(seconds)} "
             f"epoch{'s' if len(seconds) != 1 else ''}")
 
 

@@ -187,8 +187,20 @@ def test_parse_hidden():
 def test_throughput_leaves_out_the_compile_epoch():
     line = throughput_line([5.0, 0.5, 0.5], n_train=1000)
     assert "2,000 samples/s (epochs 2-3)" in line and "6.00 s for 3 epochs" in line
+    # One epoch: its rate after the compile, or none; never one that counts the compile.
+    line = throughput_line([2.0], n_train=100, first_rate=1234.4)
+    assert "1,234 samples/s (epoch 1, after the JIT compile)" in line
+    assert "2.00 s for 1 epoch" in line and "epochs" not in line
     line = throughput_line([2.0], n_train=100)
-    assert "includes JIT compile" in line and "for 1 epoch" in line and "epochs" not in line
+    assert "throughput: not measured" in line and "samples/s" not in line
+
+
+def test_one_epoch_reports_no_rate_that_counts_the_compile(tmp_path, capsys):
+    assert main(["train", "--dataset", "parity", "--epochs", "1", "--hidden", "4",
+                 "--quiet", "--no-save"]) == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("throughput:")]
+    assert len(line) == 1
+    assert "after the JIT compile" in line[0] or "not measured" in line[0], line[0]
 
 
 def test_python_dash_m(tmp_path):
