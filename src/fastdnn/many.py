@@ -12,6 +12,7 @@ import time
 
 from .errors import TrainingDivergedError
 from .fitting import FitRun
+from .kernels.cpu.separate import filled_from_kernels
 from .model import MLP
 from .optim import Optimizer
 from .validation import check_n_threads
@@ -109,9 +110,13 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
             if not active:
                 break
             seeds = [runs[i].next_seed() for i in active]
+            filled = filled_from_kernels()
             start = time.perf_counter()
             results = group.run_epochs(active, first.sampling, seeds)
             seconds = time.perf_counter() - start
+            # The first epoch compiles the kernel (or loads it); a later one may compile a
+            # callee reached late: their time is no rate.
+            compiled = epoch == 0 or filled_from_kernels() != filled
             for i, result in zip(active, results):
                 try:
                     runs[i].book(result, seconds)
@@ -121,7 +126,7 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
             if verbose:
                 booked = [i for i in active if i not in errors]
                 _progress(epoch, first.epochs, [runs[i].history.loss[-1] for i in booked],
-                          sum(r.samples for r in results), seconds)
+                          sum(r.samples for r in results), seconds, compiled)
     for run in runs:
         run.close()
     histories = [run.history for run in runs]
@@ -134,7 +139,10 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
     return histories
 
 
-def _progress(epoch, epochs, losses, samples, seconds):
+def _progress(epoch, epochs, losses, samples, seconds, compiled):
+    """One line of the nets' epoch; its samples/s unless it ``compiled`` kernels."""
     mean = sum(losses) / len(losses) if losses else math.nan
-    print(f"epoch {epoch}/{epochs}  nets {len(losses)}  mean loss {mean:.4f}  "
-          f"{samples / max(seconds, 1e-12):,.0f} samples/s", file=sys.stdout, flush=True)
+    rate = ("JIT compile, no rate" if compiled
+            else f"{samples / max(seconds, 1e-12):,.0f} samples/s")
+    print(f"epoch {epoch}/{epochs}  nets {len(losses)}  mean loss {mean:.4f}  {rate}",
+          file=sys.stdout, flush=True)

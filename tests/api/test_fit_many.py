@@ -173,6 +173,9 @@ def test_verbose_prints_one_line_per_epoch(capsys):
     fd.fit_many(nets(), X, y, epochs=3, verbose=True)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("epoch 1/3  nets 5  mean loss ")
+    # The first epoch compiled (or loaded) the kernel: no rate that counts it.
+    assert lines[0].endswith("JIT compile, no rate")
+    assert all(line.endswith(" samples/s") for line in lines[1:])
 
 
 def test_bad_n_threads_is_refused():
