@@ -2,6 +2,11 @@
 :func:`train_steps` with the forward and backward passes inlined: the same arithmetic,
 so the same weights, losses and learning rates bit for bit, for every activation, loss,
 optimizer, sampling mode, penalty, clip and dropout."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -173,3 +178,28 @@ def test_an_online_fit_gives_the_same_loss_with_either_threshold(monkeypatch, ve
     loops = fd.MLP([X.shape[1], 64, 64, y.shape[1]], loss="mse", dtype="float64", seed=0)
     loops.fit(X, y, epochs=2, batch_size=1, optimizer=fd.SGD(lr=0.01), shuffle=False)
     np.testing.assert_allclose(net.predict(X), loops.predict(X), rtol=1e-10, atol=1e-12)
+
+
+# In a fresh process: which of the fused step's callees an online fit reaches (compiled,
+# or loaded from the cache).
+REACHED = """
+import json, numpy as np
+import fastdnn as fd
+from fastdnn.kernels.cpu import train
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((16, 3)), rng.standard_normal((16, 1))
+fd.MLP([3, {width}, 1], activation="tanh", loss="mse").fit(
+    X, y, epochs=1, batch_size=1, optimizer=fd.SGD(lr=0.01))
+print(json.dumps([len(f.signatures) for f in (train._fused_wide_step, train._sgd_rank_one)]))
+"""
+
+
+@pytest.mark.parametrize("width, reached", [(train.FUSED_MIN_WIDTH - 1, [0, 0]),
+                                            (train.FUSED_MIN_WIDTH, [1, 1])])
+def test_only_a_net_with_a_wide_layer_compiles_the_fused_step(width, reached):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["FASTDNN_WARMUP"] = "0"
+    proc = subprocess.run([sys.executable, "-c", REACHED.format(width=width)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == reached

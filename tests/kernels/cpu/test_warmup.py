@@ -90,11 +90,11 @@ def called(online, stacked=False, net=None):
     prefix = "fastdnn.kernels.cpu.train:"
     names = [prefix + "forward_chunks", prefix + "loss_of_logits"]
     if online:
-        wide = max(net[3][1:-1]) >= train.FUSED_MIN_WIDTH
+        wide = warmup._has_wide_layer(net[3])
         head = "fastdnn.kernels.cpu.losses:" + (
             "cross_entropy_head" if net[1] == "cross_entropy" else "squared_error_head")
         return names + [head] + [name for name in warmup.SHARED_ONLINE
-                                 if wide or not name.endswith("_sgd_rank_one")]
+                                 if wide or name not in warmup.WIDE_ONLINE]
     if stacked:
         return names + [prefix + "loss_and_deltas", prefix + "_batch_sgd_update",
                         "fastdnn.kernels.cpu.blas:matmul_tn_add"]

@@ -274,43 +274,60 @@ def _abs_max(x):
 @njit(cache=config.CACHE, inline="always")
 def _fused_sgd_step(theta, table, bufs, opt, sched, value, t, m):
     """Step ``t`` of online SGD from the one-row gradient :func:`_online_loss_and_deltas`
-    left.  For a net with a wide layer (the biases' gradients only in ``bufs.grad``):
-    with plain or momentum SGD, no L2 penalty, no clipping, a finite loss and gradient
-    and the guard's bounds safe, the update with the weights' gradient formed on the fly;
-    returns ``(True, lr)``.  Otherwise the weights' gradient is written into ``bufs.grad``
-    (a net without a wide layer has it already) and ``(False, 0.0)`` leaves the step to
-    the general sequence (which then finds what stopped this one).  ``m``: the batch's
-    rows, 1.
+    left: ``(False, 0.0)`` for a net without a wide layer, whose gradient is complete,
+    which leaves the step to the general sequence; else :func:`_fused_wide_step`.  ``m``:
+    the batch's rows, 1."""
+    if not _has_wide_layer(table):
+        return False, 0.0
+    return _fused_wide_step(theta, table, bufs.inputs, bufs.work[0], bufs.grad, bufs.guard,
+                            opt.code, opt.hyper, opt.state[0], sched.code, sched.params,
+                            value, t)
+
+
+# A call, compiled on its own (.separate), not inlined into the online kernel: with it
+# inlined, that kernel had 5,594 Numba IR statements, now 4,694, which every first online
+# fit compiled, where only nets with a wide layer reach it (their steps take microseconds:
+# a call is nothing there).  So a net without one never compiles it, and the compile
+# helper compiles it for a net with one while this process compiles the kernel.  A cold
+# first online `fastdnn train` took 8.04 -> 7.50 s (its 64-128-128-10 net), with parity's
+# 8-128-128-2 8.28 -> 7.36 s (medians of 5 and 4, alternated); steps ran 1.04x as fast
+# on 64-128-128-10, 0.96x on 16-32-32-2 (a change of the kernel's code, not of its work),
+# 1.01x on 2-8-8-1 (AMD EPYC, benchmarks/ab_trees.py).
+@separate(returns=types.Tuple((types.boolean, types.float64)))
+@njit(cache=config.CACHE, error_model="numpy")
+def _fused_wide_step(theta, table, inputs, work, grad, guard, code, hyper, velocity, schedule,
+                     params, value, t):
+    """Step ``t`` of online SGD for a net with a wide layer, whose one-row gradient left
+    the biases' gradients only in ``grad``: with plain or momentum SGD (optimizer
+    ``code``, ``hyper``), no L2 penalty, no clipping, a finite loss ``value`` and gradient,
+    and the guard's bounds safe, the update with the weights' gradient formed on the fly
+    (:func:`_sgd_rank_one`, onto ``theta`` and its ``velocity``); returns ``(True, lr)``.
+    Otherwise the weights' gradient is written into ``grad`` and ``(False, 0.0)`` leaves
+    the step to the general sequence (which then finds what stopped this one).
+    ``schedule`` and ``params``: the learning rate's schedule.
 
     The same arithmetic as that sequence, element by element (``spec.sgd_step`` of the
     same gradient), so the same weights, but for the sign of a zero gradient where the
     general sequence formed ``dW`` in BLAS (one-row products from
     :func:`.backend.one_row_gemm_macs`), whose ``0 + a b`` turns -0 into +0.
     """
-    grad = bufs.grad
-    hyper = opt.hyper
     c = theta.dtype.type
-    if not _has_wide_layer(table):  # the gradient is complete: the general sequence
-        return False, 0.0
-    if (opt.code == SGD and hyper[L2] == 0.0 and hyper[CLIP_NORM] == 0.0
-            and np.isfinite(value)):
+    if code == SGD and hyper[L2] == 0.0 and hyper[CLIP_NORM] == 0.0 and np.isfinite(value):
         top = 0.0
         for i in range(table.shape[0]):
             n = table[i, FAN_OUT]
             dmax = _abs_max(grad[table[i, B_OFF]:table[i, B_OFF] + n])
-            amax = _abs_max(_layer_input(table, bufs.inputs, bufs.work[0], i))
+            amax = _abs_max(_layer_input(table, inputs, work, i))
             peak = c(amax) * c(dmax)  # NaN for inf * 0, as the element a_p db_j it bounds
             top = max(top, dmax, peak) if peak == peak else np.inf
         if np.isfinite(top):
-            lr = hyper[LR] * _lr_factor_called(sched.code, sched.params, t)
-            if _bounds_are_safe_called(opt.code, hyper, lr, t, abs_bound(top, theta),
-                                       bufs.guard):
-                _sgd_rank_one(theta, table, bufs.inputs, bufs.work[0], grad, opt.state[0], lr,
-                              hyper[MOMENTUM], hyper[NESTEROV] != 0.0, hyper[WEIGHT_DECAY],
-                              t == 0)
+            lr = hyper[LR] * F.lr_factor(schedule, params, t)
+            if bounds_are_safe(code, hyper, lr, t, abs_bound(top, theta), guard):
+                _sgd_rank_one(theta, table, inputs, work, grad, velocity, lr, hyper[MOMENTUM],
+                              hyper[NESTEROV] != 0.0, hyper[WEIGHT_DECAY], t == 0)
                 return True, lr
     for i in range(table.shape[0]):
-        _write_weight_grad(table, bufs.inputs, bufs.work[0], grad, i)
+        _write_weight_grad(table, inputs, work, grad, i)
     return False, 0.0
 
 
@@ -323,14 +340,6 @@ def _fused_sgd_step(theta, table, bufs, opt, sched, value, t, m):
 #: took 1.42x and 64-128-128-10 1.09x the time; never fused, 64-128-128-10 1.28x (medians
 #: of 5, each width its own source tree, interleaved).
 FUSED_MIN_WIDTH = 64
-
-
-# The fused step's schedule and guard, as calls: it runs only for nets with a wide
-# layer, whose steps take microseconds, and the copies inlined there were 560 of the
-# online kernel's 5,978 Numba IR statements (the general sequence keeps its own inlined:
-# as calls they cost a 2-8-8-1 step 2%, see .formulas).
-_lr_factor_called = njit(cache=config.CACHE)(F.lr_factor.py_func)
-_bounds_are_safe_called = njit(cache=config.CACHE)(bounds_are_safe.py_func)
 
 
 # A call, not inlined: inlined into the epoch loop, its loops over the parameters ran

@@ -99,24 +99,26 @@ HELPED_STACKED = ((_TRAIN + "loss_and_deltas",) + HELPED[1:]
 #: What it compiles for online SGD, whose epoch kernel has a pass of its own inlined: the
 #: functions that kernel calls (:func:`_compile_online_callees`; the kernel's compile
 #: waits for each at its lookup, or compiles it itself: :data:`SHARED_ONLINE`), the
-#: shuffle and the update of wide layers, which the first epoch calls; then the evaluation
-#: (the forward pass with it) and the loss head (:func:`start` adds the fit's), which an
-#: online fit needs after its first epoch.  Without the first part, the helper was done
-#: at 3.0 s of a cold 10.0 s online ``fastdnn train``, while this process compiled them,
-#: 3 s of it (AMD EPYC).  The first is the one only online fits compile.
+#: shuffle and, for a net with a wide layer, its fused step and update, which the first
+#: epoch calls; then the evaluation (the forward pass with it) and the loss head
+#: (:func:`start` adds the fit's), which an online fit needs after its first epoch.
+#: Without the first part, the helper was done at 3.0 s of a cold 10.0 s online ``fastdnn
+#: train``, while this process compiled them, 3 s of it (AMD EPYC).  The first is the one
+#: only online fits compile.
 HELPED_ONLINE = (_LOSSES + "loss_grad_inlined", _BLAS + "_product", _BLAS + "matmul_add",
                  _BLAS + "matmul_tn", _BLAS + "matmul_nt", _DENSE + "_backprop_rows",
-                 _TRAIN + "_lr_factor_called", _TRAIN + "_bounds_are_safe_called",
                  _PAIR + "settle", _UPDATES + "sgd_update", _TRAIN + "_shuffle",
-                 _TRAIN + "_sgd_rank_one", _TRAIN + "forward_layers", _TRAIN + "forward_chunks",
-                 _TRAIN + "loss_of_logits")
+                 _TRAIN + "_sgd_rank_one", _TRAIN + "_fused_wide_step", _TRAIN + "forward_layers",
+                 _TRAIN + "forward_chunks", _TRAIN + "loss_of_logits")
 #: The functions of :data:`HELPED_ONLINE` that either process compiles, whichever comes to
 #: it first, as :data:`SHARED`: the kernel's compile, once it catches up with the helper,
 #: compiles the next itself (it had waited 0.9 s for them, AMD EPYC).
 SHARED_ONLINE = (_LOSSES + "loss_grad_inlined", _BLAS + "matmul_tn", _BLAS + "matmul_nt",
-                 _DENSE + "_backprop_rows", _TRAIN + "_lr_factor_called",
-                 _TRAIN + "_bounds_are_safe_called", _PAIR + "settle", _UPDATES + "sgd_update",
-                 _TRAIN + "_shuffle", _TRAIN + "_sgd_rank_one")
+                 _DENSE + "_backprop_rows", _PAIR + "settle", _UPDATES + "sgd_update",
+                 _TRAIN + "_shuffle", _TRAIN + "_sgd_rank_one", _TRAIN + "_fused_wide_step")
+#: The functions of :data:`SHARED_ONLINE` that only a net with a wide layer calls (and
+#: only at its first step: the kernel's compile does not reach them).
+WIDE_ONLINE = (_TRAIN + "_sgd_rank_one", _TRAIN + "_fused_wide_step")
 #: The loss heads, one of which the helper of an online fit compiles (:data:`HELPED_ONLINE`).
 HEADS = tuple(_LOSSES + name for name in ("cross_entropy_head", "squared_error_head",
                                           "binary_cross_entropy_head", "poisson_head"))
@@ -390,7 +392,7 @@ def compile_pass(net):
         loss_and_deltas if net.get("stacked") else module.loss_and_gradient)
     module.loss_of_logits = _compile_only(module.loss_of_logits)
     if net["online"]:
-        _compile_online_callees(dtype, net.get("claims"))
+        _compile_online_callees(dtype, net.get("claims"), _has_wide_layer(net["sizes"]))
     else:
         backend.gradient(X, T)
     if net.get("stacked"):  # for the types train_steps_wide_sgd passes
@@ -414,15 +416,24 @@ def compile_pass(net):
     all_finite(X.reshape(-1))  # for the next process's checks (checks.finite)
 
 
-def _compile_online_callees(dtype, claims):
+def _has_wide_layer(sizes):
+    """Whether a net of layer widths ``sizes`` has a layer that online SGD's fused update
+    takes (:func:`.train._has_wide_layer`)."""
+    from .train import FUSED_MIN_WIDTH
+    return max(sizes[1:]) >= FUSED_MIN_WIDTH
+
+
+def _compile_online_callees(dtype, claims, wide):
     """Compile the functions the online epoch kernel calls (the first part of
     :data:`HELPED_ONLINE`), those of :data:`SHARED_ONLINE` from the last, each only where
-    this helper claims it first (``claims``: :func:`_claim`'s folder), for the types the
-    kernel passes them: C-contiguous arrays of ``dtype`` (the table and the counts int64,
-    the hyperparameters and the guard float64), float64 and int64 scalars, flags."""
+    this helper claims it first (``claims``: :func:`_claim`'s folder), and those of
+    :data:`WIDE_ONLINE` only for a net with a ``wide`` layer, for the types the kernel
+    passes them: C-contiguous arrays of ``dtype`` (the table and the counts int64, the
+    hyperparameters, the schedule's parameters and the guard float64), float64 and int64
+    scalars, flags."""
     from . import blas, dense, pair
     from .losses import loss_grad_inlined
-    from .train import _bounds_are_safe_called, _lr_factor_called, _sgd_rank_one, _shuffle
+    from .train import _fused_wide_step, _sgd_rank_one, _shuffle
     from .updates import sgd_update
 
     flat, rows = np.zeros(1, dtype=dtype), np.zeros((1, 1), dtype=dtype)
@@ -434,23 +445,23 @@ def _compile_online_callees(dtype, claims):
         _BLAS + "matmul_tn": lambda: _compile_only(blas.matmul_tn)(rows, rows, rows),
         _BLAS + "matmul_nt": lambda: _compile_only(blas.matmul_nt)(rows, rows, rows),
         _DENSE + "_backprop_rows": lambda: _compile_only(dense._backprop_rows)(rows, rows, rows),
-        _TRAIN + "_lr_factor_called": lambda: _compile_only(_lr_factor_called)(0, floats, 0),
-        _TRAIN + "_bounds_are_safe_called":
-            lambda: _compile_only(_bounds_are_safe_called)(0, floats, 0.0, 0, 0.0, floats),
         _PAIR + "settle": lambda: _compile_only(pair.settle)(rows, counts, rows),
         _UPDATES + "sgd_update":
             lambda: _compile_only(sgd_update)(flat, flat, flat, 0.0, 0.0, False, 0.0, False),
         _TRAIN + "_shuffle": lambda: _shuffle(np.arange(2, dtype=np.int64)),
         _TRAIN + "_sgd_rank_one":
             lambda: _compile_only(_sgd_rank_one)(flat, table, flat, flat, flat, flat, 0.0, 0.0,
-                                                 False, 0.0, False)}
+                                                 False, 0.0, False),
+        _TRAIN + "_fused_wide_step":
+            lambda: _compile_only(_fused_wide_step)(flat, table, flat, flat, flat, floats, 0,
+                                                    floats, flat, 0, floats, 0.0, 0)}
     # Not shared: the product it compiles with it is the kernel's first lookup.
     _compile_only(blas.matmul_add)(rows, rows, rows)
     # From the last: the kernel's compile takes them from the first, each the moment it
     # reaches it, so the two meet without waiting for each other (in the kernel's order,
     # the helper was one function ahead, which the kernel then waited for).
     for name in reversed(SHARED_ONLINE):
-        if _claim(claims, name, default=True):
+        if (wide or name not in WIDE_ONLINE) and _claim(claims, name, default=True):
             compiles[name]()
 
 
