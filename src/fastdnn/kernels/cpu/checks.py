@@ -10,7 +10,7 @@ from ... import config
 from . import warmup
 from .separate import separate
 from .pipeline import njit
-from .views import bits as as_bits
+from .views import bits as as_bits, flat, float64_from_bits
 
 
 @separate
@@ -26,7 +26,7 @@ def all_finite(a):
     ``isfinite(a).all()`` allocates a mask, which is most of the time of a one-row
     ``predict``.
     """
-    return _top_exponent(a.reshape(a.size))[0]
+    return _top_exponent(flat(a))[0]
 
 
 def finite(a):
@@ -53,7 +53,7 @@ def max_abs(a):
     not, so the training step's scan of its gradient stays cheap: 21,000 float32 values
     2.6 -> 0.68 us; 1,666 float64 values 498 -> 147 ns (Intel Xeon).
     """
-    finite, exponent = _top_exponent(a.reshape(a.size))
+    finite, exponent = _top_exponent(flat(a))
     if not finite:
         return np.inf
     return _power_bound(exponent)
@@ -96,8 +96,12 @@ def _ol_top_exponent(flat):
 
 @njit(cache=config.CACHE, inline="always")
 def _power_bound(exponent):
-    """``2**(exponent + 1)``, or 0 for exponents below -1000 (float64 zero or tiny)."""
-    return math.ldexp(1.0, exponent + 1) if exponent > -1000 else 0.0
+    """``2**(exponent + 1)``, or 0 for exponents below -1000 (float64 zero or tiny); inf
+    for 1023, as ``math.ldexp``.  Built from its bits (exponent field ``exponent + 1024``):
+    ``ldexp`` was a libm call each step, 1% of a 2-8-8-1 online SGD step (AMD EPYC)."""
+    if exponent <= -1000:
+        return 0.0
+    return float64_from_bits(np.int64(min(exponent + 1024, 2047)) << np.int64(52))
 
 
 @njit(cache=config.CACHE, inline="always")

@@ -35,6 +35,7 @@ from .separate import separate
 from .updates import (SAFE, SAFE_REFRESH, UNSAFE, _sgd_scalars, bounds_are_safe, exact_safety,
                       optimizer_step, refresh_bounds, sgd_rows, sgd_update)
 from .views import borrow, view2d
+from .views import flat as flat_view
 from .wide import max_abs_wide, optimizer_step_wide
 from .pipeline import njit
 
@@ -133,7 +134,7 @@ def backward_layers(X, theta, table, work, deltas, grad, key, row0, weights, one
     layer's dL/dZ is kept, in the flat ``deltas`` at :func:`stack_offset` (the top
     layer's there too); else the two rows of ``deltas`` take turns."""
     m = X.shape[0]
-    flat = deltas.reshape(deltas.size)
+    flat = flat_view(deltas)
     turn = deltas.shape[1]  # a row of the ping-pong pair
     cur = 0
     off = stack_offset(table, table.shape[0] - 1, m) if stacked else 0
