@@ -1,11 +1,14 @@
-"""The kernels' zero-cost array views: ``view2d``, ``borrow`` and ``bits``."""
+"""The kernels' zero-cost array views: ``view2d``, ``flat``, ``borrow`` and ``bits``, and
+``float64_from_bits``."""
+import math
+
 import numpy as np
 import pytest
 from numba import njit, types
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
 
-from fastdnn.kernels.cpu.views import bits, borrow, view2d
+from fastdnn.kernels.cpu.views import bits, borrow, flat, float64_from_bits, view2d
 
 
 @intrinsic
@@ -112,3 +115,42 @@ def test_bits_refuses_other_arrays():
         _bits_and_write(np.arange(4, dtype=np.int64))
     with pytest.raises(Exception, match="bits"):
         _bits_and_write(np.zeros(8, dtype=np.float32)[::2])
+
+
+@njit
+def _flat_written(a, value):
+    f = flat(a)
+    f[f.shape[0] - 1] = value
+    return f.shape[0], _meminfo_address(f) == _meminfo_address(a)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 4), (2, 3, 2), (0, 5)])
+def test_flat_is_the_array_in_order_on_its_own_memory(shape):
+    a = np.arange(float(np.prod(shape))).reshape(shape)
+    if a.size == 0:
+        assert njit(lambda a: flat(a).shape[0])(a) == 0
+        return
+    size, same_owner = _flat_written(a, -1.0)
+    assert size == a.size and same_owner
+    assert a.reshape(-1)[-1] == -1.0  # written through the view: the same memory
+    assert np.array_equal(njit(lambda a: flat(a).copy())(a), a.reshape(-1))
+
+
+def test_flat_refuses_an_array_that_is_not_c_contiguous():
+    with pytest.raises(Exception, match="flat"):
+        njit(lambda a: flat(a))(np.zeros((3, 4))[:, ::2])
+
+
+def test_float64_from_bits_is_the_bit_pattern():
+    f = njit(lambda w: float64_from_bits(w))
+    for x in (1.0, -2.5, 2.0**-1000, np.inf, 0.0, 1.7e308):
+        assert f(np.float64(x).view(np.int64)) == x
+    assert np.isnan(f(np.float64(np.nan).view(np.int64)))
+
+
+def test_the_guards_power_of_two_is_ldexps():
+    from fastdnn.kernels.cpu.checks import _power_bound
+    bound = njit(lambda e: _power_bound(e))
+    for e in range(-1100, 1024):
+        want = 0.0 if e <= -1000 else (math.ldexp(1.0, e + 1) if e + 1 <= 1023 else math.inf)
+        assert bound(e) == want, e

@@ -49,8 +49,9 @@ def flat(typingctx, arr):
     such calls a step, 3% of a 2-8-8-1 online SGD step's samples (``perf``, AMD EPYC).
     With this view (and :func:`float64_from_bits` for the guard's power of two), online
     SGD on 2-8-8-1 ran 1.13-1.14x and on 16-32-32-2 1.29-1.34x as fast; batches of 32 to
-    128 rows the same (``benchmarks/ab_trees.py``, 5 rounds twice, AMD EPYC): an opaque
-    call in the step also kept LLVM from knowing what memory it touched.
+    128 rows the same (``benchmarks/ab_trees.py``, 5 rounds twice, AMD EPYC).  More than
+    the helper's own samples: presumably LLVM optimised the step better without an
+    opaque call in it.
     """
     if not (isinstance(arr, types.Array) and arr.layout == "C"):
         return None
