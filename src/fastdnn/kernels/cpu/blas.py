@@ -54,6 +54,7 @@ from ... import config
 from . import haswell, mkl
 from .separate import separate
 from .threads import blas_core, local_threads_setter
+from .views import flat
 from .pipeline import njit
 
 #: Narrowest column block a split product is cut into (a product with at most this many
@@ -553,7 +554,7 @@ def _product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf, ldc, 
 @njit(cache=config.CACHE)
 def matmul(X, Y, C):
     """``C = X @ Y`` (X: m x k, Y: k x n)."""
-    Cf = C.reshape(C.size)
+    Cf = flat(C)
     _nn(X, Y, Cf, Cf[:0])
 
 
@@ -562,7 +563,7 @@ def matmul(X, Y, C):
 def matmul_add(X, Y, C):
     """``C += X @ Y`` (X: m x k, Y: k x n), each block one BLAS call with beta 1: the
     forward pass's product added onto the bias rows (``dense.dense_forward``)."""
-    Cf = C.reshape(C.size)
+    Cf = flat(C)
     _nn(X, Y, Cf, Cf[:1])
 
 
@@ -570,15 +571,15 @@ def matmul_add(X, Y, C):
 def _nn(X, Y, Cf, scalars):
     m, k = X.shape
     n = Y.shape[1]
-    _product(_FLAGS[0], _FLAGS[0], m, n, k, Y.reshape(Y.size), _column_step(Y), n,
-             X.reshape(X.size), k, Cf, n, scalars)
+    _product(_FLAGS[0], _FLAGS[0], m, n, k, flat(Y), _column_step(Y), n,
+             flat(X), k, Cf, n, scalars)
 
 
 @separate
 @njit(cache=config.CACHE)
 def matmul_tn(X, Y, C):
     """``C = X.T @ Y`` (X: m x k, Y: m x n, C: k x n)."""
-    Cf = C.reshape(C.size)
+    Cf = flat(C)
     _tn(X, Y, Cf, Cf[:0])
 
 
@@ -589,15 +590,15 @@ def matmul_tn_add(X, Y, C, scalars):
     dtype; X: m x k, Y: m x n, C: k x n), split as :func:`matmul_tn`, each block one
     BLAS call: the weight gradient's product added straight onto the weights
     (``train._fused_batch_sgd_step``)."""
-    _tn(X, Y, C.reshape(C.size), scalars)
+    _tn(X, Y, flat(C), scalars)
 
 
 @njit(cache=config.CACHE, inline="always")
 def _tn(X, Y, Cf, scalars):
     m, k = X.shape
     n = Y.shape[1]
-    _product(_FLAGS[0], _FLAGS[1], k, n, m, Y.reshape(Y.size), _column_step(Y), n,
-             X.reshape(X.size), k, Cf, n, scalars)
+    _product(_FLAGS[0], _FLAGS[1], k, n, m, flat(Y), _column_step(Y), n,
+             flat(X), k, Cf, n, scalars)
 
 
 #: Below this inner dimension OpenBLAS refuses a transposed ``op(A)`` its small-matrix
@@ -618,12 +619,12 @@ def matmul_nt(X, Y, C):
     """
     m, n = X.shape
     k = Y.shape[0]
-    Cf = C.reshape(C.size)
+    Cf = flat(C)
     if (_small_path_macs() > 0 and n < SMALL_PATH_MIN_K_TRANSPOSED
             and not _on_big(k, m, n, C.itemsize)):
         # Inlined, not through matmul: a call made a cold start compile matmul (0.3 s)
         # for this product alone.
         _nn(X, Y.T.copy(), Cf, Cf[:0])
         return
-    _product(_FLAGS[1], _FLAGS[0], m, k, n, Y.reshape(Y.size), n, n, X.reshape(X.size), n, Cf,
+    _product(_FLAGS[1], _FLAGS[0], m, k, n, flat(Y), n, n, flat(X), n, Cf,
              k, Cf[:0])

@@ -47,7 +47,7 @@ from ..spec import ADAM, BETA1, BETA2, DECOUPLED, EPS, WEIGHT_DECAY
 from . import train as _train  # an import cycle: train's steps call paired_gradient
 from .losses import weight_sum
 from .updates import adam_update, adam_update_into
-from .views import borrow, view2d
+from .views import borrow, flat, view2d
 from .pipeline import njit
 
 # Slots of the int64 ``control`` array (``Buffers.control``).  The ones that both
@@ -178,7 +178,7 @@ def combine(Tb, bufs, n_shards, last_slot):
     by its share of the batch's weight; the gradient is summed in shard order, in its own
     dtype (in float64 the sum of a 3,700-parameter pair took 7,600 cycles)."""
     m, n_targets = Tb.shape
-    flat_t = Tb.reshape(m * n_targets)
+    flat_t = flat(Tb)
     total = weight_sum(Tb)
     c = bufs.grad.dtype.type
     grad = bufs.grad
