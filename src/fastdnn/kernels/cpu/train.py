@@ -293,8 +293,8 @@ def _fused_sgd_step(theta, table, bufs, opt, sched, value, t, m):
 # first online `fastdnn train` took 8.04 -> 7.50 s (its 64-128-128-10 net), with parity's
 # 8-128-128-2 8.28 -> 7.36 s, with 8-32-32-2 (no wide layer) 8.19 -> 6.86 s (medians of 5,
 # 4 and 4, alternated); steps ran 1.04x as fast on 64-128-128-10, 0.96x on 16-32-32-2 (a
-# change of the kernel's code, not of its work), 1.01x on 2-8-8-1 (AMD EPYC,
-# benchmarks/ab_trees.py).
+# change of the kernel's code, not of its work; views.flat then took it to 1.29x), 1.01x
+# on 2-8-8-1 (AMD EPYC, benchmarks/ab_trees.py).
 @separate(returns=types.Tuple((types.boolean, types.float64)))
 @njit(cache=config.CACHE, error_model="numpy")
 def _fused_wide_step(theta, table, inputs, work, grad, guard, code, hyper, velocity, schedule,
