@@ -71,6 +71,19 @@ def test_kernels_compile_with_it():
         assert kernel._compiler.pipeline_class is pipeline.Compiler, kernel
 
 
+def test_no_cfunc_wrapper_is_built():
+    """The C-callable wrapper beside each function, which no kernel uses, is left out
+    (compile time): the kernels ask for none, and a function compiled so has none."""
+    for kernel in (train.train_steps, train.loss_and_gradient, blas.matmul, losses.loss_grad):
+        assert kernel.targetoptions["no_cfunc_wrapper"] is True, kernel
+    for jit, built in ((numba.njit, True), (pipeline.njit, False)):
+        dispatcher = jit(_caller)
+        dispatcher.compile((numba.float64[::1],))
+        cres = dispatcher.overloads[(numba.float64[::1],)]
+        assert (cres.fndesc.llvm_cfunc_wrapper_name in cres.library.get_llvm_str()) is built
+        assert dispatcher(np.ones(4)) == _caller(np.ones(4))  # callable from Python
+
+
 def test_scope_is_not_copied(monkeypatch):
     blocks = len(numba.core.compiler.run_frontend(_callee).blocks)
     assert blocks > 10
