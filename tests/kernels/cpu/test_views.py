@@ -1,14 +1,15 @@
 """The kernels' zero-cost array views: ``view2d``, ``flat``, ``borrow`` and ``bits``, and
-``float64_from_bits``."""
+``float64_from_bits`` and ``address``."""
 import math
 
 import numpy as np
 import pytest
 from numba import njit, types
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array
 
-from fastdnn.kernels.cpu.views import bits, borrow, flat, float64_from_bits, view2d
+from fastdnn.kernels.cpu.views import address, bits, borrow, flat, float64_from_bits, view2d
 
 
 @intrinsic
@@ -154,3 +155,23 @@ def test_the_guards_power_of_two_is_ldexps():
     for e in range(-1100, 1024):
         want = 0.0 if e <= -1000 else (math.ldexp(1.0, e + 1) if e + 1 <= 1023 else math.inf)
         assert bound(e) == want, e
+
+
+@njit
+def _addresses(a, i):
+    return address(a, i), address(a[1:], i)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_address_is_the_elements_pointer(dtype):
+    """``address(a, i)`` is what ``a[i:].ctypes`` passes to a C function, for each element
+    of a view too."""
+    a = np.arange(10, dtype=dtype)
+    for i in (0, 1, 7):
+        assert _addresses(a, i) == (a[i:].ctypes.data, a[1 + i:].ctypes.data)
+
+
+def test_address_refuses_other_arguments():
+    for args in ((np.zeros((2, 2)), 0), (np.zeros(3), 0.5)):
+        with pytest.raises(TypingError):
+            njit(lambda a, i: address(a, i))(*args)

@@ -1,7 +1,7 @@
 """Zero-cost views for the kernels: a 2-D view into a flat buffer, for the per-layer
 arrays, a contiguous array as 1-D (:func:`flat`), a borrowed array without reference
-counting (:func:`borrow`), and the bits of a float array as unsigned integers
-(:func:`bits`).
+counting (:func:`borrow`), the bits of a float array as unsigned integers
+(:func:`bits`), and an element's address for a C call (:func:`address`).
 
 ``buf[off:off + m * n].reshape((m, n))`` costs about 50 ns in nopython mode (a call
 into Numba's C reshape helper with its checks); a training step of a tiny net takes
@@ -134,5 +134,22 @@ def float64_from_bits(typingctx, word):
     def codegen(context, builder, sig, args):
         value = context.cast(builder, args[0], sig.args[0], types.int64)
         return builder.bitcast(value, context.get_value_type(types.float64))
+
+    return sig, codegen
+
+
+@intrinsic
+def address(typingctx, arr, i):
+    """The address of element ``i`` of the 1-D array ``arr``, as a ``void *``: what
+    ``arr[i:].ctypes`` passes to a C function, without building the slice and its
+    ``ctypes`` object."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(i, types.Integer)):
+        return None
+    sig = types.voidptr(arr, i)
+
+    def codegen(context, builder, sig, args):
+        src = make_array(sig.args[0])(context, builder, value=args[0])
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        return builder.bitcast(builder.gep(src.data, [index]), cgutils.voidptr_t)
 
     return sig, codegen
