@@ -52,6 +52,7 @@ from numba.extending import intrinsic
 
 from ... import config
 from . import haswell, mkl
+from .scalars import max2, min2
 from .separate import separate
 from .threads import blas_core, local_threads_setter
 from .views import address, flat
@@ -344,8 +345,8 @@ def _on_big(M, N, K, itemsize):
     at least so long, as :func:`big_rule` says for its dtype (``config.MKL_MIN_MACS``
     and ``config.MKL_MIN_SIDE`` with MKL; never, where the GEMM is SciPy's)."""
     if itemsize == 4:
-        return M * N * K >= _big_macs32() and min(M, N) >= _big_side32()
-    return M * N * K >= _big_macs64() and min(M, N) >= _big_side64()
+        return M * N * K >= _big_macs32() and min2(M, N) >= _big_side32()
+    return M * N * K >= _big_macs64() and min2(M, N) >= _big_side64()
 
 # The BLAS transpose flags, read from an array at run time, and the column step from
 # the array: passed as constants, Numba typed them as literals and compiled _product
@@ -424,7 +425,7 @@ def n_blocks(cols, most):
     against four: the first net's eight products 14.2 against 14.3 ms (medians of 15),
     the second net's whole step 1.02x faster in two.
     """
-    return max(1, min(most, (cols + BLOCK - 1) // BLOCK))
+    return max2(1, min2(most, (cols + BLOCK - 1) // BLOCK))
 
 
 # Declared, so compiled only when a product is first big enough (0.5 s of a cold start
@@ -439,7 +440,7 @@ def _blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, C
         j0 = blk * width
         if j0 >= cols:  # ceil-wide blocks can leave the last ones empty
             continue
-        M = min(width, cols - j0)
+        M = min2(width, cols - j0)
         _gemm(flag_a, flag_b, M, rows, K, Yf[j0 * ystride:], lda, Xf, ldb, Cf[j0:], ldc,
               scalars, _on_big(M, rows, K, Cf.itemsize))
 
@@ -469,7 +470,7 @@ def _serial_product(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ldb, Cf
     width = (cols + calls - 1) // calls
     for blk in range(calls):  # one call where big: the product is the block
         j0 = blk * width
-        _gemm(flag_a, flag_b, min(width, cols - j0), rows, K, Yf[j0 * ystride:], lda, Xf,
+        _gemm(flag_a, flag_b, min2(width, cols - j0), rows, K, Yf[j0 * ystride:], lda, Xf,
               ldb, Cf[j0:], ldc, scalars, big)
 
 
@@ -528,7 +529,7 @@ def _row_blocks_parallel(flag_a, flag_b, rows, cols, K, Yf, ystride, lda, Xf, ld
         if i0 >= rows:
             continue
         x0 = i0 * ldb if flag_b == _FLAGS[0] else i0
-        _serial_product(flag_a, flag_b, min(height, rows - i0), cols, K, Yf, ystride, lda,
+        _serial_product(flag_a, flag_b, min2(height, rows - i0), cols, K, Yf, ystride, lda,
                         Xf[x0:], ldb, Cf[i0 * ldc:], ldc, scalars)
 
 

@@ -8,6 +8,7 @@ from numba.extending import overload
 
 from ... import config
 from . import warmup
+from .scalars import max2, min2
 from .separate import separate
 from .pipeline import njit
 from .views import bits as as_bits, flat, float64_from_bits
@@ -79,7 +80,7 @@ def _ol_top_exponent(flat):
             mask = np.uint32(0x7FFFFFFF)
             top = np.uint32(0)
             for i in range(bits.shape[0]):
-                top = np.uint32(max(top, np.uint32(bits[i] & mask)))
+                top = np.uint32(max2(top, np.uint32(bits[i] & mask)))
             return top < np.uint32(0x7F800000), np.int64(top >> np.uint32(23)) - 127
         return scan32
     if flat.dtype == types.float64:
@@ -87,7 +88,7 @@ def _ol_top_exponent(flat):
             bits = as_bits(flat)
             top = np.uint64(0)
             for i in range(bits.shape[0]):
-                top = max(top, bits[i] & np.uint64(0x7FFFFFFFFFFFFFFF))
+                top = max2(top, bits[i] & np.uint64(0x7FFFFFFFFFFFFFFF))
             return (top < np.uint64(0x7FF0000000000000),
                     np.int64(top >> np.uint64(52)) - 1023)
         return scan64
@@ -101,7 +102,7 @@ def _power_bound(exponent):
     ``ldexp`` was a libm call each step, 1% of a 2-8-8-1 online SGD step (AMD EPYC)."""
     if exponent <= -1000:
         return 0.0
-    return float64_from_bits(np.int64(min(exponent + 1024, 2047)) << np.int64(52))
+    return float64_from_bits(np.int64(min2(exponent + 1024, 2047)) << np.int64(52))
 
 
 @njit(cache=config.CACHE, inline="always")

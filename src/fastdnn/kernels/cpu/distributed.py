@@ -38,6 +38,7 @@ from ..spec import CLIP_NORM, DROP, L2, LR, SHUFFLE
 from . import formulas as F
 from .backend import CPUTrainer
 from .checks import max_abs
+from .scalars import max2, min2
 from .train import (NO_KEY, PAIRED, SHARDED, EpochPlan, _shuffle, clip_by_norm, epoch_sums,
                     l2_penalty, loss_and_gradient, run_result, step_gradient,
                     train_steps_sharded, train_steps_wide)
@@ -116,7 +117,7 @@ def _global_gradient(X, T, theta, table, bufs, plan, red, path, dropping, s):
     ``(loss, weight_sum, rows)`` of that batch."""
     n = X.shape[0]
     bs = plan.batch_size
-    m = min(bs, max(n - s * bs, 0))  # 0 once this rank's shard is used up
+    m = min2(bs, max2(n - s * bs, 0))  # 0 once this rank's shard is used up
     n_params = bufs.grad.shape[0]
     value = 0.0
     w = 0.0

@@ -18,6 +18,7 @@ from numba import types
 from ... import config
 from ..spec import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE, POISSON
 from . import formulas as F
+from .scalars import max2
 from .separate import separate
 from .vexp import vexp
 from .pipeline import njit
@@ -46,7 +47,7 @@ def softmax_row(z, e):
     running sum kept libm's ``exp`` one call at a time: 3-4 us of a 100-row digits shard)."""
     zmax = z[0]
     for j in range(1, z.shape[0]):
-        zmax = max(zmax, z[j])
+        zmax = max2(zmax, z[j])
     for j in range(z.shape[0]):
         e[j] = vexp(z[j] - zmax)
     total = 0.0
@@ -66,7 +67,7 @@ def softmax_cross_entropy(Z, T, G):
     total = 0.0
     for i in range(n):
         zmax, s = softmax_row(Z[i], G[i])
-        y = int(T[i, 0])
+        y = np.int64(T[i, 0])
         w = T[i, 1]
         total += w * F.cross_entropy_term(zmax, s, Z[i, y])
         share = w * inv

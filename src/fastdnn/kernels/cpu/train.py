@@ -31,6 +31,7 @@ from .blas import matmul_tn, matmul_tn_add
 from .checks import abs_bound, max_abs
 from .dense import _weight_grad_rows, dense_backward, dense_forward
 from .losses import loss_grad, loss_grad_inlined, weight_sum
+from .scalars import max2, min2
 from .separate import separate
 from .updates import (SAFE, SAFE_REFRESH, UNSAFE, _sgd_scalars, bounds_are_safe, exact_safety,
                       optimizer_step, refresh_bounds, sgd_rows, sgd_update)
@@ -321,7 +322,7 @@ def _fused_wide_step(theta, table, inputs, work, grad, guard, code, hyper, veloc
             dmax = _abs_max(grad[table[i, B_OFF]:table[i, B_OFF] + n])
             amax = _abs_max(_layer_input(table, inputs, work, i))
             peak = c(amax) * c(dmax)  # NaN for inf * 0, as the element a_p db_j it bounds
-            top = max(top, dmax, peak) if peak == peak else np.inf
+            top = max2(max2(top, dmax), peak) if peak == peak else np.inf
         if np.isfinite(top):
             lr = hyper[LR] * F.lr_factor(schedule, params, t)
             if bounds_are_safe(code, hyper, lr, t, abs_bound(top, theta), guard):
@@ -454,13 +455,13 @@ def _batch_sgd_update(theta, table, inputs, work, deltas, grad, velocity, guard,
         if m * k * n < table[i, GEMM_MIN]:  # the loop layers' gradients: cheap, written
             dW = _view(grad, table[i, W_OFF], k, n)
             _weight_grad_rows(delta, A_prev, dW, db)
-            top = max(top, max_abs(grad[table[i, W_OFF]:table[i, B_OFF]]))
+            top = max2(top, max_abs(grad[table[i, W_OFF]:table[i, B_OFF]]))
         elif fuse:
             a_off = 0 if i == 0 else table[i, IN_OFF]
             a_max = max_abs((inputs if i == 0 else work)[a_off:a_off + m * k])
             peak = 2.0 * m * a_max * max_abs(flat[off:off + m * n])  # NaN for inf * 0
-            top = max(top, peak) if peak == peak else np.inf
-        top = max(top, max_abs(db))
+            top = max2(top, peak) if peak == peak else np.inf
+        top = max2(top, max_abs(db))
         off += m * n
     fuse = fuse and np.isfinite(top) and bounds_are_safe(SGD, hyper, lr, t, top, guard)
     scalars = theta[:0]
@@ -562,7 +563,7 @@ def forward_chunks(X, theta, table, work, out, cap):
     n, d = X.shape
     flat = X.reshape(X.size)
     for start in range(0, n, cap):
-        m = min(cap, n - start)
+        m = min2(cap, n - start)
         # np.int64(0): a literal 0 compiled forward_layers again (1.3 s of a cold start).
         logits = forward_layers(_view(flat, start * d, m, d), theta, table, work, NO_KEY,
                                 np.int64(0))
@@ -586,7 +587,7 @@ def loss_of_logits(Z, T, loss, G, cap):
     total = 0.0
     weights = 0.0
     for start in range(0, n, cap):
-        m = min(cap, n - start)
+        m = min2(cap, n - start)
         T_chunk = _view(flat_t, start * n_targets, m, n_targets)
         w = weight_sum(T_chunk)
         total += w * loss_grad(_view(flat_z, start * k, m, k), T_chunk, loss, _view(G, 0, m, k))
@@ -661,7 +662,7 @@ def step_gradient(X, T, theta, table, bufs, loss, sampling, start, m, draw_key, 
     Xb, Tb = gather_rows(X, T, bufs, sampling, start, 0, m, draw_key, 0)
     if path == SHARDED:
         value = _sharded_gradient(Xb, Tb, theta, table, bufs, loss,
-                                  min(bufs.work.shape[0], m), key)
+                                  min2(bufs.work.shape[0], m), key)
     else:
         # np.int64(0), not 0: a literal row offset typed as Literal[int](0) compiled
         # loss_and_gradient a second time (4.6 s of a cold start) beside the shards' int64.
@@ -760,7 +761,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wi
     seen = 0
     lr = 0.0
     for s in range(plan.first, plan.end):
-        m = min(bs, n - s * bs)
+        m = min2(bs, n - s * bs)
         if dropping:  # ~5% of a batch-1 step on a 2-8-8-1 net when computed always
             key = F.step_key(plan.seed, s)
         value, w = step_gradient(X, T, theta, table, bufs, plan.loss, plan.sampling, s * bs, m,

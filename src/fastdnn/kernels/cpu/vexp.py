@@ -20,6 +20,7 @@ from numba.extending import intrinsic, overload
 
 from ... import config
 from .pipeline import njit
+from .scalars import max2, min2
 
 _LOG2E = 1.4426950408889634
 # float64: fdlibm's split of ln 2 (the high part has 21 trailing zero bits).
@@ -46,7 +47,7 @@ def _from_bits(typingctx, bits):
 
 @njit(cache=config.CACHE, inline="always")
 def _exp64(x):
-    xc = min(max(x, -746.0), 710.0)  # x first: a NaN x passes through (see test_edges)
+    xc = min2(max2(x, -746.0), 710.0)  # x first: a NaN x passes through (see test_edges)
     kf = (xc * _LOG2E + _SHIFT64) - _SHIFT64
     r = (xc - kf * _LN2_HI) - kf * _LN2_LO
     p = 1.0 / 6227020800.0
@@ -71,7 +72,7 @@ def _exp64(x):
 @njit(cache=config.CACHE, inline="always")
 def _exp32(x):
     c = np.float32
-    xc = min(max(x, c(-105.0)), c(89.0))  # x first, as in _exp64
+    xc = min2(max2(x, c(-105.0)), c(89.0))  # x first, as in _exp64
     kf = (xc * c(_LOG2E) + c(_SHIFT32)) - c(_SHIFT32)
     r = (xc - kf * c(_LN2_HI32)) - kf * c(_LN2_LO32)
     p = c(1.0 / 5040.0)

@@ -17,6 +17,7 @@ from numba import prange
 
 from ... import config
 from .checks import max_abs
+from .scalars import min2
 from .updates import adam_update, apply_optimizer, sgd_update
 from .pipeline import njit
 
@@ -29,7 +30,7 @@ CHUNK = 1 << 16
 def _chunk(n, c):
     """Bounds ``[lo, hi)`` of chunk ``c`` of ``n`` parameters."""
     lo = c * CHUNK
-    return lo, min(n, lo + CHUNK)
+    return lo, min2(n, lo + CHUNK)
 
 
 @njit(cache=config.CACHE, parallel=True)
@@ -41,7 +42,7 @@ def max_abs_wide(a):
     # A max reduction: exact in any order, so the same bound for any thread count.
     for c in prange((n + CHUNK - 1) // CHUNK):
         lo, hi = _chunk(n, c)
-        top = max(top, max_abs(a[lo:hi]))
+        top = max(top, max_abs(a[lo:hi]))  # builtin: the parfor reduction it recognises
     return top
 
 
