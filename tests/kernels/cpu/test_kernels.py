@@ -9,9 +9,10 @@ import naive
 from fastdnn.kernels.cpu.activations import activate, activation_backward
 from fastdnn.kernels.cpu.dense import dense_backward, dense_layer
 from fastdnn.kernels.cpu.losses import labels, loss_grad, predictions, probabilities
-from fastdnn.kernels.cpu.checks import abs_bound, all_finite, max_abs
+from fastdnn.kernels.cpu.checks import abs_bound, all_finite, max_abs, max_abs_host
 from fastdnn.kernels.cpu.updates import (GUARD_SLOTS, LIMIT, SAFE, SAFE_REFRESH, UNSAFE,
                                         adam_update, optimizer_step, refresh_bounds,
+                                        refresh_bounds_host,
                                         sgd_update, step_is_safe)
 from fastdnn.kernels.spec import (A_OFF, ACTIVATIONS, LOSSES, MSE, NEEDS_Z, POISSON, SGD, Z_OFF,
                                  Layout, pack_targets)
@@ -400,6 +401,29 @@ def test_abs_bound_is_max_abs_of_the_largest_element(dtype):
     like = np.zeros(1, dtype=dtype)
     for x in np.array([x for x in xs if abs(x) <= info.max], dtype=dtype):
         assert _abs_bound(x, like) == max_abs(np.array([x, -x / 2], dtype=dtype)), x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_abs_host_is_max_abs(dtype):
+    """NumPy's twin of the scan gives its bound: zero, subnormals, the extremes, inf, NaN,
+    empty arrays and arrays of many magnitudes; and so the guard's first bounds."""
+    info = np.finfo(dtype)
+    rng = np.random.default_rng(1)
+    arrays = [np.zeros(0, dtype), np.zeros(3, dtype), np.array([-0.0], dtype)]
+    for x in (info.smallest_subnormal, info.tiny, info.tiny / 2, 0.75, 1.0, 1.5, info.max,
+              np.inf, -np.inf, np.nan):
+        arrays.append(np.array([x, -1e-3], dtype=dtype))
+    for scale in rng.integers(info.minexp * 0.301 - 7, info.maxexp * 0.301 - 1, 60):  # 10**
+        arrays.append((rng.standard_normal(rng.integers(1, 50)) * 10.0 ** scale).astype(dtype))
+    arrays.append(rng.standard_normal((4, 5)).astype(dtype))
+    for a in arrays:
+        assert max_abs_host(a) == max_abs(a.reshape(-1)), a
+    theta, state = arrays[-1].reshape(-1), (rng.standard_normal((2, 20)) * 1e3).astype(dtype)
+    for rows in (state, state[:1], state[:, :0]):
+        guards = np.zeros((2, GUARD_SLOTS))
+        refresh_bounds(theta, rows, guards[0])
+        refresh_bounds_host(theta, rows, guards[1])
+        assert np.array_equal(guards[0], guards[1])
 
 
 @pytest.mark.parametrize("lr,verdict", [(1.0, SAFE), (1e38, SAFE_REFRESH), (3e38, UNSAFE)])

@@ -24,7 +24,7 @@ from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss
                     loss_of_logits, plain_sgd, stack_size, train_epoch_many, train_steps,
                     train_steps_online, train_steps_paired, train_steps_sharded,
                     train_steps_wide, train_steps_wide_sgd)
-from .updates import GUARD_SLOTS, LIMIT, refresh_bounds
+from .updates import GUARD_SLOTS, LIMIT, refresh_bounds_host
 
 
 def one_row_gemm_macs():
@@ -323,7 +323,7 @@ class CPUTrainer:
         self.sched = ScheduleArgs(*schedule)
         # Half the largest finite value: the guard's bounds are loose, the margin is cheap.
         self.bufs.guard[LIMIT] = float(np.finfo(dtype).max) / 2
-        refresh_bounds(backend.theta, state, self.bufs.guard)
+        refresh_bounds_host(backend.theta, state, self.bufs.guard)
 
     def plan(self, sampling, seed, first, end):
         """The int64 row of a run of steps ``[first, end)`` (``EpochPlan``'s fields)."""

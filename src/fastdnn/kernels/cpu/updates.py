@@ -12,7 +12,7 @@ from ... import config
 from ..spec import (ADAM, BETA1, BETA2, DECOUPLED, EPS, MOMENTUM, NESTEROV, SGD,
                     WEIGHT_DECAY)
 from . import formulas as F
-from .checks import max_abs
+from .checks import max_abs, max_abs_host
 from .separate import separate
 from .pipeline import njit
 
@@ -162,6 +162,14 @@ def refresh_bounds(theta, state, guard):
     guard[THETA_BOUND] = max_abs(theta)
     guard[STATE1_BOUND] = max_abs(state[0])
     guard[STATE2_BOUND] = max_abs(state[1]) if state.shape[0] > 1 else 0.0
+
+
+def refresh_bounds_host(theta, state, guard):
+    """:func:`refresh_bounds` by NumPy (:func:`.checks.max_abs_host`): the same values,
+    for a fit's first bounds, without compiling it."""
+    guard[THETA_BOUND] = max_abs_host(theta)
+    guard[STATE1_BOUND] = max_abs_host(state[0])
+    guard[STATE2_BOUND] = max_abs_host(state[1]) if state.shape[0] > 1 else 0.0
 
 
 @separate(returns=types.boolean)
