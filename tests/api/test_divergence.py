@@ -104,3 +104,16 @@ def test_plain_sgd_keeps_no_velocity():
     opt = fd.SGD(lr=0.1)
     assert opt.bind(1000, np.dtype(np.float32)).size == 0
     assert fd.SGD(lr=0.1, momentum=0.9).bind(1000, np.dtype(np.float32)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("batch_size", [BATCH, 1])
+def test_adam_without_eps_trains(batch_size):
+    """``eps=0`` is a valid Adam (PyTorch's too): the guard's bound on its step
+    (``|m| / eps``) is then infinite and each update is checked exactly, where the batch
+    kernels raised ZeroDivisionError.  With tanh no gradient is exactly zero, so no
+    update is 0 / 0 and the fit trains."""
+    X, y = problem()
+    net = fd.MLP([4, 16, 1], loss="mse", activation="tanh", seed=0, dtype="float64")
+    hist = net.fit(X, y, epochs=3, batch_size=batch_size, shuffle=False,
+                   optimizer=fd.Adam(lr=1e-2, eps=0.0))
+    assert np.isfinite(hist.loss).all() and hist.loss[-1] < hist.loss[0]

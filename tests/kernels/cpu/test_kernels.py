@@ -1,11 +1,14 @@
 """Each CPU kernel against the plain-NumPy oracle in naive.py, over activation x dtype x
 odd sizes, on both the loop path and the BLAS path of the dense kernels."""
+import json
+
 import numpy as np
 import pytest
 from numba import njit
 
 import fastdnn as fd
 import naive
+from support import run_python
 from fastdnn.kernels.cpu.activations import activate, activation_backward
 from fastdnn.kernels.cpu.dense import dense_backward, dense_layer
 from fastdnn.kernels.cpu.losses import labels, loss_grad, predictions, probabilities
@@ -438,3 +441,47 @@ def test_step_is_safe_checks_exactly_near_the_limit(lr, verdict):
     refresh_bounds(theta, state, guard)
     assert step_is_safe(SGD, fd.SGD(lr=lr).hyper(), lr, theta, grad, state, 0, max_abs(grad),
                         guard) == verdict
+
+
+def test_the_kernels_lr_factor_is_the_formula():
+    """``updates.lr_factor`` (the constant schedule inline, the others a call) gives the
+    compiled formula's bits for every schedule, and its NaN for an unknown code."""
+    from fastdnn.kernels import spec
+    from fastdnn.kernels.cpu import formulas as F
+    from fastdnn.kernels.cpu.updates import lr_factor
+
+    ours = njit(lambda code, params, t: lr_factor(code, params, t))
+    formula = njit(lambda code, params, t: F.lr_factor(code, params, t))
+    params = np.random.default_rng(2).uniform(0.1, 50.0, spec.N_SCHEDULE)
+    for code in sorted(spec.SCHEDULE_CODES) + [-1, 9]:
+        for t in (0, 1, 7, 10**6):
+            want = formula(code, params, t)
+            got = ours(code, params, t)
+            assert np.array(got).tobytes() == np.array(want).tobytes(), (code, t, got, want)
+
+
+# In a fresh process: which of the epoch kernel's rarely needed callees a fit reaches.
+_REACHED = """
+import json, numpy as np
+import fastdnn as fd
+from fastdnn.kernels.cpu import updates
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((32, 3)), rng.standard_normal((32, 1))
+fd.MLP([3, 8, 1], loss="mse").fit(X, y, epochs=1, batch_size=8, optimizer={optimizer},
+                                  schedule={schedule})
+print(json.dumps([len(f.signatures) for f in (updates._adam_bounds_are_safe,
+                                              updates._scheduled_factor)]))
+"""
+
+
+@pytest.mark.parametrize("optimizer, schedule, reached", [
+    ("fd.SGD(lr=0.01, momentum=0.9)", None, [0, 0]),
+    ("fd.Adam()", None, [1, 0]),
+    ("fd.SGD(lr=0.01)", "fd.CosineDecay()", [0, 1])])
+def test_a_fit_compiles_only_the_bounds_and_schedule_it_uses(optimizer, schedule, reached):
+    """Adam's half of the guard's bounds and the schedules but the constant one are calls
+    an epoch kernel makes only when a fit uses them: a momentum fit with a constant rate
+    compiles neither (nor loads them from the cache)."""
+    out = run_python(_REACHED.format(optimizer=optimizer, schedule=schedule),
+                     FASTDNN_WARMUP="0")
+    assert json.loads(out.splitlines()[-1]) == reached

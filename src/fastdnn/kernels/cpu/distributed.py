@@ -42,7 +42,8 @@ from .scalars import max2, min2
 from .train import (NO_KEY, PAIRED, SHARDED, EpochPlan, _shuffle, clip_by_norm, epoch_sums,
                     l2_penalty, loss_and_gradient, run_result, step_gradient,
                     train_steps_sharded, train_steps_wide)
-from .updates import SAFE_REFRESH, UNSAFE, optimizer_step, refresh_bounds, step_is_safe
+from .updates import (SAFE_REFRESH, UNSAFE, lr_factor, optimizer_step, refresh_bounds,
+                      step_is_safe)
 from .wide import max_abs_wide, optimizer_step_wide
 from .pipeline import njit
 
@@ -165,7 +166,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, red, path, wide):
             return run_result(bufs, total, seen, s - plan.first, s, lr, weights)
         if clip != 0.0:
             g_max *= clip_by_norm(bufs.grad, clip)
-        lr = opt.hyper[LR] * F.lr_factor(sched.code, sched.params, t)
+        lr = opt.hyper[LR] * lr_factor(sched.code, sched.params, t)
         safe = step_is_safe(opt.code, opt.hyper, lr, theta, bufs.grad, opt.state, t, g_max,
                             bufs.guard)
         if safe == UNSAFE:

@@ -10,6 +10,8 @@ and lowers one copy instead of one per call site (``mix64`` had eight in every e
 kernel).  Only small functions of scalars qualify: ``lr_factor`` and
 ``updates.bounds_are_safe`` as calls stayed calls (their array arguments passed word
 by word, twice a step), which cost 2-8-8-1 online SGD 2% for 0.5 s of cold compile.
+So their common cases stay inline, the constant schedule and SGD's bounds, and the
+rest are calls (``updates.lr_factor``, ``updates._adam_bounds_are_safe``).
 A formula called in an element loop stays inlined too: each call kept as its own
 dispatcher costs a compile of its own (~0.04 s) per argument type, more than its
 copies cost (all as calls: a cold ``fastdnn train`` 0.25 s slower, Intel Xeon).

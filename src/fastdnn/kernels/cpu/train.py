@@ -34,7 +34,7 @@ from .losses import loss_grad, loss_grad_inlined, weight_sum
 from .scalars import max2, min2
 from .separate import separate
 from .updates import (SAFE, SAFE_REFRESH, UNSAFE, _sgd_scalars, bounds_are_safe, exact_safety,
-                      optimizer_step, refresh_bounds, sgd_rows, sgd_update)
+                      lr_factor, optimizer_step, refresh_bounds, sgd_rows, sgd_update)
 from .views import borrow, view2d
 from .views import flat as flat_view
 from .wide import max_abs_wide, optimizer_step_wide
@@ -324,7 +324,7 @@ def _fused_wide_step(theta, table, inputs, work, grad, guard, code, hyper, veloc
             peak = c(amax) * c(dmax)  # NaN for inf * 0, as the element a_p db_j it bounds
             top = max2(max2(top, dmax), peak) if peak == peak else np.inf
         if np.isfinite(top):
-            lr = hyper[LR] * F.lr_factor(schedule, params, t)
+            lr = hyper[LR] * lr_factor(schedule, params, t)
             if bounds_are_safe(code, hyper, lr, t, abs_bound(top, theta), guard):
                 _sgd_rank_one(theta, table, inputs, work, grad, velocity, lr, hyper[MOMENTUM],
                               hyper[NESTEROV] != 0.0, hyper[WEIGHT_DECAY], t == 0)
@@ -419,7 +419,7 @@ def _fused_batch_sgd_step(theta, table, bufs, opt, sched, value, t, m):
     written into ``bufs.grad`` and ``(False, 0.0)``: the general sequence takes the step
     (and finds what stopped this one)."""
     hyper = opt.hyper
-    lr = hyper[LR] * F.lr_factor(sched.code, sched.params, t)
+    lr = hyper[LR] * lr_factor(sched.code, sched.params, t)
     if _batch_sgd_update(theta, table, bufs.inputs, bufs.work[0], bufs.deltas[0], bufs.grad,
                          opt.state[0], bufs.guard, hyper, lr, t, m,
                          plain_sgd(opt.code, hyper) and np.isfinite(value)):
@@ -786,7 +786,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wi
             return run_result(bufs, total, seen, s - plan.first, s, lr, weights)
         if clip != 0.0:
             g_max *= clip_by_norm(bufs.grad, clip)
-        lr = opt.hyper[LR] * F.lr_factor(sched.code, sched.params, t)
+        lr = opt.hyper[LR] * lr_factor(sched.code, sched.params, t)
         safe = SAFE
         if not bounds_are_safe(opt.code, opt.hyper, lr, t, g_max, bufs.guard):
             # The exact check reads every moment.

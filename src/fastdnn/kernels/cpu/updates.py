@@ -9,7 +9,7 @@ of 8 ms; measured on 1024-4096-4096-1024), where called they vectorise.
 from numba import types
 
 from ... import config
-from ..spec import (ADAM, BETA1, BETA2, DECOUPLED, EPS, MOMENTUM, NESTEROV, SGD,
+from ..spec import (ADAM, BETA1, BETA2, CONSTANT, DECOUPLED, EPS, MOMENTUM, NESTEROV, SGD,
                     WEIGHT_DECAY)
 from . import formulas as F
 from .checks import max_abs, max_abs_host
@@ -220,32 +220,66 @@ def exact_safety(code, hyper, lr, theta, grad, state, t, guard):
 
 
 @njit(cache=config.CACHE, inline="always")
+def lr_factor(code, params, t):
+    """``spec.lr_factor``: the constant schedule's 1 inline, the others a call
+    (:func:`_scheduled_factor`).  Inlined into every epoch kernel, the five formulas were
+    a tenth of their Numba IR (and so of their compile), where a call costs a few ns of a
+    step, beside the ``pow`` or ``cos`` of most of them."""
+    if code == CONSTANT:
+        return 1.0
+    return _scheduled_factor(code, params, t)
+
+
+@separate(returns=types.float64)
+@njit(cache=config.CACHE)
+def _scheduled_factor(code, params, t):
+    """``spec.lr_factor`` of a schedule other than the constant one."""
+    return F.lr_factor(code, params, t)
+
+
+@njit(cache=config.CACHE, inline="always")
 def bounds_are_safe(code, hyper, lr, t, g_max, guard):
     """Whether the bounds of ``guard``, advanced by the update of step ``t`` with
     ``g_max`` >= |grad|, rule out an overflow; if so they are stored advanced."""
-    limit = guard[LIMIT]
+    if code != SGD:
+        return _adam_bounds_are_safe(hyper, lr, t, g_max, guard)
+    theta_b = guard[THETA_BOUND]
+    momentum = hyper[MOMENTUM]
+    d = g_max + hyper[WEIGHT_DECAY] * theta_b
+    s1 = 0.0
+    step = d
+    if momentum != 0.0:
+        s1 = d if t == 0 else momentum * guard[STATE1_BOUND] + d
+        step = d + momentum * s1 if hyper[NESTEROV] != 0.0 else s1
+    return _store_bounds(guard, theta_b + lr * step, s1, 0.0)
+
+
+# Adam's half of bounds_are_safe, a call: inlined into every epoch kernel, it was a sixth
+# of their Numba IR (and so of their compile), where a call costs a few ns of a step whose
+# update is Adam's.
+@separate(returns=types.boolean)
+@njit(cache=config.CACHE, error_model="numpy")
+def _adam_bounds_are_safe(hyper, lr, t, g_max, guard):
+    """:func:`bounds_are_safe` for Adam."""
     theta_b = guard[THETA_BOUND]
     wd = hyper[WEIGHT_DECAY]
-    if code == SGD:
-        momentum = hyper[MOMENTUM]
-        d = g_max + wd * theta_b
-        s1 = 0.0
-        step = d
-        if momentum != 0.0:
-            s1 = d if t == 0 else momentum * guard[STATE1_BOUND] + d
-            step = d + momentum * s1 if hyper[NESTEROV] != 0.0 else s1
-        s2 = 0.0
-        theta_b += lr * step
-    else:
-        decoupled = hyper[DECOUPLED] != 0.0
-        g = g_max if decoupled else g_max + wd * theta_b
-        s1 = hyper[BETA1] * guard[STATE1_BOUND] + (1.0 - hyper[BETA1]) * g
-        s2 = hyper[BETA2] * guard[STATE2_BOUND] + (1.0 - hyper[BETA2]) * g * g
-        step_size, _ = F.adam_scalars(lr, hyper[BETA1], hyper[BETA2], t + 1)
-        if decoupled:
-            theta_b *= abs(1.0 - lr * wd)
-        # |m / (sqrt(v) / c + eps)| <= |m| / eps: loose, but it only has to stay finite.
-        theta_b += step_size * s1 / hyper[EPS]
+    decoupled = hyper[DECOUPLED] != 0.0
+    g = g_max if decoupled else g_max + wd * theta_b
+    s1 = hyper[BETA1] * guard[STATE1_BOUND] + (1.0 - hyper[BETA1]) * g
+    s2 = hyper[BETA2] * guard[STATE2_BOUND] + (1.0 - hyper[BETA2]) * g * g
+    step_size, _ = F.adam_scalars(lr, hyper[BETA1], hyper[BETA2], t + 1)
+    if decoupled:
+        theta_b *= abs(1.0 - lr * wd)
+    # |m / (sqrt(v) / c + eps)| <= |m| / eps: loose, but it only has to stay finite.
+    theta_b += step_size * s1 / hyper[EPS]
+    return _store_bounds(guard, theta_b, s1, s2)
+
+
+@njit(cache=config.CACHE, inline="always")
+def _store_bounds(guard, theta_b, s1, s2):
+    """Whether the advanced bounds are all within the guard's limit; if so they are
+    stored."""
+    limit = guard[LIMIT]
     if theta_b <= limit and s1 <= limit and s2 <= limit:
         guard[THETA_BOUND], guard[STATE1_BOUND], guard[STATE2_BOUND] = theta_b, s1, s2
         return True
