@@ -1,12 +1,12 @@
 """Python's ``max`` and ``min`` of two numbers for the CPU kernels, as intrinsics.
 
-In Numba 0.60 and later the builtins ``max``, ``min`` and ``int`` are ``@overload``\\ s:
-each signature a process calls them with compiles a small function of its own (16-33 ms
-each, never cached on disk), and a cold ``fastdnn train`` compiled a dozen of them, about
-0.2 s of this process's compile and 0.1 s of its helper's (AMD EPYC).  These emit the
-same comparison and select in the caller, typed as Numba types ``max`` (the two
-arguments unified): ``max2(a, b)`` is ``b`` if ``b > a`` else ``a``, as in Python and in
-Numba, so a NaN in the first argument is kept and one in the second is passed over.
+In Numba (0.68 here) the builtins ``max``, ``min`` and ``int`` are ``@overload``\\ s: each
+signature a process calls them with compiles a small function of its own (16-33 ms each,
+never cached on disk), and a cold ``fastdnn train`` compiled a dozen of them, about 0.2 s
+of this process's compile and 0.1 s of its helper's (AMD EPYC).  These emit the same
+comparison and select in the caller, with the type Numba gives the builtins' result (the
+two arguments unified): ``max2(a, b)`` is ``b`` if ``b > a`` else ``a``, as in Python and
+in Numba, so a NaN in the first argument is kept and one in the second is passed over.
 ``int(x)`` of a float is written ``np.int64(x)`` in the kernels for the same reason (a
 cast, as ``int`` is in nopython mode).
 
