@@ -443,9 +443,23 @@ def worker_fastdnn(wl, X, y, weights, epochs):
     t0 = time.perf_counter()
     fit(1)
     warm = time.perf_counter() - t0
+    _until_the_compile_helper_is_done()
     times = list(fit(epochs).seconds)
     return dict(version=getattr(fd, "__version__", "?"), warmup_s=warm, epoch_s=times,
                 weights=net.get_weights(), threads=n_threads)
+
+
+def _until_the_compile_helper_is_done(most=120.0):
+    """Wait while fastdnn's compile helper (``kernels/cpu/warmup.py``) still compiles, in
+    the round whose worker found the cache empty: it goes on after the warm-up epoch with
+    what the next process needs, on a core the timed epochs would share (in the sitting of
+    2026-11-28 15:10 that round's e ran at 16,416 samples/s, the next at 18,885; AMD EPYC,
+    other load too).  A later round's worker starts none."""
+    from fastdnn.kernels.cpu import warmup
+
+    end = time.monotonic() + most
+    while warmup.helping() and time.monotonic() < end:
+        time.sleep(0.01)
 
 
 def _mkl_sgemm():
@@ -1002,7 +1016,8 @@ def render_markdown(summary, wls, systems, skipped, errors, args, rounds):
              "the compile itself (`jit(...).lower().compile()`) is the last column. "
              "fastdnn's warm-up includes loading numba's on-disk cache; its workers use a "
              "cache folder named by a hash of fastdnn's sources, so the first round "
-             "compiles and the median is a cache load.\n")
+             "compiles and the median is a cache load; that round's timed epochs start "
+             "once fastdnn's compile helper is done.\n")
 
     L.append("## Same work? Training loss after the run (float64 NumPy on the final "
              "weights, first 2048 samples)\n")
