@@ -330,3 +330,53 @@ def test_the_stand_ins_for_missing_c_functions_compile_when_asked():
     setter = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(blas._no_local_threads().address)
     sleep = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint)(pair._no_sleep().address)
     assert (setter(3), sleep(1000)) == (1, 0)
+
+
+# A fresh interpreter: GNU OpenMP reads its settings once, when it loads.
+_SPIN_CHILD = """
+import ctypes, os, sys
+import numba
+if {load_first}:
+    ctypes.CDLL("libgomp.so.1")
+from fastdnn.kernels.cpu import blas
+blas.prepare()
+print(numba.threading_layer(), os.environ.get("GOMP_SPINCOUNT"))
+sys.stdout.flush()
+display = getattr(ctypes.CDLL("libgomp.so.1"), "omp_display_env", None)
+if display is not None:
+    display(1)  # the settings libgomp took, to stderr
+"""
+
+
+def _spin_count(load_first=False, **env):
+    """``(threading layer, GOMP_SPINCOUNT in os.environ after prepare, the spin count
+    libgomp took or None)`` of a fresh interpreter with ``env`` for the wait variables."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_ENABLE_CUDASIM")}
+    environ.update(env)
+    proc = subprocess.run([sys.executable, "-c", _SPIN_CHILD.format(load_first=load_first)],
+                          env=environ, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    layer, left = proc.stdout.split()
+    took = re.search(r"GOMP_SPINCOUNT = '(\d+)'", proc.stderr)
+    if layer != "omp" or took is None:
+        pytest.skip(f"Numba's threading layer is {layer!r}, or libgomp cannot display its "
+                    "settings")
+    return left, took.group(1)
+
+
+def test_openmp_workers_spin_briefly_unless_the_user_chose():
+    """The pool starts with SPIN_COUNT spins before a worker sleeps (libgomp's default is
+    300,000), the variable gone from the environment afterwards; a wait policy the user
+    set, or an OpenMP loaded before (which read its settings already), is left alone."""
+    from fastdnn.kernels.cpu.threads import SPIN_COUNT
+
+    assert _spin_count() == ("None", str(SPIN_COUNT))
+    assert _spin_count(GOMP_SPINCOUNT="77") == ("77", "77")
+    assert _spin_count(OMP_WAIT_POLICY="active")[1] != str(SPIN_COUNT)
+    assert _spin_count(load_first=True)[1] not in (str(SPIN_COUNT), None)

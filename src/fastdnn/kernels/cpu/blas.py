@@ -54,7 +54,7 @@ from ... import config
 from . import haswell, mkl
 from .scalars import max2, min2
 from .separate import separate
-from .threads import blas_core, local_threads_setter
+from .threads import blas_core, launch_pool, local_threads_setter
 from .views import address, flat
 from .pipeline import njit
 
@@ -290,8 +290,6 @@ def prepare(sizes=(), dtype=None):
         _admit(sizes, dtype)
         _set_big_rule(_prepared)
         return
-    from numba.np.ufunc.parallel import _launch_threads
-
     helper = _resolve_gemm()
     big = mkl.gemm_address() if chosen == "mkl" else helper
     if chosen == "scipy-haswell":
@@ -299,7 +297,7 @@ def prepare(sizes=(), dtype=None):
             haswell.load()
         big = haswell.gemm_address()  # runs once the instance is loaded
     _small_macs.value = SMALL_PATH_MACS if blas_core() in _SMALL_PATH_CORES else 0
-    _launch_threads()
+    launch_pool()
     _register_local_threads()
     llvm.add_symbol(BIG_GEMM_SYMBOL, big)
     for symbol, setting in zip(_BIG_RULE_SYMBOLS, _big_rule):
