@@ -1151,6 +1151,76 @@ def _throughput_rows(section):
     return rows[0], rows[2:]
 
 
+#: The throughput targets (issue 8), per workload: ``(peer, least ratio of fastdnn to it,
+#: whether strictly more)``, the peer ``None`` for the fastest one in the run.  And the
+#: GFLOP/s workloads' least share of NumPy's 2-thread SGEMM rate at their largest layer,
+#: measured in the same run.
+TARGETS = {"a": (("jax", 1.5, False), ("fann", 1.2, False)), "b": (("jax", 1.5, False),),
+           "c": (("jax", 1.5, False),), "d": (("jax", 1.2, False),),
+           "e": ((None, 1.0, False),), "f": ((None, 1.0, False),),
+           "g": (("fann", 1.2, False),), "h": (("fann", 1.0, True),)}
+SGEMM_SHARE = 0.90
+
+
+def _ratio(cell):
+    """The number of a ratio cell (``"1.58x"``), or None for a peer that did not run."""
+    return float(cell.rstrip("x")) if cell.endswith("x") else None
+
+
+def _sgemm_share(key, section):
+    """``(fastdnn's GFLOP/s, NumPy's SGEMM GFLOP/s)`` of workload ``key`` in ``section``,
+    or None where the section has either missing."""
+    import re
+
+    wl = WORKLOADS.get(key)
+    if wl is None or not wl.gflops or "Arithmetic rate" not in section:
+        return None
+    m, k, n = matmul_shapes([wl])[0]
+    rate = re.search(rf"`{m}x{k}@{k}x{n}`: ([\d.]+) GFLOP/s", section)
+    table = section[section.index("Arithmetic rate"):].split("\n\n")[2]
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")]
+            for ln in table.strip().split("\n")]
+    header = rows[0]
+    mine = next((r for r in rows[2:] if r[0] == f"({key})"), None)
+    if rate is None or mine is None or "fastdnn" not in header:
+        return None
+    cell = mine[header.index("fastdnn")]
+    return (float(cell), float(rate.group(1))) if cell != "—" else None
+
+
+def targets_table(runs):
+    """Lines of a table of :data:`TARGETS` met or missed in ``runs`` (workload key ->
+    ``(date, label, {column: cell}, section)``, one CPU's latest runs)."""
+    lines = ["| workload | run | target | measured | met |", "|---|---|---|---|---|"]
+    for key in sorted(runs):
+        date, label, cells, section = runs[key]
+        for peer, least, strict in TARGETS.get(key, ()):
+            if peer is None:
+                ratios = {c.split(" / ")[1]: _ratio(v) for c, v in cells.items()
+                          if " / " in c and _ratio(v) is not None}
+                if not ratios:
+                    continue
+                peer = min(ratios, key=ratios.get)
+                ratio, whom = ratios[peer], "the fastest peer"
+                measured = f"{ratio:.2f}x ({peer})"
+            else:
+                ratio = _ratio(cells.get(f"fastdnn / {peer}", "—"))
+                if ratio is None:
+                    continue
+                whom, measured = peer, f"{ratio:.2f}x"
+            goal = f"> {least}x {whom}" if strict else f">= {least}x {whom}"
+            met = ratio > least if strict else ratio >= least
+            lines.append(f"| ({key}) | {date} | {goal} | {measured} | "
+                         f"{'yes' if met else '**no**'} |")
+        share = _sgemm_share(key, section)
+        if share is not None:
+            met = share[0] >= SGEMM_SHARE * share[1]
+            lines.append(f"| ({key}) | {date} | >= {SGEMM_SHARE:.0%} of NumPy's SGEMM | "
+                         f"{share[0] / share[1]:.1%} ({share[0]:.1f} of {share[1]:.1f} "
+                         f"GFLOP/s) | {'yes' if met else '**no**'} |")
+    return lines
+
+
 def summary_section(sections):
     """Per CPU model, each workload's latest result, from the newest section that ran it:
     fastdnn's samples/s and its ratio to each peer, with the run's date (the sections
@@ -1170,19 +1240,23 @@ def summary_section(sections):
             cells = dict(zip(header, row))
             seen = latest.setdefault(model, {}).get(m.group(1))
             if seen is None or date > seen[0]:
-                latest[model][m.group(1)] = (date, row[0], cells)
+                latest[model][m.group(1)] = (date, row[0], cells, section)
     lines = ["## Summary: the latest run of each workload, per CPU", "",
              "fastdnn's throughput and its ratio to each peer (> 1: fastdnn is faster), each "
              "workload from the newest section below that ran it."]
     for model, runs in latest.items():
-        ratios = sorted({c for _, _, cells in runs.values() for c in cells if " / " in c})
+        ratios = sorted({c for _, _, cells, _ in runs.values() for c in cells if " / " in c})
         lines += ["", f"### {model}", "",
                   "| workload | run | fastdnn samples/s | " + " | ".join(ratios) + " |",
                   "|---|---|---|" + "---|" * len(ratios)]
         for k in sorted(runs):
-            date, label, cells = runs[k]
+            date, label, cells, _ = runs[k]
             lines.append(f"| {label} | {date} | {cells.get('fastdnn', '—')} | "
                          + " | ".join(cells.get(c, "—") for c in ratios) + " |")
+        targets = targets_table(runs)
+        if len(targets) > 2:
+            lines += ["", f"Targets on the {model} (`TARGETS` in `benchmarks/peers.py`):", "",
+                      *targets]
     return "\n".join(lines)
 
 

@@ -92,3 +92,41 @@ def test_summary_takes_each_workloads_newest_run():
     assert "| 2026-11-26 10:00 | 6 |" in intel and "| 8 |" in intel  # g, b: their only runs
     assert "| 9 |" in summary[summary.index("### AMD EPYC"):]
     assert summary.count("fastdnn / jax") == 2  # a ratio column per CPU
+
+
+def test_summary_says_which_targets_are_met():
+    """Each workload's targets (``peers.TARGETS``) against its newest run: the ratios to
+    the named peer, or to the fastest one, and the share of NumPy's SGEMM rate."""
+    def run(keys, ratios, date, gflops=None):
+        def cell(r):
+            return "—" if r is None else f"{r:.2f}x"
+        rows = "\n".join(f"| ({k}) x | 100 | 1,000 | " + " | ".join(map(cell, r)) + " |"
+                         for k, r in zip(keys, ratios))
+        rate = ""
+        if gflops is not None:
+            rate = ("### Arithmetic rate on the large nets (GFLOP/s)\n\nFLOPs.\n\n"
+                    "| workload | MFLOP/sample | fastdnn | jax |\n|---|---|---|---|\n"
+                    f"| (e) | 9.6 | {gflops:.1f} | 100.0 |\n\nMachine fp32 matmul rate (x): "
+                    "`MKL 256x1024@1024x1024`: 900.0 GFLOP/s, `256x1024@1024x1024`: "
+                    "200.0 GFLOP/s.\n\n")  # MKL's rate is not NumPy's
+        return (f"<!-- peers-section: Xeon | {','.join(keys)} -->\n## Xeon: x\n\n"
+                f"- Date: {date}\n\n### Training throughput (samples/s, higher is better)"
+                "\n\n| workload | n | fastdnn | fastdnn / jax | fastdnn / fann | "
+                f"fastdnn / torch |\n|---|---|---|---|---|---|\n{rows}\n\n{rate}"
+                f"{peers.SECTION_END}")
+
+    md = peers.merge_report("", run("ah", [(1.2, 1.3, 9.0), (0.5, 0.9, 9.0)], "10:00"))
+    md = peers.merge_report(md, run("aeh", [(1.5, 1.19, 9.0), (1.1, None, 0.99),
+                                            (0.5, 1.0, 9.0)], "11:00", gflops=179.0))
+    targets = md[md.index("Targets on the Xeon"):md.index("<!-- peers-section")]
+    lines = [ln for ln in targets.split("\n") if ln.startswith("| (")]
+    assert lines == [
+        "| (a) | 11:00 | >= 1.5x jax | 1.50x | yes |",
+        "| (a) | 11:00 | >= 1.2x fann | 1.19x | **no** |",
+        "| (e) | 11:00 | >= 1.0x the fastest peer | 0.99x (torch) | **no** |",
+        "| (e) | 11:00 | >= 90% of NumPy's SGEMM | 89.5% (179.0 of 200.0 GFLOP/s) | **no** |",
+        "| (h) | 11:00 | > 1.0x fann | 1.00x | **no** |",
+    ]
+    met = peers.merge_report(md, run("e", [(1.1, None, 1.0)], "12:00", gflops=180.0))
+    assert "| (e) | 12:00 | >= 1.0x the fastest peer | 1.00x (torch) | yes |" in met
+    assert "| >= 90% of NumPy's SGEMM | 90.0% (180.0 of 200.0 GFLOP/s) | yes |" in met
