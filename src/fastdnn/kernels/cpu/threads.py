@@ -131,7 +131,10 @@ def _single_threaded_blas():
 #: 784-1024-1024-10 at batch 256 beside one busy process: 7.1K samples/s by default,
 #: 9.5K at 3,000 spins, 9.6K passive (0); with the cores to itself 19.5K, 19.3K and
 #: 19.1K (AMD EPYC, 2 cores, ``GOMP_SPINCOUNT`` alternated, medians of 5 and 7 rounds).
-#: Set here, against the tree before: 6.3K -> 8.7K busy, 17.7K and 17.8K quiet.
+#: Set here, against the tree before: 6.3K -> 8.7K busy, 17.7K and 17.8K quiet.  The
+#: cost: right after NumPy's own 2-thread BLAS call, whose OpenBLAS threads go on spinning,
+#: a product waits for the worker that slept (256x1024 @ 1024x1024 alternated with
+#: NumPy's: 7.4 against 4.4 ms).
 SPIN_COUNT = 3000
 #: The variables by which the user chooses the wait policy, left alone where set.
 _WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
