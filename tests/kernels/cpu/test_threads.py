@@ -349,8 +349,9 @@ if display is not None:
 
 
 def _spin_count(load_first=False, **env):
-    """``(threading layer, GOMP_SPINCOUNT in os.environ after prepare, the spin count
-    libgomp took or None)`` of a fresh interpreter with ``env`` for the wait variables."""
+    """``(GOMP_SPINCOUNT in os.environ after prepare, the spin count libgomp took)`` in a
+    fresh interpreter with ``env`` for the wait variables (skipped where Numba's
+    threading layer is not GNU OpenMP, or libgomp cannot say)."""
     import os
     import re
     import subprocess
@@ -379,4 +380,4 @@ def test_openmp_workers_spin_briefly_unless_the_user_chose():
     assert _spin_count() == ("None", str(SPIN_COUNT))
     assert _spin_count(GOMP_SPINCOUNT="77") == ("77", "77")
     assert _spin_count(OMP_WAIT_POLICY="active")[1] != str(SPIN_COUNT)
-    assert _spin_count(load_first=True)[1] not in (str(SPIN_COUNT), None)
+    assert _spin_count(load_first=True)[1] != str(SPIN_COUNT)
