@@ -1,6 +1,10 @@
 """The thread policy: BLAS is called single-threaded, big products are split into fixed
 column blocks run by Numba's pool, and n_threads sets that pool for a call and restores
 it -- so results never depend on the thread count."""
+import os
+import re
+import subprocess
+import sys
 import threading
 
 import numba
@@ -10,7 +14,7 @@ import pytest
 import fastdnn as fd
 from fastdnn import config
 from fastdnn.kernels.cpu import blas
-from fastdnn.kernels.cpu.threads import limit_threads, scipy_blas
+from fastdnn.kernels.cpu.threads import SPIN_COUNT, limit_threads, scipy_blas
 from fastdnn.validation import check_n_threads
 from support import assert_same_weights, run_threaded
 
@@ -352,11 +356,6 @@ def _spin_count(load_first=False, **env):
     """``(GOMP_SPINCOUNT in os.environ after prepare, the spin count libgomp took)`` in a
     fresh interpreter with ``env`` for the wait variables (skipped where Numba's
     threading layer is not GNU OpenMP, or libgomp cannot say)."""
-    import os
-    import re
-    import subprocess
-    import sys
-
     environ = {k: v for k, v in os.environ.items()
                if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_ENABLE_CUDASIM")}
     environ.update(env)
@@ -375,8 +374,6 @@ def test_openmp_workers_spin_briefly_unless_the_user_chose():
     """The pool starts with SPIN_COUNT spins before a worker sleeps (libgomp's default is
     300,000), the variable gone from the environment afterwards; a wait policy the user
     set, or an OpenMP loaded before (which read its settings already), is left alone."""
-    from fastdnn.kernels.cpu.threads import SPIN_COUNT
-
     assert _spin_count() == ("None", str(SPIN_COUNT))
     assert _spin_count(GOMP_SPINCOUNT="77") == ("77", "77")
     assert _spin_count(OMP_WAIT_POLICY="active")[1] != str(SPIN_COUNT)
