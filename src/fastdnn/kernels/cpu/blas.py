@@ -426,6 +426,17 @@ def n_blocks(cols, most):
     return max2(1, min2(most, (cols + BLOCK - 1) // BLOCK))
 
 
+# Why an OpenMP region, whose end waits for a worker the scheduler has not run yet, and
+# not a helper thread that is never waited for unless it has started a block (as the
+# two-shard steps' helper, .pair): tried, the caller publishing each product and taking
+# any block a spinning helper had not claimed (the same calls, the same bits).  The
+# eight products of 784-1024-1024-10's step at batch 256, with ReLUs between (a
+# prototype, AMD EPYC, 2 cores): alone 16.6K against this region's 16.2K samples/s
+# (medians of 15 alternated rounds, both spread over 13-18K: the host's noise);
+# beside one busy process 7.6-8.3K against 8.8-9.4K (the helper spinning
+# through the serial work between products: three busy threads on two cores), and
+# 8.6-9.5K against 8.8-9.3K with it sleeping after 0.08 ms without a product.
+
 # Declared, so compiled only when a product is first big enough (0.5 s of a cold start
 # whose products are all small: the parallel region's compile, Intel Xeon).
 @separate(returns=types.none)
