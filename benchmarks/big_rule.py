@@ -3,7 +3,8 @@ the big-product GEMM against SciPy's BLAS, per layer shape, as fastdnn runs them
 
 fastdnn sends a product's column block to the big-product GEMM (MKL, or on Zen 4 a
 second OpenBLAS instance on its Haswell kernels) when the block has at least so many
-multiply-adds and both sides of its output at least so long, as
+multiply-adds (and, on the Haswell instance, fewer than a most) and both sides of its
+output at least so long, as
 ``fastdnn.kernels.cpu.blas.big_rule()`` says for its dtype (``blas._on_big``).  This
 times the three products of a layer of ``k`` inputs and ``n`` outputs at batch ``m`` --
 ``A @ W`` (nn), ``A.T @ D`` (tn), ``D @ W.T`` (nt) -- with every block sent there and
@@ -74,7 +75,9 @@ def main(argv=None):
     rule = blas.big_rule()[args.dtype]
     print(f"library {blas._prepared}, {args.dtype} rule: "
           + ("none" if rule == blas.NEVER else
-             f">= {rule[0]} multiply-adds a block and both sides >= {rule[1]}")
+             f">= {rule[0]} multiply-adds a block"
+             + ("" if rule[2] == blas.UNBOUNDED else f" and < {rule[2]}")
+             + f", both sides >= {rule[1]}")
           + f"; {blas.blocks()} blocks; ratio = SciPy's time / the big GEMM's (median of "
             f"{args.pairs})")
     print(f"{'m':>5} {'k':>5} {'n':>5} prod {'block':>10} {'MACs/blk':>10} rule "
@@ -93,7 +96,7 @@ def main(argv=None):
                     reps = max(1, int(args.seconds / max(time.perf_counter() - start, 1e-6)))
                     times = {"scipy": [], "big": []}
                     for _ in range(args.pairs):
-                        for side, value in (("scipy", blas.NEVER), ("big", (0, 0))):
+                        for side, value in (("scipy", blas.NEVER), ("big", blas.EVERY)):
                             for setting, v in zip(blas._big_rule, 2 * value):
                                 setting.value = v
                             times[side].append(seconds(fn, ops, reps))
@@ -101,7 +104,7 @@ def main(argv=None):
                         setting.value = v
                     width, height = block(blas, rows, cols, K)
                     macs = width * height * K
-                    taken = macs >= rule[0] and min(width, height) >= rule[1]
+                    taken = rule[0] <= macs < rule[2] and min(width, height) >= rule[1]
                     s, b = (float(np.median(times[side])) for side in ("scipy", "big"))
                     print(f"{m:5d} {k:5d} {n:5d} {name:>4} {width:>4}x{height:<5} {macs:10.2e} "
                           f"{'big' if taken else '-':>4} {s * 1e3:9.3f} {b * 1e3:9.3f} "

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fastdnn import config
@@ -54,8 +55,10 @@ def test_auto_takes_the_haswell_instance_where_it_is_wanted(monkeypatch, wanted,
 
 # In a fresh process with the instance asked for (any x86 CPU runs the Haswell kernels):
 # its products against NumPy, the route by shape, and the bits for 1 and 2 threads.
+# "capped": a float32 product whose blocks have haswell.MAX_MACS multiply-adds (two of
+# 512 x 512 x 2048), which stays on SciPy's instance.
 CHILD = """
-import json, numpy as np, numba
+import hashlib, json, numpy as np, numba
 from fastdnn.kernels.cpu import blas, haswell
 blas.prepare()
 out = dict(prepared=blas._prepared, rule=blas.big_rule())
@@ -83,6 +86,11 @@ for dtype in (np.float32, np.float64):
                                     float(np.abs(P - D @ W.T).max() / scale),
                                     bits[0] == bits[1]]
 out["errors"] = errors
+X = rng.standard_normal((512, 2048)).astype(np.float32)
+W = rng.standard_normal((2048, 1024)).astype(np.float32)
+Z = np.empty((512, 1024), np.float32)
+blas.matmul(X, W, Z)
+out["capped"] = [hashlib.sha256(Z.tobytes()).hexdigest(), float(np.abs(Z - X @ W).max())]
 print(json.dumps(out))
 """
 
@@ -102,7 +110,7 @@ def children():
 def test_the_big_products_on_the_haswell_instance_are_numpys(children):
     out, alone = children
     assert out["prepared"] == "scipy-haswell" and out["core"].lower() == "haswell"
-    assert out["rule"] == {"float32": [haswell.MIN_MACS, haswell.MIN_SIDE],
+    assert out["rule"] == {"float32": [haswell.MIN_MACS, haswell.MIN_SIDE, haswell.MAX_MACS],
                            "float64": list(blas.NEVER)}
     for dtype, tol in (("float32", 1e-5), ("float64", 1e-13)):
         *errors, same_bits = out["errors"][dtype]
@@ -112,6 +120,9 @@ def test_the_big_products_on_the_haswell_instance_are_numpys(children):
     # instance, and the float64 one on SciPy's.
     assert alone["prepared"] == "scipy" and alone["float32"] != out["float32"]
     assert alone["float64"] == out["float64"]
+    # From MAX_MACS a block runs on SciPy's instance again: its bits.
+    assert out["capped"][1] < 1e-3 * np.sqrt(2048)
+    assert out["capped"][0] == alone["capped"][0]
 
 
 def _child(library, script=CHILD):

@@ -67,13 +67,18 @@ _blocks = ctypes.c_int64(1)
 #: Name of the GEMM the kernels call for big products (bound by :func:`prepare`).
 BIG_GEMM_SYMBOL = "fastdnn_big_xxgemm"
 #: Names of the int64s the kernels read the big-product rule from (:func:`_on_big`): the
-#: fewest multiply-adds and the shortest side of a float32 call's output, then a float64
-#: call's.
+#: fewest multiply-adds, the shortest side of the output and the multiply-adds from
+#: which a call stays on SciPy's BLAS again, of a float32 call, then of a float64 call.
 _BIG_RULE_SYMBOLS = ("fastdnn_blas_big_macs32", "fastdnn_blas_big_side32",
-                     "fastdnn_blas_big_macs64", "fastdnn_blas_big_side64")
+                     "fastdnn_blas_big_most32", "fastdnn_blas_big_macs64",
+                     "fastdnn_blas_big_side64", "fastdnn_blas_big_most64")
 _big_rule = tuple(ctypes.c_int64(0) for _ in _BIG_RULE_SYMBOLS)
+#: No bound: the rule's third number where big products have no upper size.
+UNBOUNDED = int(np.iinfo(np.int64).max)
 #: The rule of a dtype none of whose products go to the big-product GEMM.
-NEVER = (np.iinfo(np.int64).max, 0)
+NEVER = (UNBOUNDED, 0, UNBOUNDED)
+#: The rule of a dtype all of whose products go there (``benchmarks/big_rule.py``).
+EVERY = (0, 0, UNBOUNDED)
 #: The values ``config.BLAS`` / ``FASTDNN_BLAS`` may take.
 LIBRARIES = ("auto", "scipy", "mkl", "scipy-haswell")
 #: Multiply-adds from which a product is split into column blocks run in parallel
@@ -217,10 +222,11 @@ _prepared = None  # the library bound, once prepared
 
 
 def big_rule():
-    """``{dtype name: (fewest multiply-adds, shortest output side)}``: the calls that go
-    to the big-product GEMM now (:func:`_on_big`; :data:`NEVER` for none)."""
+    """``{dtype name: (fewest multiply-adds, shortest output side, multiply-adds from
+    which a call stays on SciPy's BLAS)}``: the calls that go to the big-product GEMM now
+    (:func:`_on_big`; :data:`NEVER` for none)."""
     values = [v.value for v in _big_rule]
-    return {"float32": tuple(values[:2]), "float64": tuple(values[2:])}
+    return {"float32": tuple(values[:3]), "float64": tuple(values[3:])}
 
 
 def _set_big_rule(chosen):
@@ -229,10 +235,11 @@ def _set_big_rule(chosen):
     instance not yet loaded, and only float32 ones on that instance
     (:data:`.haswell.DTYPES`)."""
     rules = {"mkl": dict.fromkeys(("float32", "float64"),
-                                  (config.MKL_MIN_MACS, config.MKL_MIN_SIDE))}
+                                  (config.MKL_MIN_MACS, config.MKL_MIN_SIDE, UNBOUNDED))}
     if haswell.loaded():
         rules["scipy-haswell"] = dict.fromkeys(haswell.DTYPES, (haswell.MIN_MACS,
-                                                                haswell.MIN_SIDE))
+                                                                haswell.MIN_SIDE,
+                                                                haswell.MAX_MACS))
     rule = rules.get(chosen, {})
     values = [v for dtype in ("float32", "float64") for v in rule.get(dtype, NEVER)]
     for setting, value in zip(_big_rule, values):
@@ -333,18 +340,23 @@ def _setting(symbol):
 _blocks_setting = _setting(_BLOCKS_SYMBOL)
 #: The small path's limit (:data:`_SMALL_MACS_SYMBOL`).
 _small_path_macs = _setting(_SMALL_MACS_SYMBOL)
-_big_macs32, _big_side32, _big_macs64, _big_side64 = map(_setting, _BIG_RULE_SYMBOLS)
+(_big_macs32, _big_side32, _big_most32,
+ _big_macs64, _big_side64, _big_most64) = map(_setting, _BIG_RULE_SYMBOLS)
 
 
 @njit(cache=config.CACHE, inline="always")
 def _on_big(M, N, K, itemsize):
     """Whether a column-major ``M x N x K`` call on elements of ``itemsize`` bytes goes to
-    the big-product GEMM: at least so many multiply-adds, and both sides of its output
-    at least so long, as :func:`big_rule` says for its dtype (``config.MKL_MIN_MACS``
-    and ``config.MKL_MIN_SIDE`` with MKL; never, where the GEMM is SciPy's)."""
+    the big-product GEMM: at least so many multiply-adds and fewer than the rule's
+    most, and both sides of its output at least so long, as :func:`big_rule` says for
+    its dtype (``config.MKL_MIN_MACS`` and ``config.MKL_MIN_SIDE`` with MKL, no most;
+    on the Haswell instance, :data:`.haswell.MIN_MACS` up to :data:`.haswell.MAX_MACS`;
+    never, where the GEMM is SciPy's)."""
+    macs = M * N * K
     if itemsize == 4:
-        return M * N * K >= _big_macs32() and min2(M, N) >= _big_side32()
-    return M * N * K >= _big_macs64() and min2(M, N) >= _big_side64()
+        return _big_macs32() <= macs < _big_most32() and min2(M, N) >= _big_side32()
+    return _big_macs64() <= macs < _big_most64() and min2(M, N) >= _big_side64()
+
 
 # The BLAS transpose flags, read from an array at run time, and the column step from
 # the array: passed as constants, Numba typed them as literals and compiled _product

@@ -12,8 +12,9 @@ small-matrix path, and with the Haswell core process-wide the small nets ran slo
 16-32-32-32-2 at batch 64 0.67x, 64-128-128-10 online 0.22x.
 
 So the small products stay on SciPy's instance, and the big float32 ones (those with at
-least :data:`MIN_MACS` multiply-adds and both sides of their output at least
-:data:`MIN_SIDE`: the rule of :func:`.blas._on_big`) go to a second instance of the same
+least :data:`MIN_MACS` multiply-adds but fewer than :data:`MAX_MACS`, and both sides of
+their output at least :data:`MIN_SIDE`: the rule of :func:`.blas._on_big`) go to a second
+instance of the same
 library file, loaded from a copy in memory (Linux's ``memfd``) with
 ``OPENBLAS_CORETYPE=Haswell`` and one thread, both set for its load only.  It loads with the
 first float32 network that has a layer :data:`MIN_SIDE` wide or wider (:func:`.blas.prepare`):
@@ -39,6 +40,18 @@ from . import mkl, threads
 
 #: Fewest multiply-adds of a product (one column block) that runs on the Haswell kernels.
 MIN_MACS = 1 << 26
+#: Multiply-adds from which a block runs on SciPy's instance (its SkylakeX kernels) again:
+#: on a busy host Haswell's kernels lost more on such products than they gained on a
+#: quiet one.  1024-4096-4096-1024 at batch 512, whose blocks have 2**30 multiply-adds or
+#: more, trained 1.12x and 1.14x as fast on SkylakeX's kernels in two busy quarter hours
+#: (medians of 100 and 60 pairs of alternated epochs, 83% and 93% of them faster;
+#: 1,310-1,710 ms an epoch), and 0.97x as fast in a quieter one (60 pairs, 22% faster;
+#: 1,070-1,210 ms; ``benchmarks/paired_epochs.py``, AMD EPYC, 2026-11-28).  Below the
+#: bound, 784-1024-1024-10 at batch 256 (blocks of 2**27 at most) kept its gain: 1.04x as
+#: fast on Haswell's (300 pairs: 1.05-1.07x in the quieter minutes, 0.93-0.98x in the
+#: busiest).  Single products at batch 256 with blocks of 2**29 ran 0.79-0.92x as fast on
+#: Haswell's kernels, with blocks of 2**27 0.92-1.13x (``benchmarks/big_rule.py``).
+MAX_MACS = 1 << 29
 #: Fewest rows and columns of its output.
 MIN_SIDE = 256
 #: The dtypes whose big products run on it.  Not float64: on the products of layers
