@@ -354,8 +354,8 @@ def jax_epoch(wl, X, y, weights):
     warnings.simplefilter("ignore")  # "donated buffers were not usable" on old CPUs
     act = jnp.tanh if wl.activation == "tanh" else jax.nn.relu
     if wl.loss == "cross_entropy":
-        # One-hot targets, as the prototype had them: the loss is then a product-sum
-        # over the classes, with no gather of each row's label.
+        # One-hot targets: the loss is then a product-sum over the classes, with no
+        # gather of each row's label.
         y = np.eye(wl.sizes[-1], dtype=np.float32)[np.asarray(y, int)]
 
     def loss_fn(params, xb, yb):

@@ -14,8 +14,7 @@ small-matrix path, and with the Haswell core process-wide the small nets ran slo
 So the small products stay on SciPy's instance, and the big float32 ones (those with at
 least :data:`MIN_MACS` multiply-adds but fewer than :data:`MAX_MACS`, and both sides of
 their output at least :data:`MIN_SIDE`: the rule of :func:`.blas._on_big`) go to a second
-instance of the same
-library file, loaded from a copy in memory (Linux's ``memfd``) with
+instance of the same library file, loaded from a copy in memory (Linux's ``memfd``) with
 ``OPENBLAS_CORETYPE=Haswell`` and one thread, both set for its load only.  It loads with the
 first float32 network that has a layer :data:`MIN_SIDE` wide or wider (:func:`.blas.prepare`):
 smaller nets, whose products never reach it, are spared its load, 15 ms of each process's
@@ -49,8 +48,9 @@ MIN_MACS = 1 << 26
 #: 1,070-1,210 ms; ``benchmarks/paired_epochs.py``, AMD EPYC, 2026-11-28).  Below the
 #: bound, 784-1024-1024-10 at batch 256 (blocks of 2**27 at most) kept its gain: 1.04x as
 #: fast on Haswell's (300 pairs: 1.05-1.07x in the quieter minutes, 0.93-0.98x in the
-#: busiest).  Single products at batch 256 with blocks of 2**29 ran 0.79-0.92x as fast on
-#: Haswell's kernels, with blocks of 2**27 0.92-1.13x (``benchmarks/big_rule.py``).
+#: busiest).  Single products at batch 256 with blocks of 2**29 ran 0.79-1.02x as fast on
+#: Haswell's kernels (11 of 12 below 0.94x), e's 0.92-1.13x (``benchmarks/big_rule.py``,
+#: two runs).
 MAX_MACS = 1 << 29
 #: Fewest rows and columns of its output.
 MIN_SIDE = 256
