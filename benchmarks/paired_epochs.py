@@ -44,7 +44,6 @@ Name the CPU with its figures (the report's first line does); the load it prints
 includes the workers' own.
 """
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -136,31 +135,6 @@ def parse_setting(text):
     return Setting(text, system, src, env)
 
 
-def numba_cache_dir(package_dir):
-    """A Numba cache folder named by a hash of a fastdnn package's sources.
-
-    Numba checks a cached function against its own file only, not against the files of
-    the kernels compiled into it, so after an edit elsewhere the cache can hold stale
-    machine code.  The name is ``benchmarks/peers.py``'s (``_fastdnn_cache_dir``), so the
-    two scripts share one cache per version of the sources.
-
-    Parameters
-    ----------
-    package_dir : str or Path
-        The ``fastdnn`` package folder (the one holding ``__init__.py``).
-
-    Returns
-    -------
-    str
-    """
-    import hashlib
-
-    h = hashlib.sha1()
-    for f in sorted(Path(package_dir).rglob("*.py")):
-        h.update(f.read_bytes())
-    return str(Path(tempfile.gettempdir()) / f"fastdnn-peers-numba-{h.hexdigest()[:12]}")
-
-
 def worker_env(setting, base):
     """The environment of a setting's worker.
 
@@ -175,22 +149,22 @@ def worker_env(setting, base):
     dict
         ``base`` without ``NUMBA_ENABLE_CUDASIM`` (the test suite's CUDA simulator would
         reroute Numba), with the setting's variables, its ``src`` folder first on
-        ``PYTHONPATH``, and for fastdnn a ``NUMBA_CACHE_DIR`` from :func:`numba_cache_dir`
+        ``PYTHONPATH``, and for fastdnn a ``NUMBA_CACHE_DIR`` named by a hash of its
+        sources, as ``benchmarks/peers.py`` names its workers' (``_fastdnn_cache_dir``),
         unless one is set.
     """
+    import peers
+
     env = {k: v for k, v in base.items() if k != "NUMBA_ENABLE_CUDASIM"}
     env.update(setting.env)
     if setting.src is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (setting.src, env.get("PYTHONPATH"))
                                             if p)
     if setting.system == "fastdnn" and "NUMBA_CACHE_DIR" not in env:
-        if setting.src is not None:
-            package = Path(setting.src) / "fastdnn"
-        else:
-            spec = importlib.util.find_spec("fastdnn")
-            package = Path(spec.origin).parent if spec and spec.origin else None
-        if package is not None:
-            env["NUMBA_CACHE_DIR"] = numba_cache_dir(package)
+        cache = peers._fastdnn_cache_dir(
+            None if setting.src is None else Path(setting.src) / "fastdnn")
+        if cache is not None:
+            env["NUMBA_CACHE_DIR"] = cache
     return env
 
 
@@ -386,20 +360,6 @@ def jax_epoch(wl, X, y, weights):
     return epoch, lambda: f"jax {jax.__version__} ({jax.default_backend()})"
 
 
-def _until_the_compile_helper_is_done(most=120.0):
-    """Wait while fastdnn's compile helper, started by a warm-up epoch on a cold cache,
-    still compiles: it would take a core from the first pairs.  Trees without the helper
-    have nothing to wait for."""
-    try:
-        from fastdnn.kernels.cpu import warmup
-        helping = warmup.helping
-    except (ImportError, AttributeError):
-        return
-    end = time.monotonic() + most
-    while helping() and time.monotonic() < end:
-        time.sleep(0.01)
-
-
 def serve(system, key):
     """Body of ``--worker``: warm up, print ``ready``, then train one epoch per line read
     from stdin and print its seconds, until stdin closes.
@@ -418,7 +378,7 @@ def serve(system, key):
                                                                             weights)
     epoch()
     if system == "fastdnn":
-        _until_the_compile_helper_is_done()
+        peers._until_the_compile_helper_is_done()
     replies.write(f"ready\t{describe()}\n")
     while sys.stdin.readline():
         replies.write(f"{epoch():.6f}\n")

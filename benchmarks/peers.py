@@ -454,9 +454,13 @@ def _until_the_compile_helper_is_done(most=120.0):
     the round whose worker found the cache empty: it goes on after the warm-up epoch with
     what the next process needs, on a core the timed epochs would share (in the sitting of
     2026-11-28 15:10 that round's e ran at 16,416 samples/s, the next at 18,885; AMD EPYC,
-    other load too).  A later round's worker starts none."""
-    from fastdnn.kernels.cpu import warmup
-
+    other load too).  A later round's worker starts none, and older trees
+    (``benchmarks/paired_epochs.py`` runs them) have no helper to wait for."""
+    try:
+        from fastdnn.kernels.cpu import warmup
+        warmup.helping
+    except (ImportError, AttributeError):
+        return
     end = time.monotonic() + most
     while warmup.helping() and time.monotonic() < end:
         time.sleep(0.01)
@@ -689,8 +693,10 @@ def run_worker(system, key, quick):
 
 
 # --------------------------------------------------------------------------- driver
-def _fastdnn_cache_dir():
-    """A numba cache folder named by a hash of fastdnn's sources.
+def _fastdnn_cache_dir(package=None):
+    """A numba cache folder named by a hash of fastdnn's sources: those of the package
+    folder ``package`` (the one holding ``__init__.py``), by default the importable one
+    (``None`` if there is none).
 
     Numba checks a cached function against its own file only, not against the files
     of the kernels it calls (whose code it holds a copy of), so after an edit to, say,
@@ -702,11 +708,13 @@ def _fastdnn_cache_dir():
     import importlib.util
     import tempfile
 
-    spec = importlib.util.find_spec("fastdnn")
-    if spec is None or spec.origin is None:
-        return None
+    if package is None:
+        spec = importlib.util.find_spec("fastdnn")
+        if spec is None or spec.origin is None:
+            return None
+        package = Path(spec.origin).parent
     h = hashlib.sha1()
-    for f in sorted(Path(spec.origin).parent.rglob("*.py")):
+    for f in sorted(Path(package).rglob("*.py")):
         h.update(f.read_bytes())
     return str(Path(tempfile.gettempdir()) / f"fastdnn-peers-numba-{h.hexdigest()[:12]}")
 

@@ -65,10 +65,10 @@ def test_worker_env(tmp_path):
     assert "NUMBA_ENABLE_CUDASIM" not in env and env["PATH"] == "/bin"
     assert env["PYTHONPATH"] == f"{tmp_path}:/elsewhere"
     assert env["FASTDNN_BLAS"] == "scipy"
-    assert env["NUMBA_CACHE_DIR"] == pe.numba_cache_dir(tmp_path / "fastdnn")
+    assert env["NUMBA_CACHE_DIR"] == peers._fastdnn_cache_dir(tmp_path / "fastdnn")
     # Another source, another cache folder; a set NUMBA_CACHE_DIR is kept.
     (tmp_path / "fastdnn" / "__init__.py").write_text("x = 2\n")
-    assert pe.numba_cache_dir(tmp_path / "fastdnn") != env["NUMBA_CACHE_DIR"]
+    assert peers._fastdnn_cache_dir(tmp_path / "fastdnn") != env["NUMBA_CACHE_DIR"]
     kept = pe.worker_env(pe.parse_setting("NUMBA_CACHE_DIR=/c"), base)
     assert kept["NUMBA_CACHE_DIR"] == "/c" and kept["PYTHONPATH"] == "/elsewhere"
     assert "NUMBA_CACHE_DIR" not in pe.worker_env(pe.parse_setting("jax"), base)
