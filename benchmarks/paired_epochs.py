@@ -53,7 +53,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -318,43 +317,18 @@ def fastdnn_epoch(wl, X, y, weights):
 
 
 def jax_epoch(wl, X, y, weights):
-    """A function that trains one epoch with JAX (one ``jax.jit`` of a ``lax.scan`` of
-    SGD steps over the batches) and returns its wall seconds, and a line naming JAX."""
+    """A function that trains one epoch with JAX (``benchmarks/peers.py``'s JAX worker:
+    one ``jax.jit`` of a ``lax.scan`` of SGD steps over the batches) and returns its wall
+    seconds, and a line naming JAX."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # a CPU comparison, even beside a GPU
     import jax
-    import jax.numpy as jnp
-    from jax import lax
+    import peers
 
-    warnings.simplefilter("ignore")  # "donated buffers were not usable" on old CPUs
-    act = jnp.tanh if wl.activation == "tanh" else jax.nn.relu
-    if wl.loss == "cross_entropy":
-        # One-hot targets: the loss is then a product-sum over the classes, with no
-        # gather of each row's label.
-        y = np.eye(wl.sizes[-1], dtype=np.float32)[np.asarray(y, int)]
-
-    def loss_fn(params, xb, yb):
-        A = xb
-        for i, (W, b) in enumerate(params):
-            A = A @ W + b
-            if i < len(params) - 1:
-                A = act(A)
-        if wl.loss == "cross_entropy":
-            return -jnp.mean(jnp.sum(yb * jax.nn.log_softmax(A), axis=1))
-        return jnp.mean((A - yb) ** 2)
-
-    def step(params, xy):
-        grads = jax.grad(loss_fn)(params, *xy)
-        return jax.tree_util.tree_map(lambda p, g: p - wl.lr * g, params, grads), None
-
-    n, B = X.shape[0], wl.batch
-    Xb = jnp.asarray(X.reshape(n // B, B, -1))
-    yb = jnp.asarray(y.reshape(n // B, B, -1))
-    run = jax.jit(lambda params: lax.scan(step, params, (Xb, yb))[0], donate_argnums=0)
-    state = {"params": [(jnp.asarray(W), jnp.asarray(b)) for W, b in weights]}
+    run_epoch, _, _ = peers.jax_epoch(wl, X, y, weights)
 
     def epoch():
         start = time.perf_counter()
-        state["params"] = jax.block_until_ready(run(state["params"]))
+        run_epoch()
         return time.perf_counter() - start
 
     return epoch, lambda: f"jax {jax.__version__} ({jax.default_backend()})"

@@ -313,8 +313,11 @@ def worker_torch(wl, X, y, weights, epochs, n_threads=N_THREADS):
                 threads=torch.get_num_threads())
 
 
-def worker_jax(wl, X, y, weights, epochs):
-    """JAX: one epoch = jax.jit(lax.scan(sgd_step, params, batches)); compile timed alone."""
+def jax_epoch(wl, X, y, weights):
+    """JAX's epoch of workload ``wl``: ``jax.jit(lax.scan(sgd_step, params, batches))``,
+    compiled here.  Returns ``(run_epoch, final_weights, compile_seconds)``: each
+    ``run_epoch()`` trains one epoch on from the last; ``final_weights()`` the weights now,
+    as NumPy arrays.  Shared with ``benchmarks/paired_epochs.py``."""
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -360,10 +363,20 @@ def worker_jax(wl, X, y, weights, epochs):
         jax.block_until_ready(p)
         state["p"] = p
 
+    def final_weights():
+        return [(np.asarray(W), np.asarray(b)) for W, b in state["p"]]
+
+    return run_epoch, final_weights, compile_s
+
+
+def worker_jax(wl, X, y, weights, epochs):
+    """JAX: one epoch = jax.jit(lax.scan(sgd_step, params, batches)); compile timed alone."""
+    import jax
+
+    run_epoch, final_weights, compile_s = jax_epoch(wl, X, y, weights)
     warm, times = _timed_epochs(run_epoch, epochs)
-    final = [(np.asarray(W), np.asarray(b)) for W, b in state["p"]]
-    return dict(version=jax.__version__, warmup_s=warm, epoch_s=times, weights=final,
-                compile_s=compile_s, threads="XLA default")
+    return dict(version=jax.__version__, warmup_s=warm, epoch_s=times,
+                weights=final_weights(), compile_s=compile_s, threads="XLA default")
 
 
 def worker_sklearn(wl, X, y, weights, epochs):
