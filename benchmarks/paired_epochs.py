@@ -37,8 +37,7 @@ worker trains through the public API (``MLP``, ``set_weights``, ``SGD(lr, moment
 ``Constant()``, ``shuffle=False``), one ``fit(epochs=1)`` per request, timed around the
 whole call; each worker runs one epoch as a warm-up (compiling or loading the cache)
 before it reports ready.  The training goes on from epoch to epoch, as in a real fit.
-``--json PATH`` writes the per-pair times.  Linux only (``select`` on pipes,
-``/proc/cpuinfo``).
+``--json PATH`` writes the per-pair times.  Not on Windows (``select`` on pipes).
 
 Name the CPU with its figures (the report's first line does); the load it prints
 includes the workers' own.
@@ -46,7 +45,6 @@ includes the workers' own.
 import argparse
 import json
 import os
-import platform
 import select
 import statistics
 import subprocess
@@ -258,22 +256,6 @@ def report(labels, settings, times, loads, segment):
     return lines
 
 
-def cpu_name():
-    """The CPU's model name (``/proc/cpuinfo``, else ``platform.processor()``) and its
-    logical CPU count."""
-    model = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                name, _, value = line.partition(":")
-                if name.strip() == "model name":
-                    model = value.strip()
-                    break
-    except OSError:
-        pass
-    return f"{model or platform.processor() or '?'}, {os.cpu_count()} logical CPUs"
-
-
 def load1():
     """The 1-minute load average, or None where the OS has none."""
     try:
@@ -432,8 +414,11 @@ class Worker:
 
 def drive(args, settings):
     """Start the workers, run the pairs, print the report; write ``--json``."""
+    import peers
+
     labels = [chr(ord("A") + i) for i in range(len(settings))]
-    print(f"CPU: {cpu_name()}; load (1 min) at start {_fmt_load(load1())}", flush=True)
+    machine = peers._machine()  # the CPU as docs/peers.md names it
+    print(f"CPU: {machine}; load (1 min) at start {_fmt_load(load1())}", flush=True)
     workers, done = [], False
     try:
         # All at once: the warm-ups (compiling, or loading the cache) overlap.
@@ -445,8 +430,6 @@ def drive(args, settings):
             if not line.startswith("ready"):
                 w.fail(f"said {line!r} instead of ready", hung=True)
             infos.append(line.partition("\t")[2])
-        import peers
-
         wl = peers.WORKLOADS[args.workload]
         print(f"workload {wl.key}: {wl.title}, {wl.n} samples an epoch; {args.pairs} pairs, "
               f"pause {args.pause:g} s", flush=True)
@@ -475,7 +458,7 @@ def drive(args, settings):
     print(f"load (1 min) at end {_fmt_load(load1())}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(
-            cpu=cpu_name(), workload=args.workload, pause_s=args.pause,
+            cpu=machine, workload=args.workload, pause_s=args.pause,
             settings=[dict(label=w.label, setting=w.setting.text, worker=info, seconds=t)
                       for w, info, t in zip(workers, infos, times)],
             first=firsts, load1=loads), indent=1))
