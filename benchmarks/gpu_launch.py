@@ -7,9 +7,11 @@ and a profile of the host side of an epoch.  On a machine with a GPU
 A small net's step is about a dozen launches of kernels that run for microseconds, so the
 step costs what the host spends launching them.  This times 2,000 launches of one real
 launch of the step (the first layer's forward GEMM of a 64-128-128-10 net, batch 128)
-by each path from fastdnn's own down to ``cuda.core``'s ``launch`` with the kernel's
-parameters prepared once (the floor of a launch path that caches them), and an empty
-kernel with as many arguments and with none; then profiles three epochs' host side.  A
+by each path from fastdnn's own (``kernels.cuda.dispatch``'s prepared launch, and with
+``config.CUDA_PREPARED_LAUNCH`` off numba-cuda's bracket call) down to ``cuda.core``'s
+``launch`` with the kernel's parameters prepared once (the floor of any launch path), and
+an empty kernel with as many arguments and with none; then times epochs with prepared
+launches on and off, alternated, and profiles three epochs' host side.  A
 path that fails prints its error and the others go on.
 """
 import cProfile
@@ -24,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 import fastdnn as fd  # noqa: E402
 from fastdnn import config  # noqa: E402
-from fastdnn.kernels.cuda import dense, launch  # noqa: E402
+from fastdnn.kernels.cuda import dense, dispatch, launch  # noqa: E402
 from numba import cuda  # noqa: E402
 
 N_LAUNCH = int(os.environ.get("N_LAUNCH", 2000))
@@ -74,8 +76,18 @@ def main():
     kernel = dense.gemm_kernel(int(config.CUDA_TILE), micro, bufs.theta.dtype.str)
     args = (mode, bufs.theta, bufs.grad, bufs.work, bufs.deltas, bufs.table, layer, m, 0, 0,
             np.uint64(0))
-    rows = {"fastdnn's _launch (config, kernel lookup, launch)":
+    def bracket_launch():
+        config.CUDA_PREPARED_LAUNCH = False
+        try:
+            launch_fn(mode, bufs, M, N, layer, m, **kwargs)
+        finally:
+            config.CUDA_PREPARED_LAUNCH = True
+
+    rows = {"fastdnn's _launch (config, kernel lookup, prepared launch)":
             lambda: launch_fn(mode, bufs, M, N, layer, m, **kwargs),
+            "fastdnn's _launch, CUDA_PREPARED_LAUNCH = False (bracket call)": bracket_launch,
+            "dispatch.call(kernel, grid, block, *args)":
+            lambda: dispatch.call(kernel, grid, block, *args),
             "kernel[grid, block](*args)": lambda: kernel[grid, block](*args)}
 
     def without_occupancy_warning():
@@ -140,10 +152,14 @@ def main():
         print(f"| {name} | {host:.1f} | {total:.1f} |", flush=True)
 
     steps = -(-n // batch)
-    start = time.perf_counter()
-    net.fit(X, y, epochs=3, batch_size=batch, optimizer=fd.SGD(lr=0.01), shuffle=False)
-    seconds = (time.perf_counter() - start) / 3
-    print(f"\nepoch {seconds * 1e3:.1f} ms, {steps} steps: {seconds / steps * 1e6:.0f} us a step")
+    for prepared in (True, False, True, False):
+        config.CUDA_PREPARED_LAUNCH = prepared
+        start = time.perf_counter()
+        net.fit(X, y, epochs=3, batch_size=batch, optimizer=fd.SGD(lr=0.01), shuffle=False)
+        seconds = (time.perf_counter() - start) / 3
+        print(f"\nCUDA_PREPARED_LAUNCH={prepared}: epoch {seconds * 1e3:.1f} ms, {steps} steps: "
+              f"{seconds / steps * 1e6:.0f} us a step")
+    config.CUDA_PREPARED_LAUNCH = True
     profile = cProfile.Profile()
     profile.enable()
     net.fit(X, y, epochs=3, batch_size=batch, optimizer=fd.SGD(lr=0.01), shuffle=False)

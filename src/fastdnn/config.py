@@ -116,6 +116,12 @@ CUDA_MICRO = 8
 #: so any cap is correct; tests lower it to exercise those loops.
 CUDA_MAX_BLOCKS = 65535
 
+#: Launch CUDA kernels with each device array's kernel parameters prepared once, not by
+#: numba-cuda's bracket call, which redoes that work on every launch (77 against 13 us of
+#: host time per launch on an H200 machine; see ``kernels.cuda.dispatch``).  Off: the
+#: bracket call always, with the same results.
+CUDA_PREPARED_LAUNCH = True
+
 #: Training data at most this many bytes (X and targets) stays on the GPU for a whole
 #: fit; larger data goes up in chunks each epoch.  ``None``: half the free GPU memory.
 CUDA_DATA_BYTES = None

@@ -211,6 +211,33 @@ def test_default_launch_shapes_on_a_real_gpu(monkeypatch, rng):
     assert_close(gpu._backend.get_theta(), cpu._backend.get_theta(), 1e-4)
 
 
+@pytest.mark.skipif(SIMULATOR, reason="the simulator has no prepared launches")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_prepared_launches_give_the_bracket_calls_bits(dtype, monkeypatch, rng):
+    """``kernels.cuda.dispatch``: the training step's launches take the prepared path, and
+    the weights, losses and Adam state are those of numba-cuda's bracket calls, bit for bit
+    (with dropout keys, L2, clipping and sample weights: every kernel of the step)."""
+    from fastdnn.kernels.cuda import dispatch
+    X = rng.normal(size=(300, 13))
+    y = rng.integers(0, 4, size=300)
+    w = rng.uniform(0.5, 2.0, size=300)
+    runs = []
+    for prepared in (False, True):
+        monkeypatch.setattr(config, "CUDA_PREPARED_LAUNCH", prepared)
+        before = dispatch.prepared_launches
+        net = fd.MLP([13, 33, 17, 4], seed=3, dtype=dtype, device="cuda", l2=1e-3, dropout=0.2)
+        opt = fd.Adam(lr=0.01)
+        hist = net.fit(X, y, epochs=3, batch_size=32, optimizer=opt, sample_weight=w,
+                       clip_norm=0.5)
+        steps = 3 * -(-300 // 32)
+        # Each step launches more than ten kernels; all but a handful of first ones prepared.
+        assert (dispatch.prepared_launches - before > 10 * steps) == prepared
+        runs.append((net._backend.get_theta(), hist.loss, opt.state))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+    np.testing.assert_array_equal(runs[0][2], runs[1][2])
+
+
 def test_fit_many_trains_cuda_nets_as_their_own_fits(make_data):
     X, y = make_data("cross_entropy", 12, 5, 3)
     group = [fd.MLP(sizes, seed=s, dtype="float64", device="cuda")

@@ -4,7 +4,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from . import launch
+from . import dispatch, launch
 
 
 @cuda.jit
@@ -19,5 +19,5 @@ def all_finite(x):
     """Whether every element of the flat device array ``x`` is finite (reads back one int)."""
     flag = cuda.to_device(np.ones(1, dtype=np.int64))
     blocks, threads = launch.launch_config(x.shape[0])
-    _finite_flag[blocks, threads](x, flag)
+    dispatch.call(_finite_flag, blocks, threads, x, flag)
     return bool(flag.copy_to_host()[0])

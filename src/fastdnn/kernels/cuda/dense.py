@@ -39,7 +39,7 @@ from numba import cuda
 from ... import config
 from ..spec import A_OFF, ACT, B_OFF, DROP, FAN_IN, FAN_OUT, IN_OFF, OUT_OFF, W_OFF, Z_OFF
 from . import formulas as F
-from . import launch
+from . import dispatch, launch
 from .activations import activate, derivative
 
 FORWARD, WEIGHT_GRAD, BACKPROP = range(3)
@@ -213,8 +213,8 @@ def gemm_kernel(tile, micro, dtype):
 def _launch(mode, bufs, M, N, layer, m, d_off=0, p_off=0, key=NO_KEY, micro=None):
     micro, grid, block = launch.gemm_config(M, N, micro)
     kernel = gemm_kernel(int(config.CUDA_TILE), micro, bufs.theta.dtype.str)
-    kernel[grid, block](mode, bufs.theta, bufs.grad, bufs.work, bufs.deltas, bufs.table,
-                        layer, m, d_off, p_off, np.uint64(key))
+    dispatch.call(kernel, grid, block, mode, bufs.theta, bufs.grad, bufs.work, bufs.deltas,
+                  bufs.table, layer, m, d_off, p_off, np.uint64(key))
 
 
 def dense_forward(bufs, table, layer, m, key=NO_KEY, micro=None):

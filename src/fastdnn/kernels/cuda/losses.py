@@ -32,7 +32,7 @@ from numba import cuda, float64
 from ..spec import (BINARY_CROSS_ENTROPY, CLASSIFIERS, CROSS_ENTROPY, LOSS_NAMES, MSE, POISSON,
                     REGRESSORS, check_code)
 from . import formulas as F
-from . import launch
+from . import dispatch, launch
 
 #: Slots of the float64 accumulator (see the module docstring).
 (TRAIN_SUM, LAST, EVAL_SUM, BATCH_WEIGHT, TRAIN_WEIGHT, EVAL_WEIGHT, PENALTY,
@@ -180,10 +180,11 @@ def loss_grad(code, work, z_off, targets, deltas, row_loss, m, k, acc):
     tpb = launch.threads_per_block()
     batch_weight, loss_rows, batch_loss = _kernels(tpb)
     cols = 2 if code == CROSS_ENTROPY else k + 1
-    batch_weight[1, tpb](targets, m, cols, acc)
+    dispatch.call(batch_weight, 1, tpb, targets, m, cols, acc)
     blocks, threads = launch.row_config(m, k)
-    loss_rows[blocks, threads](code, work, z_off, targets, deltas, row_loss, m, k, acc)
-    batch_loss[1, tpb](code, row_loss, m, k, acc)
+    dispatch.call(loss_rows, blocks, threads, code, work, z_off, targets, deltas, row_loss, m,
+                  k, acc)
+    dispatch.call(batch_loss, 1, tpb, code, row_loss, m, k, acc)
 
 
 # -- prediction heads on device arrays ------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 from numba import cuda, float64
 
 from ..spec import A_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, L2, LR, W_OFF, lr_factor, step_key
-from . import launch
+from . import dispatch, launch
 from .dense import NO_KEY, dense_backward, dense_forward
 from .losses import CLIP_FACTOR, LAST, PENALTY, block_reduce, loss_grad
 from .updates import check_update, optimizer_step
@@ -68,7 +68,7 @@ def _copy_flat(src, src_off, dst, dst_off, count):
 def copy_flat(src, src_off, dst, dst_off, count):
     """``dst[dst_off:dst_off+count] = src[src_off:src_off+count]`` on the device."""
     blocks, threads = launch.launch_config(count)
-    _copy_flat[blocks, threads](src, src_off, dst, dst_off, count)
+    dispatch.call(_copy_flat, blocks, threads, src, src_off, dst, dst_off, count)
 
 
 def forward_layers(bufs, table, m, key=NO_KEY):
@@ -186,9 +186,9 @@ def l2_penalty(bufs, table, l2, with_grad=True):
     (``cpu.train.l2_penalty``)."""
     blocks, threads = _reduction_grid(bufs)
     penalty_partials, _, finish_penalty, _ = _reductions(threads)
-    penalty_partials[blocks, threads](bufs.theta, bufs.grad, bufs.table, l2, with_grad,
-                                      bufs.partials)
-    finish_penalty[1, threads](bufs.partials, blocks, l2, bufs.acc)
+    dispatch.call(penalty_partials, blocks, threads, bufs.theta, bufs.grad, bufs.table, l2,
+                  with_grad, bufs.partials)
+    dispatch.call(finish_penalty, 1, threads, bufs.partials, blocks, l2, bufs.acc)
 
 
 def clip_by_norm(bufs, bound):
@@ -196,10 +196,10 @@ def clip_by_norm(bufs, bound):
     to ``acc[CLIP_FACTOR]``; ``cpu.train.clip_by_norm``)."""
     blocks, threads = _reduction_grid(bufs)
     _, square_partials, _, finish_clip = _reductions(threads)
-    square_partials[blocks, threads](bufs.grad, bufs.partials)
-    finish_clip[1, threads](bufs.partials, blocks, bound, bufs.acc)
+    dispatch.call(square_partials, blocks, threads, bufs.grad, bufs.partials)
+    dispatch.call(finish_clip, 1, threads, bufs.partials, blocks, bound, bufs.acc)
     blocks, threads = launch.launch_config(bufs.grad.shape[0])
-    _scale[blocks, threads](bufs.grad, bufs.acc)
+    dispatch.call(_scale, blocks, threads, bufs.grad, bufs.acc)
 
 
 def train_steps(X, T, order, n_rows, bufs, table, opt, sched, plan):
@@ -213,7 +213,6 @@ def train_steps(X, T, order, n_rows, bufs, table, opt, sched, plan):
     read back; returns the number of steps launched and the learning rate of the last.
     """
     blocks, threads = launch.launch_config(plan.batch_size * max(X.shape[1], T.shape[1]))
-    gather = gather_batch[blocks, threads]
     n_steps = -(-n_rows // plan.batch_size)
     l2 = opt.hyper[L2]
     clip = opt.hyper[CLIP_NORM]
@@ -226,7 +225,8 @@ def train_steps(X, T, order, n_rows, bufs, table, opt, sched, plan):
         start = s * plan.batch_size
         m = min(plan.batch_size, n_rows - start)
         t = plan.t0 + s  # optimizer steps before this one
-        gather(X, T, order, start, m, bufs.work, bufs.targets)
+        dispatch.call(gather_batch, blocks, threads, X, T, order, start, m, bufs.work,
+                      bufs.targets)
         loss_and_gradient(bufs, table, plan.loss, m, NO_KEY if keys is None else keys[s])
         if l2 != 0.0:
             l2_penalty(bufs, table, l2)

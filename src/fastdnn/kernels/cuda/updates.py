@@ -39,7 +39,7 @@ from numba import cuda
 from ..spec import (ADAM, BETA1, BETA2, DECOUPLED, EPS, MOMENTUM, NESTEROV, SGD,
                     WEIGHT_DECAY, adam_scalars)
 from . import formulas as F
-from . import launch
+from . import dispatch, launch
 from .losses import LAST, book_step
 
 
@@ -145,7 +145,7 @@ def check_update(code, hyper, lr, theta, grad, state, status, acc, t):
     # Half the largest finite value, as the CPU's guard: the margin costs nothing.
     limit = float(np.finfo(theta.dtype).max) / 2
     blocks, threads = launch.launch_config(theta.shape[0])
-    check[blocks, threads](theta, grad, state, status, acc, t, limit, *scalars)
+    dispatch.call(check, blocks, threads, theta, grad, state, status, acc, t, limit, *scalars)
 
 
 def optimizer_step(code, hyper, lr, theta, grad, state, status, acc, t):
@@ -153,4 +153,4 @@ def optimizer_step(code, hyper, lr, theta, grad, state, status, acc, t):
     unless ``status`` says a step failed; ``t`` = steps taken before this one."""
     _, update, scalars = _kernels(code, hyper, lr, t, theta.dtype)
     blocks, threads = launch.launch_config(theta.shape[0])
-    update[blocks, threads](theta, grad, state, status, acc, *scalars)
+    dispatch.call(update, blocks, threads, theta, grad, state, status, acc, *scalars)
