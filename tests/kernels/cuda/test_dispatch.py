@@ -171,3 +171,24 @@ def test_without_the_machinery_every_launch_is_a_bracket_call(launched, monkeypa
     for _ in range(3):
         dispatch.call(kernel, 1, 8, a, 1)
     assert len(kernel.bracket) == 3 and not launched
+
+
+def test_a_failed_prepared_launch_forgets_everything_and_makes_the_bracket_call(launched,
+                                                                                monkeypatch):
+    kernel, a = Kernel(), Array()
+    dispatch.call(kernel, 1, 8, a, 1)
+    dispatch.call(kernel, 1, 8, a, 1)
+    assert len(launched) == 1
+
+    def stale(*params):  # e.g. CUDA_ERROR_INVALID_HANDLE after cuda.close()
+        raise RuntimeError("invalid handle")
+
+    machinery = dispatch._machinery
+    monkeypatch.setattr(dispatch, "_machinery", (machinery[0], stale) + machinery[2:])
+    dispatch.call(kernel, 1, 8, a, 2)
+    assert len(kernel.bracket) == 2 and not dispatch._arrays and not dispatch._functions
+    monkeypatch.setattr(dispatch, "_machinery", machinery)
+    dispatch.call(kernel, 1, 8, a, 3)  # relearns: the bracket call, then prepared again
+    dispatch.call(kernel, 1, 8, a, 4)
+    assert len(kernel.bracket) == 3
+    assert [call[3][3].value for call in launched] == [1, 4]

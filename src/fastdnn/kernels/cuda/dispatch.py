@@ -28,7 +28,9 @@ CUDA simulator, or a numba-cuda without these internals.  ``config.CUDA_PREPARED
 False`` turns the shortcut off.
 
 The same stream (the default one) and the same compiled code run either way, so results
-are bit-identical with and without it (tested on a real GPU).
+are bit-identical with and without it (tested on a real GPU).  A prepared launch that
+fails (a context closed or switched since, so the cached function is stale) empties the
+caches and makes the bracket call instead.
 """
 import ctypes
 import weakref
@@ -163,5 +165,21 @@ def call(kernel, grid, block, *args):
     cfg = _configs.get((grid, block))
     if cfg is None:
         cfg = _configs[grid, block] = _machinery[2](grid=grid, block=block)
-    _machinery[1](_machinery[3], cfg, function, *params)
+    try:
+        _machinery[1](_machinery[3], cfg, function, *params)
+    except Exception:
+        # A compiled function belongs to the context it was loaded in: after
+        # ``cuda.close()`` or a switch of device the cache is stale.  Forget it all; the
+        # bracket call loads the code afresh, or raises numba-cuda's own error.
+        forget()
+        kernel[grid, block](*args)
+        return
     prepared_launches += 1
+
+
+def forget():
+    """Drop every cached parameter and function (the next launches relearn them)."""
+    _arrays.clear()
+    _functions.clear()
+    _configs.clear()
+    _bracket_only.clear()
