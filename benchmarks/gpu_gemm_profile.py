@@ -1,19 +1,23 @@
-"""Launch fastdnn's forward CUDA GEMM (``Z = A @ W + b``, ``m x k`` by ``k x n``) on one
-shape, for a profiler.  On a machine with a GPU::
+"""Launch fastdnn's forward CUDA GEMM (``Z = A @ W + b``, ``m x k`` by ``k x n``) on given
+shapes, for a profiler or a comparison of source trees.  On a machine with a GPU::
 
     ncu --clock-control none -k regex:tile_gemm --launch-skip 2 --launch-count 1 \\
-        --set detailed python benchmarks/gpu_gemm_profile.py 512 4096 4096
+        --set detailed python benchmarks/gpu_gemm_profile.py 512x4096x4096
+    python benchmarks/gpu_gemm_profile.py 512x4096x4096 256x784x1024 --launches 20
 
-The launch shape is the one training picks (``launch.gemm_config``).  The first launch
-compiles; the script launches three times, so ``--launch-skip 2`` profiles a warm one.
-Prints the launch shape and the time of the last launch (CUDA events).
+The launch shape is the one training picks (``launch.gemm_config``).  Each shape is
+launched ``--launches`` times (default 3; the first compiles, so ``--launch-skip 2``
+profiles a warm one) and prints the median time of the launches after the first (CUDA
+events) and the rate.  ``FASTDNN_SRC=<tree>/src`` times another source tree.
 """
+import argparse
 import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
+sys.path.insert(0, os.environ.get("FASTDNN_SRC") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
 
 from fastdnn.kernels.cuda import dense, launch  # noqa: E402
 from fastdnn.kernels.cuda.backend import CUDABackend  # noqa: E402
@@ -21,8 +25,8 @@ from fastdnn.kernels.spec import MSE  # noqa: E402
 from numba import cuda  # noqa: E402
 
 
-def main(m=512, k=4096, n=4096):
-    m, k, n = int(m), int(k), int(n)
+def time_shape(m, k, n, launches):
+    """Median milliseconds of the warm forward launches on ``m x k`` by ``k x n``."""
     rng = np.random.default_rng(0)
     backend = CUDABackend([k, n], [], MSE, np.dtype(np.float32))
     backend.set_theta((rng.normal(size=backend.n_params) / np.sqrt(k)).astype(np.float32))
@@ -30,19 +34,30 @@ def main(m=512, k=4096, n=4096):
     work = np.zeros(layout.work_size, dtype=np.float32)
     work[:m * k] = rng.normal(size=m * k)
     bufs.work.copy_to_device(work)
-    shape = (m, n)
-    micro, grid, block = launch.gemm_config(*shape)
-    print(f"forward m={m} k={k} n={n}: output {shape[0]}x{shape[1]}, micro {micro}, "
-          f"grid {grid}, block {block}", flush=True)
+    micro, grid, block = launch.gemm_config(m, n)
     start, end = cuda.event(), cuda.event()
-    for _ in range(3):
+    times = []
+    for _ in range(max(2, launches)):
         start.record()
         dense.dense_forward(bufs, layout.table, 0, m)
         end.record()
         end.synchronize()
-    ms = start.elapsed_time(end)
-    print(f"last launch {ms:.3f} ms, {2.0 * m * k * n / ms / 1e9:.2f} TFLOP/s", flush=True)
+        times.append(start.elapsed_time(end))
+    ms = float(np.median(times[1:]))
+    print(f"{m}x{k}x{n}: micro {micro}, grid {grid}, block {block}: {ms:.3f} ms, "
+          f"{2.0 * m * k * n / ms / 1e9:.2f} TFLOP/s ({dense.__file__})", flush=True)
+    return ms
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shapes", nargs="*", default=["512x4096x4096"], help="m x k x n")
+    parser.add_argument("--launches", type=int, default=3)
+    args = parser.parse_args(argv)
+    for shape in args.shapes:
+        m, k, n = (int(v) for v in shape.split("x"))
+        time_shape(m, k, n, args.launches)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main(sys.argv[1:])

@@ -61,6 +61,44 @@ def gemm_kernel(tile, micro, dtype):
     TV = T * V
     nbtype = numba.from_dtype(np.dtype(dtype))
 
+    @cuda.jit(device=True)
+    def a_slot(e, sa_p):
+        """``(i, p)``: where thread slot ``e`` of a stage puts its element of ``A`` in ``sA``."""
+        if sa_p == 1:
+            return e // BK, e % BK
+        return e % BM, e // BM
+
+    @cuda.jit(device=True)
+    def b_slot(e, sb_j):
+        """``(j, p)``: where thread slot ``e`` of a stage puts its element of ``B`` in ``sB``."""
+        if sb_j == 1:
+            return e % BM, e // BM
+        return e // BK, e % BK
+
+    @cuda.jit(device=True)
+    def a_value(A, a_base, sa_i, sa_p, M, K, aug, row0, p0, e):
+        """Slot ``e``'s element of ``A`` in the stage at depth ``p0`` (0 past the edges; 1 on
+        the row of ones ``aug``)."""
+        i, p = a_slot(e, sa_p)
+        gi = row0 + i
+        gp = p0 + p
+        if gp < K:
+            if gi == aug:
+                return nbtype(1)
+            if gi < M:
+                return A[a_base + gi * sa_i + gp * sa_p]
+        return nbtype(0)
+
+    @cuda.jit(device=True)
+    def b_value(B, b_base, sb_p, sb_j, N, K, col0, p0, e):
+        """Slot ``e``'s element of ``B`` in the stage at depth ``p0`` (0 past the edges)."""
+        j, p = b_slot(e, sb_j)
+        gj = col0 + j
+        gp = p0 + p
+        if gp < K and gj < N:
+            return B[b_base + gp * sb_p + gj * sb_j]
+        return nbtype(0)
+
     @cuda.jit
     def tile_gemm(mode, theta, grad, work, deltas, table, layer, m, d_off, p_off, key):
         """``C = A @ B`` over the layer ``layer`` of ``table``, epilogue by ``mode``
@@ -124,9 +162,10 @@ def gemm_kernel(tile, micro, dtype):
         sB = cuda.shared.array(STAGE, dtype=nbtype)
         acc = cuda.local.array((R, R), dtype=nbtype)
         a_reg = cuda.local.array(R, dtype=nbtype)
+        a_next = cuda.local.array(R, dtype=nbtype)
+        b_next = cuda.local.array(R, dtype=nbtype)
         b_reg = cuda.local.array(R, dtype=nbtype)
         zero = nbtype(0)
-        one = nbtype(1)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         tid = ty * T + tx
@@ -139,39 +178,30 @@ def gemm_kernel(tile, micro, dtype):
                 for r in range(R):
                     for c in range(R):
                         acc[r, c] = zero
+                # Software pipelining: stage p0's operands wait in registers
+                # (a_next, b_next) while stage p0 - BK is multiplied, so the global
+                # loads' latency hides behind the FMAs (the profile in docs/gpu.md: one
+                # block of 8 warps an SM otherwise idles on them).
+                for ld in range(R):
+                    e = tid + ld * TT
+                    a_next[ld] = a_value(A, a_base, sa_i, sa_p, M, K, aug, row0, 0, e)
+                    b_next[ld] = b_value(B, b_base, sb_p, sb_j, N, K, col0, 0, e)
                 for p0 in range(0, K, BK):
                     # Stage A[row0:, p0:] and B[p0:, col0:]; consecutive threads walk the
                     # operand's unit-stride side so that global reads coalesce.
                     for ld in range(R):
                         e = tid + ld * TT
-                        if sa_p == 1:
-                            i = e // BK
-                            p = e % BK
-                        else:
-                            i = e % BM
-                            p = e // BM
-                        gi = row0 + i
-                        gp = p0 + p
-                        v = zero
-                        if gp < K:
-                            if gi == aug:
-                                v = one
-                            elif gi < M:
-                                v = A[a_base + gi * sa_i + gp * sa_p]
-                        sA[p, i] = v
-                        if sb_j == 1:
-                            j = e % BM
-                            p = e // BM
-                        else:
-                            j = e // BK
-                            p = e % BK
-                        gj = col0 + j
-                        gp = p0 + p
-                        v = zero
-                        if gp < K and gj < N:
-                            v = B[b_base + gp * sb_p + gj * sb_j]
-                        sB[p, j] = v
+                        i, p = a_slot(e, sa_p)
+                        sA[p, i] = a_next[ld]
+                        j, p = b_slot(e, sb_j)
+                        sB[p, j] = b_next[ld]
                     cuda.syncthreads()
+                    if p0 + BK < K:
+                        for ld in range(R):
+                            e = tid + ld * TT
+                            a_next[ld] = a_value(A, a_base, sa_i, sa_p, M, K, aug, row0,
+                                                 p0 + BK, e)
+                            b_next[ld] = b_value(B, b_base, sb_p, sb_j, N, K, col0, p0 + BK, e)
                     for p in range(BK):
                         for r in range(R):
                             a_reg[r] = sA[p, (r // V) * TV + ty * V + r % V]
