@@ -48,12 +48,12 @@ MIN_MACS = 1 << 26
 #: 1,070-1,210 ms; ``benchmarks/paired_epochs.py``, AMD EPYC, 2026-11-28).  Below the
 #: bound, 784-1024-1024-10 at batch 256 (blocks of 2**27 at most) kept its gain: 1.04x as
 #: fast on Haswell's (300 pairs: 1.05-1.07x in the quieter minutes, 0.93-0.98x in the
-#: busiest).  Two later runs disagreed (100 and 200 pairs: 0.90x and 0.965x, Haswell's
-#: losses in the busy minutes); a longer one with another process busy beside it for its
-#: second half (240 pairs, load 1.1-3.8, 2026-11-28 21:27) gave Haswell's 1.053x, 1.02-1.06x
-#: in every segment of 40 pairs, so e stays on them.  Single products at batch 256 with blocks of 2**29 ran 0.79-1.02x as fast on
-#: Haswell's kernels (11 of 12 below 0.94x), e's 0.92-1.13x (``benchmarks/big_rule.py``,
-#: two runs).
+#: busiest).  Two later runs disagreed: 0.90x and 0.965x (100 and 200 pairs), lost in
+#: their busy minutes.  A third, with another process busy beside it for most of its 240
+#: pairs (load 1.1-3.8, 2026-11-28 21:19-21:25), gave 1.053x, and 1.02-1.06x in each of
+#: its six segments of 40 pairs, so e stays on Haswell's kernels.  Single products at
+#: batch 256 with blocks of 2**29 ran 0.79-1.02x as fast on Haswell's kernels (11 of 12
+#: below 0.94x), e's 0.92-1.13x (``benchmarks/big_rule.py``, two runs).
 MAX_MACS = 1 << 29
 #: Fewest rows and columns of its output.
 MIN_SIDE = 256
