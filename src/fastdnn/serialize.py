@@ -77,9 +77,9 @@ def write_atomic(path, write):
             _write_synced(f, write)
             tmp = _name_unnamed(f, folder)
             if tmp is not None:
-                # Renamed at once, before the file is closed: the name exists for two
-                # system calls.  (Renamed after the close, 1 of 6 SIGKILLs of the test
-                # once left the named file behind.)
+                # Renamed at once, before the file is closed: the name exists for three
+                # system calls.  (Renamed after the close, 1 of the test's 6 SIGKILLs in
+                # a CI run of 2026-11-28 left the named file behind.)
                 _replace(tmp, path)
                 return
     # No O_TMPFILE here: a named temporary file.

@@ -124,8 +124,8 @@ def _learn(kernel, args):
                 params = []
                 compiled._prepare_args(ty, a, stream, [], params)
                 token = _tokens.setdefault(ty, len(_tokens))
+                weakref.finalize(a, _arrays.pop, id(a), None)  # first: it may raise
                 _arrays[id(a)] = (token, tuple(params))
-                weakref.finalize(a, _arrays.pop, id(a), None)
         return compiled._codelibrary.get_cufunc().kernel
     except Exception:  # internals not as expected: this kernel keeps the bracket call
         return None
