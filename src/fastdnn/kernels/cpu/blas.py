@@ -448,6 +448,14 @@ def n_blocks(cols, most):
 # beside one busy process 7.6-8.3K against 8.8-9.4K (the helper spinning
 # through the serial work between products: three busy threads on two cores), and
 # 8.6-9.5K against 8.8-9.3K with it sleeping after 0.08 ms without a product.
+# Nor do finer blocks claimed as threads come free help there.  Beside one busy process
+# (a Python loop) a 256x1024 @ 1024x1024 product took 5.6 ms on one thread and 5.8 ms
+# on two (2.8 quiet); with the region's threads claiming 4 or 8 blocks from a counter,
+# 5.8 and 6.6; spinning without sleep, 6.9-7.4; a helper claiming 2, 4 or 8 blocks,
+# with no barrier, 5.8, 7.0 and 7.8 (AMD EPYC, 2 cores, medians of 300, 2026-11-28).
+# The scheduler's time slices are as long as a product: whichever thread it parks
+# holds the product's end.  A whole epoch of 784-1024-1024-10 there: 2 threads 420 ms,
+# 1 thread 402, JAX 397 (the same busy process; quiet, 215, 409 and 228).
 
 # Declared, so compiled only when a product is first big enough (0.5 s of a cold start
 # whose products are all small: the parallel region's compile, Intel Xeon).
