@@ -234,6 +234,9 @@ class _BaseMLP(BaseEstimator):
         (same ``random_state``, same initial net), with its factor 2 for logistic
         units; the output layer takes the factor of the last hidden layer."""
         weights = []
+        # Without hidden layers the output layer takes the factor of ``activation``, as
+        # scikit-learn's does (its factor is of the one activation for every layer).
+        names = names or [self.activation if isinstance(self.activation, str) else "relu"]
         for i, (fan_in, fan_out) in enumerate(pairwise(layer_units)):
             factor = 2.0 if names[min(i, len(names) - 1)] == "logistic" else 6.0
             bound = np.sqrt(factor / (fan_in + fan_out))
@@ -272,6 +275,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(
                 f"the fitted net has layers {self.net_.sizes} but the parameters and data "
                 f"ask for {layer_units}; fit with warm_start=False to start a new one")
+        else:
+            self._follow_activations(len(hidden))
         X = self._net_input(X)
         if self.solver in _STOCHASTIC_SOLVERS:
             self._fit_stochastic(X, T, y, sample_weight, incremental, first_pass)
@@ -280,6 +285,25 @@ class _BaseMLP(BaseEstimator):
         weights = self.net_.get_weights()
         self.coefs_, self.intercepts_ = [W for W, _ in weights], [b for _, b in weights]
         return self
+
+    def _follow_activations(self, n_hidden):
+        """On a warm start or ``partial_fit``: ``net_`` with the hidden activations and
+        the output activation (the regressor's ``loss``) the parameters name now, its
+        weights and generator state kept.  scikit-learn's warm fit applies a changed
+        ``activation`` to the weights it has; ``net_`` fixes its activations when built,
+        so a change builds a new one."""
+        names = [_ACTIVATIONS[a] for a in self._activation_names(n_hidden)]
+        out = self._out_activation()
+        if names == self.net_.activations and out == self.out_activation_:
+            return
+        loss, self._loss_scale, self._loss_report = _loss_and_scales(out, self.n_outputs_)
+        old = self.net_
+        self.net_ = MLP(old.sizes, activation=names, loss=loss, dtype=old.dtype.name,
+                        device=old.device, n_threads=old.n_threads, seed=old.seed, l2=old.l2,
+                        dropout=old.dropout)
+        self.net_._rng = copy.deepcopy(old._rng)  # the fit's shuffles go on as they would
+        self.net_.set_weights(old.get_weights())
+        self.out_activation_ = out
 
     def _reported_constant(self, T, sample_weight):
         """What scikit-learn's reported loss adds to ``_loss_report`` times fastdnn's on
@@ -340,6 +364,9 @@ class _BaseMLP(BaseEstimator):
         validation = None
         if self.early_stopping:
             (X, T, sample_weight), validation = self._validation_split(X, T, y, sample_weight)
+            if sample_weight is not None and not sample_weight.any():
+                raise ValueError("Sample weights must contain at least one non-zero number "
+                                 "in the training part of the early-stopping split.")
         n_samples = X.shape[0]
         if self.batch_size == "auto":
             batch_size = min(200, n_samples)

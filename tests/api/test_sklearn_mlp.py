@@ -377,3 +377,60 @@ def test_missing_sklearn_is_a_clear_import_error():
             print(exc)
     """)
     assert "needs scikit-learn >= 1.6" in out
+
+
+@quiet
+@pytest.mark.parametrize("activation", ["relu", "logistic"])
+@pytest.mark.parametrize("kind", ["multiclass", "regression"])
+def test_no_hidden_layer_follows_sklearn(kind, activation):
+    """``hidden_layer_sizes=()``: one linear layer into the loss, its initial weights
+    drawn with ``activation``'s factor, as scikit-learn's."""
+    X, y = problem(kind)
+    params = dict(hidden_layer_sizes=(), activation=activation, solver="sgd", max_iter=5,
+                  shuffle=False, n_iter_no_change=np.inf, random_state=0)
+    Est, Theirs = (MLPClassifier, sk.MLPClassifier) if kind == "multiclass" \
+        else (MLPRegressor, sk.MLPRegressor)
+    ours, theirs = Est(**params).fit(X, y), Theirs(**params).fit(X, y)
+    assert ours.net_.sizes == [X.shape[1], ours.n_outputs_]
+    np.testing.assert_allclose(ours.coefs_[0], theirs.coefs_[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10)
+
+
+def test_early_stopping_split_without_training_weight_is_named():
+    X, y = problem("multiclass", n=120)
+    weight = np.zeros(len(y))
+    weight[-1] = 1.0  # all of it in the validation half
+    clf = MLPClassifier((5,), early_stopping=True, validation_fraction=0.5, random_state=0)
+    with pytest.raises(ValueError, match="training part of the early-stopping split"):
+        clf.fit(X, y, sample_weight=weight)
+
+
+@quiet
+def test_warm_start_applies_a_new_activation_as_sklearn():
+    """A warm fit after ``set_params(activation=...)`` trains the weights it has under
+    the new activation, step for step as scikit-learn's does (without momentum, whose
+    state only fastdnn keeps across warm fits)."""
+    X, y = problem("multiclass")
+    params = dict(hidden_layer_sizes=(7, 5), solver="sgd", momentum=0.0, max_iter=3,
+                  shuffle=False,
+                  n_iter_no_change=np.inf, random_state=0, warm_start=True)
+    ours, theirs = MLPClassifier(**params).fit(X, y), sk.MLPClassifier(**params).fit(X, y)
+    for est in (ours, theirs):
+        est.set_params(activation="tanh").fit(X, y)
+    assert ours.net_.activations == ["tanh", "tanh"]
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10)
+
+
+@quiet
+def test_warm_start_applies_a_new_loss():
+    """A regressor's warm fit after ``set_params(loss="poisson")`` trains the weights it
+    has for the Poisson loss, and predicts the means ``exp`` of its outputs."""
+    X, y = problem("poisson")
+    reg = MLPRegressor(hidden_layer_sizes=(6,), max_iter=3, warm_start=True, random_state=0).fit(X, y)
+    reg.set_params(loss="poisson").fit(X, y)
+    assert reg.out_activation_ == "exp" and reg.net_.loss_name == "poisson"
+    hidden = np.maximum(X @ reg.coefs_[0] + reg.intercepts_[0], 0.0)
+    means = np.exp(hidden @ reg.coefs_[1] + reg.intercepts_[1]).ravel()
+    np.testing.assert_allclose(reg.predict(X), means, rtol=1e-12)
