@@ -158,7 +158,11 @@ class BackupAndRestore(Callback):
             try:
                 with np.load(self.path, allow_pickle=False) as f:
                     state = {k: f[k] for k in f.files}
-                run.restore(json.loads(str(state.pop("header"))), state)
+                header = json.loads(str(state.pop("header")))
+            except (KeyError, *serialize.DAMAGE) as exc:  # truncated, damaged, not a zip
+                raise ValueError(f"{self.path!r} is not a backup of this fit: {exc}") from None
+            try:
+                run.restore(header, state)
             except (OSError, ValueError, KeyError) as exc:
                 raise ValueError(f"{self.path!r} is not a backup of this fit: {exc}") from None
 

@@ -177,6 +177,17 @@ def check_writable(path):
         raise type(exc)(f"cannot write in folder {folder} ({exc.strerror or exc})") from None
 
 
+#: Bytes of a zip archive's end record without its comment.
+_END_RECORD = 22
+#: What reading a damaged archive raises: a bad checksum, header or member name
+#: (``BadZipFile``), a truncated file (``EOFError``), an offset past its end
+#: (``OSError``), a damaged stream (``zlib.error``), flag bits that read as encryption
+#: (``RuntimeError``) or as an unknown compression method (``NotImplementedError``), a
+#: damaged ``.npy`` header (``ValueError``).  One flipped bit of a model file raised each.
+DAMAGE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError,
+          NotImplementedError)
+
+
 def load_npz(path, keys, optional=()):
     """Read a file written by :func:`save_npz`.
 
@@ -198,30 +209,62 @@ def load_npz(path, keys, optional=()):
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except DAMAGE as exc:
         raise ValueError(f"{path!r} is not a readable fastdnn model file ({exc})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValueError(f"{path!r} holds a single array, not a fastdnn model file")
     with data:
-        if "format" not in data.files or str(data["format"]) != FORMAT:
-            raise ValueError(f"{path!r} is not a fastdnn model file")
-        missing = [k for k in ("version", *keys) if k not in data.files]
-        if missing:
-            # A damaged member name reads as a missing one: say corrupt when the archive
-            # fails its own integrity check (names and checksums).
-            if data.zip.testzip() is not None:
-                raise ValueError(f"{path!r} is corrupt (it fails the zip integrity check)")
-            raise ValueError(f"{path!r} is missing {', '.join(missing)}")
         try:
-            version = int(data["version"])
-        except (TypeError, ValueError):
-            raise ValueError(f"{path!r} has an unreadable format version") from None
-        if version > VERSION:
-            raise ValueError(f"{path!r} was written by a newer fastdnn (format {version})")
-        try:
-            arrays = {k: data[k] for k in (*keys, *(o for o in optional if o in data.files))}
-            metadata = {k[len(META_PREFIX):]: data[k] for k in data.files
-                        if k.startswith(META_PREFIX)}
-            return arrays, metadata
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            return _read(path, data, keys, optional)
+        except _Refused as exc:
+            raise ValueError(str(exc)) from None
+        except DAMAGE as exc:
             raise ValueError(f"{path!r} is corrupt ({exc})") from None
+
+
+class _Refused(Exception):
+    """A readable archive that is not a model file this fastdnn loads (the message)."""
+
+
+def _read(path, data, keys, optional):
+    """:func:`load_npz`'s arrays and metadata from the open archive ``data``; raises
+    :class:`_Refused` for a file it does not load, and what :data:`DAMAGE` names for a
+    damaged one."""
+    if "format" not in data.files or str(data["format"]) != FORMAT:
+        raise _Refused(f"{path!r} is not a fastdnn model file")
+    # A damaged index would read as a member missing, or for an optional one as a net
+    # without it (another l2, no metadata): zipfile checks neither the count of members
+    # its end record states (a damaged length swallows the entries after it) nor the
+    # names in the index against each member's own header until it opens the member
+    # (which reads the header only).
+    listed = _listed_members(path)
+    if listed is not None and listed != len(data.zip.infolist()):
+        raise zipfile.BadZipFile(f"its index lists {listed} members, "
+                                 f"{len(data.zip.infolist())} read")
+    for info in data.zip.infolist():
+        data.zip.open(info).close()  # BadZipFile where the two names differ
+    missing = [k for k in ("version", *keys) if k not in data.files]
+    if missing:
+        raise _Refused(f"{path!r} is missing {', '.join(missing)}")
+    try:
+        version = int(data["version"])
+    except (TypeError, ValueError):
+        raise _Refused(f"{path!r} has an unreadable format version") from None
+    if version > VERSION:
+        raise _Refused(f"{path!r} was written by a newer fastdnn (format {version})")
+    arrays = {k: data[k] for k in (*keys, *(o for o in optional if o in data.files))}
+    metadata = {k[len(META_PREFIX):]: data[k] for k in data.files if k.startswith(META_PREFIX)}
+    return arrays, metadata
+
+
+def _listed_members(path):
+    """The count of members that the end record of the zip archive at ``path`` states
+    (exact below 65,535 members, zip64 or not), or ``None`` where none is found."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - _END_RECORD - 0xFFFF))  # the record, and a comment at most
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + _END_RECORD > len(tail):
+        return None
+    return int.from_bytes(tail[at + 10:at + 12], "little")

@@ -1054,9 +1054,16 @@ def test_backup_of_another_net_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not a backup of this fit"):
         other.fit(X, y, epochs=3, callbacks=[fd.BackupAndRestore(path)])
     assert_same_weights(other.get_weights(), before)
-    path.write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="not a backup of this fit"):
-        fd.MLP([5, 16, 3], seed=0).fit(X, y, epochs=3, callbacks=[fd.BackupAndRestore(path)])
+    backup = path.read_bytes()
+    # Not a zip; cut short (a zip without its index: BadZipFile); one bit of the index
+    # flipped.
+    flipped = bytearray(backup)
+    flipped[len(backup) - 30] ^= 4
+    for damaged in (b"not a zip file", backup[:len(backup) // 2], bytes(flipped)):
+        path.write_bytes(damaged)
+        with pytest.raises(ValueError, match="not a backup of this fit"):
+            fd.MLP([5, 16, 3], seed=0).fit(X, y, epochs=3,
+                                           callbacks=[fd.BackupAndRestore(path)])
 
 
 def test_backup_path_errors(tmp_path):

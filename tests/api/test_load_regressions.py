@@ -69,6 +69,37 @@ def test_a_flipped_byte_in_a_name_reads_as_corrupt(saved, tmp_path, where):
         fd.MLP.load(flipped)
 
 
+def test_any_flipped_bit_reads_as_corrupt_or_changes_nothing(tmp_path):
+    """One bit flipped in each byte of a model file (bit ``i % 8`` of byte ``i``): each
+    load is a ValueError or the saved net, never another one and never another error.
+    Before the index's member count and names were checked, 5 of these 3,208 loads gave
+    a net without its l2, dropout or metadata, and 358 raised zipfile's errors."""
+    path = tmp_path / "net.npz"
+    fd.MLP([4, 8, 3], seed=0, l2=0.5, dropout=0.25).save(
+        path, metadata={"target": "y", "classes": np.array([1, 2, 3])})
+    raw = path.read_bytes()
+    saved = fd.MLP.load(path)
+
+    def described(net):
+        return (net.sizes, net.activations, net.loss_name, net.l2, net.dropout,
+                [(k, v.tolist()) for k, v in sorted(net.metadata.items())],
+                [(W.tolist(), b.tolist()) for W, b in net.get_weights()])
+
+    flipped = tmp_path / "flipped.npz"
+    kept = 0
+    for i in range(len(raw)):
+        damaged = bytearray(raw)
+        damaged[i] ^= 1 << (i % 8)
+        flipped.write_bytes(bytes(damaged))
+        try:
+            net = fd.MLP.load(flipped)
+        except ValueError:
+            continue
+        assert described(net) == described(saved), f"byte {i}"
+        kept += 1
+    assert 0 < kept < len(raw) // 2  # most flips are caught (the rest hit unread bytes)
+
+
 def test_a_good_file_still_loads(saved):
     path, arrays = saved
     net = fd.MLP.load(path, n_threads=1)

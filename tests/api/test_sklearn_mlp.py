@@ -428,7 +428,8 @@ def test_warm_start_applies_a_new_loss():
     """A regressor's warm fit after ``set_params(loss="poisson")`` trains the weights it
     has for the Poisson loss, and predicts the means ``exp`` of its outputs."""
     X, y = problem("poisson")
-    reg = MLPRegressor(hidden_layer_sizes=(6,), max_iter=3, warm_start=True, random_state=0).fit(X, y)
+    reg = MLPRegressor(hidden_layer_sizes=(6,), max_iter=3, warm_start=True, random_state=0)
+    reg.fit(X, y)
     reg.set_params(loss="poisson").fit(X, y)
     assert reg.out_activation_ == "exp" and reg.net_.loss_name == "poisson"
     hidden = np.maximum(X @ reg.coefs_[0] + reg.intercepts_[0], 0.0)
