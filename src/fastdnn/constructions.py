@@ -12,7 +12,6 @@ floating point: the parity nets return exactly 0 or 1 on all ``2**n`` inputs, an
 sawtooth's breakpoints are exact dyadic numbers.  Each function returns a float64
 :class:`fastdnn.MLP` with relu hidden layers and loss ``"mse"`` (one output).
 """
-from itertools import product
 
 import numpy as np
 
@@ -45,6 +44,12 @@ def sawtooth(depth):
     middle = (np.array([[2.0, 2.0], [-4.0, -4.0]]), np.array([0.0, -0.5]))
     last = (np.array([[2.0], [-4.0]]), np.array([0.0]))
     return _net([first] + [middle] * (depth - 1) + [last])
+
+
+#: Most bits of a ``parity_shallow(n, "dnf")`` net: ``2**23`` hidden units and 218M
+#: parameters (1.7 GB in float64) at 24; past it, a clear error rather than a process
+#: that grows until the OS stops it.
+MAX_DNF_BITS = 24
 
 
 def _check_bits(n):
@@ -106,7 +111,13 @@ def parity_shallow(n, kind="dnf"):
     """
     n = _check_bits(n)
     if kind == "dnf":
-        patterns = np.array([s for s in product((0.0, 1.0), repeat=n) if sum(s) % 2 == 1])
+        if n > MAX_DNF_BITS:
+            raise ValueError(f"the dnf net of {n} bits needs 2**{n - 1} hidden units; "
+                             f"n <= {MAX_DNF_BITS} here (kind='saw' takes n units)")
+        # The bit vectors in itertools.product's order (the first bit the most
+        # significant), those of odd weight: n = 20 in 0.12 s where the tuples took 0.72.
+        bits = (np.arange(2 ** n)[:, None] >> np.arange(n - 1, -1, -1)) & 1
+        patterns = bits[bits.sum(axis=1) % 2 == 1].astype(np.float64)
         W = (2.0 * patterns - 1.0).T
         b = 1.0 - patterns.sum(axis=1)
         return _net([(W, b), (np.ones((len(patterns), 1)), np.zeros(1))])

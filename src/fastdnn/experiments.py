@@ -20,6 +20,7 @@ from . import constructions, datasets, regions as _regions
 from .many import fit_many
 from .model import MLP
 from .optim import Adam
+from .validation import check_positive_int
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Table:
 
     def __str__(self):
         cells = [[_fmt(row[c]) for c in self.columns] for row in self.rows]
-        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(self.columns)]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
         lines = [self.title, "  ".join(c.rjust(w) for c, w in zip(self.columns, widths))]
         lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
         return "\n".join(lines + [f"  {note}" for note in self.notes])
@@ -75,7 +76,10 @@ def zigzag(seeds=3, units=24, teeth_depth=3, epochs=300, lr=1e-2):
     epochs, batches of 32.
     """
     seeds = _check_seeds(seeds)
+    units = check_positive_int("units", units)
     depths = [L for L in (1, 2, 3, 4, 6) if units % L == 0 and units // L >= 2]
+    if not depths:
+        raise ValueError(f"units must be >= 2 (a layer of 2 units at least); got {units}")
     X, y = datasets.make_zigzag(n_samples=1024, depth=teeth_depth, seed=0, dtype=np.float64)
     nets, keys = [], []
     for L in depths:
@@ -128,6 +132,8 @@ def parity(seeds=5, n_max=10, n_train=8, budget=450, epochs=300):
     """Deep against shallow parity: the constructions for ``n = 2..n_max``, then nets of
     one parameter budget trained on all ``2**n_train`` bit vectors over ``seeds`` seeds."""
     seeds = _check_seeds(seeds)
+    if check_positive_int("n_max", n_max) < 2:
+        raise ValueError(f"n_max must be >= 2 (parity of 2 bits or more); got {n_max}")
     table = Table(
         f"parity: constructions (exact on all 2^n inputs), and deep vs shallow nets of "
         f"~{budget} parameters trained on {n_train}-bit parity, {seeds} seeds",
@@ -173,6 +179,9 @@ def regions(seeds=3, unit_counts=(16, 32, 64, 128), depths=(1, 2, 4), n_inputs=4
     y = np.argmax(np.tanh(X @ teacher) + 0.3 * np.sin(3 * X[:, :3]), axis=1)
     lines = [rng.normal(size=(2, n_inputs)) * 2 for _ in range(4)]
     configs = [(L, U) for U in unit_counts for L in depths if U % L == 0]
+    if not configs:
+        raise ValueError(f"no unit count in unit_counts={tuple(unit_counts)} splits evenly "
+                         f"into the layers of a depth in depths={tuple(depths)}")
     nets, keys = [], []
     for L, U in configs:
         for s in range(seeds):

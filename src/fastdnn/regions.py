@@ -30,6 +30,7 @@ from numba import njit
 
 from . import config
 from .kernels import spec
+from .validation import check_positive_int
 
 TOL_T = 1e-12
 TOL_MAP = 1e-9
@@ -314,10 +315,15 @@ def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
 
 # ------------------------------------------------------------------ bounds
 def _check_dims(widths, d):
-    widths = [int(w) for w in widths]
-    if int(d) < 1 or not widths or min(widths) < 1:
-        raise ValueError(f"need d >= 1 and hidden widths >= 1; got widths={widths}, d={d}")
-    return widths, int(d)
+    """``widths`` as a list of ints >= 1 (at least one) and ``d`` as an int >= 1; a
+    ``TypeError`` for anything not an integer (2.9 widths are no width), a ``ValueError``
+    naming the bad value otherwise."""
+    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
+        raise TypeError(f"widths must be a sequence of integers; got {type(widths).__name__}")
+    widths = [check_positive_int("each hidden width", w) for w in widths]
+    if not widths:
+        raise ValueError("need at least one hidden width")
+    return widths, check_positive_int("d", d)
 
 
 def max_regions_one_layer(h, d):

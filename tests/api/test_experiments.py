@@ -43,6 +43,21 @@ def test_bad_seeds():
         experiments.parity(seeds=0)
 
 
+@pytest.mark.parametrize("call,match", [
+    (lambda: experiments.parity(seeds=1, n_max=1), "n_max must be >= 2"),
+    (lambda: experiments.zigzag(seeds=1, units=1), "units must be >= 2"),
+    (lambda: experiments.regions(seeds=1, unit_counts=(3,), depths=(2,)), "unit_counts"),
+])
+def test_arguments_that_leave_nothing_to_run_are_named(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_a_table_without_rows_prints():
+    table = experiments.Table("empty", ["a", "bb"])
+    assert str(table).splitlines() == ["empty", "a  bb"]
+
+
 def test_cli_runs_an_experiment(capsys):
     assert main(["experiment", "parity", "--seeds", "1"]) == 0
     out = capsys.readouterr().out

@@ -71,6 +71,8 @@ def test_construction_errors():
         constructions.parity_shallow(4, "cnf")
     with pytest.raises(TypeError, match="depth"):
         constructions.sawtooth(2.5)
+    with pytest.raises(ValueError, match="2\\*\\*24 hidden units"):
+        constructions.parity_shallow(constructions.MAX_DNF_BITS + 1, "dnf")
 
 
 # ------------------------------------------------------------------ along a segment
@@ -203,6 +205,23 @@ def test_bounds_exact_values():
     assert isinstance(regions.serra_upper_bound([64] * 6, 4), int)
     with pytest.raises(ValueError, match=">= d"):
         regions.montufar_lower_bound([1, 4], 2)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: regions.max_regions_one_layer(2.9, 1), TypeError, "width must be an integer"),
+    (lambda: regions.max_regions_one_layer(3, 1.9), TypeError, "d must be an integer"),
+    (lambda: regions.max_regions_one_layer("4", 2), TypeError, "width must be an integer"),
+    (lambda: regions.max_regions_one_layer(True, 2), TypeError, "width must be an integer"),
+    (lambda: regions.montufar_lower_bound([2.5, 2.5], 1), TypeError, "width"),
+    (lambda: regions.serra_upper_bound(5, 1), TypeError, "sequence of integers"),
+    (lambda: regions.serra_upper_bound([], 1), ValueError, "at least one hidden width"),
+    (lambda: regions.serra_upper_bound([3, 0], 1), ValueError, "width must be >= 1"),
+    (lambda: regions.serra_upper_bound([3], 0), ValueError, "d must be >= 1"),
+])
+def test_bounds_refuse_what_is_not_a_width(call, error, match):
+    """No bound rounds a width or a dimension down: 2.9 units are no net."""
+    with pytest.raises(error, match=match):
+        call()
 
 
 @pytest.mark.parametrize("seed", range(5))
