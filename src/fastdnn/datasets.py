@@ -7,6 +7,7 @@ requested dtype, class labels as ``int64``.
 
 import csv
 import importlib.util
+import numbers
 import os
 import zipfile
 from typing import NamedTuple
@@ -100,6 +101,7 @@ def make_parity(n_bits=8, signed=False, dtype=np.float32):
     if not 1 <= n_bits <= 24:
         # 2**24 rows is already 400 MB of float32 features at 24 bits.
         raise ValueError(f"n_bits must be in 1..24, got {n_bits}")
+    n_bits = int(n_bits)  # 2**n_bits in an int8's own width is 0 rows at 7 bits
     codes = np.arange(2**n_bits, dtype=np.int64)
     shifts = np.arange(n_bits - 1, -1, -1, dtype=np.int64)
     bits = (codes[:, None] >> shifts) & 1
@@ -151,13 +153,18 @@ def make_zigzag(n_samples=1024, depth=3, noise=0.0, seed=0, dtype=np.float32):
     kink exactly (the dyadic grid points are exact in floating point).
     """
     dt = _float_dtype(dtype)
+    for name, value in (("n_samples", n_samples), ("depth", depth), ("seed", seed)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     n_samples, depth = int(n_samples), int(depth)
     if n_samples < 2:
         raise ValueError(f"n_samples must be at least 2, got {n_samples}")
     if not 0 <= depth <= 30:
         raise ValueError(f"depth must be in 0..30, got {depth}")
-    if not noise >= 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if not (isinstance(noise, numbers.Real) and 0 <= noise < np.inf):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
     x = np.linspace(0.0, 1.0, n_samples)
     y = x.copy()
     for _ in range(depth):
@@ -219,14 +226,36 @@ class Table(NamedTuple):
     feature_names: list[str] | None
 
 
-def _labels_or_values(y, dt):
+#: The largest whole number a float target may be and still read as an int64 label:
+#: every integer up to it is exact in float64 (1e20 cast to int64 gave int64's minimum).
+_EXACT_INTEGER = 2 ** 53
+
+
+def _labels_or_values(y, dt, path="", name="y"):
     """Return 1-D integer-valued targets as int64 labels, text labels as they are, and
-    anything else as ``dt``."""
+    anything else as ``dt`` (whole numbers beyond ``2**53`` too: values, not labels)."""
     if y.dtype.kind == "U":
         return y
-    if y.dtype.kind in "biu" or (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+    if y.dtype.kind in "biu":
+        if y.size and y.dtype.kind == "u" and y.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{path}: {name} holds integers beyond int64's range")
         return y.astype(np.int64)
-    return np.ascontiguousarray(y, dtype=dt)
+    if np.all(np.isfinite(y)) and np.all(y == np.round(y)) \
+            and (not y.size or np.max(np.abs(y)) <= _EXACT_INTEGER):
+        return y.astype(np.int64)
+    return _cast(y, dt, path, name)
+
+
+def _cast(values, dt, path, name):
+    """The finite ``values`` as a C-ordered array of ``dt``, or a ValueError where one
+    is beyond ``dt``'s range (1e300 in float32 is inf)."""
+    with np.errstate(over="ignore"):  # the error below says it
+        cast = np.ascontiguousarray(values, dtype=dt)
+    if not np.all(np.isfinite(cast)):
+        raise ValueError(f"{path}: {name} holds values beyond {cast.dtype}'s range "
+                         f"(largest magnitude {np.max(np.abs(values)):g}); load it as "
+                         f"float64 or rescale it")
+    return cast
 
 
 def _read_csv(path):
@@ -257,6 +286,9 @@ def _column(path, name, header, body):
     """The stripped text cells of column ``name``, or a ValueError listing the columns."""
     if name not in header:
         raise ValueError(f"{path}: no column named {name!r}; columns are {', '.join(header)}")
+    if header.count(name) > 1:
+        raise ValueError(f"{path}: {header.count(name)} columns are named {name!r}; "
+                         f"rename them apart")
     j = header.index(name)
     return [row[j].strip() for _, row in body]
 
@@ -291,10 +323,13 @@ def _target_column(path, name, cells, body, dt):
         except ValueError:
             is_number.append(False)
     if not any(is_number):
+        for i, cell in enumerate(cells):
+            if not cell:  # a missing label, not a class named ''
+                raise ValueError(f"{path}: line {body[i][0]}, column {name!r} is empty")
         return np.array(cells)
     return _labels_or_values(
         _numbers(path, name, cells, body, "is not a number, unlike the column's other values"),
-        dt)
+        dt, path, name)
 
 
 def _load_csv(path, target, features, dt):
@@ -307,10 +342,16 @@ def _load_csv(path, target, features, dt):
         features = [name for name in header if name != target]
         if not features:
             raise ValueError(f"{path}: needs at least one feature column besides {target!r}")
+    elif isinstance(features, str) or not hasattr(features, "__iter__"):
+        raise TypeError(f"features must be a list of column names, got "
+                        f"{type(features).__name__}")
+    features = list(features)
+    if not features:
+        raise ValueError(f"{path}: features names no column")
     X = np.empty((len(body), len(features)))
     for j, name in enumerate(features):
         X[:, j] = _numbers(path, name, _column(path, name, header, body), body)
-    return Table(np.ascontiguousarray(X, dtype=dt), y, list(features))
+    return Table(_cast(X, dt, path, "the features"), y, features)
 
 
 def _load_npz(path, target, dt):
@@ -343,7 +384,7 @@ def _load_npz(path, target, dt):
         raise ValueError(f"{path}: X must be numeric, got dtype {X.dtype}")
     if not np.all(np.isfinite(X)):
         raise ValueError(f"{path}: X contains NaN or infinite values")
-    X = np.ascontiguousarray(X, dtype=dt)
+    X = _cast(X, dt, path, "X")
     if target is None:
         return Table(X, None, None)
     y = arrays[target]
@@ -359,8 +400,8 @@ def _load_npz(path, target, dt):
     if not np.all(np.isfinite(y)):
         raise ValueError(f"{path}: {target} contains NaN or infinite values")
     if y.ndim == 2:  # several outputs: always regression (or multi-label) targets
-        return Table(X, np.ascontiguousarray(y, dtype=dt), None)
-    return Table(X, _labels_or_values(y, dt), None)
+        return Table(X, _cast(y, dt, path, target), None)
+    return Table(X, _labels_or_values(y, dt, path, target), None)
 
 
 def _file_type(path):

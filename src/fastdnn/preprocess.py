@@ -22,9 +22,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .kernels import spec
+
 SCALINGS = ("standard", "minmax", "none")
 TASKS = ("classification", "regression")
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
+#: The tasks and losses :func:`choose_task` takes.
+TASKS = ("classification", "regression")
+LOSSES = tuple(spec.LOSSES)
 
 #: Integer targets with at most this many distinct values are class labels; more are a
 #: quantity unless they are exactly 0..k-1.  20 keeps digits-, grade- and star-rating-
@@ -67,6 +72,10 @@ def choose_task(y, task=None, loss=None):
     ValueError
         When the targets cannot serve the task asked for.
     """
+    if task not in (None, *TASKS):
+        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    if loss is not None and loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     if loss is not None:
         task = "classification" if loss in CLASSIFICATION_LOSSES else "regression"
         reason = f"--loss {loss}"
@@ -151,7 +160,9 @@ class Scaler(NamedTuple):
     def fit(cls, method, X):
         """The scaling ``method`` ("standard" or "minmax") fitted to the columns of ``X``.
 
-        A constant column gets scale 1 (it becomes 0) rather than a division by zero.
+        A constant column gets offset its value and scale 1 (it becomes 0) rather than a
+        division by zero, or by the rounding error of its standard deviation (ten 0.1s
+        have a std of 1.4e-17, which scaled them to 1 and a new 0.2 to 7.2e15).
         """
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
@@ -162,7 +173,9 @@ class Scaler(NamedTuple):
             offset, scale = X.min(axis=0), X.max(axis=0) - X.min(axis=0)
         else:
             raise ValueError(f"scaling must be 'standard' or 'minmax'; got {method!r}")
-        return cls(method, offset, np.where(scale > 0, scale, 1.0))
+        constant = X.min(axis=0) == X.max(axis=0) if len(X) else np.ones(X.shape[1], bool)
+        offset = np.where(constant, X[0] if len(X) else 0.0, offset)
+        return cls(method, offset, np.where(constant | (scale <= 0), 1.0, scale))
 
     def transform(self, X, dtype):
         """``(X - offset) / scale`` as ``dtype``, in the shape of ``X``."""

@@ -9,6 +9,7 @@ from support import run_python
 from fastdnn.datasets import (
     load_csv_or_npz,
     load_digits,
+    load_table,
     make_parity,
     make_zigzag,
     train_test_split,
@@ -84,6 +85,13 @@ def test_parity_rejects_bad_n_bits(n_bits):
         make_parity(n_bits)
 
 
+@pytest.mark.parametrize("n_bits", [np.int8(7), np.uint8(9), np.int16(16)])
+def test_parity_takes_small_numpy_integers(n_bits):
+    """``2**n_bits`` in an int8's own width was 0 rows at 7 bits."""
+    X, y = make_parity(n_bits)
+    assert X.shape == (2 ** int(n_bits), int(n_bits)) and y.shape == (2 ** int(n_bits),)
+
+
 def test_parity_rejects_non_float_dtype():
     with pytest.raises(TypeError, match="dtype"):
         make_parity(3, dtype=np.int32)
@@ -131,9 +139,18 @@ def test_zigzag_noise_is_seeded():
     assert not np.array_equal(a, c) and not np.array_equal(a, clean)
 
 
-@pytest.mark.parametrize("kwargs", [{"n_samples": 1}, {"depth": -1}, {"noise": -0.5}])
+@pytest.mark.parametrize("kwargs", [{"n_samples": 1}, {"depth": -1}, {"noise": -0.5},
+                                    {"noise": np.inf}, {"noise": np.nan}, {"seed": -1}])
 def test_zigzag_rejects_bad_arguments(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        make_zigzag(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"n_samples": 2.7}, {"depth": 2.9}, {"n_samples": "10"},
+                                    {"depth": True}, {"seed": 1.5}])
+def test_zigzag_refuses_what_is_not_an_integer(kwargs):
+    """2.7 samples were 2, depth 2.9 was 2."""
+    with pytest.raises(TypeError, match=next(iter(kwargs))):
         make_zigzag(**kwargs)
 
 
@@ -218,6 +235,51 @@ def test_csv_bad_files(tmp_path, text, target, match):
     with pytest.raises(ValueError, match=match) as info:
         load_csv_or_npz(f, target=target)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text, target, match", [
+    ("a,a,y\n1,100,0\n2,200,1\n", "y", "2 columns are named 'a'"),  # read 'a' twice
+    ("x,y,y\n1,0,5\n2,1,6\n", "y", "2 columns are named 'y'"),
+    ("x,y\n1,cat\n2,\n3,dog\n", "y", "line 3, column 'y' is empty"),  # was class ''
+    ("x,y\n1e300,0\n2,1\n", "y", "beyond float32's range"),  # was inf
+])
+def test_csv_refuses_what_it_would_misread(tmp_path, text, target, match):
+    with pytest.raises(ValueError, match=match):
+        load_table(write(tmp_path / "d.csv", text), target)
+
+
+def test_csv_whole_numbers_beyond_2_to_53_stay_values(tmp_path):
+    """1e20 as an int64 label was int64's minimum."""
+    table = load_table(write(tmp_path / "d.csv", "x,y\n1,1e20\n2,3e20\n3,5\n"), "y",
+                       dtype=np.float64)
+    assert table.y.dtype == np.float64
+    np.testing.assert_array_equal(table.y, [1e20, 3e20, 5.0])
+    table = load_table(write(tmp_path / "e.csv", "x,y\n1,9007199254740992\n2,-3\n"), "y")
+    assert table.y.dtype == np.int64 and table.y.tolist() == [2 ** 53, -3]
+
+
+@pytest.mark.parametrize("features, error, match", [
+    ("ab", TypeError, "list of column names"),  # was columns 'a' and 'b'
+    ([], ValueError, "names no column"),
+])
+def test_csv_features_must_name_columns(tmp_path, features, error, match):
+    f = write(tmp_path / "d.csv", "a,b,ab,y\n1,2,3,0\n4,5,6,1\n")
+    with pytest.raises(error, match=match):
+        load_table(f, "y", features=features)
+    assert load_table(f, "y", features=["ab"]).X.tolist() == [[3.0], [6.0]]
+
+
+@pytest.mark.parametrize("arrays, match", [
+    ({"X": np.full((2, 1), 1e300), "y": np.zeros(2)}, "X holds values beyond float32"),
+    ({"X": np.zeros((2, 1)), "y": np.full((2, 2), 1e300)}, "y holds values beyond float32"),
+    ({"X": np.zeros((2, 1)), "y": np.array([2 ** 64 - 1, 1], dtype=np.uint64)},
+     "beyond int64's range"),
+])
+def test_npz_refuses_what_it_would_misread(tmp_path, arrays, match):
+    f = tmp_path / "d.npz"
+    np.savez(f, **arrays)
+    with pytest.raises(ValueError, match=match):
+        load_table(f, "y")
 
 
 def test_csv_binary_garbage(tmp_path):
