@@ -14,7 +14,7 @@ from .errors import TrainingDivergedError
 from .fitting import FitRun
 from .kernels.cpu.separate import filled_from_kernels
 from .model import MLP
-from .optim import Optimizer
+from .optim import LBFGS, Optimizer
 from .validation import check_n_threads
 
 
@@ -27,9 +27,15 @@ def _optimizers(optimizer, n):
         if len({id(o) for o in optimizer}) != n:
             raise ValueError("each net needs an optimizer of its own (one instance keeps one "
                              "net's state); the list repeats an instance")
+        for o in optimizer:
+            _optimizers(o, 1)  # L-BFGS refused as above
         return list(optimizer)
     if isinstance(optimizer, Optimizer):
         return [copy.deepcopy(optimizer) for _ in range(n)]
+    if isinstance(optimizer, LBFGS) or (isinstance(optimizer, str)
+                                        and optimizer.lower() == "lbfgs"):
+        raise ValueError("fit_many trains by SGD, Adam or AdamW steps; L-BFGS takes whole-"
+                         "batch steps of one net at a time: call each net's fit")
     return [optimizer] * n
 
 
@@ -71,10 +77,13 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
     ----------
     nets : list of MLP
     X, y, epochs, batch_size, schedule, validation_data, shuffle, patience
-        As for :meth:`MLP.fit`, the same for every net (a net stops early on its own).
+        As for :meth:`MLP.fit`, the same for every net (a net stops early on its own);
+        the schedule is copied for each net (a ``ReduceLROnPlateau`` follows each net's
+        own loss, and the instance given is left as it was).
     optimizer : str, Optimizer or list of Optimizer, default "adam"
         A name (fresh defaults per net), an instance (copied for each net) or one
-        instance per net (their state continues, as in ``fit``).
+        instance per net (their state continues, as in ``fit``); SGD, Adam or AdamW,
+        not L-BFGS.
     verbose : bool, default False
         Print one line per epoch (nets still training, their mean loss, samples/s).
     n_threads : int, optional
@@ -94,11 +103,15 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
     nets = _check_nets(nets)
     n_threads = check_n_threads(n_threads)
     optimizers = _optimizers(optimizer, len(nets))
-    first = nets[0]._fit_plan(X, y, epochs, batch_size, optimizers[0], schedule,
+    # A copy of the schedule per net, as of an optimizer instance: a ReduceLROnPlateau
+    # keeps one fit's state (shared, it cut every net's rate once per net an epoch).
+    schedules = [copy.deepcopy(schedule) for _ in nets]
+    first = nets[0]._fit_plan(X, y, epochs, batch_size, optimizers[0], schedules[0],
                               validation_data, shuffle, patience)
     # Checked once (the nets agree in everything the checks read); every net reads the
     # same arrays, with its own optimizer and schedule parameters.
-    plans = [first] + [MLP._with_optimizer(first, opt, schedule) for opt in optimizers[1:]]
+    plans = [first] + [MLP._with_optimizer(first, opt, sched)
+                       for opt, sched in zip(optimizers[1:], schedules[1:])]
     backend = nets[0]._backend
     errors = {}
     with backend.limit_threads(n_threads):

@@ -168,6 +168,30 @@ def test_the_same_net_twice_and_shared_optimizers_are_refused():
         fd.fit_many([fd.MLP([6, 4, 3]), fd.MLP([6, 4, 3])], X, y, optimizer=["adam"] * 3)
 
 
+def test_each_net_follows_its_own_plateau():
+    """A ReduceLROnPlateau watches each net's own loss, as in its own fit: one instance
+    shared by the group cut every net's rate once per net an epoch."""
+    X, y = data(n=120)
+    plateau = fd.ReduceLROnPlateau(patience=1, factor=0.5, threshold=0.5)
+    kw = dict(epochs=5, batch_size=8, optimizer=fd.SGD(lr=0.05), shuffle=False)
+    together = nets()[:3]
+    hists = fd.fit_many(together, X, y, schedule=plateau, **kw)
+    assert plateau.state().tolist() == fd.ReduceLROnPlateau(
+        patience=1, factor=0.5, threshold=0.5).state().tolist()  # the instance given: untouched
+    for net, own, hist in zip(nets()[:3], together, hists):
+        own_hist = net.fit(X, y, schedule=fd.ReduceLROnPlateau(patience=1, factor=0.5,
+                                                               threshold=0.5), **kw)
+        assert hist.lr == own_hist.lr and len(set(hist.lr)) > 1  # the rate was cut
+        assert_same_weights(own.get_weights(), net.get_weights())
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", fd.LBFGS(), [fd.Adam(), fd.LBFGS()]])
+def test_lbfgs_is_refused_by_name(optimizer):
+    X, y = data(n=40)
+    with pytest.raises(ValueError, match="L-BFGS"):
+        fd.fit_many(nets()[:2], X, y, epochs=1, optimizer=optimizer)
+
+
 def test_verbose_prints_one_line_per_epoch(capsys):
     X, y = data()
     fd.fit_many(nets(), X, y, epochs=3, verbose=True)
