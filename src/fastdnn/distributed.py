@@ -143,7 +143,21 @@ def _weight_scale(net, X, y, sample_weight, class_weight=None):
         T = check_targets(y, net._loss, net.sizes[-1], rows, net.dtype)
         w = w * net._class_weights(T, class_weight)
     top = w.max()  # as normalize_weights: no overflow for any finite weights
-    return float(top * np.mean(w / top)), rows
+    return (float(top * np.mean(w / top)) if top > 0 else 0.0), rows
+
+
+def _no_weight(net, X, sample_weight):
+    """Whether ``sample_weight`` is valid for the rows ``X`` and every weight is 0: a
+    shard that counts for nothing, which only the union's weights may be (the rank's
+    ``fit`` checks then take it unweighted, and :func:`plan_fit` scales it by 0)."""
+    if sample_weight is None:
+        return False
+    try:
+        w = _as_numeric(sample_weight, "sample_weight").astype(np.float64)
+        rows = net._backend.check_X(X).shape[0]
+    except (TypeError, ValueError):
+        return False  # fit's own checks say what is wrong
+    return w.shape in ((), (rows,)) and bool(np.all(w == 0))
 
 
 def _common_scale(scales):
@@ -182,10 +196,12 @@ def plan_fit(net, comm, args):
             raise ValueError("L-BFGS is not distributed (it is for data one process "
                              "holds); use SGD, Adam or AdamW with comm")
         batch_size = check_positive_int("batch_size", args["batch_size"])
+        weight = None if _no_weight(net, args["X"], args["sample_weight"]) \
+            else args["sample_weight"]
         plan = net._fit_plan(args["X"], args["y"], args["epochs"], batch_size, opt,
                              args["schedule"], args["validation_data"], args["shuffle"],
-                             args["patience"], **{k: args[k] for k in (
-                                 "sample_weight", "class_weight", "clip_norm", "restore_best",
+                             args["patience"], sample_weight=weight, **{k: args[k] for k in (
+                                 "class_weight", "clip_norm", "restore_best",
                                  "validation_split", "callbacks")})
         val = args["validation_data"]
         scales = (_weight_scale(net, args["X"], args["y"], args["sample_weight"],
@@ -203,7 +219,11 @@ def plan_fit(net, comm, args):
                     f"the ranks disagree on {key}: {shared[0][0][key]!r} on rank 0, "
                     f"{other[key]!r} on rank {rank}; every rank must build the same net and "
                     f"call fit with the same arguments (only the data differ)")
-    # fit's checks scaled each rank's weights to mean 1: rescale them to the union's.
+    if all(other[3][0][0] == 0 for other in shared):
+        raise ValueError("sample_weight gives every row of every rank weight 0: no sample "
+                         "would count")
+    # fit's checks scaled each rank's weights to mean 1: rescale them to the union's (a
+    # rank whose weights are all 0 by 0).
     train, val = (scales[i][0] / _common_scale([other[3][i] for other in shared])
                   for i in range(2))
     if train != 1.0:

@@ -142,6 +142,25 @@ def test_a_big_net_takes_the_wide_update(comm, monkeypatch, opt):
     assert same_on_all_ranks(comm, weights[0].tobytes())
 
 
+def test_a_rank_whose_rows_all_weigh_0(comm):
+    """Weights mean what they mean on the union of the shards: a rank whose rows all
+    weigh 0 counts for nothing (it was refused, as if the union's were all 0); all 0 on
+    every rank is refused on every rank."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    shards = [(X, y, w * (r != 1)) for r, (X, y, w) in enumerate(make_shards(size))]
+    X, y, w = shards[rank]
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    hist = net.fit(X, y, epochs=2, batch_size=B, shuffle=False, sample_weight=w, comm=comm)
+    ref = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    X1, y1, w1 = interleave(shards, B)
+    ref_hist = ref.fit(X1, y1, epochs=2, batch_size=size * B, shuffle=False, sample_weight=w1)
+    assert max_diff(net, ref) < 1e-10
+    np.testing.assert_allclose(hist.loss, ref_hist.loss, rtol=1e-10)
+    with pytest.raises(ValueError) as excinfo:
+        net.fit(X, y, epochs=1, batch_size=B, sample_weight=np.zeros(len(X)), comm=comm)
+    assert "every row of every rank weight 0" in agreed_error(comm, excinfo)[1]
+
+
 def test_sub_communicator_and_float32(comm):
     """Any intracommunicator (here a duplicate of the world), float32 nets."""
     sub = comm.Dup()
