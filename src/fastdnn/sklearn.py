@@ -286,6 +286,20 @@ class _BaseMLP(BaseEstimator):
         self.coefs_, self.intercepts_ = [W for W, _ in weights], [b for _, b in weights]
         return self
 
+    def _start_bookkeeping(self):
+        """The stochastic solvers' record of epochs (``loss_curve_``, the stopping
+        criterion's state), begun where a warm start switched to them from lbfgs or
+        turned ``early_stopping`` on or off: the record of the other criterion is no
+        start for this one (scikit-learn's fit raised AttributeError or TypeError)."""
+        if getattr(self, "loss_curve_", None) is None:
+            self.loss_curve_ = []
+        if self.early_stopping and getattr(self, "validation_scores_", None) is None:
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+            self.best_loss_, self._no_improvement_count = None, 0
+        elif not self.early_stopping and getattr(self, "best_loss_", None) is None:
+            self.validation_scores_, self.best_validation_score_ = None, None
+            self.best_loss_, self._no_improvement_count = np.inf, 0
+
     def _follow_activations(self, n_hidden):
         """On a warm start or ``partial_fit``: ``net_`` with the hidden activations and
         the output activation (the regressor's ``loss``) the parameters name now, its
@@ -361,6 +375,7 @@ class _BaseMLP(BaseEstimator):
     def _fit_stochastic(self, X, T, y, sample_weight, incremental, first_pass):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        self._start_bookkeeping()
         validation = None
         if self.early_stopping:
             (X, T, sample_weight), validation = self._validation_split(X, T, y, sample_weight)

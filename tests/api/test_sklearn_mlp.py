@@ -435,3 +435,26 @@ def test_warm_start_applies_a_new_loss():
     hidden = np.maximum(X @ reg.coefs_[0] + reg.intercepts_[0], 0.0)
     means = np.exp(hidden @ reg.coefs_[1] + reg.intercepts_[1]).ravel()
     np.testing.assert_allclose(reg.predict(X), means, rtol=1e-12)
+
+
+@quiet
+@pytest.mark.parametrize("before, after", [
+    (dict(solver="lbfgs"), dict(solver="adam")),
+    (dict(early_stopping=False), dict(early_stopping=True)),
+    (dict(early_stopping=True), dict(early_stopping=False)),
+])
+def test_warm_start_across_solvers_and_stopping_criteria(before, after):
+    """A warm fit that switches from lbfgs to a stochastic solver, or turns early
+    stopping on or off, begins the record of the criterion it now uses (scikit-learn's
+    raised AttributeError or TypeError) and keeps the weights it had."""
+    X, y = problem("multiclass", n=120)
+    clf = MLPClassifier((5,), max_iter=4, warm_start=True, random_state=0, **before)
+    clf.fit(X, y)
+    curve = list(getattr(clf, "loss_curve_", None) or [])
+    clf.set_params(**after, max_iter=3).fit(X, y)
+    assert clf.n_iter_ == 3 and clf.loss_curve_[:len(curve)] == curve
+    assert len(clf.loss_curve_) == len(curve) + 3
+    if clf.early_stopping:
+        assert len(clf.validation_scores_) == 3 and clf.best_loss_ is None
+    else:
+        assert clf.validation_scores_ is None and clf.best_loss_ == min(clf.loss_curve_[-3:])
