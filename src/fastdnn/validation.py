@@ -64,7 +64,8 @@ def check_X(X, n_features, dtype):
         raise ValueError("X is empty: it has 0 samples")
     if X.shape[1] != n_features:
         raise ValueError(f"X has {X.shape[1]} features but the net expects {n_features}")
-    X = np.ascontiguousarray(X, dtype=dtype)
+    with np.errstate(over="ignore"):  # the error below says it, not a warning beside it
+        X = np.ascontiguousarray(X, dtype=dtype)
     if not finite(X):
         raise ValueError("X contains NaN or infinity (after conversion to %s)" % dtype)
     return X

@@ -50,3 +50,10 @@ def test_targets_that_overflow_the_net_dtype_are_refused(loss):
         assert np.isfinite(fd.MLP([2, 3], loss=loss, dtype="float64").loss(X, y))
     else:
         assert np.isfinite(net.loss(X, y))
+
+
+@pytest.mark.filterwarnings("error")
+def test_features_that_overflow_the_net_dtype_are_one_error_not_a_warning_too():
+    net = fd.MLP([2, 3, 2], dtype="float32")
+    with pytest.raises(ValueError, match="after conversion to float32"):
+        net.predict(np.array([[1e300, 1.0]]))
