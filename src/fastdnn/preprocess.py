@@ -27,8 +27,7 @@ from .kernels import spec
 SCALINGS = ("standard", "minmax", "none")
 TASKS = ("classification", "regression")
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
-#: The tasks and losses :func:`choose_task` takes.
-TASKS = ("classification", "regression")
+#: The losses :func:`choose_task` takes.
 LOSSES = tuple(spec.LOSSES)
 
 #: Integer targets with at most this many distinct values are class labels; more are a
@@ -160,8 +159,8 @@ class Scaler(NamedTuple):
     def fit(cls, method, X):
         """The scaling ``method`` ("standard" or "minmax") fitted to the columns of ``X``.
 
-        A constant column gets offset its value and scale 1 (it becomes 0) rather than a
-        division by zero, or by the rounding error of its standard deviation (ten 0.1s
+        A constant column gets its value as the offset and scale 1 (it becomes 0) rather
+        than a division by zero, or by the rounding error of its standard deviation (ten 0.1s
         have a std of 1.4e-17, which scaled them to 1 and a new 0.2 to 7.2e15).
         """
         X = np.asarray(X, dtype=np.float64)
