@@ -770,6 +770,31 @@ def test_clipped_step_is_the_scaled_gradient(head, factor):
     assert np.linalg.norm(theta - new) / lr == pytest.approx(min(norm, clip), rel=1e-12)
 
 
+def test_a_float32_gradient_whose_squares_overflow_float32_is_still_clipped():
+    """|g| ~ 5e24: each square overflowed float32, the norm read inf and the step was 0."""
+    net = fd.MLP([1, 1, 3], activation="identity", dtype="float32", seed=0)
+    net.set_weights([(np.ones((1, 1)), np.zeros(1)), (np.array([[1.0, 1.0, -1.0]]), np.zeros(3))])
+    theta = net._backend.get_theta().astype(np.float64)
+    net.fit(np.array([[1e25]]), np.array([0]), epochs=1, batch_size=1, shuffle=False,
+            optimizer=fd.SGD(lr=0.1), clip_norm=1.0)
+    step = np.linalg.norm(net._backend.get_theta() - theta)
+    assert step == pytest.approx(0.1, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("M", [1e4, 1e8, 1e16, 1e30])
+def test_cross_entropy_keeps_log_2_of_two_tied_huge_logits(dtype, M):
+    """Logits [M, M, -M], label 0: the loss is log 2 for any M (it read 0.0 from M = 1e16,
+    the log rounded away against M before the label's logit was taken off)."""
+    net = fd.MLP([1, 1, 3], activation="identity", dtype=dtype, seed=0)
+    net.set_weights([(np.ones((1, 1)), np.zeros(1)), (np.array([[1.0, 1.0, -1.0]]), np.zeros(3))])
+    X, y = np.array([[M]]), np.array([0])
+    assert net.loss(X, y) == pytest.approx(math.log(2.0), rel=1e-15)
+    # The training head: the step's loss is taken before its update.
+    hist = net.fit(X, y, epochs=1, batch_size=1, shuffle=False, optimizer=fd.SGD(lr=1e-300))
+    assert hist.loss[0] == pytest.approx(math.log(2.0), rel=1e-15)
+
+
 def test_clip_norm_keeps_a_too_large_learning_rate_from_diverging():
     rng = np.random.default_rng(0)
     X = 3 * rng.normal(size=(200, 4))

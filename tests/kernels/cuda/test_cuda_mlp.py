@@ -353,3 +353,18 @@ def test_epoch_result_counts_weights_and_stops_before_an_overflowing_update(rng)
     assert g2.failed_step == 0 and g2.steps == 0 and g2.weight_sum == 0.0
     assert np.isfinite(theta_gpu).all()
     assert_close(theta_gpu, theta_cpu, FIT_RTOL["float32"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_tied_logits_and_a_float32_overflowing_clip_as_on_the_cpu(dtype):
+    """The CPU's two mends on the device: cross-entropy keeps log 2 of logits
+    [M, M, -M] (the log was rounded away against M = 1e16), and a gradient of ~5e24
+    clips to the bound (its float32 squares overflowed: a step of 0)."""
+    weights = [(np.ones((1, 1)), np.zeros(1)), (np.array([[1.0, 1.0, -1.0]]), np.zeros(3))]
+    net = fd.MLP([1, 1, 3], activation="identity", dtype=dtype, seed=0, device="cuda")
+    net.set_weights(weights)
+    assert net.loss(np.array([[1e16]]), np.array([0])) == pytest.approx(np.log(2.0), rel=1e-15)
+    theta = net._backend.get_theta().astype(np.float64)
+    net.fit(np.array([[1e25]]), np.array([0]), epochs=1, batch_size=1, shuffle=False,
+            optimizer=fd.SGD(lr=0.1), clip_norm=1.0)
+    assert np.linalg.norm(net._backend.get_theta() - theta) == pytest.approx(0.1, rel=1e-6)

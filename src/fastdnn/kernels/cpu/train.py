@@ -535,10 +535,15 @@ def l2_penalty(theta, table, l2, grad):
 @separate(returns=types.float64)
 @njit(cache=config.CACHE)
 def clip_by_norm(grad, bound):
-    """Scale ``grad`` to Euclidean norm ``bound`` when it is longer; returns the factor."""
+    """Scale ``grad`` to Euclidean norm ``bound`` when it is longer; returns the factor.
+
+    Each square in float64: a float32 square overflowed from |g| ~ 1.8e19, the norm read
+    inf, and the step was 0.  A float64 gradient beyond ~1e154 still does so (on CUDA as
+    here)."""
     total = 0.0
     for v in grad:
-        total += v * v
+        w = np.float64(v)
+        total += w * w
     norm = math.sqrt(total)
     if norm <= bound:
         return 1.0

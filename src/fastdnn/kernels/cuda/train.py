@@ -112,7 +112,8 @@ def _reductions(tpb):
         for i in range(table.shape[0]):
             first = table[i, W_OFF]
             for p in range(first + start, first + table[i, FAN_IN] * table[i, FAN_OUT], stride):
-                total += theta[p] * theta[p]
+                v = float64(theta[p])  # squared in float64, as the CPU's _sum_of_squares
+                total += v * v
                 if with_grad:
                     grad[p] += l2 * theta[p]
         total = block_reduce(sh, total, False)
@@ -125,7 +126,8 @@ def _reductions(tpb):
         sh = cuda.shared.array(tpb, dtype=float64)
         total = float64(0.0)
         for p in range(cuda.grid(1), grad.shape[0], cuda.gridsize(1)):
-            total += grad[p] * grad[p]
+            v = float64(grad[p])  # as the CPU's: a float32 square overflows from 1.8e19
+            total += v * v
         total = block_reduce(sh, total, False)
         if cuda.threadIdx.x == 0:
             partials[cuda.blockIdx.x] = total
