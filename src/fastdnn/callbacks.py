@@ -41,6 +41,13 @@ class Callback:
         pass
 
 
+def says_stop(answer):
+    """Whether a callback's ``on_epoch_end`` answer asks to stop: ``True`` or NumPy's
+    ``True`` (what a comparison such as ``np.isfinite(loss)`` returns, which an ``is
+    True`` test let pass); anything else trains on."""
+    return answer is True or (isinstance(answer, np.bool_) and bool(answer))
+
+
 def _hms(seconds):
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import config
-from .callbacks import ProgressBar
+from .callbacks import ProgressBar, says_stop
 from .errors import TrainingDivergedError
 from .kernels.cpu.separate import filled_from_kernels
 from .kernels.spec import SCALE, EpochResult
@@ -156,10 +156,14 @@ class FitRun:
             self.snapshot = np.empty(net.n_params, dtype=net.dtype)  # one buffer, every epoch
         self.step_seconds = None
         self.warm = False  # whether a run has compiled (or loaded) the kernels yet
-        self.done = self.epoch >= plan.epochs
+        # Resumed from the backup of the last epoch, or of the epoch whose patience ran
+        # out (it trained one epoch more): only the ending is left.
+        self.done = self.epoch >= plan.epochs or (
+            self.epoch > 0 and plan.patience is not None
+            and self.stop.since_best >= plan.patience)
         self._call("on_train_begin", dict(epochs=plan.epochs, compiling=_compiling(self.trainer)))
-        if self.done:  # resumed from the backup of the last epoch: only the ending is left
-            self._finish(list(self.history)[-1] if len(self.history) else {})
+        if self.done:
+            self._finish(dict(list(self.history)[-1], rate=None) if len(self.history) else {})
 
     def _attach(self):
         """Let the callbacks with an ``attach`` method (a backup) restore the fit."""
@@ -191,7 +195,7 @@ class FitRun:
                                            if hasattr(cb, hook)]
         stop = False
         for method in methods:
-            stop = method(*args) is True or stop
+            stop = says_stop(method(*args)) or stop
         return stop
 
     def next_seed(self):

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from .callbacks import says_stop
 from .errors import TrainingDivergedError
 from .fitting import History
 
@@ -38,7 +39,8 @@ def fit_lbfgs(net, plan, verbose=False):
         return value, grad.astype(np.float64)
 
     def call(hook, *args):
-        return any([getattr(cb, hook)(*args) is True for cb in callbacks if hasattr(cb, hook)])
+        return any([says_stop(getattr(cb, hook)(*args)) for cb in callbacks
+                    if hasattr(cb, hook)])
 
     clock = [time.perf_counter()]
     stopped = []

@@ -351,6 +351,16 @@ def test_set_weights_wrong_shape_leaves_weights_alone(layer, which):
     assert_same_weights(net.get_weights(), before)
 
 
+@pytest.mark.filterwarnings("error")
+def test_set_weights_beyond_float32_is_one_error_naming_the_range():
+    net = tiny_net(dtype="float32")
+    weights = net.get_weights()
+    weights[0] = (weights[0][0].astype(np.float64), weights[0][1])
+    weights[0][0][0, 0] = 1e39
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        net.set_weights(weights)
+
+
 def test_set_weights_rejects_non_finite_and_non_numeric():
     net = tiny_net()
     before = net.get_weights()

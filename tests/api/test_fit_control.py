@@ -153,6 +153,39 @@ def test_validation_split_is_stratified(fraction):
     np.testing.assert_array_equal(plan.T[:, 0], y[train])
 
 
+@pytest.mark.parametrize("n, k, fraction, held_out", [
+    (30, 10, 0.1, 3), (50, 10, 0.1, 5), (50, 10, 0.3, 15), (40, 4, 0.25, 10)])
+def test_validation_split_holds_out_the_fraction_of_all_rows(n, k, fraction, held_out):
+    """Rounded per label, 10 labels of 3 rows held out none at 0.1 (the fit refused),
+    10 of 5 held out 20 rows at 0.3, and 4 of 10 held out 8 at 0.25."""
+    y = np.repeat(np.arange(k), n // k)
+    X = np.random.default_rng(0).normal(size=(n, 4))
+    train, held, _ = split_rows(fd.MLP([4, 8, k], dtype="float64", seed=0), X, y, fraction)
+    assert held.size == held_out and train.size == n - held_out
+    shares = np.bincount(y[held], minlength=k)
+    assert shares.max() - shares.min() <= 1  # stratified: each label its share, +-1
+
+
+@pytest.mark.parametrize("part, weight", [("training", lambda y: (y == 9).astype(float)),
+                                          ("held-out", lambda y: (y != 9).astype(float))])
+def test_validation_split_refuses_a_part_without_weight(part, weight):
+    """All held-out rows weighing 0 raised ZeroDivisionError after an epoch; all
+    training rows weighing 0 trained to a loss of NaN."""
+    y = np.repeat(np.arange(10), 5)
+    X = np.random.default_rng(0).normal(size=(50, 4))
+    net = fd.MLP([4, 8, 10], dtype="float64", seed=0)
+    if part == "training":  # only the held-out rows of label 9 weigh
+        _, held, _ = split_rows(fd.MLP([4, 8, 10], dtype="float64", seed=0), X, y, 0.2)
+        w = np.zeros(50)
+        w[held] = 1.0
+    else:  # only the training rows... of no label: every held-out row weighs 0
+        train, _, _ = split_rows(fd.MLP([4, 8, 10], dtype="float64", seed=0), X, y, 0.2)
+        w = np.zeros(50)
+        w[train] = 1.0
+    with pytest.raises(ValueError, match=f"every {part} row has weight 0"):
+        net.fit(X, y, epochs=1, validation_split=0.2, sample_weight=w)
+
+
 def test_validation_split_for_regression_holds_out_the_fraction():
     rng = np.random.default_rng(4)
     X, y = rng.normal(size=(203, 3)), rng.normal(size=203)
@@ -1041,6 +1074,51 @@ def test_a_fit_killed_after_its_last_backup_deletes_the_backup_on_rerun(tmp_path
     assert same_weights(net.get_weights(), ref_net.get_weights())
     assert hist.loss == ref_hist.loss
     assert not path.exists()
+
+
+def test_resuming_after_the_epoch_whose_patience_ran_out_only_ends_the_fit(tmp_path):
+    """The backup of the epoch that early stopping ended: the resumed fit trains no
+    epoch more (it trained one, and its weights differed), and calls on_train_end with
+    an epoch's logs, rate included."""
+    rng = np.random.default_rng(0)
+    X, Xv = rng.normal(size=(60, 4)), rng.normal(size=(40, 4))
+    y, yv = (X[:, 0] + X[:, 1] > 0).astype(int), rng.integers(0, 2, 40)  # noise: no progress
+
+    def fit(*callbacks):
+        net = fd.MLP([4, 16, 2], seed=0)
+        hist = net.fit(X, y, epochs=200, batch_size=8, optimizer=fd.SGD(lr=0.5),
+                       validation_data=(Xv, yv), patience=3, callbacks=list(callbacks))
+        return net, hist
+
+    ref, ref_hist = fit()
+    assert len(ref_hist) < 200  # patience ended it
+    path = tmp_path / BACKUP
+    with pytest.raises(RuntimeError):
+        fit(fd.BackupAndRestore(path), CrashAfter(len(ref_hist) - 1))
+    ends = []
+
+    class End:
+        def on_train_end(self, logs):
+            ends.append(sorted(logs))
+
+    net, hist = fit(fd.BackupAndRestore(path), End())
+    assert hist.loss == ref_hist.loss and hist.val_loss == ref_hist.val_loss
+    assert same_weights(net.get_weights(), ref.get_weights())
+    assert ends == [sorted(["loss", "lr", "rate", "seconds", "val_loss", "val_metric"])]
+
+
+@pytest.mark.parametrize("optimizer", [fd.SGD(lr=0.01), "lbfgs"])
+def test_numpys_true_stops_a_fit(optimizer):
+    """``np.isfinite(loss)`` and other comparisons return NumPy's bool: an ``is True``
+    test let it pass, and the fit ran on."""
+    X, y = problem(n=60)
+
+    class Stop:
+        def on_epoch_end(self, epoch, logs):
+            return np.isfinite(logs["loss"])
+
+    hist = fd.MLP([5, 8, 3], seed=0).fit(X, y, epochs=5, optimizer=optimizer, callbacks=[Stop()])
+    assert len(hist) == 1
 
 
 def test_backup_of_another_net_is_refused(tmp_path):

@@ -45,3 +45,14 @@ def test_a_copy_trains_without_touching_the_original(how):
     for (W0, b0), (W1, b1) in zip(net.get_weights(), twin.get_weights()):
         np.testing.assert_array_equal(W0, W1)
         np.testing.assert_array_equal(b0, b1)
+
+
+@pytest.mark.parametrize("how", [copy.copy, copy.deepcopy])
+def test_a_copy_keeps_the_metadata_it_was_loaded_with(how, tmp_path):
+    path = tmp_path / "net.npz"
+    fd.MLP([3, 5, 2], seed=0).save(path, metadata={"scale": np.arange(3.0)})
+    twin = how(fd.MLP.load(path))
+    np.testing.assert_array_equal(twin.metadata["scale"], np.arange(3.0))
+    twin.save(tmp_path / "twin.npz")  # and saves it again
+    np.testing.assert_array_equal(fd.MLP.load(tmp_path / "twin.npz").metadata["scale"],
+                                  np.arange(3.0))
