@@ -86,7 +86,8 @@ def jax_epochs(n, n_nets, epochs):
         return jax.lax.scan(step, p, (Xb, yb))[0]
 
     run = jax.jit(jax.vmap(epoch))
-    params = jax.block_until_ready(run(params))  # warm-up: compiles
+    jax.block_until_ready(run(params))  # warm-up: compiles; its epoch is not kept, as
+    # fastdnn's warm-up trains throw-away nets (kept, JAX's nets trained an epoch more)
     times = []
     for _ in range(epochs):
         start = time.perf_counter()

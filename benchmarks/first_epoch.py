@@ -45,4 +45,7 @@ def run(cache_dir, optimizer="adam", batch_size=64):
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
     main(*sys.argv[1:])

@@ -1,11 +1,15 @@
 """fastdnn.experiments and `fastdnn experiment`: the tables hold what the constructions
 and bounds say, and the command line runs them (one seed, to stay fast)."""
 import sys
+from pathlib import Path
 
 import pytest
 
 from fastdnn import experiments, regions
 from fastdnn.cli import main
+from support import TESTS
+
+DEPTH_DOC = Path(TESTS).parent / "docs" / "depth.md"
 
 
 def test_zigzag_table():
@@ -78,3 +82,11 @@ def test_plot(tmp_path):
     path = tmp_path / "regions.png"
     experiments.plot(table, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name, seeds", [("zigzag", 3), ("parity", 5), ("regions", 3)])
+def test_docs_depth_tables_are_what_the_commands_print(name, seeds):
+    """docs/depth.md says its seeded tables are what ``fastdnn experiment NAME --seeds S``
+    prints on any machine: the zigzag table had drifted from the code unnoticed."""
+    table = getattr(experiments, name)(seeds=seeds).markdown()
+    assert table in DEPTH_DOC.read_text(), f"rerun: fastdnn experiment {name} --seeds {seeds}"
