@@ -13,7 +13,7 @@ import time
 from .errors import TrainingDivergedError
 from .fitting import FitRun
 from .kernels.cpu.separate import filled_from_kernels
-from .model import MLP
+from .model import MLP, training_alone
 from .optim import LBFGS, Optimizer
 from .validation import check_n_threads
 
@@ -101,55 +101,56 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
         weights; ``history`` is the list of all histories, ``diverged`` the indices.
     """
     nets = _check_nets(nets)
-    n_threads = check_n_threads(n_threads)
-    optimizers = _optimizers(optimizer, len(nets))
-    # A copy of the schedule per net, as of an optimizer instance: a ReduceLROnPlateau
-    # keeps one fit's state (shared, it cut every net's rate once per net an epoch).
-    schedules = [copy.deepcopy(schedule) for _ in nets]
-    first = nets[0]._fit_plan(X, y, epochs, batch_size, optimizers[0], schedules[0],
-                              validation_data, shuffle, patience)
-    # Checked once (the nets agree in everything the checks read); every net reads the
-    # same arrays, with its own optimizer and schedule parameters.
-    plans = [first] + [MLP._with_optimizer(first, opt, sched)
-                       for opt, sched in zip(optimizers[1:], schedules[1:])]
-    backend = nets[0]._backend
-    errors = {}
-    with backend.limit_threads(n_threads):
-        runs = [FitRun(net, plan) for net, plan in zip(nets, plans)]
-        group = backend.trainer_group([run.trainer for run in runs])
-        epoch = 0
-        while True:
-            active = [i for i, run in enumerate(runs) if not run.done]
-            if not active:
-                break
-            seeds = [runs[i].next_seed() for i in active]
-            filled = filled_from_kernels()
-            start = time.perf_counter()
-            results = group.run_epochs(active, first.sampling, seeds)
-            seconds = time.perf_counter() - start
-            # The first epoch compiles the kernel (or loads it); a later one may compile a
-            # callee reached late: their time is no rate.
-            compiled = epoch == 0 or filled_from_kernels() != filled
-            for i, result in zip(active, results):
-                try:
-                    runs[i].book(result, seconds)
-                except TrainingDivergedError as exc:
-                    errors[i] = exc
-            epoch += 1
-            if verbose:
-                booked = [i for i in active if i not in errors]
-                _progress(epoch, first.epochs, [runs[i].history.loss[-1] for i in booked],
-                          sum(r.samples for r in results), seconds, compiled)
-    for run in runs:
-        run.close()
-    histories = [run.history for run in runs]
-    if errors:
-        listed = ", ".join(f"net {i} ({exc})" for i, exc in sorted(errors.items()))
-        exc = TrainingDivergedError(f"{len(errors)} of {len(nets)} nets diverged: {listed}",
-                                    histories)
-        exc.diverged = sorted(errors)
-        raise exc
-    return histories
+    with training_alone(nets):  # no net in two fits at once
+        n_threads = check_n_threads(n_threads)
+        optimizers = _optimizers(optimizer, len(nets))
+        # A copy of the schedule per net, as of an optimizer instance: a ReduceLROnPlateau
+        # keeps one fit's state (shared, it cut every net's rate once per net an epoch).
+        schedules = [copy.deepcopy(schedule) for _ in nets]
+        first = nets[0]._fit_plan(X, y, epochs, batch_size, optimizers[0], schedules[0],
+                                  validation_data, shuffle, patience)
+        # Checked once (the nets agree in everything the checks read); every net reads the
+        # same arrays, with its own optimizer and schedule parameters.
+        plans = [first] + [MLP._with_optimizer(first, opt, sched)
+                           for opt, sched in zip(optimizers[1:], schedules[1:])]
+        backend = nets[0]._backend
+        errors = {}
+        with backend.limit_threads(n_threads):
+            runs = [FitRun(net, plan) for net, plan in zip(nets, plans)]
+            group = backend.trainer_group([run.trainer for run in runs])
+            epoch = 0
+            while True:
+                active = [i for i, run in enumerate(runs) if not run.done]
+                if not active:
+                    break
+                seeds = [runs[i].next_seed() for i in active]
+                filled = filled_from_kernels()
+                start = time.perf_counter()
+                results = group.run_epochs(active, first.sampling, seeds)
+                seconds = time.perf_counter() - start
+                # The first epoch compiles the kernel (or loads it); a later one may compile a
+                # callee reached late: their time is no rate.
+                compiled = epoch == 0 or filled_from_kernels() != filled
+                for i, result in zip(active, results):
+                    try:
+                        runs[i].book(result, seconds)
+                    except TrainingDivergedError as exc:
+                        errors[i] = exc
+                epoch += 1
+                if verbose:
+                    booked = [i for i in active if i not in errors]
+                    _progress(epoch, first.epochs, [runs[i].history.loss[-1] for i in booked],
+                              sum(r.samples for r in results), seconds, compiled)
+        for run in runs:
+            run.close()
+        histories = [run.history for run in runs]
+        if errors:
+            listed = ", ".join(f"net {i} ({exc})" for i, exc in sorted(errors.items()))
+            exc = TrainingDivergedError(f"{len(errors)} of {len(nets)} nets diverged: {listed}",
+                                        histories)
+            exc.diverged = sorted(errors)
+            raise exc
+        return histories
 
 
 def _progress(epoch, epochs, losses, samples, seconds, compiled):

@@ -1,7 +1,9 @@
 """The user-facing net: :class:`MLP` assembles the kernels into a trainable model."""
+import contextlib
 import copy
 import math
 import numbers
+import threading
 
 import numpy as np
 
@@ -97,6 +99,29 @@ def _check_callbacks(callbacks):
         if not any(callable(getattr(cb, h, None)) for h in hooks):
             raise TypeError(f"callback {cb!r} has none of the methods {', '.join(hooks)}")
     return list(callbacks)
+
+
+_training = set()  # ids of the nets a fit is training now, in any thread
+_training_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def training_alone(nets):
+    """Mark ``nets`` as in training for the block; a ``RuntimeError`` if one already is
+    (a fit in another thread): two fits of one net, each with its trainer, wrote their
+    updates into one set of weights, a mix of both that changed from run to run."""
+    ids = [id(net) for net in nets]
+    with _training_lock:
+        if _training.intersection(ids):
+            raise RuntimeError("this net is being trained by another fit (another thread): "
+                               "two fits would mix their updates into one set of weights; "
+                               "wait for it, or train a copy (copy.deepcopy(net))")
+        _training.update(ids)
+    try:
+        yield
+    finally:
+        with _training_lock:
+            _training.difference_update(ids)
 
 
 def _r2(ss_res, ss_tot):
@@ -461,37 +486,38 @@ class MLP:
             last step, the optimizer's ``t`` counts it, and the exception's ``history``
             holds the completed epochs; ``fit`` may be called again.
         """
-        if comm is not None:
-            from . import distributed  # imports mpi4py: only with a communicator
-            if distributed.n_ranks(comm) > 1:
-                return distributed.fit(self, comm, dict(
-                    X=X, y=y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                    schedule=schedule, validation_data=validation_data, shuffle=shuffle,
-                    verbose=verbose, patience=patience, sample_weight=sample_weight,
-                    class_weight=class_weight, clip_norm=clip_norm, restore_best=restore_best,
-                    validation_split=validation_split, callbacks=callbacks))
-        self._backend.compile_ahead(batch_size, optimizer, clip_norm)
-        plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule, validation_data,
-                              shuffle, patience, sample_weight=sample_weight,
-                              class_weight=class_weight, clip_norm=clip_norm,
-                              restore_best=restore_best, validation_split=validation_split,
-                              callbacks=callbacks)
-        if isinstance(plan.optimizer, LBFGS):
-            with self._backend.limit_threads(self.n_threads):
-                return fit_lbfgs(self, plan, verbose)
-        run = None
-        try:
-            with self._backend.limit_threads(self.n_threads), deferred_interrupts() as pressed:
-                run = FitRun(self, plan, verbose)
-                while not run.done:
-                    run.train_epoch(pressed)
-        except KeyboardInterrupt as exc:
-            exc.history = run.history if run is not None else History()
-            raise
-        finally:
-            if run is not None:
-                run.close()
-        return run.history
+        with training_alone([self]):
+            if comm is not None:
+                from . import distributed  # imports mpi4py: only with a communicator
+                if distributed.n_ranks(comm) > 1:
+                    return distributed.fit(self, comm, dict(
+                        X=X, y=y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                        schedule=schedule, validation_data=validation_data, shuffle=shuffle,
+                        verbose=verbose, patience=patience, sample_weight=sample_weight,
+                        class_weight=class_weight, clip_norm=clip_norm, restore_best=restore_best,
+                        validation_split=validation_split, callbacks=callbacks))
+            self._backend.compile_ahead(batch_size, optimizer, clip_norm)
+            plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule, validation_data,
+                                  shuffle, patience, sample_weight=sample_weight,
+                                  class_weight=class_weight, clip_norm=clip_norm,
+                                  restore_best=restore_best, validation_split=validation_split,
+                                  callbacks=callbacks)
+            if isinstance(plan.optimizer, LBFGS):
+                with self._backend.limit_threads(self.n_threads):
+                    return fit_lbfgs(self, plan, verbose)
+            run = None
+            try:
+                with self._backend.limit_threads(self.n_threads), deferred_interrupts() as pressed:
+                    run = FitRun(self, plan, verbose)
+                    while not run.done:
+                        run.train_epoch(pressed)
+            except KeyboardInterrupt as exc:
+                exc.history = run.history if run is not None else History()
+                raise
+            finally:
+                if run is not None:
+                    run.close()
+            return run.history
 
     def _fit_plan(self, X, y, epochs, batch_size, optimizer, schedule, validation_data,
                   shuffle, patience, *, sample_weight=None, class_weight=None, clip_norm=None,

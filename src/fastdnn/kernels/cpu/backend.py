@@ -3,7 +3,9 @@
 Implements :class:`fastdnn.kernels.spec.Backend`; its CUDA twin is
 :mod:`fastdnn.kernels.cuda.backend`.
 """
+import contextlib
 import numbers
+import threading
 import weakref
 from functools import partial
 
@@ -53,6 +55,11 @@ def _layout(sizes, codes, cap, drops=None):
     more of their products in the loop kernels (:func:`one_row_gemm_macs`)."""
     gemm_min = one_row_gemm_macs() if cap == 1 else config.SMALL_GEMM_MACS
     return Layout.build(sizes, codes, cap, gemm_min, drops)
+
+
+#: Guards the hand-over of a backend's evaluation buffers (:meth:`CPUBackend._inference`);
+#: held for two assignments, never while a kernel runs.
+_LENDING = threading.Lock()
 
 
 class CPUBackend:
@@ -128,20 +135,29 @@ class CPUBackend:
         deltas = np.zeros((2, layout.delta_size), dtype=self.dtype)
         return work, deltas
 
+    @contextlib.contextmanager
     def _inference(self, n):
-        # Grown on demand and kept: repeated predict calls allocate nothing but the output.
+        """``(layout, work, deltas)`` for evaluating ``n`` rows: grown on demand and kept,
+        so repeated predict calls allocate nothing but the output; lent to one call at a
+        time (a call that finds them lent makes its own).  Shared, three threads'
+        predicts on one net read each other's rows: 118 of 120 results were wrong."""
         cap = min(n, config.PREDICT_CHUNK)
-        if self._infer is None or self._infer[0].cap < cap:
+        with _LENDING:
+            infer, self._infer = self._infer, None
+        if infer is None or infer[0].cap < cap:
             layout = _layout(self.sizes, self.codes, cap)
-            self._infer = (layout, *self._buffers(layout))
-        return self._infer
+            infer = (layout, *self._buffers(layout))
+        try:
+            yield infer
+        finally:
+            self._infer = infer
 
     def _logits(self, X):
-        layout, work, _ = self._inference(X.shape[0])
         Z = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
-        # Returns nothing: boxing a returned array costs more than the whole kernel
-        # for a single-row predict.
-        forward_chunks(X, self.theta, layout.table, work, Z, layout.cap)
+        with self._inference(X.shape[0]) as (layout, work, _):
+            # Returns nothing: boxing a returned array costs more than the whole kernel
+            # for a single-row predict.
+            forward_chunks(X, self.theta, layout.table, work, Z, layout.cap)
         return Z
 
     def outputs(self, X, head):
@@ -181,8 +197,8 @@ class CPUBackend:
     def _loss_of_logits(self, Z, T):
         """``(layout, weighted mean loss of the logits Z against T)``: the evaluation's
         second kernel (the first is :meth:`_logits`; :mod:`.warmup` compiles each)."""
-        layout, _, deltas = self._inference(Z.shape[0])
-        return layout, loss_of_logits(Z, T, self.loss, deltas[0], layout.cap)
+        with self._inference(Z.shape[0]) as (layout, _, deltas):
+            return layout, loss_of_logits(Z, T, self.loss, deltas[0], layout.cap)
 
     def gradient(self, X, T, dropout_key=None):
         """``(weighted mean loss + L2 penalty, flat gradient)`` over all rows, in one batch.

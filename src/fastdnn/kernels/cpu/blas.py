@@ -43,6 +43,7 @@ Haswell kernels (:mod:`.haswell`).  Which products are big is a rule on their sh
 """
 import ctypes
 import os
+import threading
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -285,6 +286,14 @@ def prepare(sizes=(), dtype=None):
     RuntimeError
         If the setting names another library than the one this process has bound.
     """
+    with _preparing:  # nets made in several threads at once bind one library
+        _prepare(sizes, dtype)
+
+
+_preparing = threading.RLock()
+
+
+def _prepare(sizes, dtype):
     global _prepared
     _blocks.value = blocks()
     chosen = library()

@@ -28,6 +28,7 @@ _GETTERS = ("scipy_openblas_get_num_threads", "scipy_openblas_get_num_threads64_
 _blas = None
 _lib = None
 _path = None  # the file _lib was loaded from
+_lookup_lock = threading.Lock()
 
 
 def _find(lib, names):
@@ -73,23 +74,29 @@ def scipy_blas():
     """
     global _blas, _lib, _path
     if _blas is None:
-        _blas = False
-        import scipy
-        import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+        # Looked up once, under a lock, and published only when done: a second thread
+        # that found the lookup started took "no OpenBLAS" (the SkylakeX core unseen,
+        # so another BLAS bound than the process's first nets chose).
+        with _lookup_lock:
+            if _blas is None:
+                found = False
+                import scipy
+                import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
 
-        root = os.path.dirname(os.path.dirname(scipy.__file__))
-        for path in sorted(glob.glob(os.path.join(root, "scipy.libs", "*openblas*"))):
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            get, set_ = _find(lib, _GETTERS), _find(lib, _SETTERS)
-            if get is not None and set_ is not None:
-                get.restype = ctypes.c_int
-                set_.argtypes = [ctypes.c_int]
-                _blas = (get, set_)
-                _lib, _path = lib, path
-                break
+                root = os.path.dirname(os.path.dirname(scipy.__file__))
+                for path in sorted(glob.glob(os.path.join(root, "scipy.libs", "*openblas*"))):
+                    try:
+                        lib = ctypes.CDLL(path)
+                    except OSError:
+                        continue
+                    get, set_ = _find(lib, _GETTERS), _find(lib, _SETTERS)
+                    if get is not None and set_ is not None:
+                        get.restype = ctypes.c_int
+                        set_.argtypes = [ctypes.c_int]
+                        found = (get, set_)
+                        _lib, _path = lib, path
+                        break
+                _blas = found
     return _blas or None
 
 

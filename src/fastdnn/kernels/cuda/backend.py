@@ -22,6 +22,7 @@ Numba one.  With ``shuffle=False`` or ``"uniform"`` and the same seed, both trai
 the same batches with the same dropout masks and agree to rounding.
 """
 import contextlib
+import threading
 import warnings
 
 import numpy as np
@@ -54,6 +55,10 @@ def _copy_rows(src, first_row, m, dst, dst_off=0):
     ``dst[dst_off:]``."""
     d = src.shape[1]
     train.copy_flat(src.reshape(src.shape[0] * d), first_row * d, dst, dst_off, m * d)
+
+
+#: Guards the hand-over of a backend's evaluation buffers (:meth:`CUDABackend._inference`).
+_LENDING = threading.Lock()
 
 
 class CUDABackend:
@@ -134,13 +139,21 @@ class CUDABackend:
         bufs.acc.copy_to_device(np.zeros(losses.N_ACC))
         bufs.status.copy_to_device(np.full(1, -1, dtype=np.int64))
 
+    @contextlib.contextmanager
     def _inference(self, n):
-        # Grown on demand and kept: repeated predict calls allocate only their output.
+        """``(layout, buffers)`` for evaluating ``n`` rows: grown on demand and kept, so
+        repeated predict calls allocate only their output; lent to one call at a time,
+        as the CPU's (:meth:`.cpu.backend.CPUBackend._inference`)."""
         cap = min(n, config.PREDICT_CHUNK)
-        if self._infer is None or self._infer[0].cap < cap:
+        with _LENDING:
+            infer, self._infer = self._infer, None
+        if infer is None or infer[0].cap < cap:
             layout = Layout.build(self.sizes, self.codes, cap)
-            self._infer = (layout, self._buffers(layout, grad=False))
-        return self._infer
+            infer = (layout, self._buffers(layout, grad=False))
+        try:
+            yield infer
+        finally:
+            self._infer = infer
 
     def _chunks(self, X, T, cap):
         """``(start, m, X_chunk, T_chunk)`` on the device, ``cap`` rows at a time."""
@@ -189,12 +202,12 @@ class CUDABackend:
         """Logits of the rows of ``X`` as a device array."""
         n = X.shape[0]
         k = self.sizes[-1]
-        layout, bufs = self._inference(n)
         out = cuda.device_array(n * k, dtype=self.dtype)
-        for start, m, Xc, first, _ in self._chunks(X, None, layout.cap):
-            _copy_rows(Xc, first, m, bufs.work)
-            train.forward_layers(bufs, layout.table, m)
-            train.copy_flat(bufs.work, layout.out_offset, out, start * k, m * k)
+        with self._inference(n) as (layout, bufs):
+            for start, m, Xc, first, _ in self._chunks(X, None, layout.cap):
+                _copy_rows(Xc, first, m, bufs.work)
+                train.forward_layers(bufs, layout.table, m)
+                train.copy_flat(bufs.work, layout.out_offset, out, start * k, m * k)
         return out.reshape(n, k)
 
     def outputs(self, X, head):
@@ -220,21 +233,21 @@ class CUDABackend:
     def evaluate(self, X, T, want_logits=False):
         """``(weighted mean loss + L2 penalty, NumPy logits or None)`` over all rows, in
         one forward pass."""
-        layout, bufs = self._inference(X.shape[0])
-        self._reset(bufs)
         k = self.sizes[-1]
         Z = cuda.device_array(X.shape[0] * k if want_logits else 1, dtype=self.dtype)
-        for start, m, Xc, first, Tc in self._chunks(X, T, layout.cap):
-            _copy_rows(Xc, first, m, bufs.work)
-            _copy_rows(Tc, 0, m, bufs.targets)
-            train.forward_layers(bufs, layout.table, m)
-            if want_logits:
-                train.copy_flat(bufs.work, layout.out_offset, Z, start * k, m * k)
-            losses.loss_grad(self.loss, bufs.work, layout.out_offset, bufs.targets,
-                             bufs.deltas, bufs.row_loss, m, k, bufs.acc)
-        if self.l2 != 0.0:
-            train.l2_penalty(bufs, layout.table, self.l2, with_grad=False)
-        acc = bufs.acc.copy_to_host()
+        with self._inference(X.shape[0]) as (layout, bufs):
+            self._reset(bufs)
+            for start, m, Xc, first, Tc in self._chunks(X, T, layout.cap):
+                _copy_rows(Xc, first, m, bufs.work)
+                _copy_rows(Tc, 0, m, bufs.targets)
+                train.forward_layers(bufs, layout.table, m)
+                if want_logits:
+                    train.copy_flat(bufs.work, layout.out_offset, Z, start * k, m * k)
+                losses.loss_grad(self.loss, bufs.work, layout.out_offset, bufs.targets,
+                                 bufs.deltas, bufs.row_loss, m, k, bufs.acc)
+            if self.l2 != 0.0:
+                train.l2_penalty(bufs, layout.table, self.l2, with_grad=False)
+            acc = bufs.acc.copy_to_host()
         weights = acc[losses.EVAL_WEIGHT]
         value = float((acc[losses.EVAL_SUM] / weights if weights > 0 else 0.0)
                       + acc[losses.PENALTY])
