@@ -3,6 +3,7 @@
 Values are read when a kernel or a trainer is set up, never baked into compiled code,
 so patching them never forces a recompile.
 """
+import os as _os
 
 #: Below this many multiply-adds (rows * fan_in * fan_out) a dense layer uses the
 #: hand-written loop kernels instead of BLAS, whose call overhead dominates only for
@@ -31,7 +32,8 @@ ONE_ROW_GEMM_MACS_BY_VENDOR = {"GenuineIntel": 8192, "AuthenticAMD": 2048}
 #: :mod:`fastdnn.kernels.cpu.blas`).  ``None``: the ``FASTDNN_BLAS_BLOCKS`` environment
 #: variable, or else the CPUs this process may run on.  The count changes the last bits of
 #: some products, the thread count never does: set it to one value to get the same bits
-#: on machines with different CPU counts.  Read when a network is set up.
+#: on machines with different CPU counts.  Read when a network is set up, and then the
+#: count of every network's products in the process (one value the kernels read).
 BLAS_BLOCKS = None
 
 #: The BLAS the CPU kernels' products run on: ``"auto"`` (Intel MKL where it is installed,
@@ -99,8 +101,11 @@ SLICE_SECONDS = 0.2
 PREDICT_CHUNK = 4096
 
 #: Numba on-disk cache for the CPU kernels (``cache=True``).  Safe: the kernels hold
-#: no global state that changes between runs.
-CACHE = True
+#: no global state that changes between runs.  Read as the kernels are defined, when
+#: ``fastdnn`` is imported, so it is set by the ``FASTDNN_CACHE`` environment variable:
+#: ``0`` for no disk cache (where no folder is writable, not even ``NUMBA_CACHE_DIR``,
+#: Numba cannot load a cache either, and ``import fastdnn`` failed in its decorators).
+CACHE = _os.environ.get("FASTDNN_CACHE", "1").strip().lower() not in ("0", "false", "off", "no")
 
 #: CUDA threads per block for 1-D launches and the tile width of the 2-D GEMM kernels
 #: (a tile is TILE x TILE threads).  Tests lower them so tiny inputs span several blocks.

@@ -246,14 +246,19 @@ def test_block_count_setting(monkeypatch):
     assert blas.blocks() == blas.cpu_count() >= 1
     monkeypatch.setattr(config, "BLAS_BLOCKS", 5)
     assert blas.blocks() == 5
-    for bad in (0, -2, "two", 2.5, True):
+    assert blas.blocks() == 5
+    monkeypatch.setattr(config, "BLAS_BLOCKS", blas.MAX_BLOCKS)
+    assert blas.blocks() == blas.MAX_BLOCKS
+    # 2**63 and 2**64 wrapped in the kernels' int64 to one block, silently.
+    for bad in (0, -2, "two", 2.5, True, blas.MAX_BLOCKS + 1, 2 ** 63, 2 ** 64):
         monkeypatch.setattr(config, "BLAS_BLOCKS", bad)
-        with pytest.raises(ValueError, match="config.BLAS_BLOCKS must be a positive integer"):
+        with pytest.raises(ValueError, match="config.BLAS_BLOCKS must be an integer from 1"):
             blas.blocks()
     monkeypatch.setattr(config, "BLAS_BLOCKS", None)
-    monkeypatch.setenv("FASTDNN_BLAS_BLOCKS", "0")
-    with pytest.raises(ValueError, match="FASTDNN_BLAS_BLOCKS must be a positive integer"):
-        blas.blocks()
+    for bad in ("0", str(2 ** 63)):
+        monkeypatch.setenv("FASTDNN_BLAS_BLOCKS", bad)
+        with pytest.raises(ValueError, match="FASTDNN_BLAS_BLOCKS must be an integer from 1"):
+            blas.blocks()
 
 
 def test_block_count_is_read_at_run_time(monkeypatch):

@@ -20,7 +20,7 @@ from fastdnn import config
 from fastdnn.kernels import spec
 from fastdnn.kernels.cpu import backend, blas, train, warmup
 from fastdnn.kernels.cpu.losses import compile_head
-from support import record_epoch_kernels
+from support import record_epoch_kernels, run_python
 
 # (dtype, loss, activation, sizes): a classifier and a regressor, one of each dtype.
 NETS = [("float32", "cross_entropy", "relu", [5, 7, 3]),
@@ -499,3 +499,33 @@ def test_a_fork_that_fails_leaves_a_new_interpreter_to_help(monkeypatch):
     helper = warmup.Helper(helper_config(NETS[0], 8))
     assert isinstance(helper.process, Spawned)
     assert helper.close() == 0 and warmup.DONE in helper.saved
+
+
+@pytest.mark.parametrize("value, on", [("0", False), ("false", False), ("OFF", False),
+                                       ("no", False), ("1", True), ("true", True),
+                                       ("on", True), ("", True)])
+def test_the_warmup_switch_reads_common_spellings(monkeypatch, value, on):
+    monkeypatch.setenv("FASTDNN_WARMUP", value)
+    assert warmup._switch("FASTDNN_WARMUP") is on
+
+
+def test_a_warmup_switch_that_is_no_switch_is_named(monkeypatch):
+    """``garbage`` left the helper on, silently."""
+    monkeypatch.setenv("FASTDNN_WARMUP", "garbage")
+    with pytest.raises(ValueError, match="FASTDNN_WARMUP must be 0 or 1"):
+        warmup.enabled()
+
+
+def test_fastdnn_cache_0_writes_no_cache(tmp_path):
+    """FASTDNN_CACHE=0: the kernels compile without Numba's disk cache (config.CACHE is
+    read as they are defined, at import, so only the environment can set it in time):
+    the way to run where no folder is writable."""
+    out = run_python("""
+        import numpy as np, fastdnn as fd
+        from fastdnn import config
+        net = fd.MLP([3, 4, 2], seed=0)
+        net.fit(np.zeros((8, 3)), np.zeros(8, int), epochs=1)
+        print(config.CACHE)
+    """, FASTDNN_CACHE="0", NUMBA_CACHE_DIR=str(tmp_path), FASTDNN_WARMUP="0")
+    assert out.split() == ["False"]
+    assert not any(tmp_path.rglob("*.nbi"))

@@ -178,9 +178,14 @@ def blocks():
         count = int(value)
     except (TypeError, ValueError):
         count = 0
-    if count < 1 or isinstance(value, (bool, float)):
-        raise ValueError(f"{source} must be a positive integer, got {value!r}")
+    if not 1 <= count <= MAX_BLOCKS or isinstance(value, (bool, float)):
+        raise ValueError(f"{source} must be an integer from 1 to {MAX_BLOCKS}, got {value!r}")
     return count
+
+
+#: Most column blocks: the kernels read the count as an int64 (2**63 wrapped to -2**63
+#: and ran as one block), and a block is never narrower than :data:`BLOCK` columns.
+MAX_BLOCKS = 1 << 16
 
 
 def _library_setting():
