@@ -498,8 +498,8 @@ def test_clip_by_norm(bound, rng):
     bufs.grad.copy_to_device(grad)
     gpu_train.clip_by_norm(bufs, bound)
     got = bufs.grad.copy_to_host()
-    # Squares in float32, summed in float64: the CPU's clip_by_norm.
-    norm = np.sqrt(np.sum((grad * grad).astype(np.float64)))
+    # Squared and summed in float64: the CPU's clip_by_norm.
+    norm = np.sqrt(np.sum(grad.astype(np.float64) ** 2))
     factor = bufs.acc.copy_to_host()[gpu_losses.CLIP_FACTOR]
     if norm <= bound:
         assert factor == 1.0
