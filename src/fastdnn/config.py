@@ -5,6 +5,20 @@ so patching them never forces a recompile.
 """
 import os as _os
 
+
+def switch(name):
+    """The on/off environment variable ``name``: on unless ``0``, ``false``, ``off`` or
+    ``no`` (any case); a ValueError for what is none of those nor ``1``, ``true``,
+    ``on``, ``yes`` or empty (``FASTDNN_WARMUP=garbage`` left the helper on, silently)."""
+    value = _os.environ.get(name, "1").strip().lower()
+    if value in ("0", "false", "off", "no"):
+        return False
+    if value in ("", "1", "true", "on", "yes"):
+        return True
+    raise ValueError(f"{name} must be 0 or 1 (or false/true, off/on, no/yes); "
+                     f"got {_os.environ[name]!r}")
+
+
 #: Below this many multiply-adds (rows * fan_in * fan_out) a dense layer uses the
 #: hand-written loop kernels instead of BLAS, whose call overhead dominates only for
 #: the tiniest products.  Measured (whole epochs, 1 BLAS thread, OpenBLAS 0.3 small-
@@ -105,7 +119,7 @@ PREDICT_CHUNK = 4096
 #: ``fastdnn`` is imported, so it is set by the ``FASTDNN_CACHE`` environment variable:
 #: ``0`` for no disk cache (where no folder is writable, not even ``NUMBA_CACHE_DIR``,
 #: Numba cannot load a cache either, and ``import fastdnn`` failed in its decorators).
-CACHE = _os.environ.get("FASTDNN_CACHE", "1").strip().lower() not in ("0", "false", "off", "no")
+CACHE = switch("FASTDNN_CACHE")
 
 #: CUDA threads per block for 1-D launches and the tile width of the 2-D GEMM kernels
 #: (a tile is TILE x TILE threads).  Tests lower them so tiny inputs span several blocks.

@@ -506,7 +506,7 @@ def test_a_fork_that_fails_leaves_a_new_interpreter_to_help(monkeypatch):
                                        ("on", True), ("", True)])
 def test_the_warmup_switch_reads_common_spellings(monkeypatch, value, on):
     monkeypatch.setenv("FASTDNN_WARMUP", value)
-    assert warmup._switch("FASTDNN_WARMUP") is on
+    assert config.switch("FASTDNN_WARMUP") is on
 
 
 def test_a_warmup_switch_that_is_no_switch_is_named(monkeypatch):

@@ -271,6 +271,9 @@ def _admit(sizes, dtype):
             _prepared = "scipy"  # haswell.wanted is False now, so library() agrees
 
 
+_preparing = threading.RLock()
+
+
 def prepare(sizes=(), dtype=None):
     """One-time set-up before the first CPU kernel runs (idempotent, ~0.1 s), and for
     each network's, with the layer widths ``sizes`` (input first) and its ``dtype``.
@@ -293,9 +296,6 @@ def prepare(sizes=(), dtype=None):
     """
     with _preparing:  # nets made in several threads at once bind one library
         _prepare(sizes, dtype)
-
-
-_preparing = threading.RLock()
 
 
 def _prepare(sizes, dtype):

@@ -289,19 +289,6 @@ def _cached(name):
         return True
 
 
-def _switch(name):
-    """The on/off environment variable ``name``: on unless ``0``, ``false``, ``off`` or
-    ``no``; a ValueError for what is none of those nor ``1``, ``true``, ``on``, ``yes``
-    (``garbage`` left the helper on, silently)."""
-    value = os.environ.get(name, "1").strip().lower()
-    if value in ("0", "false", "off", "no"):
-        return False
-    if value in ("", "1", "true", "on", "yes"):
-        return True
-    raise ValueError(f"{name} must be 0 or 1 (or false/true, off/on, no/yes); "
-                     f"got {os.environ[name]!r}")
-
-
 def enabled():
     """Whether :func:`start` may launch a helper: ``FASTDNN_WARMUP`` is not ``0``, Numba
     caches to disk, this process may run on a second core, there is a Python to run, and
@@ -309,7 +296,7 @@ def enabled():
     start one)."""
     from . import blas  # here: `import fastdnn` imports this module (.checks), not blas
 
-    return (_switch("FASTDNN_WARMUP") and bool(config.CACHE)
+    return (config.switch("FASTDNN_WARMUP") and bool(config.CACHE)
             and blas.cpu_count() > 1 and bool(sys.executable)
             and not getattr(sys, "frozen", False) and "mpi4py.MPI" not in sys.modules)
 
