@@ -146,15 +146,16 @@ def _weight_scale(net, X, y, sample_weight, class_weight=None):
     return (float(top * np.mean(w / top)) if top > 0 else 0.0), rows
 
 
-def _no_weight(net, X, sample_weight):
+def _no_weight(X, sample_weight):
     """Whether ``sample_weight`` is valid for the rows ``X`` and every weight is 0: a
     shard that counts for nothing, which only the union's weights may be (the rank's
-    ``fit`` checks then take it unweighted, and :func:`plan_fit` scales it by 0)."""
+    ``fit`` checks then take it unweighted, and :func:`plan_fit` scales it by 0).  Only
+    the row count is read: ``fit``'s checks convert ``X`` once, after this."""
     if sample_weight is None:
         return False
     try:
         w = _as_numeric(sample_weight, "sample_weight").astype(np.float64)
-        rows = net._backend.check_X(X).shape[0]
+        rows = len(X)
     except (TypeError, ValueError):
         return False  # fit's own checks say what is wrong
     return w.shape in ((), (rows,)) and bool(np.all(w == 0))
@@ -196,7 +197,7 @@ def plan_fit(net, comm, args):
             raise ValueError("L-BFGS is not distributed (it is for data one process "
                              "holds); use SGD, Adam or AdamW with comm")
         batch_size = check_positive_int("batch_size", args["batch_size"])
-        weight = None if _no_weight(net, args["X"], args["sample_weight"]) \
+        weight = None if _no_weight(args["X"], args["sample_weight"]) \
             else args["sample_weight"]
         plan = net._fit_plan(args["X"], args["y"], args["epochs"], batch_size, opt,
                              args["schedule"], args["validation_data"], args["shuffle"],
