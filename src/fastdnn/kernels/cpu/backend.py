@@ -19,7 +19,7 @@ from ...validation import check_X
 from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, MSE,
                     PROBABILITIES, EpochResult, Layout, OptimizerArgs, ScheduleArgs,
                     pack_targets)
-from . import blas, mkl, pair, threads, warmup
+from . import blas, forks, mkl, pair, threads, warmup
 from .checks import finite
 from .losses import compile_head, labels, predictions, probabilities
 from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
@@ -409,5 +409,5 @@ class CPUTrainerGroup:
                           for i, seed in zip(nets, seeds)], dtype=np.int64).reshape(len(nets), 8)
         results = np.zeros((len(nets), 6))
         first = self.trainers[0]
-        train_epoch_many(first.X, first.T, *self.lists, plans, results)
+        forks.runnable(train_epoch_many)(first.X, first.T, *self.lists, plans, results)
         return [self.trainers[i].finish(row) for i, row in zip(nets, results)]

@@ -46,14 +46,17 @@ from numba.core import types as nbtypes
 from numba.core.compiler_lock import global_compiler_lock
 from numba.core.errors import TypingError
 
+from . import forks
+
 
 class StaleKernelCache(RuntimeError):
     """A cached kernel calls a callee whose code has changed since it was cached."""
 
 
 def _compiled(module, name, signature):
-    """The compile result of ``module.name`` for ``signature``, compiled or loaded from
-    the cache; :class:`StaleKernelCache` if its signature is not ``signature``."""
+    """The compile result of ``module.name`` for ``signature`` (of its serial twin in a
+    forked child, :func:`.forks.runnable`), compiled or loaded from the cache;
+    :class:`StaleKernelCache` if its signature is not ``signature``."""
     stale = StaleKernelCache(
         f"a fastdnn kernel calls {module}.{name}{signature}, whose code has changed since "
         "the kernel was cached; delete the Numba cache (the __pycache__ folders of "
@@ -62,6 +65,7 @@ def _compiled(module, name, signature):
         dispatcher = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as gone:
         raise stale from gone
+    dispatcher = forks.runnable(dispatcher)
     try:
         dispatcher.compile(signature.args)
     except TypingError as error:  # the callee no longer takes these types
@@ -74,6 +78,18 @@ def _compiled(module, name, signature):
 
 
 _filled_from_kernels = 0
+#: Addresses of the slots filled with a parallel region (emptied in a forked child,
+#: which fills them with the regions' serial twins: :mod:`.forks`).
+_parallel_slots = []
+
+
+def _empty_parallel_slots():
+    for slot in _parallel_slots:
+        ctypes.c_void_p.from_address(slot).value = None
+    _parallel_slots.clear()
+
+
+forks.on_serial(_empty_parallel_slots)
 
 
 def filled_from_kernels():
@@ -97,6 +113,8 @@ def _compile_slot(slot, key, size):
             cres = _compiled(module, name, signature)
             address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
             ctypes.c_void_p.from_address(slot).value = address
+            if forks.is_parallel(getattr(importlib.import_module(module), name)):
+                _parallel_slots.append(slot)
         _filled_from_kernels += 1
         return 0
     except BaseException:  # the kernel raises a RuntimeError; the cause is printed here

@@ -611,6 +611,8 @@ def _shuffle(order):
         order[i], order[j] = order[j], order[i]
 
 
+# Called through a slot, so that a forked child can run its serial twin (.forks).
+@separate(returns=types.float64)
 @njit(cache=config.CACHE, parallel=True)
 def _sharded_gradient(Xb, Tb, theta, table, bufs, loss, n_shards, key):
     """Weighted mean loss and gradient of a batch cut into ``n_shards`` fixed row shards.

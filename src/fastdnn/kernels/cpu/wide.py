@@ -11,13 +11,15 @@ are the serial functions' bits for any thread count.
 Only the wide epoch kernels call these (:func:`.train.train_steps_wide`, and
 :func:`.distributed.distributed_steps_wide` over MPI), for nets of at least
 ``config.WIDE_UPDATE_PARAMS`` parameters: a parallel region costs about 1 s of a cold
-compile, which the small nets' kernels are spared.
+compile, which the small nets' kernels are spared.  They call them through slots
+(:mod:`.separate`), so that a forked child can run their serial twins (:mod:`.forks`).
 """
-from numba import prange
+from numba import prange, types
 
 from ... import config
 from .checks import max_abs
 from .scalars import min2
+from .separate import separate
 from .updates import adam_update, apply_optimizer, sgd_update
 from .pipeline import njit
 
@@ -33,6 +35,7 @@ def _chunk(n, c):
     return lo, min2(n, lo + CHUNK)
 
 
+@separate(returns=types.float64)
 @njit(cache=config.CACHE, parallel=True)
 def max_abs_wide(a):
     """:func:`.checks.max_abs` of the 1-D ``a``, chunk by chunk in parallel: the same
@@ -46,6 +49,7 @@ def max_abs_wide(a):
     return top
 
 
+@separate(returns=types.none)
 @njit(cache=config.CACHE, parallel=True)
 def _sgd_update_wide(theta, grad, velocity, lr, momentum, nesterov, weight_decay, first):
     n = theta.shape[0]
@@ -56,6 +60,7 @@ def _sgd_update_wide(theta, grad, velocity, lr, momentum, nesterov, weight_decay
                    weight_decay, first)
 
 
+@separate(returns=types.none)
 @njit(cache=config.CACHE, parallel=True)
 def _adam_update_wide(theta, grad, avg_grad, avg_sq, t, lr, beta1, beta2, eps, weight_decay,
                       decoupled):
