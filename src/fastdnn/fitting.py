@@ -376,6 +376,9 @@ class FitRun:
 def _compiling(trainer):
     """Whether the trainer's kernel has yet to be compiled in this process and is not in
     Numba's on-disk cache (a guess: False when it cannot tell)."""
+    ready = getattr(trainer, "kernel_ready", None)
+    if ready is not None:
+        return not ready()
     kernel = getattr(trainer, "epoch_kernel", None)
     if kernel is None or getattr(kernel, "signatures", None):
         return False

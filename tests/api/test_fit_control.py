@@ -481,10 +481,15 @@ COLD_FIT = """
 
 
 @pytest.fixture(scope="module")
-def cold_and_warm_runs(tmp_path_factory):
+def numba_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("numba_cache"))
+
+
+@pytest.fixture(scope="module")
+def cold_and_warm_runs(numba_cache):
     """stdout of :data:`COLD_FIT` with an empty Numba cache folder, then again with it filled."""
-    cache = str(tmp_path_factory.mktemp("numba_cache"))
-    return run_python(COLD_FIT, NUMBA_CACHE_DIR=cache), run_python(COLD_FIT, NUMBA_CACHE_DIR=cache)
+    return (run_python(COLD_FIT, NUMBA_CACHE_DIR=numba_cache),
+            run_python(COLD_FIT, NUMBA_CACHE_DIR=numba_cache))
 
 
 def verbose_lines(stdout):
@@ -513,6 +518,16 @@ def test_compiling_is_said_once_and_only_when_compiling(cold_and_warm_runs):
     assert verbose_lines(cold)[0].startswith("compiling")
     assert "compiling" not in warm
     assert len(epoch_rates(verbose_lines(cold))) == len(epoch_rates(verbose_lines(warm))) == 2
+
+
+@pytest.mark.slow
+def test_compiling_is_said_for_a_kernel_cached_for_other_types_only(cold_and_warm_runs,
+                                                                     numba_cache):
+    # The cache has the epoch kernel for float64 (the runs above), not for float32: its
+    # index file exists, but the fit compiles.
+    other = run_python(COLD_FIT.replace('"float64"', '"float32"'), NUMBA_CACHE_DIR=numba_cache)
+    assert [line for line in verbose_lines(other) if "compiling" in line] == [
+        "compiling kernels (first run only; cached on disk afterwards) ..."]
 
 
 @pytest.mark.slow

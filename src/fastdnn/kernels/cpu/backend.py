@@ -353,8 +353,18 @@ class CPUTrainer:
             # The helper stays with this fit until close() (or until the trainer is freed).
             self._release = weakref.finalize(self, pair.stop, self.bufs.control)
         return self.finish(self.epoch_kernel(
-            self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt, self.sched,
-            EpochPlan(*self.plan(sampling, seed, first, end))))
+            *self.kernel_args(EpochPlan(*self.plan(sampling, seed, first, end)))))
+
+    def kernel_args(self, plan):
+        """The epoch kernel's arguments for the run of steps ``plan``."""
+        return (self.X, self.T, self.backend.theta, self.table, self.bufs, self.opt,
+                self.sched, plan)
+
+    def kernel_ready(self):
+        """Whether the epoch kernel is compiled for this fit's argument types in this
+        process or in Numba's disk cache (True when it cannot tell)."""
+        return warmup.ready(self.epoch_kernel,
+                            self.kernel_args(EpochPlan(*self.plan(0, 0, 0, 0))))
 
     def close(self):
         """The fit is over: let the helper thread go (see :mod:`.pair`)."""

@@ -228,6 +228,9 @@ class DistributedTrainer(CPUTrainer):
     def run_steps(self, sampling, seed, first, end):
         """Steps ``[first, end)`` of the epoch drawn with ``seed`` (every rank at once)."""
         plan = EpochPlan(*self.plan(sampling, rank_seed(seed, self.rank), first, end))
-        return self.finish(self.epoch_kernel(self.X, self.T, self.backend.theta, self.table,
-                                             self.bufs, self.opt, self.sched, plan,
-                                             self.reduction))
+        return self.finish(self.epoch_kernel(*self.kernel_args(plan)))
+
+    def kernel_args(self, plan):
+        """The epoch kernel's arguments for ``plan``: the local kernel's and the
+        reduction."""
+        return super().kernel_args(plan) + (self.reduction,)
