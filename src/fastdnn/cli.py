@@ -21,6 +21,7 @@ import numpy as np
 import fastdnn as fd
 
 from . import datasets, serialize
+from .kernels.spec import ACTIVATIONS
 from .preprocess import (CLASSIFICATION_LOSSES, MAX_IMPLICIT_CLASSES, SCALINGS, TASKS,
                          Preprocessing, Scaler, choose_task, describe_classes,
                          encode_targets)
@@ -107,6 +108,16 @@ def _positive(kind):
     return parse
 
 
+def parse_activations(text):
+    """``--activation``: one name, or comma-separated names (one per hidden layer)."""
+    names = [name.strip() for name in text.split(",")]
+    for name in names:
+        if name not in ACTIVATIONS:
+            raise argparse.ArgumentTypeError(
+                f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
+    return names[0] if len(names) == 1 else names
+
+
 def _fraction(text):
     try:
         value = float(text)
@@ -159,7 +170,7 @@ def configure_train(parser):
         help="hidden layer widths (default 128,128; 32,32,32 for zigzag)",
     )
     model.add_argument(
-        "--activation", metavar="NAME[,NAME...]",
+        "--activation", type=parse_activations, metavar="NAME[,NAME...]",
         help="hidden activation, or one per hidden layer (default relu; leaky_relu "
         "for zigzag)",
     )
@@ -186,7 +197,7 @@ def configure_train(parser):
                      "and step; rank 0 prints and saves (needs pip install 'fastdnn[mpi]')")
 
     out = parser.add_argument_group("output")
-    out.add_argument("--out", default="fastdnn-model.npz", metavar="FILE",
+    out.add_argument("--out", metavar="FILE",
                      help="where to save the trained model (default ./fastdnn-model.npz)")
     out.add_argument("--no-save", action="store_true", help="do not save the model")
     out.add_argument("--plot", metavar="FILE.png", help="draw the training and validation "
@@ -280,6 +291,11 @@ def run_train(args):
     start = time.perf_counter()
     comm, rank, size = mpi_world(args)
 
+    if args.no_save and args.out is not None:
+        raise UsageError("--out FILE and --no-save exclude each other")
+    if args.out is None:
+        args.out = "fastdnn-model.npz"
+
     # Everything that can be checked without the data fails here, before training.
     def check_outputs():
         if not args.no_save:
@@ -307,8 +323,9 @@ def run_train(args):
     optimizer_name = args.optimizer or preset["optimizer"]
     lr = args.lr or preset["lr"]
     activation = args.activation or preset["activation"]
-    if "," in activation:
-        activation = activation.split(",")
+    if isinstance(activation, list) and len(activation) != len(hidden):
+        raise UsageError(f"--activation names {len(activation)} activations for "
+                         f"{len(hidden)} hidden layers")
 
     task = choose_task(table.y, task=args.task, loss=args.loss)
     y, n_outputs, classes = encode_targets(table.y, task.loss, dtype)

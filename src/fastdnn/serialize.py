@@ -169,6 +169,8 @@ def check_writable(path):
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a folder")
+    if path.endswith((os.sep, os.altsep or os.sep)):  # abspath would drop the separator
+        raise IsADirectoryError(f"{path} names a folder, not a file")
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder {folder} does not exist")
     try:

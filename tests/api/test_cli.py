@@ -147,9 +147,10 @@ def test_out_without_npz_suffix_reports_real_file(tmp_path, capsys, monkeypatch)
         (["train", "--data", "{tmp}/d.csv", "--target", "nope"], 1),
         (["train", "--data", "{tmp}/bad.csv", "--target", "y"], 1),
         (["train", "--data", "{tmp}/d.txt", "--target", "y"], 1),
-        (["train", "--dataset", "parity", "--activation", "bogus", "--epochs", "1"], 1),
+        # Bad arguments: exit 2, as the README says (they exited 1, from the net's check).
+        (["train", "--dataset", "parity", "--activation", "bogus", "--epochs", "1"], 2),
         (["train", "--dataset", "parity", "--hidden", "4,4", "--activation", "relu,tanh,relu",
-          "--epochs", "1"], 1),
+          "--epochs", "1"], 2),
         (["train", "--dataset", "zigzag", "--loss", "cross_entropy", "--epochs", "1"], 1),
     ],
 )

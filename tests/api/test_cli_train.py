@@ -127,6 +127,10 @@ def test_plot_without_matplotlib_fails_before_training(monkeypatch, capsys, tmp_
     (["--scale", "log"], 2),
     (["--plot", "{tmp}/loss.xyz"], 2),
     (["--plot", "{tmp}"], 2),
+    (["--plot", "{tmp}/new/"], 2),  # a folder's name, though no folder is there
+    (["--out", "{tmp}/m.npz"], 2),  # beside --no-save
+    (["--activation", "bogus"], 2),
+    (["--activation", "relu,tanh"], 2),  # two for one hidden layer
     (["--data", "{tmp}/text.csv", "--target", "y", "--task", "regression"], 1),
     (["--data", "{tmp}/fractions.csv", "--target", "y", "--task", "classification"], 1),
     (["--data", "{tmp}/mixed.csv", "--target", "y"], 1),
@@ -141,6 +145,13 @@ def test_bad_train_options_are_one_line(argv, expected_code, tmp_path, capsys):
     code, out, err = run(argv, capsys)
     assert_one_line_error(code, err, expected_code)
     assert "held-out" not in out
+
+
+def test_out_naming_a_folder_fails_before_training(tmp_path, capsys):
+    code, out, err = run(["train", *TINY, "--out", str(tmp_path / "new") + os.sep], capsys)
+    assert_one_line_error(code, err, 2)
+    assert "names a folder, not a file" in err and "held-out" not in out
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_number_column_with_text_in_it_is_refused_not_read_as_labels(tmp_path, capsys):
