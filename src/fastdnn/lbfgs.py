@@ -10,18 +10,20 @@ from .errors import TrainingDivergedError
 from .fitting import History
 
 
-def fit_lbfgs(net, plan, verbose=False):
-    """Minimise ``net``'s loss over ``plan``'s data; one History record per iteration.
+def fit_lbfgs(net, plan, verbose=False, history=None, interrupted=lambda: False):
+    """Minimise ``net``'s loss over ``plan``'s data; one record per iteration in
+    ``history`` (a new :class:`History` by default), which it returns.
 
     The objective runs in float64 on SciPy's side; each evaluation copies the point
     into the net (its dtype) and calls the backend's compiled ``gradient``.  A
     non-finite loss ends the fit with :class:`TrainingDivergedError`, the net back at
-    its best point so far.
+    its best point so far.  Once ``interrupted()`` (Ctrl-C), the next iteration's end
+    raises ``KeyboardInterrupt``, the net at that iterate.
     """
     backend = net._backend
     X, T = plan.X, plan.T
     opt = plan.optimizer
-    history = History()
+    history = History() if history is None else history
     callbacks = list(plan.callbacks)
     if verbose:
         from .callbacks import ProgressBar
@@ -61,6 +63,8 @@ def fit_lbfgs(net, plan, verbose=False):
         if call("on_epoch_end", len(history) - 1, logs):
             stopped.append(True)
             raise StopIteration
+        if interrupted():  # the net holds this iterate (set above)
+            raise KeyboardInterrupt
         clock[0] = time.perf_counter()
 
     from scipy.optimize import minimize  # here: importing it costs 0.4 s of every start

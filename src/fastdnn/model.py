@@ -503,8 +503,14 @@ class MLP:
                                   restore_best=restore_best, validation_split=validation_split,
                                   callbacks=callbacks)
             if isinstance(plan.optimizer, LBFGS):
-                with self._backend.limit_threads(self.n_threads):
-                    return fit_lbfgs(self, plan, verbose)
+                history = History()
+                try:
+                    with self._backend.limit_threads(self.n_threads), \
+                            deferred_interrupts() as pressed:
+                        return fit_lbfgs(self, plan, verbose, history, pressed)
+                except KeyboardInterrupt as exc:
+                    exc.history = history
+                    raise
             run = None
             try:
                 with self._backend.limit_threads(self.n_threads), deferred_interrupts() as pressed:

@@ -403,6 +403,36 @@ def test_ctrl_c_after_an_epochs_last_step_keeps_that_epoch(one_step_runs):
     assert len(hist) == 1
 
 
+class InterruptAtEpoch(fd.Callback):
+    """Sends this process SIGINT from the ``at``-th ``on_epoch_end`` (1-based), and
+    keeps the weights of each."""
+
+    def __init__(self, net, at):
+        self.net, self.at, self.weights = net, at, []
+
+    def on_epoch_end(self, epoch, logs):
+        self.weights.append(self.net.get_weights())
+        if len(self.weights) == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_in_lbfgs_stops_at_an_iterate_with_the_history():
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("the test runner handles SIGINT itself")
+    X, y = problem(n=320)
+    twin = fd.MLP([5, 16, 3], dtype="float64", seed=0)
+    twin_hist = twin.fit(X, y, epochs=6, optimizer=fd.LBFGS())
+    net = fd.MLP([5, 16, 3], dtype="float64", seed=0)
+    stop = InterruptAtEpoch(net, 3)
+    with pytest.raises(KeyboardInterrupt) as info:
+        net.fit(X, y, epochs=6, optimizer=fd.LBFGS(), callbacks=[stop])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    hist = info.value.history
+    assert len(hist) == 3 and hist.loss == twin_hist.loss[:3]
+    assert_same_weights(net.get_weights(), stop.weights[2])  # the third iterate
+    assert np.isfinite(net.fit(X, y, epochs=1, optimizer=fd.LBFGS()).loss[0])
+
+
 # -- ProgressBar ---------------------------------------------------------------------
 class Terminal(io.StringIO):
     def isatty(self):
