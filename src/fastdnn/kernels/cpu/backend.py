@@ -93,7 +93,9 @@ class CPUBackend:
         self.drops = list(drops) if drops is not None and any(drops) else None
         self.n_params = _layout(self.sizes, self.codes, 1).n_params
         self.theta = np.zeros(self.n_params, dtype=dtype)
-        self._infer = None  # (layout, work, deltas) reused across predict calls
+        # (layout, work, deltas) reused across predict calls: one for single rows, one
+        # for more (their layouts differ, :func:`_layout`).
+        self._infer = {}
 
     # -- parameters ------------------------------------------------------------------
     def get_theta(self, out=None):
@@ -140,17 +142,22 @@ class CPUBackend:
         """``(layout, work, deltas)`` for evaluating ``n`` rows: grown on demand and kept,
         so repeated predict calls allocate nothing but the output; lent to one call at a
         time (a call that finds them lent makes its own).  Shared, three threads'
-        predicts on one net read each other's rows: 118 of 120 results were wrong."""
+        predicts on one net read each other's rows: 118 of 120 results were wrong.
+
+        A single row has buffers of its own: its layout keeps more products in the loop
+        kernels.  In the buffers of an earlier call of 100 rows, one row's logits took
+        the other layout and differed in their last bits from the same row's before."""
         cap = min(n, config.PREDICT_CHUNK)
+        single = cap == 1
         with _LENDING:
-            infer, self._infer = self._infer, None
+            infer = self._infer.pop(single, None)
         if infer is None or infer[0].cap < cap:
             layout = _layout(self.sizes, self.codes, cap)
             infer = (layout, *self._buffers(layout))
         try:
             yield infer
         finally:
-            self._infer = infer
+            self._infer[single] = infer
 
     def _logits(self, X):
         Z = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
