@@ -368,6 +368,8 @@ class MLP:
         X, T = self._XT(X, y, sample_weight)
         with self._backend.limit_threads(self.n_threads):
             Z = self._backend.to_numpy(self._backend.outputs(X, spec.LOGITS))
+        if not np.isfinite(Z).all():
+            raise spec.non_finite_outputs(Z)
         return self._metric(Z, T)
 
     def _metric(self, Z, T):

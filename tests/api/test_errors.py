@@ -497,3 +497,23 @@ def test_load_tampered_model(tmp_path):
 def test_load_missing_file(tmp_path):
     with pytest.raises(OSError):
         fd.MLP.load(tmp_path / "nothing.npz")
+
+
+def overflowing_net(device="cpu"):
+    """A float32 net whose logits overflow (inf, and NaN past a ReLU) on finite rows."""
+    net = fd.MLP([2, 3, 3], activation="relu", dtype="float32", seed=0, device=device)
+    W1 = np.array([[1e30, -1e30, 1.0], [1e30, 1e30, 1.0]], dtype=np.float32)
+    W2 = np.array([[1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    net.set_weights([(W1, np.zeros(3, np.float32)), (W2, np.zeros(3, np.float32))])
+    X = np.array([[0.5, -0.25], [1e10, 1e10], [-1e10, 1e10]], dtype=np.float32)
+    return net, X
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "score"])
+def test_outputs_that_overflow_are_an_error_not_made_up_labels(method):
+    net, X = overflowing_net()
+    assert not np.isfinite(net.forward(X)).all()  # the logits, as they are
+    args = (X, np.zeros(3, dtype=np.int64)) if method == "score" else (X,)
+    with pytest.raises(ValueError, match=r"not finite for 2 of 3 rows \(row 1 first\)"):
+        getattr(net, method)(*args)
+    assert net.predict(X[:1]).shape == (1,)  # a row whose outputs are finite

@@ -80,6 +80,16 @@ IN_ORDER, SHUFFLE, UNIFORM = range(3)
 LOGITS, LABELS, PROBABILITIES = range(3)
 
 
+def non_finite_outputs(Z):
+    """The ``ValueError`` for logits ``Z`` (NumPy, ``(n, k)``) some of which are not
+    finite: predictions or probabilities made from them would be made up (an all-NaN
+    row's label read 0)."""
+    bad = np.flatnonzero(~np.isfinite(Z).all(axis=1))
+    return ValueError(
+        f"the net's outputs are not finite for {len(bad)} of {len(Z)} rows (row {bad[0]} "
+        "first): the inputs are too large for its weights, or its weights overflow")
+
+
 def _lookup(kind, table, name):
     if not isinstance(name, str):
         raise TypeError(f"{kind} must be a string name, got {type(name).__name__}")

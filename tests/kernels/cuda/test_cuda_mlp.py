@@ -368,3 +368,15 @@ def test_huge_tied_logits_and_a_float32_overflowing_clip_as_on_the_cpu(dtype):
     net.fit(np.array([[1e25]]), np.array([0]), epochs=1, batch_size=1, shuffle=False,
             optimizer=fd.SGD(lr=0.1), clip_norm=1.0)
     assert np.linalg.norm(net._backend.get_theta() - theta) == pytest.approx(0.1, rel=1e-6)
+
+
+def test_outputs_that_overflow_are_an_error_as_on_the_cpu():
+    W1 = np.array([[1e30, -1e30, 1.0], [1e30, 1e30, 1.0]], dtype=np.float32)
+    W2 = np.array([[1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    X = np.array([[0.5, -0.25], [1e10, 1e10], [-1e10, 1e10]], dtype=np.float32)
+    for device in ("cpu", "cuda"):
+        net = fd.MLP([2, 3, 3], activation="relu", dtype="float32", device=device)
+        net.set_weights([(W1, np.zeros(3, np.float32)), (W2, np.zeros(3, np.float32))])
+        with pytest.raises(ValueError, match=r"not finite for 2 of 3 rows \(row 1 first\)"):
+            net.predict_proba(X)
+        assert net.predict(X[:1]).shape == (1,)

@@ -18,7 +18,7 @@ from ...optim import Optimizer, make_optimizer
 from ...validation import check_X
 from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, MSE,
                     PROBABILITIES, EpochResult, Layout, OptimizerArgs, ScheduleArgs,
-                    pack_targets)
+                    non_finite_outputs, pack_targets)
 from . import blas, forks, mkl, pair, threads, warmup
 from .checks import finite
 from .losses import compile_head, labels, predictions, probabilities
@@ -173,6 +173,8 @@ class CPUBackend:
         n, k = Z.shape
         if head == LOGITS:
             return Z
+        if not finite(Z):
+            raise non_finite_outputs(Z)
         if head == LABELS:
             if self.loss == MSE:
                 return Z  # the predictions are the outputs

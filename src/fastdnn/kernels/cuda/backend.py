@@ -34,7 +34,7 @@ from ...devices import require_cuda
 from ...validation import check_X
 from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, LR,
                     PROBABILITIES, SHUFFLE, UNIFORM, EpochResult, Layout, OptimizerArgs,
-                    ScheduleArgs, lr_factor, mix64, pack_targets)
+                    ScheduleArgs, lr_factor, mix64, non_finite_outputs, pack_targets)
 from . import losses, train
 from .checks import all_finite
 from .dense import NO_KEY
@@ -214,6 +214,10 @@ class CUDABackend:
         """Logits, predictions (2-D) or probabilities, computed on the GPU; returned on
         the device for device-array ``X``, else copied to the host."""
         Z = self._logits(X)
+        if head != LOGITS:
+            Z_host = Z.copy_to_host()  # n x k values: small beside the forward pass
+            if not np.isfinite(Z_host).all():
+                raise non_finite_outputs(Z_host)
         if head == LOGITS:
             out = Z
         elif head == LABELS and self.loss not in CLASSIFIERS:
