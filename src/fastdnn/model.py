@@ -252,20 +252,35 @@ class MLP:
                 f"device={self.device!r}, params={self.n_params:,})")
 
     def __copy__(self):
-        """A net with the same architecture, weights and generator state that shares
-        nothing with this one (training the copy leaves the original alone)."""
-        new = type(self)(self.sizes, activation=self.activations, loss=self.loss_name,
-                         dtype=self.dtype.name, device=self.device, n_threads=self.n_threads,
-                         l2=self.l2, dropout=self.dropout)
-        new.seed = self.seed
-        new._rng = copy.deepcopy(self._rng)
-        new._backend.set_theta(self._backend.get_theta())
-        if hasattr(self, "metadata"):  # what load read with it, saved again with the copy
-            new.metadata = copy.deepcopy(self.metadata)
-        return new
+        """A net with the same architecture, weights, generator state and attributes
+        (a subclass's, the metadata ``load`` read) that shares nothing with this one:
+        training the copy leaves the original alone."""
+        return self.__deepcopy__({})
 
     def __deepcopy__(self, memo):
-        return self.__copy__()
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return new
+
+    def __getstate__(self):
+        """The attributes, the parameters in place of the backend (whose buffers and
+        device arrays are rebuilt on the other side)."""
+        state = {k: v for k, v in self.__dict__.items() if k != "_backend"}
+        state["_device"], state["_theta"] = self.device, self._backend.get_theta()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        backend = state.pop("_backend", None)  # a pickle of fastdnn 0.x kept the backend
+        theta = backend.get_theta() if backend is not None else state.pop("_theta")
+        device = backend.device if backend is not None else state.pop("_device")
+        self.__dict__.update(state)
+        self._backend = _make_backend(device, self.sizes, self._codes, self._loss, self.dtype,
+                                      self.l2, [spec.dropout_threshold(r) for r in self.dropout])
+        # Copied into the new backend's own array: weights that came back read-only (a
+        # pickle's out-of-band buffers, joblib's memory maps) would not train.
+        self._backend.set_theta(theta)
 
     # -- parameters ------------------------------------------------------------------
     def _init_theta(self):

@@ -1,5 +1,6 @@
 """History reads like a record; a copied net shares no weights with its original."""
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -56,3 +57,38 @@ def test_a_copy_keeps_the_metadata_it_was_loaded_with(how, tmp_path):
     twin.save(tmp_path / "twin.npz")  # and saves it again
     np.testing.assert_array_equal(fd.MLP.load(tmp_path / "twin.npz").metadata["scale"],
                                   np.arange(3.0))
+
+
+class Wider(fd.MLP):
+    """A subclass whose constructor takes other arguments than MLP's."""
+
+    def __init__(self, width):
+        super().__init__([4, width, 2], seed=1)
+        self.width = width
+
+
+@pytest.mark.parametrize("how", [copy.copy, copy.deepcopy,
+                                 lambda net: pickle.loads(pickle.dumps(net))])
+def test_a_copy_keeps_attributes_and_subclass(how):
+    net = Wider(5)
+    net.classes_ = ["cat", "dog"]
+    other = how(net)
+    assert type(other) is Wider and other.width == 5 and other.classes_ == ["cat", "dog"]
+    assert other.classes_ is not net.classes_
+    X = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(other.forward(X), net.forward(X))
+
+
+def test_a_net_unpickled_from_read_only_buffers_trains():
+    # Pickle protocol 5's out-of-band buffers (as Ray and Dask pass them) and joblib's
+    # memory maps give read-only arrays: the weights must come back trainable.
+    X = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    net = fd.MLP([4, 8, 2], seed=0)
+    buffers = []
+    data = pickle.dumps(net, protocol=5, buffer_callback=buffers.append)
+    frozen = [memoryview(bytes(b.raw())) for b in buffers]  # read-only memory
+    back = pickle.loads(data, buffers=frozen)
+    history = back.fit(X, y, epochs=2, optimizer=fd.SGD(lr=0.1), shuffle=False)
+    twin = copy.deepcopy(net)
+    assert history.loss == twin.fit(X, y, epochs=2, optimizer=fd.SGD(lr=0.1), shuffle=False).loss
