@@ -693,9 +693,12 @@ class MLP:
         path : str or os.PathLike
         metadata : dict, optional
             Extra arrays to keep with the net (booleans, numbers or text, by names of
-            letters, digits, ``_``, ``.``, ``-``), stored as ``meta.<name>`` and read
-            back by :meth:`load` into ``net.metadata``.  Default: the ``metadata`` this
-            net was loaded with, if any.
+            letters, digits, ``_``, ``.``, ``-``, not ending in ``.npy``), stored as
+            ``meta.<name>`` and read back by :meth:`load` into ``net.metadata``.
+            Default: the ``metadata`` this net was loaded with, if any.
+
+        The file is replaced atomically and keeps the permissions of the file it
+        replaces; a symbolic link at ``path`` keeps pointing to the new file.
         """
         if metadata is None:
             metadata = getattr(self, "metadata", None)

@@ -7,7 +7,9 @@ skip keys they do not ask for, and files without metadata read as an empty dict.
 """
 import os
 import re
+import stat
 import tempfile
+import threading
 import zipfile
 import zlib
 
@@ -69,11 +71,15 @@ def write_atomic(path, write):
     instant before the rename (with ``mkstemp`` alone, 2 of 6 SIGKILLs during a save left
     a 10-80 MB ``.tmp`` file behind).
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    # Through a symbolic link to the file it names (as open() writes), keeping the mode
+    # of a file replaced (a 0600 model became 0644).
+    path = os.path.realpath(os.fspath(path))
+    folder = os.path.dirname(path)
+    mode = _mode_for(path)
     fd = _unnamed_file(folder)
     if fd is not None:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             _write_synced(f, write)
             tmp = _name_unnamed(f, folder)
             if tmp is not None:
@@ -86,11 +92,39 @@ def write_atomic(path, write):
     fd, tmp = tempfile.mkstemp(prefix=".fastdnn-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # not on Windows
+                os.fchmod(f.fileno(), mode)
             _write_synced(f, write)
     except BaseException:
         _unlink_quietly(tmp)
         raise
     _replace(tmp, path)
+
+
+def _mode_for(path):
+    """The permission bits for the file written at ``path``: those of the file there,
+    or what ``open()`` would give a new one (``0o666`` less the umask)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask():
+    try:  # Linux 4.7+: read without changing it
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # elsewhere it is only read by setting it
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return umask
+
+
+_UMASK_LOCK = threading.Lock()
 
 
 def _replace(tmp, path):
@@ -124,8 +158,8 @@ def check_metadata(metadata):
     Parameters
     ----------
     metadata : dict or None
-        Names (letters, digits, ``_``, ``.``, ``-``; not starting with ``.`` or ``-``)
-        to values NumPy turns into arrays of booleans, numbers or text (lists, scalars,
+        Names (letters, digits, ``_``, ``.``, ``-``; not starting with ``.`` or ``-``,
+        not ending in ``.npy``) to values NumPy turns into arrays of booleans, numbers or text (lists, scalars,
         strings, arrays).  ``None`` is an empty dict.
 
     Raises
@@ -147,6 +181,8 @@ def check_metadata(metadata):
         if not _META_NAME.match(name):
             raise ValueError(f"metadata name {name!r} must be letters, digits, '_', '.' "
                              f"or '-', not starting with '.' or '-'")
+        if name.endswith(".npy"):  # NumPy's npz reader takes "x.npy" for "x"
+            raise ValueError(f"metadata name {name!r} must not end in '.npy'")
         try:
             array = np.asarray(value)
         except (TypeError, ValueError) as exc:  # e.g. ragged lists

@@ -69,3 +69,40 @@ def test_an_error_while_writing_leaves_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         fd.MLP([4, 8, 3], seed=1).save(target)
     assert os.listdir(tmp_path) == ["m.npz"] and target.read_bytes() == before
+
+
+@pytest.mark.parametrize("unnamed", [True, False])  # O_TMPFILE, or mkstemp's named file
+def test_a_save_keeps_the_mode_of_the_file_it_replaces(tmp_path, monkeypatch, unnamed):
+    if not unnamed:
+        monkeypatch.setattr(serialize, "_unnamed_file", lambda folder: None)
+    net = fd.MLP([2, 3, 2], seed=0)
+    path = tmp_path / "m.npz"
+    net.save(path)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # a new file: as open() makes it
+    os.chmod(path, 0o600)
+    net.save(path)
+    assert os.stat(path).st_mode & 0o777 == 0o600  # was widened to 0o644
+
+
+def test_a_save_through_a_symbolic_link_replaces_the_file_it_names(tmp_path):
+    net = fd.MLP([2, 3, 2], seed=0)
+    (tmp_path / "models").mkdir()
+    target = tmp_path / "models" / "m.npz"
+    net.save(target)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    fd.MLP([2, 3, 2], seed=1).save(link)
+    assert link.is_symlink()  # was replaced by a file
+    np.testing.assert_array_equal(fd.MLP.load(target).get_weights()[0][0],
+                                  fd.MLP([2, 3, 2], seed=1).get_weights()[0][0])
+
+
+def test_metadata_names_ending_in_npy_are_refused(tmp_path):
+    # NumPy's npz reader found "meta.labels" for the key "meta.labels.npy": another
+    # entry's values, without an error.
+    net = fd.MLP([2, 3, 2], seed=0)
+    with pytest.raises(ValueError, match="must not end in '.npy'"):
+        net.save(tmp_path / "m.npz", metadata={"labels": [1, 2], "labels.npy": ["a", "b"]})
+    assert not (tmp_path / "m.npz").exists()
