@@ -140,7 +140,9 @@ class BackupAndRestore(Callback):
     history.  When ``fit`` starts and ``path`` exists, training resumes from it (the
     epochs done count toward ``epochs``); when ``fit`` completes, ``path`` is deleted.
     A fit killed (even with SIGKILL) and run again with the same arguments ends with
-    weights bit-identical to a fit never interrupted.
+    weights bit-identical to a fit never interrupted, on a new net or on the same one
+    (it draws the same ``validation_split``).  A backup made with other arguments (all
+    but ``epochs``, which may grow) or another kind of net is refused (``ValueError``).
 
     Parameters
     ----------
@@ -157,6 +159,17 @@ class BackupAndRestore(Callback):
             raise ValueError(f"BackupAndRestore: folder {folder} does not exist")
         self.path = path
         self.run = None
+
+    def start_state(self):
+        """The net's generator state when the backed-up fit began (``None`` without a
+        readable backup): ``fit`` starts from it again, so that it draws the same
+        ``validation_split`` (drawn anew, the split put rows the net had trained on into
+        the held-out part)."""
+        try:
+            with np.load(self.path, allow_pickle=False) as f:
+                return json.loads(str(f["header"])).get("rng_start")
+        except (OSError, KeyError, AttributeError, *serialize.DAMAGE):
+            return None  # no backup; a damaged one is reported by attach
 
     def attach(self, run):
         """Called by ``fit`` before training: restore ``run`` from the backup if any."""

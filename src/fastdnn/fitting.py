@@ -79,6 +79,7 @@ class FitPlan(NamedTuple):
     restore_best: bool = False
     callbacks: tuple = ()
     plateau: object = None  # the ReduceLROnPlateau schedule, when it is the schedule
+    rng_start: dict = None  # the net's generator before the fit drew anything (its split)
 
 
 class EarlyStop:
@@ -340,7 +341,8 @@ class FitRun:
         net, opt = self.net, self.plan.optimizer
         header = dict(format="fastdnn-backup", sizes=net.sizes, epoch=self.epoch, t=opt.t,
                       rng=net._rng.bit_generator.state, best=self.stop.best,
-                      since_best=self.stop.since_best)
+                      since_best=self.stop.since_best, rng_start=self.plan.rng_start,
+                      fit=self.arguments())
         arrays = dict(theta=net._backend.get_theta(), schedule=np.asarray(self.plan.schedule[1]))
         if opt.state is not None:
             arrays["opt_state"] = opt.state
@@ -352,12 +354,30 @@ class FitRun:
             arrays["history_" + key] = np.array(getattr(self.history, key), dtype=np.float64)
         return header, arrays
 
+    def arguments(self):
+        """What a backup must have been made with to continue this fit: the net's
+        kind, the data's rows and the fit's arguments (all but ``epochs``, which a
+        resumed fit may extend), as JSON values."""
+        net, plan = self.net, self.plan
+        return dict(dtype=net.dtype.name, activations=net.activations, loss=net.loss_name,
+                    l2=net.l2, dropout=list(net.dropout), rows=int(plan.X.shape[0]),
+                    batch_size=plan.batch_size, sampling=plan.sampling,
+                    optimizer=type(plan.optimizer).__name__,
+                    hyper=plan.optimizer.hyper().tolist(), schedule=int(plan.schedule[0]),
+                    clip_norm=plan.clip_norm, validation=plan.validation is not None,
+                    patience=plan.patience, restore_best=plan.restore_best)
+
     def restore(self, header, arrays):
         """Continue from :meth:`backup`'s output (before the trainer is made)."""
         net, opt = self.net, self.plan.optimizer
         if header.get("format") != "fastdnn-backup" or header["sizes"] != net.sizes:
             raise ValueError(f"it holds a fit of a net of widths {header.get('sizes')}, "
                              f"this net has {net.sizes}")
+        made, now = header.get("fit"), self.arguments()
+        if made is not None and made != now:  # backups before 2026-11-29 have none
+            name = next(k for k in now if made.get(k) != now[k])
+            raise ValueError(f"it was made with {name}={made.get(name)!r}, this fit has "
+                             f"{name}={now[name]!r}")
         net._backend.set_theta(arrays["theta"].astype(net.dtype))
         np.copyto(self.plan.schedule[1], arrays["schedule"])
         if "opt_state" in arrays:

@@ -566,6 +566,12 @@ class MLP:
         if not isinstance(restore_best, (bool, np.bool_)):
             raise TypeError(f"restore_best must be True or False; got {restore_best!r}")
         callbacks = _check_callbacks(callbacks)
+        for callback in callbacks:  # a resumed fit starts as the one backed up began
+            start = getattr(callback, "start_state", None)
+            state = start() if start is not None else None
+            if state is not None:
+                self._rng.bit_generator.state = state
+        rng_start = self._rng.bit_generator.state
         validation = None
         if validation_data is not None:
             if validation_split is not None:
@@ -588,7 +594,7 @@ class MLP:
         batch_size = min(check_positive_int("batch_size", batch_size), X.shape[0])
         plan = FitPlan(X, self._backend.pack_targets(T, w), epochs, batch_size,
                        _SAMPLING[shuffle], None, None, validation, patience, clip_norm,
-                       bool(restore_best), tuple(callbacks))
+                       bool(restore_best), tuple(callbacks), rng_start=rng_start)
         plan = self._with_optimizer(plan, optimizer, schedule)
         if isinstance(plan.optimizer, LBFGS):
             if any(self.dropout):

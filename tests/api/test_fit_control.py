@@ -1189,6 +1189,52 @@ def test_backup_of_another_net_is_refused(tmp_path):
                                            callbacks=[fd.BackupAndRestore(path)])
 
 
+def test_a_fit_resumed_on_the_same_net_draws_the_same_validation_split(tmp_path):
+    # Resumed on the net that crashed (its generator moved on by the epochs trained),
+    # the split was drawn anew: rows the net had trained on were held out.
+    X, y = problem(n=200)
+    path = tmp_path / BACKUP
+
+    def fit(net, *callbacks):
+        return net.fit(X, y, epochs=4, batch_size=16, validation_split=0.25,
+                       callbacks=[fd.BackupAndRestore(path), *callbacks])
+
+    ref = fd.MLP([5, 16, 3], dtype="float64", seed=0)
+    ref_hist = fit(ref)
+    net = fd.MLP([5, 16, 3], dtype="float64", seed=0)
+    with pytest.raises(RuntimeError, match="crash"):
+        fit(net, CrashAfter(1))
+    hist = fit(net)
+    assert hist.val_loss == ref_hist.val_loss and hist.loss == ref_hist.loss
+    assert_same_weights(net.get_weights(), ref.get_weights())
+
+
+@pytest.mark.parametrize("change, expected", [
+    (dict(batch_size=32), "batch_size=16, this fit has batch_size=32"),
+    (dict(optimizer=fd.SGD(lr=0.1, momentum=0.9)), "optimizer='Adam', this fit has "
+                                                   "optimizer='SGD'"),
+    (dict(schedule=fd.ReduceLROnPlateau()), "schedule="),
+    (dict(shuffle=False), "sampling="),
+])
+def test_a_backup_made_with_other_fit_arguments_is_refused(tmp_path, change, expected):
+    # Resumed with another schedule, the old one's state overwrote the new one's (a rate
+    # of 0 for an epoch); with another optimizer, its step count restarted.
+    X, y = problem(n=100)
+    path = tmp_path / BACKUP
+    args = dict(epochs=3, batch_size=16, optimizer=fd.Adam(lr=0.01))
+    with pytest.raises(RuntimeError):
+        fd.MLP([5, 16, 3], seed=0).fit(X, y, callbacks=[fd.BackupAndRestore(path),
+                                                        CrashAfter(0)], **args)
+    with pytest.raises(ValueError, match=f"not a backup of this fit: it was made with "
+                                         f"{re.escape(expected)}"):
+        fd.MLP([5, 16, 3], seed=0).fit(X, y, callbacks=[fd.BackupAndRestore(path)],
+                                       **dict(args, **change))
+    # More epochs than the backed-up fit's: it goes on.
+    hist = fd.MLP([5, 16, 3], seed=0).fit(X, y, callbacks=[fd.BackupAndRestore(path)],
+                                          **dict(args, epochs=4))
+    assert len(hist) == 4
+
+
 def test_backup_path_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         fd.BackupAndRestore(tmp_path / "missing" / BACKUP)
