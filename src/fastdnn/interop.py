@@ -48,6 +48,8 @@ def _as_array(value, key):
         except TypeError as exc:  # e.g. bfloat16, which NumPy has no type for
             raise TypeError(f"{key!r} cannot be read as a NumPy array ({exc}); convert it "
                             f"with .float() first") from None
+        except (NotImplementedError, RuntimeError) as exc:  # e.g. a 'meta' tensor: no data
+            raise ValueError(f"{key!r} holds no values that can be read ({exc})") from None
     try:
         a = np.asarray(value)
     except ValueError as exc:  # e.g. ragged nested lists

@@ -218,7 +218,11 @@ class MLP:
         self.dtype = check_dtype(dtype)
         self.n_threads = check_n_threads(n_threads)
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        try:
+            self._rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:  # NumPy's message does not name it
+            raise type(exc)(f"seed must be None or a non-negative integer; got {seed!r} "
+                            f"({exc})") from None
         self._backend = _make_backend(device, self.sizes, self._codes, self._loss, self.dtype,
                                       self.l2, [spec.dropout_threshold(r) for r in self.dropout])
         self._backend.set_theta(self._init_theta())
@@ -503,6 +507,9 @@ class MLP:
             last step, the optimizer's ``t`` counts it, and the exception's ``history``
             holds the completed epochs; ``fit`` may be called again.
         """
+        # A bool (or 0/1, as Keras'); the string "no" printed the progress.
+        if not isinstance(verbose, (bool, np.bool_, numbers.Integral)):
+            raise TypeError(f"verbose must be True or False; got {verbose!r}")
         with training_alone([self]):
             if comm is not None:
                 from . import distributed  # imports mpi4py: only with a communicator

@@ -4,6 +4,7 @@ a diverging fit raises TrainingDivergedError and keeps finite weights; save/load
 atomic, bit-exact and rejects files fastdnn did not write."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -517,3 +518,24 @@ def test_outputs_that_overflow_are_an_error_not_made_up_labels(method):
     with pytest.raises(ValueError, match=r"not finite for 2 of 3 rows \(row 1 first\)"):
         getattr(net, method)(*args)
     assert net.predict(X[:1]).shape == (1,)  # a row whose outputs are finite
+
+
+@pytest.mark.parametrize("verbose", ["no", "False", None, 1.0])
+def test_verbose_must_be_a_bool(verbose):
+    X, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
+    with pytest.raises(TypeError, match="verbose must be True or False"):
+        fd.MLP([2, 3, 2], seed=0).fit(X, y, epochs=1, verbose=verbose)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "a"])
+def test_a_bad_seed_is_named(seed):
+    with pytest.raises((TypeError, ValueError), match="seed must be None or a non-negative"):
+        fd.MLP([2, 3, 2], seed=seed)
+
+
+def test_a_numpy_batch_size_beyond_the_rows_trains_without_overflow_warnings():
+    X, y = np.zeros((8, 2)), np.array([0, 1] * 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for batch_size in (np.int64(2**62), np.uint64(2**63 + 5)):
+            assert len(fd.MLP([2, 3, 2], seed=0).fit(X, y, epochs=1, batch_size=batch_size)) == 1

@@ -130,6 +130,14 @@ def test_from_state_dict_refuses_bfloat16(torch):
         fd.MLP.from_state_dict(sd)
 
 
+def test_from_state_dict_names_a_meta_tensor(torch):
+    # A 'meta' tensor has a shape but no values: torch's NotImplementedError leaked.
+    sd = {k: v.to("meta") for k, v in torch_sequential(
+        torch, [3, 2], [], "float32").state_dict().items()}
+    with pytest.raises(ValueError, match="'0.weight' holds no values that can be read"):
+        fd.MLP.from_state_dict(sd)
+
+
 # ----------------------------------------------------------------- state dicts, NumPy only
 def test_state_dict_layout():
     net, params = build(SIZES, dtype="float32")

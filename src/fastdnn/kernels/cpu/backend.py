@@ -232,6 +232,9 @@ class CPUBackend:
         head here while this process would wait for the pass.  ``optimizer`` and
         ``clip_norm``, as ``fit`` takes them, tell which pass the epoch kernel calls."""
         if isinstance(batch_size, numbers.Integral) and batch_size >= 1:
+            # A Python int: np.int64(2**62) rows overflowed the shard sizing's products
+            # (RuntimeWarnings) before fit capped it at the data's rows.
+            batch_size = int(batch_size)
             online = batch_size == 1  # the online kernel inlines its head
             try:
                 optimizer = make_optimizer(optimizer)
