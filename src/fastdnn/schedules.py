@@ -113,7 +113,11 @@ class CosineDecay(Schedule):
     Parameters
     ----------
     total_steps : int, optional
-        Length of the decay; default: all iterations of the ``fit`` call.
+        Length of the decay in the optimizer's steps, counted from its first step;
+        default: where the ``fit`` call ends (the optimizer's step count at its start
+        plus its iterations).  So a fresh optimizer anneals over the whole fit, and one
+        that trained before (its count goes on across ``fit`` calls) continues the curve
+        from where its count is: pass ``total_steps`` to anneal a later fit anew.
     min_factor : float, default 0
         Final multiplier, held after ``total_steps``.
     """
@@ -140,7 +144,13 @@ class CosineDecay(Schedule):
 
 class ReduceLROnPlateau(Schedule):
     """Scale the learning rate by ``factor`` when the watched loss stops improving (Keras'
-    and PyTorch's ``ReduceLROnPlateau``).
+    and PyTorch's ``ReduceLROnPlateau``, with Keras' count of ``patience``).
+
+    ``patience`` counts as Keras' does: the ``patience``-th epoch in a row without
+    improvement reduces the rate (``patience=0`` and ``1`` both reduce at the first).
+    PyTorch's scheduler waits one epoch more: its ``patience=p`` is ``patience=p + 1``
+    here.  The threshold is PyTorch's relative one (Keras' ``min_delta`` is absolute),
+    and the cooldown PyTorch's.
 
     The watched loss is the validation loss when ``fit`` has validation data, else the
     training loss; it is read at each epoch end, and the new rate applies from the next
@@ -152,7 +162,7 @@ class ReduceLROnPlateau(Schedule):
     factor : float, default 0.1
         Multiplier in (0, 1) applied at each reduction.
     patience : int, default 10
-        Epochs without improvement before a reduction.
+        Epochs without improvement that make a reduction (Keras' count, above).
     min_lr : float, default 0
         Floor of the learning rate (absolute, as in Keras).
     threshold : float, default 1e-4
