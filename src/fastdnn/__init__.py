@@ -1,6 +1,6 @@
 """fastdnn: fast training of deep feed-forward neural networks with Numba kernels."""
 from .callbacks import BackupAndRestore, Callback, ProgressBar
-from .errors import DeviceError, TrainingDivergedError
+from .errors import DeviceError, NonFiniteOutputError, TrainingDivergedError
 from .fitting import History
 from .many import fit_many
 from .model import MLP
@@ -14,4 +14,5 @@ __version__ = "0.1.0"
 __all__ = ["MLP", "History", "fit_many", "export_onnx", "SGD", "Adam", "AdamW", "LBFGS",
            "Optimizer", "Schedule", "Constant", "InverseTimeDecay", "StepDecay",
            "ExponentialDecay", "CosineDecay", "ReduceLROnPlateau", "Callback", "ProgressBar",
-           "BackupAndRestore", "TrainingDivergedError", "DeviceError", "__version__"]
+           "BackupAndRestore", "TrainingDivergedError", "NonFiniteOutputError", "DeviceError",
+           "__version__"]

@@ -14,3 +14,8 @@ class TrainingDivergedError(FloatingPointError):
 
 class DeviceError(RuntimeError):
     """The requested device cannot be used (no numba-cuda, or no GPU)."""
+
+
+class NonFiniteOutputError(ValueError):
+    """A net's outputs are not finite for some rows (inputs too large for its weights):
+    ``predict``, ``predict_proba`` and ``score`` raise it rather than make up labels."""

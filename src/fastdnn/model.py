@@ -368,7 +368,10 @@ class MLP:
         """Class labels (classification) or predicted values (regression).
 
         Multi-output binary cross-entropy returns a 0/1 matrix; one-output nets
-        return 1-D arrays.
+        return 1-D arrays.  A classifier whose outputs are not finite for some rows
+        (inputs too large for its weights) raises :class:`~fastdnn.errors.
+        NonFiniteOutputError` (a ``ValueError``), as do ``predict_proba`` and ``score``;
+        a regression net returns its values as they are.
         """
         out = self._outputs(X, spec.LABELS)
         return out.reshape(out.shape[0]) if out.shape[1] == 1 else out
@@ -387,8 +390,8 @@ class MLP:
         X, T = self._XT(X, y, sample_weight)
         with self._backend.limit_threads(self.n_threads):
             Z = self._backend.to_numpy(self._backend.outputs(X, spec.LOGITS))
-        if not np.isfinite(Z).all():
-            raise spec.non_finite_outputs(Z)
+        if self._loss in spec.CLASSIFIERS and not np.isfinite(Z).all():
+            raise spec.non_finite_outputs(Z)  # the labels would be made up
         return self._metric(Z, T)
 
     def _metric(self, Z, T):

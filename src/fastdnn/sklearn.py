@@ -42,7 +42,7 @@ except ImportError as exc:  # scikit-learn missing, or older than 1.6 (no valida
         "fastdnn.sklearn needs scikit-learn >= 1.6 (pip install 'scikit-learn>=1.6'); "
         f"importing it failed: {exc}") from exc
 
-from .errors import TrainingDivergedError
+from .errors import NonFiniteOutputError, TrainingDivergedError
 from .model import MLP
 from .optim import LBFGS, SGD, Adam
 
@@ -548,7 +548,10 @@ class _BaseMLP(BaseEstimator):
 
     def _score(self, X, y, sample_weight):
         """Score of already-checked data; NaN where the predictions are not finite."""
-        y_pred = self._predict(X, check_input=False)
+        try:
+            y_pred = self._predict(X, check_input=False)
+        except NonFiniteOutputError:  # logits that are not finite
+            return math.nan
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
             return math.nan
         return float(self._score_function(y, y_pred, sample_weight=sample_weight))

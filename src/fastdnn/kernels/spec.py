@@ -27,6 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..errors import NonFiniteOutputError
+
 # ------------------------------------------------------------------ code tables
 IDENTITY, RELU, LEAKY_RELU, ELU, TANH, SIGMOID, SOFTPLUS, GELU, SILU = range(9)
 
@@ -81,11 +83,11 @@ LOGITS, LABELS, PROBABILITIES = range(3)
 
 
 def non_finite_outputs(Z):
-    """The ``ValueError`` for logits ``Z`` (NumPy, ``(n, k)``) some of which are not
-    finite: predictions or probabilities made from them would be made up (an all-NaN
-    row's label read 0)."""
+    """The :class:`~fastdnn.errors.NonFiniteOutputError` (a ``ValueError``) for logits
+    ``Z`` (NumPy, ``(n, k)``) some of which are not finite: predictions or probabilities
+    made from them would be made up (an all-NaN row's label read 0)."""
     bad = np.flatnonzero(~np.isfinite(Z).all(axis=1))
-    return ValueError(
+    return NonFiniteOutputError(
         f"the net's outputs are not finite for {len(bad)} of {len(Z)} rows (row {bad[0]} "
         "first): the inputs are too large for its weights, or its weights overflow")
 
