@@ -369,9 +369,9 @@ class MLP:
 
         Multi-output binary cross-entropy returns a 0/1 matrix; one-output nets
         return 1-D arrays.  A classifier whose outputs are not finite for some rows
-        (inputs too large for its weights) raises :class:`~fastdnn.errors.
-        NonFiniteOutputError` (a ``ValueError``), as do ``predict_proba`` and ``score``;
-        a regression net returns its values as they are.
+        (inputs too large for its weights) raises ``fd.NonFiniteOutputError`` (a
+        ``ValueError``), as do ``predict_proba`` and ``score``; a regression net returns
+        its values as they are.
         """
         out = self._outputs(X, spec.LABELS)
         return out.reshape(out.shape[0]) if out.shape[1] == 1 else out
