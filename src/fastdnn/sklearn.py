@@ -522,8 +522,9 @@ class _BaseMLP(BaseEstimator):
             # threads slowed 20x on a busy 2-core machine (a 30-row fit: 84 ms -> 4 ms).
             with threadpool_limits(limits=1, user_api="blas"):
                 self.net_.fit(X, T, epochs=self.max_iter, batch_size=X.shape[0],
-                              optimizer=opt, shuffle=False, sample_weight=sample_weight,
-                              verbose=bool(self.verbose))
+                              optimizer=opt, shuffle=False, sample_weight=sample_weight)
+                # No verbose lines: they would be in fastdnn's units, and scikit-learn's
+                # lbfgs prints none of its own.
         except TrainingDivergedError as exc:
             raise ValueError(_NON_FINITE) from exc
         result = opt.result
@@ -545,6 +546,14 @@ class _BaseMLP(BaseEstimator):
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
                               dtype=(np.float64, np.float32))
         return self._net_input(X)
+
+    def _output_dtype(self, X):
+        """scikit-learn's dtype for values computed from ``X``: float32 only for float32
+        data and a float32 net (float64 data to a float32 fit gives float64, as there)."""
+        dtype = getattr(X, "dtype", None)
+        if not isinstance(dtype, np.dtype) or dtype != np.float32:
+            dtype = np.float64
+        return np.result_type(dtype, self.net_.dtype)
 
     def _score(self, X, y, sample_weight):
         """Score of already-checked data; NaN where the predictions are not finite."""
@@ -859,7 +868,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         -------
         ndarray of shape (n_samples, n_classes)
         """
-        P = self._proba(X)
+        P = self._proba(X).astype(self._output_dtype(X), copy=False)
         return np.column_stack([1 - P, P]) if P.ndim == 1 else P
 
     def predict_log_proba(self, X):
@@ -994,7 +1003,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         -------
         ndarray
         """
-        return self._predict(X)
+        return self._predict(X).astype(self._output_dtype(X), copy=False)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -458,3 +458,28 @@ def test_warm_start_across_solvers_and_stopping_criteria(before, after):
         assert len(clf.validation_scores_) == 3 and clf.best_loss_ is None
     else:
         assert clf.validation_scores_ is None and clf.best_loss_ == min(clf.loss_curve_[-3:])
+
+
+@pytest.mark.parametrize("fit_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("data_dtype", [np.float32, np.float64])
+def test_output_dtypes_follow_sklearn(fit_dtype, data_dtype):
+    # A float32 fit gave float32 values for float64 data; scikit-learn's gives float64.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    for ours, theirs, target, method in ((MLPClassifier, sk.MLPClassifier, y, "predict_proba"),
+                                        (MLPRegressor, sk.MLPRegressor, X[:, 0], "predict")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = ours(max_iter=2, random_state=0).fit(X.astype(fit_dtype), target)
+            b = theirs(max_iter=2, random_state=0).fit(X.astype(fit_dtype), target)
+        assert (getattr(a, method)(X.astype(data_dtype)).dtype
+                == getattr(b, method)(X.astype(data_dtype)).dtype)
+
+
+def test_lbfgs_verbose_prints_no_lines_in_fastdnns_units(capsys):
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MLPRegressor(solver="lbfgs", max_iter=3, verbose=True).fit(X, X[:, 0])
+    assert "epoch" not in capsys.readouterr().out
