@@ -549,7 +549,10 @@ class _BaseMLP(BaseEstimator):
 
     def _output_dtype(self, X):
         """scikit-learn's dtype for values computed from ``X``: float32 only for float32
-        data and a float32 net (float64 data to a float32 fit gives float64, as there)."""
+        data and a float32 net (float64 data to a fit on float32 data gives float64, as
+        there); the net's with an explicit ``dtype``, which asks for it."""
+        if self.dtype is not None:
+            return self.net_.dtype
         dtype = getattr(X, "dtype", None)
         if not isinstance(dtype, np.dtype) or dtype != np.float32:
             dtype = np.float64
