@@ -134,7 +134,8 @@ class ProgressBar(Callback):
 class BackupAndRestore(Callback):
     """Resume a fit killed at any moment (Keras' ``BackupAndRestore``).
 
-    At each epoch end the whole state of the fit is written atomically to ``path``:
+    At each epoch end, after every callback's ``on_epoch_end`` (so that it knows whether
+    one stopped the fit), the whole state of the fit is written atomically to ``path``:
     the weights, the optimizer's state and step count, the schedule's state, the
     net's random generator, the early-stopping and best-weights state, and the
     history.  When ``fit`` starts and ``path`` exists, training resumes from it (the
@@ -186,7 +187,8 @@ class BackupAndRestore(Callback):
             except (OSError, ValueError, KeyError) as exc:
                 raise ValueError(f"{self.path!r} is not a backup of this fit: {exc}") from None
 
-    def on_epoch_end(self, epoch, logs):
+    def after_epoch_end(self, epoch):
+        """Called by ``fit`` after every callback's ``on_epoch_end``: write the backup."""
         header, arrays = self.run.backup()
         arrays["header"] = np.array(json.dumps(header))
         serialize.write_atomic(self.path, lambda f: np.savez(f, **arrays))

@@ -145,6 +145,7 @@ class FitRun:
         self.stop = EarlyStop(plan.patience)
         self.best_theta = None
         self.epoch = 0
+        self.stopping = False  # a callback asked the last epoch to be the last
         self.callbacks = list(plan.callbacks)
         if verbose:
             self.callbacks.append(ProgressBar())
@@ -157,9 +158,9 @@ class FitRun:
             self.snapshot = np.empty(net.n_params, dtype=net.dtype)  # one buffer, every epoch
         self.step_seconds = None
         self.warm = False  # whether a run has compiled (or loaded) the kernels yet
-        # Resumed from the backup of the last epoch, or of the epoch whose patience ran
-        # out (it trained one epoch more): only the ending is left.
-        self.done = self.epoch >= plan.epochs or (
+        # Resumed from the backup of the last epoch, of one a callback stopped at, or of
+        # the epoch whose patience ran out (it trained one epoch more): only the ending.
+        self.done = self.epoch >= plan.epochs or self.stopping or (
             self.epoch > 0 and plan.patience is not None
             and self.stop.since_best >= plan.patience)
         self._call("on_train_begin", dict(epochs=plan.epochs, compiling=_compiling(self.trainer)))
@@ -301,6 +302,10 @@ class FitRun:
             self.plan.schedule[1][SCALE] = self.plan.plateau.update(watched, self.plan.optimizer.lr)
         logs = dict(record, rate=rate)
         stop = self._call("on_epoch_end", self.epoch - 1, logs) or stop
+        self.stopping = stop
+        # After every on_epoch_end: a backup knows whether a callback stopped the fit
+        # (written before, a fit killed then resumed trained one epoch more).
+        self._call("after_epoch_end", self.epoch - 1)
         self.done = stop or self.epoch >= self.plan.epochs
         if self.done:
             self._finish(logs)
@@ -342,7 +347,7 @@ class FitRun:
         header = dict(format="fastdnn-backup", sizes=net.sizes, epoch=self.epoch, t=opt.t,
                       rng=net._rng.bit_generator.state, best=self.stop.best,
                       since_best=self.stop.since_best, rng_start=self.plan.rng_start,
-                      fit=self.arguments())
+                      fit=self.arguments(), stopping=bool(self.stopping))
         arrays = dict(theta=net._backend.get_theta(), schedule=np.asarray(self.plan.schedule[1]))
         if opt.state is not None:
             arrays["opt_state"] = opt.state
@@ -391,6 +396,7 @@ class FitRun:
         for key in History.KEYS:
             getattr(self.history, key)[:] = arrays["history_" + key].tolist()
         self.epoch = int(header["epoch"])
+        self.stopping = bool(header.get("stopping", False))
 
 
 def _compiling(trainer):

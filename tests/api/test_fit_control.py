@@ -1055,14 +1055,15 @@ def test_sigkill_then_rerun_ends_bit_identical(tmp_path, uninterrupted, trigger,
     np.testing.assert_array_equal(hist, uninterrupted[1])
 
 
-class CrashAfter:
+class CrashAfter(fd.Callback):
     """Raises at the end of epoch ``at`` (0-based), as a kill after that epoch's backup would
-    stop the process."""
+    stop the process: in the hook ``fit`` calls after every ``on_epoch_end``, where the
+    backup is written (listed after it)."""
 
     def __init__(self, at):
         self.at = at
 
-    def on_epoch_end(self, epoch, logs):
+    def after_epoch_end(self, epoch):
         if epoch == self.at:
             raise RuntimeError("crash")
 
@@ -1187,6 +1188,36 @@ def test_backup_of_another_net_is_refused(tmp_path):
         with pytest.raises(ValueError, match="not a backup of this fit"):
             fd.MLP([5, 16, 3], seed=0).fit(X, y, epochs=3,
                                            callbacks=[fd.BackupAndRestore(path)])
+
+
+def test_a_fit_killed_as_a_callback_stopped_it_ends_on_rerun(tmp_path):
+    # Killed after the backup of the epoch a callback stopped the fit at (before its
+    # on_train_end removed the backup): the rerun trained one epoch more.
+    X, y = problem(n=200)
+    path = tmp_path / BACKUP
+
+    class StopAt:
+        def on_epoch_end(self, epoch, logs):
+            return epoch == 2
+
+    class KilledAtTheEnd:
+        def on_train_end(self, logs):
+            raise RuntimeError("killed")
+
+    def fit(*callbacks):
+        net = fd.MLP([5, 16, 3], dtype="float64", seed=0)
+        hist = net.fit(X, y, epochs=6, batch_size=16,
+                       callbacks=[*callbacks, fd.BackupAndRestore(path), StopAt()])
+        return net, hist
+
+    ref_net, ref_hist = fit()
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(KilledAtTheEnd())
+    assert path.exists()
+    net, hist = fit()
+    assert len(hist) == len(ref_hist) == 3 and hist.loss == ref_hist.loss
+    assert_same_weights(net.get_weights(), ref_net.get_weights())
+    assert not path.exists()
 
 
 def test_a_fit_resumed_on_the_same_net_draws_the_same_validation_split(tmp_path):
