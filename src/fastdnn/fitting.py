@@ -365,7 +365,7 @@ class FitRun:
         resumed fit may extend), as JSON values."""
         net, plan = self.net, self.plan
         return dict(dtype=net.dtype.name, activations=net.activations, loss=net.loss_name,
-                    l2=net.l2, dropout=list(net.dropout), rows=int(plan.X.shape[0]),
+                    l2=net.l2, dropout=list(net.dropout), rows=int(self.rows_per_epoch),
                     batch_size=plan.batch_size, sampling=plan.sampling,
                     optimizer=type(plan.optimizer).__name__,
                     hyper=plan.optimizer.hyper().tolist(), schedule=int(plan.schedule[0]),
