@@ -76,7 +76,7 @@ class ProgressBar(Callback):
         self.epochs = None
         self._last = 0.0  # seconds into the epoch of the last in-epoch line
         self._first = None  # (rows, seconds) at the epoch's first report
-        self._drawn = False
+        self._drawn = 0  # length of the line redrawn in place (0: none)
 
     def _out(self):
         return self.stream if self.stream is not None else sys.stdout
@@ -94,6 +94,11 @@ class ProgressBar(Callback):
         out.flush()
 
     def on_train_begin(self, logs):
+        # A fit stopped mid-epoch (Ctrl-C, an error) left its epoch's state: the next
+        # fit's first line waited for the old epoch's time, at a rate counted from it.
+        if self._drawn:
+            self._write("")
+        self._last, self._first, self._drawn = 0.0, None, 0
         self.epochs = logs.get("epochs")
         if logs.get("compiling"):
             self._write("compiling kernels (first run only; cached on disk afterwards) ...")
@@ -111,9 +116,9 @@ class ProgressBar(Callback):
         rate = (rows - self._first[0]) / max(seconds - self._first[1], 1e-12)
         line = (f"epoch {epoch + 1}/{self.epochs}  {rows:,}/{total_rows:,} rows  "
                 f"{rate:,.0f} samples/s  ETA {_hms((total_rows - rows) / max(rate, 1e-12))}")
-        if tty:
-            self._write("\r" + line, end="")
-            self._drawn = True
+        if tty:  # padded over the longer line it replaces (a shorter ETA left its tail)
+            self._write("\r" + line.ljust(self._drawn), end="")
+            self._drawn = len(line)
         else:
             self._write(line)
 
@@ -123,9 +128,9 @@ class ProgressBar(Callback):
             line += f"  val_loss {logs['val_loss']:.4f}  val_metric {logs['val_metric']:.4f}"
         if logs.get("rate") is not None:
             line += f"  {logs['rate']:,.0f} samples/s"
-        if self._drawn:  # finish the line redrawn in place
-            line = "\r" + line + " " * 8
-            self._drawn = False
+        if self._drawn:  # finish the line redrawn in place, over all of it
+            line = "\r" + line.ljust(self._drawn)
+            self._drawn = 0
         self._write(line)
         self._last, self._first = 0.0, None
         return False

@@ -59,7 +59,9 @@ def fit_lbfgs(net, plan, verbose=False, history=None, interrupted=lambda: False)
             record["val_loss"], Z = backend.evaluate(Xv, Tv, want_logits=True)
             record["val_metric"] = net._metric(Z, Tv)
         history.append(**record)
-        logs = dict(record, rate=X.shape[0] / max(record["seconds"], 1e-12))
+        # No rate for the first iteration: its evaluations compiled or loaded the kernel.
+        rate = X.shape[0] / max(record["seconds"], 1e-12) if len(history) > 1 else None
+        logs = dict(record, rate=rate)
         if call("on_epoch_end", len(history) - 1, logs):
             stopped.append(True)
             raise StopIteration
@@ -69,7 +71,9 @@ def fit_lbfgs(net, plan, verbose=False, history=None, interrupted=lambda: False)
 
     from scipy.optimize import minimize  # here: importing it costs 0.4 s of every start
 
-    call("on_train_begin", dict(epochs=plan.epochs, compiling=False))
+    ready = getattr(backend, "gradient_ready", None)
+    call("on_train_begin", dict(epochs=plan.epochs,
+                                compiling=ready is not None and not ready(X, T)))
     theta0 = backend.get_theta().astype(np.float64)
     result = minimize(loss_and_gradient, theta0, jac=True, method="L-BFGS-B",
                       callback=iteration,

@@ -471,8 +471,47 @@ def test_progress_bar_redraws_in_place_on_a_terminal():
     out = bar.stream.getvalue()
     assert out.startswith("compiling kernels") and out.count("compiling") == 1
     progress = out.split("\n", 1)[1]
-    assert progress == ("\repoch 1/1  20/40 rows  50 samples/s  ETA 0:00"
-                        "\repoch 1/1  loss 1.0000  25 samples/s" + " " * 8 + "\n")
+    drawn = "epoch 1/1  20/40 rows  50 samples/s  ETA 0:00"
+    assert progress == ("\r" + drawn + "\r" + "epoch 1/1  loss 1.0000  25 samples/s".ljust(
+        len(drawn)) + "\n")
+
+
+def screen(text):
+    """The lines a terminal shows for ``text`` (``\r`` returns to the line's start and
+    overwrites), trailing blanks dropped."""
+    lines = []
+    for raw in text.split("\n"):
+        line = ""
+        for part in raw.split("\r"):
+            line = part + line[len(part):]
+        lines.append(line.rstrip())
+    return lines
+
+
+def test_progress_bar_redraws_leave_no_tail_of_a_longer_line():
+    # A shorter redraw (the ETA from 1:00:00 to 59:59) left the longer one's tail, and
+    # the epoch line only 8 blanks over a line longer than that.
+    bar = fd.ProgressBar(stream=Terminal())
+    bar.on_train_begin({"epochs": 10, "compiling": False})
+    bar.on_progress(0, 1, 10**9, 0.0)
+    bar.on_progress(0, 300_000, 10**9, 100.0)  # ETA about 92:35:00
+    bar.on_progress(0, 600_000, 10**9, 101.0)  # faster: ETA about 0:27:45
+    bar.on_epoch_end(0, dict(loss=0.3456, val_loss=math.nan, val_metric=math.nan, rate=3e4))
+    assert screen(bar.stream.getvalue()) == ["epoch 1/10  loss 0.3456  30,000 samples/s", ""]
+
+
+def test_progress_bar_starts_each_fit_afresh():
+    # A fit stopped mid-epoch (Ctrl-C) left the epoch's state: the next fit's lines
+    # waited for the old epoch's time, at a rate counted from its start.
+    bar = fd.ProgressBar(stream=io.StringIO(), interval=1)
+    bar.on_train_begin({"epochs": 1, "compiling": False})
+    bar.on_progress(0, 10, 10**6, 0.5)
+    bar.on_progress(0, 10_000, 10**6, 30.0)  # a line at 30 s; then Ctrl-C
+    bar.on_train_begin({"epochs": 1, "compiling": False})
+    bar.on_progress(0, 100, 10**6, 0.1)
+    bar.on_progress(0, 20_100, 10**6, 2.1)
+    last = bar.stream.getvalue().splitlines()[-1]
+    assert last.startswith("epoch 1/1  20,100/1,000,000 rows  10,000 samples/s"), last
 
 
 def test_progress_bar_in_a_fit(one_step_runs):
@@ -1188,6 +1227,17 @@ def test_backup_of_another_net_is_refused(tmp_path):
         with pytest.raises(ValueError, match="not a backup of this fit"):
             fd.MLP([5, 16, 3], seed=0).fit(X, y, epochs=3,
                                            callbacks=[fd.BackupAndRestore(path)])
+
+
+def test_lbfgs_reports_no_rate_for_its_first_iteration():
+    # Its evaluations compile (or load) the kernel: 502 samples/s against millions.
+    X, y = problem(n=100)
+    rec = Recorder()
+    fd.MLP([5, 8, 3], seed=0).fit(X, y, epochs=3, optimizer=fd.LBFGS(), callbacks=[rec])
+    rates = [args[1]["rate"] for name, args in rec.events if name == "on_epoch_end"]
+    assert rates[0] is None and all(r > 0 for r in rates[1:])
+    begin = [args for name, args in rec.events if name == "on_train_begin"][0]
+    assert isinstance(begin["compiling"], bool)
 
 
 def test_a_fit_killed_as_a_callback_stopped_it_ends_on_rerun(tmp_path):

@@ -206,3 +206,9 @@ def test_bad_n_threads_is_refused():
     X, y = data()
     with pytest.raises(ValueError, match="n_threads"):
         fd.fit_many(nets(), X, y, epochs=1, n_threads=0)
+
+
+def test_fit_many_checks_verbose():
+    X, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
+    with pytest.raises(TypeError, match="verbose must be True or False"):
+        fd.fit_many([fd.MLP([2, 3, 2], seed=0)], X, y, epochs=1, verbose="no")

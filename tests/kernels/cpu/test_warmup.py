@@ -529,3 +529,18 @@ def test_fastdnn_cache_0_writes_no_cache(tmp_path):
     """, FASTDNN_CACHE="0", NUMBA_CACHE_DIR=str(tmp_path), FASTDNN_WARMUP="0")
     assert out.split() == ["False"]
     assert not any(tmp_path.rglob("*.nbi"))
+
+
+def test_ready_is_false_for_a_kernel_without_disk_cache_until_compiled():
+    # FASTDNN_CACHE=0 (no disk cache): a first fit compiled for 9 s without saying so.
+    import numba
+
+    @numba.njit(cache=False)
+    def double(a):
+        return a * 2
+
+    a = np.ones(3)
+    assert not warmup.ready(double, (a,))
+    double(a)
+    assert warmup.ready(double, (a,))
+    assert not warmup.ready(double, (a.astype(np.float32),))

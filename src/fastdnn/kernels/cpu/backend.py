@@ -225,6 +225,14 @@ class CPUBackend:
         value += self._penalty(layout.table, grad)
         return float(value), grad
 
+    def gradient_ready(self, X, T):
+        """Whether :meth:`gradient`'s kernel is compiled, or cached, for these rows'
+        types (:func:`.warmup.ready`; its arrays' types are the dtype's)."""
+        dtype = self.dtype
+        return warmup.ready(loss_and_gradient, (
+            X, T, self.theta, np.zeros((0, 0), np.int64), np.zeros(0, dtype),
+            np.zeros((2, 0), dtype), np.zeros(0, dtype), self.loss, NO_KEY, 0))
+
     # -- training --------------------------------------------------------------------
     def compile_ahead(self, batch_size, optimizer=None, clip_norm=None):
         """On an empty cache, compile the pass and the evaluation (online SGD, batches of

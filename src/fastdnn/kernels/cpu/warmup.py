@@ -312,8 +312,11 @@ def ready(dispatcher, args):
             return len(types) == len(args) and all(types[i] == t for i, t in wanted)
 
         found = any(fits(types) for types in dispatcher.overloads)
+        cache_file = getattr(dispatcher._cache, "_cache_file", None)
+        if not found and cache_file is None:  # no disk cache (FASTDNN_CACHE=0): compiles
+            return False
         if not found:
-            index = dispatcher._cache._cache_file._load_index()
+            index = cache_file._load_index()
             magic = dispatcher.targetctx.codegen().magic_tuple()
             found = any(fits(key[0]) and key[1] == magic for key in index)
     except Exception:  # noqa: BLE001 - Numba's internals moved: say nothing
