@@ -314,7 +314,9 @@ def run_train(args):
             (args.task == "classification") != (args.loss in CLASSIFICATION_LOSSES):
         raise UsageError(f"--loss {args.loss} is not a {args.task} loss")
     dtype = np.dtype(args.dtype)
-    name, table = load_data(args, dtype)
+    # Read, split and scaled in float64, cast to the net's dtype last: a feature of Unix
+    # times (1.7e9 + i) cast first kept 3 of its 200 values in float32.
+    name, table = load_data(args, np.dtype(np.float64))
     X = table.X
     preset = PRESETS[args.dataset or ("file" if args.data else "digits")]
     hidden = preset["hidden"] if args.hidden is None else args.hidden
@@ -328,7 +330,7 @@ def run_train(args):
                          f"{len(hidden)} hidden layers")
 
     task = choose_task(table.y, task=args.task, loss=args.loss)
-    y, n_outputs, classes = encode_targets(table.y, task.loss, dtype)
+    y, n_outputs, classes = encode_targets(table.y, task.loss, np.float64)
     if args.dataset == "parity":
         # A parity net memorises its 256 inputs; there is nothing to hold out.
         X_train, X_test, y_train, y_test = X, X, y, y
@@ -352,6 +354,11 @@ def run_train(args):
         X_train, X_test = prep.inputs(X_train, dtype), prep.inputs(X_test, dtype)
         if y_scaler is not None:
             y_train, y_test = prep.targets(y_train, dtype), prep.targets(y_test, dtype)
+    X_train, X_test = (datasets.as_dtype(part, dtype, name, "the features")
+                       for part in (X_train, X_test))
+    if y.dtype.kind == "f":
+        y_train, y_test = (datasets.as_dtype(part, dtype, name, "the targets")
+                           for part in (y_train, y_test))
 
     net = fd.MLP(
         [X.shape[1], *hidden, n_outputs],
@@ -513,7 +520,8 @@ def _read_data(path, net, prep, target=None):
     """``path`` read as the net needs it: a CSV's feature columns by the names it was
     trained on (in that order, other columns ignored), as many features as it reads."""
     features = prep.feature_names if path.lower().endswith(".csv") else None
-    table = datasets.load_table(path, target=target, features=features, dtype=net.dtype)
+    # float64: scaled before the cast to the net's dtype, as in training.
+    table = datasets.load_table(path, target=target, features=features, dtype=np.float64)
     if table.X.shape[1] != net.sizes[0]:
         raise ValueError(f"{path}: {table.X.shape[1]} feature columns, the model reads "
                          f"{net.sizes[0]}")
@@ -521,7 +529,9 @@ def _read_data(path, net, prep, target=None):
 
 
 def _cells(values, dtype):
-    """Text of each prediction: labels as they are, numbers in the net's precision."""
+    """Text of each prediction: labels as they are, numbers in ``dtype`` (the net's for
+    its own outputs, float64 for values scaled back: cast to float32, predictions near
+    1e8 collapsed to three values)."""
     if values.dtype.kind == "f":
         values = values.astype(dtype)
     return [[str(v) for v in row] for row in values.reshape(len(values), -1)]
@@ -534,7 +544,7 @@ def run_predict(args):
     net, prep = _load_model(args)
     table = _read_data(args.data, net, prep)
     predictions = prep.outputs(net.predict(prep.inputs(table.X, net.dtype)))
-    rows = _cells(predictions, net.dtype)
+    rows = _cells(predictions, net.dtype if prep.y_scaler is None else np.float64)
     if not args.out:
         csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
         return 0
@@ -573,7 +583,9 @@ def run_evaluate(args):
         print(f"R2: {r2_score(y, Z):.4f}")
         print(f"RMSE: {np.sqrt(np.mean((Z - y) ** 2)):.6g} (in target units)")
         return 0
-    print(f"accuracy: {net.score(X, T):.4f} ({len(X)} samples)")
+    several = net.loss_name == "binary_cross_entropy" and net.sizes[-1] > 1
+    per_label = " per label" if several else ""
+    print(f"accuracy{per_label}: {net.score(X, T):.4f} ({len(X)} samples)")
     if predictions.ndim == 1:  # one label per sample: how often each class was hit
         names = prep.classes if prep.classes is not None else np.arange(net.sizes[-1])
         for code, label in enumerate(names.tolist()):

@@ -235,15 +235,26 @@ def _labels_or_values(y, dt, path="", name="y"):
     """Return 1-D integer-valued targets as int64 labels, text labels as they are, and
     anything else as ``dt`` (whole numbers beyond ``2**53`` too: values, not labels)."""
     if y.dtype.kind == "U":
+        blank = np.flatnonzero(np.char.strip(y) == "")
+        if blank.size:  # a missing label, not a class named '' (as in a CSV)
+            raise ValueError(f"{path}: {name} has an empty label (row {blank[0]})")
         return y
     if y.dtype.kind in "biu":
         if y.size and y.dtype.kind == "u" and y.max() > np.iinfo(np.int64).max:
             raise ValueError(f"{path}: {name} holds integers beyond int64's range")
         return y.astype(np.int64)
     if np.all(np.isfinite(y)) and np.all(y == np.round(y)) \
-            and (not y.size or np.max(np.abs(y)) <= _EXACT_INTEGER):
+            and (not y.size or float(np.max(np.abs(y))) <= _EXACT_INTEGER):
         return y.astype(np.int64)
     return _cast(y, dt, path, name)
+
+
+def as_dtype(values, dt, path, name):
+    """``values`` (a float array) as ``dt``, C-ordered; integer arrays as they are.  A
+    ``ValueError`` names ``name`` of ``path`` where a value is beyond ``dt``'s range."""
+    if values.dtype.kind != "f":
+        return values
+    return _cast(values, dt, path, name)
 
 
 def _cast(values, dt, path, name):
@@ -264,8 +275,10 @@ def _read_csv(path):
         # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first name.
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
-            # Keep the file's line numbers for error messages; skip blank lines.
-            rows = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
+            # Keep the file's line numbers for error messages; skip blank lines (not a
+            # row of empty cells, ",": skipped, every later row read as the one before).
+            rows = [(reader.line_num, row) for row in reader
+                    if len(row) > 1 or (row and row[0].strip())]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"{path}: not a readable CSV text file ({exc})") from None
     if not rows:
@@ -327,6 +340,10 @@ def _target_column(path, name, cells, body, dt):
             if not cell:  # a missing label, not a class named ''
                 raise ValueError(f"{path}: line {body[i][0]}, column {name!r} is empty")
         return np.array(cells)
+    if 2 * sum(is_number) < len(cells):  # text labels and a few numbers ("NaN", "1")
+        i = is_number.index(True)
+        raise ValueError(f"{path}: line {body[i][0]}, column {name!r}: {cells[i]!r} is a "
+                         f"number, unlike the column's other values (text labels)")
     return _labels_or_values(
         _numbers(path, name, cells, body, "is not a number, unlike the column's other values"),
         dt, path, name)
@@ -393,7 +410,7 @@ def _load_npz(path, target, dt):
     if len(X) != len(y):
         raise ValueError(f"{path}: X has {len(X)} rows but {target} has {len(y)}")
     if y.dtype.kind == "U" and y.ndim == 1:  # text class labels
-        return Table(X, y, None)
+        return Table(X, _labels_or_values(y, dt, path, target), None)
     if y.dtype.kind not in "biuf":
         raise ValueError(f"{path}: {target} must be numeric (or 1-D text labels), "
                          f"got dtype {y.dtype}")

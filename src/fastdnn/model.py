@@ -386,7 +386,12 @@ class MLP:
     def score(self, X, y, sample_weight=None):
         """Accuracy (classification) or the coefficient of determination R^2 of the
         predictions (mse; poisson: of the means ``exp(z)``), weighted by
-        ``sample_weight`` when given."""
+        ``sample_weight`` when given.
+
+        Several ``binary_cross_entropy`` outputs (multi-label) score the mean accuracy
+        over the labels (Keras' ``binary_accuracy``); scikit-learn's ``accuracy_score``,
+        and ``fastdnn.sklearn.MLPClassifier.score``, count a row right only when all its
+        labels are."""
         X, T = self._XT(X, y, sample_weight)
         with self._backend.limit_threads(self.n_threads):
             Z = self._backend.to_numpy(self._backend.outputs(X, spec.LOGITS))
@@ -395,8 +400,9 @@ class MLP:
         return self._metric(Z, T)
 
     def _metric(self, Z, T):
-        """Accuracy or R^2 of NumPy logits ``Z`` against the packed targets ``T`` (their
-        last column holds the sample weights, see ``_XT``), weighted as scikit-learn's
+        """Accuracy (per label for several labels, see :meth:`score`) or R^2 of NumPy
+        logits ``Z`` against the packed targets ``T`` (their last column holds the
+        sample weights, see ``_XT``), weighted as scikit-learn's
         ``accuracy_score``/``r2_score`` with ``sample_weight``."""
         T, w = T[:, :-1], T[:, -1].astype(np.float64)
         if np.all(w == 1.0):

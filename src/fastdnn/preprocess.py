@@ -288,6 +288,10 @@ class Preprocessing(NamedTuple):
             raise ValueError("the targets are text, but the model has no label names: "
                              "it reads numbers")
         if self.y_scaler is not None:
+            k = np.size(self.y_scaler.offset)
+            if (y.shape[1] if y.ndim == 2 else 1) != k:  # NumPy's reshape error, before
+                raise ValueError(f"targets of shape {y.shape}; the model predicts {k} "
+                                 f"value{'s' if k > 1 else ''} per sample")
             return self.y_scaler.transform(y, dtype)
         return y
 

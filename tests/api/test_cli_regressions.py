@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fastdnn.cli import main
@@ -66,3 +67,58 @@ def test_out_into_a_read_only_folder_fails_before_training(tmp_path, capsys):
     assert code == 2 and not _trained(out)
     assert err.startswith(f"fastdnn: error: --out {folder / 'm.npz'}: cannot write in folder")
     assert "Permission denied" in err and len(err.splitlines()) == 1
+
+
+def _csv(path, header, rows):
+    path.write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    return str(path)
+
+
+def test_features_are_scaled_in_float64_before_the_cast(tmp_path, capsys):
+    # Unix times 1.7e9 + i: cast to float32 first, 200 values became 3, and the column
+    # that separates the classes exactly separated nothing.
+    t = 1.7e9 + np.arange(200)
+    data = _csv(tmp_path / "t.csv", "t,y", zip(t, (np.arange(200) >= 100).astype(int)))
+    model = str(tmp_path / "m.npz")
+    assert main(["train", "--data", data, "--target", "y", "--epochs", "30", "-q",
+                 "--out", model]) == 0
+    accuracy = float(capsys.readouterr().out.split("held-out accuracy: ")[1].split()[0])
+    assert accuracy >= 0.9
+
+
+def test_regression_predictions_are_written_at_float64_after_unscaling(tmp_path, capsys):
+    # Targets near 1e8 unscaled in float64 and then written as float32 collapsed to 3
+    # values.
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=300), rng.normal(size=300)
+    data = _csv(tmp_path / "r.csv", "a,b,y", zip(a, b, 1e8 + 3 * a - 2 * b))
+    model = str(tmp_path / "m.npz")
+    assert main(["train", "--data", data, "--target", "y", "--task", "regression",
+                 "--epochs", "5", "-q", "--out", model]) == 0
+    out = str(tmp_path / "p.csv")
+    assert main(["predict", model, "--data", data, "--out", out, "-q"]) == 0
+    written = np.loadtxt(out, delimiter=",", skiprows=1)
+    assert len(np.unique(written)) > 250
+
+
+def test_a_row_of_empty_cells_is_an_error_not_skipped(tmp_path, capsys):
+    # "," was skipped: every later prediction was written against the row before it.
+    path = tmp_path / "e.csv"
+    path.write_text("a,y\n1,0\n,\n2,1\n3,0\n4,1\n")
+    assert main(["train", "--data", str(path), "--target", "y", "--no-save"]) == 1
+    err = capsys.readouterr().err
+    assert "line 3" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_with_targets_of_the_wrong_width_is_one_line(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    path = tmp_path / "two.npz"
+    np.savez(path, X=X, y=np.c_[X[:, 0], X[:, 1]])
+    model = str(tmp_path / "m.npz")
+    assert main(["train", "--data", str(path), "--epochs", "2", "-q", "--out", model]) == 0
+    np.savez(path, X=X, y=X[:, 0])
+    capsys.readouterr()
+    assert main(["evaluate", model, "--data", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "the model predicts 2 values per sample" in err, err

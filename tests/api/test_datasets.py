@@ -353,3 +353,28 @@ def test_unknown_extension_and_missing_file(tmp_path):
         load_csv_or_npz(tmp_path / "missing.csv", target="a")
     with pytest.raises(OSError):
         load_csv_or_npz(tmp_path / "missing.npz")
+
+
+def test_npz_text_labels_may_not_be_blank(tmp_path):
+    # A CSV's blank label is refused; the same labels in an .npz trained a class ''.
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.zeros((3, 2)), y=np.array(["cat", "", "dog"]))
+    with pytest.raises(ValueError, match=r"y has an empty label \(row 1\)"):
+        load_table(str(path), target="y")
+
+
+def test_a_float16_target_reads_without_numpy_warnings(tmp_path):
+    import warnings
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.zeros((3, 2)), y=np.array([0.5, 1.5, 2.25], dtype=np.float16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_table(str(path), target="y").y.tolist() == [0.5, 1.5, 2.25]
+
+
+def test_text_labels_with_a_number_among_them_name_the_number(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,y\n1,cat\n2,dog\n3,NaN\n4,cat\n")
+    with pytest.raises(ValueError, match=r"line 4, column 'y': 'NaN' is a number, unlike "
+                                         r"the column's other values \(text labels\)"):
+        load_table(str(path), target="y")
