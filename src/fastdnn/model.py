@@ -656,6 +656,8 @@ class MLP:
         for label, weight in class_weight.items():
             if isinstance(label, (bool, np.bool_)) and self._loss == spec.BINARY_CROSS_ENTROPY:
                 label = int(label)
+            if isinstance(label, (float, np.floating)) and float(label).is_integer():
+                label = int(label)  # 1.0, as y may hold the labels (it said "label 1.0")
             if isinstance(label, (bool, np.bool_)) or not isinstance(label, numbers.Integral) \
                     or not 0 <= label < n_classes:
                 raise ValueError(f"class_weight has label {label!r}; labels are 0..{n_classes - 1}")

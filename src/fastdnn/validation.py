@@ -75,8 +75,11 @@ def check_targets(y, loss, n_outputs, n_samples, dtype):
     """Return targets as the 2-D array ``T`` the loss kernels read (see
     :mod:`fastdnn.kernels.cpu.losses`)."""
     y = _as_numeric(y, "y")
+    if y.ndim == 0:  # "y has 0 samples" read as if it were empty
+        raise ValueError(f"y must be an array of {n_samples} targets, one per row of X; "
+                         f"got the scalar {y.item()!r}")
     if y.shape[:1] != (n_samples,):
-        raise ValueError(f"y has {y.shape[0] if y.ndim else 0} samples but X has {n_samples}")
+        raise ValueError(f"y has {y.shape[0]} samples but X has {n_samples}")
     if not np.isfinite(y).all():
         raise ValueError("y contains NaN or infinity")
     if loss == CROSS_ENTROPY:

@@ -539,3 +539,15 @@ def test_a_numpy_batch_size_beyond_the_rows_trains_without_overflow_warnings():
         warnings.simplefilter("error")
         for batch_size in (np.int64(2**62), np.uint64(2**63 + 5)):
             assert len(fd.MLP([2, 3, 2], seed=0).fit(X, y, epochs=1, batch_size=batch_size)) == 1
+
+
+def test_whole_float_class_weight_keys_are_labels_and_a_scalar_y_is_named():
+    X, y = np.random.default_rng(0).random((30, 2)), np.arange(30) % 3
+    by_float = fd.MLP([2, 4, 3], seed=0).fit(X, y.astype(float), epochs=1,
+                                              class_weight={1.0: 2.0})
+    by_int = fd.MLP([2, 4, 3], seed=0).fit(X, y, epochs=1, class_weight={1: 2.0})
+    assert by_float.loss == by_int.loss
+    with pytest.raises(ValueError, match="class_weight has label 1.5"):
+        fd.MLP([2, 4, 3], seed=0).fit(X, y, epochs=1, class_weight={1.5: 2.0})
+    with pytest.raises(ValueError, match="got the scalar 1"):
+        fd.MLP([2, 4, 3], seed=0).loss(X, 1)
