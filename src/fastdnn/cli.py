@@ -354,10 +354,10 @@ def run_train(args):
         X_train, X_test = prep.inputs(X_train, dtype), prep.inputs(X_test, dtype)
         if y_scaler is not None:
             y_train, y_test = prep.targets(y_train, dtype), prep.targets(y_test, dtype)
-    X_train, X_test = (datasets.as_dtype(part, dtype, name, "the features")
+    X_train, X_test = (datasets.as_dtype(part, dtype, name, "a feature column")
                        for part in (X_train, X_test))
     if y.dtype.kind == "f":
-        y_train, y_test = (datasets.as_dtype(part, dtype, name, "the targets")
+        y_train, y_test = (datasets.as_dtype(part, dtype, name, "the target")
                            for part in (y_train, y_test))
 
     net = fd.MLP(
