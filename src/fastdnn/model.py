@@ -276,7 +276,7 @@ class MLP:
 
     def __setstate__(self, state):
         state = dict(state)
-        backend = state.pop("_backend", None)  # a pickle of fastdnn 0.x kept the backend
+        backend = state.pop("_backend", None)  # pickles before 2026-11-29 kept the backend
         theta = backend.get_theta() if backend is not None else state.pop("_theta")
         device = backend.device if backend is not None else state.pop("_device")
         self.__dict__.update(state)
