@@ -7,18 +7,15 @@ in one compiled call, parallel over the nets, and each net ends exactly where it
 """
 import copy
 import math
-import numbers
 import sys
 import time
-
-import numpy as np
 
 from .errors import TrainingDivergedError
 from .fitting import FitRun
 from .kernels.cpu.separate import filled_from_kernels
 from .model import MLP, training_alone
 from .optim import LBFGS, Optimizer
-from .validation import check_n_threads
+from .validation import check_n_threads, check_verbose
 
 
 def _optimizers(optimizer, n):
@@ -104,8 +101,7 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
         weights; ``history`` is the list of all histories, ``diverged`` the indices.
     """
     nets = _check_nets(nets)
-    if not isinstance(verbose, (bool, np.bool_, numbers.Integral)):  # as MLP.fit
-        raise TypeError(f"verbose must be True or False; got {verbose!r}")
+    check_verbose(verbose)
     with training_alone(nets):  # no net in two fits at once
         n_threads = check_n_threads(n_threads)
         optimizers = _optimizers(optimizer, len(nets))

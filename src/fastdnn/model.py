@@ -15,7 +15,7 @@ from .lbfgs import fit_lbfgs
 from .optim import LBFGS, make_optimizer
 from .schedules import ReduceLROnPlateau, make_schedule
 from .validation import (check_dtype, check_n_threads, check_positive_int,
-                         check_sample_weight, check_targets, normalize_weights)
+                         check_sample_weight, check_targets, check_verbose, normalize_weights)
 
 _SAMPLING = {True: spec.SHUFFLE, False: spec.IN_ORDER, "uniform": spec.UNIFORM}
 # He initialisation suits the rectifiers; Glorot the saturating activations.
@@ -516,9 +516,7 @@ class MLP:
             last step, the optimizer's ``t`` counts it, and the exception's ``history``
             holds the completed epochs; ``fit`` may be called again.
         """
-        # A bool (or 0/1, as Keras'); the string "no" printed the progress.
-        if not isinstance(verbose, (bool, np.bool_, numbers.Integral)):
-            raise TypeError(f"verbose must be True or False; got {verbose!r}")
+        check_verbose(verbose)
         with training_alone([self]):
             if comm is not None:
                 from . import distributed  # imports mpi4py: only with a communicator

@@ -131,6 +131,13 @@ def check_n_threads(n_threads):
     return int(n_threads)
 
 
+def check_verbose(verbose):
+    """Validate a ``verbose`` flag: a bool, or an integer as Keras' 0/1 (the string "no"
+    printed the progress)."""
+    if not isinstance(verbose, (bool, np.bool_, numbers.Integral)):
+        raise TypeError(f"verbose must be True or False; got {verbose!r}")
+
+
 def check_sample_weight(sample_weight, n_samples, what="sample_weight"):
     """Return ``sample_weight`` as a float64 vector of ``n_samples`` finite weights >= 0,
     not all 0 (a scalar applies to every row), scaled to mean 1.
