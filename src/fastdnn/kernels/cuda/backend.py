@@ -214,10 +214,9 @@ class CUDABackend:
         """Logits, predictions (2-D) or probabilities, computed on the GPU; returned on
         the device for device-array ``X``, else copied to the host."""
         Z = self._logits(X)
-        if head != LOGITS and self.loss in CLASSIFIERS:  # labels would be made up
-            Z_host = Z.copy_to_host()  # n x k values: small beside the forward pass
-            if not np.isfinite(Z_host).all():
-                raise non_finite_outputs(Z_host)
+        # Labels would be made up; checked on the device (one int read back).
+        if head != LOGITS and self.loss in CLASSIFIERS and not all_finite(Z.reshape(Z.size)):
+            raise non_finite_outputs(Z.copy_to_host())
         if head == LOGITS:
             out = Z
         elif head == LABELS and self.loss not in CLASSIFIERS:
