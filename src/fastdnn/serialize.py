@@ -202,10 +202,11 @@ def check_writable(path):
     a long run fails before it starts rather than at its end.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    # The folder write_atomic writes in: that of the file a symbolic link names.
+    folder = os.path.dirname(os.path.realpath(path))
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a folder")
-    if path.endswith((os.sep, os.altsep or os.sep)):  # abspath would drop the separator
+    if path.endswith((os.sep, os.altsep or os.sep)):  # realpath would drop the separator
         raise IsADirectoryError(f"{path} names a folder, not a file")
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder {folder} does not exist")
