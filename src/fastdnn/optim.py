@@ -28,6 +28,11 @@ class Optimizer:
 
     code = spec.SGD
     n_state = 1
+    #: 0, or the batch weight at which the net's ``l2`` holds, each batch's penalty then
+    #: scaled by ``_l2_weight / batch weight`` (``spec.step_l2``; the sample weights as
+    #: the kernels see them, scaled to mean 1): scikit-learn's ``alpha``, which the
+    #: estimators of :mod:`fastdnn.sklearn` set here.
+    _l2_weight = 0.0
 
     def __init__(self, lr):
         self.lr = _check_nonneg("lr", lr)
@@ -40,6 +45,7 @@ class Optimizer:
         """The float64 hyper-parameter vector in the layout the kernels read."""
         h = np.zeros(spec.N_HYPER)
         h[spec.LR] = self.lr
+        h[spec.L2_WEIGHT] = self._l2_weight
         return h
 
     def _state_shape(self, n_params):

@@ -395,9 +395,13 @@ class _BaseMLP(BaseEstimator):
         opt = self._optimizer_for(first_pass)
         # sklearn adds alpha/2 ||W||^2 to each batch's summed (weighted) loss and divides
         # by the batch's weight: per unit of fastdnn's mean loss that is alpha / (c * batch
-        # weight), here with the batch weight's expectation.
+        # weight).  The net's l2 holds at the batch weight's expectation; each step scales
+        # it to its own batch's weight (spec.step_l2), the short last batch's included.
+        # The kernels see the weights scaled to mean 1, so a full batch's expectation is
+        # batch_size there.
         mean_weight = 1.0 if sample_weight is None else float(sample_weight.mean())
         self._configure_net(self.alpha / (self._loss_scale * batch_size * mean_weight))
+        opt._l2_weight = float(batch_size)
         self._loss_offset = self._reported_constant(T, sample_weight)
         # One fit call runs all the epochs, the callback doing sklearn's bookkeeping and
         # stopping at each epoch's end (a fit call per epoch cost 0.4 ms of set-up, more

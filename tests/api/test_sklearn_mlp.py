@@ -90,6 +90,30 @@ def test_alpha_follows_sklearn(kind):
     assert_same_fit(ours, theirs, rtol=1e-10, loss=kind != "regression2")
 
 
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_alpha_per_batch_weight_follows_sklearn(kind, solver, weighted):
+    # sklearn divides each batch's penalty by that batch's weight: 60 rows in batches
+    # of 16 end with one of 12, and with sample weights every batch weighs its own.
+    # A penalty fixed per step was 9e-5 off after an epoch here.
+    X, y = problem(kind)
+    w = np.random.default_rng(1).uniform(0.2, 3.0, size=len(y)) if weighted else None
+    regression = kind.startswith("regression")
+    ours, theirs = ((MLPRegressor, sk.MLPRegressor) if regression
+                    else (MLPClassifier, sk.MLPClassifier))
+    settings = dict(hidden_layer_sizes=(7,), activation="tanh", solver=solver, alpha=0.5,
+                    learning_rate_init=0.05, batch_size=16, shuffle=False, max_iter=4,
+                    momentum=0.9, n_iter_no_change=np.inf, random_state=0,
+                    epsilon=1e-14)  # where Adam adds it differs (docs/sklearn.md)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = ours(**settings).fit(X, y, sample_weight=w)
+        theirs = theirs(**settings).fit(X, y, sample_weight=w)
+    # With sample weights loss_ weighs the batches otherwise (docs/sklearn.md).
+    assert_same_fit(ours, theirs, rtol=1e-10, loss=not weighted)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_lbfgs_follows_sklearn(kind):
     # Full-batch L-BFGS-B on the same objective from the same start: the same iterates.

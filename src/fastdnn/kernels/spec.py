@@ -125,10 +125,12 @@ def check_code(kind, code, codes):
 # ------------------------------------------------------------------ named slots
 #: Slots of the float64 step vector ``hyper`` (unused slots stay 0): the optimizer's
 #: hyper-parameters, then what every step applies to the gradient before the update:
-#: the net's L2 penalty ``L2 / 2 * sum(W**2)`` (weights only) and the global
-#: gradient-norm bound ``CLIP_NORM`` (0: none).
-LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED, L2, CLIP_NORM = range(10)
-N_HYPER = 10
+#: the net's L2 penalty ``L2 / 2 * sum(W**2)`` (weights only), the global
+#: gradient-norm bound ``CLIP_NORM`` (0: none), and ``L2_WEIGHT``: 0 for a penalty the
+#: same at every step, else the batch weight at which ``L2`` holds (:func:`step_l2`).
+LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, BETA1, BETA2, EPS, DECOUPLED, L2, CLIP_NORM, L2_WEIGHT = \
+    range(11)
+N_HYPER = 11
 
 #: Slots of the float64 schedule vector, per schedule (see :func:`lr_factor`).
 DECAY = 0                       # inverse_time: lr / (1 + decay t)
@@ -567,6 +569,18 @@ def adam_step(theta, g, avg_grad, avg_sq, step_size, inv_sqrt_bias2, beta1, beta
     return theta - step_size * avg_grad / denom, avg_grad, avg_sq
 
 
+def step_l2(l2, l2_weight, batch_weight):
+    """The L2 coefficient of a step whose batch weighs ``batch_weight`` (its rows, or
+    the sum of their sample weights): ``l2``, or where ``l2_weight`` > 0
+    ``l2 * l2_weight / batch_weight``, a penalty added to the batch's summed loss before
+    the mean (scikit-learn's ``alpha``), so that a short last batch, or a batch of little
+    sample weight, carries more of it.  A batch of no weight takes ``l2``.
+    """
+    if l2_weight == 0.0 or batch_weight == l2_weight or not batch_weight > 0.0:
+        return l2
+    return l2 * (l2_weight / batch_weight)
+
+
 def lr_factor(code, params, t):
     """Multiplier of the base learning rate at iteration ``t`` (0-based) of schedule
     ``code`` with parameter vector ``params`` (slots above); NaN for an unknown code."""
@@ -596,7 +610,7 @@ FORMULAS = (
     "cross_entropy_term", "squared_error", "sigmoid_cross_entropy", "poisson_nll", "inverse_link",
     "softmax_row", "first_argmax",
     "mix64", "step_key", "random_index", "dropout_scale",
-    "flush", "sgd_step", "adam_scalars", "decoupled_decay", "adam_step", "lr_factor",
+    "flush", "sgd_step", "adam_scalars", "decoupled_decay", "adam_step", "step_l2", "lr_factor",
 )
 
 

@@ -322,6 +322,27 @@ def test_fit_with_weights_l2_clip_and_dropout_matches_cpu(shuffle, make_data, rn
     assert_close(theta_gpu, theta_cpu, FIT_RTOL["float64"])
 
 
+@pytest.mark.parametrize("optimizer", [fd.SGD, fd.Adam])
+def test_l2_per_batch_weight_matches_cpu(optimizer, make_data, rng):
+    """scikit-learn's penalty (``Optimizer._l2_weight``, ``spec.step_l2``): each batch's
+    L2 coefficient scaled by its own weight, read on the device, as the CPU's."""
+    X, y = make_data("cross_entropy", 7, 4, 3)
+    w = weights_of(7, rng)
+    results = []
+    for device, l2_weight in (("cpu", 3.0), ("cuda", 3.0), ("cuda", 0.0)):
+        net = fd.MLP([4, 5, 3], activation="tanh", dtype="float64", seed=4, device=device,
+                     l2=0.3)
+        opt = optimizer(lr=0.05)
+        opt._l2_weight = l2_weight
+        hist = net.fit(X, y, epochs=2, batch_size=3, shuffle=False, optimizer=opt,
+                       sample_weight=w)
+        results.append((hist.loss, net._backend.get_theta()))
+    (loss_cpu, theta_cpu), (loss_gpu, theta_gpu), (_, theta_fixed) = results
+    assert_close(loss_gpu, loss_cpu, FIT_RTOL["float64"])
+    assert_close(theta_gpu, theta_cpu, FIT_RTOL["float64"])
+    assert np.abs(theta_fixed - theta_cpu).max() > 1e-4  # the scaling changed the steps
+
+
 def test_epoch_result_counts_weights_and_stops_before_an_overflowing_update(rng):
     """The epoch's loss is sum(batch loss * batch weight) and its weight the batches'
     weight sum, as on the CPU; an update that would overflow float32 (the learning rate

@@ -34,7 +34,7 @@ from mpi4py import MPI
 from numba import types
 
 from ... import config
-from ..spec import CLIP_NORM, DROP, L2, LR, SHUFFLE
+from ..spec import CLIP_NORM, DROP, L2, L2_WEIGHT, LR, SHUFFLE
 from . import formulas as F
 from .backend import CPUTrainer
 from .checks import max_abs
@@ -152,14 +152,15 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, red, path, wide):
     for i in range(table.shape[0]):
         dropping = dropping or table[i, DROP] > 0
     l2 = opt.hyper[L2]
+    l2_weight = opt.hyper[L2_WEIGHT]
     clip = opt.hyper[CLIP_NORM]
     total, weights = epoch_sums(bufs, plan)
     seen = 0
     lr = 0.0
     for s in range(plan.first, plan.end):
         value, w, m = _global_gradient(X, T, theta, table, bufs, plan, red, path, dropping, s)
-        if l2 != 0.0:
-            value += l2_penalty(theta, table, l2, bufs.grad)
+        if l2 != 0.0:  # the global batch's weight w
+            value += l2_penalty(theta, table, F.step_l2(l2, l2_weight, w), bufs.grad)
         g_max = max_abs_wide(bufs.grad) if wide else max_abs(bufs.grad)
         t = plan.t0 + s - plan.first
         if not (np.isfinite(value) and np.isfinite(g_max)):

@@ -22,7 +22,7 @@ from numba import prange, types
 
 from ... import config
 from ..spec import (A_OFF, ACT, ADAM, B_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, GEMM_MIN, IN_OFF,
-                    L2, LR, MOMENTUM, NESTEROV, OUT_OFF, SGD, SHUFFLE, UNIFORM, W_OFF,
+                    L2, L2_WEIGHT, LR, MOMENTUM, NESTEROV, OUT_OFF, SGD, SHUFFLE, UNIFORM, W_OFF,
                     WEIGHT_DECAY, Z_OFF, OptimizerArgs, ScheduleArgs)
 from . import formulas as F
 from . import pair  # an import cycle: pair's shards call loss_and_gradient (when compiled)
@@ -763,6 +763,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wi
         dropping = dropping or table[i, DROP] > 0
     key = NO_KEY
     l2 = opt.hyper[L2]
+    l2_weight = opt.hyper[L2_WEIGHT]
     clip = opt.hyper[CLIP_NORM]
     total, weights = epoch_sums(bufs, plan)
     seen = 0
@@ -782,8 +783,8 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wi
                 weights += w
                 seen += m
                 continue
-        if l2 != 0.0:
-            value += l2_penalty(theta, table, l2, bufs.grad)
+        if l2 != 0.0:  # the fused steps above take no penalty (they test L2 == 0)
+            value += l2_penalty(theta, table, F.step_l2(l2, l2_weight, w), bufs.grad)
         g_max = max_abs_wide(bufs.grad) if wide else max_abs(bufs.grad)
         # A non-finite loss or gradient, or an update that could overflow the weights
         # (the guard of .updates), stops the run before the update: the weights stay

@@ -23,10 +23,12 @@ from collections import namedtuple
 import numpy as np
 from numba import cuda, float64
 
-from ..spec import A_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, L2, LR, W_OFF, lr_factor, step_key
+from ..spec import (A_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, L2, L2_WEIGHT, LR, W_OFF, lr_factor,
+                    step_key)
 from . import dispatch, launch
+from . import formulas as F
 from .dense import NO_KEY, dense_backward, dense_forward
-from .losses import CLIP_FACTOR, LAST, PENALTY, block_reduce, loss_grad
+from .losses import BATCH_WEIGHT, CLIP_FACTOR, LAST, PENALTY, block_reduce, loss_grad
 from .updates import check_update, optimizer_step
 
 #: Device buffers of one layout: the parameters and their gradient, activations, the
@@ -102,13 +104,15 @@ def _reductions(tpb):
     """The reduction kernels over ``theta`` with ``tpb``-slot shared scratch."""
 
     @cuda.jit
-    def penalty_partials(theta, grad, table, l2, with_grad, partials):
+    def penalty_partials(theta, grad, table, l2, l2_weight, acc, with_grad, partials):
         """``partials[block]``: the block's share of ``sum(W**2)`` over every layer's
-        weights (not the biases); ``grad += l2 * W`` where ``with_grad``."""
+        weights (not the biases); ``grad += c * W`` where ``with_grad``, ``c`` the step's
+        coefficient ``spec.step_l2`` at the batch weight ``acc[BATCH_WEIGHT]``."""
         sh = cuda.shared.array(tpb, dtype=float64)
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
         total = float64(0.0)
+        l2 = F.step_l2(l2, l2_weight, acc[BATCH_WEIGHT])
         for i in range(table.shape[0]):
             first = table[i, W_OFF]
             for p in range(first + start, first + table[i, FAN_IN] * table[i, FAN_OUT], stride):
@@ -141,12 +145,13 @@ def _reductions(tpb):
         return block_reduce(sh, total, False)
 
     @cuda.jit
-    def finish_penalty(partials, n_blocks, l2, acc):
-        """``acc[PENALTY] = l2 / 2 * sum(partials)``, added to the step's loss ``acc[LAST]``."""
+    def finish_penalty(partials, n_blocks, l2, l2_weight, acc):
+        """``acc[PENALTY] = c / 2 * sum(partials)`` (``c`` as in ``penalty_partials``),
+        added to the step's loss ``acc[LAST]``."""
         sh = cuda.shared.array(tpb, dtype=float64)
         total = sum_partials(sh, partials, n_blocks)
         if cuda.threadIdx.x == 0:
-            acc[PENALTY] = 0.5 * l2 * total
+            acc[PENALTY] = 0.5 * F.step_l2(l2, l2_weight, acc[BATCH_WEIGHT]) * total
             acc[LAST] += acc[PENALTY]
 
     @cuda.jit
@@ -182,15 +187,16 @@ def partial_slots(n_params):
     return launch.launch_config(n_params)[0]
 
 
-def l2_penalty(bufs, table, l2, with_grad=True):
-    """``l2 / 2 * sum(W**2)`` over every layer's weights into ``acc[PENALTY]``, added to
-    ``acc[LAST]``; its gradient ``l2 * W`` added into ``bufs.grad`` where ``with_grad``
-    (``cpu.train.l2_penalty``)."""
+def l2_penalty(bufs, table, l2, with_grad=True, l2_weight=0.0):
+    """``c / 2 * sum(W**2)`` over every layer's weights into ``acc[PENALTY]``, added to
+    ``acc[LAST]``; its gradient ``c * W`` added into ``bufs.grad`` where ``with_grad``
+    (``cpu.train.l2_penalty``).  ``c`` is ``l2``, or where ``l2_weight`` > 0 its share
+    for the batch weight in ``acc`` (``spec.step_l2``)."""
     blocks, threads = _reduction_grid(bufs)
     penalty_partials, _, finish_penalty, _ = _reductions(threads)
     dispatch.call(penalty_partials, blocks, threads, bufs.theta, bufs.grad, bufs.table, l2,
-                  with_grad, bufs.partials)
-    dispatch.call(finish_penalty, 1, threads, bufs.partials, blocks, l2, bufs.acc)
+                  l2_weight, bufs.acc, with_grad, bufs.partials)
+    dispatch.call(finish_penalty, 1, threads, bufs.partials, blocks, l2, l2_weight, bufs.acc)
 
 
 def clip_by_norm(bufs, bound):
@@ -217,6 +223,7 @@ def train_steps(X, T, order, n_rows, bufs, table, opt, sched, plan):
     blocks, threads = launch.launch_config(plan.batch_size * max(X.shape[1], T.shape[1]))
     n_steps = -(-n_rows // plan.batch_size)
     l2 = opt.hyper[L2]
+    l2_weight = opt.hyper[L2_WEIGHT]
     clip = opt.hyper[CLIP_NORM]
     keys = None
     if table[:, DROP].any():
@@ -231,7 +238,7 @@ def train_steps(X, T, order, n_rows, bufs, table, opt, sched, plan):
                       bufs.targets)
         loss_and_gradient(bufs, table, plan.loss, m, NO_KEY if keys is None else keys[s])
         if l2 != 0.0:
-            l2_penalty(bufs, table, l2)
+            l2_penalty(bufs, table, l2, l2_weight=l2_weight)
         if clip != 0.0:
             clip_by_norm(bufs, clip)
         lr = opt.hyper[LR] * lr_factor(sched.code, sched.params, t)
