@@ -285,8 +285,8 @@ class FitRun:
             self.done = True
             raise TrainingDivergedError(
                 f"training diverged in epoch {self.epoch + 1} at {where}: the loss or the "
-                f"weights would become NaN/inf (lr too large?); the net keeps {kept} and "
-                f"can be trained again", self.history)
+                f"weights would become NaN/inf (lr too large?); the net keeps {kept}",
+                self.history)
         record = dict(loss=result.loss_sum / result.weight_sum if result.weight_sum else math.nan,
                       lr=result.lr, seconds=seconds, val_loss=math.nan, val_metric=math.nan)
         if self.plan.validation is not None:
@@ -334,11 +334,15 @@ class FitRun:
         backend = self.net._backend
         if self.best_theta is not None:
             backend.set_theta(self.best_theta)
-            return "its best weights so far"
+            return "its best weights so far and can be trained again"
         if self.snapshot is not None:
             backend.set_theta(self.snapshot)
-            return f"the weights from the start of epoch {self.epoch + 1}"
-        return "the last finite weights"
+            return (f"the weights from the start of epoch {self.epoch + 1} and can be trained "
+                    f"again")
+        # A 72 MB net's loss was inf there, and so was every later fit's first step.
+        return ("the last finite weights, at which the loss may not be finite (nets over "
+                "fastdnn.config.SNAPSHOT_BYTES keep no copy of the epoch's start; fit with "
+                "restore_best=True, or save the net, to have weights to go back to)")
 
     # -- backups (BackupAndRestore) ----------------------------------------------------
     def backup(self):

@@ -5,7 +5,7 @@ weights stay finite for any size of net, without a copy.
 What ``fit`` promises when it raises TrainingDivergedError: the error's ``history``
 holds the epochs completed before it, and the net keeps usable weights: those from the
 start of the failing epoch (nets up to ``config.SNAPSHOT_BYTES``), else those from
-before the failing step; either way it can be trained again.
+before the failing step, which the error says may have no finite loss.
 """
 import re
 
@@ -44,6 +44,10 @@ def test_diverging_fit_keeps_the_weights_before_the_failing_step(monkeypatch, sn
     assert where, str(info.value)
     epoch, step = int(where[1]), int(where[2])
     assert epoch >= 2, "the test needs completed epochs before the failing one"
+    # Only a net that went back to a copy is promised to train again (a 72 MB net
+    # without one was told so, and failed every later fit at its first step).
+    promise = "the weights from the start of epoch" if snapshot_bytes else "may not be finite"
+    assert promise in str(info.value)
 
     # The history: exactly the completed epochs, with finite losses.
     hist = info.value.history
@@ -98,6 +102,25 @@ def test_an_overflowing_update_never_reaches_a_large_net(monkeypatch, optimizer)
     assert_same_weights(net.get_weights(), before)
     assert np.isfinite(net.predict(X)).all()
     assert np.isfinite(net.fit(X, y, epochs=2, batch_size=BATCH, optimizer="sgd").loss).all()
+
+
+def test_the_fused_big_net_sgd_update_bounds_its_product_in_the_nets_dtype(monkeypatch):
+    """Plain SGD on a big net (train_steps_wide_sgd) adds -lr A.T delta onto the weights
+    in BLAS, which forms A.T delta in float32 first: 1e21 x 5e18 summed overflowed there
+    though lr * it (1e10) did not, and -inf reached the weights at step 1.  Now the step
+    is refused there, as the general kernel refuses it (its gradient is inf)."""
+    monkeypatch.setattr(config, "SNAPSHOT_BYTES", 0)
+    d = config.WIDE_UPDATE_PARAMS - 1  # [d, 1]: the big-net kernels' first size
+    X = np.zeros((4, d), np.float32)
+    X[:, 0] = 1e21
+    net = fd.MLP([d, 1], loss="mse", dtype="float32", seed=0)
+    W = np.zeros((d, 1), np.float32)
+    W[0, 0] = 0.005
+    net.set_weights([(W, np.zeros(1, np.float32))])
+    with pytest.raises(fd.TrainingDivergedError, match="epoch 1 at step 1"):
+        net.fit(X, np.zeros(4, np.float32), epochs=1, batch_size=2, optimizer=fd.SGD(lr=1e-30),
+                shuffle=False)
+    assert_same_weights(net.get_weights(), [(W, np.zeros(1, np.float32))])
 
 
 def test_plain_sgd_keeps_no_velocity():

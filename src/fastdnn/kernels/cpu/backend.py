@@ -272,8 +272,10 @@ def _splits_products(sizes, rows):
 
 
 def n_shards(sizes, rows):
-    """Row shards of a training batch: ``config.SHARDS`` when each shard keeps at least
-    ``config.MIN_SHARD_ROWS`` rows and ``config.MIN_SHARD_MACS`` multiply-adds, and
+    """Row shards of a training batch: ``config.SHARDS`` when the largest shard of a
+    full batch (``ceil(rows / SHARDS)`` rows; the others may have one fewer, and a short
+    last batch's fewer still) keeps at least ``config.MIN_SHARD_ROWS`` rows and
+    ``config.MIN_SHARD_MACS`` multiply-adds, and
     every per-shard product stays below the size
     at which :mod:`.blas` splits it over threads itself (no nested parallelism)."""
     shards = config.SHARDS

@@ -33,7 +33,8 @@ from .dense import _weight_grad_rows, dense_backward, dense_forward
 from .losses import loss_grad, loss_grad_inlined, weight_sum
 from .scalars import max2, min2
 from .separate import separate
-from .updates import (SAFE, SAFE_REFRESH, UNSAFE, _sgd_scalars, bounds_are_safe, exact_safety,
+from .updates import (LIMIT, SAFE, SAFE_REFRESH, UNSAFE, _sgd_scalars, bounds_are_safe,
+                      exact_safety,
                       lr_factor, optimizer_step, refresh_bounds, sgd_rows, sgd_update)
 from .views import borrow, view2d
 from .views import flat as flat_view
@@ -463,7 +464,10 @@ def _batch_sgd_update(theta, table, inputs, work, deltas, grad, velocity, guard,
             top = max2(top, peak) if peak == peak else np.inf
         top = max2(top, max_abs(db))
         off += m * n
-    fuse = fuse and np.isfinite(top) and bounds_are_safe(SGD, hyper, lr, t, top, guard)
+    # BLAS forms each product A_prev.T delta in the net's dtype before scaling it by -lr:
+    # its bound must fit there too (2^66 x 2^66 overflowed float32 into the weights).
+    fuse = (fuse and np.isfinite(top) and top <= guard[LIMIT]
+            and bounds_are_safe(SGD, hyper, lr, t, top, guard))
     scalars = theta[:0]
     if fuse:
         scalars = np.empty(2, theta.dtype)
