@@ -168,13 +168,16 @@ class MLP:
         Hidden activation, one name or one per hidden layer: identity, relu,
         leaky_relu, elu, tanh, sigmoid, softplus, gelu, silu.  The output layer is
         linear; the loss applies softmax or sigmoid.
-    loss : {"cross_entropy", "mse", "binary_cross_entropy", "poisson"}
+    loss : {"cross_entropy", "mse", "binary_cross_entropy", "poisson"}, default "cross_entropy"
         Softmax + cross-entropy on integer labels, mean squared error, sigmoid +
         binary cross-entropy on targets in [0, 1], or the Poisson negative
         log-likelihood ``exp(z) - y z`` of targets >= 0 (counts) whose mean is
         ``exp(z)``: ``forward`` gives the log-means ``z``, ``predict`` the means.
-    dtype : {"float32", "float64"}
-    device : {"cpu", "cuda", "auto"}
+    dtype : {"float32", "float64"}, default "float32"
+        The parameters' and the computation's floating-point type.
+    device : {"cpu", "cuda", "auto"}, default "cpu"
+        Where the parameters live and the kernels run; "auto" picks CUDA where a GPU
+        is usable and the net is big enough to gain from it (``fastdnn.devices``).
     seed : int, optional
         Seeds initialisation and sampling: same seed, same data -> bit-identical weights.
     n_threads : int, optional
@@ -188,8 +191,10 @@ class MLP:
     l2 : float, default 0
         L2 penalty ``l2 / 2 * sum(W**2)`` over the weights (not the biases), added to
         every mean loss (each batch's, and :meth:`loss`, :meth:`gradients`, ``val_loss``).
-        scikit-learn's ``alpha`` is ``l2 * batch_size`` (its penalty is
-        ``alpha / (2 n_batch) * sum(W**2)``).  Optimizers' ``weight_decay`` is separate.
+        scikit-learn's ``alpha`` is ``c * l2 * batch_size`` (its penalty is
+        ``alpha / (2 n_batch) * sum(W**2)`` on ``c`` times this loss: ``c`` is 1 for
+        softmax or one logistic output, 1/2 for one squared-error output; docs/sklearn.md
+        has the table).  Optimizers' ``weight_decay`` is separate.
     dropout : float or list of float, default 0
         Inverted dropout rate of each hidden layer's output (one rate, or one per hidden
         layer), during training only: ``forward``, ``predict`` and the losses never
@@ -313,6 +318,12 @@ class MLP:
     def set_weights(self, weights):
         """Set all parameters from ``[(W, b), ...]`` (shapes as :meth:`get_weights` returns).
 
+        Parameters
+        ----------
+        weights : sequence of (array_like, array_like)
+            One ``(W, b)`` pair per layer, ``W`` of shape ``(fan_in, fan_out)`` and ``b``
+            of ``(fan_out,)``; cast to the net's dtype (values beyond its range refused).
+
         Raises
         ------
         ValueError
@@ -367,6 +378,11 @@ class MLP:
     def predict(self, X):
         """Class labels (classification) or predicted values (regression).
 
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Inputs; any float or integer dtype, cast to the net's.
+
         Multi-output binary cross-entropy returns a 0/1 matrix; one-output nets
         return 1-D arrays.  A classifier whose outputs are not finite for some rows
         (inputs too large for its weights) raises ``fd.NonFiniteOutputError`` (a
@@ -391,7 +407,15 @@ class MLP:
         Several ``binary_cross_entropy`` outputs (multi-label) score the mean accuracy
         over the labels (Keras' ``binary_accuracy``); scikit-learn's ``accuracy_score``,
         and ``fastdnn.sklearn.MLPClassifier.score``, count a row right only when all its
-        labels are."""
+        labels are.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+        y : array_like
+            Targets as :meth:`fit` takes them.
+        sample_weight : array_like of shape (n_samples,), optional
+        """
         X, T = self._XT(X, y, sample_weight)
         with self._backend.limit_threads(self.n_threads):
             Z = self._backend.to_numpy(self._backend.outputs(X, spec.LOGITS))
@@ -419,13 +443,29 @@ class MLP:
         return _r2(ss_res, ss_tot)
 
     def loss(self, X, y, sample_weight=None):
-        """Mean loss over ``(X, y)`` (weighted: ``sum(w l) / sum(w)``), plus the L2 penalty."""
+        """Mean loss over ``(X, y)`` (weighted: ``sum(w l) / sum(w)``), plus the L2 penalty.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+        y : array_like
+            Targets as :meth:`fit` takes them.
+        sample_weight : array_like of shape (n_samples,), optional
+        """
         X, T = self._XT(X, y, sample_weight)
         with self._backend.limit_threads(self.n_threads):
             return self._backend.evaluate(X, T)[0]
 
     def gradients(self, X, y, sample_weight=None):
-        """``[(dW, db), ...]``: layerwise backprop of :meth:`loss` over ``(X, y)`` (no dropout)."""
+        """``[(dW, db), ...]``: layerwise backprop of :meth:`loss` over ``(X, y)`` (no dropout).
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+        y : array_like
+            Targets as :meth:`fit` takes them.
+        sample_weight : array_like of shape (n_samples,), optional
+        """
         X, T = self._XT(X, y, sample_weight)
         with self._backend.limit_threads(self.n_threads):
             _, grad = self._backend.gradient(X, T)
@@ -710,6 +750,9 @@ class MLP:
     def save(self, path, metadata=None):
         """Save architecture and weights to ``path`` (``.npz``), atomically.
 
+        The file is replaced atomically and keeps the permissions of the file it
+        replaces; a symbolic link at ``path`` keeps pointing to the new file.
+
         Parameters
         ----------
         path : str or os.PathLike
@@ -718,9 +761,6 @@ class MLP:
             letters, digits, ``_``, ``.``, ``-``, not ending in ``.npy``), stored as
             ``meta.<name>`` and read back by :meth:`load` into ``net.metadata``.
             Default: the ``metadata`` this net was loaded with, if any.
-
-        The file is replaced atomically and keeps the permissions of the file it
-        replaces; a symbolic link at ``path`` keeps pointing to the new file.
         """
         if metadata is None:
             metadata = getattr(self, "metadata", None)
@@ -740,6 +780,13 @@ class MLP:
 
         The file's metadata come back as ``net.metadata``, a dict of NumPy arrays
         (empty for a file saved without).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        device : {"cpu", "cuda", "auto"}, default "cpu"
+        n_threads : int, optional
+            As :class:`MLP` takes them.
 
         Raises
         ------

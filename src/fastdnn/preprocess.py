@@ -56,7 +56,7 @@ def choose_task(y, task=None, loss=None):
     task : {"classification", "regression"}, optional
         Asked for explicitly; ``None`` chooses from ``y``.
     loss : str, optional
-        Asked for explicitly; it implies its task.
+        Asked for explicitly; it implies its task (a ``task`` that differs is refused).
 
     Returns
     -------
@@ -69,15 +69,18 @@ def choose_task(y, task=None, loss=None):
     Raises
     ------
     ValueError
-        When the targets cannot serve the task asked for.
+        When the targets cannot serve the task asked for, or ``task`` is not the one
+        ``loss`` implies.
     """
     if task not in (None, *TASKS):
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     if loss is not None and loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     if loss is not None:
-        task = "classification" if loss in CLASSIFICATION_LOSSES else "regression"
-        reason = f"--loss {loss}"
+        implied = "classification" if loss in CLASSIFICATION_LOSSES else "regression"
+        if task is not None and task != implied:
+            raise ValueError(f"loss {loss!r} is not a {task} loss; it implies {implied}")
+        task, reason = implied, f"--loss {loss}"
     elif task is not None:
         reason = f"--task {task}"
     elif y.dtype.kind == "U":

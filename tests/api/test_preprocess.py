@@ -43,3 +43,13 @@ def test_choose_task_follows_the_loss_asked_for():
     assert choose_task(np.array([0, 1, 1]), loss="mse").name == "regression"
     assert choose_task(np.array([0.5, 1.5]), loss="poisson").loss == "poisson"
     assert choose_task(np.array(["a", "b"])).loss == "cross_entropy"
+    assert choose_task(np.array([0, 1, 1]), task="regression", loss="mse").name == "regression"
+
+
+@pytest.mark.parametrize("task, loss", [("classification", "mse"),
+                                        ("regression", "cross_entropy"),
+                                        ("classification", "poisson")])
+def test_choose_task_refuses_a_loss_of_another_task(task, loss):
+    # It returned the loss's task, ignoring the one asked for (the CLI refused it).
+    with pytest.raises(ValueError, match=f"not a {task} loss"):
+        choose_task(np.array([1, 2, 3, 1]), task=task, loss=loss)
