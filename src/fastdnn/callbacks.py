@@ -171,11 +171,21 @@ class BackupAndRestore(Callback):
         readable backup): ``fit`` starts from it again, so that it draws the same
         ``validation_split`` (drawn anew, the split put rows the net had trained on into
         the held-out part)."""
+        return self._header().get("rng_start")
+
+    def start_states(self):
+        """Every rank's generator state when the backed-up fit began, for a fit over MPI
+        (``None`` without a readable backup, or for one of one process)."""
+        return self._header().get("rng_starts")
+
+    def _header(self):
+        """The backup's header, or an empty dict without a readable one."""
         try:
             with np.load(self.path, allow_pickle=False) as f:
-                return json.loads(str(f["header"])).get("rng_start")
+                header = json.loads(str(f["header"]))
         except (OSError, KeyError, AttributeError, *serialize.DAMAGE):
-            return None  # no backup; a damaged one is reported by attach
+            return {}  # no backup; a damaged one is reported by attach
+        return header if isinstance(header, dict) else {}
 
     def attach(self, run):
         """Called by ``fit`` before training: restore ``run`` from the backup if any."""

@@ -705,6 +705,15 @@ class _PipeGuard:
         return getattr(self.stream, name)
 
 
+def _says(exc):
+    """Whether this process prints the error ``exc``: not on the other ranks of an MPI
+    job when every rank raised it (``distributed.agree``), so it is printed once."""
+    if not getattr(exc, "agreed", False):
+        return True
+    mpi = sys.modules.get("mpi4py.MPI")
+    return mpi is None or mpi.COMM_WORLD.Get_rank() == 0
+
+
 def main(argv=None):
     """Run the ``fastdnn`` command line.
 
@@ -734,13 +743,15 @@ def main(argv=None):
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else 0
     except UsageError as exc:
-        print(f"{PROG}: error: {_one_line(exc)} (see {PROG} --help)", file=sys.stderr)
+        if _says(exc):
+            print(f"{PROG}: error: {_one_line(exc)} (see {PROG} --help)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except RUN_ERRORS as exc:
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        if _says(exc):
+            print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     finally:
         sys.stdout = stdout

@@ -19,6 +19,7 @@ at the points where a single-process fit runs Python anyway.  The rules:
 ``docs/distributed.md`` has the semantics in full, cluster usage and the cost model.
 """
 import builtins
+import contextlib
 import importlib
 import math
 import zlib
@@ -28,10 +29,10 @@ import numpy as np
 from .callbacks import BackupAndRestore, ProgressBar
 from .fitting import FitRun, History, deferred_interrupts
 from .kernels import spec
-from .model import _predictions, _r2
+from .model import _predictions, _r2, training_alone
 from .optim import LBFGS
 from .schedules import make_schedule
-from .validation import _as_numeric, check_positive_int, check_targets
+from .validation import _as_numeric, check_positive_int, check_targets, check_verbose
 
 #: Callbacks that write (to a terminal or a file): kept on rank 0 only.
 ROOT_ONLY = (ProgressBar, BackupAndRestore)
@@ -86,7 +87,9 @@ def agree(comm, work, share=False):
     gathered = comm.allgather((record, result if share else None))
     for rank, (failed, _) in enumerate(gathered):
         if failed is not None:
-            raise _rebuild(failed, rank) from error
+            agreed = _rebuild(failed, rank)
+            agreed.agreed = True  # every rank raises it: the CLI prints it on rank 0 only
+            raise agreed from error
     return [r for _, r in gathered] if share else result
 
 
@@ -141,24 +144,45 @@ def _weight_scale(net, X, y, sample_weight, class_weight=None):
                             (rows,))
     if class_weight is not None:
         T = check_targets(y, net._loss, net.sizes[-1], rows, net.dtype)
-        w = w * net._class_weights(T, class_weight)
+        w = w * net._class_weights(T, class_weight, allow_zero=True)
     top = w.max()  # as normalize_weights: no overflow for any finite weights
     return (float(top * np.mean(w / top)) if top > 0 else 0.0), rows
 
 
-def _no_weight(X, sample_weight):
-    """Whether ``sample_weight`` is valid for the rows ``X`` and every weight is 0: a
-    shard that counts for nothing, which only the union's weights may be (the rank's
-    ``fit`` checks then take it unweighted, and :func:`plan_fit` scales it by 0).  Only
-    the row count is read: ``fit``'s checks convert ``X`` once, after this."""
-    if sample_weight is None:
+def _no_weight(net, X, y, sample_weight, class_weight=None):
+    """Whether ``sample_weight`` (times ``class_weight``'s weights of the labels ``y``)
+    is valid for the rows ``X`` and every weight is 0: a shard that counts for nothing,
+    which only the union's weights may be (the rank's ``fit`` checks then take it
+    unweighted, and :func:`plan_fit` scales it by 0).  Only the row count of ``X`` is
+    read: ``fit``'s checks convert ``X`` once, after this."""
+    if sample_weight is None and class_weight is None:
         return False
     try:
-        w = _as_numeric(sample_weight, "sample_weight").astype(np.float64)
         rows = len(X)
+        w = np.ones(rows)
+        if sample_weight is not None:
+            given = _as_numeric(sample_weight, "sample_weight").astype(np.float64)
+            if given.shape not in ((), (rows,)):
+                return False
+            w = w * given
+        if class_weight is not None and not bool(np.all(w == 0)):
+            T = check_targets(y, net._loss, net.sizes[-1], rows, net.dtype)
+            w = w * net._class_weights(T, class_weight, allow_zero=True)
     except (TypeError, ValueError):
         return False  # fit's own checks say what is wrong
-    return w.shape in ((), (rows,)) and bool(np.all(w == 0))
+    return rows > 0 and bool(np.all(w == 0))
+
+
+def _stand_in(X, y, sample_weight=None):
+    """``(X, y, sample_weight, rows)`` for a rank's shard: an empty one (``X`` of shape
+    ``(0, d)``) as one row of zeros of weight 0, which counts for nothing (as a rank
+    whose rows all weigh 0) where ``fit``'s checks refuse no rows; ``rows``: the real
+    ones."""
+    if (getattr(X, "ndim", None) != 2 or X.shape[0] != 0 or getattr(y, "ndim", 0) < 1
+            or y.shape[0] != 0):
+        return X, y, sample_weight, len(X)
+    kind = y.dtype if y.dtype.kind in "biuf" else np.float64
+    return np.zeros((1, X.shape[1])), np.zeros((1,) + y.shape[1:], dtype=kind), np.zeros(1), 0
 
 
 def _common_scale(scales):
@@ -168,14 +192,40 @@ def _common_scale(scales):
     return top * sum(scale / top * r for scale, r in scales) / rows if rows else 1.0
 
 
-def _fingerprint(net, plan, batch_size, schedule):
+def _resumed_starts(net, comm, args):
+    """``args`` for this rank's checks, a resumed fit's generators set where the backed-up
+    fit's began, so each rank draws its ``validation_split`` again as it did: rank 0's
+    from its :class:`~fastdnn.BackupAndRestore` (as in one process), the other ranks'
+    from the list in rank 0's backup (ranks may seed their nets differently; each took
+    rank 0's start, and held out rows it had trained on).  The writers (``ROOT_ONLY``)
+    leave the other ranks' callbacks here."""
+    rank = comm.Get_rank()
+    callbacks = args["callbacks"]
+    starts = None
+    if rank == 0 and isinstance(callbacks, (list, tuple)):
+        for callback in callbacks:
+            if isinstance(callback, BackupAndRestore):
+                starts = callback.start_states() or starts
+    starts = comm.bcast(starts)
+    if rank == 0:
+        return args
+    if starts is not None and len(starts) == comm.Get_size():
+        net._rng.bit_generator.state = starts[rank]
+    if isinstance(callbacks, (list, tuple)):
+        args = dict(args, callbacks=[cb for cb in callbacks if not isinstance(cb, ROOT_ONLY)])
+    return args
+
+
+def _fingerprint(net, plan, batch_size, schedule, class_weight):
     """What every rank must share: the net and ``fit``'s arguments (not the data)."""
     return dict(sizes=net.sizes, activations=net.activations, loss=net.loss_name,
                 dtype=net.dtype.name, l2=net.l2, dropout=net.dropout, epochs=plan.epochs,
                 batch_size=batch_size, shuffle=plan.sampling, patience=plan.patience,
                 clip_norm=plan.clip_norm, restore_best=plan.restore_best,
                 validation=plan.validation is not None, optimizer=repr(plan.optimizer),
-                schedule=repr(make_schedule(schedule)))
+                schedule=repr(make_schedule(schedule)),
+                class_weight=None if class_weight is None else
+                sorted((float(k), float(v)) for k, v in class_weight.items()))
 
 
 def plan_fit(net, comm, args):
@@ -185,8 +235,15 @@ def plan_fit(net, comm, args):
     The local batch is ``batch_size`` capped at the largest shard; an epoch has as many
     steps as the largest shard needs; the schedule's step count is the global one.
     """
-    if isinstance(args["class_weight"], str) and args["class_weight"] == "balanced":
+    balanced = comm.allgather(isinstance(args["class_weight"], str)
+                              and args["class_weight"] == "balanced")
+    if any(balanced):  # a collective: on every rank or on none (one rank waited forever)
+        if not all(balanced):
+            raise ValueError(f"the ranks disagree on class_weight: 'balanced' on rank "
+                             f"{balanced.index(True)}, not on rank {balanced.index(False)}; "
+                             f"every rank must call fit with the same arguments")
         args = dict(args, class_weight=_balanced_class_weight(net, comm, args["X"], args["y"]))
+    args = _resumed_starts(net, comm, args)
 
     def local_plan():
         if net.device != "cpu":
@@ -197,23 +254,35 @@ def plan_fit(net, comm, args):
             raise ValueError("L-BFGS is not distributed (it is for data one process "
                              "holds); use SGD, Adam or AdamW with comm")
         batch_size = check_positive_int("batch_size", args["batch_size"])
-        weight = None if _no_weight(args["X"], args["sample_weight"]) \
-            else args["sample_weight"]
-        plan = net._fit_plan(args["X"], args["y"], args["epochs"], batch_size, opt,
-                             args["schedule"], args["validation_data"], args["shuffle"],
-                             args["patience"], sample_weight=weight, **{k: args[k] for k in (
-                                 "class_weight", "clip_norm", "restore_best",
-                                 "validation_split", "callbacks")})
+        class_weight = args["class_weight"]
+        X, y, weight, rows = args["X"], args["y"], args["sample_weight"], None
+        if args["validation_split"] is None:  # a split needs rows to hold out
+            X, y, weight, rows = _stand_in(X, y, weight)
+        dead = _no_weight(net, X, y, weight, class_weight)
         val = args["validation_data"]
-        scales = (_weight_scale(net, args["X"], args["y"], args["sample_weight"],
-                                args["class_weight"]),
+        if isinstance(val, (tuple, list)) and len(val) in (2, 3):
+            val = _stand_in(*val)[:3]
+            if len(args["validation_data"]) == 2 and val[2] is None:
+                val = val[:2]
+        val_dead = (isinstance(val, (tuple, list)) and len(val) == 3
+                    and _no_weight(net, val[0], val[1], val[2]))
+        plan = net._fit_plan(X, y, args["epochs"], batch_size, opt,
+                             args["schedule"], tuple(val[:2]) if val_dead else val,
+                             args["shuffle"], args["patience"],
+                             sample_weight=None if dead else weight,
+                             class_weight=None if dead else class_weight,
+                             **{k: args[k] for k in ("clip_norm", "restore_best",
+                                                     "validation_split", "callbacks")})
+        scales = (_weight_scale(net, X, y, weight, class_weight),
                   _weight_scale(net, val[0], val[1], val[2] if len(val) == 3 else None)
                   if val is not None else (1.0, 0))
-        return plan, _fingerprint(net, plan, batch_size, args["schedule"]), scales
+        rows = plan.X.shape[0] if rows is None else rows
+        return (plan, _fingerprint(net, plan, batch_size, args["schedule"], class_weight),
+                scales, rows)
 
-    plan, fingerprint, scales = agree(comm, local_plan)
-    shared = comm.allgather((fingerprint, plan.X.shape[0], plan.optimizer.t, scales))
-    for rank, (other, _, _, _) in enumerate(shared):
+    plan, fingerprint, scales, rows = agree(comm, local_plan)
+    shared = comm.allgather((fingerprint, plan.X.shape[0], plan.optimizer.t, scales, rows))
+    for rank, (other, *_) in enumerate(shared):
         for key in fingerprint:
             if other[key] != shared[0][0][key]:
                 raise ValueError(
@@ -223,6 +292,9 @@ def plan_fit(net, comm, args):
     if all(other[3][0][0] == 0 for other in shared):
         raise ValueError("sample_weight gives every row of every rank weight 0: no sample "
                          "would count")
+    if args["validation_data"] is not None and all(other[3][1][0] == 0 for other in shared):
+        raise ValueError("validation_data's sample weights give every row of every rank "
+                         "weight 0: no validation sample would count")
     # fit's checks scaled each rank's weights to mean 1: rescale them to the union's (a
     # rank whose weights are all 0 by 0).
     train, val = (scales[i][0] / _common_scale([other[3][i] for other in shared])
@@ -233,31 +305,43 @@ def plan_fit(net, comm, args):
         factor = val if args["validation_data"] is not None else train
         if factor != 1.0:
             plan.validation[1][:, -1] *= factor
-    shard_rows = [rows for _, rows, _, _ in shared]
+    shard_rows = [shard for _, shard, _, _, _ in shared]
     batch_size = min(fingerprint["batch_size"], max(shard_rows))
-    steps = max(-(-rows // batch_size) for rows in shard_rows)
+    steps = max(-(-shard // batch_size) for shard in shard_rows)
     sched = make_schedule(args["schedule"])
     t0 = shared[0][2]  # rank 0's optimizer state is the fit's
     plan = plan._replace(batch_size=batch_size,
                          schedule=(sched.code, sched.params(t0 + plan.epochs * steps)))
-    return plan, steps, sum(shard_rows)
+    return plan, steps, sum(real for *_, real in shared)
 
 
 def fit(net, comm, args):
     """``net.fit(**args, comm=comm)`` on a communicator of several ranks (see
     :meth:`fastdnn.MLP.fit`); returns the global History on every rank."""
     from mpi4py import MPI
-    plan, steps, rows = plan_fit(net, comm, args)
-    run = None
-    try:
-        with net._backend.limit_threads(net.n_threads), deferred_interrupts() as pressed:
-            run = DistributedFitRun(net, plan, args["verbose"], comm, steps, rows)
-            while not run.done:
-                run.train_epoch(lambda: comm.allreduce(int(pressed()), op=MPI.MAX) > 0)
-    except KeyboardInterrupt as exc:
-        exc.history = run.history if run is not None else History()
-        raise
-    return run.history
+    with contextlib.ExitStack() as alone:
+        # Agreed: a bad verbose, or this net in a fit in another thread, on one rank
+        # raised there alone, and the other ranks waited for it in the next collective.
+        agree(comm, lambda: (check_verbose(args["verbose"]),
+                             alone.enter_context(training_alone([net]))))
+        plan, steps, rows = plan_fit(net, comm, args)
+        run = None
+        try:
+            with net._backend.limit_threads(net.n_threads), deferred_interrupts() as pressed:
+                run = DistributedFitRun(net, plan, args["verbose"], comm, steps, rows)
+                while not run.done:
+                    run.train_epoch(lambda: comm.allreduce(int(pressed()), op=MPI.MAX) > 0)
+                # Ctrl-C in the last run of steps: every rank stops, not only the one
+                # pressed (deferred_interrupts raises there as the block ends).
+                if comm.allreduce(int(pressed()), op=MPI.MAX) > 0:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            exc.history = run.history if run is not None else History()
+            raise
+        finally:
+            if run is not None:
+                run.close()
+        return run.history
 
 
 class DistributedFitRun(FitRun):
@@ -271,6 +355,9 @@ class DistributedFitRun(FitRun):
         self.steps_per_epoch = steps_per_epoch
         self.rows = rows
         self._val_mean = None  # the global weighted mean of the validation targets (mse)
+        # Every rank's generator as the fit began: a resumed fit draws each rank's
+        # validation_split from its own again (rank 0's is the backup's rng_start).
+        self.rng_starts = comm.allgather(plan.rng_start)
         if self.rank != 0:
             plan = plan._replace(callbacks=tuple(cb for cb in plan.callbacks
                                                  if not isinstance(cb, ROOT_ONLY)))
@@ -309,8 +396,11 @@ class DistributedFitRun(FitRun):
         Xv, Tv = self.plan.validation
         value, Z = self.net._backend.evaluate(Xv, Tv, want_logits=True)
         w = Tv[:, -1].astype(np.float64)
+        weight = w.sum()  # 0 on a rank whose validation rows count for nothing
+        loss_sum = value * weight if weight > 0 else 0.0
         if self.net._loss in spec.CLASSIFIERS:  # accuracy: a weighted mean, as the loss
-            sums = _sum(self.comm, [value * w.sum(), w.sum(), self.net._metric(Z, Tv) * w.sum()])
+            right = self.net._metric(Z, Tv) * weight if weight > 0 else 0.0
+            sums = _sum(self.comm, [loss_sum, weight, right])
             return _ratio(sums[0], sums[1]), _ratio(sums[2], sums[1])
         T = Tv[:, :-1].astype(np.float64)
         Z = _predictions(self.net._loss, Z)  # poisson: R^2 of the means exp(z)
@@ -318,7 +408,7 @@ class DistributedFitRun(FitRun):
             sums = _sum(self.comm, np.concatenate([[w.sum()], w @ T]))
             self._val_mean = sums[1:] / sums[0]
         k = T.shape[1]
-        sums = _sum(self.comm, np.concatenate([[value * w.sum(), w.sum()], w @ (T - Z) ** 2,
+        sums = _sum(self.comm, np.concatenate([[loss_sum, weight], w @ (T - Z) ** 2,
                                                w @ (T - self._val_mean) ** 2]))
         return _ratio(sums[0], sums[1]), _r2(sums[2:2 + k], sums[2 + k:])
 
@@ -332,17 +422,14 @@ class DistributedFitRun(FitRun):
                                "MPI's allreduce did not give every rank the same sum")
         super().book(result, *shared[0][1:])
 
+    @property
+    def n_ranks(self):
+        return self.comm.Get_size()
+
     def backup(self):
         header, arrays = super().backup()
-        header["ranks"] = self.comm.Get_size()
+        header["rng_starts"] = self.rng_starts  # each rank's, for its validation_split
         return header, arrays
-
-    def restore(self, header, arrays):
-        ranks = header.get("ranks", 1)
-        if ranks != self.comm.Get_size():
-            raise ValueError(f"it holds a fit on {ranks} ranks; resume it on as many "
-                             f"(this one has {self.comm.Get_size()})")
-        super().restore(header, arrays)
 
 
 def _ratio(num, den):

@@ -184,6 +184,9 @@ class FitRun:
         return self.net._backend.trainer(plan.X, plan.T, plan.batch_size, plan.optimizer,
                                          plan.schedule, plan.clip_norm)
 
+    #: The MPI ranks the fit runs on (:class:`fastdnn.distributed.DistributedFitRun`).
+    n_ranks = 1
+
     @property
     def rows_per_epoch(self):
         """Rows an epoch trains on (every rank's, in a distributed fit)."""
@@ -351,7 +354,7 @@ class FitRun:
         header = dict(format="fastdnn-backup", sizes=net.sizes, epoch=self.epoch, t=opt.t,
                       rng=net._rng.bit_generator.state, best=self.stop.best,
                       since_best=self.stop.since_best, rng_start=self.plan.rng_start,
-                      fit=self.arguments(), stopping=bool(self.stopping))
+                      fit=self.arguments(), stopping=bool(self.stopping), ranks=self.n_ranks)
         arrays = dict(theta=net._backend.get_theta(), schedule=np.asarray(self.plan.schedule[1]))
         if opt.state is not None:
             arrays["opt_state"] = opt.state
@@ -382,6 +385,11 @@ class FitRun:
         if header.get("format") != "fastdnn-backup" or header["sizes"] != net.sizes:
             raise ValueError(f"it holds a fit of a net of widths {header.get('sizes')}, "
                              f"this net has {net.sizes}")
+        ranks = header.get("ranks", 1)
+        if ranks != self.n_ranks:  # another global batch, and other shards
+            where = "one process" if self.n_ranks == 1 else f"{self.n_ranks} ranks"
+            raise ValueError(f"it holds a fit on {ranks} rank{'s' * (ranks != 1)} (MPI); "
+                             f"resume it on as many (this fit runs on {where})")
         made, now = header.get("fit"), self.arguments()
         if made is not None and made != now:  # backups before 2026-11-29 have none
             name = next(k for k in now if made.get(k) != now[k])

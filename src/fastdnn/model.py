@@ -556,17 +556,17 @@ class MLP:
             last step, the optimizer's ``t`` counts it, and the exception's ``history``
             holds the completed epochs; ``fit`` may be called again.
         """
+        if comm is not None:
+            from . import distributed  # imports mpi4py: only with a communicator
+            if distributed.n_ranks(comm) > 1:  # every check agreed by the ranks there
+                return distributed.fit(self, comm, dict(
+                    X=X, y=y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                    schedule=schedule, validation_data=validation_data, shuffle=shuffle,
+                    verbose=verbose, patience=patience, sample_weight=sample_weight,
+                    class_weight=class_weight, clip_norm=clip_norm, restore_best=restore_best,
+                    validation_split=validation_split, callbacks=callbacks))
         check_verbose(verbose)
         with training_alone([self]):
-            if comm is not None:
-                from . import distributed  # imports mpi4py: only with a communicator
-                if distributed.n_ranks(comm) > 1:
-                    return distributed.fit(self, comm, dict(
-                        X=X, y=y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                        schedule=schedule, validation_data=validation_data, shuffle=shuffle,
-                        verbose=verbose, patience=patience, sample_weight=sample_weight,
-                        class_weight=class_weight, clip_norm=clip_norm, restore_best=restore_best,
-                        validation_split=validation_split, callbacks=callbacks))
             self._backend.compile_ahead(batch_size, optimizer, clip_norm)
             plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule, validation_data,
                                   shuffle, patience, sample_weight=sample_weight,
@@ -668,8 +668,9 @@ class MLP:
                             "(X_val, y_val, sample_weight_val)")
         return self._XT(*validation_data)
 
-    def _class_weights(self, T, class_weight):
-        """Per-row weights of ``class_weight`` for the checked targets ``T``."""
+    def _class_weights(self, T, class_weight, allow_zero=False):
+        """Per-row weights of ``class_weight`` for the checked targets ``T`` (all 0
+        refused unless ``allow_zero``: an MPI rank's, where the union's count)."""
         if self._loss not in spec.CLASSIFIERS:
             raise ValueError(f"class_weight needs a classification loss, this net uses "
                              f"{self.loss_name!r}")
@@ -704,7 +705,7 @@ class MLP:
                 raise ValueError(f"class_weight[{label!r}] must be a number >= 0; got {weight!r}")
             table[int(label)] = float(weight)
         w = table[labels]
-        if not w.sum() > 0:
+        if not (w.sum() > 0 or allow_zero):
             raise ValueError("class_weight gives every row weight 0")
         return w
 

@@ -352,6 +352,17 @@ def test_cli_train_distributed(comm, shared_tmp, capsys):
     assert fd.MLP.load(out).sizes == [64, 16, 10]
 
 
+def test_cli_prints_an_agreed_error_once(comm, shared_tmp, capsys):
+    # Every rank printed it: the same line once per rank.
+    from fastdnn import cli
+    out = os.path.join(shared_tmp, "no-such-folder", "model.npz")
+    code = cli.main(["train", "--distributed", "--dataset", "parity", "--epochs", "1",
+                     "--threads", "1", "--out", out])
+    assert same_on_all_ranks(comm, code) and code == 2
+    errors = capsys.readouterr().err
+    assert errors.count("fastdnn: error:") == (comm.Get_rank() == 0)
+
+
 def test_a_communicator_of_one_trains_as_without(comm):
     X, y, w = make_shards(comm.Get_size())[comm.Get_rank()]
     alone = comm.Split(comm.Get_rank(), 0)  # one communicator per rank, of one rank
@@ -367,3 +378,111 @@ def test_comm_must_be_an_intracommunicator(comm):
     X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
     with pytest.raises(TypeError, match="mpi4py"):
         net.fit(X, y, epochs=1, comm="world")
+
+
+def test_arguments_checked_before_a_collective_are_agreed(comm):
+    """A check that one rank failed before the plan's collective left the others
+    waiting in it forever: 'balanced' class weights, ``verbose``."""
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    last = comm.Get_rank() == comm.Get_size() - 1
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    with pytest.raises(ValueError) as excinfo:
+        net.fit(X, y, epochs=1, batch_size=B, comm=comm,
+                class_weight=None if last else "balanced")
+    assert "the ranks disagree on class_weight" in agreed_error(comm, excinfo)[1]
+    with pytest.raises(ValueError) as excinfo:
+        net.fit(X, y, epochs=1, batch_size=B, comm=comm, class_weight={0: 1.0 + last})
+    assert "the ranks disagree on class_weight" in agreed_error(comm, excinfo)[1]
+    with pytest.raises(TypeError) as excinfo:
+        net.fit(X, y, epochs=1, batch_size=B, comm=comm, verbose="yes" if last else False)
+    assert "verbose must be True or False" in agreed_error(comm, excinfo)[1]
+    net.fit(X, y, epochs=1, batch_size=B, comm=comm)  # and nothing was left in training
+
+
+class CtrlCAtTheEnd:
+    """Sends SIGINT to its own process at the end of the last epoch, on one rank: after
+    the fit's last check of the flag."""
+
+    def __init__(self, comm, rank, epochs):
+        self.mine = comm.Get_rank() == rank
+        self.last = epochs - 1
+
+    def on_epoch_end(self, epoch, logs):
+        if self.mine and epoch == self.last:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_in_the_last_epoch_stops_every_rank(comm):
+    # Only the pressed rank raised; the others returned, and went their own ways.
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    with pytest.raises(KeyboardInterrupt) as excinfo:
+        net.fit(X, y, epochs=3, batch_size=B, comm=comm,
+                callbacks=[CtrlCAtTheEnd(comm, comm.Get_size() - 1, 3)])
+    assert len(excinfo.value.history) == 3
+    assert same_on_all_ranks(comm, net._backend.theta.tobytes())
+
+
+def test_backup_resumes_each_ranks_validation_split(comm, shared_tmp):
+    """Ranks seeded differently each draw their own validation_split; resumed, each
+    rank took rank 0's generator and held out rows it had trained on."""
+    rank = comm.Get_rank()
+    X, y, _ = make_shards(comm.Get_size())[rank]
+    path = os.path.join(shared_tmp, "split.backup.npz")
+
+    def fit(callbacks):
+        net = fd.MLP([N_IN, 8, K], dtype="float64", seed=10 + rank)
+        net.fit(X, y, epochs=4, batch_size=B, optimizer=fd.Adam(0.01), comm=comm,
+                validation_split=0.3, callbacks=callbacks)
+        return net
+
+    whole = fit([])
+    with pytest.raises(RuntimeError):
+        fit([fd.BackupAndRestore(path), Crash()])
+    resumed = fit([fd.BackupAndRestore(path)])
+    assert np.array_equal(resumed._backend.theta, whole._backend.theta)
+    comm.Barrier()
+
+
+def test_a_backup_of_several_ranks_is_refused_by_one_process(comm, shared_tmp):
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    path = os.path.join(shared_tmp, "ranks.backup.npz")
+    with pytest.raises(RuntimeError):
+        fd.MLP([N_IN, 8, K], dtype="float64", seed=0).fit(
+            X, y, epochs=4, batch_size=B, comm=comm,
+            callbacks=[fd.BackupAndRestore(path), Crash()])
+    if comm.Get_rank() == 0:  # it resumed a 2-rank fit, another global batch
+        with pytest.raises(ValueError, match="it holds a fit on .* ranks"):
+            fd.MLP([N_IN, 8, K], dtype="float64", seed=0).fit(
+                X, y, epochs=4, batch_size=B, callbacks=[fd.BackupAndRestore(path)])
+    comm.Barrier()
+
+
+def test_a_rank_that_counts_for_nothing_trains(comm):
+    """Rows of no weight on one rank, from sample or class weights, with held-out rows
+    (its accuracy divided by 0 there, and the other ranks waited), and an empty shard:
+    each counts for nothing, as in one process on the union."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    shards = make_shards(size)
+    X, y, w = shards[rank]
+    if rank == 1:  # only label 1, for the class weights
+        y = np.ones(len(y), dtype=y.dtype)
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    hist = net.fit(X, y, epochs=2, batch_size=B, sample_weight=w * (rank != 1),
+                   validation_split=0.3, comm=comm)
+    assert np.isfinite(hist.val_metric).all() and same_on_all_ranks(comm, hist.history)
+    hist = net.fit(X, y, epochs=2, batch_size=B, class_weight={1: 0.0}, comm=comm)
+    assert same_on_all_ranks(comm, hist.history)
+    # An empty shard on rank 1: one process on the other ranks' rows.
+    local = shards[rank] if rank != 1 else (X[:0], y[:0], w[:0])
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    hist = net.fit(local[0], local[1], epochs=2, batch_size=B, shuffle=False, comm=comm,
+                   validation_data=(local[0], local[1]))
+    rest = [s for r, s in enumerate(shards) if r != 1]
+    ref = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    X1, y1, w1 = interleave(rest, B)
+    Xv, yv = (np.concatenate(parts) for parts in list(zip(*rest))[:2])
+    ref_hist = ref.fit(X1, y1, epochs=2, batch_size=(size - 1) * B, shuffle=False,
+                       sample_weight=(w1 > 0).astype(float), validation_data=(Xv, yv))
+    assert max_diff(net, ref) < 1e-10
+    np.testing.assert_allclose(hist.val_loss, ref_hist.val_loss, rtol=1e-10)
