@@ -38,6 +38,11 @@ def sawtooth(depth):
 
     On [0, 1] the result has ``2**depth`` linear pieces, with breakpoints at
     ``k / 2**depth``, from hidden layers of width 2.
+
+    Parameters
+    ----------
+    depth : int
+        Times the tent map is composed (>= 1): the number of hidden layers.
     """
     depth = check_positive_int("depth", depth)
     first = (np.array([[1.0, 1.0]]), np.array([0.0, -0.5]))
@@ -67,6 +72,11 @@ def parity_deep(n):
     one out passes through one unit, ``relu(x) = x`` for ``x`` in {0, 1}): a layer reading
     ``c`` values has ``c`` units and passes on ``ceil(c / 2)``, so there are
     ``ceil(log2 n)`` hidden layers of ``n, ceil(n/2), ..., 2`` units.
+
+    Parameters
+    ----------
+    n : int
+        Number of bits (>= 2).
     """
     n = _check_bits(n)
     weights = []

@@ -74,6 +74,25 @@ def zigzag(seeds=3, units=24, teeth_depth=3, epochs=300, lr=1e-2):
     Trained nets learn the tent map composed ``teeth_depth`` times (``2**teeth_depth``
     pieces, :func:`fastdnn.datasets.make_zigzag`), leaky_relu, Adam at ``lr``, ``epochs``
     epochs, batches of 32.
+
+    Parameters
+    ----------
+    seeds : int, default 3
+        Nets per depth (>= 1), with seeds ``0, ..., seeds - 1``.
+    units : int, default 24
+        Hidden units of every trained net, split evenly over its layers; the depths are
+        those of 1, 2, 3, 4, 6 that divide ``units`` into layers of at least 2 units
+        (so ``units >= 2``).
+    teeth_depth : int, default 3
+        Compositions of the tent map in the target (0..30).
+    epochs : int, default 300
+        Training epochs.
+    lr : float, default 1e-2
+        Adam's learning rate.
+
+    Returns
+    -------
+    Table
     """
     seeds = _check_seeds(seeds)
     units = check_positive_int("units", units)
@@ -130,7 +149,29 @@ def _budget_pair(n, budget):
 
 def parity(seeds=5, n_max=10, n_train=8, budget=450, epochs=300):
     """Deep against shallow parity: the constructions for ``n = 2..n_max``, then nets of
-    one parameter budget trained on all ``2**n_train`` bit vectors over ``seeds`` seeds."""
+    one parameter budget trained on all ``2**n_train`` bit vectors over ``seeds`` seeds.
+
+    Parameters
+    ----------
+    seeds : int, default 5
+        Trained nets of each shape (>= 1), with seeds ``0, ..., seeds - 1``.
+    n_max : int, default 10
+        Most bits of the constructions (>= 2; at most
+        :data:`fastdnn.constructions.MAX_DNF_BITS`, the DNF net's limit), each checked
+        on all ``2**n`` inputs.
+    n_train : int, default 8
+        Bits of the parity the nets are trained on (1..24).
+    budget : int, default 450
+        Most parameters of the deep net: 3 hidden layers of the largest equal width
+        that fits; the shallow net (1 hidden layer) has the most units that fit in the
+        deep net's parameter count.
+    epochs : int, default 300
+        Training epochs (relu nets, Adam at 3e-3, batches of 32).
+
+    Returns
+    -------
+    Table
+    """
     seeds = _check_seeds(seeds)
     if check_positive_int("n_max", n_max) < 2:
         raise ValueError(f"n_max must be >= 2 (parity of 2 bits or more); got {n_max}")
@@ -171,12 +212,36 @@ def parity(seeds=5, n_max=10, n_train=8, budget=450, epochs=300):
 # ------------------------------------------------------------------ regions
 def regions(seeds=3, unit_counts=(16, 32, 64, 128), depths=(1, 2, 4), n_inputs=4, epochs=20):
     """Linear regions crossed by a line against the number of hidden units, at
-    initialisation and after training, for several depths (Hanin & Rolnick 2019)."""
+    initialisation and after training, for several depths (Hanin & Rolnick 2019).
+
+    Parameters
+    ----------
+    seeds : int, default 3
+        Nets per configuration (>= 1), with seeds ``0, ..., seeds - 1``.
+    unit_counts : sequence of int, default (16, 32, 64, 128)
+        Hidden units in all.
+    depths : sequence of int, default (1, 2, 4)
+        Hidden layers.  A configuration is a depth ``L`` and unit count ``U`` with ``L``
+        dividing ``U`` (layers of ``U // L`` units); at least one pair must.
+    n_inputs : int, default 4
+        Inputs (>= 1) of the nets and of the random 3-class teacher task (2048 Gaussian
+        samples) they are trained on.
+    epochs : int, default 20
+        Training epochs (relu nets, Adam at 3e-3, batches of 64).
+
+    Returns
+    -------
+    Table
+    """
     seeds = _check_seeds(seeds)
+    n_inputs = check_positive_int("n_inputs", n_inputs)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2048, n_inputs))
     teacher = rng.normal(size=(n_inputs, 3))
-    y = np.argmax(np.tanh(X @ teacher) + 0.3 * np.sin(3 * X[:, :3]), axis=1)
+    # One wiggle per class from inputs 0, 1, 2 (taken round again below 3 inputs: X[:, :3]
+    # had 2 columns for n_inputs=2 and raised).
+    y = np.argmax(np.tanh(X @ teacher) + 0.3 * np.sin(3 * X[:, np.arange(3) % n_inputs]),
+                  axis=1)
     lines = [rng.normal(size=(2, n_inputs)) * 2 for _ in range(4)]
     configs = [(L, U) for U in unit_counts for L in depths if U % L == 0]
     if not configs:

@@ -74,7 +74,7 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    lr : float
+    lr : float, default 0.01
         Learning rate (> 0); a schedule scales it per iteration.
     momentum : float, default 0
         Momentum factor in [0, 1).
@@ -150,7 +150,20 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter): ``theta *= 1 - lr * wd``.
 
-    Parameters are those of :class:`Adam`; ``weight_decay`` defaults to 1e-2 as in PyTorch.
+    The decay scales ``theta`` before each Adam step, with that step's learning rate (after
+    the schedule); unlike :class:`Adam`'s ``weight_decay`` it is not added to the gradient.
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        Learning rate (> 0); a schedule scales it per iteration.
+    betas : tuple of float, default (0.9, 0.999)
+        ``(beta1, beta2)``: decay rates of the moving averages of the gradient and of its
+        square, each in [0, 1).
+    eps : float, default 1e-8
+        Added to the bias-corrected ``sqrt(v)`` in the step's denominator (>= 0).
+    weight_decay : float, default 1e-2
+        Decoupled decay rate ``wd`` (>= 0); the default is PyTorch's.
     """
 
     _decoupled = True

@@ -255,7 +255,8 @@ def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
         Hidden activations relu, leaky_relu or identity.
     origin, u, v : array-like, shape (n_inputs,)
         ``u`` and ``v`` must be linearly independent.
-    lo, hi : float
+    lo, hi : float, default -1.0, 1.0
+        Range of ``a`` and of ``b`` (finite, ``lo < hi``).
 
     Returns
     -------
@@ -329,7 +330,19 @@ def _check_dims(widths, d):
 def max_regions_one_layer(h, d):
     """``sum_{i=0}^{d} C(h, i)``: the regions of ``h`` hyperplanes in general position in
     ``R^d``, the most one layer of ``h`` ReLUs on ``d`` inputs has (reached for generic
-    weights)."""
+    weights).
+
+    Parameters
+    ----------
+    h : int
+        Units of the layer (>= 1).
+    d : int
+        Input dimension (>= 1).
+
+    Returns
+    -------
+    int
+    """
     (h,), d = _check_dims([h], d)
     return sum(comb(h, i) for i in range(d + 1))
 
@@ -337,7 +350,19 @@ def max_regions_one_layer(h, d):
 def montufar_lower_bound(widths, d):
     """A number of regions some ReLU net with hidden ``widths`` (each >= ``d``) on ``d``
     inputs reaches: ``prod_{l<L} floor(n_l / d)^d * sum_{j<=d} C(n_L, j)`` (Montufar et al.
-    2014, Theorem 4).  For width ``h`` per layer: ``Omega((h/d)^((L-1) d) h^d)``."""
+    2014, Theorem 4).  For width ``h`` per layer: ``Omega((h/d)^((L-1) d) h^d)``.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        Hidden widths ``n_1, ..., n_L``, first layer first (at least one; each >= ``d``).
+    d : int
+        Input dimension (>= 1).
+
+    Returns
+    -------
+    int
+    """
     widths, d = _check_dims(widths, d)
     if min(widths) < d:
         raise ValueError(f"the bound needs every hidden width >= d = {d}; got {widths}")
@@ -351,7 +376,19 @@ def serra_upper_bound(widths, d):
     """The most regions a ReLU net with hidden ``widths`` on ``d`` inputs can have:
     ``sum over (j_1..j_L) in J of prod_l C(n_l, j_l)``, ``J`` = tuples with
     ``0 <= j_l <= min(d, n_1 - j_1, ..., n_{l-1} - j_{l-1}, n_l)`` (Serra et al. 2018,
-    Theorem 1).  One layer: :func:`max_regions_one_layer`."""
+    Theorem 1).  One layer: :func:`max_regions_one_layer`.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        Hidden widths ``n_1, ..., n_L``, first layer first (at least one; each >= 1).
+    d : int
+        Input dimension (>= 1).
+
+    Returns
+    -------
+    int
+    """
     widths, d = _check_dims(widths, d)
 
     @lru_cache(maxsize=None)

@@ -45,8 +45,8 @@ class InverseTimeDecay(Schedule):
 
     Parameters
     ----------
-    decay : float
-        Decay rate per iteration (> 0).
+    decay : float, default 1e-3
+        Decay rate per iteration (>= 0; 0 keeps the rate constant).
     """
 
     code = spec.INVERSE_TIME

@@ -636,9 +636,13 @@ _DOC_SHARED = """hidden_layer_sizes : array-like of shape (n_layers - 2,), defau
     n_iter_no_change : int or np.inf, default=10
         Epochs without improvement before stopping (sgd, adam).
     max_fun : int, default=15000
-        lbfgs: maximum number of loss evaluations.
-    dropout : float, default=0.0
-        fastdnn: dropout rate of the hidden units during training.
+        lbfgs: maximum number of loss evaluations."""
+
+#: fastdnn's own parameters, last in both signatures ("{fastdnn}").
+_DOC_FASTDNN = """dropout : float or list of float, default=0.0
+        fastdnn: inverted dropout rate of the hidden units during training, in [0, 1):
+        one rate for every hidden layer, or a list (or tuple) with one per hidden layer.
+        sgd and adam only: lbfgs refuses a nonzero rate.
     dtype : {'float32', 'float64'} or None, default=None
         fastdnn: the net's float type; None follows ``X`` (float32 stays float32,
         anything else is float64), as scikit-learn does.
@@ -701,6 +705,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     class_weight : dict, 'balanced' or None, default=None
         fastdnn: weights of the classes, multiplying ``sample_weight`` (single-output
         targets only).
+    {fastdnn}
 
     Attributes
     ----------
@@ -911,6 +916,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         its loss ``"poisson"`` (``exp(z) - y z``); ``loss_`` adds the deviance's
         constant ``y log y - y`` so that it reads as scikit-learn's.
     {shared}
+    {fastdnn}
 
     Attributes
     ----------
@@ -1020,4 +1026,5 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 for _cls in (MLPClassifier, MLPRegressor):
     _cls.__doc__ = (_cls.__doc__.replace("{shared}", _DOC_SHARED)
+                    .replace("{fastdnn}", _DOC_FASTDNN)
                     .replace("{attributes}", _DOC_ATTRIBUTES))

@@ -42,6 +42,14 @@ def test_regions_table():
         assert 1 <= row["at init"] <= bound and 1 <= row["trained"] <= bound
 
 
+@pytest.mark.parametrize("n_inputs", [1, 2, 3])
+def test_regions_with_few_inputs(n_inputs):
+    # Two inputs raised (the teacher's wiggles read 3 columns).
+    table = experiments.regions(seeds=1, unit_counts=(4,), depths=(1,), n_inputs=n_inputs,
+                                epochs=1)
+    assert len(table.rows) == 1 and table.rows[0]["at init"] >= 1
+
+
 def test_bad_seeds():
     with pytest.raises(ValueError, match="seeds"):
         experiments.parity(seeds=0)
