@@ -66,7 +66,7 @@ def load_digits(dtype=np.float32):
     if path is None or not os.path.exists(path):
         raise ImportError(
             "the digits data set ships with scikit-learn; "
-            "install it with `pip install scikit-learn` (or `pip install fastdnn[test]`)")
+            "install it with `pip install scikit-learn` (or `pip install 'fastdnn[examples]'`)")
     table = np.loadtxt(path, delimiter=",")
     X = np.ascontiguousarray(table[:, :-1] / 16.0, dtype=dt)
     return X, table[:, -1].astype(np.int64)
