@@ -57,6 +57,10 @@ class Optimizer:
         if self.state is None or self.state.shape != shape or self.state.dtype != dtype:
             self.state = np.zeros(shape, dtype=dtype)
             self.t = 0
+        elif not (self.state.flags.c_contiguous and self.state.flags.writeable):
+            # The same moments in the layout the kernels take (an assigned Fortran-order
+            # state compiled them again; a read-only one failed in Numba's typing).
+            self.state = np.array(self.state, order="C")
         return self.state
 
     def reset(self):
