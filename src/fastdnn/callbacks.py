@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from . import serialize
+from . import config, serialize
 
 
 class Callback:
@@ -100,8 +100,22 @@ class ProgressBar(Callback):
             self._write("")
         self._last, self._first, self._drawn = 0.0, None, 0
         self.epochs = logs.get("epochs")
+        self._said_compiling = False
         if logs.get("compiling"):
-            self._write("compiling kernels (first run only; cached on disk afterwards) ...")
+            self.on_compiling()
+
+    def on_compiling(self):
+        """Kernels compile now (at the fit's start, or a part it reached late): say so,
+        once a fit."""
+        if getattr(self, "_said_compiling", False):
+            return
+        self._said_compiling = True
+        if self._drawn:  # on its own line, not over the one redrawn in place
+            self._write("")
+            self._drawn = 0
+        self._write("compiling kernels (first run only; cached on disk afterwards) ..."
+                    if config.CACHE else
+                    "compiling kernels (no disk cache: every process compiles them) ...")
 
     def on_progress(self, epoch, rows, total_rows, seconds):
         if self._first is None:

@@ -114,12 +114,39 @@ SLICE_SECONDS = 0.2
 #: bounds the activation buffers allocated for inference.
 PREDICT_CHUNK = 4096
 
+def _cache_writable():
+    """Whether Numba finds a folder to cache the CPU kernels in: the one beside their
+    source, ``NUMBA_CACHE_DIR`` or the user's cache folder (its own search, on a stand-in
+    function of ``kernels/cpu``; True where that cannot be asked)."""
+    try:
+        from numba.core import caching
+        impl = caching.FunctionCache._impl_class  # what @njit(cache=True) builds
+        source = _os.path.join(_os.path.dirname(__file__), "kernels", "cpu", "checks.py")
+        scope = {}
+        exec(compile("def probe():\n    pass\n", source, "exec"), scope)
+        impl(scope["probe"])
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return False
+    except Exception:  # another Numba: its decorators will say
+        return True
+    return True
+
+
 #: Numba on-disk cache for the CPU kernels (``cache=True``).  Safe: the kernels hold
 #: no global state that changes between runs.  Read as the kernels are defined, when
 #: ``fastdnn`` is imported, so it is set by the ``FASTDNN_CACHE`` environment variable:
-#: ``0`` for no disk cache (where no folder is writable, not even ``NUMBA_CACHE_DIR``,
-#: Numba cannot load a cache either, and ``import fastdnn`` failed in its decorators).
+#: ``0`` for no disk cache.  Where no folder is writable (a read-only install and home,
+#: no ``NUMBA_CACHE_DIR``), Numba's decorators raised at ``import fastdnn`` (even
+#: ``fastdnn --version`` printed their traceback); fastdnn then compiles without the
+#: cache, saying so once.
 CACHE = switch("FASTDNN_CACHE")
+if CACHE and not _cache_writable():
+    import warnings as _warnings
+    _warnings.warn("fastdnn: no writable folder for Numba's cache (beside fastdnn's kernels, "
+                   "NUMBA_CACHE_DIR, or the user's cache folder): every process compiles the "
+                   "kernels again; set NUMBA_CACHE_DIR to a writable folder to keep them "
+                   "(FASTDNN_CACHE=0 says this is meant)", RuntimeWarning, stacklevel=2)
+    CACHE = False
 
 #: CUDA threads per block for 1-D launches and the tile width of the 2-D GEMM kernels
 #: (a tile is TILE x TILE threads).  Tests lower them so tiny inputs span several blocks.

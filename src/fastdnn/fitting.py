@@ -17,7 +17,7 @@ import numpy as np
 from . import config
 from .callbacks import ProgressBar, says_stop
 from .errors import TrainingDivergedError
-from .kernels.cpu.separate import filled_from_kernels
+from .kernels.cpu.separate import compile_listeners, filled_from_kernels
 from .kernels.spec import SCALE, EpochResult
 
 
@@ -203,6 +203,15 @@ class FitRun:
             stop = says_stop(method(*args)) or stop
         return stop
 
+    def _compiling_now(self):
+        """A callee the run reached late compiles now (:mod:`.kernels.cpu.separate`): the
+        callbacks that show progress say so (``on_compiling``; no collective, as it may
+        happen on one MPI rank only)."""
+        for callback in self.callbacks:
+            hook = getattr(callback, "on_compiling", None)
+            if hook is not None:
+                hook()
+
     def next_seed(self):
         """Keep the epoch-start weights (small nets) and draw the epoch's sampling seed."""
         if self.snapshot is not None:
@@ -237,8 +246,12 @@ class FitRun:
         while steps < total:
             filled = filled_from_kernels()
             run_start = time.perf_counter()
-            result = self.trainer.run_steps(self.plan.sampling, seed, steps,
-                                            steps + self._slice(total - steps))
+            compile_listeners.append(self._compiling_now)
+            try:
+                result = self.trainer.run_steps(self.plan.sampling, seed, steps,
+                                                steps + self._slice(total - steps))
+            finally:
+                compile_listeners.remove(self._compiling_now)
             seconds = time.perf_counter() - run_start
             # The first run compiles (or loads) the epoch kernel; a later one may compile
             # a callee the fit reaches late (the overflow guard's exact check).

@@ -461,6 +461,36 @@ def test_progress_bar_lines_off_a_terminal():
         ""]
 
 
+def test_progress_bar_promises_no_cache_without_one(monkeypatch):
+    # FASTDNN_CACHE=0 said "cached on disk afterwards" in every process.
+    from fastdnn import config
+    monkeypatch.setattr(config, "CACHE", False)
+    bar = fd.ProgressBar(stream=io.StringIO())
+    bar.on_train_begin({"epochs": 1, "compiling": True})
+    assert bar.stream.getvalue().startswith(
+        "compiling kernels (no disk cache: every process compiles them)")
+
+
+def test_a_part_compiled_mid_fit_is_said_once(monkeypatch):
+    """A callee compiled while an epoch runs (separate.compile_listeners) is said, once a
+    fit, on a line of its own."""
+    from fastdnn.kernels.cpu import backend, separate
+    run_steps = backend.CPUTrainer.run_steps
+
+    def compiling_run(self, *args):
+        for listener in list(separate.compile_listeners):
+            listener()
+        return run_steps(self, *args)
+
+    monkeypatch.setattr(backend.CPUTrainer, "run_steps", compiling_run)
+    X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 2
+    bar = fd.ProgressBar(stream=io.StringIO())
+    fd.MLP([3, 4, 2], seed=0).fit(X, y, epochs=2, batch_size=8, callbacks=[bar])
+    out = bar.stream.getvalue().splitlines()
+    assert out[0].startswith("compiling kernels") and len(out) == 3, out
+    assert not separate.compile_listeners  # the fit's listener left with it
+
+
 def test_progress_bar_redraws_in_place_on_a_terminal():
     bar = fd.ProgressBar(stream=Terminal())
     bar.on_train_begin({"epochs": 1, "compiling": True})

@@ -11,7 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from numba import njit, types
+from numba import njit, typeof, types
 
 from fastdnn.kernels.cpu import separate
 from fastdnn.kernels.cpu.checks import all_finite
@@ -28,6 +28,37 @@ def doubled_sum(a):
 @njit(cache=False)
 def misdeclared(a):
     return a.sum()
+
+
+@separate.separate(returns=types.float64)
+@njit(cache=False)
+def tripled_sum(a):
+    return 3.0 * a.sum()
+
+
+@separate.separate(returns=types.float64)
+@njit(cache=False)
+def quadrupled_sum(a):
+    return 4.0 * a.sum()
+
+
+def test_a_callee_that_must_compile_is_told_to_the_listeners(monkeypatch):
+    """A fit whose epoch kernel was cached compiled a callee it reached late (the wide
+    layers' online update) for 1-8 s, saying nothing; the listeners (a fit's progress
+    bar) now hear of it, and only when it compiles, not when it was compiled already."""
+    heard = []
+    monkeypatch.setattr(separate, "compile_listeners", [lambda: heard.append(1)])
+
+    @njit(cache=False)
+    def caller(a):
+        return tripled_sum(a) + quadrupled_sum(a)
+
+    a = np.arange(4.0)
+    quadrupled_sum(a)  # compiled here, before any caller reaches it
+    assert separate.cached(quadrupled_sum, (typeof(a),))
+    assert not separate.cached(tripled_sum, (typeof(a),))
+    assert caller(a) == 42.0 and heard == [1]  # tripled_sum's compile only
+    assert caller(a) == 42.0 and heard == [1]  # the slots are filled
 
 
 def test_a_caller_holds_a_slot_not_the_callees_code():

@@ -531,6 +531,27 @@ def test_fastdnn_cache_0_writes_no_cache(tmp_path):
     assert not any(tmp_path.rglob("*.nbi"))
 
 
+def test_no_writable_cache_folder_compiles_without_and_says_so():
+    """Where Numba finds no folder for its cache (a read-only install and home), its
+    decorators raised at import: even ``fastdnn --version`` printed their traceback.
+    NUMBA_CACHE_LOCATOR_CLASSES stands for that here: its one locator, IPython's, finds
+    nothing outside IPython."""
+    import numba
+    if not hasattr(numba.config, "CACHE_LOCATOR_CLASSES"):
+        pytest.skip("this Numba has no NUMBA_CACHE_LOCATOR_CLASSES")
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    environ.update(NUMBA_CACHE_LOCATOR_CLASSES="IPythonCacheLocator", FASTDNN_WARMUP="0")
+    proc = subprocess.run([sys.executable, "-c", "import fastdnn.config as c; print(c.CACHE)"],
+                          env=environ, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False"]
+    assert "no writable folder for Numba's cache" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "fastdnn", "--version"], env=environ,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("fastdnn "), proc.stderr
+
+
 def test_ready_is_false_for_a_kernel_without_disk_cache_until_compiled():
     # FASTDNN_CACHE=0 (no disk cache): a first fit compiled for 9 s without saying so.
     import numba
