@@ -117,6 +117,8 @@ def _balanced_class_weight(net, comm, X, y):
     """``class_weight="balanced"`` over the union of the shards, as a ``{label: weight}``
     dict (scikit-learn's ``n / (k * count)`` with every rank's rows counted)."""
     def local_counts():
+        if getattr(X, "ndim", None) == 2 and X.shape[0] == 0:  # an empty shard (_stand_in)
+            return np.zeros(max(net.sizes[-1], 2), dtype=np.int64)
         X_checked = net._backend.check_X(X)
         T = check_targets(y, net._loss, net.sizes[-1], X_checked.shape[0], net.dtype)
         net._class_weights(T, "balanced")  # for its checks: a classifier, one label per row

@@ -486,3 +486,4 @@ def test_a_rank_that_counts_for_nothing_trains(comm):
                        sample_weight=(w1 > 0).astype(float), validation_data=(Xv, yv))
     assert max_diff(net, ref) < 1e-10
     np.testing.assert_allclose(hist.val_loss, ref_hist.val_loss, rtol=1e-10)
+    net.fit(local[0], local[1], epochs=1, batch_size=B, class_weight="balanced", comm=comm)
