@@ -214,7 +214,12 @@ class BackupAndRestore(Callback):
             try:
                 run.restore(header, state)
             except (OSError, ValueError, KeyError) as exc:
+                self.run = None  # no fit to hold on to
                 raise ValueError(f"{self.path!r} is not a backup of this fit: {exc}") from None
+
+    def detach(self):
+        """Called by ``fit`` as it ends: let go of the fit (its data, buffers and net)."""
+        self.run = None
 
     def after_epoch_end(self, epoch):
         """Called by ``fit`` after every callback's ``on_epoch_end``: write the backup."""

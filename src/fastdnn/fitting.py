@@ -174,10 +174,15 @@ class FitRun:
                 callback.attach(self)
 
     def close(self):
-        """Release what the trainer holds for the fit (the CPU's helper thread)."""
+        """Release what the trainer holds for the fit (the CPU's helper thread), and the
+        callbacks' hold on the fit (``detach``: a kept BackupAndRestore held its data)."""
         close = getattr(self.trainer, "close", None)
         if close is not None:
             close()
+        for callback in self.callbacks:
+            detach = getattr(callback, "detach", None)
+            if detach is not None:
+                detach()
 
     def _make_trainer(self):
         plan = self.plan

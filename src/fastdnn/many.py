@@ -116,34 +116,38 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
                            for opt, sched in zip(optimizers[1:], schedules[1:])]
         backend = nets[0]._backend
         errors = {}
-        with backend.limit_threads(n_threads):
-            runs = [FitRun(net, plan) for net, plan in zip(nets, plans)]
-            group = backend.trainer_group([run.trainer for run in runs])
-            epoch = 0
-            while True:
-                active = [i for i, run in enumerate(runs) if not run.done]
-                if not active:
-                    break
-                seeds = [runs[i].next_seed() for i in active]
-                filled = filled_from_kernels()
-                start = time.perf_counter()
-                results = group.run_epochs(active, first.sampling, seeds)
-                seconds = time.perf_counter() - start
-                # The first epoch compiles the kernel (or loads it); a later one may compile a
-                # callee reached late: their time is no rate.
-                compiled = epoch == 0 or filled_from_kernels() != filled
-                for i, result in zip(active, results):
-                    try:
-                        runs[i].book(result, seconds)
-                    except TrainingDivergedError as exc:
-                        errors[i] = exc
-                epoch += 1
-                if verbose:
-                    booked = [i for i in active if i not in errors]
-                    _progress(epoch, first.epochs, [runs[i].history.loss[-1] for i in booked],
-                              sum(r.samples for r in results), seconds, compiled)
-        for run in runs:
-            run.close()
+        runs = []
+        try:  # closed however the fit ends (a Ctrl-C left the helper thread polling)
+            with backend.limit_threads(n_threads):
+                runs += [FitRun(net, plan) for net, plan in zip(nets, plans)]
+                group = backend.trainer_group([run.trainer for run in runs])
+                epoch = 0
+                while True:
+                    active = [i for i, run in enumerate(runs) if not run.done]
+                    if not active:
+                        break
+                    seeds = [runs[i].next_seed() for i in active]
+                    filled = filled_from_kernels()
+                    start = time.perf_counter()
+                    results = group.run_epochs(active, first.sampling, seeds)
+                    seconds = time.perf_counter() - start
+                    # The first epoch compiles the kernel (or loads it); a later one may
+                    # compile a callee reached late: their time is no rate.
+                    compiled = epoch == 0 or filled_from_kernels() != filled
+                    for i, result in zip(active, results):
+                        try:
+                            runs[i].book(result, seconds)
+                        except TrainingDivergedError as exc:
+                            errors[i] = exc
+                    epoch += 1
+                    if verbose:
+                        booked = [i for i in active if i not in errors]
+                        _progress(epoch, first.epochs,
+                                  [runs[i].history.loss[-1] for i in booked],
+                                  sum(r.samples for r in results), seconds, compiled)
+        finally:
+            for run in runs:
+                run.close()
         histories = [run.history for run in runs]
         if errors:
             listed = ", ".join(f"net {i} ({exc})" for i, exc in sorted(errors.items()))

@@ -73,8 +73,12 @@ def write_atomic(path, write):
     """
     # Through a symbolic link to the file it names (as open() writes), keeping the mode
     # of a file replaced (a 0600 model became 0644).
+    given = path
     path = os.path.realpath(os.fspath(path))
     folder = os.path.dirname(path)
+    if not os.path.isdir(folder):  # mkstemp's error named its own random file
+        raise FileNotFoundError(f"cannot write {os.fspath(given)!r}: folder {folder} does "
+                                f"not exist")
     mode = _mode_for(path)
     fd = _unnamed_file(folder)
     if fd is not None:

@@ -1353,3 +1353,17 @@ def test_backup_path_errors(tmp_path):
         fd.BackupAndRestore("")
     with pytest.raises(TypeError):
         fd.BackupAndRestore(3)
+
+
+def test_a_kept_backup_callback_lets_go_of_the_fit(tmp_path):
+    # A callbacks list kept in a notebook held the finished fit: its data and the net.
+    import gc
+    import weakref
+    backup = fd.BackupAndRestore(str(tmp_path / "fit.npz"))
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    net = fd.MLP([3, 4, 2], seed=0)
+    net.fit(X, np.arange(50) % 2, epochs=2, batch_size=8, callbacks=[backup])
+    data, model = weakref.ref(X), weakref.ref(net)
+    del X, net
+    gc.collect()
+    assert backup.run is None and data() is None and model() is None

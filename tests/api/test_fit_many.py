@@ -212,3 +212,22 @@ def test_fit_many_checks_verbose():
     X, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
     with pytest.raises(TypeError, match="verbose must be True or False"):
         fd.fit_many([fd.MLP([2, 3, 2], seed=0)], X, y, epochs=1, verbose="no")
+
+
+def test_an_interrupted_group_releases_its_fits(monkeypatch):
+    """Ctrl-C in fit_many skipped the runs' close: the two-shard helper went on polling
+    for the dead fits (10% of a core) for as long as the traceback lived."""
+    from fastdnn import fitting
+    from fastdnn.kernels.cpu import backend
+    closed = []
+    close = fitting.FitRun.close
+    monkeypatch.setattr(fitting.FitRun, "close", lambda run: (closed.append(run), close(run)))
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backend.CPUTrainerGroup, "run_epochs", interrupted)
+    group = nets()
+    with pytest.raises(KeyboardInterrupt):
+        fd.fit_many(group, *data(), epochs=2)
+    assert len(closed) == len(group)

@@ -106,3 +106,10 @@ def test_metadata_names_ending_in_npy_are_refused(tmp_path):
     with pytest.raises(ValueError, match="must not end in '.npy'"):
         net.save(tmp_path / "m.npz", metadata={"labels": [1, 2], "labels.npy": ["a", "b"]})
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_a_missing_folder_is_named_not_a_temporary_file(tmp_path):
+    # mkstemp's FileNotFoundError named '.../nodir/.fastdnn-q0uow2ic.tmp'.
+    with pytest.raises(FileNotFoundError, match="nodir/model.npz'.*does not exist") as info:
+        fd.MLP([4, 3, 2], seed=0).save(tmp_path / "nodir" / "model.npz")
+    assert ".tmp" not in str(info.value)

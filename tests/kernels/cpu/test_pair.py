@@ -269,3 +269,23 @@ def test_the_helper_takes_jobs(paired, monkeypatch):
     assert served[-1][pair.DONE] > 0 and served[-1][pair.UDONE] > 0
     if pair._helper is not None:
         assert pair._helper.error is None, repr(pair._helper.error)
+
+
+def test_the_parked_helper_lets_go_of_the_fit(paired):
+    """Parked after a fit, the helper thread held that fit's data, buffers and weights
+    (a local of its loop) until the next paired fit: ``del X, net`` freed nothing."""
+    import gc
+    import weakref
+    if not pair.helps(2):
+        pytest.skip("no helper thread on this machine")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, SIZES[0]))
+    net = fd.MLP(SIZES, dtype="float64", seed=1)
+    net.fit(X, rng.integers(0, SIZES[-1], 300), epochs=1, batch_size=64)
+    data, weights = weakref.ref(X), weakref.ref(net._backend.theta)
+    del X, net
+    deadline = time.monotonic() + 5  # the helper leaves its loop within a spin or a sleep
+    while (data() is not None or weights() is not None) and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert data() is None and weights() is None

@@ -565,3 +565,31 @@ def test_ready_is_false_for_a_kernel_without_disk_cache_until_compiled():
     double(a)
     assert warmup.ready(double, (a,))
     assert not warmup.ready(double, (a.astype(np.float32),))
+
+
+def test_a_helper_whose_parent_left_removes_its_claims(tmp_path, monkeypatch):
+    """The helper's report to a parent that had exited raised BrokenPipeError, and the
+    folder of claims stayed in /tmp for good (40 of them on one machine)."""
+    import gc
+
+    def parent_gone(net):
+        raise BrokenPipeError
+
+    class NoTimer:  # the helper's lifetime limit would end this process
+        def __init__(self, *args):
+            self.daemon = True
+
+        def start(self):
+            pass
+
+    claims = tmp_path / "fastdnn-warmup-test"
+    claims.mkdir()
+    (claims / "forward").touch()
+    monkeypatch.setattr(warmup, "compile_pass", parent_gone)
+    monkeypatch.setattr(warmup.threading, "Timer", NoTimer)
+    try:
+        with pytest.raises(BrokenPipeError):
+            warmup._serve({"claims": str(claims)})
+    finally:
+        gc.enable()  # _serve turns the collector off for its short life
+    assert not claims.exists()

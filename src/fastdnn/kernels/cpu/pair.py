@@ -420,6 +420,8 @@ class _Helper:
                 helper_loop(*task)
             except BaseException as exc:  # noqa: BLE001 - kept for debugging: the fit
                 self.error = exc            # never waits on a helper that is gone
+            # Parked, it held the last fit's data, buffers and weights until the next fit.
+            task = None
             with self._cond:
                 self._serving = None
 

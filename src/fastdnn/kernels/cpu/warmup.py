@@ -550,8 +550,10 @@ def _serve(net):
     limit = threading.Timer(LIFETIME, os._exit, (3,))
     limit.daemon = True
     limit.start()
-    compile_pass(net)
-    _remove(net.get("claims"))
+    try:
+        compile_pass(net)
+    finally:  # also when the parent went first (its pipe closed: BrokenPipeError), which
+        _remove(net.get("claims"))  # left a fastdnn-warmup-* folder in /tmp for good
     # Every cache file is written and closed: skip the interpreter's teardown (0.3-0.6 s
     # of freeing compiled code), which would take a core from the fit for nothing.
     print(DONE, flush=True)
