@@ -302,6 +302,11 @@ class FitRun:
         backend = self.net._backend
         if result.failed_step >= 0 or not backend.theta_finite():
             kept = self._recover()
+            if result.failed_step == 0 and self.best_theta is None and self.snapshot is not None:
+                # The epoch's start is where its first step failed: maybe the update
+                # overflowed (a smaller lr trains on), maybe the loss was inf already.
+                kept = (f"the weights from the start of epoch {self.epoch + 1}, where its first "
+                        f"step failed (a smaller lr may train from them)")
             where = f"step {result.failed_step + 1}" if result.failed_step >= 0 else "its last step"
             self.done = True
             raise TrainingDivergedError(

@@ -4,11 +4,13 @@ import copy
 import math
 import numbers
 import threading
+import warnings
 
 import numpy as np
 
 from . import serialize
 from .devices import require_cuda
+from .errors import DeviceError
 from .fitting import FitPlan, FitRun, History, deferred_interrupts
 from .kernels import spec
 from .lbfgs import fit_lbfgs
@@ -285,8 +287,19 @@ class MLP:
         theta = backend.get_theta() if backend is not None else state.pop("_theta")
         device = backend.device if backend is not None else state.pop("_device")
         self.__dict__.update(state)
-        self._backend = _make_backend(device, self.sizes, self._codes, self._loss, self.dtype,
-                                      self.l2, [spec.dropout_threshold(r) for r in self.dropout])
+        drops = [spec.dropout_threshold(r) for r in self.dropout]
+        try:
+            self._backend = _make_backend(device, self.sizes, self._codes, self._loss,
+                                          self.dtype, self.l2, drops)
+        except DeviceError as exc:
+            if device != "cuda":
+                raise
+            # A CUDA net (or a joblib'd estimator) opened where no GPU is: pickle has no
+            # way to ask for another device, so the net comes back on the CPU.
+            warnings.warn(f"{exc}; the net is unpickled on the CPU", RuntimeWarning,
+                          stacklevel=2)
+            self._backend = _make_backend("cpu", self.sizes, self._codes, self._loss,
+                                          self.dtype, self.l2, drops)
         # Copied into the new backend's own array: weights that came back read-only (a
         # pickle's out-of-band buffers, joblib's memory maps) would not train.
         self._backend.set_theta(theta)
@@ -642,6 +655,9 @@ class MLP:
                         raise ValueError(f"validation_split={fraction:g}: every {part} row "
                                          f"has weight 0")
             Tw = self._backend.pack_targets(T, w)
+            # A CUDA device array takes slices only (rows by index raised deep in
+            # numba-cuda on a GPU): split on the host; the trainer uploads the parts.
+            X = self._backend.to_numpy(X)
             validation = (self._backend.check_X(X[held]), Tw[held])
             X, T, w = np.ascontiguousarray(X[keep]), T[keep], None if w is None else w[keep]
         # Capped here, once: the trainers size their buffers from it.

@@ -123,6 +123,17 @@ def test_the_fused_big_net_sgd_update_bounds_its_product_in_the_nets_dtype(monke
     assert_same_weights(net.get_weights(), [(W, np.zeros(1, np.float32))])
 
 
+def test_a_first_step_that_fails_promises_no_fresh_start():
+    # Back at the epoch's start is back where its first step failed: the message said
+    # the net "can be trained again", and at lr=1e6 its loss there was inf already.
+    X, y = problem()
+    net = fd.MLP([4, 16, 1], loss="mse", seed=0, dtype="float32")
+    with pytest.raises(fd.TrainingDivergedError, match="epoch 1 at step 1") as info:
+        net.fit(X, y, epochs=1, batch_size=BATCH, optimizer=fd.SGD(lr=1e39), shuffle=False)
+    assert "where its first step failed" in str(info.value)
+    assert "can be trained again" not in str(info.value)
+
+
 def test_plain_sgd_keeps_no_velocity():
     opt = fd.SGD(lr=0.1)
     assert opt.bind(1000, np.dtype(np.float32)).size == 0

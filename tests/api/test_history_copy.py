@@ -92,3 +92,18 @@ def test_a_net_unpickled_from_read_only_buffers_trains():
     history = back.fit(X, y, epochs=2, optimizer=fd.SGD(lr=0.1), shuffle=False)
     twin = copy.deepcopy(net)
     assert history.loss == twin.fit(X, y, epochs=2, optimizer=fd.SGD(lr=0.1), shuffle=False).loss
+
+
+def test_a_cuda_net_unpickled_without_a_gpu_comes_back_on_the_cpu():
+    # It raised DeviceError, and pickle has no way to ask for another device.
+    from fastdnn.devices import cuda_status
+    if cuda_status() is None:
+        pytest.skip("a GPU is usable here")
+    net = fd.MLP([3, 4, 2], seed=0)
+    state = net.__getstate__()
+    state["_device"] = "cuda"  # as a net pickled on a GPU machine
+    back = fd.MLP.__new__(fd.MLP)
+    with pytest.warns(RuntimeWarning, match="unpickled on the CPU"):
+        back.__setstate__(state)
+    assert back.device == "cpu"
+    np.testing.assert_array_equal(back._backend.get_theta(), net._backend.get_theta())

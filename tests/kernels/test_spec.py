@@ -290,6 +290,8 @@ def formula_cases():
     cases["adam_step"] = [(0.3, -1.2, 0.05, 0.02, 1e-2, 0.3, 0.9, 0.999, 0.1, 0.001, 1e-8, wd, dec,
                            0.0)
                           for wd in (0.0, 0.1) for dec in (False, True)]
+    cases["step_l2"] = [(l2, ref, w) for l2 in (0.0, 0.3) for ref in (0.0, 16.0)
+                        for w in (0.0, 12.0, 16.0, 40.5)]
     cases["lr_factor"] = [(c, sched.get(c, np.ones(spec.N_SCHEDULE)), t)
                           for c in sorted(spec.SCHEDULE_CODES) + BAD_CODES[:2] for t in T_VALUES]
     keys = [np.uint64(k) for k in (0, 1, 12345, 2**63, 2**64 - 1)]
@@ -300,6 +302,14 @@ def formula_cases():
                               for k in keys[:3] for row in (0, 9) for layer in (0, 2)
                               for unit in (0, 31) for rate in (0.0, 0.1, 0.5, 0.9)]
     return cases
+
+
+def test_step_l2_is_sklearns_alpha_over_the_batch_weight():
+    # l2 holds at the batch weight ref; scikit-learn's alpha / (c w) at any other w.
+    assert spec.step_l2(0.3, 0.0, 12.0) == 0.3  # a penalty the same every step
+    assert spec.step_l2(0.3, 16.0, 16.0) == 0.3  # a full batch: l2 as it is, to the bit
+    assert spec.step_l2(0.3, 16.0, 12.0) == pytest.approx(0.3 * 16 / 12, rel=1e-15)
+    assert spec.step_l2(0.3, 16.0, 0.0) == 0.3  # a batch of no weight: no division
 
 
 def test_every_formula_has_cases():

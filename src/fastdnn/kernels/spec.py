@@ -201,20 +201,23 @@ class Layout:
     cap: int
 
     @classmethod
-    def build(cls, sizes, codes, cap, small_gemm_macs=0, drops=None):
+    def build(cls, sizes, codes, cap, small_gemm_macs=0, drops=None, input_slot=True):
         """Lay out a net; ``codes`` has one activation code per hidden layer.
 
         ``small_gemm_macs`` is the product size from which a layer uses BLAS (the CPU
         backend passes ``config.SMALL_GEMM_MACS``; the CUDA kernels ignore it).
         ``drops``: a dropout threshold per hidden layer (:func:`dropout_threshold`), for
         training layouts; each layer with one gets a slot for its dropped-out output.
+        ``input_slot``: slot 0 of ``work`` holds a gathered input batch (the CUDA
+        backend's); the CPU kernels read X (or their own gather buffer, shared by shards)
+        directly, and never layer 0's ``IN_OFF``.  The deltas hold no dL/dX (no kernel
+        computes it), so they are as wide as the widest layer output, not the input.
         """
         n_layers = len(sizes) - 1
         w_off, b_off, n_params = param_offsets(sizes)
         table = np.zeros((n_layers, N_COLS), dtype=np.int64)
-        # Slot 0 holds a gathered input batch for the CUDA backend; the CPU kernels read
-        # X (or their own gather buffer, shared by shards) directly.
-        off = cap * sizes[0]
+        # A 20000-input net's predict kept 937 MB of buffers, 0.4 MB of them used.
+        off = cap * sizes[0] if input_slot else 0
         prev_out = 0
         for i in range(n_layers):
             k, n = sizes[i], sizes[i + 1]
@@ -234,7 +237,7 @@ class Layout:
             table[i] = (k, n, w_off[i], b_off[i], prev_out, z_off, a_off, code, small_gemm_macs,
                         drop, out_off)
             prev_out = out_off
-        return cls(table, n_params, off, cap * max(sizes), cap)
+        return cls(table, n_params, off, cap * max(sizes[1:]), cap)
 
     @property
     def out_offset(self):

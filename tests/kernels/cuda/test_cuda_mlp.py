@@ -138,6 +138,30 @@ def test_device_arrays_in_device_arrays_out(loss, k, acts, make_data):
         net.forward(cuda.to_device(X[:, :3].copy()))
 
 
+def test_a_device_array_with_nan_is_refused_as_numpy_data_is(make_data):
+    # fit blamed the learning rate, predict the weights; forward returned NaN.
+    X, y = make_data("cross_entropy", 10, 5, 3)
+    X = X.astype(np.float32)
+    X[3, 1] = np.nan
+    net = fd.MLP([5, 7, 3], seed=5, device="cuda")
+    for call in (lambda d: net.fit(d, y, epochs=1), net.forward, net.predict,
+                 lambda d: net.loss(d, y)):
+        with pytest.raises(ValueError, match="X contains NaN or infinity"):
+            call(cuda.to_device(X))
+
+
+def test_validation_split_of_device_data(make_data):
+    # A GPU's device array takes slices only: the split indexed it by rows (raised deep
+    # in numba-cuda; the simulator's arrays, NumPy's, hid it).  Split on the host now.
+    X, y = make_data("cross_entropy", 12, 5, 3)
+    X = X.astype(np.float32)
+    a = fd.MLP([5, 7, 3], seed=5, device="cuda")
+    b = fd.MLP([5, 7, 3], seed=5, device="cuda")
+    ha = a.fit(X, y, epochs=2, batch_size=4, validation_split=0.25)
+    hb = b.fit(cuda.to_device(X), y, epochs=2, batch_size=4, validation_split=0.25)
+    assert ha.history == {**hb.history, "seconds": ha.seconds}
+
+
 def test_fit_on_device_data_and_validation(make_data):
     X, y = make_data("cross_entropy", 10, 5, 3)
     X = X.astype(np.float32)

@@ -54,7 +54,7 @@ def _layout(sizes, codes, cap, drops=None):
     """The layout of batches of up to ``cap`` rows; one-row batches (online SGD) keep
     more of their products in the loop kernels (:func:`one_row_gemm_macs`)."""
     gemm_min = one_row_gemm_macs() if cap == 1 else config.SMALL_GEMM_MACS
-    return Layout.build(sizes, codes, cap, gemm_min, drops)
+    return Layout.build(sizes, codes, cap, gemm_min, drops, input_slot=False)
 
 
 #: Guards the hand-over of a backend's evaluation buffers (:meth:`CPUBackend._inference`);

@@ -175,7 +175,8 @@ class CUDABackend:
 
     def check_X(self, X):
         """A device array is validated where it is (2-D, C-contiguous, the net's width and
-        dtype) and stays there; anything else goes through :func:`fastdnn.validation.check_X`."""
+        dtype, finite) and stays there; anything else goes through
+        :func:`fastdnn.validation.check_X`."""
         if not is_device_array(X):
             return check_X(X, self.sizes[0], self.dtype)
         if not cuda.devicearray.is_cuda_ndarray(X):
@@ -191,6 +192,10 @@ class CUDABackend:
                             f"got {np.dtype(X.dtype).name} (convert it on the device first)")
         if not X.is_c_contiguous():
             raise ValueError("a device array X must be C-contiguous")
+        # On the device, one int read back (a NaN blamed the rate or the weights, or came
+        # back as NaN outputs).
+        if not all_finite(X.reshape(X.size)):
+            raise ValueError("X contains NaN or infinity")
         return X
 
     @staticmethod
