@@ -114,6 +114,7 @@ SLICE_SECONDS = 0.2
 #: bounds the activation buffers allocated for inference.
 PREDICT_CHUNK = 4096
 
+
 def _cache_writable():
     """Whether Numba finds a folder to cache the CPU kernels in: the one beside their
     source, ``NUMBA_CACHE_DIR`` or the user's cache folder (its own search, on a stand-in

@@ -301,12 +301,7 @@ class FitRun:
         """
         backend = self.net._backend
         if result.failed_step >= 0 or not backend.theta_finite():
-            kept = self._recover()
-            if result.failed_step == 0 and self.best_theta is None and self.snapshot is not None:
-                # The epoch's start is where its first step failed: maybe the update
-                # overflowed (a smaller lr trains on), maybe the loss was inf already.
-                kept = (f"the weights from the start of epoch {self.epoch + 1}, where its first "
-                        f"step failed (a smaller lr may train from them)")
+            kept = self._recover(first_step=result.failed_step == 0)
             where = f"step {result.failed_step + 1}" if result.failed_step >= 0 else "its last step"
             self.done = True
             raise TrainingDivergedError(
@@ -348,8 +343,9 @@ class FitRun:
         val_loss, Z = self.net._backend.evaluate(Xv, Tv, want_logits=True)
         return val_loss, self.net._metric(Z, Tv)
 
-    def _recover(self):
-        """Make the net trainable again after a divergence; returns what it keeps.
+    def _recover(self, first_step=False):
+        """Make the net trainable again after a divergence (at the epoch's ``first_step``
+        or later); returns what it keeps.
 
         The training loop stops before any update that is not finite, so the weights
         are finite, but the loss at them may not be: where there is one, the net goes
@@ -363,6 +359,10 @@ class FitRun:
             return "its best weights so far and can be trained again"
         if self.snapshot is not None:
             backend.set_theta(self.snapshot)
+            if first_step:  # back where it failed: an update that overflowed (a smaller lr
+                # trains on), or a loss that was inf already (lr 1e6 on mse)
+                return (f"the weights from the start of epoch {self.epoch + 1}, where its "
+                        f"first step failed (a smaller lr may train from them)")
             return (f"the weights from the start of epoch {self.epoch + 1} and can be trained "
                     f"again")
         # A 72 MB net's loss was inf there, and so was every later fit's first step.
