@@ -113,6 +113,8 @@ def _tell_compiling(module, name, signature):
             listener()
         except Exception:  # noqa: BLE001 - a message, never a reason to fail the compile
             traceback.print_exc()
+
+
 #: Addresses of the slots filled with a parallel region (emptied in a forked child,
 #: which fills them with the regions' serial twins: :mod:`.forks`).
 _parallel_slots = []
