@@ -112,8 +112,8 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
                                   validation_data, shuffle, patience)
         # Checked once (the nets agree in everything the checks read); every net reads the
         # same arrays, with its own optimizer and schedule parameters.
-        plans = [first] + [MLP._with_optimizer(first, opt, sched)
-                           for opt, sched in zip(optimizers[1:], schedules[1:])]
+        plans = [first] + [MLP._with_optimizer(first, opt, sched, net)
+                           for opt, sched, net in zip(optimizers[1:], schedules[1:], nets[1:])]
         backend = nets[0]._backend
         errors = {}
         runs = []

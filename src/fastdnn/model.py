@@ -665,7 +665,7 @@ class MLP:
         plan = FitPlan(X, self._backend.pack_targets(T, w), epochs, batch_size,
                        _SAMPLING[shuffle], None, None, validation, patience, clip_norm,
                        bool(restore_best), tuple(callbacks), rng_start=rng_start)
-        plan = self._with_optimizer(plan, optimizer, schedule)
+        plan = self._with_optimizer(plan, optimizer, schedule, self)
         if isinstance(plan.optimizer, LBFGS):
             if any(self.dropout):
                 raise ValueError("L-BFGS needs a deterministic loss: use dropout=0 with it")
@@ -753,10 +753,13 @@ class MLP:
         return keep, held
 
     @staticmethod
-    def _with_optimizer(plan, optimizer, schedule):
-        """``plan`` with its optimizer object and the schedule's parameters for the fit's
-        total step count (which starts from the optimizer's count)."""
+    def _with_optimizer(plan, optimizer, schedule, net):
+        """``plan`` with its optimizer object, taken by ``net`` (:meth:`Optimizer._claim`),
+        and the schedule's parameters for the fit's total step count (which starts from
+        the optimizer's count)."""
         opt = make_optimizer(optimizer)
+        if not isinstance(opt, LBFGS):
+            opt._claim(net)
         sched = make_schedule(schedule)
         total_steps = opt.t + plan.epochs * -(-plan.X.shape[0] // plan.batch_size)
         plateau = sched if isinstance(sched, ReduceLROnPlateau) else None

@@ -8,6 +8,7 @@ the step count ``t``) between ``fit`` calls, as a PyTorch optimizer does; a name
 ``"adam"`` makes a fresh instance each time.  The trainer of a fit advances ``t``.
 """
 import math
+import weakref
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class Optimizer:
 
     code = spec.SGD
     n_state = 1
+    _owner = None  # a weak reference to the net whose state this holds
     #: 0, or the batch weight at which the net's ``l2`` holds, each batch's penalty then
     #: scaled by ``_l2_weight / batch weight`` (``spec.step_l2``; the sample weights as
     #: the kernels see them, scaled to mean 1): scikit-learn's ``alpha``, which the
@@ -52,16 +54,42 @@ class Optimizer:
         return (self.n_state, n_params)
 
     def bind(self, n_params, dtype):
-        """Allocate (or keep) state for ``n_params`` parameters of ``dtype``."""
+        """Allocate (or keep) state for ``n_params`` parameters of ``dtype``.
+
+        New state for another number of parameters or dtype (another net) restarts the
+        step count; new state of another kind for the same net (momentum switched on)
+        starts at zero and keeps the count, and so the schedule's place.
+        """
         shape = self._state_shape(n_params)
         if self.state is None or self.state.shape != shape or self.state.dtype != dtype:
+            if getattr(self, "_bound", None) != (n_params, np.dtype(dtype)):
+                self.t = 0
             self.state = np.zeros(shape, dtype=dtype)
-            self.t = 0
         elif not (self.state.flags.c_contiguous and self.state.flags.writeable):
             # The same moments in the layout the kernels take (an assigned Fortran-order
             # state compiled them again; a read-only one failed in Numba's typing).
             self.state = np.array(self.state, order="C")
+        self._bound = (n_params, np.dtype(dtype))
         return self.state
+
+    def _claim(self, net):
+        """Check the hyper-parameters as the constructor does (they may have been set
+        since: ``opt.lr = -1`` trained by gradient ascent), and take ``net``'s fit: an
+        instance that holds the state of another net, alive or gone, starts over (its
+        moments and step count landed on a net of the same size, silently, and on one
+        of another size only the moments started over); one whose net is not known (a
+        pickle's) keeps its state.  Then bind, so the step count is final before a
+        schedule reads it."""
+        type(self)(**self._params())
+        if self._owner is not None and self._owner() is not net:
+            self.reset()
+        self._owner = weakref.ref(net)
+        self.bind(net.n_params, net.dtype)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_owner", None)  # a weak reference: not pickled, not copied
+        return state
 
     def reset(self):
         """Forget the state and step count."""

@@ -448,6 +448,8 @@ class _BaseMLP(BaseEstimator):
         if self.net_.l2 != l2 or self.net_.dropout != [float(d) for d in dropout]:
             self.net_.l2, self.net_.dropout = l2, list(dropout)
             self.net_ = copy.copy(self.net_)
+            if getattr(self, "_optimizer", None) is not None:  # the copy carries on the fit
+                self._optimizer._owner = None
 
     def _end_epoch(self, loss, n_samples, validation):
         """Book an epoch whose mean fastdnn loss was ``loss``; return ``_STOP``,

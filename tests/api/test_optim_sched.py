@@ -157,3 +157,47 @@ def test_fit_applies_schedule_per_iteration(schedule, make_data):
     for epoch, got in enumerate(hist.lr):
         last_t = (epoch + 1) * steps_per_epoch - 1
         assert got == pytest.approx(lr * factor(last_t, total), rel=1e-12), epoch
+
+
+def _xy(n=40):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 3)), rng.integers(0, 2, size=n)
+
+
+def test_an_optimizer_given_to_another_net_starts_over():
+    """One Adam for two nets of the same size carried the first net's moments and step
+    count into the second's fit, silently (t 20 -> 24; weights 0.04 off)."""
+    X, y = _xy()
+    opt = fd.Adam(lr=0.01)
+    fd.MLP([3, 5, 2], seed=0).fit(X, y, epochs=2, batch_size=4, optimizer=opt)
+    shared, fresh = fd.MLP([3, 5, 2], seed=1), fd.MLP([3, 5, 2], seed=1)
+    shared.fit(X, y, epochs=1, batch_size=4, optimizer=opt, schedule=fd.CosineDecay())
+    alone = fd.Adam(lr=0.01)
+    hist = fresh.fit(X, y, epochs=1, batch_size=4, optimizer=alone, schedule=fd.CosineDecay())
+    assert opt.t == alone.t == 10
+    np.testing.assert_array_equal(shared._backend.theta, fresh._backend.theta)
+    # The default cosine ends where the fit ends, on the step count it starts from.
+    assert hist.lr[-1] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * 9 / 10)))
+
+
+def test_momentum_switched_on_keeps_the_step_count():
+    # The velocity starts at zero; the count (and the schedule's place) went back to 0.
+    X, y = _xy()
+    net, opt = fd.MLP([3, 5, 2], seed=0), fd.SGD(lr=0.1)
+    net.fit(X, y, epochs=2, batch_size=4, optimizer=opt)
+    opt.momentum = 0.9
+    net.fit(X, y, epochs=1, batch_size=4, optimizer=opt)
+    assert opt.t == 30 and opt.state.shape == (1, net.n_params)
+
+
+@pytest.mark.parametrize("name, value, error", [("lr", -1.0, ValueError),
+                                                ("lr", "0.1", TypeError),
+                                                ("lr", float("nan"), ValueError),
+                                                ("momentum", 1.5, ValueError)])
+def test_hyper_parameters_set_after_construction_are_checked(name, value, error):
+    # opt.lr = -1 trained by gradient ascent; nan was blamed on the rate as a divergence.
+    X, y = _xy()
+    opt = fd.SGD(lr=0.1, momentum=0.5)
+    setattr(opt, name, value)
+    with pytest.raises(error, match=name):
+        fd.MLP([3, 5, 2], seed=0).fit(X, y, epochs=1, optimizer=opt)
