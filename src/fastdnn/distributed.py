@@ -354,7 +354,7 @@ class DistributedFitRun(FitRun):
     def __init__(self, net, plan, verbose, comm, steps_per_epoch, rows):
         self.comm = comm
         self.rank = comm.Get_rank()
-        self.steps_per_epoch = steps_per_epoch
+        self._global_steps = steps_per_epoch
         self.rows = rows
         self._val_mean = None  # the global weighted mean of the validation targets (mse)
         # Every rank's generator as the fit began: a resumed fit draws each rank's
@@ -369,6 +369,10 @@ class DistributedFitRun(FitRun):
     @property
     def rows_per_epoch(self):
         return self.rows
+
+    @property
+    def steps_per_epoch(self):
+        return self._global_steps
 
     def _attach(self):
         # Rank 0 resumes from its backup if it has one; then every rank takes its state.

@@ -18,7 +18,7 @@ from . import config
 from .callbacks import ProgressBar, says_stop
 from .errors import TrainingDivergedError
 from .kernels.cpu.separate import compile_listeners, filled_from_kernels
-from .kernels.spec import SCALE, EpochResult
+from .kernels.spec import COSINE, SCALE, TOTAL_STEPS, EpochResult
 
 
 class History:
@@ -196,6 +196,11 @@ class FitRun:
     def rows_per_epoch(self):
         """Rows an epoch trains on (every rank's, in a distributed fit)."""
         return self.plan.X.shape[0]
+
+    @property
+    def steps_per_epoch(self):
+        """Optimizer steps an epoch takes (the global batches', in a distributed fit)."""
+        return -(-self.plan.X.shape[0] // self.plan.batch_size)
 
     def _call(self, hook, *args):
         """Call ``hook`` on every callback that has it; whether any returned True."""
@@ -377,7 +382,8 @@ class FitRun:
         header = dict(format="fastdnn-backup", sizes=net.sizes, epoch=self.epoch, t=opt.t,
                       rng=net._rng.bit_generator.state, best=self.stop.best,
                       since_best=self.stop.since_best, rng_start=self.plan.rng_start,
-                      fit=self.arguments(), stopping=bool(self.stopping), ranks=self.n_ranks)
+                      fit=self.arguments(), stopping=bool(self.stopping), ranks=self.n_ranks,
+                      epochs=self.plan.epochs)
         arrays = dict(theta=net._backend.get_theta(), schedule=np.asarray(self.plan.schedule[1]))
         if opt.state is not None:
             arrays["opt_state"] = opt.state
@@ -419,7 +425,15 @@ class FitRun:
             raise ValueError(f"it was made with {name}={made.get(name)!r}, this fit has "
                              f"{name}={now[name]!r}")
         net._backend.set_theta(arrays["theta"].astype(net.dtype))
-        np.copyto(self.plan.schedule[1], arrays["schedule"])
+        schedule = np.array(arrays["schedule"], dtype=np.float64)
+        code, params = self.plan.schedule
+        epochs = header.get("epochs")  # backups before 2026-11-29 have none
+        if (code == COSINE and epochs is not None and epochs != self.plan.epochs
+                and schedule[TOTAL_STEPS] != params[TOTAL_STEPS]):
+            # A default CosineDecay ends where the fit ends: resumed with more epochs,
+            # the added ones ran at a rate of 0 (an explicit length is the same in both).
+            schedule[TOTAL_STEPS] += (self.plan.epochs - epochs) * self.steps_per_epoch
+        np.copyto(params, schedule)
         if "opt_state" in arrays:
             opt.state = arrays["opt_state"].astype(net.dtype)
         opt.t = int(header["t"])

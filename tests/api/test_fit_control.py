@@ -1367,3 +1367,32 @@ def test_a_kept_backup_callback_lets_go_of_the_fit(tmp_path):
     del X, net
     gc.collect()
     assert backup.run is None and data() is None and model() is None
+
+
+def test_a_resumed_fit_with_more_epochs_stretches_a_default_cosine(tmp_path):
+    """Resumed with more epochs (allowed), a default CosineDecay kept the old fit's
+    length: every added epoch trained at a rate of 0."""
+    X = np.random.default_rng(0).normal(size=(40, 5))
+    y = np.arange(40) % 3
+    path = str(tmp_path / "fit.npz")
+
+    class Crash:
+        def on_epoch_end(self, epoch, logs):
+            if epoch == 1:
+                raise RuntimeError("killed")
+
+    def fit(epochs, callbacks, schedule=None):
+        net = fd.MLP([5, 7, 3], dtype="float64", seed=1)
+        return net.fit(X, y, epochs=epochs, batch_size=10, optimizer=fd.Adam(0.01),
+                       schedule=schedule or fd.CosineDecay(), callbacks=callbacks)
+
+    with pytest.raises(RuntimeError):
+        fit(4, [fd.BackupAndRestore(path), Crash()])
+    resumed = fit(8, [fd.BackupAndRestore(path)])
+    whole = fit(8, [])
+    assert resumed.lr[2:] == whole.lr[2:] and resumed.lr[-1] > 0
+    # An explicit length is the fit's own, whatever its epochs.
+    with pytest.raises(RuntimeError):
+        fit(4, [fd.BackupAndRestore(path), Crash()], fd.CosineDecay(total_steps=12))
+    resumed = fit(8, [fd.BackupAndRestore(path)], fd.CosineDecay(total_steps=12))
+    assert resumed.lr[-1] == 0.0
