@@ -11,8 +11,8 @@ import sys
 import time
 
 from .errors import TrainingDivergedError
-from .fitting import FitRun
-from .kernels.cpu.separate import filled_from_kernels
+from .fitting import FitRun, deferred_interrupts
+from .kernels.cpu.separate import filled_from_kernels, take_interrupt
 from .model import MLP, training_alone
 from .optim import LBFGS, Optimizer
 from .validation import check_n_threads, check_verbose
@@ -118,7 +118,10 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
         errors = {}
         runs = []
         try:  # closed however the fit ends (a Ctrl-C left the helper thread polling)
-            with backend.limit_threads(n_threads):
+            # Ctrl-C waits for the group's epoch to end, as fit's for its run of steps:
+            # pressed while a callee compiled, it came out of the kernel as a
+            # RuntimeError or a SystemError.
+            with backend.limit_threads(n_threads), deferred_interrupts() as pressed:
                 runs += [FitRun(net, plan) for net, plan in zip(nets, plans)]
                 group = backend.trainer_group([run.trainer for run in runs])
                 epoch = 0
@@ -129,7 +132,12 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
                     seeds = [runs[i].next_seed() for i in active]
                     filled = filled_from_kernels()
                     start = time.perf_counter()
-                    results = group.run_epochs(active, first.sampling, seeds)
+                    try:
+                        results = group.run_epochs(active, first.sampling, seeds)
+                    except (RuntimeError, SystemError) as exc:
+                        if take_interrupt(exc):  # Ctrl-C while a callee compiled
+                            raise KeyboardInterrupt from exc
+                        raise
                     seconds = time.perf_counter() - start
                     # The first epoch compiles the kernel (or loads it); a later one may
                     # compile a callee reached late: their time is no rate.
@@ -140,11 +148,16 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
                         except TrainingDivergedError as exc:
                             errors[i] = exc
                     epoch += 1
+                    if pressed() and any(not run.done for run in runs):
+                        raise KeyboardInterrupt
                     if verbose:
                         booked = [i for i in active if i not in errors]
                         _progress(epoch, first.epochs,
                                   [runs[i].history.loss[-1] for i in booked],
                                   sum(r.samples for r in results), seconds, compiled)
+        except KeyboardInterrupt as exc:  # the completed epochs, as fit's
+            exc.history = [run.history for run in runs]
+            raise
         finally:
             for run in runs:
                 run.close()

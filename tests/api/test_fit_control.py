@@ -478,7 +478,7 @@ def test_a_part_compiled_mid_fit_is_said_once(monkeypatch):
     run_steps = backend.CPUTrainer.run_steps
 
     def compiling_run(self, *args):
-        for listener in list(separate.compile_listeners):
+        for _, listener in list(separate.compile_listeners):
             listener()
         return run_steps(self, *args)
 
@@ -1396,3 +1396,22 @@ def test_a_resumed_fit_with_more_epochs_stretches_a_default_cosine(tmp_path):
         fit(4, [fd.BackupAndRestore(path), Crash()], fd.CosineDecay(total_steps=12))
     resumed = fit(8, [fd.BackupAndRestore(path)], fd.CosineDecay(total_steps=12))
     assert resumed.lr[-1] == 0.0
+
+
+def test_ctrl_c_during_a_mid_fit_compile_is_a_keyboard_interrupt(monkeypatch):
+    # The kernel's RuntimeError("could not compile ...") reached the user instead.
+    from fastdnn.kernels.cpu import backend, separate
+
+    def interrupted_compile(self, *args):
+        separate._interrupted.append(True)
+        raise RuntimeError("fastdnn could not compile ... (the error is printed above)")
+
+    monkeypatch.setattr(backend.CPUTrainer, "run_steps", interrupted_compile)
+    X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 2
+    with pytest.raises(KeyboardInterrupt) as info:
+        fd.MLP([3, 4, 2], seed=0).fit(X, y, epochs=2, batch_size=8)
+    assert len(info.value.history) == 0 and not separate.take_interrupt(RuntimeError())
+    monkeypatch.setattr(backend.CPUTrainerGroup, "run_epochs", interrupted_compile)
+    with pytest.raises(KeyboardInterrupt):
+        fd.fit_many([fd.MLP([3, 4, 2], seed=s) for s in range(2)], X, y, epochs=1,
+                    batch_size=8, n_threads=1)

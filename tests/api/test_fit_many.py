@@ -231,3 +231,22 @@ def test_an_interrupted_group_releases_its_fits(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fd.fit_many(group, *data(), epochs=2)
     assert len(closed) == len(group)
+
+
+def test_ctrl_c_in_a_group_stops_after_the_epoch(monkeypatch):
+    """fit_many did not defer Ctrl-C: pressed while a kernel compiled a callee, it came
+    out as a RuntimeError or a SystemError.  Now it stops the group after the epoch, as
+    fit does after its run, with the completed epochs in ``.history``."""
+    import signal
+    from fastdnn.kernels.cpu import backend
+    run_epochs = backend.CPUTrainerGroup.run_epochs
+
+    def pressed_during(self, *args):
+        signal.raise_signal(signal.SIGINT)
+        return run_epochs(self, *args)
+
+    monkeypatch.setattr(backend.CPUTrainerGroup, "run_epochs", pressed_during)
+    group = nets()
+    with pytest.raises(KeyboardInterrupt) as info:
+        fd.fit_many(group, *data(), epochs=3)
+    assert [len(h) for h in info.value.history] == [1] * len(group)

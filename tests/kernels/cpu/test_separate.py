@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -46,8 +47,10 @@ def test_a_callee_that_must_compile_is_told_to_the_listeners(monkeypatch):
     """A fit whose epoch kernel was cached compiled a callee it reached late (the wide
     layers' online update) for 1-8 s, saying nothing; the listeners (a fit's progress
     bar) now hear of it, and only when it compiles, not when it was compiled already."""
-    heard = []
-    monkeypatch.setattr(separate, "compile_listeners", [lambda: heard.append(1)])
+    heard, other = [], []
+    monkeypatch.setattr(separate, "compile_listeners", [
+        (threading.get_ident(), lambda: heard.append(1)),
+        (threading.get_ident() + 1, lambda: other.append(1))])  # another thread's fit
 
     @njit(cache=False)
     def caller(a):
@@ -59,6 +62,35 @@ def test_a_callee_that_must_compile_is_told_to_the_listeners(monkeypatch):
     assert not separate.cached(tripled_sum, (typeof(a),))
     assert caller(a) == 42.0 and heard == [1]  # tripled_sum's compile only
     assert caller(a) == 42.0 and heard == [1]  # the slots are filled
+    assert other == []  # another thread's fit said "compiling" for this one's compile
+
+
+@separate.separate(returns=types.float64)
+@njit(cache=False)
+def quintupled_sum(a):
+    return 5.0 * a.sum()
+
+
+def test_ctrl_c_while_a_callee_compiles_is_a_keyboard_interrupt(monkeypatch):
+    """Ctrl-C while a kernel compiled a callee raised RuntimeError('could not compile'),
+    after a page of compiler traceback; the slot stays empty and the press is kept for
+    the caller (fitting turns the error back into a KeyboardInterrupt)."""
+    def pressed():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(separate, "compile_listeners", [(threading.get_ident(), pressed)])
+
+    @njit(cache=False)
+    def caller(a):
+        return quintupled_sum(a)
+
+    a = np.arange(4.0)
+    with pytest.raises(RuntimeError, match="could not compile"):
+        caller(a)
+    error = RuntimeError("could not compile")
+    assert separate.take_interrupt(error) and not separate.take_interrupt(error)
+    monkeypatch.setattr(separate, "compile_listeners", [])
+    assert caller(a) == 30.0  # compiled on the next call
 
 
 def test_a_caller_holds_a_slot_not_the_callees_code():

@@ -37,6 +37,7 @@ import ctypes
 import hashlib
 import importlib
 import pickle
+import threading
 import traceback
 
 import llvmlite.binding as llvm
@@ -79,10 +80,25 @@ def _compiled(module, name, signature):
 
 _filled_from_kernels = 0
 
-#: Called (without arguments) before a slot's callee is compiled, neither loaded in this
-#: process nor in Numba's disk cache: a fit in progress says so (``fitting.FitRun``).
-#: The wide layers' fused online update compiled for 1-8 s with nothing said.
+#: ``(thread id, listener)`` pairs: a listener is called (without arguments) before a
+#: slot's callee is compiled, neither loaded in this process nor in Numba's disk cache,
+#: and a fit in progress says so (``fitting.FitRun``; the wide layers' fused online update
+#: compiled for 1-8 s with nothing said).  Only the listeners of the thread that compiles
+#: hear it (another thread's fit said "compiling" for it), all where that thread has none
+#: (a helper or pool thread of some fit).
 compile_listeners = []
+_interrupted = []  # Ctrl-C during a slot's compile (see take_interrupt)
+
+
+def take_interrupt(error):
+    """Whether the ``error`` a kernel raised was Ctrl-C while it compiled a callee
+    (forgotten once asked): it raised RuntimeError("could not compile ..."), or, where
+    the press came as the callback returned (ctypes drops it, leaving it pending), a
+    SystemError caused by it.  The caller raises the KeyboardInterrupt it was."""
+    pressed = bool(_interrupted)
+    _interrupted.clear()
+    return pressed or (isinstance(error, SystemError)
+                       and isinstance(error.__cause__, KeyboardInterrupt))
 
 
 def cached(dispatcher, argtypes):
@@ -108,7 +124,10 @@ def _tell_compiling(module, name, signature):
     dispatcher = getattr(importlib.import_module(module), name, None)
     if dispatcher is None or cached(forks.runnable(dispatcher), signature.args):
         return
-    for listener in tuple(compile_listeners):
+    here = threading.get_ident()
+    listeners = tuple(compile_listeners)
+    mine = [listener for ident, listener in listeners if ident == here]
+    for listener in mine or [listener for _, listener in listeners]:
         try:
             listener()
         except Exception:  # noqa: BLE001 - a message, never a reason to fail the compile
@@ -155,6 +174,9 @@ def _compile_slot(slot, key, size):
                 _parallel_slots.append(slot)
         _filled_from_kernels += 1
         return 0
+    except KeyboardInterrupt:  # the slot stays empty; the caller raises it again
+        _interrupted.append(True)
+        return -1
     except BaseException:  # the kernel raises a RuntimeError; the cause is printed here
         traceback.print_exc()
         return -1
@@ -191,7 +213,11 @@ def _call_through_slot(module, name, signature):
             status = builder.call(fill, [builder.bitcast(slot, byte_ptr),
                                          context.insert_const_bytes(module_ir, key),
                                          ir.Constant(ir.IntType(64), len(key))])
-            failed = builder.icmp_signed("!=", status, ir.Constant(ir.IntType(32), 0))
+            # Empty still is a failure too: ctypes answers 0 for a callback whose
+            # exception it had to drop (a Ctrl-C at its very entry).
+            failed = builder.or_(
+                builder.icmp_signed("!=", status, ir.Constant(ir.IntType(32), 0)),
+                cgutils.is_null(builder, builder.load(slot)))
             with builder.if_then(failed, likely=False):
                 context.call_conv.return_user_exc(
                     builder, RuntimeError,
