@@ -96,6 +96,9 @@ def main(argv=None):
     ap.add_argument("--workloads", default="e,f")
     args = ap.parse_args(argv)
     keys = args.workloads.split(",")
+    for key in keys:  # d raised KeyError: only the GEMM-bound workloads are here
+        if key not in WORKLOADS:
+            ap.error(f"unknown workload {key!r}; choose from {','.join(WORKLOADS)}")
     makers = systems([width for key in keys for width in WORKLOADS[key][1]])
     rng = np.random.default_rng(0)
     for key in keys:

@@ -168,4 +168,7 @@ def main():
 
 
 if __name__ == "__main__":
+    import argparse
+    # No options; --help says what it does, rather than starting the run.
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     main()

@@ -1400,6 +1400,11 @@ def main(argv=None):
     for k in args.workloads.split(","):
         if k not in WORKLOADS:
             ap.error(f"unknown workload {k!r}; choose from {','.join(WORKLOADS)}")
+    for s in args.systems.split(","):  # a typo became a "skipped" peer's column
+        if s not in SYSTEMS:
+            ap.error(f"unknown system {s!r}; choose from {','.join(SYSTEMS)}")
+    if args.rounds is not None and args.rounds < 1:  # 0 wrote a table of empty cells
+        ap.error(f"--rounds must be at least 1; got {args.rounds}")
     if not args.quick and not args.no_write:
         args.out = args.out or str(ROOT / "docs" / "peers.md")
         args.png = args.png or str(ROOT / "docs" / "peers.png")
