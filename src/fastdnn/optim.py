@@ -4,8 +4,9 @@ rules in :mod:`fastdnn.kernels.spec`.
 
 Semantics follow ``torch.optim`` (SGD with dampening 0, Adam, AdamW), so PyTorch can
 serve as the oracle.  An optimizer instance keeps its state (velocity or moments, and
-the step count ``t``) between ``fit`` calls, as a PyTorch optimizer does; a name such as
-``"adam"`` makes a fresh instance each time.  The trainer of a fit advances ``t``.
+the step count ``t``) between ``fit`` calls of one net, as a PyTorch optimizer does for
+its parameters; given to another net it starts over (:meth:`Optimizer._claim`).  A name
+such as ``"adam"`` makes a fresh instance each time.  The trainer of a fit advances ``t``.
 """
 import math
 import weakref
