@@ -103,16 +103,18 @@ def take_interrupt(error):
 
 def cached(dispatcher, argtypes):
     """Whether ``dispatcher`` is compiled in this process or in Numba's disk cache for
-    the Numba types ``argtypes`` (True where Numba's internals do not tell)."""
-    argtypes = tuple(argtypes)
+    the Numba types ``argtypes``: a tuple, or a predicate on a tuple of argument types
+    (:func:`.warmup.ready` matches the arrays' only); True where Numba's internals do
+    not tell."""
+    match = argtypes if callable(argtypes) else tuple(argtypes).__eq__
     try:
-        if argtypes in dispatcher.overloads:
+        if any(match(types) for types in dispatcher.overloads):
             return True
         cache_file = getattr(dispatcher._cache, "_cache_file", None)
         if cache_file is None:  # no disk cache (FASTDNN_CACHE=0)
             return False
         magic = dispatcher.targetctx.codegen().magic_tuple()
-        return any(key[0] == argtypes and key[1] == magic for key in cache_file._load_index())
+        return any(match(key[0]) and key[1] == magic for key in cache_file._load_index())
     except Exception:  # noqa: BLE001 - another Numba: say nothing
         return True
 

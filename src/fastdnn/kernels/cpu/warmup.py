@@ -77,6 +77,7 @@ import numpy as np
 import fastdnn
 
 from ... import config
+from .separate import cached
 
 #: Seconds to wait for the helper at one cache lookup before compiling here anyway.
 TIMEOUT = 60.0
@@ -307,20 +308,13 @@ def ready(dispatcher, args):
         return True
     try:
         wanted = [(i, typeof(a)) for i, a in arrays]
-
-        def fits(types):
-            return len(types) == len(args) and all(types[i] == t for i, t in wanted)
-
-        found = any(fits(types) for types in dispatcher.overloads)
-        cache_file = getattr(dispatcher._cache, "_cache_file", None)
-        if not found and cache_file is None:  # no disk cache (FASTDNN_CACHE=0): compiles
-            return False
-        if not found:
-            index = cache_file._load_index()
-            magic = dispatcher.targetctx.codegen().magic_tuple()
-            found = any(fits(key[0]) and key[1] == magic for key in index)
     except Exception:  # noqa: BLE001 - Numba's internals moved: say nothing
         return True
+
+    def fits(types):
+        return len(types) == len(args) and all(types[i] == t for i, t in wanted)
+
+    found = cached(dispatcher, fits)  # False without a disk cache (FASTDNN_CACHE=0)
     if found:
         _ready.add(memo)
     return found
