@@ -17,7 +17,7 @@ import numpy as np
 from . import config
 from .callbacks import ProgressBar, says_stop
 from .errors import TrainingDivergedError
-from .kernels.cpu.separate import compile_listeners, filled_from_kernels, take_interrupt
+from .kernels.cpu.separate import filled_from_kernels, listening, take_interrupt
 from .kernels.spec import COSINE, SCALE, TOTAL_STEPS, EpochResult
 
 
@@ -256,17 +256,14 @@ class FitRun:
         while steps < total:
             filled = filled_from_kernels()
             run_start = time.perf_counter()
-            listener = (threading.get_ident(), self._compiling_now)
-            compile_listeners.append(listener)
             try:
-                result = self.trainer.run_steps(self.plan.sampling, seed, steps,
-                                                steps + self._slice(total - steps))
+                with listening(self._compiling_now):
+                    result = self.trainer.run_steps(self.plan.sampling, seed, steps,
+                                                    steps + self._slice(total - steps))
             except (RuntimeError, SystemError) as exc:
                 if take_interrupt(exc):  # Ctrl-C while a callee compiled
                     raise KeyboardInterrupt from exc
                 raise
-            finally:
-                compile_listeners.remove(listener)
             seconds = time.perf_counter() - run_start
             # The first run compiles (or loads) the epoch kernel; a later one may compile
             # a callee the fit reaches late (the overflow guard's exact check).

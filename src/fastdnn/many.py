@@ -12,7 +12,7 @@ import time
 
 from .errors import TrainingDivergedError
 from .fitting import FitRun, deferred_interrupts
-from .kernels.cpu.separate import filled_from_kernels, take_interrupt
+from .kernels.cpu.separate import filled_from_kernels, listening, take_interrupt
 from .model import MLP, training_alone
 from .optim import LBFGS, Optimizer
 from .validation import check_n_threads, check_verbose
@@ -133,7 +133,8 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
                     filled = filled_from_kernels()
                     start = time.perf_counter()
                     try:
-                        results = group.run_epochs(active, first.sampling, seeds)
+                        with listening():  # its fills are this thread's
+                            results = group.run_epochs(active, first.sampling, seeds)
                     except (RuntimeError, SystemError) as exc:
                         if take_interrupt(exc):  # Ctrl-C while a callee compiled
                             raise KeyboardInterrupt from exc

@@ -120,6 +120,52 @@ def test_a_declared_callee_compiles_when_first_called():
     assert caller(a, True) == 12.0 and separate.filled_from_kernels() == filled + 1
 
 
+@separate.separate(returns=types.float64)
+@njit(cache=False)
+def sextupled_sum(a):
+    return 6.0 * a.sum()
+
+
+@separate.separate(returns=types.float64)
+@njit(cache=False)
+def septupled_sum(a):
+    return 7.0 * a.sum()
+
+
+def test_a_fill_counts_for_its_own_thread_or_for_every_thread():
+    """One count for the process: a compile in one thread's fit left another thread's
+    run of steps out of its epoch's rate.  A fill counts for the thread that listens
+    (a fit), and one from a thread no fit listens in (a pool thread) counts for all."""
+    @njit(cache=False)
+    def six(a, call):
+        return sextupled_sum(a) if call else -1.0
+
+    @njit(cache=False)
+    def seven(a, call):
+        return septupled_sum(a) if call else -1.0
+
+    a = np.arange(4.0)
+    six(a, False), seven(a, False)  # the callers compile here; their slots stay empty
+    seen = {}
+
+    def fit(name, call):
+        with separate.listening():
+            before = separate.filled_from_kernels()
+            seen[name] = call(a, True)
+            seen[name + " own"] = separate.filled_from_kernels() - before
+
+    mine = separate.filled_from_kernels()
+    other = threading.Thread(target=fit, args=("six", six))
+    other.start()
+    other.join()
+    assert seen == {"six": 36.0, "six own": 1}
+    assert separate.filled_from_kernels() == mine  # not this thread's
+    assert seven(a, True) == 42.0  # no fit listens here: every thread counts it
+    assert separate.filled_from_kernels() == mine + 1
+    fit("seven", seven)
+    assert seen["seven own"] == 0  # filled already
+
+
 def test_a_misdeclared_callee_raises_at_its_first_call(capfd):
     @njit(cache=False)
     def caller(a):

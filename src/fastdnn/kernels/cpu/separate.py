@@ -33,6 +33,8 @@ a 2-8-8-1 step took 256 against 243 ns, for 0.2 s less of a cold start.
 
 If Numba's internals this relies on are missing, callers link the callee as before.
 """
+import collections
+import contextlib
 import ctypes
 import hashlib
 import importlib
@@ -78,7 +80,10 @@ def _compiled(module, name, signature):
     return cres
 
 
-_filled_from_kernels = 0
+#: Slots filled per thread id: a fit's own thread's, or, under ``None``, those of threads
+#: with no fit listening (a kernel's pool or helper thread, a bare call), which every fit
+#: counts.  One count for the process made another thread's compile blank a fit's rate.
+_filled = collections.Counter()
 
 #: ``(thread id, listener)`` pairs: a listener is called (without arguments) before a
 #: slot's callee is compiled, neither loaded in this process nor in Numba's disk cache,
@@ -88,6 +93,18 @@ _filled_from_kernels = 0
 #: (a helper or pool thread of some fit).
 compile_listeners = []
 _interrupted = []  # Ctrl-C during a slot's compile (see take_interrupt)
+
+
+@contextlib.contextmanager
+def listening(listener=lambda: None):
+    """Within the block, the calling thread's slot fills are its own (see
+    :func:`filled_from_kernels`) and ``listener`` hears of its compiles."""
+    entry = (threading.get_ident(), listener)
+    compile_listeners.append(entry)
+    try:
+        yield
+    finally:
+        compile_listeners.remove(entry)
 
 
 def take_interrupt(error):
@@ -151,10 +168,11 @@ forks.on_serial(_empty_parallel_slots)
 
 
 def filled_from_kernels():
-    """How many slots running kernels have filled in this process: a run of steps that
-    changes it spent part of its time compiling, or loading from the cache (a fit
-    leaves such a run out of its epoch's samples/s)."""
-    return _filled_from_kernels
+    """How many slots running kernels have filled for the calling thread (its own fills
+    while it listens in :data:`compile_listeners`, and every fill of a thread that has
+    no listener): a run of steps that changes it spent part of its time compiling, or
+    loading from the cache (a fit leaves such a run out of its epoch's samples/s)."""
+    return _filled[threading.get_ident()] + _filled[None]
 
 
 @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
@@ -162,7 +180,6 @@ def _compile_slot(slot, key, size):
     """Fill the empty ``slot`` with the callee that the pickled ``key`` (``size`` bytes)
     names (called from a kernel, which ctypes gives the GIL); returns 0, or -1 with the
     error printed."""
-    global _filled_from_kernels
     try:
         module, name, signature = pickle.loads(ctypes.string_at(key, size))
         _tell_compiling(module, name, signature)
@@ -174,7 +191,8 @@ def _compile_slot(slot, key, size):
             ctypes.c_void_p.from_address(slot).value = address
             if forks.is_parallel(getattr(importlib.import_module(module), name)):
                 _parallel_slots.append(slot)
-        _filled_from_kernels += 1
+        here = threading.get_ident()
+        _filled[here if any(ident == here for ident, _ in compile_listeners) else None] += 1
         return 0
     except KeyboardInterrupt:  # the slot stays empty; the caller raises it again
         _interrupted.append(True)
