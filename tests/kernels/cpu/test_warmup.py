@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -461,6 +462,40 @@ print(helper.process.pid, flush=True)
         os.kill(pid, 0)  # still there: not killed
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def test_a_helper_past_its_lifetime_takes_its_claims_along(tmp_path):
+    """A helper whose parent had gone ended after LIFETIME by os._exit, and left its
+    fastdnn-warmup-* folder of claims in /tmp for good."""
+    import time
+
+    code = """
+import time
+from fastdnn.kernels import spec
+from fastdnn.kernels.cpu import warmup
+warmup.LIFETIME = 1.0
+warmup.compile_pass = lambda net: time.sleep(600)
+helper = warmup.start([3, 4, 2], [spec.RELU], spec.MSE, "float64")
+print(helper.process.pid, helper.claims, flush=True)
+"""
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    environ.update(NUMBA_CACHE_DIR=str(tmp_path / "cache"), FASTDNN_WARMUP="1")
+    proc = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    pid, claims = proc.stdout.split()
+    assert claims.startswith(tempfile.gettempdir())
+    def running():
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 60
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the helper, reparented, ends at its LIFETIME
+    assert not os.path.exists(claims), "the helper's claims outlived it"
 
 
 def test_the_helper_is_forked_only_where_a_fork_is_safe(monkeypatch):
