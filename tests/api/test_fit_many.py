@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastdnn as fd
-from support import assert_same_weights, run_threaded
+from support import assert_same_weights, run_python, run_threaded
 
 # Different depths, widths and activations, one loss and input/output width.
 ARCHS = [([6, 8, 3], "relu"), ([6, 16, 16, 3], "tanh"), ([6, 4, 4, 4, 3], "gelu"),
@@ -250,3 +250,23 @@ def test_ctrl_c_in_a_group_stops_after_the_epoch(monkeypatch):
     with pytest.raises(KeyboardInterrupt) as info:
         fd.fit_many(group, *data(), epochs=3)
     assert [len(h) for h in info.value.history] == [1] * len(group)
+
+
+def test_the_groups_lists_compile_no_list_code_in_a_warm_process():
+    """``numba.typed.List(items)`` compiles Numba's list code in every process (1-2.5 s
+    per item type: 7.6 s of a warm process's first fit_many); the group's lists are
+    built by cached kernels instead, so a second process compiles none of it."""
+    code = """
+        import numpy as np
+        import fastdnn as fd
+        from numba.core.registry import CPUDispatcher
+        from numba.typed import typedlist
+        X = np.random.default_rng(0).random((64, 4)).astype(np.float32)
+        y = (X[:, 0] > 0.5).astype(np.int64)
+        nets = [fd.MLP([4, 8, 2], seed=i, dtype="float32") for i in range(2)]
+        fd.fit_many(nets, X, y, epochs=1, batch_size=8)
+        print(sorted(name for name, f in vars(typedlist).items()
+                     if isinstance(f, CPUDispatcher) and f.signatures))
+    """
+    run_python(code, FASTDNN_WARMUP="0")  # fills this run's cache, where cold
+    assert run_python(code, FASTDNN_WARMUP="0").strip() == "[]"
