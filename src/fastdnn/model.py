@@ -75,6 +75,8 @@ def _check_rate(name, value, upper=1.0):
 
 def _check_dropout(dropout, n_hidden):
     """One dropout rate per hidden layer, from one rate or a list of them."""
+    if isinstance(dropout, np.ndarray) and dropout.ndim == 0:
+        dropout = dropout.item()  # np.array(0.1) is one rate (iterating it raised)
     if isinstance(dropout, (list, tuple, np.ndarray)):
         rates = [_check_rate("dropout", r) for r in dropout]
         if len(rates) != n_hidden:
@@ -217,8 +219,8 @@ class MLP:
                  device="cpu", seed=None, n_threads=None, l2=0.0, dropout=0.0):
         self.sizes = _check_sizes(sizes)
         self._codes = _check_activations(activation, len(self.sizes) - 2)
-        self.l2 = _check_nonneg("l2", l2)
-        self.dropout = _check_dropout(dropout, len(self.sizes) - 2)
+        self._l2 = _check_nonneg("l2", l2)
+        self._dropout = _check_dropout(dropout, len(self.sizes) - 2)
         self._loss = spec.loss_code(loss)
         if self._loss == spec.CROSS_ENTROPY and self.sizes[-1] < 2:
             raise ValueError("cross_entropy needs >= 2 outputs; use binary_cross_entropy for one")
@@ -233,6 +235,38 @@ class MLP:
         self._backend = _make_backend(device, self.sizes, self._codes, self._loss, self.dtype,
                                       self.l2, [spec.dropout_threshold(r) for r in self.dropout])
         self._backend.set_theta(self._init_theta())
+
+    # -- regularisation ----------------------------------------------------------------
+    # Properties: a plain attribute set after construction reached copies, pickles and
+    # saved files (which read it) but not the net's own backend (built from it once).
+    @property
+    def l2(self):
+        """The L2 penalty (see the class docstring); settable between fits."""
+        return self._l2
+
+    @l2.setter
+    def l2(self, value):
+        value = _check_nonneg("l2", value)
+        self._between_fits("l2")
+        self._l2 = self._backend.l2 = value
+
+    @property
+    def dropout(self):
+        """The dropout rate of each hidden layer (a list); settable between fits, to one
+        rate or one per hidden layer."""
+        return list(self._dropout)
+
+    @dropout.setter
+    def dropout(self, value):
+        rates = _check_dropout(value, len(self.sizes) - 2)
+        self._between_fits("dropout")
+        drops = [spec.dropout_threshold(r) for r in rates]
+        self._dropout, self._backend.drops = rates, (drops if any(drops) else None)
+
+    def _between_fits(self, name):
+        with _training_lock:
+            if id(self) in _training:
+                raise RuntimeError(f"{name} cannot change while the net is being trained")
 
     # -- description -----------------------------------------------------------------
     @property
@@ -286,6 +320,9 @@ class MLP:
         backend = state.pop("_backend", None)  # pickles before 2026-11-29 kept the backend
         theta = backend.get_theta() if backend is not None else state.pop("_theta")
         device = backend.device if backend is not None else state.pop("_device")
+        for name in ("l2", "dropout"):  # plain attributes in pickles before 2026-11-29
+            if name in state:
+                state["_" + name] = state.pop(name)
         self.__dict__.update(state)
         drops = [spec.dropout_threshold(r) for r in self.dropout]
         try:

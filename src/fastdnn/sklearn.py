@@ -438,18 +438,8 @@ class _BaseMLP(BaseEstimator):
             self.net_.set_weights(self._best_weights)
 
     def _configure_net(self, l2):
-        """``net_`` with the L2 penalty ``l2`` and the estimator's dropout.
-
-        Both are fixed when an :class:`fastdnn.MLP` is built, so a change builds a copy
-        of the net (same weights and generator state) with the new ones.
-        """
-        dropout = self.dropout if isinstance(self.dropout, (list, tuple)) \
-            else [self.dropout] * (len(self.net_.sizes) - 2)
-        if self.net_.l2 != l2 or self.net_.dropout != [float(d) for d in dropout]:
-            self.net_.l2, self.net_.dropout = l2, list(dropout)
-            self.net_ = copy.copy(self.net_)
-            if getattr(self, "_optimizer", None) is not None:  # the copy carries on the fit
-                self._optimizer._owner = None
+        """``net_`` with the L2 penalty ``l2`` and the estimator's dropout."""
+        self.net_.l2, self.net_.dropout = l2, self.dropout
 
     def _end_epoch(self, loss, n_samples, validation):
         """Book an epoch whose mean fastdnn loss was ``loss``; return ``_STOP``,

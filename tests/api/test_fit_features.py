@@ -531,6 +531,61 @@ def test_bad_l2_is_refused(value, error, message):
         fd.MLP([3, 4, 2], l2=value)
 
 
+def test_l2_and_dropout_set_on_a_net_are_the_nets(device="cpu"):
+    """Set after construction, ``l2`` and ``dropout`` reached copies, pickles and saved
+    files (which read them) but not the net itself: its loss and its fits went on
+    without them.  (tests/kernels/cuda runs this on CUDA.)"""
+    X, y = data("cross_entropy", 40, 4, 3)
+    made = fd.MLP([4, 6, 5, 3], activation="tanh", dtype="float64", seed=1, device=device,
+                  l2=0.25, dropout=[0.5, 0.2])
+    net = fd.MLP([4, 6, 5, 3], activation="tanh", dtype="float64", seed=1, device=device)
+    net.l2, net.dropout = 0.25, [0.5, 0.2]
+    assert net.l2 == 0.25 and net.dropout == [0.5, 0.2]
+    assert net.loss(X, y) == made.loss(X, y) != fd.MLP(
+        [4, 6, 5, 3], activation="tanh", dtype="float64", seed=1).loss(X, y)
+    for n in (net, made):
+        n.fit(X, y, epochs=2, batch_size=8, optimizer=fd.SGD(lr=0.1))
+    assert_same_weights(net.get_weights(), made.get_weights())
+    net.l2, net.dropout = 0.0, 0.0
+    plain = fd.MLP([4, 6, 5, 3], activation="tanh", dtype="float64", device=device)
+    plain.set_weights(net.get_weights())
+    assert net.loss(X, y) == plain.loss(X, y) and net.dropout == [0.0, 0.0]
+    with pytest.raises(ValueError, match="l2 must be finite"):
+        net.l2 = -1.0
+    with pytest.raises(ValueError, match="got 1 dropout rates for 2 hidden layers"):
+        net.dropout = [0.1]
+    assert net.l2 == 0.0 and net.dropout == [0.0, 0.0]  # unchanged by a refused value
+
+
+def test_l2_cannot_change_in_a_fit():
+    X, y = data("cross_entropy", 20, 4, 3)
+    net = fd.MLP([4, 6, 3], seed=0)
+
+    class Change:
+        def on_epoch_end(self, epoch, logs):
+            net.l2 = 0.5
+
+    with pytest.raises(RuntimeError, match="l2 cannot change while the net is being trained"):
+        net.fit(X, y, epochs=1, callbacks=[Change()])
+    assert net.l2 == 0.0
+
+
+def test_a_pickle_of_plain_l2_and_dropout_attributes_loads():
+    """Pickles made when l2 and dropout were plain attributes."""
+    net = fd.MLP([3, 4, 2], seed=0, l2=0.5, dropout=0.25)
+    state = net.__getstate__()
+    state["l2"], state["dropout"] = state.pop("_l2"), state.pop("_dropout")
+    old = fd.MLP.__new__(fd.MLP)
+    old.__setstate__(state)
+    X = np.ones((2, 3))
+    assert old.l2 == 0.5 and old.dropout == [0.25] and old.loss(X, [0, 1]) == net.loss(X, [0, 1])
+    assert "l2" not in vars(old)
+
+
+def test_a_zero_dimensional_dropout_array_is_one_rate():
+    assert fd.MLP([3, 4, 4, 2], dropout=np.array(0.1)).dropout == [0.1, 0.1]
+
+
 # ================================================================== dropout
 DROPOUT_CASES = [0.5, [0.3, 0.6], [0.0, 0.4]]
 

@@ -425,3 +425,17 @@ def test_outputs_that_overflow_are_an_error_as_on_the_cpu():
         with pytest.raises(ValueError, match=r"not finite for 2 of 3 rows \(row 1 first\)"):
             net.predict_proba(X)
         assert net.predict(X[:1]).shape == (1,)
+
+
+def test_l2_and_dropout_set_on_a_cuda_net_are_the_nets(make_data):
+    """Set after construction, they reached copies and files but not the net's backend."""
+    X, y = make_data("cross_entropy", 24, 5, 3)
+    kw = dict(activation="tanh", dtype="float64", seed=1, device="cuda")
+    made = fd.MLP([5, 6, 4, 3], l2=0.25, dropout=[0.5, 0.2], **kw)
+    net = fd.MLP([5, 6, 4, 3], **kw)
+    net.l2, net.dropout = 0.25, [0.5, 0.2]
+    assert net.loss(X, y) == made.loss(X, y)
+    for n in (net, made):
+        n.fit(X, y, epochs=2, batch_size=8, optimizer=fd.SGD(lr=0.1))
+    for (W, b), (W0, b0) in zip(net.get_weights(), made.get_weights()):
+        assert np.array_equal(W, W0) and np.array_equal(b, b0)
