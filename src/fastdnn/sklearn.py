@@ -278,12 +278,14 @@ class _BaseMLP(BaseEstimator):
         else:
             self._follow_activations(len(hidden))
         X = self._net_input(X)
-        if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(X, T, y, sample_weight, incremental, first_pass)
-        else:
-            self._fit_lbfgs(X, T, sample_weight)
-        weights = self.net_.get_weights()
-        self.coefs_, self.intercepts_ = [W for W, _ in weights], [b for _, b in weights]
+        try:
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._fit_stochastic(X, T, y, sample_weight, incremental, first_pass)
+            else:
+                self._fit_lbfgs(X, T, sample_weight)
+        finally:  # also after Ctrl-C in lbfgs: the attributes are those predict uses
+            weights = self.net_.get_weights()
+            self.coefs_, self.intercepts_ = [W for W, _ in weights], [b for _, b in weights]
         return self
 
     def _start_bookkeeping(self):
@@ -523,6 +525,13 @@ class _BaseMLP(BaseEstimator):
                 # lbfgs prints none of its own.
         except TrainingDivergedError as exc:
             raise ValueError(_NON_FINITE) from exc
+        except KeyboardInterrupt as exc:  # raised on, as scikit-learn's lbfgs does
+            history = getattr(exc, "history", None)
+            self.n_iter_ = len(history) if history is not None else 0
+            if history:  # the net is at the last iterate
+                self.loss_ = self._loss_report * history.loss[-1] + self._reported_constant(
+                    T, sample_weight)
+            raise
         result = opt.result
         self.n_iter_ = min(int(result.nit), self.max_iter)
         self.loss_ = self._loss_report * float(result.fun) + self._reported_constant(

@@ -899,6 +899,89 @@ def test_lbfgs_bad_arguments(kwargs, error):
         fd.LBFGS(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(tol=float("nan")), ValueError), (dict(tol="abc"), TypeError),
+    (dict(max_fun=None), ValueError), (dict(history=0), ValueError),
+])
+def test_lbfgs_settings_changed_after_construction_are_checked_at_fit(kwargs, error):
+    """``opt.history = 0`` fitted nothing, silently, and ``opt.max_fun = None`` raised
+    from inside SciPy: the settings are checked at each fit, as SGD's and Adam's are."""
+    X, y = problem(n=40)
+    net = fd.MLP([5, 8, 3], seed=0)
+    before = net.get_weights()
+    opt = fd.LBFGS()
+    for name, value in kwargs.items():
+        setattr(opt, name, value)
+    with pytest.raises(error, match=next(iter(kwargs))):
+        net.fit(X, y, optimizer=opt)
+    assert_same_weights(net.get_weights(), before)
+
+
+def _overflowing_poisson():
+    """Unscaled data on which L-BFGS's third evaluation, a line search's trial point,
+    overflows the Poisson loss (exp of the logits) to inf."""
+    rng = np.random.default_rng(0)
+    for _ in range(6):  # the draws that found it
+        X = rng.normal(size=(30, 3)) * 90
+        rng.poisson(200, size=30), rng.normal(size=30)
+        y = rng.poisson(1e5, size=30).astype(float)
+    return X, y
+
+
+def test_lbfgs_steps_back_from_a_trial_point_whose_loss_overflows():
+    """SciPy's line search takes an inf loss for convergence: the fit stopped after 2
+    iterations reporting success, its gradient still 9e6.  fastdnn gives SciPy a loss
+    above the iterate's instead, and the search steps back and goes on."""
+    X, y = _overflowing_poisson()
+    net = fd.MLP([3, 16, 1], activation="relu", loss="poisson", dtype="float64", seed=5)
+    seen, gradient = [], net._backend.gradient
+
+    def spy(X, T):
+        value, grad = gradient(X, T)
+        seen.append(value)
+        return value, grad
+
+    net._backend.gradient = spy
+    opt = fd.LBFGS()
+    hist = net.fit(X, y, epochs=30, optimizer=opt)
+    assert not np.isfinite(seen).all(), "the data no longer overflow: the test tests nothing"
+    assert len(hist) == opt.result.nit == 30  # no early "convergence"
+    assert np.isfinite(hist.loss).all() and all(np.diff(hist.loss) < 0)
+    assert net.loss(X, y) == pytest.approx(hist.loss[-1], rel=1e-12)
+    assert hist.loss[-1] < 0 < hist.loss[0]  # the first iterate's 8.5e6 to -5.7e5
+
+
+def test_lbfgs_whose_first_loss_is_not_finite_raises_with_the_weights_kept():
+    X, y = _overflowing_poisson()
+    net = fd.MLP([3, 16, 1], activation="relu", loss="poisson", dtype="float64", seed=5)
+    net.set_weights([(W * 1e3, b) for W, b in net.get_weights()])
+    before = net.get_weights()
+    with pytest.raises(fd.TrainingDivergedError, match="best point so far"):
+        net.fit(X, y, epochs=5, optimizer=fd.LBFGS())
+    assert_same_weights(net.get_weights(), before)
+
+
+def test_a_second_ctrl_c_in_lbfgs_leaves_the_last_iterate_not_a_trial_point():
+    """Pressed twice in an evaluation, Ctrl-C came out of SciPy at once, and the net kept
+    the trial point being evaluated (there, one whose loss was inf)."""
+    X, y = _overflowing_poisson()
+    net = fd.MLP([3, 16, 1], activation="relu", loss="poisson", dtype="float64", seed=5)
+    calls, gradient = [0], net._backend.gradient
+
+    def pressed(X, T):
+        calls[0] += 1
+        if calls[0] == 3:  # the trial point that overflows
+            raise KeyboardInterrupt
+        return gradient(X, T)
+
+    net._backend.gradient = pressed
+    with pytest.raises(KeyboardInterrupt) as info:
+        net.fit(X, y, epochs=50, optimizer="lbfgs")
+    net._backend.gradient = gradient
+    assert len(info.value.history) == 1
+    assert net.loss(X, y) == info.value.history.loss[0]  # the first iterate
+
+
 # -- Ctrl-C on a fit whose epochs take seconds, in a subprocess ----------------------------
 # 256-1024-1024-10 float32 at batch 64: ~0.5 GFLOP per step, 800 steps an epoch (seconds to
 # minutes).  The kernels are made warm first, so the signal lands in the compiled loop.

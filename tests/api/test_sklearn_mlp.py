@@ -507,3 +507,36 @@ def test_lbfgs_verbose_prints_no_lines_in_fastdnns_units(capsys):
         warnings.simplefilter("ignore")
         MLPRegressor(solver="lbfgs", max_iter=3, verbose=True).fit(X, X[:, 0])
     assert "epoch" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh", "warm"])
+def test_ctrl_c_in_lbfgs_leaves_the_attributes_of_the_net_predict_uses(monkeypatch, warm):
+    """Ctrl-C in an lbfgs fit is raised on, as scikit-learn's is; the estimator had no
+    ``coefs_`` (a fresh fit) or the old ones (a warm fit) while ``predict`` used the
+    interrupted net."""
+    from fastdnn.kernels.cpu.backend import CPUBackend
+
+    X, y = problem("multiclass")
+    clf = MLPClassifier(hidden_layer_sizes=(7,), solver="lbfgs", random_state=0,
+                        max_iter=3 if warm else 50, warm_start=warm, tol=0)
+    if warm:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(X, y)
+        clf.set_params(max_iter=50)
+    calls, gradient = [0], CPUBackend.gradient
+
+    def pressed(self, X, T, dropout_key=None):
+        calls[0] += 1
+        if calls[0] == 6:
+            raise KeyboardInterrupt
+        return gradient(self, X, T, dropout_key)
+
+    monkeypatch.setattr(CPUBackend, "gradient", pressed)
+    with pytest.raises(KeyboardInterrupt) as info:
+        clf.fit(X, y)
+    monkeypatch.setattr(CPUBackend, "gradient", gradient)
+    for W, (W_net, _) in zip(clf.coefs_, clf.net_.get_weights()):
+        assert np.array_equal(W, W_net)
+    assert clf.n_iter_ == len(info.value.history) > 0
+    assert clf.loss_ == pytest.approx(info.value.history.loss[-1], rel=1e-12)
