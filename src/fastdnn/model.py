@@ -795,8 +795,7 @@ class MLP:
         and the schedule's parameters for the fit's total step count (which starts from
         the optimizer's count)."""
         opt = make_optimizer(optimizer)
-        if not isinstance(opt, LBFGS):
-            opt._claim(net)
+        opt._claim(net)
         sched = make_schedule(schedule)
         total_steps = opt.t + plan.epochs * -(-plan.X.shape[0] // plan.batch_size)
         plateau = sched if isinstance(sched, ReduceLROnPlateau) else None

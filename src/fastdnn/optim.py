@@ -38,6 +38,9 @@ class Optimizer:
     _l2_weight = 0.0
 
     def __init__(self, lr):
+        if type(self) is Optimizer:  # it has no update rule of its own
+            raise TypeError("fd.Optimizer is the base class; use fd.SGD, fd.Adam, fd.AdamW "
+                            "or fd.LBFGS")
         self.lr = _check_nonneg("lr", lr)
         if self.lr == 0:
             raise ValueError("lr must be > 0; got 0")
@@ -122,6 +125,8 @@ class SGD(Optimizer):
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr)
         self.momentum = _check_nonneg("momentum", momentum, upper=1.0)
+        if not isinstance(nesterov, (bool, np.bool_)):  # bool("False") is True
+            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
@@ -238,6 +243,14 @@ class LBFGS:
 
     def reset(self):
         """Nothing to forget (L-BFGS keeps no state between fits)."""
+
+    def _params(self):
+        return dict(tol=self.tol, max_fun=self.max_fun, history=self.history)
+
+    def _claim(self, net):
+        """Check the settings as the constructor does (they may have been set since:
+        ``opt.history = 0`` fitted nothing, silently); no state to take."""
+        LBFGS(**self._params())
 
     def __repr__(self):
         return f"LBFGS(tol={self.tol!r}, max_fun={self.max_fun!r}, history={self.history!r})"

@@ -201,3 +201,26 @@ def test_hyper_parameters_set_after_construction_are_checked(name, value, error)
     setattr(opt, name, value)
     with pytest.raises(error, match=name):
         fd.MLP([3, 5, 2], seed=0).fit(X, y, epochs=1, optimizer=opt)
+
+
+@pytest.mark.parametrize("value", ["False", 1, None, 0.0])
+def test_nesterov_takes_a_bool_only(value):
+    """``SGD(nesterov="False")`` turned Nesterov momentum on (``bool("False")``)."""
+    with pytest.raises(TypeError, match="nesterov must be True or False"):
+        fd.SGD(lr=0.1, momentum=0.9, nesterov=value)
+    assert fd.SGD(lr=0.1, momentum=0.9, nesterov=np.bool_(True)).nesterov is True
+
+
+def test_nesterov_set_after_construction_is_checked_at_fit():
+    opt = fd.SGD(lr=0.1, momentum=0.9)
+    opt.nesterov = "yes"  # the fit raised NumPy's "could not convert string to float"
+    X = np.ones((4, 2))
+    with pytest.raises(TypeError, match="nesterov must be True or False"):
+        fd.MLP([2, 3, 2], seed=0).fit(X, [0, 1, 0, 1], optimizer=opt)
+
+
+def test_the_optimizer_base_class_is_refused_with_the_ones_to_use():
+    """``fd.Optimizer`` is public (for isinstance checks); an instance of it failed in
+    ``repr`` and in ``fit`` with AttributeError."""
+    with pytest.raises(TypeError, match="use fd.SGD, fd.Adam, fd.AdamW or fd.LBFGS"):
+        fd.Optimizer(0.1)
