@@ -41,6 +41,23 @@ class _Graph:
                 np.asarray(value, dtype=self.dtype), name))
         return name
 
+    def indices(self, name, values):
+        """An int64 initializer ``name`` (axes, indices), added once."""
+        if name not in self.names:
+            self.names.add(name)
+            self.initializers.append(self.numpy_helper.from_array(
+                np.asarray(values, dtype=np.int64), name))
+        return name
+
+    def logistic_pairs(self, Z):
+        """``[1 - sigmoid(z), sigmoid(z)]`` along a new last axis, as a softmax of
+        ``[0, z]``: accurate in both tails, where onnxruntime's ``Sigmoid`` gave 0 below
+        z = -18 in float32 (2e-9 there) and ``1 - p`` lost the small ``1 - p``."""
+        last = self.indices("last_axis", [-1])
+        pair = self.op("Concat", self.op("Unsqueeze", self.op("Mul", Z, self.constant(
+            "zero", 0.0)), last), self.op("Unsqueeze", Z, last), axis=-1)
+        return self.op("Softmax", pair, axis=-1)
+
     def op(self, op_type, *inputs, out=None, **attributes):
         """Append a node; return the name of its output (``out``, or a fresh name)."""
         out = out or f"t{len(self.nodes)}"
@@ -110,12 +127,12 @@ def _build(onnx, net, opset, dtype):
     if loss == spec.CROSS_ENTROPY:
         graph.op("Softmax", "logits", out="probabilities", axis=-1)
     elif loss == spec.BINARY_CROSS_ENTROPY and n_out == 1:  # [1 - p, p], as predict_proba
-        p = graph.op("Sigmoid", "logits")
-        graph.op("Concat", graph.op("Sub", graph.constant("one", 1.0), p), p,
-                 out="probabilities", axis=1)
+        graph.op("Squeeze", graph.logistic_pairs("logits"), graph.indices("axis_1", [1]),
+                 out="probabilities")
         n_classes = 2
-    elif loss == spec.BINARY_CROSS_ENTROPY:
-        graph.op("Sigmoid", "logits", out="probabilities")
+    elif loss == spec.BINARY_CROSS_ENTROPY:  # p of each label
+        graph.op("Gather", graph.logistic_pairs("logits"), graph.indices("one_index", 1),
+                 out="probabilities", axis=-1)
     if loss in spec.CLASSIFIERS:
         outputs.append(helper.make_tensor_value_info("probabilities", elem_type,
                                                      ["batch", n_classes]))
@@ -136,8 +153,10 @@ def export_onnx(net, path, opset=DEFAULT_OPSET, dtype=None):
 
     The graph takes ``input`` of shape ``(batch, n_features)`` (any batch size) and
     gives ``logits``, the outputs of the last layer (``net.forward``); classifiers add
-    ``probabilities`` (``net.predict_proba``): ``Softmax`` for cross_entropy,
-    ``Sigmoid`` for binary_cross_entropy (``[1 - p, p]`` for one output).  Each layer
+    ``probabilities`` (``net.predict_proba``): ``Softmax`` for cross_entropy; for
+    binary_cross_entropy the logistic ``p`` of each output (``[1 - p, p]`` for one
+    output), each pair a ``Softmax`` of ``[0, z]`` (accurate to the tails, as
+    ``predict_proba``).  Each layer
     is a ``Gemm`` with ``W`` stored as ``(fan_in, fan_out)``; each hidden activation
     maps to ONNX ops as :mod:`fastdnn.kernels.spec` defines it: ``Relu``,
     ``LeakyRelu`` (slope 0.01), ``Elu`` (alpha 1), ``Tanh``, ``Sigmoid``, ``Softplus``,

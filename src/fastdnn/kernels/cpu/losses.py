@@ -222,8 +222,8 @@ def labels(code, Z, out):
 
 @njit(cache=config.CACHE)
 def probabilities(code, Z, P):
-    """Softmax rows (cross-entropy) or sigmoids (binary; ``P = [1 - p, p]`` for one
-    output) of the logits ``Z``, computed in float64."""
+    """Softmax rows (cross-entropy) or sigmoids (binary; ``P = [sigmoid(-z), sigmoid(z)]``
+    for one output) of the logits ``Z``, computed in float64."""
     n, k = Z.shape
     e = np.empty(k)  # float64 whatever the logits' dtype
     for i in range(n):
@@ -233,12 +233,12 @@ def probabilities(code, Z, P):
                 P[i, j] = e[j] / s
         elif code == BINARY_CROSS_ENTROPY:
             for j in range(k):
-                p = F.sigmoid(float(Z[i, j]))
-                if k == 1:
-                    P[i, 0] = 1.0 - p
-                    P[i, 1] = p
+                z = float(Z[i, j])
+                if k == 1:  # sigmoid(-z), not 1 - p: 1e-7 off (relative) at z = 20
+                    P[i, 0] = F.sigmoid(-z)
+                    P[i, 1] = F.sigmoid(z)
                 else:
-                    P[i, j] = p
+                    P[i, j] = F.sigmoid(z)
         else:
             raise ValueError("probabilities need a classification loss code")
 

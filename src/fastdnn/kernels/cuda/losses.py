@@ -204,7 +204,8 @@ def _labels(code, Z, out):
 
 @cuda.jit
 def _probabilities(code, Z, P):
-    """Softmax rows (cross-entropy) or sigmoids (binary; ``P = [1 - p, p]`` for one output)."""
+    """Softmax rows (cross-entropy) or sigmoids (binary; ``[sigmoid(-z), sigmoid(z)]`` for
+    one output)."""
     n, k = Z.shape
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -215,12 +216,11 @@ def _probabilities(code, Z, P):
                 P[i, j] /= s
         else:
             for j in range(k):
-                p = F.sigmoid(Z[i, j])
-                if k == 1:
-                    P[i, 0] = 1.0 - p
-                    P[i, 1] = p
+                if k == 1:  # sigmoid(-z), not 1 - p: 1e-7 off (relative) at z = 20
+                    P[i, 0] = F.sigmoid(-Z[i, 0])
+                    P[i, 1] = F.sigmoid(Z[i, 0])
                 else:
-                    P[i, j] = p
+                    P[i, j] = F.sigmoid(Z[i, j])
 
 
 @cuda.jit
