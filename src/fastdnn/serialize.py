@@ -73,12 +73,13 @@ def write_atomic(path, write):
     """
     # Through a symbolic link to the file it names (as open() writes), keeping the mode
     # of a file replaced (a 0600 model became 0644).
-    given = path
-    path = os.path.realpath(os.fspath(path))
+    given = os.fsdecode(path)  # a bytes path met the temporary file's str name late,
+    path = os.path.realpath(given)  # and left that file behind
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):  # mkstemp's error named its own random file
-        raise FileNotFoundError(f"cannot write {os.fspath(given)!r}: folder {folder} does "
-                                f"not exist")
+        raise FileNotFoundError(f"cannot write {given!r}: folder {folder} does not exist")
+    if os.path.isdir(path):  # the rename's error named the temporary file, after the write
+        raise IsADirectoryError(f"cannot write {given!r}: it is a folder; give a file name")
     mode = _mode_for(path)
     fd = _unnamed_file(folder)
     if fd is not None:
@@ -253,7 +254,10 @@ def load_npz(path, keys, optional=()):
     except FileNotFoundError:
         raise
     except DAMAGE as exc:
-        raise ValueError(f"{path!r} is not a readable fastdnn model file ({exc})") from None
+        # NumPy's advice for a pickle (allow_pickle=True) is not for a model file: fastdnn
+        # writes none, and loading one would run what the file says.
+        reason = "it holds pickled objects" if "allow_pickle" in str(exc) else exc
+        raise ValueError(f"{path!r} is not a readable fastdnn model file ({reason})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValueError(f"{path!r} holds a single array, not a fastdnn model file")
     with data:

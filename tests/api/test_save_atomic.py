@@ -113,3 +113,38 @@ def test_a_missing_folder_is_named_not_a_temporary_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nodir/model.npz'.*does not exist") as info:
         fd.MLP([4, 3, 2], seed=0).save(tmp_path / "nodir" / "model.npz")
     assert ".tmp" not in str(info.value)
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "mkstemp"])
+def test_a_folder_given_as_the_file_is_refused_before_writing(tmp_path, monkeypatch, unnamed):
+    """The rename's IsADirectoryError came after the whole write and named the
+    temporary file ('.../.fastdnn-22996-7fad08c7acf0.tmp' -> '.../models')."""
+    if not unnamed:
+        monkeypatch.setattr(serialize, "_unnamed_file", lambda folder: None)
+    (tmp_path / "models").mkdir()
+    written = []
+    with pytest.raises(IsADirectoryError, match="models'.*it is a folder") as info:
+        serialize.write_atomic(tmp_path / "models", written.append)
+    assert written == [] and ".tmp" not in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == ["models"] and os.listdir(tmp_path / "models") == []
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "mkstemp"])
+def test_a_bytes_path_is_written_and_leaves_no_temporary_file(tmp_path, monkeypatch, unnamed):
+    """A bytes path met the temporary file's str name after the write: TypeError, and
+    the complete .fastdnn-*.tmp file stayed behind."""
+    if not unnamed:
+        monkeypatch.setattr(serialize, "_unnamed_file", lambda folder: None)
+    net = fd.MLP([4, 3, 2], seed=0)
+    net.save(os.fsencode(tmp_path / "m.npz"))
+    assert os.listdir(tmp_path) == ["m.npz"]
+    assert fd.MLP.load(tmp_path / "m.npz").get_weights()[0][0].tolist() == \
+        net.get_weights()[0][0].tolist()
+
+
+def test_a_file_of_pickles_is_refused_without_numpys_advice_to_unpickle(tmp_path):
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="not a readable fastdnn model file") as info:
+        fd.MLP.load(path)
+    assert "allow_pickle" not in str(info.value) and "pickled objects" in str(info.value)
