@@ -4,7 +4,10 @@
 class TrainingDivergedError(FloatingPointError):
     """The loss or the weights became NaN/inf during ``fit``.
 
-    The net keeps its last finite weights; ``history`` holds the completed epochs.
+    No non-finite update reaches the weights: the net goes back to usable ones (its
+    best with ``restore_best``, else those of the epoch's start for nets up to
+    ``fastdnn.config.SNAPSHOT_BYTES``; L-BFGS: its best point so far), as
+    :meth:`fastdnn.MLP.fit` says; ``history`` holds the completed epochs.
     """
 
     def __init__(self, message, history=None):

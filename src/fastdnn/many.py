@@ -97,8 +97,10 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
     Raises
     ------
     TrainingDivergedError
-        After all other nets finished, if any net diverged: it keeps its last finite
-        weights; ``history`` is the list of all histories, ``diverged`` the indices.
+        After all other nets finished, if any net diverged: it goes back to usable
+        weights as in ``fit`` (those of the epoch's start, for nets up to
+        ``config.SNAPSHOT_BYTES``); ``history`` is the list of all histories,
+        ``diverged`` the indices.
     """
     nets = _check_nets(nets)
     check_verbose(verbose)

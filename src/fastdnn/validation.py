@@ -65,7 +65,12 @@ def check_X(X, n_features, dtype):
     """
     X = _as_numeric(X, "X")
     if X.ndim != 2:
-        hint = " (use X.reshape(-1, 1) for a single feature)" if X.ndim == 1 else ""
+        hint = ""
+        if X.ndim == 1:  # one sample of n_features, or n samples of one feature
+            hint = (" (use X.reshape(1, -1) for a single sample" if X.size == n_features
+                    else " (use X.reshape(-1, 1) for a single feature")
+            hint += ", as the net expects {} feature{})".format(
+                n_features, "" if n_features == 1 else "s")
         raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}{hint}")
     if X.shape[0] == 0:
         raise ValueError("X is empty: it has 0 samples")

@@ -90,3 +90,15 @@ def test_an_assigned_optimizer_state_keeps_its_moments_in_the_kernels_layout():
     assert state.flags.c_contiguous and state.flags.writeable and opt.t == t
     np.testing.assert_array_equal(state, moments)
     net.fit(X, y, epochs=1, batch_size=4, optimizer=opt)
+
+
+def test_a_one_dimensional_X_is_told_the_reshape_that_fits():
+    """A single sample of a 3-input net was told ``X.reshape(-1, 1)``, which then failed
+    with "X has 1 features but the net expects 3"."""
+    net = fd.MLP([3, 4, 2], seed=0)
+    with pytest.raises(ValueError, match=r"reshape\(1, -1\) for a single sample, as the net "
+                                         r"expects 3 features"):
+        net.predict(np.array([0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match=r"reshape\(-1, 1\) for a single feature"):
+        fd.MLP([1, 4, 2], seed=0).predict(np.array([0.1, 0.2, 0.3]))
+    assert net.predict(np.array([0.1, 0.2, 0.3]).reshape(1, -1)).shape == (1,)
