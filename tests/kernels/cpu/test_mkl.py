@@ -91,6 +91,61 @@ def test_an_mkl_without_the_64_bit_interface_says_which_version_is_needed(monkey
         mkl.gemm_address()
 
 
+def test_an_unusable_mkl_under_auto_leaves_scipys_blas_with_a_warning():
+    """An MKL older than 2024 on the system's library path of an Intel machine: "auto"
+    took it, and every CPU network failed with its ImportError; MKL was never asked
+    for."""
+    out = run_python("""
+        import json, warnings
+        import numpy as np
+        import fastdnn as fd
+        from fastdnn.kernels.cpu import blas, mkl
+        mkl.cpu_vendor = lambda: "GenuineIntel"
+        mkl.find = lambda: "/x/libmkl_rt.so.1"
+        def old():
+            raise ImportError("Intel MKL at /x/libmkl_rt.so.1 lacks 'cblas_sgemm_64'")
+        mkl.gemm_address = old
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            X = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+            fd.MLP([4, 8, 2], seed=0).fit(X, (X[:, 0] > 0).astype(int), epochs=1)
+            fd.MLP([4, 8, 2], seed=0)  # a second network: the same library, no error
+        print(json.dumps([blas._prepared, blas.library(),
+                          [str(w.message) for w in caught if w.category is RuntimeWarning]]))
+    """, FASTDNN_BLAS="auto")
+    prepared, chosen, said = json.loads(out.strip().splitlines()[-1])
+    assert prepared == chosen and chosen in ("scipy", "scipy-haswell")
+    assert len(said) == 1 and "cblas_sgemm_64" in said[0] and "SciPy's BLAS" in said[0]
+
+
+def test_an_mkl_asked_for_by_name_and_unusable_still_raises():
+    run_python("""
+        import numpy as np, pytest
+        import fastdnn as fd
+        from fastdnn.kernels.cpu import mkl
+        mkl.find = lambda: "/x/libmkl_rt.so.1"
+        def old():
+            raise ImportError("Intel MKL at /x/libmkl_rt.so.1 lacks 'cblas_sgemm_64'")
+        mkl.gemm_address = old
+        with pytest.raises(ImportError, match="cblas_sgemm_64"):
+            fd.MLP([4, 8, 2], seed=0)
+    """, FASTDNN_BLAS="mkl")
+
+
+def test_a_library_without_mkls_settings_is_an_import_error(monkeypatch):
+    """A libmkl_rt without MKL_Set_Threading_Layer raised AttributeError from load."""
+    class Stripped:
+        pass
+
+    monkeypatch.setattr(mkl, "_lib", None)
+    monkeypatch.setattr(mkl, "find", lambda: "/x/libmkl_rt.so.1")
+    monkeypatch.setattr(mkl.ctypes, "CDLL", lambda path: Stripped())
+    monkeypatch.delenv("MKL_THREADING_LAYER", raising=False)
+    with pytest.raises(ImportError, match="lacks .*MKL_Set_Threading_Layer"):
+        mkl.load()
+    assert mkl._lib is None
+
+
 @pytest.mark.parametrize("where", ["prefix", "user"])
 def test_find_looks_where_pip_puts_the_library(monkeypatch, tmp_path, where):
     lib = tmp_path / where / "lib"

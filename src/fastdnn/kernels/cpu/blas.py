@@ -44,6 +44,7 @@ Haswell kernels (:mod:`.haswell`).  Which products are big is a rule on their sh
 import ctypes
 import os
 import threading
+import warnings
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -218,13 +219,18 @@ def library():
         raise ValueError(f"{source} must be one of {', '.join(map(repr, LIBRARIES))}, "
                          f"got {value!r}")
     if value == "auto":
-        if mkl.cpu_vendor() == "GenuineIntel" and mkl.find() is not None:
+        if mkl.cpu_vendor() == "GenuineIntel" and mkl.find() is not None \
+                and not _mkl_unusable:
             return "mkl"
         return "scipy-haswell" if haswell.wanted(blas_core()) else "scipy"
     return value
 
 
 _prepared = None  # the library bound, once prepared
+#: Under "auto", the MKL found did not load or lacks what fastdnn calls (an MKL older
+#: than 2024 on the library path): SciPy's BLAS then, with a warning, not a failure of
+#: every CPU network.
+_mkl_unusable = False
 
 
 def big_rule():
@@ -299,7 +305,7 @@ def prepare(sizes=(), dtype=None):
 
 
 def _prepare(sizes, dtype):
-    global _prepared
+    global _prepared, _mkl_unusable
     _blocks.value = blocks()
     chosen = library()
     if _prepared is not None:
@@ -312,7 +318,18 @@ def _prepare(sizes, dtype):
         _set_big_rule(_prepared)
         return
     helper = _resolve_gemm()
-    big = mkl.gemm_address() if chosen == "mkl" else helper
+    big = helper
+    if chosen == "mkl":
+        try:
+            big = mkl.gemm_address()
+        except ImportError as exc:
+            if _library_setting()[0] != "auto":  # asked for by name: say why not
+                raise
+            _mkl_unusable = True
+            warnings.warn(f"{exc}; the CPU kernels run on SciPy's BLAS instead "
+                          "(FASTDNN_BLAS=scipy says so without this warning)", RuntimeWarning,
+                          stacklevel=4)
+            chosen = library()
     if chosen == "scipy-haswell":
         if _library_setting()[0] == chosen:  # asked for by name: loaded now, or say why
             haswell.load()

@@ -87,10 +87,13 @@ def load():
             lib = ctypes.CDLL(path)
         except OSError as exc:
             raise ImportError(f"Intel MKL at {path} did not load: {exc}") from exc
-        if not os.environ.get("MKL_THREADING_LAYER"):
-            lib.MKL_Set_Threading_Layer(_THREADING_SEQUENTIAL)  # too late: a no-op
-        if not os.environ.get("MKL_CBWR"):
-            lib.MKL_CBWR_Set(_CBWR_AUTO | _CBWR_STRICT)  # too late: an error code, kept
+        try:
+            if not os.environ.get("MKL_THREADING_LAYER"):
+                lib.MKL_Set_Threading_Layer(_THREADING_SEQUENTIAL)  # too late: a no-op
+            if not os.environ.get("MKL_CBWR"):
+                lib.MKL_CBWR_Set(_CBWR_AUTO | _CBWR_STRICT)  # too late: an error code, kept
+        except AttributeError as exc:  # another library of that name, or a stripped one
+            raise ImportError(f"Intel MKL at {path} lacks {exc.args[0]!r}") from exc
         _lib = lib
     return _lib
 
