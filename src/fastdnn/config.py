@@ -139,8 +139,13 @@ def _cache_writable():
 #: ``0`` for no disk cache.  Where no folder is writable (a read-only install and home,
 #: no ``NUMBA_CACHE_DIR``), Numba's decorators raised at ``import fastdnn`` (even
 #: ``fastdnn --version`` printed their traceback); fastdnn then compiles without the
-#: cache, saying so once.
-CACHE = switch("FASTDNN_CACHE")
+#: cache, saying so once.  A value that is no switch is raised by the first network
+#: (:data:`CACHE_ERROR`): raised here, at import, it reached the command line as a
+#: traceback, before the CLI could say it in one line.
+try:
+    CACHE, CACHE_ERROR = switch("FASTDNN_CACHE"), None
+except ValueError as _exc:
+    CACHE, CACHE_ERROR = False, str(_exc)
 if CACHE and not _cache_writable():
     import warnings as _warnings
     _warnings.warn("fastdnn: no writable folder for Numba's cache (beside fastdnn's kernels, "

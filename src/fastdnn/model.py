@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from . import serialize
+from . import config, serialize
 from .devices import require_cuda
 from .errors import DeviceError
 from .fitting import FitPlan, FitRun, History, deferred_interrupts
@@ -146,6 +146,8 @@ def _predictions(loss, Z):
 
 
 def _make_backend(device, sizes, codes, loss, dtype, l2=0.0, drops=None):
+    if config.CACHE_ERROR:  # read at import, said here (config.CACHE)
+        raise ValueError(config.CACHE_ERROR)
     if not isinstance(device, str) or device not in ("cpu", "cuda", "auto"):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
     if device == "auto":

@@ -53,3 +53,30 @@ def test_import_compiles_nothing_and_starts_no_threads():
     assert "fastdnn.kernels.cpu.train.train_steps" in used["compiled"]
     assert {"fastdnn.kernels.cpu.blas", "fastdnn.kernels.cpu.train"} <= set(used["modules"])
     assert not used["cuda"] and "fastdnn.kernels.cuda" not in used["modules"]
+
+
+def test_a_bad_fastdnn_cache_is_one_error_line_not_an_import_traceback():
+    """Raised at import, it reached every CLI command (``--version`` too) as a traceback
+    from the console script's import; now the first network raises it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["FASTDNN_CACHE"] = "abc"
+    cli = [sys.executable, "-c", "import sys; from fastdnn.cli import run; sys.exit(run())"]
+    version = subprocess.run(cli + ["--version"], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert version.returncode == 0 and "Traceback" not in version.stderr
+    train = subprocess.run(cli + ["train", "--epochs", "1", "--no-save"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert train.returncode != 0 and "Traceback" not in train.stderr
+    assert "fastdnn: error: FASTDNN_CACHE must be 0 or 1" in train.stderr
+    out = run_python("""
+        import fastdnn as fd
+        try:
+            fd.MLP([2, 3, 2])
+        except ValueError as exc:
+            print(exc)
+    """, FASTDNN_CACHE="abc")
+    assert out.startswith("FASTDNN_CACHE must be 0 or 1")
