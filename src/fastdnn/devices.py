@@ -1,5 +1,4 @@
 """Device selection: whether CUDA is usable, and what ``device="auto"`` picks."""
-import os
 
 from .errors import DeviceError
 
@@ -43,7 +42,8 @@ def require_cuda():
 def auto_device(sizes):
     """'cuda' for a net big enough to gain on a usable GPU, else 'cpu'."""
     n_params = sum(k * n + n for k, n in zip(sizes[:-1], sizes[1:]))
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    from numba.core.config import ENABLE_CUDASIM  # as Numba reads it ("01" is on)
+    if ENABLE_CUDASIM:
         return "cpu"  # the simulator is for tests: it is a "GPU" that gains nothing
     if n_params >= AUTO_MIN_PARAMS and cuda_status() is None:
         return "cuda"

@@ -148,6 +148,10 @@ def _predictions(loss, Z):
 def _make_backend(device, sizes, codes, loss, dtype, l2=0.0, drops=None):
     if config.CACHE_ERROR:  # read at import, said here (config.CACHE)
         raise ValueError(config.CACHE_ERROR)
+    from numba.core.config import DISABLE_JIT
+    if DISABLE_JIT:  # the kernels' set-up failed with AttributeError: no py_func
+        raise ValueError("fastdnn's kernels need Numba's compiler, which "
+                         "NUMBA_DISABLE_JIT=1 turns off; unset it")
     if not isinstance(device, str) or device not in ("cpu", "cuda", "auto"):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
     if device == "auto":

@@ -80,3 +80,16 @@ def test_a_bad_fastdnn_cache_is_one_error_line_not_an_import_traceback():
             print(exc)
     """, FASTDNN_CACHE="abc")
     assert out.startswith("FASTDNN_CACHE must be 0 or 1")
+
+
+def test_numba_disable_jit_is_said_at_the_first_network():
+    """NUMBA_DISABLE_JIT=1 (Numba's debugging switch) failed in the kernels' set-up
+    with AttributeError: 'function' object has no attribute 'py_func'."""
+    out = run_python("""
+        import fastdnn as fd
+        try:
+            fd.MLP([2, 3, 2])
+        except ValueError as exc:
+            print(exc)
+    """, NUMBA_DISABLE_JIT="1")
+    assert "NUMBA_DISABLE_JIT=1" in out

@@ -2,6 +2,8 @@
 every pytest process (with or without the simulator or a GPU)."""
 import textwrap
 
+import pytest
+
 from support import run_python as run
 
 NO_CUDA = """
@@ -54,9 +56,12 @@ def test_cpu_path_never_imports_cuda_machinery():
     assert out.strip() == "[]"
 
 
-def test_auto_picks_cpu_under_the_simulator():
+@pytest.mark.parametrize("on", ["1", "01", "2"])
+def test_auto_picks_cpu_under_the_simulator(on):
+    """Any value Numba reads as on ("01" took a 784-1024-1024-10 net to the simulator,
+    at Python's speed)."""
     out = run("""
         import fastdnn as fd
         print(fd.MLP([1000, 1000, 10], device="auto").device)
-    """, NUMBA_ENABLE_CUDASIM="1")
+    """, NUMBA_ENABLE_CUDASIM=on)
     assert out.strip() == "cpu"
