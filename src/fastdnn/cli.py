@@ -108,6 +108,20 @@ def _positive(kind):
     return parse
 
 
+def _seed(text):
+    """``--seed``: a non-negative integer (NumPy's generators refuse the others)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+_seed.__name__ = "int"
+
+
 def parse_activations(text):
     """``--activation``: one name, or comma-separated names (one per hidden layer)."""
     names = [name.strip() for name in text.split(",")]
@@ -188,7 +202,7 @@ def configure_train(parser):
                      "0.9 (default for digits; adam otherwise)")
     fit.add_argument("--lr", type=_positive(float), help="learning rate (default depends on "
                      "the data set)")
-    fit.add_argument("--seed", type=int, default=0, help="seed for the split and the "
+    fit.add_argument("--seed", type=_seed, default=0, help="seed for the split and the "
                      "initial weights (default 0)")
     _add_threads(fit)
     fit.add_argument("--distributed", action="store_true", help="data-parallel training on "

@@ -211,6 +211,9 @@ def train_test_split(X, y, test_size=0.2, seed=0):
         raise ValueError(
             f"test_size={test_size} leaves an empty train or test set for {n} samples"
         )
+    if seed is not None and (isinstance(seed, (bool, np.bool_))
+                             or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
     order = np.random.default_rng(seed).permutation(n)
     test, train = order[:n_test], order[n_test:]
     return X[train], X[test], y[train], y[test]

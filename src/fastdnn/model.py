@@ -232,6 +232,11 @@ class MLP:
             raise ValueError("cross_entropy needs >= 2 outputs; use binary_cross_entropy for one")
         self.dtype = check_dtype(dtype)
         self.n_threads = check_n_threads(n_threads)
+        if seed is not None and (isinstance(seed, (bool, np.bool_))
+                                 or not isinstance(seed, numbers.Integral)):
+            # True seeded 1; a NumPy Generator was used in place, shared by every net
+            # made from it and advanced by their fits.
+            raise TypeError(f"seed must be None or a non-negative integer; got {seed!r}")
         self.seed = seed
         try:
             self._rng = np.random.default_rng(seed)

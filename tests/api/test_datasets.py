@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from support import run_python
+from fastdnn import datasets
 from fastdnn.datasets import (
     load_csv_or_npz,
     load_digits,
@@ -378,3 +379,10 @@ def test_text_labels_with_a_number_among_them_name_the_number(tmp_path):
     with pytest.raises(ValueError, match=r"line 4, column 'y': 'NaN' is a number, unlike "
                                          r"the column's other values \(text labels\)"):
         load_table(str(path), target="y")
+
+
+@pytest.mark.parametrize("seed", [-1, True, 1.5])
+def test_train_test_split_names_a_bad_seed(seed):
+    """NumPy's "expected non-negative integer" did not say which argument."""
+    with pytest.raises(ValueError, match="seed must be None or an integer >= 0"):
+        datasets.train_test_split(np.zeros((10, 2)), np.zeros(10), seed=seed)

@@ -527,10 +527,27 @@ def test_verbose_must_be_a_bool(verbose):
         fd.MLP([2, 3, 2], seed=0).fit(X, y, epochs=1, verbose=verbose)
 
 
-@pytest.mark.parametrize("seed", [-1, 1.5, "a"])
+@pytest.mark.parametrize("seed", [-1, 1.5, "a", True, np.True_, np.random.default_rng(0),
+                                  np.random.RandomState(0), [1, 2]],
+                         ids=["-1", "1.5", "a", "True", "np.True_", "Generator", "RandomState",
+                              "list"])
 def test_a_bad_seed_is_named(seed):
+    """True seeded 1; a Generator was used in place (shared by the nets made from it,
+    advanced by their fits); np.True_ said NumPy's SeedSequence message."""
     with pytest.raises((TypeError, ValueError), match="seed must be None or a non-negative"):
         fd.MLP([2, 3, 2], seed=seed)
+
+
+@pytest.mark.parametrize("seed", [None, 0, np.int64(7), np.uint8(3), 2**100])
+def test_a_good_seed_is_taken(seed):
+    assert fd.MLP([2, 3, 2], seed=seed).seed is seed
+
+
+def test_the_cli_refuses_a_negative_seed_as_a_bad_argument(capsys):
+    """It ran, and failed with NumPy's "expected non-negative integer" and exit 1."""
+    from fastdnn import cli
+    assert cli.main(["train", "--seed", "-1", "--no-save"]) == 2
+    assert "argument --seed: must be >= 0, got -1" in capsys.readouterr().err
 
 
 def test_a_numpy_batch_size_beyond_the_rows_trains_without_overflow_warnings():
