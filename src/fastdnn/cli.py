@@ -316,6 +316,9 @@ def run_train(args):
             check_output("--out", args.out)
         if args.plot:
             require_matplotlib("--plot", args.plot)
+            # Two spellings of one file: the plot replaced the model, which was "saved".
+            if not args.no_save and os.path.realpath(args.plot) == os.path.realpath(args.out):
+                raise UsageError(f"--plot {args.plot} and --out {args.out} name one file")
 
     if comm is None:
         check_outputs()
@@ -458,11 +461,7 @@ def plot_losses(hist, path, title, val_label):
     ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()
-    fmt = os.path.splitext(path)[1][1:].lower() or "png"
-    try:
-        serialize.write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=110))
-    finally:
-        plt.close(fig)
+    serialize.write_figure(fig, path)
 
 
 class _Rates:

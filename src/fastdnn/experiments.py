@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import constructions, datasets, regions as _regions
+from . import constructions, datasets, regions as _regions, serialize
 from .many import fit_many
 from .model import MLP
 from .optim import Adam
@@ -282,7 +282,8 @@ EXPERIMENTS = {"zigzag": zigzag, "parity": parity, "regions": regions}
 
 
 def plot(table, path):
-    """Draw ``table`` to ``path`` (PNG); needs matplotlib (``pip install 'fastdnn[plots]'``)."""
+    """Draw ``table`` to ``path``, atomically, in the format its extension names (PNG
+    without one); needs matplotlib (``pip install 'fastdnn[plots]'``)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -304,5 +305,4 @@ def plot(table, path):
     ax.set_title(table.title.split(":")[0])
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    serialize.write_figure(fig, path)  # savefig wrote "fig" to fig.png, in place

@@ -199,6 +199,19 @@ def check_metadata(metadata):
     return out
 
 
+def write_figure(fig, path, dpi=110):
+    """Write the matplotlib figure ``fig`` to ``path`` atomically (:func:`write_atomic`),
+    in the format its extension names (PNG without one: ``savefig`` to a path would add
+    ``.png`` to the name), and close it."""
+    import matplotlib.pyplot as plt
+
+    fmt = os.path.splitext(os.fsdecode(path))[1][1:].lower() or "png"
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
+    finally:
+        plt.close(fig)
+
+
 def check_writable(path):
     """Raise ``OSError`` naming the problem if :func:`write_atomic` cannot write ``path``.
 

@@ -110,6 +110,17 @@ def test_plot_writes_the_loss_curves(tmp_path, capsys):
     assert os.listdir(tmp_path) == ["loss.png"]  # written via a temporary file, renamed
 
 
+def test_plot_and_out_naming_one_file_fail_before_training(tmp_path, capsys, monkeypatch):
+    """``--out model --plot ./model``: the plot replaced the model, which was "saved"."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["train", "--dataset", "zigzag", *TINY, "--out", "model",
+                          "--plot", "./model"], capsys)
+    assert_one_line_error(code, err, 2)
+    assert "--plot ./model and --out model name one file" in err
+    assert out == "" and os.listdir(tmp_path) == []
+
+
 def test_plot_without_matplotlib_fails_before_training(monkeypatch, capsys, tmp_path):
     # A None entry in sys.modules makes `import matplotlib` raise ImportError.
     monkeypatch.setitem(sys.modules, "matplotlib", None)

@@ -1,5 +1,6 @@
 """fastdnn.experiments and `fastdnn experiment`: the tables hold what the constructions
 and bounds say, and the command line runs them (one seed, to stay fast)."""
+import os
 import sys
 from pathlib import Path
 
@@ -90,6 +91,28 @@ def test_plot(tmp_path):
     path = tmp_path / "regions.png"
     experiments.plot(table, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_writes_the_file_it_is_given_atomically(tmp_path, monkeypatch):
+    """``--plot fig`` wrote fig.png (savefig adds the extension) and said "figure: fig";
+    a write that failed midway left a truncated file in place of the old one."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    table = experiments.regions(seeds=1, unit_counts=(8,), depths=(1, 2), epochs=1)
+    experiments.plot(table, tmp_path / "fig")
+    assert os.listdir(tmp_path) == ["fig"]
+    old = (tmp_path / "fig").read_bytes()
+    assert old[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def broken(self, f, **kwargs):
+        f.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        experiments.plot(table, tmp_path / "fig")
+    assert os.listdir(tmp_path) == ["fig"] and (tmp_path / "fig").read_bytes() == old
 
 
 @pytest.mark.parametrize("name, seeds", [("zigzag", 3), ("parity", 5), ("regions", 3)])
