@@ -325,7 +325,8 @@ def fit(net, comm, args):
         # Agreed: a bad verbose, or this net in a fit in another thread, on one rank
         # raised there alone, and the other ranks waited for it in the next collective.
         agree(comm, lambda: (check_verbose(args["verbose"]),
-                             alone.enter_context(training_alone([net]))))
+                             alone.enter_context(training_alone([net],
+                                                                [args["optimizer"]]))))
         plan, steps, rows = plan_fit(net, comm, args)
         run = None
         try:

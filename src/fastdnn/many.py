@@ -104,7 +104,8 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
     """
     nets = _check_nets(nets)
     check_verbose(verbose)
-    with training_alone(nets):  # no net in two fits at once
+    # No net, nor an instance of a list of optimizers, in two fits at once.
+    with training_alone(nets, optimizer if isinstance(optimizer, (list, tuple)) else ()):
         n_threads = check_n_threads(n_threads)
         optimizers = _optimizers(optimizer, len(nets))
         # A copy of the schedule per net, as of an optimizer instance: a ReduceLROnPlateau

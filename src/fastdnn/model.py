@@ -105,27 +105,37 @@ def _check_callbacks(callbacks):
     return list(callbacks)
 
 
-_training = set()  # ids of the nets a fit is training now, in any thread
+_training = {}  # ids of the nets (and optimizers) in a fit now -> the fit's thread id
 _training_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def training_alone(nets):
-    """Mark ``nets`` as in training for the block; a ``RuntimeError`` if one already is
-    (a fit in another thread): two fits of one net, each with its trainer, wrote their
-    updates into one set of weights, a mix of both that changed from run to run."""
-    ids = [id(net) for net in nets]
+def training_alone(nets, optimizers=()):
+    """Mark ``nets``, and the optimizer instances among ``optimizers`` (names make fresh
+    ones), as in training for the block; a ``RuntimeError`` if one already is (a fit in
+    another thread): two fits of one net, each with its trainer, wrote their updates into
+    one set of weights, a mix of both that changed from run to run; two fits of two nets
+    with one optimizer instance mixed their moments and step counts so."""
+    from .optim import LBFGS, Optimizer
+
+    optimizers = [o for o in optimizers if isinstance(o, Optimizer) and not isinstance(o, LBFGS)]
+    ids = [id(o) for o in (*nets, *optimizers)]
     with _training_lock:
-        if _training.intersection(ids):
+        if any(id(net) in _training for net in nets):
             raise RuntimeError("this net is being trained by another fit (another thread): "
                                "two fits would mix their updates into one set of weights; "
                                "wait for it, or train a copy (copy.deepcopy(net))")
-        _training.update(ids)
+        if any(id(o) in _training for o in optimizers):
+            raise RuntimeError("this optimizer instance is in another fit (another thread): "
+                               "it holds one fit's state, which two fits would mix; give "
+                               "each fit its own (copy.deepcopy(optimizer), or a name)")
+        _training.update(dict.fromkeys(ids, threading.get_ident()))
     try:
         yield
     finally:
         with _training_lock:
-            _training.difference_update(ids)
+            for key in ids:
+                _training.pop(key, None)
 
 
 def _r2(ss_res, ss_tot):
@@ -258,8 +268,9 @@ class MLP:
     @l2.setter
     def l2(self, value):
         value = _check_nonneg("l2", value)
-        self._between_fits("l2")
-        self._l2 = self._backend.l2 = value
+        if value != self._l2:  # the same value is no change (a warm estimator sets it)
+            self._between_fits("l2")
+            self._l2 = self._backend.l2 = value
 
     @property
     def dropout(self):
@@ -270,14 +281,19 @@ class MLP:
     @dropout.setter
     def dropout(self, value):
         rates = _check_dropout(value, len(self.sizes) - 2)
-        self._between_fits("dropout")
-        drops = [spec.dropout_threshold(r) for r in rates]
-        self._dropout, self._backend.drops = rates, (drops if any(drops) else None)
+        if rates != self._dropout:
+            self._between_fits("dropout")
+            drops = [spec.dropout_threshold(r) for r in rates]
+            self._dropout, self._backend.drops = rates, (drops if any(drops) else None)
 
-    def _between_fits(self, name):
+    def _between_fits(self, name, other_threads=False):
+        """Refuse to change ``name`` while the net is in a fit (``other_threads``: a fit
+        in another thread; the fit's own callbacks may)."""
         with _training_lock:
-            if id(self) in _training:
-                raise RuntimeError(f"{name} cannot change while the net is being trained")
+            thread = _training.get(id(self))
+        if thread is not None and not (other_threads and thread == threading.get_ident()):
+            raise RuntimeError(f"{name} cannot change while the net is being trained"
+                               + (" by another thread" if other_threads else ""))
 
     # -- description -----------------------------------------------------------------
     @property
@@ -389,7 +405,12 @@ class MLP:
         ------
         ValueError
             On a wrong number of layers, a wrong shape, or non-finite values.
+        RuntimeError
+            While another thread fits the net (a callback of the fit may set them).
         """
+        # Another thread's fit went on from them with its old optimizer state, a result
+        # that changed from run to run; the fit's own callbacks may set them.
+        self._between_fits("the weights", other_threads=True)
         weights = list(weights)
         if len(weights) != len(self.sizes) - 1:
             raise ValueError(f"expected {len(self.sizes) - 1} (W, b) pairs, got {len(weights)}")
@@ -627,7 +648,7 @@ class MLP:
                     class_weight=class_weight, clip_norm=clip_norm, restore_best=restore_best,
                     validation_split=validation_split, callbacks=callbacks))
         check_verbose(verbose)
-        with training_alone([self]):
+        with training_alone([self], [optimizer]):
             self._backend.compile_ahead(batch_size, optimizer, clip_norm)
             plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule, validation_data,
                                   shuffle, patience, sample_weight=sample_weight,

@@ -74,6 +74,69 @@ def test_a_second_fit_of_a_net_in_training_is_refused():
     net.fit(X, y, epochs=1)  # and the net trains again once the first fit is over
 
 
+def test_one_optimizer_instance_in_two_fits_at_once_is_refused():
+    """Two nets' fits in two threads with one Adam instance mixed its moments and step
+    count: both nets' weights changed from run to run, silently."""
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(128, 8)), rng.integers(0, 3, 128)
+    opt = fd.Adam(lr=0.01)
+    net, other = fd.MLP([8, 16, 3], seed=0), fd.MLP([8, 16, 3], seed=1)
+    hold = Hold()
+    first = threading.Thread(target=lambda: net.fit(X, y, epochs=2, optimizer=opt,
+                                                    callbacks=[hold]))
+    first.start()
+    try:
+        assert hold.inside.wait(120)
+        with pytest.raises(RuntimeError, match="optimizer instance is in another fit"):
+            other.fit(X, y, epochs=1, optimizer=opt)
+        with pytest.raises(RuntimeError, match="optimizer instance is in another fit"):
+            fd.fit_many([fd.MLP([8, 4, 3]), other], X, y, epochs=1,
+                        optimizer=[fd.Adam(), opt])
+        other.fit(X, y, epochs=1, optimizer="adam")  # a name makes its own
+    finally:
+        hold.release.set()
+        first.join(120)
+    twin = fd.MLP([8, 16, 3], seed=0)
+    twin.fit(X, y, epochs=2, optimizer=fd.Adam(lr=0.01))
+    for (W0, b0), (W1, b1) in zip(net.get_weights(), twin.get_weights()):
+        np.testing.assert_array_equal(W0, W1)
+        np.testing.assert_array_equal(b0, b1)
+    other.fit(X, y, epochs=1, optimizer=opt)  # free again once that fit is over
+
+
+def test_weights_set_from_another_thread_during_a_fit_are_refused():
+    """The fit went on from them with its old optimizer state (a different result each
+    run); the fit's own callbacks may still set them, and l2 set to its own value is no
+    change (a warm scikit-learn estimator does it)."""
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(128, 8)), rng.integers(0, 3, 128)
+    net = fd.MLP([8, 16, 3], seed=0)
+    start = net.get_weights()
+
+    class Reset:
+        def on_epoch_end(self, epoch, logs):
+            net.set_weights(start)  # the fit's own thread
+            net.l2 = 0.0
+
+    hold = Hold()
+    first = threading.Thread(target=lambda: net.fit(X, y, epochs=2, callbacks=[Reset(), hold]))
+    first.start()
+    try:
+        assert hold.inside.wait(120)
+        with pytest.raises(RuntimeError, match="weights cannot change while the net is "
+                                               "being trained by another thread"):
+            net.set_weights(start)
+        net.l2, net.dropout = 0.0, [0.0]  # unchanged: allowed
+        with pytest.raises(RuntimeError, match="l2 cannot change"):
+            net.l2 = 0.5
+    finally:
+        hold.release.set()
+        first.join(120)
+    for (W0, b0), (W1, b1) in zip(net.get_weights(), start):  # reset by the callback
+        np.testing.assert_array_equal(W0, W1)
+        np.testing.assert_array_equal(b0, b1)
+
+
 def test_the_blas_lookup_from_two_threads_at_once_finds_it_in_both(monkeypatch):
     """The lookup marked itself done before it was: the second thread took 'no
     OpenBLAS', and nets made at once could bind another BLAS than the process chose."""

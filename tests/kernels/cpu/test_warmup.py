@@ -498,6 +498,34 @@ print(helper.process.pid, helper.claims, flush=True)
     assert not os.path.exists(claims), "the helper's claims outlived it"
 
 
+def test_a_helper_ended_by_close_takes_its_claims_along(tmp_path):
+    """close() killed a hung helper and left the folder to the reader thread, a daemon,
+    which a process that exits at once never runs: the folder stayed in /tmp."""
+    code = """
+import os, threading, time
+from fastdnn.kernels import spec
+from fastdnn.kernels.cpu import warmup
+warmup.TIMEOUT = 0.5
+warmup.compile_pass = lambda net: time.sleep(600)
+remove = warmup._remove
+def removed_but_not_by_the_reader(claims):  # as where the reader never runs again
+    if threading.current_thread().name != "fastdnn-warmup":
+        remove(claims)
+warmup._remove = removed_but_not_by_the_reader
+helper = warmup.start([3, 4, 2], [spec.RELU], spec.MSE, "float64")
+claims = helper.claims
+print(helper.close(), claims, os.path.exists(claims), flush=True)
+remove(claims)
+"""
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    environ.update(NUMBA_CACHE_DIR=str(tmp_path / "cache"), FASTDNN_WARMUP="1")
+    proc = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    code, claims, existed = proc.stdout.split()
+    assert code == "-9" and existed == "False"
+
+
 def test_the_helper_is_forked_only_where_a_fork_is_safe(monkeypatch):
     """A fork copies one thread and no thread pool: where another Python thread runs, where
     the helper would run parallel regions, or beside JAX, it is a new interpreter."""

@@ -242,6 +242,8 @@ class Helper:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+        finally:  # here too: the reader thread, a daemon, may never run again
+            _remove(self.claims)
 
 
 def _claim(claims, name, default):
