@@ -12,7 +12,7 @@ import pytest
 
 import fastdnn as fd
 import naive
-from bench_grid import assert_close, batch_param, dtype_param, size_param
+from bench_grid import assert_close, batch_param, dtype_param, kink_free_rows, size_param
 from cases import THREADS, data, epoch_samples, net_sizes
 
 n_threads_param = pytest.mark.parametrize("n_threads", THREADS, ids=lambda t: f"t{t}")
@@ -36,6 +36,25 @@ def oracle_epoch(weights, X, y, batch):
     """The weights after one in-order epoch of plain SGD on ``X, y``, by the oracle."""
     return naive.train(weights, ACTIVATION, LOSS, X, y, epochs=1, batch_size=batch,
                        optimizer=naive.SGD(lr=LR))
+
+
+def kink_free_batches(weights, X, y, batch, n_batches):
+    """Rows of ``X`` for ``n_batches`` in-order batches, each of rows clear of a ReLU kink
+    under the weights the oracle has reached at that batch (:func:`kink_free_rows`), and
+    the oracle's weights after them: ``(rows, weights)``."""
+    rows, pos = [], 0
+    for _ in range(n_batches):
+        chosen = []
+        while len(chosen) < batch and pos < len(X):
+            candidates = np.arange(pos, min(pos + batch, len(X)))
+            pos = candidates[-1] + 1
+            chosen += list(candidates[kink_free_rows(weights, ACTIVATION, X[candidates])])
+        chosen = chosen[:batch]
+        if len(chosen) < batch:
+            break
+        rows += chosen
+        weights = oracle_epoch(weights, X[chosen], y[chosen], batch)
+    return np.array(rows, dtype=np.int64), weights
 
 
 @n_threads_param
@@ -62,8 +81,10 @@ def test_gradients(benchmark, size, batch, dtype, n_threads):
     X, y = data(batch, net.sizes[0], dtype=dtype)
     net.gradients(X, y)
     benchmark.group = f"net gradients {size} batch={batch} {dtype} threads={n_threads}"
-    grads = benchmark(net.gradients, X, y)
-    _, want = naive.gradients(net.get_weights(), ACTIVATION, LOSS, X, y)
+    benchmark(net.gradients, X, y)
+    keep = kink_free_rows(net.get_weights(), ACTIVATION, X)
+    grads = net.gradients(X[keep], y[keep])
+    _, want = naive.gradients(net.get_weights(), ACTIVATION, LOSS, X[keep], y[keep])
     assert len(grads) == len(want)
     for (dW, db), (want_dW, want_db) in zip(grads, want):
         assert_close(dW, want_dW, dtype)
@@ -101,8 +122,9 @@ def test_train_step(benchmark, size, batch, dtype, n_threads):
     # timed rounds the net has learnt the batch, and a float32 cross-entropy gradient
     # near zero loss (softmax - onehot) keeps only a few digits.
     before = net.get_weights()
-    step()
-    assert_moved_as(net, before, oracle_epoch(before, X, y, batch), dtype)
+    keep = kink_free_rows(before, ACTIVATION, X)
+    net.fit(X[keep], y[keep], epochs=1, batch_size=batch, optimizer=opt, shuffle=False)
+    assert_moved_as(net, before, oracle_epoch(before, X[keep], y[keep], batch), dtype)
     benchmark.group = f"net step {size} batch={batch} {dtype} threads={n_threads}"
     benchmark(step)
 
@@ -126,10 +148,12 @@ def test_epoch(benchmark, size, batch, dtype, n_threads):
     # steps a ReLU input within rounding of 0 lands on the other side in float64 now
     # and then, and the runs part ways (seen: small, batch 1, third epoch, step 1255:
     # one such input, and the weights went from 1e-6 to 5e-3 apart, 3e-2 by the end).
-    rows = min(n, CHECK_BATCHES * batch)
+    # Rows within float32 rounding of a ReLU kink are left out, batch by batch
+    # (kink_free_batches): at medium, batch 256, such a unit arose in the second batch.
     before = net.get_weights()
-    net.fit(X[:rows], y[:rows], epochs=1, batch_size=batch, optimizer=opt, shuffle=False)
-    assert_moved_as(net, before, oracle_epoch(before, X[:rows], y[:rows], batch), dtype)
+    rows, want = kink_free_batches(before, X, y, batch, CHECK_BATCHES)
+    net.fit(X[rows], y[rows], epochs=1, batch_size=batch, optimizer=opt, shuffle=False)
+    assert_moved_as(net, before, want, dtype)
     epoch()  # one whole epoch outside the timing, as for the other benchmarks
     benchmark.group = f"net epoch {size} batch={batch} {dtype} threads={n_threads}"
     benchmark.extra_info["samples"] = n
