@@ -60,6 +60,13 @@ def start_seconds(src, cache, extra, args=()):
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def _workloads():
+    """peers.py's workload keys (read from its source: importing it costs seconds)."""
+    import re
+    source = (ROOT / "benchmarks" / "peers.py").read_text()
+    return re.findall(r'^\s+Workload\(\s*"(\w)"', source, flags=re.M) or list("abcdefgh")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("before", help="the first tree's src folder")
@@ -78,6 +85,19 @@ def main(argv=None):
                     help="an environment variable for the second tree's runs only")
     args = ap.parse_args(argv)
     trees = {"before": args.before, "after": args.after}
+    for tag, src in trees.items():  # a tree without the package measured the installed one
+        if not (Path(src) / "fastdnn" / "__init__.py").is_file():
+            ap.error(f"{tag}: no fastdnn package in {src} (give the tree's src folder)")
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1; got {args.rounds}")
+    if args.pause < 0:
+        ap.error(f"--pause must be >= 0; got {args.pause:g}")
+    for setting in args.env_before + args.env_after:
+        if "=" not in setting or setting.startswith("="):
+            ap.error(f"--env-before/--env-after take NAME=VALUE; got {setting!r}")
+    unknown = [k for k in args.workloads.split(",") if k not in _workloads()]
+    if not args.start and unknown:
+        ap.error(f"unknown workload {unknown[0]!r}; choose from {','.join(_workloads())}")
     extra = {"before": dict(v.split("=", 1) for v in args.env_before),
              "after": dict(v.split("=", 1) for v in args.env_after)}
     if args.start:

@@ -18,6 +18,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args(argv)
+    if args.top < 1:  # -1 dropped the last row, silently
+        ap.error(f"--top must be at least 1; got {args.top}")
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="fastdnn-compile-profile-")
     os.environ["FASTDNN_WARMUP"] = "0"
     from numba.core import event  # after NUMBA_CACHE_DIR: numba reads it at import

@@ -48,4 +48,7 @@ if __name__ == "__main__":
     if {"-h", "--help"} & set(sys.argv[1:]):
         print(__doc__)
         sys.exit(0)
+    if len(sys.argv) > 3 or (len(sys.argv) == 3 and not sys.argv[2].isdigit()):
+        sys.exit(f"usage: {sys.argv[0]} [OPTIMIZER [BATCH_SIZE]] (a whole number); "
+                 f"got {' '.join(sys.argv[1:])}")
     main(*sys.argv[1:])

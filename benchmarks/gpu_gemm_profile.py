@@ -16,8 +16,12 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.environ.get("FASTDNN_SRC") or os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
+_SRC = os.environ.get("FASTDNN_SRC") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+if not os.path.isfile(os.path.join(_SRC, "fastdnn", "__init__.py")):
+    # Else the installed fastdnn was timed, under the other tree's name.
+    sys.exit(f"gpu_gemm_profile.py: no fastdnn package in {_SRC} (FASTDNN_SRC is a src folder)")
+sys.path.insert(0, _SRC)
 
 from fastdnn.kernels.cuda import dense, launch  # noqa: E402
 from fastdnn.kernels.cuda.backend import CUDABackend  # noqa: E402

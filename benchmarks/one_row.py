@@ -46,10 +46,18 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--samples", type=int, default=4096)
     args = ap.parse_args(argv)
+    try:
+        thresholds = [None] + [int(v) for v in args.thresholds.split(",")]
+        nets = [[int(n) for n in net.split("-")] for net in args.nets.split(",")]
+    except ValueError as exc:
+        ap.error(f"--thresholds takes whole numbers (1024,2048) and --nets widths joined "
+                 f"by '-' (2-8-8-1): {exc}")
+    if min(t for t in thresholds[1:]) < 0 or any(len(n) < 2 or min(n) < 1 for n in nets):
+        ap.error("thresholds must be >= 0, and each net two or more widths >= 1")
+    if args.rounds < 1 or args.samples < 256:
+        ap.error("--rounds must be at least 1 and --samples at least 256 (the warm-up's)")
     saved = config.ONE_ROW_GEMM_MACS
     default = backend.one_row_gemm_macs()
-    thresholds = [None] + [int(float(v)) for v in args.thresholds.split(",")]
-    nets = [[int(n) for n in net.split("-")] for net in args.nets.split(",")]
     print(f"CPU vendor {mkl.cpu_vendor() or '?'}: default threshold {default}")
     times = {}
     try:

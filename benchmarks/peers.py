@@ -792,6 +792,9 @@ def drive(args):
                           f"{res['n'] / med:12.0f} samples/s  warm-up {res['warmup_s']:.2f} s"
                           f"  loss {res['loss']:#.5g}", flush=True)
     args.load_after = _loadavg()
+    if args.json:  # first: the raw results outlive a failure to render or plot them
+        Path(args.json).write_text(json.dumps(
+            {f"{s}/{k}": v for (s, k), v in results.items()} | {"matmul": matmul}, indent=1))
     summary = summarize(results, wls, systems, matmul)
     md = render_markdown(summary, wls, systems, skipped, errors, args, rounds)
     if args.out:
@@ -807,9 +810,6 @@ def drive(args):
             print(f"wrote {args.png}")
         except ImportError as exc:
             print(f"no plot: {exc}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {f"{s}/{k}": v for (s, k), v in results.items()} | {"matmul": matmul}, indent=1))
     return summary
 
 
@@ -1391,9 +1391,16 @@ def main(argv=None):
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.timeout <= 0:
+        ap.error(f"--timeout must be positive; got {args.timeout:g}")
+    if args.fastdnn_threads is not None and args.fastdnn_threads < 1:
+        ap.error(f"--fastdnn-threads must be at least 1; got {args.fastdnn_threads}")
     global FASTDNN_THREADS
     FASTDNN_THREADS = args.fastdnn_threads
     if args.worker:
+        if args.worker not in SYSTEMS or args.workload not in WORKLOADS:
+            ap.error(f"--worker takes one of {','.join(SYSTEMS)} and --workload one of "
+                     f"{','.join(WORKLOADS)}; got {args.worker!r} and {args.workload!r}")
         res = run_worker(args.worker, args.workload, args.quick)
         print(json.dumps(res))
         return 0
@@ -1410,6 +1417,10 @@ def main(argv=None):
         args.png = args.png or str(ROOT / "docs" / "peers.png")
     if args.no_write:
         args.out = args.png = None
+    for option, path in (("--out", args.out), ("--png", args.png), ("--json", args.json)):
+        # Checked now: a missing folder failed after the whole run (8-12 minutes).
+        if path and not Path(path).resolve().parent.is_dir():
+            ap.error(f"{option} {path}: folder {Path(path).resolve().parent} does not exist")
     drive(args)
     return 0
 
