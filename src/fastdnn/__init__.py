@@ -1,4 +1,6 @@
 """fastdnn: fast training of deep feed-forward neural networks with Numba kernels."""
+__version__ = "0.1.0"  # first: modules imported below read it (onnx_export)
+
 from .callbacks import BackupAndRestore, Callback, ProgressBar
 from .errors import DeviceError, NonFiniteOutputError, TrainingDivergedError
 from .fitting import History
@@ -8,8 +10,6 @@ from .onnx_export import export_onnx
 from .optim import LBFGS, SGD, Adam, AdamW, Optimizer
 from .schedules import (Constant, CosineDecay, ExponentialDecay, InverseTimeDecay,
                         ReduceLROnPlateau, Schedule, StepDecay)
-
-__version__ = "0.1.0"
 
 __all__ = ["MLP", "History", "fit_many", "export_onnx", "SGD", "Adam", "AdamW", "LBFGS",
            "Optimizer", "Schedule", "Constant", "InverseTimeDecay", "StepDecay",

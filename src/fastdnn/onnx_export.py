@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from . import serialize
+from . import __version__, serialize
 from .kernels import spec
 from .model import MLP
 from .validation import check_dtype
@@ -14,6 +14,8 @@ DEFAULT_OPSET = 17
 MIN_OPSET = 13
 #: The first opset with a ``Gelu`` operator; below it gelu is spelled with ``Erf``.
 GELU_OPSET = 20
+#: Bytes a protobuf message (an ONNX file without external data) can hold.
+PROTOBUF_LIMIT = 2**31
 
 
 def _import_onnx():
@@ -140,7 +142,8 @@ def _build(onnx, net, opset, dtype):
     opset_id = helper.make_opsetid("", opset)
     model = helper.make_model(
         helper.make_graph(graph.nodes, "fastdnn_mlp", inputs, outputs, graph.initializers),
-        opset_imports=[opset_id], producer_name="fastdnn", doc_string=repr(net),
+        opset_imports=[opset_id], producer_name="fastdnn", producer_version=__version__,
+        doc_string=repr(net),
         # The oldest IR version that carries this opset, not the newest the installed
         # onnx knows: an older onnxruntime refuses IR versions newer than its own.
         ir_version=helper.find_min_ir_version_for([opset_id]))
@@ -181,10 +184,14 @@ def export_onnx(net, path, opset=DEFAULT_OPSET, dtype=None):
     TypeError
         When ``net`` is not an :class:`~fastdnn.MLP` or ``opset`` not an integer.
     ValueError
-        For an opset outside the supported range or an unknown dtype.
+        For an opset outside the supported range, an unknown dtype, or weights of 2 GiB
+        or more (protobuf's limit for one file).
     """
     if not isinstance(net, MLP):
-        raise TypeError(f"net must be a fastdnn MLP, got {type(net).__name__}")
+        hint = (" (a fitted scikit-learn estimator of fastdnn.sklearn holds its net as "
+                "net_: export_onnx(estimator.net_, path))"
+                if isinstance(getattr(net, "net_", None), MLP) else "")
+        raise TypeError(f"net must be a fastdnn MLP, got {type(net).__name__}{hint}")
     if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
         raise TypeError(f"opset must be an integer, got {type(opset).__name__}")
     dtype = net.dtype if dtype is None else check_dtype(dtype)
@@ -193,5 +200,11 @@ def export_onnx(net, path, opset=DEFAULT_OPSET, dtype=None):
     if not MIN_OPSET <= opset <= newest:
         raise ValueError(f"opset must be between {MIN_OPSET} and {newest} (the newest the "
                          f"installed onnx {onnx.__version__} knows); got {opset}")
+    size = net.n_params * np.dtype(dtype).itemsize
+    if size >= PROTOBUF_LIMIT:  # protobuf's EncodeError, from inside onnx, said nothing of it
+        raise ValueError(f"the net's {net.n_params:,} {np.dtype(dtype).name} parameters take "
+                         f"{size / 2**30:.1f} GiB; an ONNX file holds less than 2 GiB "
+                         "(protobuf's limit) without external data, which export_onnx does "
+                         "not write")
     data = _build(onnx, net, int(opset), dtype).SerializeToString()
     serialize.write_atomic(path, lambda f: f.write(data))

@@ -410,6 +410,33 @@ def test_onnx_export_refuses(ort, kwargs, error, message, tmp_path):
     assert not os.listdir(tmp_path)
 
 
+def test_onnx_export_of_weights_beyond_protobufs_limit_says_so(ort, monkeypatch, tmp_path):
+    """Nets of 2 GiB of weights and more (537M float32 parameters) failed inside onnx with
+    protobuf's bare "Failed to serialize proto"."""
+    from fastdnn import onnx_export
+
+    net = fd.MLP([30, 20, 2], seed=0)  # 662 parameters: 2,648 bytes in float32
+    monkeypatch.setattr(onnx_export, "PROTOBUF_LIMIT", 2649)
+    fd.export_onnx(net, tmp_path / "net.onnx")  # below the limit
+    with pytest.raises(ValueError, match="662 float64 parameters take .* less than 2 GiB"):
+        fd.export_onnx(net, tmp_path / "net64.onnx", dtype="float64")
+    assert os.listdir(tmp_path) == ["net.onnx"]
+
+
+def test_onnx_model_names_its_producer_and_a_net_in_an_estimator(ort, tmp_path):
+    import onnx
+    from sklearn.neural_network import MLPClassifier as _  # noqa: F401 - needs sklearn
+    from fastdnn.sklearn import MLPClassifier
+
+    fd.export_onnx(fd.MLP([3, 2], seed=0), tmp_path / "net.onnx")
+    model = onnx.load(tmp_path / "net.onnx")
+    assert (model.producer_name, model.producer_version) == ("fastdnn", fd.__version__)
+    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2).fit([[0, 1], [1, 0]] * 4,
+                                                                  [0, 1] * 4)
+    with pytest.raises(TypeError, match=r"export_onnx\(estimator.net_, path\)"):
+        fd.export_onnx(clf, tmp_path / "clf.onnx")
+
+
 # ----------------------------------------------------------------- the documented format
 DOC = os.path.join(TESTS, os.pardir, "docs", "model-format.md")
 
