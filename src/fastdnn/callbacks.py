@@ -17,6 +17,7 @@ None of them runs per step: a callback costs nothing inside the compiled loop.
 """
 import json
 import math
+import numbers
 import os
 import sys
 
@@ -72,6 +73,10 @@ class ProgressBar(Callback):
 
     def __init__(self, stream=None, interval=10.0):
         self.stream = stream
+        if isinstance(interval, (bool, np.bool_)) or not isinstance(interval, numbers.Real) \
+                or not 0 <= interval < math.inf:  # nan wrote no in-epoch line, silently
+            raise ValueError(f"interval must be a finite number of seconds >= 0; got "
+                             f"{interval!r}")
         self.interval = float(interval)
         self.epochs = None
         self._last = 0.0  # seconds into the epoch of the last in-epoch line

@@ -64,12 +64,13 @@ def _check_activations(activation, n_hidden):
     return [spec.activation_code(name) for name in names]
 
 
-def _check_rate(name, value, upper=1.0):
+def _check_rate(name, value, upper=1.0, lowest="["):
+    """``value`` as a float in ``[0, upper)`` (``lowest="("``: ``(0, upper)``)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
-    if not (0.0 <= value < upper):
-        raise ValueError(f"{name} must be in [0, {upper:g}); got {value!r}")
+    if not (0.0 <= value < upper) or (lowest == "(" and value == 0):
+        raise ValueError(f"{name} must be in {lowest}0, {upper:g}); got {value!r}")
     return value
 
 
@@ -714,9 +715,7 @@ class MLP:
                 raise ValueError("give validation_data or validation_split, not both")
             validation = self._validation(validation_data)
         elif validation_split is not None:
-            fraction = _check_rate("validation_split", validation_split)
-            if fraction == 0:
-                raise ValueError("validation_split must be in (0, 1)")
+            fraction = _check_rate("validation_split", validation_split, lowest="(")
             keep, held = self._split(T, fraction)
             if w is not None:
                 for rows, part in ((keep, "training"), (held, "held-out")):

@@ -223,10 +223,10 @@ def test_validation_split_fit_equals_a_fit_on_the_split_by_hand():
 @pytest.mark.parametrize("fraction, error, match", [
     (0, ValueError, r"validation_split must be in \(0, 1\)"),
     (0.0, ValueError, r"validation_split must be in \(0, 1\)"),
-    (1, ValueError, "validation_split"),
-    (1.5, ValueError, "validation_split"),
-    (-0.1, ValueError, "validation_split"),
-    (float("nan"), ValueError, "validation_split"),
+    (1, ValueError, r"validation_split must be in \(0, 1\)"),  # it said [0, 1) here
+    (1.5, ValueError, r"validation_split must be in \(0, 1\)"),
+    (-0.1, ValueError, r"validation_split must be in \(0, 1\)"),
+    (float("nan"), ValueError, r"validation_split must be in \(0, 1\)"),
     ("0.1", TypeError, "validation_split"),
     (True, TypeError, "validation_split"),
     (1e-4, ValueError, "holds out no row"),
@@ -1498,3 +1498,11 @@ def test_ctrl_c_during_a_mid_fit_compile_is_a_keyboard_interrupt(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fd.fit_many([fd.MLP([3, 4, 2], seed=s) for s in range(2)], X, y, epochs=1,
                     batch_size=8, n_threads=1)
+
+
+@pytest.mark.parametrize("interval", [float("nan"), -1.0, float("inf"), "10", True])
+def test_a_progress_bar_interval_is_a_finite_number_of_seconds(interval):
+    """nan and -1 were taken: nan never wrote an in-epoch line, silently."""
+    with pytest.raises(ValueError, match="interval must be a finite number of seconds"):
+        fd.ProgressBar(interval=interval)
+    assert fd.ProgressBar(interval=0).interval == 0.0
