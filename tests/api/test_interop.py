@@ -423,6 +423,15 @@ def test_onnx_export_of_weights_beyond_protobufs_limit_says_so(ort, monkeypatch,
     assert os.listdir(tmp_path) == ["net.onnx"]
 
 
+def test_onnx_export_to_a_dtype_too_narrow_for_the_weights_is_refused(ort, tmp_path):
+    net = fd.MLP([2, 3, 2], dtype="float64", seed=0)
+    net.set_weights([(W * 1e300, b) for W, b in net.get_weights()])
+    with pytest.raises(ValueError, match="beyond float32's range: export it in float64"):
+        fd.export_onnx(net, tmp_path / "net.onnx", dtype="float32")
+    assert not os.listdir(tmp_path)
+    fd.export_onnx(net, tmp_path / "net.onnx")
+
+
 def test_onnx_model_names_its_producer_and_a_net_in_an_estimator(ort, tmp_path):
     import onnx
     from sklearn.neural_network import MLPClassifier as _  # noqa: F401 - needs sklearn
