@@ -132,10 +132,19 @@ def septupled_sum(a):
     return 7.0 * a.sum()
 
 
+@separate.separate(returns=types.float64)
+@njit(cache=False)
+def octupled_sum(a):
+    return 8.0 * a.sum()
+
+
 def test_a_fill_counts_for_its_own_thread_or_for_every_thread():
-    """One count for the process: a compile in one thread's fit left another thread's
-    run of steps out of its epoch's rate.  A fill counts for the thread that listens
-    (a fit), and one from a thread no fit listens in (a pool thread) counts for all."""
+    """One count for the process: a compile in one thread's fit, or in a thread of the
+    program's own (a predict), left another thread's run of steps out of its epoch's
+    rate and said "compiling" on its bar.  A fill counts for the thread that listens (a
+    fit) or, in a thread no fit listens in, for that thread alone; one from a thread that
+    may work for a fit (Numba's pool, a fastdnn-* helper) counts for all and is told to
+    all."""
     @njit(cache=False)
     def six(a, call):
         return sextupled_sum(a) if call else -1.0
@@ -144,8 +153,12 @@ def test_a_fill_counts_for_its_own_thread_or_for_every_thread():
     def seven(a, call):
         return septupled_sum(a) if call else -1.0
 
+    @njit(cache=False)
+    def eight(a, call):
+        return octupled_sum(a) if call else -1.0
+
     a = np.arange(4.0)
-    six(a, False), seven(a, False)  # the callers compile here; their slots stay empty
+    six(a, False), seven(a, False), eight(a, False)  # compiled; their slots stay empty
     seen = {}
 
     def fit(name, call):
@@ -160,8 +173,23 @@ def test_a_fill_counts_for_its_own_thread_or_for_every_thread():
     other.join()
     assert seen == {"six": 36.0, "six own": 1}
     assert separate.filled_from_kernels() == mine  # not this thread's
-    assert seven(a, True) == 42.0  # no fit listens here: every thread counts it
-    assert separate.filled_from_kernels() == mine + 1
+
+    def call(caller):
+        seen[threading.current_thread().name] = caller(a, True)
+
+    heard = []
+    with separate.listening(lambda: heard.append(1)):  # this thread fits now
+        mine = separate.filled_from_kernels()
+        user = threading.Thread(target=call, args=(seven,), name="a user's predict")
+        user.start()
+        user.join()
+        assert seen["a user's predict"] == 42.0
+        assert separate.filled_from_kernels() == mine and heard == []  # its own
+        helper = threading.Thread(target=call, args=(eight,), name="fastdnn-helper")
+        helper.start()
+        helper.join()
+        assert seen["fastdnn-helper"] == 48.0
+        assert separate.filled_from_kernels() == mine + 1 and heard == [1]  # maybe ours
     fit("seven", seven)
     assert seen["seven own"] == 0  # filled already
 

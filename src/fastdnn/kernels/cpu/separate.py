@@ -81,8 +81,8 @@ def _compiled(module, name, signature):
 
 
 #: Slots filled per thread id: a fit's own thread's, or, under ``None``, those of threads
-#: with no fit listening (a kernel's pool or helper thread, a bare call), which every fit
-#: counts.  One count for the process made another thread's compile blank a fit's rate.
+#: that may work for a fit (:func:`_works_for_a_fit`), which every fit counts.  One count
+#: for the process made another thread's compile blank a fit's rate.
 _filled = collections.Counter()
 
 #: ``(thread id, listener)`` pairs: a listener is called (without arguments) before a
@@ -90,7 +90,7 @@ _filled = collections.Counter()
 #: and a fit in progress says so (``fitting.FitRun``; the wide layers' fused online update
 #: compiled for 1-8 s with nothing said).  Only the listeners of the thread that compiles
 #: hear it (another thread's fit said "compiling" for it), all where that thread has none
-#: (a helper or pool thread of some fit).
+#: and may work for a fit (a helper or pool thread: :func:`_works_for_a_fit`).
 compile_listeners = []
 _interrupted = []  # Ctrl-C during a slot's compile (see take_interrupt)
 
@@ -136,6 +136,15 @@ def cached(dispatcher, argtypes):
         return True
 
 
+def _works_for_a_fit():
+    """Whether the calling thread, where no fit listens, may be working for one: a thread
+    Python did not start (Numba's pool) or a fastdnn helper thread (``fastdnn-*``), not a
+    thread of the program's own (whose predict said "compiling" on another's fit, and
+    left that fit's run out of its rate)."""
+    thread = threading.current_thread()
+    return isinstance(thread, threading._DummyThread) or thread.name.startswith("fastdnn-")
+
+
 def _tell_compiling(module, name, signature):
     """Call the :data:`compile_listeners` if ``module.name`` must compile for ``signature``."""
     if not compile_listeners:
@@ -146,7 +155,9 @@ def _tell_compiling(module, name, signature):
     here = threading.get_ident()
     listeners = tuple(compile_listeners)
     mine = [listener for ident, listener in listeners if ident == here]
-    for listener in mine or [listener for _, listener in listeners]:
+    if not mine and _works_for_a_fit():
+        mine = [listener for _, listener in listeners]
+    for listener in mine:
         try:
             listener()
         except Exception:  # noqa: BLE001 - a message, never a reason to fail the compile
@@ -169,8 +180,8 @@ forks.on_serial(_empty_parallel_slots)
 
 def filled_from_kernels():
     """How many slots running kernels have filled for the calling thread (its own fills
-    while it listens in :data:`compile_listeners`, and every fill of a thread that has
-    no listener): a run of steps that changes it spent part of its time compiling, or
+    while it listens in :data:`compile_listeners`, and every fill of a thread that may
+    work for a fit): a run of steps that changes it spent part of its time compiling, or
     loading from the cache (a fit leaves such a run out of its epoch's samples/s)."""
     return _filled[threading.get_ident()] + _filled[None]
 
@@ -192,7 +203,8 @@ def _compile_slot(slot, key, size):
             if forks.is_parallel(getattr(importlib.import_module(module), name)):
                 _parallel_slots.append(slot)
         here = threading.get_ident()
-        _filled[here if any(ident == here for ident, _ in compile_listeners) else None] += 1
+        mine = any(ident == here for ident, _ in compile_listeners)
+        _filled[None if not mine and _works_for_a_fit() else here] += 1
         return 0
     except KeyboardInterrupt:  # the slot stays empty; the caller raises it again
         _interrupted.append(True)
