@@ -162,6 +162,9 @@ CUDA_TILE = 16
 #: Largest register tile of the CUDA GEMM: each thread computes up to MICRO x MICRO
 #: outputs, so a block covers (TILE*MICRO)^2.  Smaller products get a smaller register
 #: tile (down to 1) so that they still fill the GPU (see ``kernels.cuda.launch.gemm_config``).
+#: A block's two shared stages take ``2 * TILE * (TILE * MICRO + 4)`` elements, at most
+#: 48 KB: 16 x 16 in float64 is refused.  At 8, float32 takes 254 registers a thread and
+#: float64 spills (ptxas, sm_86 and sm_90).
 CUDA_MICRO = 8
 
 #: Cap on blocks per grid dimension.  Kernels loop over their work with grid strides,

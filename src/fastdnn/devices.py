@@ -29,6 +29,29 @@ def cuda_status():
                     "(device='auto' chooses for you)")
     except Exception as exc:  # driver and toolkit errors surface here
         return f"device='cuda': CUDA is installed but not usable ({exc}); " + _INSTALL
+    return _compiler_status(cuda)
+
+
+def _compiler_status(cuda):
+    """``None`` when CUDA's runtime compiler (NVRTC), which each kernel's first launch
+    needs, loads for this GPU; else why not.  ``is_available`` asks the driver only: a
+    toolkit without libnvrtc made the first fit fail deep inside numba-cuda."""
+    from numba.core.config import ENABLE_CUDASIM
+    if ENABLE_CUDASIM:  # the simulator compiles nothing
+        return None
+    try:
+        from numba.cuda.cudadrv import nvrtc
+    except ImportError:  # another numba-cuda: its first launch will say
+        return None
+    check = getattr(nvrtc, "get_arch_option", None)
+    if check is None:
+        return None
+    try:
+        check(*cuda.get_current_device().compute_capability)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (f"device='cuda' found a GPU, but not CUDA's runtime compiler (NVRTC), which "
+                f"its kernels need ({first}); " + _INSTALL)
     return None
 
 

@@ -567,3 +567,24 @@ def test_dense_layers_apply_the_dropout_masks(dtype, rng):
     assert_close(view(bufs.deltas.copy_to_host(), half, m, k), want, RTOL[dtype])
     dW1 = view(bufs.grad.copy_to_host(), layout.table[1, W_OFF], k, n)
     assert_close(dW1, (A * mask).T @ delta, RTOL[dtype])
+
+
+@pytest.mark.parametrize("tile, micro, dtype, says", [
+    (16, 16, np.float64, "66,560 bytes of shared memory"),
+    (33, 1, np.float32, "1089 threads a block"),
+])
+def test_gemm_shapes_a_gpu_cannot_build_are_refused(tile, micro, dtype, says):
+    """The simulator ran them; a GPU's ptxas refused 16 x 16 float64 (66,560 bytes of
+    shared memory against 48 KB), and a block of more than 1024 threads."""
+    with pytest.raises(ValueError, match=says):
+        gpu_dense.gemm_kernel(tile, micro, np.dtype(dtype))
+    gpu_dense.gemm_kernel(16, 16, np.dtype(np.float32))  # 33,792 bytes: fits
+
+
+def test_more_threads_a_block_than_cuda_holds_are_refused(monkeypatch):
+    from fastdnn import config
+    from fastdnn.kernels.cuda import launch
+
+    monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", 2048)
+    with pytest.raises(ValueError, match="at most 1024 threads"):
+        launch.threads_per_block()

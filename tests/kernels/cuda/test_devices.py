@@ -37,6 +37,29 @@ def test_cuda_without_numba_cuda_raises_device_error():
     assert "numba-cuda" in message and "pip install 'fastdnn[cuda]'" in message
 
 
+def test_a_gpu_without_cudas_compiler_raises_device_error():
+    """``is_available`` asks the driver only: a toolkit without libnvrtc passed, and the
+    first fit failed deep inside numba-cuda.  (A GPU is stood in for: the driver says
+    yes, the device has a compute capability, NVRTC does not load.)"""
+    stub = """
+        from numba import cuda
+        from numba.cuda.cudadrv import nvrtc
+        cuda.is_available = lambda: True
+        class Device:
+            compute_capability = (8, 6)
+        cuda.get_current_device = lambda: Device()
+        def missing(major, minor, arch=""):
+            raise RuntimeError("libnvrtc.so.13 or libnvrtc.so.12 not found")
+        nvrtc.get_arch_option = missing
+        from fastdnn import devices
+        print(devices.cuda_status())
+        print(devices.auto_device([784, 1024, 1024, 10]))
+    """
+    status, auto = run(stub, NUMBA_ENABLE_CUDASIM="0").strip().splitlines()
+    assert "not CUDA's runtime compiler (NVRTC)" in status and "libnvrtc" in status
+    assert auto == "cpu"
+
+
 def test_cpu_path_never_imports_cuda_machinery():
     out = run("""
         import sys

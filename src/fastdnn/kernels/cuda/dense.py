@@ -33,7 +33,8 @@ launch shape never changes results.
 The K loop is software-pipelined: each thread loads its share of the next stage into
 registers before multiplying the current one, so the global loads' latency hides behind
 the FMAs.  At 512x4096x4096 a block of 8 warps is all an SM holds (134 registers a
-thread), and without this it issued on 27.5% of its cycles (Nsight Compute).  Measured on
+thread then; 254 with the pipeline, ptxas for sm_86 and sm_90, and float64 spills), and
+without this it issued on 27.5% of its cycles (Nsight Compute).  Measured on
 an H200 (2026-11-28, ``benchmarks/gpu_gemm_profile.py``, the two trees alternated):
 6.8-7.1 -> 15.7-16.1 TFLOP/s on the 4096-wide shapes, 5.1-5.8 -> 7.1-7.2 at 512x1024x1024,
 the same (3.6-4.2) at batch 256 with 1024-wide layers, whose register tile is 2x2.
@@ -68,6 +69,15 @@ def gemm_kernel(tile, micro, dtype):
     STAGE = (BK, BM + PAD)
     TV = T * V
     nbtype = numba.from_dtype(np.dtype(dtype))
+    # Checked here, as the simulator runs any size: a GPU refuses these at the build.
+    if TT > launch.MAX_THREADS:
+        raise ValueError(f"fastdnn.config.CUDA_TILE={T}: {TT} threads a block, above CUDA's "
+                         f"{launch.MAX_THREADS} (CUDA_TILE <= 32)")
+    shared = 2 * BK * (BM + PAD) * np.dtype(dtype).itemsize
+    if shared > launch.MAX_SHARED_BYTES:  # CUDA_MICRO=16 in float64: 66,560 bytes
+        raise ValueError(f"fastdnn.config.CUDA_TILE={T} and CUDA_MICRO={R} need {shared:,} "
+                         f"bytes of shared memory a block in {np.dtype(dtype).name}, above "
+                         f"CUDA's {launch.MAX_SHARED_BYTES:,}: lower CUDA_MICRO")
 
     @cuda.jit(device=True)
     def a_slot(e, sa_p):

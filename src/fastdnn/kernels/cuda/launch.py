@@ -34,9 +34,17 @@ def _blocks(n, per_block):
     return max(1, min(-(-n // per_block), config.CUDA_MAX_BLOCKS))
 
 
+#: Threads a CUDA block holds, and bytes of static shared memory it may declare.
+MAX_THREADS = 1024
+MAX_SHARED_BYTES = 48 * 1024
+
+
 def threads_per_block():
     """``config.CUDA_THREADS_PER_BLOCK`` rounded down to a power of two (block reductions halve)."""
     tpb = max(1, int(config.CUDA_THREADS_PER_BLOCK))
+    if tpb > MAX_THREADS:  # the simulator ran it; a GPU refuses the launch
+        raise ValueError(f"fastdnn.config.CUDA_THREADS_PER_BLOCK={tpb}: a CUDA block holds at "
+                         f"most {MAX_THREADS} threads")
     return 1 << (tpb.bit_length() - 1)
 
 
