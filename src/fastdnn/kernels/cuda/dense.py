@@ -69,6 +69,10 @@ def gemm_kernel(tile, micro, dtype):
     STAGE = (BK, BM + PAD)
     TV = T * V
     nbtype = numba.from_dtype(np.dtype(dtype))
+    # A float32 net's epilogues in float32 (F.FLOAT32): the formulas' float64 literals
+    # made them float64, 183 float64 instructions in the float32 kernel (ptxas, sm_86).
+    g, g_prime = ((F.FLOAT32["activate"], F.FLOAT32["derivative"])
+                  if np.dtype(dtype) == np.float32 else (activate, derivative))
     # Checked here, as the simulator runs any size: a GPU refuses these at the build.
     if TT > launch.MAX_THREADS:
         raise ValueError(f"fastdnn.config.CUDA_TILE={T}: {TT} threads a block, above CUDA's "
@@ -239,7 +243,7 @@ def gemm_kernel(tile, micro, dtype):
                                     z = v + theta[b_off + j]
                                     if z_out != a_out:
                                         work[z_out + e] = z
-                                    work[a_out + e] = activate(z, code)
+                                    work[a_out + e] = g(z, code)
                                     if drop > 0:
                                         work[drop_out + e] = work[a_out + e] * F.dropout_scale(
                                             key, i, drop_layer, j, drop)
@@ -250,8 +254,8 @@ def gemm_kernel(tile, micro, dtype):
                                     if drop > 0:
                                         v = nbtype(v * F.dropout_scale(key, i, drop_layer, j,
                                                                        drop))
-                                    deltas[p_off + e] = v * derivative(work[a_out + e],
-                                                                       work[z_out + e], code)
+                                    deltas[p_off + e] = v * g_prime(work[a_out + e],
+                                                                    work[z_out + e], code)
 
     return tile_gemm
 
