@@ -481,15 +481,17 @@ def test_float32_twins_compute_in_float32_to_its_accuracy():
         d = np.array([twins["derivative"](s, v, code) for s, v in zip(stored, z)])
         want_d = np.array([spec.derivative(float(s), float(v), code)
                            for s, v in zip(stored, z)])
-        # silu' crosses 0 at z = -1.28: there its terms cancel (2e-5 relative, 7e-9 absolute)
-        np.testing.assert_allclose(d, want_d, rtol=rtol, atol=2e-8, err_msg=name)
+        # silu' crosses 0 at z = -1.28: there its terms cancel (2e-5 relative, 7e-9
+        # absolute); tanh' = 1 - a * a cancels near saturation in float32 (3e-8
+        # absolute at z = -4.68)
+        np.testing.assert_allclose(d, want_d, rtol=rtol, atol=6e-8, err_msg=name)
     assert twins["activate"].nopython_signatures[0].return_type == numba.float32
     assert twins["derivative"].nopython_signatures[0].return_type == numba.float32
 
 
 def test_gelu_and_tanh_grad_keep_their_tails():
     """gelu's 1 + erf(z / sqrt 2) cancelled in the left tail (all of it in float32 below
-    z = -3.9), and tanh' = 1 - a * a near saturation."""
+    z = -3.9); tanh' = 1 - a * a holds to 2e-10 relative at z = -8 in float64."""
     from scipy.special import ndtr
 
     for z in (-5.0, -10.0, -30.0):
