@@ -216,7 +216,7 @@ def _probabilities(code, Z, P):
                 P[i, j] /= s
         else:
             for j in range(k):
-                if k == 1:  # sigmoid(-z), not 1 - p: 1e-7 off (relative) at z = 20
+                if k == 1:  # sigmoid(-z), not 1 - p: 3.4e-8 off (relative) at z = 20
                     P[i, 0] = F.sigmoid(-Z[i, 0])
                     P[i, 1] = F.sigmoid(Z[i, 0])
                 else:
