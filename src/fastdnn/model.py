@@ -14,7 +14,7 @@ from .errors import DeviceError
 from .fitting import FitPlan, FitRun, History, deferred_interrupts
 from .kernels import spec
 from .lbfgs import fit_lbfgs
-from .optim import LBFGS, make_optimizer
+from .optim import LBFGS, Optimizer, make_optimizer
 from .schedules import ReduceLROnPlateau, make_schedule
 from .validation import (check_dtype, check_n_threads, check_positive_int,
                          check_sample_weight, check_targets, check_verbose, normalize_weights)
@@ -117,9 +117,7 @@ def training_alone(nets, optimizers=()):
     another thread): two fits of one net, each with its trainer, wrote their updates into
     one set of weights, a mix of both that changed from run to run; two fits of two nets
     with one optimizer instance mixed their moments and step counts so."""
-    from .optim import LBFGS, Optimizer
-
-    optimizers = [o for o in optimizers if isinstance(o, Optimizer) and not isinstance(o, LBFGS)]
+    optimizers = [o for o in optimizers if isinstance(o, Optimizer)]  # LBFGS keeps no state
     ids = [id(o) for o in (*nets, *optimizers)]
     with _training_lock:
         if any(id(net) in _training for net in nets):

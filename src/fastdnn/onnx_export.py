@@ -35,21 +35,18 @@ class _Graph:
         self.dtype = dtype
         self.nodes, self.initializers, self.names = [], [], set()
 
-    def constant(self, name, value):
-        """An initializer ``name`` holding ``value``, added once however often asked."""
+    def constant(self, name, value, dtype=None):
+        """An initializer ``name`` holding ``value`` (in the graph's dtype, or ``dtype``),
+        added once however often asked."""
         if name not in self.names:
             self.names.add(name)
             self.initializers.append(self.numpy_helper.from_array(
-                np.asarray(value, dtype=self.dtype), name))
+                np.asarray(value, dtype=dtype or self.dtype), name))
         return name
 
     def indices(self, name, values):
         """An int64 initializer ``name`` (axes, indices), added once."""
-        if name not in self.names:
-            self.names.add(name)
-            self.initializers.append(self.numpy_helper.from_array(
-                np.asarray(values, dtype=np.int64), name))
-        return name
+        return self.constant(name, values, np.int64)
 
     def logistic_pairs(self, Z):
         """``[1 - sigmoid(z), sigmoid(z)]`` along a new last axis, as a softmax of
