@@ -197,10 +197,11 @@ def export_onnx(net, path, opset=DEFAULT_OPSET, dtype=None):
     if not MIN_OPSET <= opset <= newest:
         raise ValueError(f"opset must be between {MIN_OPSET} and {newest} (the newest the "
                          f"installed onnx {onnx.__version__} knows); got {opset}")
-    largest = max(float(np.abs(part).max()) for pair in net.get_weights() for part in pair)
-    if largest > np.finfo(dtype).max:  # cast, they became inf with a RuntimeWarning only
-        raise ValueError(f"the net's weights reach {largest:g}, beyond {np.dtype(dtype).name}'s "
-                         f"range: export it in {net.dtype.name}")
+    if np.finfo(dtype).max < np.finfo(net.dtype).max:  # a narrower type: do they fit?
+        largest = float(np.abs(net._backend.get_theta()).max())
+        if largest > np.finfo(dtype).max:  # cast, they became inf with a RuntimeWarning only
+            raise ValueError(f"the net's weights reach {largest:g}, beyond "
+                             f"{np.dtype(dtype).name}'s range: export it in {net.dtype.name}")
     size = net.n_params * np.dtype(dtype).itemsize
     if size >= PROTOBUF_LIMIT:  # protobuf's EncodeError, from inside onnx, said nothing of it
         raise ValueError(f"the net's {net.n_params:,} {np.dtype(dtype).name} parameters take "
