@@ -157,7 +157,9 @@ class FitRun:
         if net.n_params * net.dtype.itemsize <= config.SNAPSHOT_BYTES:
             self.snapshot = np.empty(net.n_params, dtype=net.dtype)  # one buffer, every epoch
         self.step_seconds = None
-        self.warm = False  # whether a run has compiled (or loaded) the kernels yet
+        # Whether the kernels are compiled (or loaded) in this process: until then a run
+        # is taken to compile (a second fit's first epoch has a rate, as the first's second).
+        self.warm = kernel_loaded(self.trainer)
         # Resumed from the backup of the last epoch, of one a callback stopped at, or of
         # the epoch whose patience ran out (it trained one epoch more): only the ending.
         self.done = self.epoch >= plan.epochs or self.stopping or (
@@ -448,6 +450,13 @@ class FitRun:
             getattr(self.history, key)[:] = arrays["history_" + key].tolist()
         self.epoch = int(header["epoch"])
         self.stopping = bool(header.get("stopping", False))
+
+
+def kernel_loaded(trainer):
+    """Whether the trainer's (or a group's) kernel is compiled, or loaded, in this process
+    already (False when it cannot tell: its first run is then taken to compile)."""
+    loaded = getattr(trainer, "kernel_loaded", None)
+    return loaded is not None and loaded()
 
 
 def _compiling(trainer):

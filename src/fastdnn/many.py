@@ -11,7 +11,7 @@ import sys
 import time
 
 from .errors import TrainingDivergedError
-from .fitting import FitRun, deferred_interrupts
+from .fitting import FitRun, deferred_interrupts, kernel_loaded
 from .kernels.cpu.separate import filled_from_kernels, listening, take_interrupt
 from .model import MLP, training_alone
 from .optim import LBFGS, Optimizer
@@ -127,6 +127,7 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
             with backend.limit_threads(n_threads), deferred_interrupts() as pressed:
                 runs += [FitRun(net, plan) for net, plan in zip(nets, plans)]
                 group = backend.trainer_group([run.trainer for run in runs])
+                warm = kernel_loaded(group)
                 epoch = 0
                 while True:
                     active = [i for i, run in enumerate(runs) if not run.done]
@@ -145,7 +146,8 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
                     seconds = time.perf_counter() - start
                     # The first epoch compiles the kernel (or loads it); a later one may
                     # compile a callee reached late: their time is no rate.
-                    compiled = epoch == 0 or filled_from_kernels() != filled
+                    compiled = not warm or filled_from_kernels() != filled
+                    warm = True
                     for i, result in zip(active, results):
                         try:
                             runs[i].book(result, seconds)

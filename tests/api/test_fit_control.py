@@ -491,6 +491,17 @@ def test_a_part_compiled_mid_fit_is_said_once(monkeypatch):
     assert not separate.compile_listeners  # the fit's listener left with it
 
 
+def test_a_second_fit_has_its_first_epochs_rate():
+    """The kernels loaded by a first fit, a second fit's first epoch compiles nothing:
+    its rate counts (it was none where the epoch was one run of steps)."""
+    X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 2
+    fd.MLP([3, 4, 2], seed=0).fit(X, y, epochs=1, batch_size=8)
+    rec = Recorder()
+    fd.MLP([3, 4, 2], seed=1).fit(X, y, epochs=1, batch_size=8, callbacks=[rec])
+    (rate,) = [args[1]["rate"] for name, args in rec.events if name == "on_epoch_end"]
+    assert rate is not None and rate > 0
+
+
 def test_progress_bar_redraws_in_place_on_a_terminal():
     bar = fd.ProgressBar(stream=Terminal())
     bar.on_train_begin({"epochs": 1, "compiling": True})

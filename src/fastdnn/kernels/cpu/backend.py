@@ -388,6 +388,13 @@ class CPUTrainer:
         return warmup.ready(self.epoch_kernel,
                             self.kernel_args(EpochPlan(*self.plan(0, 0, 0, 0))))
 
+    def kernel_loaded(self):
+        """Whether the epoch kernel is compiled, or loaded, in this process for this fit's
+        argument types: its first run then compiles nothing (a second fit's first epoch
+        has a rate)."""
+        return warmup.loaded(self.epoch_kernel,
+                             self.kernel_args(EpochPlan(*self.plan(0, 0, 0, 0))))
+
     def close(self):
         """The fit is over: let the helper thread go (see :mod:`.pair`)."""
         if self._release is not None:
@@ -455,6 +462,15 @@ class CPUTrainerGroup:
         if self.together:
             self.lists = [_typed_list(items) for items in zip(*(
                 (t.backend.theta, t.table, t.bufs, t.opt, t.sched) for t in self.trainers))]
+
+    def kernel_loaded(self):
+        """Whether the group's first epoch compiles nothing (see ``CPUTrainer.kernel_loaded``)."""
+        if not self.together:
+            return all(t.kernel_loaded() for t in self.trainers)
+        first = self.trainers[0]
+        return warmup.loaded(forks.runnable(train_epoch_many),
+                             (first.X, first.T, *self.lists, np.zeros((1, 8), np.int64),
+                              np.zeros((1, 6))))
 
     def run_epochs(self, nets, sampling, seeds):
         """One epoch of each trainer ``nets[r]`` with ``seeds[r]``: a list of ``EpochResult``."""

@@ -308,14 +308,9 @@ def ready(dispatcher, args):
                    a.flags.writeable) for i, a in arrays))
     if memo in _ready:
         return True
-    try:
-        wanted = [(i, typeof(a)) for i, a in arrays]
-    except Exception:  # noqa: BLE001 - Numba's internals moved: say nothing
+    fits = _types_of(args)
+    if fits is None:  # Numba's internals moved: say nothing
         return True
-
-    def fits(types):
-        return len(types) == len(args) and all(types[i] == t for i, t in wanted)
-
     found = cached(dispatcher, fits)  # False without a disk cache (FASTDNN_CACHE=0)
     if found:
         _ready.add(memo)
@@ -323,6 +318,27 @@ def ready(dispatcher, args):
 
 
 _ready = set()
+
+
+def loaded(dispatcher, args):
+    """Whether ``dispatcher`` is compiled (or loaded from the cache) in this process for
+    the types of the arrays among ``args``: a call then compiles nothing (False when it
+    cannot tell)."""
+    fits = _types_of(args)
+    try:
+        return fits is not None and any(fits(types) for types in dispatcher.overloads)
+    except Exception:  # noqa: BLE001 - Numba's internals moved
+        return False
+
+
+def _types_of(args):
+    """A predicate on a tuple of Numba argument types: whether the arrays among ``args``
+    have them (``None`` where Numba cannot type them)."""
+    try:
+        wanted = [(i, typeof(a)) for i, a in enumerate(args) if isinstance(a, np.ndarray)]
+    except Exception:  # noqa: BLE001 - Numba's internals moved
+        return None
+    return lambda types: len(types) == len(args) and all(types[i] == t for i, t in wanted)
 
 
 def enabled():
