@@ -2,6 +2,7 @@
 of optimizer steps).  The classes here only configure; the factor is
 :func:`fastdnn.kernels.spec.lr_factor`, evaluated per step inside the training kernels.
 """
+import inspect
 import math
 
 import numpy as np
@@ -32,7 +33,10 @@ class Schedule:
         return spec.lr_factor(self.code, self.params(total_steps), int(t))
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        # The constructor's arguments, not the state a fit leaves (ReduceLROnPlateau's
+        # scale and best loss): the repr rebuilds an equal schedule.
+        names = inspect.signature(type(self)).parameters
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in names)
         return f"{type(self).__name__}({args})"
 
 
@@ -119,7 +123,7 @@ class CosineDecay(Schedule):
         that trained before (its count goes on across ``fit`` calls) continues the curve
         from where its count is: pass ``total_steps`` to anneal a later fit anew.
     min_factor : float, default 0
-        Final multiplier, held after ``total_steps``.
+        Final multiplier in [0, 1], held after ``total_steps``.
     """
 
     code = spec.COSINE
@@ -132,6 +136,9 @@ class CosineDecay(Schedule):
             total_steps = int(total_steps)
         self.total_steps = total_steps
         self.min_factor = _positive("min_factor", min_factor, allow_zero=True)
+        if self.min_factor > 1:  # PyTorch's eta_min above the rate anneals upward
+            raise ValueError(f"min_factor must be <= 1 (the rate anneals down to min_factor "
+                             f"* lr); got {min_factor!r}")
 
     def params(self, total_steps):
         total = self.total_steps if self.total_steps is not None else total_steps

@@ -5,6 +5,7 @@ float64 (a handful of steps, different summation order), 1e-5 in float32 (the
 gradients themselves carry ~1e-6 relative rounding; see test_net_oracle.py).
 """
 
+import copy
 import math
 
 import numpy as np
@@ -224,3 +225,25 @@ def test_the_optimizer_base_class_is_refused_with_the_ones_to_use():
     ``repr`` and in ``fit`` with AttributeError."""
     with pytest.raises(TypeError, match="use fd.SGD, fd.Adam, fd.AdamW or fd.LBFGS"):
         fd.Optimizer(0.1)
+
+
+def test_cosine_decay_anneals_down_only():
+    with pytest.raises(ValueError, match="min_factor must be <= 1"):
+        fd.CosineDecay(total_steps=10, min_factor=2.0)  # it annealed upward, to 2 lr
+    assert fd.CosineDecay(total_steps=10, min_factor=1.0).factor(5) == 1.0
+
+
+@pytest.mark.parametrize("schedule", [fd.Constant(), fd.InverseTimeDecay(0.5), fd.StepDecay(3, 0.5),
+                                      fd.ExponentialDecay(0.5, 4), fd.CosineDecay(10, 0.5),
+                                      fd.ReduceLROnPlateau(factor=0.5, patience=2, cooldown=1)])
+def test_a_schedules_repr_rebuilds_it_without_its_state(schedule):
+    if isinstance(schedule, fd.ReduceLROnPlateau):
+        schedule = copy.deepcopy(schedule)
+        for loss in (1.0, 2.0, 2.0, 2.0):  # a reduction: scale 0.5, best 1, cooling 1
+            schedule.update(loss, 0.1)
+        assert schedule.scale == 0.5  # its repr showed scale, best, wait and cooling
+    rebuilt = eval("fd." + repr(schedule))
+    assert type(rebuilt) is type(schedule) and repr(rebuilt) == repr(schedule)
+    assert "scale" not in repr(schedule) and "best" not in repr(schedule)
+    assert np.array_equal(rebuilt.params(20), type(schedule)().params(20)
+                          if isinstance(schedule, fd.ReduceLROnPlateau) else schedule.params(20))
