@@ -13,6 +13,10 @@ A callback defines any of these methods (each optional):
   stop.
 * ``on_train_end(logs)``: after the last epoch (not after an error or an interrupt).
 
+And to reach the net: ``set_fit(net, history)``, called before ``on_train_begin`` with
+the net being trained and the fit's :class:`~fastdnn.fitting.History` (a resumed fit's
+holds the epochs done), and ``detach()``, called however the fit ends.
+
 None of them runs per step: a callback costs nothing inside the compiled loop.
 """
 import json
@@ -238,3 +242,195 @@ class BackupAndRestore(Callback):
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+#: What each ``monitor`` of :class:`ModelCheckpoint` watches, and whether lower is better.
+_MONITORS = {"loss": True, "val_loss": True, "val_metric": False}
+
+
+class ModelCheckpoint(Callback):
+    """Save the net at epoch ends, every epoch or the best so far (Keras'
+    ``ModelCheckpoint``).
+
+    Each save is :meth:`MLP.save <fastdnn.MLP.save>`'s: atomic, so a fit killed at any
+    moment leaves the last complete file.  In a fit over MPI only rank 0 writes (every
+    rank holds the same weights).  With :class:`BackupAndRestore`, a resumed fit's best
+    so far counts from the backed-up epochs (a new instance would otherwise overwrite
+    the best file with the first epoch after the restart).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (``.npz``).  It may name fields of the epoch's record, filled in at each
+        save: ``{epoch}`` (1-based, as Keras), ``{loss}``, ``{val_loss}``,
+        ``{val_metric}``, ``{lr}``, ``{seconds}``, with formats (``"net-{epoch:03d}.npz"``).
+        Its folder must exist.
+    monitor : {"auto", "loss", "val_loss", "val_metric"}, default "auto"
+        What ``save_best_only`` compares: ``"auto"`` watches what early stopping does,
+        ``val_loss`` when the fit has validation data, else ``loss``.  ``val_metric``
+        (accuracy or R^2) is better higher, the losses lower.
+    save_best_only : bool, default False
+        Save only at an epoch whose monitored value is strictly better than every
+        earlier epoch's of the fit (NaN never is); else at every epoch.
+
+    Attributes
+    ----------
+    best : float
+        The best monitored value of the fit so far (``inf``, or ``-inf`` for
+        ``val_metric``, before any epoch).
+    saved : list of str
+        The paths written, in order.
+    """
+
+    def __init__(self, path, monitor="auto", save_best_only=False):
+        path = os.fspath(path)
+        if not isinstance(path, str) or not path:
+            raise TypeError("ModelCheckpoint needs a file path")
+        try:
+            example = path.format(epoch=1, rate=1.0, **{k: 0.5 for k in _LOG_KEYS})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"ModelCheckpoint: path {path!r} names a field that is not "
+                             f"'epoch' or one of {', '.join(_LOG_KEYS)} (or a bad format): "
+                             f"{exc!r}") from None
+        folder = os.path.dirname(os.path.abspath(example))
+        if not os.path.isdir(folder):
+            raise ValueError(f"ModelCheckpoint: folder {folder} does not exist")
+        if monitor != "auto" and monitor not in _MONITORS:
+            raise ValueError(f"monitor must be 'auto' or one of {', '.join(_MONITORS)}; "
+                             f"got {monitor!r}")
+        if not isinstance(save_best_only, (bool, np.bool_)):
+            raise TypeError(f"save_best_only must be True or False; got {save_best_only!r}")
+        self.path = path
+        self.monitor = monitor
+        self.save_best_only = bool(save_best_only)
+        self.saved = []
+        self._net = None
+        self._history = None
+        self._watch = None
+        self.best = math.inf
+
+    def set_fit(self, net, history):
+        """Called by ``fit`` before ``on_train_begin``: the net to save, the fit's history."""
+        self._net, self._history = net, history
+
+    def detach(self):
+        """Called by ``fit`` as it ends: let go of the net."""
+        self._net = self._history = None
+
+    def on_train_begin(self, logs):
+        watch = self.monitor
+        if watch == "auto":
+            watch = "val_loss" if logs.get("validation") else "loss"
+        elif watch != "loss" and logs.get("validation") is False:
+            raise ValueError(f"ModelCheckpoint(monitor={watch!r}) needs validation data "
+                             "(validation_data or validation_split)")
+        self._watch = watch
+        lower = _MONITORS[watch]
+        self.best = math.inf if lower else -math.inf
+        # A resumed fit's epochs so far (BackupAndRestore): the best among them stands.
+        for value in (getattr(self._history, watch, None) or []):
+            if self._better(value):
+                self.best = value
+
+    def _better(self, value):
+        if math.isnan(value):
+            return False
+        return value < self.best if _MONITORS[self._watch] else value > self.best
+
+    def on_epoch_end(self, epoch, logs):
+        value = logs[self._watch]
+        if self.save_best_only:
+            if not self._better(value):
+                return False
+            self.best = value
+        elif self._better(value):
+            self.best = value
+        rate = logs.get("rate")  # None where the epoch compiled: nan for a "{rate:.0f}"
+        path = self.path.format(**dict(logs, epoch=epoch + 1,
+                                       rate=math.nan if rate is None else rate))
+        self._net.save(path)
+        self.saved.append(path)
+        return False
+
+
+_LOG_KEYS = ("loss", "val_loss", "val_metric", "lr", "seconds")
+
+
+class CSVLogger(Callback):
+    """Write each epoch's record to a CSV file as the fit goes (Keras' ``CSVLogger``).
+
+    One line per epoch: ``epoch`` (0-based, as Keras), ``loss``, ``val_loss``,
+    ``val_metric``, ``lr``, ``seconds`` and ``rate`` (samples/s, empty where the epoch
+    compiled the kernels), each number exact (``repr``).  Each line is one ``write`` to
+    a file opened for appending, so a fit killed at any moment leaves whole lines.  In a
+    fit over MPI only rank 0 writes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file; its folder must exist.
+    separator : str, default ","
+        One character between fields.
+    append : bool, default False
+        Add to an existing file (no second header) instead of starting it afresh; a
+        resumed fit (:class:`BackupAndRestore`) wants ``True``.
+    """
+
+    COLUMNS = ("epoch",) + _LOG_KEYS + ("rate",)
+
+    def __init__(self, path, separator=",", append=False):
+        path = os.fspath(path)
+        if not isinstance(path, str) or not path:
+            raise TypeError("CSVLogger needs a file path")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"CSVLogger: folder {folder} does not exist")
+        if (not isinstance(separator, str) or len(separator) != 1 or separator.isalnum()
+                or separator in '.-+"\n\r'):
+            raise ValueError(f"separator must be one character that no number holds; got "
+                             f"{separator!r}")
+        if not isinstance(append, (bool, np.bool_)):
+            raise TypeError(f"append must be True or False; got {append!r}")
+        self.path, self.separator, self.append = path, separator, bool(append)
+
+    def _write(self, line, mode):
+        fd = os.open(self.path, mode | os.O_WRONLY | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def on_train_begin(self, logs):
+        header = self.separator.join(self.COLUMNS) + "\n"
+        if not self.append:
+            # Atomically: a kill leaves the old log or the new header, no empty file.
+            serialize.write_atomic(self.path, lambda f: f.write(header.encode()))
+        elif not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+            self._write(header, os.O_APPEND)
+
+    def on_epoch_end(self, epoch, logs):
+        values = [str(epoch)] + [repr(float(logs[k])) for k in _LOG_KEYS]
+        values.append("" if logs.get("rate") is None else repr(float(logs["rate"])))
+        self._write(self.separator.join(values) + "\n", os.O_APPEND)
+        return False
+
+
+class LambdaCallback(Callback):
+    """A callback of plain functions (Keras' ``LambdaCallback``): each given hook is
+    called as the method of that name would be; ``on_epoch_end`` may return ``True``
+    to stop.
+
+    Parameters
+    ----------
+    on_train_begin, on_progress, on_epoch_end, on_train_end : callable, optional
+    """
+
+    def __init__(self, on_train_begin=None, on_progress=None, on_epoch_end=None,
+                 on_train_end=None):
+        given = dict(on_train_begin=on_train_begin, on_progress=on_progress,
+                     on_epoch_end=on_epoch_end, on_train_end=on_train_end)
+        for name, hook in given.items():
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be callable; got {type(hook).__name__}")
+            if hook is not None:
+                setattr(self, name, hook)

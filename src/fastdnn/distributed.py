@@ -26,7 +26,7 @@ import zlib
 
 import numpy as np
 
-from .callbacks import BackupAndRestore, ProgressBar
+from .callbacks import BackupAndRestore, CSVLogger, ModelCheckpoint, ProgressBar
 from .fitting import FitRun, History, deferred_interrupts
 from .kernels import spec
 from .model import _predictions, _r2, training_alone
@@ -35,7 +35,7 @@ from .schedules import make_schedule
 from .validation import _as_numeric, check_positive_int, check_targets, check_verbose
 
 #: Callbacks that write (to a terminal or a file): kept on rank 0 only.
-ROOT_ONLY = (ProgressBar, BackupAndRestore)
+ROOT_ONLY = (ProgressBar, BackupAndRestore, ModelCheckpoint, CSVLogger)
 
 
 def n_ranks(comm):

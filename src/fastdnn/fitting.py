@@ -165,7 +165,12 @@ class FitRun:
         self.done = self.epoch >= plan.epochs or self.stopping or (
             self.epoch > 0 and plan.patience is not None
             and self.stop.since_best >= plan.patience)
-        self._call("on_train_begin", dict(epochs=plan.epochs, compiling=_compiling(self.trainer)))
+        for callback in self.callbacks:  # the net and the history as restored
+            set_fit = getattr(callback, "set_fit", None)
+            if set_fit is not None:
+                set_fit(net, self.history)
+        self._call("on_train_begin", dict(epochs=plan.epochs, compiling=_compiling(self.trainer),
+                                          validation=plan.validation is not None))
         if self.done:
             self._finish(dict(list(self.history)[-1], rate=None) if len(self.history) else {})
 

@@ -91,7 +91,10 @@ def fit_lbfgs(net, plan, verbose=False, history=None, interrupted=lambda: False)
     from scipy.optimize import minimize  # here: importing it costs 0.4 s of every start
 
     ready = getattr(backend, "gradient_ready", None)
-    call("on_train_begin", dict(epochs=plan.epochs,
+    for cb in callbacks:
+        if hasattr(cb, "set_fit"):
+            cb.set_fit(net, history)
+    call("on_train_begin", dict(epochs=plan.epochs, validation=plan.validation is not None,
                                 compiling=ready is not None and not ready(X, T)))
     theta0 = backend.get_theta().astype(np.float64)
     try:
@@ -102,6 +105,10 @@ def fit_lbfgs(net, plan, verbose=False, history=None, interrupted=lambda: False)
     except KeyboardInterrupt:  # out of an evaluation, maybe a trial point's
         backend.set_theta(iterate["theta"])
         raise
+    finally:
+        for cb in callbacks:  # let go of the net (a ModelCheckpoint held it)
+            if hasattr(cb, "detach"):
+                cb.detach()
     if not math.isfinite(float(result.fun)) and not stopped:
         backend.set_theta(best["theta"])
         raise TrainingDivergedError("L-BFGS reached a point with a NaN/inf loss; the net "

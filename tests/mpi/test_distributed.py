@@ -321,6 +321,21 @@ def test_backup_resumes_on_the_same_number_of_ranks(comm, shared_tmp):
     assert "resume it on as many" in agreed_error(comm, excinfo)[1]
 
 
+def test_checkpoints_and_logs_are_written_by_rank_0_once(comm, shared_tmp):
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    log, best = os.path.join(shared_tmp, "log.csv"), os.path.join(shared_tmp, "best.npz")
+    ck = fd.ModelCheckpoint(best, save_best_only=True)
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    hist = net.fit(X, y, epochs=3, batch_size=B, optimizer=fd.Adam(0.01), comm=comm,
+                   callbacks=[fd.CSVLogger(log), ck])
+    comm.Barrier()
+    with open(log) as f:  # every rank's logger wrote one header and 3 lines before
+        lines = f.read().splitlines()
+    assert len(lines) == 4 and [float(line.split(",")[1]) for line in lines[1:]] == hist.loss
+    assert len(ck.saved) == (3 if comm.Get_rank() == 0 else 0)  # the others' dropped
+    assert np.array_equal(fd.MLP.load(best)._backend.theta, net._backend.theta)
+
+
 def test_balanced_class_weight_counts_every_rank(comm):
     size = comm.Get_size()
     shards = make_shards(size)

@@ -1,0 +1,190 @@
+"""The ready-made callbacks of Keras' kind: ModelCheckpoint, CSVLogger, LambdaCallback.
+
+Each file a callback writes is checked against the fit itself: the weights the net had
+at the epochs saved, the History's records.
+"""
+import csv
+import math
+
+import numpy as np
+import pytest
+
+import fastdnn as fd
+from support import assert_same_weights
+
+
+def data(n=160, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    return X, (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)
+
+
+class Weights:
+    """The net's weights at every epoch end (before the callbacks after it)."""
+
+    def __init__(self):
+        self.net, self.at = None, []
+
+    def set_fit(self, net, history):
+        self.net = net
+
+    def on_epoch_end(self, epoch, logs):
+        self.at.append(self.net.get_weights())
+
+
+def fit(callbacks, epochs=6, lr=0.5, **kw):
+    X, y = data()
+    net = fd.MLP([4, 8, 2], seed=0)
+    weights = Weights()
+    hist = net.fit(X, y, epochs=epochs, batch_size=16, optimizer=fd.SGD(lr),
+                   callbacks=[weights] + callbacks, **kw)
+    return net, hist, weights.at
+
+
+@pytest.mark.parametrize("monitor, lower", [("auto", True), ("val_loss", True),
+                                            ("val_metric", False), ("loss", True)])
+def test_save_best_only_keeps_the_best_epochs_weights(tmp_path, monitor, lower):
+    path = tmp_path / "best.npz"
+    ck = fd.ModelCheckpoint(path, monitor=monitor, save_best_only=True)
+    # lr 4: a loss that goes up and down, so that some epochs are no improvement.
+    net, hist, at = fit([ck], epochs=8, lr=4.0, validation_split=0.25)
+    watched = getattr(hist, "val_loss" if monitor == "auto" else monitor)
+    best, improved = (math.inf if lower else -math.inf), []
+    for epoch, value in enumerate(watched):
+        if (value < best) if lower else (value > best):
+            best = value
+            improved.append(epoch)
+    assert 1 <= len(improved) < len(watched) and len(ck.saved) == len(improved)
+    assert ck.best == best
+    assert_same_weights(fd.MLP.load(path).get_weights(), at[improved[-1]])
+    assert ck._net is None  # let go of the net as the fit ended
+
+
+def test_every_epoch_with_the_records_fields_in_the_name(tmp_path):
+    ck = fd.ModelCheckpoint(tmp_path / "net-{epoch:02d}-{loss:.4f}-{rate:.0f}.npz")
+    net, hist, at = fit([ck], epochs=3)
+    assert [p.rsplit("/", 1)[1][:11] for p in ck.saved] == [
+        f"net-{e:02d}-{loss:.4f}"[:11] for e, loss in zip((1, 2, 3), hist.loss)]
+    assert all(f"-{loss:.4f}-" in p for p, loss in zip(ck.saved, hist.loss))
+    for path, weights in zip(ck.saved, at):
+        assert_same_weights(fd.MLP.load(path).get_weights(), weights)
+
+
+def test_with_lbfgs_each_iterate_is_an_epoch(tmp_path):
+    ck = fd.ModelCheckpoint(tmp_path / "lbfgs.npz", save_best_only=True)
+    X, y = data()
+    net = fd.MLP([4, 8, 2], seed=0)
+    weights = Weights()
+    hist = net.fit(X, y, epochs=5, optimizer="lbfgs", callbacks=[weights, ck])
+    assert ck.best == min(hist.loss)
+    assert_same_weights(fd.MLP.load(ck.path).get_weights(),
+                        weights.at[int(np.argmin(hist.loss))])
+    assert ck._net is None
+
+
+def test_a_resumed_fit_keeps_the_best_of_the_epochs_before(tmp_path):
+    class Crash:
+        def on_epoch_end(self, epoch, logs):
+            if epoch == 3:
+                raise RuntimeError("killed")
+
+    backup = tmp_path / "fit.backup.npz"
+    path = tmp_path / "best.npz"
+    kw = dict(epochs=6, lr=0.5, validation_split=0.25)
+    with pytest.raises(RuntimeError):
+        fit([fd.BackupAndRestore(backup), fd.ModelCheckpoint(path, save_best_only=True),
+             Crash()], **kw)
+    before = fd.MLP.load(path).get_weights()
+    ck = fd.ModelCheckpoint(path, save_best_only=True)  # a new process's instance
+    seen = []
+    begin = fd.LambdaCallback(on_train_begin=lambda logs: seen.append(ck.best))
+    net, hist, at = fit([fd.BackupAndRestore(backup), ck, begin], **kw)
+    # The best of the 3 backed-up epochs (the 4th crashed before its backup) stands.
+    assert seen == [min(hist.val_loss[:3])]
+    if min(hist.val_loss[3:]) >= min(hist.val_loss[:3]):
+        assert ck.saved == [] and fd.MLP.load(path).get_weights() == before
+    else:
+        assert ck.best == min(hist.val_loss)
+
+
+@pytest.mark.parametrize("args, error, match", [
+    (dict(path="x-{foo}.npz"), ValueError, "names a field"),
+    (dict(path="x-{epoch:q}.npz"), ValueError, "bad format"),
+    (dict(path="/no/such/folder/x.npz"), ValueError, "does not exist"),
+    (dict(path="x.npz", monitor="accuracy"), ValueError, "monitor must be"),
+    (dict(path="x.npz", save_best_only="yes"), TypeError, "save_best_only"),
+    (dict(path=""), TypeError, "file path"),
+])
+def test_model_checkpoint_bad_arguments(tmp_path, monkeypatch, args, error, match):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match=match):
+        fd.ModelCheckpoint(**args)
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_metric"])
+def test_monitoring_validation_without_validation_data_is_refused(tmp_path, monitor):
+    with pytest.raises(ValueError, match="needs validation data"):
+        fit([fd.ModelCheckpoint(tmp_path / "x.npz", monitor=monitor)], epochs=1)
+    assert not (tmp_path / "x.npz").exists()
+
+
+def read_log(path, separator=","):
+    with open(path, newline="") as f:
+        return list(csv.reader(f, delimiter=separator))
+
+
+def test_csv_logger_writes_the_history_exactly(tmp_path):
+    path = tmp_path / "log.csv"
+    net, hist, _ = fit([fd.CSVLogger(path)], epochs=4, validation_split=0.25)
+    rows = read_log(path)
+    assert rows[0] == list(fd.CSVLogger.COLUMNS) and len(rows) == 5
+    for epoch, row in enumerate(rows[1:]):
+        assert int(row[0]) == epoch
+        for key, text in zip(fd.History.KEYS, row[1:6]):
+            assert float(text) == getattr(hist, key)[epoch]  # repr: exact
+        assert row[6] == "" or float(row[6]) > 0
+
+
+def test_csv_logger_starts_afresh_or_appends(tmp_path):
+    path = tmp_path / "log.tsv"
+    fit([fd.CSVLogger(path, separator="\t")], epochs=2)
+    fit([fd.CSVLogger(path, separator="\t")], epochs=3)
+    assert len(read_log(path, "\t")) == 4  # a new header, 3 epochs
+    fit([fd.CSVLogger(path, separator="\t", append=True)], epochs=2)
+    rows = read_log(path, "\t")
+    assert len(rows) == 6 and rows[0][0] == "epoch" and rows[4][0] == "0"
+
+
+@pytest.mark.parametrize("args, error", [
+    (dict(separator="1"), ValueError), (dict(separator=",,"), ValueError),
+    (dict(separator="e"), ValueError), (dict(append="no"), TypeError),
+])
+def test_csv_logger_bad_arguments(tmp_path, args, error):
+    with pytest.raises(error):
+        fd.CSVLogger(tmp_path / "log.csv", **args)
+
+
+def test_lambda_callback_calls_its_functions_and_may_stop():
+    calls = []
+    cb = fd.LambdaCallback(on_train_begin=lambda logs: calls.append("begin"),
+                           on_epoch_end=lambda epoch, logs: calls.append(epoch) or epoch == 1,
+                           on_train_end=lambda logs: calls.append("end"))
+    net, hist, _ = fit([cb], epochs=5)
+    assert calls == ["begin", 0, 1, "end"] and len(hist.loss) == 2
+    with pytest.raises(TypeError, match="on_epoch_end must be callable"):
+        fd.LambdaCallback(on_epoch_end=3)
+
+
+def test_only_a_strictly_better_value_is_saved(tmp_path):
+    class Net:
+        def save(self, path):
+            saved.append(path)
+
+    saved = []
+    ck = fd.ModelCheckpoint(tmp_path / "{epoch}.npz", monitor="val_metric", save_best_only=True)
+    ck.set_fit(Net(), fd.History())
+    ck.on_train_begin(dict(epochs=5, validation=True))
+    for epoch, metric in enumerate([0.5, 0.5, math.nan, 0.75, 0.75]):
+        ck.on_epoch_end(epoch, dict(loss=1.0, val_loss=1.0, val_metric=metric, lr=0.1,
+                                    seconds=1.0, rate=None))
+    assert [p.rsplit("/", 1)[1] for p in saved] == ["1.npz", "4.npz"] and ck.best == 0.75
