@@ -15,5 +15,5 @@ from .schedules import (Constant, CosineDecay, ExponentialDecay, InverseTimeDeca
 __all__ = ["MLP", "History", "fit_many", "export_onnx", "SGD", "Adam", "AdamW", "LBFGS",
            "Optimizer", "Schedule", "Constant", "InverseTimeDecay", "StepDecay",
            "ExponentialDecay", "CosineDecay", "ReduceLROnPlateau", "Callback", "ProgressBar",
-           "BackupAndRestore", "ModelCheckpoint", "CSVLogger", "LambdaCallback", "TrainingDivergedError", "NonFiniteOutputError", "DeviceError",
-           "__version__"]
+           "BackupAndRestore", "ModelCheckpoint", "CSVLogger", "LambdaCallback",
+           "TrainingDivergedError", "NonFiniteOutputError", "DeviceError", "__version__"]
