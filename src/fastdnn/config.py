@@ -96,8 +96,9 @@ SHARDS = 2
 MIN_SHARD_ROWS = 32
 MIN_SHARD_MACS = 300_000
 
-#: ``fit`` keeps a copy of the parameters from the start of each epoch, for nets up to
-#: this many bytes of parameters, to go back to when the epoch diverges.  The training
+#: ``fit`` keeps a copy of the parameters from the start of each epoch (and of the
+#: epoch before: two copies), for nets up to this many bytes of parameters, to go back
+#: to when the epoch diverges.  The training
 #: loop never writes a non-finite update (its overflow guard), so the weights stay
 #: finite for any size; but the loss at the last finite weights is often NaN, and the
 #: copy makes the net trainable again.  Above this size the copy would dominate

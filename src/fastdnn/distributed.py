@@ -433,6 +433,10 @@ class DistributedFitRun(FitRun):
     def n_ranks(self):
         return self.comm.Get_size()
 
+    def _loss_is_finite(self):
+        # Every rank's shard: the ranks keep the same weights.
+        return all(self.comm.allgather(super()._loss_is_finite()))
+
     def backup(self):
         header, arrays = super().backup()
         header["rng_starts"] = self.rng_starts  # each rank's, for its validation_split

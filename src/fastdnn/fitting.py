@@ -153,9 +153,13 @@ class FitRun:
         # A backup restores the weights and the optimizer before the trainer binds them.
         self._attach()
         self.trainer = self._make_trainer()
-        self.snapshot = None
+        # The weights at this epoch's start and the last one's (two buffers, swapped each
+        # epoch): a first step can fail where the last epoch's last update left a loss
+        # that overflows already, and the epoch before's start is then the one to keep.
+        self.snapshots = None
         if net.n_params * net.dtype.itemsize <= config.SNAPSHOT_BYTES:
-            self.snapshot = np.empty(net.n_params, dtype=net.dtype)  # one buffer, every epoch
+            self.snapshots = [np.empty(net.n_params, dtype=net.dtype) for _ in range(2)]
+        self.kept = 0  # how many of the snapshots hold this fit's epoch starts
         self.step_seconds = None
         # Whether the kernels are compiled (or loaded) in this process: until then a run
         # is taken to compile (a second fit's first epoch has a rate, as the first's second).
@@ -231,8 +235,10 @@ class FitRun:
 
     def next_seed(self):
         """Keep the epoch-start weights (small nets) and draw the epoch's sampling seed."""
-        if self.snapshot is not None:
-            self.net._backend.get_theta(self.snapshot)
+        if self.snapshots is not None:
+            self.snapshots.reverse()  # [this epoch's start, the last one's]
+            self.net._backend.get_theta(self.snapshots[0])
+            self.kept = min(self.kept + 1, 2)
         return int(self.net._rng.integers(0, 2**31 - 1))
 
     def _slice(self, remaining):
@@ -371,18 +377,38 @@ class FitRun:
         if self.best_theta is not None:
             backend.set_theta(self.best_theta)
             return "its best weights so far and can be trained again"
-        if self.snapshot is not None:
-            backend.set_theta(self.snapshot)
-            if first_step:  # back where it failed: an update that overflowed (a smaller lr
-                # trains on), or a loss that was inf already (lr 1e6 on mse)
-                return (f"the weights from the start of epoch {self.epoch + 1}, where its "
-                        f"first step failed (a smaller lr may train from them)")
-            return (f"the weights from the start of epoch {self.epoch + 1} and can be trained "
-                    f"again")
+        if self.snapshots is not None:
+            epoch = self.epoch + 1
+            backend.set_theta(self.snapshots[0])
+            if not first_step:
+                return f"the weights from the start of epoch {epoch} and can be trained again"
+            # Back where it failed: an update that overflowed (a smaller lr trains on), or
+            # a loss that overflowed already (the last epoch's last update left it so:
+            # every later fit failed at its first step, whatever its lr).
+            if self._loss_is_finite():
+                return (f"the weights from the start of epoch {epoch}, where its first step "
+                        f"failed (a smaller lr may train from them)")
+            if self.kept == 2:
+                backend.set_theta(self.snapshots[1])
+                if self._loss_is_finite():
+                    return (f"the weights from the start of epoch {epoch - 1} (at epoch "
+                            f"{epoch}'s the loss was not finite already; a smaller lr may "
+                            f"train from them)")
+                backend.set_theta(self.snapshots[0])
+            return (f"the weights from the start of epoch {epoch}, at which the loss is not "
+                    f"finite already: no lr trains from them (fit with restore_best=True "
+                    f"to keep the best weights, or build the net anew)")
         # A 72 MB net's loss was inf there, and so was every later fit's first step.
         return ("the last finite weights, at which the loss may not be finite (nets over "
                 "fastdnn.config.SNAPSHOT_BYTES keep no copy of the epoch's start; fit with "
                 "restore_best=True, or save the net, to have weights to go back to)")
+
+    def _loss_is_finite(self):
+        """Whether the training loss at the net's weights is finite (rows that count)."""
+        X, T = self.plan.X, self.plan.T
+        if not (T[:, -1] > 0).any():  # no row of weight (an MPI rank's shard)
+            return True
+        return math.isfinite(self.net._backend.evaluate(X, T)[0])
 
     # -- backups (BackupAndRestore) ----------------------------------------------------
     def backup(self):

@@ -134,6 +134,31 @@ def test_a_first_step_that_fails_promises_no_fresh_start():
     assert "can be trained again" not in str(info.value)
 
 
+def test_a_first_step_failing_at_an_overflowing_loss_goes_back_an_epoch_more():
+    """The last epoch's last update left weights whose loss overflows (float32 logits of
+    1e45): the next epoch's first step fails there, and the net kept those weights,
+    from which every later fit failed at its first step, whatever its lr."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((48, 20)), rng.integers(0, 3, 48)
+    net = fd.MLP([20, 32, 3], dtype="float32", seed=0)
+    with pytest.raises(fd.TrainingDivergedError, match="epoch 3 at step 1") as info:
+        net.fit(X, y, epochs=6, batch_size=16, optimizer=fd.SGD(lr=1e4))
+    assert "the weights from the start of epoch 2" in str(info.value)
+    assert np.isfinite(net.loss(X, y))
+    assert np.isfinite(net.fit(X, y, epochs=2, batch_size=16,
+                               optimizer=fd.SGD(lr=1e-6)).loss).all()
+
+
+def test_weights_whose_loss_overflows_are_said_to_train_with_no_lr():
+    X, y = problem()
+    net = fd.MLP([4, 16, 1], loss="mse", seed=0, dtype="float32")
+    (W1, b1), (W2, b2) = net.get_weights()
+    net.set_weights([(W1 * 1e20, b1), (W2 * 1e20, b2)])  # outputs of 1e40: inf in float32
+    with pytest.raises(fd.TrainingDivergedError, match="epoch 1 at step 1") as info:
+        net.fit(X, y, epochs=2, batch_size=BATCH, optimizer=fd.SGD(lr=1e-9))
+    assert "the loss is not finite already: no lr trains from them" in str(info.value)
+
+
 def test_plain_sgd_keeps_no_velocity():
     opt = fd.SGD(lr=0.1)
     assert opt.bind(1000, np.dtype(np.float32)).size == 0
