@@ -87,8 +87,12 @@ def test_a_diverged_net_trains_again(dtype):
     assert np.isfinite(hist.loss).all()
 
 
-@pytest.mark.parametrize("optimizer", [fd.SGD(lr=1e39), fd.SGD(lr=1e39, momentum=0.9),
-                                       fd.Adam(lr=1e39)])
+@pytest.mark.parametrize("optimizer", [
+    fd.SGD(lr=1e39), fd.SGD(lr=1e39, momentum=0.9), fd.Adam(lr=1e39),
+    # Finite in float64 but not in float32, and so the float32 update's scalars: the
+    # bounds (of the float64 values) let inf and NaN weights through.
+    fd.SGD(lr=3.5e38), fd.SGD(lr=1e-3, weight_decay=1e39),
+    fd.AdamW(lr=1e-3, weight_decay=1e39)])
 def test_an_overflowing_update_never_reaches_a_large_net(monkeypatch, optimizer):
     """Issue 9: a net over SNAPSHOT_BYTES whose update overflowed kept infinite weights
     (predict gave zeros, a refit failed, save wrote a file load refused).  The guard
