@@ -70,7 +70,7 @@ class StepDecay(Schedule):
     Parameters
     ----------
     step_size : int
-        Iterations between drops (>= 1).
+        Iterations between drops (from 1 to ``2**53``, the float64 the kernels read).
     gamma : float, default 0.1
         Multiplier at each drop.
     """
@@ -78,8 +78,11 @@ class StepDecay(Schedule):
     code = spec.STEP
 
     def __init__(self, step_size, gamma=0.1):
-        if isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) or step_size < 1:
-            raise ValueError(f"step_size must be an integer >= 1; got {step_size!r}")
+        # Up to 2**53: the kernels read it from a float64 (2**63 became -2**63 there, and
+        # every step was a drop by 1/gamma).
+        if (isinstance(step_size, (bool, np.bool_)) or not isinstance(step_size, (int, np.integer))
+                or not 1 <= step_size <= 2**53):
+            raise ValueError(f"step_size must be an integer from 1 to 2**53; got {step_size!r}")
         self.step_size = int(step_size)
         self.gamma = _positive("gamma", gamma)
 

@@ -247,3 +247,13 @@ def test_a_schedules_repr_rebuilds_it_without_its_state(schedule):
     assert "scale" not in repr(schedule) and "best" not in repr(schedule)
     assert np.array_equal(rebuilt.params(20), type(schedule)().params(20)
                           if isinstance(schedule, fd.ReduceLROnPlateau) else schedule.params(20))
+
+
+def test_step_decay_takes_the_step_sizes_the_kernels_read_exactly():
+    for step_size in (2**53 + 1, 2**63, 10**30):  # 2**63 doubled lr from step 1 (gamma 0.5)
+        with pytest.raises(ValueError, match="from 1 to 2\\*\\*53"):
+            fd.StepDecay(step_size=step_size, gamma=0.5)
+    X, y = np.random.default_rng(0).normal(size=(32, 4)), np.arange(32) % 3
+    hist = fd.MLP([4, 8, 3], seed=0).fit(X, y, epochs=2, batch_size=8, optimizer=fd.SGD(0.1),
+                                         schedule=fd.StepDecay(step_size=2**53, gamma=0.5))
+    assert hist.lr == [0.1, 0.1]
