@@ -836,6 +836,18 @@ def test_a_float32_gradient_whose_squares_overflow_float32_is_still_clipped():
     assert step == pytest.approx(0.1, rel=1e-6)
 
 
+def test_a_float64_gradient_whose_squares_overflow_float64_is_still_clipped():
+    """|g| ~ 1e160: the float64 squares overflowed, the factor was bound / inf = 0 and the
+    fit ran on without a step, silently."""
+    net = fd.MLP([1, 1, 3], activation="identity", dtype="float64", seed=0)
+    net.set_weights([(np.ones((1, 1)), np.zeros(1)), (np.array([[1.0, 1.0, -1.0]]), np.zeros(3))])
+    theta = net._backend.get_theta()
+    net.fit(np.array([[1e160]]), np.array([0]), epochs=1, batch_size=1, shuffle=False,
+            optimizer=fd.SGD(lr=0.1), clip_norm=1.0)
+    step = np.linalg.norm(net._backend.get_theta() - theta)
+    assert step == pytest.approx(0.1, rel=1e-12)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("M", [1e4, 1e8, 1e16, 1e30])
 def test_cross_entropy_keeps_log_2_of_two_tied_huge_logits(dtype, M):

@@ -509,6 +509,20 @@ def test_clip_by_norm(bound, rng):
         assert np.linalg.norm(got.astype(np.float64)) == pytest.approx(bound, rel=1e-6)
 
 
+def test_clip_by_norm_of_a_gradient_whose_squares_overflow(rng):
+    """|g| ~ 1e160 in float64: the squares overflow, and the norm is taken again of
+    ``g / max|g|`` (the factor was bound / inf = 0: no step)."""
+    backend, _, bufs = setup_net([7, 33, 1], [ACTIVATIONS["tanh"]], MSE, "float64", 1)
+    grad = rng.normal(size=backend.n_params) * 1e160
+    bufs.grad.copy_to_device(grad)
+    with np.errstate(over="ignore"):  # the simulator's float64 squares overflow in NumPy
+        gpu_train.clip_by_norm(bufs, 1.0)
+    norm = np.linalg.norm(grad / 1e160) * 1e160
+    factor = bufs.acc.copy_to_host()[gpu_losses.CLIP_FACTOR]
+    assert factor == pytest.approx(1.0 / norm, rel=1e-12)
+    assert np.linalg.norm(bufs.grad.copy_to_host()) == pytest.approx(1.0, rel=1e-12)
+
+
 def test_uniform_draws_are_the_cpus(rng):
     """``shuffle='uniform'`` draws row ``spec.random_index(mix64(seed), i, n)`` for the
     ``i``-th row of the epoch, as the CPU's gather does (the same rows on both)."""

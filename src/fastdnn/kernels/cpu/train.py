@@ -542,13 +542,22 @@ def clip_by_norm(grad, bound):
     """Scale ``grad`` to Euclidean norm ``bound`` when it is longer; returns the factor.
 
     Each square in float64: a float32 square overflowed from |g| ~ 1.8e19, the norm read
-    inf, and the step was 0.  A float64 gradient beyond ~1e154 still does so (on CUDA as
-    here)."""
+    inf, and the step was 0.  A float64 gradient beyond ~1e154 overflows so too: then
+    the squares are taken again, of ``g / max|g|`` (a second pass in that case only)."""
     total = 0.0
     for v in grad:
         w = np.float64(v)
         total += w * w
     norm = math.sqrt(total)
+    if math.isinf(norm):  # the gradient is finite (checked before): its squares overflowed
+        big = 0.0
+        for v in grad:
+            big = max(big, abs(np.float64(v)))
+        total = 0.0
+        for v in grad:
+            w = np.float64(v) / big
+            total += w * w
+        norm = big * math.sqrt(total)
     if norm <= bound:
         return 1.0
     factor = bound / norm

@@ -155,12 +155,26 @@ def _reductions(tpb):
             acc[LAST] += acc[PENALTY]
 
     @cuda.jit
-    def finish_clip(partials, n_blocks, bound, acc):
-        """``acc[CLIP_FACTOR]``: 1 when ``sqrt(sum(partials)) <= bound``, else ``bound / norm``."""
+    def finish_clip(partials, n_blocks, bound, acc, grad):
+        """``acc[CLIP_FACTOR]``: 1 when ``sqrt(sum(partials)) <= bound``, else ``bound / norm``.
+
+        Where the squares overflowed (a float64 gradient beyond ~1e154), the norm is
+        taken again here, of ``grad / max|grad|`` (``cpu.train.clip_by_norm``); the test
+        is the same in every thread, so every thread reaches the reductions' barriers."""
         sh = cuda.shared.array(tpb, dtype=float64)
         total = sum_partials(sh, partials, n_blocks)
+        norm = math.sqrt(total)
+        if math.isinf(norm):
+            big = float64(0.0)
+            for p in range(cuda.threadIdx.x, grad.shape[0], cuda.blockDim.x):
+                big = max(big, abs(float64(grad[p])))
+            big = block_reduce(sh, big, True)
+            total = float64(0.0)
+            for p in range(cuda.threadIdx.x, grad.shape[0], cuda.blockDim.x):
+                w = float64(grad[p]) / big
+                total += w * w
+            norm = big * math.sqrt(block_reduce(sh, total, False))
         if cuda.threadIdx.x == 0:
-            norm = math.sqrt(total)
             acc[CLIP_FACTOR] = 1.0 if norm <= bound else bound / norm
 
     return penalty_partials, square_partials, finish_penalty, finish_clip
@@ -205,7 +219,7 @@ def clip_by_norm(bufs, bound):
     blocks, threads = _reduction_grid(bufs)
     _, square_partials, _, finish_clip = _reductions(threads)
     dispatch.call(square_partials, blocks, threads, bufs.grad, bufs.partials)
-    dispatch.call(finish_clip, 1, threads, bufs.partials, blocks, bound, bufs.acc)
+    dispatch.call(finish_clip, 1, threads, bufs.partials, blocks, bound, bufs.acc, bufs.grad)
     blocks, threads = launch.launch_config(bufs.grad.shape[0])
     dispatch.call(_scale, blocks, threads, bufs.grad, bufs.acc)
 
