@@ -18,7 +18,7 @@ from . import config
 from .callbacks import ProgressBar, says_stop
 from .errors import TrainingDivergedError
 from .kernels.cpu.separate import filled_from_kernels, listening, take_interrupt
-from .kernels.spec import COSINE, SCALE, TOTAL_STEPS, EpochResult
+from .kernels.spec import COSINE, LR, SCALE, TOTAL_STEPS, EpochResult
 
 
 class History:
@@ -161,6 +161,7 @@ class FitRun:
             self.snapshots = [np.empty(net.n_params, dtype=net.dtype) for _ in range(2)]
         self.kept = 0  # how many of the snapshots hold this fit's epoch starts
         self.step_seconds = None
+        self._optimizer_set = plan.optimizer._params()  # what the trainer runs with
         # Whether the kernels are compiled (or loaded) in this process: until then a run
         # is taken to compile (a second fit's first epoch has a rate, as the first's second).
         self.warm = kernel_loaded(self.trainer)
@@ -241,6 +242,23 @@ class FitRun:
             self.kept = min(self.kept + 1, 2)
         return int(self.net._rng.integers(0, 2**31 - 1))
 
+    def _take_new_lr(self):
+        """Run with ``optimizer.lr`` as set now: a callback may change it during the fit
+        (Keras' ``LearningRateScheduler``; the fit trained on at the old rate, and its
+        History disagreed with the optimizer).  The other hyper-parameters choose the
+        kernel and the optimizer's state: refused until the fit ends."""
+        optimizer = self.plan.optimizer
+        now = optimizer._params()
+        if now == self._optimizer_set:
+            return
+        changed = [k for k in now if k != "lr" and now[k] != self._optimizer_set[k]]
+        if changed:
+            raise ValueError(f"{', '.join(changed)} cannot change during a fit (lr can); set "
+                             f"{'it' if len(changed) == 1 else 'them'} between fits")
+        type(optimizer)(**now)  # checked as the constructor checks it
+        self.trainer.opt.hyper[LR] = now["lr"]
+        self._optimizer_set = now
+
     def _slice(self, remaining):
         """Steps of the next run: about ``config.SLICE_SECONDS`` at the last run's pace."""
         if self.trainer.whole_epochs:
@@ -267,6 +285,7 @@ class FitRun:
         start = time.perf_counter()
         cold = None  # (samples, seconds) of the runs that compiled kernels
         while steps < total:
+            self._take_new_lr()
             filled = filled_from_kernels()
             run_start = time.perf_counter()
             try:

@@ -32,11 +32,14 @@ class Schedule:
         """Multiplier of the base learning rate at iteration ``t`` (0-based)."""
         return spec.lr_factor(self.code, self.params(total_steps), int(t))
 
+    def _arguments(self):
+        """The constructor's arguments, as set now."""
+        return {k: getattr(self, k) for k in inspect.signature(type(self)).parameters}
+
     def __repr__(self):
         # The constructor's arguments, not the state a fit leaves (ReduceLROnPlateau's
         # scale and best loss): the repr rebuilds an equal schedule.
-        names = inspect.signature(type(self)).parameters
-        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in names)
+        args = ", ".join(f"{k}={v!r}" for k, v in self._arguments().items())
         return f"{type(self).__name__}({args})"
 
 
@@ -239,9 +242,23 @@ def _count(name, value):
 
 
 def make_schedule(schedule):
-    """Return a :class:`Schedule` for ``None`` (constant) or an instance."""
+    """Return a :class:`Schedule` for ``None`` (constant) or an instance of fastdnn's,
+    its parameters checked as its constructor checks them (they may have been set since:
+    ``gamma = -2`` trained by gradient ascent, ``step_size = 0`` divided by zero in the
+    kernel)."""
     if schedule is None:
         return Constant()
-    if isinstance(schedule, Schedule):
-        return schedule
-    raise TypeError(f"schedule must be an fd schedule instance or None, got {type(schedule).__name__}")
+    if type(schedule) not in _SCHEDULES:
+        # The kernels evaluate the formulas of these: a subclass's factor() never ran,
+        # and a warm-up schedule trained at the constant rate, silently.
+        names = ", ".join(f"fd.{cls.__name__}" for cls in _SCHEDULES if cls is not Schedule)
+        raise TypeError(f"schedule must be one of {names} or None (the compiled steps "
+                        f"evaluate their formulas, not a subclass's factor(); to set the "
+                        f"rate by epoch, change optimizer.lr in a callback); got "
+                        f"{type(schedule).__name__}")
+    type(schedule)(**schedule._arguments())
+    return schedule
+
+
+_SCHEDULES = (Schedule, Constant, InverseTimeDecay, StepDecay, ExponentialDecay, CosineDecay,
+              ReduceLROnPlateau)

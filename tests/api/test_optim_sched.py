@@ -13,7 +13,7 @@ import pytest
 
 import fastdnn as fd
 import naive
-from support import assert_close, build
+from support import assert_close, assert_same_weights, build
 
 RTOL = {"float32": 1e-5, "float64": 1e-12}
 
@@ -257,3 +257,65 @@ def test_step_decay_takes_the_step_sizes_the_kernels_read_exactly():
     hist = fd.MLP([4, 8, 3], seed=0).fit(X, y, epochs=2, batch_size=8, optimizer=fd.SGD(0.1),
                                          schedule=fd.StepDecay(step_size=2**53, gamma=0.5))
     assert hist.lr == [0.1, 0.1]
+
+
+def test_an_lr_set_by_a_callback_takes_effect_at_once():
+    """Keras' LearningRateScheduler: halving opt.lr at each epoch end trained on at the
+    fit's first rate, and the History disagreed with the optimizer."""
+    X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 3
+
+    def halve(opt):
+        def on_epoch_end(epoch, logs):
+            opt.lr = opt.lr / 2
+        return fd.LambdaCallback(on_epoch_end=on_epoch_end)
+
+    opt = fd.SGD(0.1, momentum=0.9)
+    net = fd.MLP([3, 8, 3], seed=0)
+    hist = net.fit(X, y, epochs=4, batch_size=8, optimizer=opt, callbacks=[halve(opt)])
+    assert hist.lr == [0.1, 0.05, 0.025, 0.0125]
+    # The same as fits of one epoch each, the rate set between them (momentum kept).
+    alone, by_hand = fd.SGD(0.1, momentum=0.9), fd.MLP([3, 8, 3], seed=0)
+    for _ in range(4):
+        by_hand.fit(X, y, epochs=1, batch_size=8, optimizer=alone)
+        alone.lr /= 2
+    assert_same_weights(net.get_weights(), by_hand.get_weights())
+
+
+@pytest.mark.parametrize("name, value", [("momentum", 0.5), ("weight_decay", 0.1),
+                                         ("lr", -1.0)])
+def test_other_hyper_parameters_set_during_a_fit_are_refused(name, value):
+    X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 3
+    opt = fd.SGD(0.1, momentum=0.9)
+    cb = fd.LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(opt, name, value))
+    with pytest.raises(ValueError, match="cannot change during a fit" if name != "lr" else "lr"):
+        fd.MLP([3, 8, 3], seed=0).fit(X, y, epochs=3, batch_size=8, optimizer=opt,
+                                      callbacks=[cb])
+
+
+@pytest.mark.parametrize("make, name, value", [
+    (lambda: fd.StepDecay(2), "gamma", -2.0),  # gradient ascent, silently
+    (lambda: fd.StepDecay(2), "step_size", 0),  # ZeroDivisionError in the kernel
+    (lambda: fd.ExponentialDecay(0.5), "decay_steps", 0.0),
+    (lambda: fd.CosineDecay(10), "total_steps", 0),  # lr 0: nothing trained
+    (lambda: fd.InverseTimeDecay(0.1), "decay", -0.5),
+    (lambda: fd.ReduceLROnPlateau(), "factor", 3.0),  # "reductions" raised the rate
+])
+def test_a_schedules_parameters_set_since_are_checked_at_fit(make, name, value):
+    schedule = make()
+    setattr(schedule, name, value)
+    X, y = np.random.default_rng(0).normal(size=(12, 3)), np.arange(12) % 3
+    net = fd.MLP([3, 4, 3], seed=0)
+    before = net.get_weights()
+    with pytest.raises(ValueError, match=name):
+        net.fit(X, y, epochs=2, batch_size=4, optimizer=fd.SGD(0.1), schedule=schedule)
+    assert_same_weights(net.get_weights(), before)
+
+
+def test_a_schedule_subclass_whose_formula_the_kernels_cannot_run_is_refused():
+    class Warmup(fd.Schedule):
+        def factor(self, t, total_steps=None):
+            return min(1.0, (t + 1) / 30)
+
+    X, y = np.random.default_rng(0).normal(size=(12, 3)), np.arange(12) % 3
+    with pytest.raises(TypeError, match="not a subclass's factor"):  # trained at 0.1
+        fd.MLP([3, 4, 3], seed=0).fit(X, y, epochs=1, optimizer=fd.SGD(0.1), schedule=Warmup())
