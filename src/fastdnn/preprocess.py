@@ -164,20 +164,43 @@ class Scaler(NamedTuple):
 
         A constant column gets its value as the offset and scale 1 (it becomes 0) rather
         than a division by zero, or by the rounding error of its standard deviation (ten 0.1s
-        have a std of 1.4e-17, which scaled them to 1 and a new 0.2 to 7.2e15).
+        have a std of 1.4e-17, which scaled them to 1 and a new 0.2 to 7.2e15).  Constant
+        up to rounding counts so too (scikit-learn's rule, near enough): a spread within
+        ``n * eps`` of the column's magnitude (0.3 and 0.1 + 0.2 were scaled by 5.6e-17).
+        Each column is divided by its largest magnitude first, so that values up to
+        float64's largest give a finite scale (1e160 gave a std of inf, and a model file
+        that predict refused).
+
+        Raises
+        ------
+        ValueError
+            For a column whose scale itself overflows float64 (a spread beyond 1.8e308).
         """
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
             X = X[:, None]
-        if method == "standard":
-            offset, scale = X.mean(axis=0), X.std(axis=0)
-        elif method == "minmax":
-            offset, scale = X.min(axis=0), X.max(axis=0) - X.min(axis=0)
-        else:
+        if method not in ("standard", "minmax"):
             raise ValueError(f"scaling must be 'standard' or 'minmax'; got {method!r}")
-        constant = X.min(axis=0) == X.max(axis=0) if len(X) else np.ones(X.shape[1], bool)
-        offset = np.where(constant, X[0] if len(X) else 0.0, offset)
-        return cls(method, offset, np.where(constant | (scale <= 0), 1.0, scale))
+        if not len(X):
+            return cls(method, np.zeros(X.shape[1]), np.ones(X.shape[1]))
+        with np.errstate(over="ignore", invalid="ignore"):
+            offset, scale = _moments(method, X)
+            big = np.abs(X).max(axis=0)
+            if not (np.isfinite(offset).all() and np.isfinite(scale).all()):
+                # A square or a difference overflowed: again, of each column within
+                # [-1, 1] (only then: the plain formulas' bits for the others).
+                unit = np.where(big > 0, big, 1.0)
+                offset, scale = (v * unit for v in _moments(method, X / unit))
+            spread = X.max(axis=0) / 2 - X.min(axis=0) / 2
+        constant = spread <= len(X) * np.finfo(np.float64).eps * big / 2
+        offset = np.where(constant, X[0], offset)
+        scale = np.where(constant | (scale <= 0), 1.0, scale)
+        if not np.isfinite(scale).all():
+            column = int(np.argmin(np.isfinite(scale)))
+            raise ValueError(f"column {column}'s spread is beyond float64's range (values "
+                             f"from {X[:, column].min():.3g} to {X[:, column].max():.3g}): "
+                             f"scale the data down first")
+        return cls(method, offset, scale)
 
     def transform(self, X, dtype):
         """``(X - offset) / scale`` as ``dtype``, in the shape of ``X``."""
@@ -190,6 +213,14 @@ class Scaler(NamedTuple):
         """``Z * scale + offset`` (float64), in the shape of ``Z``."""
         Z = np.asarray(Z, dtype=np.float64)
         return (Z.reshape(len(Z), -1) * self.scale + self.offset).reshape(Z.shape)
+
+
+def _moments(method, X):
+    """``(offset, scale)`` of ``method`` ("standard" or "minmax") for the columns of ``X``."""
+    if method == "standard":
+        return X.mean(axis=0), X.std(axis=0)
+    low = X.min(axis=0)
+    return low, X.max(axis=0) - low
 
 
 class Preprocessing(NamedTuple):

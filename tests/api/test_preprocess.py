@@ -53,3 +53,29 @@ def test_choose_task_refuses_a_loss_of_another_task(task, loss):
     # It returned the loss's task, ignoring the one asked for (the CLI refused it).
     with pytest.raises(ValueError, match=f"not a {task} loss"):
         choose_task(np.array([1, 2, 3, 1]), task=task, loss=loss)
+
+
+@pytest.mark.parametrize("method", ["standard", "minmax"])
+def test_a_column_constant_up_to_rounding_is_constant(method):
+    # 0.3 and 0.1 + 0.2: a spread of 5.6e-17 was the scale, and a new 0.31 became 2.5e14.
+    X = np.array([[0.3, 1.0], [0.1 + 0.2, 2.0], [0.3, 3.0]])
+    scaler = Scaler.fit(method, X)
+    assert scaler.scale[0] == 1.0
+    assert abs(scaler.transform(np.array([[0.31, 2.0]]), np.float64)[0, 0]) < 0.1
+
+
+@pytest.mark.parametrize("method", ["standard", "minmax"])
+def test_huge_values_get_a_finite_scale(method):
+    # A std of inf (the squares overflowed) scaled the column to zeros, and the model
+    # file it was saved in was refused by predict.
+    X = np.array([[1e160], [2e160], [3e160], [1.5e308]])
+    scaler = Scaler.fit(method, X)
+    assert np.isfinite(scaler.scale).all() and np.isfinite(scaler.offset).all()
+    Z = scaler.transform(X, np.float64)
+    want = Scaler.fit(method, X / 1e300).transform(X / 1e300, np.float64)
+    np.testing.assert_allclose(Z, want, rtol=1e-12)
+
+
+def test_a_spread_beyond_float64_is_refused():
+    with pytest.raises(ValueError, match="beyond float64's range"):
+        Scaler.fit("minmax", np.array([[-1.7e308], [1.7e308]]))
