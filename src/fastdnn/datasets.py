@@ -347,6 +347,14 @@ def _target_column(path, name, cells, body, dt):
         i = is_number.index(True)
         raise ValueError(f"{path}: line {body[i][0]}, column {name!r}: {cells[i]!r} is a "
                          f"number, unlike the column's other values (text labels)")
+    try:  # integers as integers: through float, labels beyond 2**53 became one class
+        whole = [int(cell) for cell in cells]
+    except ValueError:
+        whole = None
+    if whole is not None:
+        if any(not -2**63 <= v < 2**63 for v in whole):
+            raise ValueError(f"{path}: column {name!r} holds integers beyond int64's range")
+        return _labels_or_values(np.array(whole, dtype=np.int64), dt, path, name)
     return _labels_or_values(
         _numbers(path, name, cells, body, "is not a number, unlike the column's other values"),
         dt, path, name)
@@ -412,6 +420,12 @@ def _load_npz(path, target, dt):
         raise ValueError(f"{path}: {target} must be 1-D or 2-D, got shape {y.shape}")
     if len(X) != len(y):
         raise ValueError(f"{path}: X has {len(X)} rows but {target} has {len(y)}")
+    if y.ndim == 2 and y.shape[1] <= 1:
+        if y.shape[1] == 0:
+            raise ValueError(f"{path}: {target} has no columns (shape {y.shape})")
+        # One column is a 1-D target, as a CSV's (labels of shape (n, 1) were always
+        # regression targets, and refused as classes).
+        y = y[:, 0]
     if y.dtype.kind == "U" and y.ndim == 1:  # text class labels
         return Table(X, _labels_or_values(y, dt, path, target), None)
     if y.dtype.kind not in "biuf":

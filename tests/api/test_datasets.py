@@ -259,6 +259,29 @@ def test_csv_whole_numbers_beyond_2_to_53_stay_values(tmp_path):
     assert table.y.dtype == np.int64 and table.y.tolist() == [2 ** 53, -3]
 
 
+def test_csv_integer_labels_beyond_2_to_53_stay_apart(tmp_path):
+    """Parsed through float, three labels from 1e17 on became one (a regression target
+    of "fractional numbers", R^2 0)."""
+    table = load_table(write(tmp_path / "d.csv",
+                             "x,y\n1,100000000000000000\n2,100000000000000001\n"
+                             "3,100000000000000002\n"), "y")
+    assert table.y.dtype == np.int64
+    assert table.y.tolist() == [10**17, 10**17 + 1, 10**17 + 2]
+    with pytest.raises(ValueError, match="beyond int64's range"):
+        load_table(write(tmp_path / "e.csv", "x,y\n1,9223372036854775808\n"), "y")
+
+
+def test_npz_one_column_target_is_a_one_dimensional_target(tmp_path):
+    """Labels of shape (n, 1) were regression targets, and refused as classes."""
+    f = tmp_path / "d.npz"
+    np.savez(f, X=np.zeros((4, 2)), y=np.array([[0], [2], [1], [2]]))
+    _, y = load_csv_or_npz(f)
+    assert y.shape == (4,) and y.dtype == np.int64 and y.tolist() == [0, 2, 1, 2]
+    np.savez(f, X=np.zeros((4, 2)), y=np.zeros((4, 0)))
+    with pytest.raises(ValueError, match="no columns"):
+        load_csv_or_npz(f)
+
+
 @pytest.mark.parametrize("features, error, match", [
     ("ab", TypeError, "list of column names"),  # was columns 'a' and 'b'
     ([], ValueError, "names no column"),
