@@ -559,6 +559,11 @@ class _BaseMLP(BaseEstimator):
         if self.dtype is not None:
             return self.net_.dtype
         dtype = getattr(X, "dtype", None)
+        if dtype is None and hasattr(X, "dtypes"):  # a DataFrame: its columns' common type
+            try:
+                dtype = np.result_type(*[np.dtype(d) for d in X.dtypes])
+            except TypeError:  # pandas' own dtypes (nullable ones): float64, as scikit-learn
+                dtype = None
         if not isinstance(dtype, np.dtype) or dtype != np.float32:
             dtype = np.float64
         return np.result_type(dtype, self.net_.dtype)

@@ -488,6 +488,7 @@ def test_warm_start_across_solvers_and_stopping_criteria(before, after):
 @pytest.mark.parametrize("data_dtype", [np.float32, np.float64])
 def test_output_dtypes_follow_sklearn(fit_dtype, data_dtype):
     # A float32 fit gave float32 values for float64 data; scikit-learn's gives float64.
+    pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 3))
     y = (X[:, 0] > 0).astype(int)
@@ -499,6 +500,11 @@ def test_output_dtypes_follow_sklearn(fit_dtype, data_dtype):
             b = theirs(max_iter=2, random_state=0).fit(X.astype(fit_dtype), target)
         assert (getattr(a, method)(X.astype(data_dtype)).dtype
                 == getattr(b, method)(X.astype(data_dtype)).dtype)
+        # A DataFrame has its columns' dtypes, no dtype: float32 frames gave float64.
+        frame = pd.DataFrame(X.astype(data_dtype), columns=["a", "b", "c"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fitted without feature names
+            assert getattr(a, method)(frame).dtype == getattr(b, method)(frame).dtype
 
 
 def test_lbfgs_verbose_prints_no_lines_in_fastdnns_units(capsys):
