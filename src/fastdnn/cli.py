@@ -550,13 +550,21 @@ def _cells(values, dtype):
     return [[str(v) for v in row] for row in values.reshape(len(values), -1)]
 
 
+def _inputs(prep, table, net, path):
+    """The file's features as the net reads them, scaled as in training, or a ValueError
+    naming the file where one is beyond the net's dtype (NumPy warned, and the net said
+    "X contains NaN or infinity", which the file did not)."""
+    return datasets.as_dtype(prep.inputs(table.X, np.float64), net.dtype, path,
+                             "a feature column")
+
+
 def run_predict(args):
     """Predict for every row of ``--data``; print or write the predictions."""
     if args.out:
         check_output("--out", args.out)
     net, prep = _load_model(args)
     table = _read_data(args.data, net, prep)
-    predictions = prep.outputs(net.predict(prep.inputs(table.X, net.dtype)))
+    predictions = prep.outputs(net.predict(_inputs(prep, table, net, args.data)))
     rows = _cells(predictions, net.dtype if prep.y_scaler is None else np.float64)
     if not args.out:
         csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
@@ -583,7 +591,7 @@ def run_evaluate(args):
         raise UsageError("evaluate needs --target COLUMN: the model does not name the "
                          "column it was trained on")
     table = _read_data(args.data, net, prep, target=target)
-    X = prep.inputs(table.X, net.dtype)
+    X = _inputs(prep, table, net, args.data)
     T = prep.targets(table.y, net.dtype)
     say = (lambda *a: None) if args.quiet else print
     say(f"data: {os.path.basename(args.data)}, {len(X)} samples, target {target!r}")

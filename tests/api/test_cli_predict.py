@@ -226,3 +226,23 @@ def test_bad_predict_and_evaluate_input_is_one_line(argv, expected_code, files, 
 def test_unknown_labels_are_named(files, capsys):
     code, _, err = run(["evaluate", f"{files}/m.npz", "--data", f"{files}/alien.csv"], capsys)
     assert code == 1 and "labels ['tulip'] not seen in training" in err
+
+
+@pytest.mark.parametrize("scale", ["standard", "none"])
+def test_a_feature_beyond_the_models_dtype_is_one_line_naming_the_file(tmp_path, capsys, scale):
+    """NumPy's overflow warning, then "X contains NaN or infinity" of a file that held
+    neither."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    np.savez(tmp_path / "train.npz", X=X, y=y)
+    X[7, 1] = 1e39
+    np.savez(tmp_path / "new.npz", X=X, y=y)
+    model = str(tmp_path / "m.npz")
+    assert main(["train", "--data", str(tmp_path / "train.npz"), *TINY, "--scale", scale,
+                 "--out", model]) == 0
+    capsys.readouterr()
+    for command in ("predict", "evaluate"):
+        code, _, err = run([command, model, "--data", str(tmp_path / "new.npz")], capsys)
+        assert_one_line_error(code, err)
+        assert "new.npz: a feature column holds values beyond float32's range" in err
