@@ -1,6 +1,7 @@
 """Input checks at the public boundary: one dtype and a C-contiguous layout go in, so
 the kernels see one signature and never validate themselves.
 """
+import collections.abc
 import numbers
 
 import numpy as np
@@ -48,6 +49,13 @@ def _from_pandas(a, name):
 
 
 def _as_numeric(a, name):
+    if hasattr(a, "toarray") and hasattr(a, "nnz"):  # scipy.sparse: "got dtype object"
+        raise TypeError(f"{name} is a sparse matrix ({type(a).__name__}); the net reads "
+                        f"dense arrays: pass {name}.toarray() (fastdnn.sklearn densifies "
+                        f"sparse input itself)")
+    if isinstance(a, collections.abc.Iterator):  # a generator: an object array of one
+        raise TypeError(f"{name} must be an array, not an iterator ({type(a).__name__}); "
+                        f"pass np.array(list(...))")
     a = np.asarray(_from_pandas(a, name))
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers; got an array of dtype {a.dtype}")

@@ -102,3 +102,17 @@ def test_a_one_dimensional_X_is_told_the_reshape_that_fits():
     with pytest.raises(ValueError, match=r"reshape\(-1, 1\) for a single feature"):
         fd.MLP([1, 4, 2], seed=0).predict(np.array([0.1, 0.2, 0.3]))
     assert net.predict(np.array([0.1, 0.2, 0.3]).reshape(1, -1)).shape == (1,)
+
+
+def test_sparse_matrices_and_iterators_are_named():
+    """Both said "X must hold real numbers; got an array of dtype object"."""
+    sparse = pytest.importorskip("scipy.sparse")
+    X = np.eye(4)
+    net = fd.MLP([4, 3, 2], seed=0)
+    for make in (sparse.csr_matrix, sparse.csc_matrix, sparse.coo_matrix):
+        with pytest.raises(TypeError, match="sparse matrix .* X.toarray()"):
+            net.predict(make(X))
+    with pytest.raises(TypeError, match="not an iterator"):
+        net.fit((row for row in X), [0, 1, 0, 1], epochs=1)
+    with pytest.raises(TypeError, match="y must be an array, not an iterator"):
+        net.fit(X, iter([0, 1, 0, 1]), epochs=1)
