@@ -171,7 +171,9 @@ class BackupAndRestore(Callback):
     A fit killed (even with SIGKILL) and run again with the same arguments ends with
     weights bit-identical to a fit never interrupted, on a new net or on the same one
     (it draws the same ``validation_split``).  A backup made with other arguments (all
-    but ``epochs``, which may grow) or another kind of net is refused (``ValueError``).
+    but ``epochs``, which may grow: the schedule's parameters, the targets and their
+    sample and class weights too) or another kind of net is refused (``ValueError``).
+    An ``optimizer.lr`` a callback set during the fit is backed up, and restored.
 
     Parameters
     ----------
@@ -373,7 +375,9 @@ class CSVLogger(Callback):
         One character between fields.
     append : bool, default False
         Add to an existing file (no second header) instead of starting it afresh; a
-        resumed fit (:class:`BackupAndRestore`) wants ``True``.
+        resumed fit (:class:`BackupAndRestore`) wants ``True``: its file then keeps the
+        lines of the epochs backed up, and loses those of an epoch trained again (a fit
+        killed after an epoch's line, before its backup, logged that epoch twice).
     """
 
     COLUMNS = ("epoch",) + _LOG_KEYS + ("rate",)
@@ -392,6 +396,28 @@ class CSVLogger(Callback):
         if not isinstance(append, (bool, np.bool_)):
             raise TypeError(f"append must be True or False; got {append!r}")
         self.path, self.separator, self.append = path, separator, bool(append)
+        self._done = 0  # epochs the fit has done as it begins (a resumed fit's)
+
+    def set_fit(self, net, history):
+        """Called by ``fit`` before ``on_train_begin``: a resumed fit's epochs so far."""
+        self._done = len(history)
+
+    def _drop_epochs_from(self, first):
+        """Remove the last lines of epochs ``first`` and on (atomically)."""
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().decode().splitlines(keepends=True)
+        except FileNotFoundError:
+            return
+        end = len(lines)
+        while end > 0:
+            field = lines[end - 1].split(self.separator, 1)[0]
+            if not field.strip().isdigit() or int(field) < first:
+                break
+            end -= 1
+        if end < len(lines):
+            kept = "".join(lines[:end]).encode()
+            serialize.write_atomic(self.path, lambda f: f.write(kept))
 
     def _write(self, line, mode):
         fd = os.open(self.path, mode | os.O_WRONLY | os.O_CREAT, 0o666)
@@ -407,6 +433,8 @@ class CSVLogger(Callback):
             serialize.write_atomic(self.path, lambda f: f.write(header.encode()))
         elif not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
             self._write(header, os.O_APPEND)
+        elif self._done:  # resumed: the lines of the epochs trained again go
+            self._drop_epochs_from(self._done)
 
     def on_epoch_end(self, epoch, logs):
         values = [str(epoch)] + [repr(float(logs[k])) for k in _LOG_KEYS]

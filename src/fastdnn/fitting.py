@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -79,6 +80,7 @@ class FitPlan(NamedTuple):
     restore_best: bool = False
     callbacks: tuple = ()
     plateau: object = None  # the ReduceLROnPlateau schedule, when it is the schedule
+    schedule_args: str = None  # the schedule's repr: its constructor's arguments
     rng_start: dict = None  # the net's generator before the fit drew anything (its split)
 
 
@@ -150,6 +152,10 @@ class FitRun:
         if verbose:
             self.callbacks.append(ProgressBar())
         self._hooks = {}  # hook name -> the callbacks' bound methods (see _call)
+        # The fit's arguments as given (a callback may set lr during the fit: a backup
+        # made after it is still one of this fit).
+        self.start_hyper = plan.optimizer.hyper().tolist()
+        self._targets_crc = None
         # A backup restores the weights and the optimizer before the trainer binds them.
         self._attach()
         self.trainer = self._make_trainer()
@@ -437,7 +443,7 @@ class FitRun:
                       rng=net._rng.bit_generator.state, best=self.stop.best,
                       since_best=self.stop.since_best, rng_start=self.plan.rng_start,
                       fit=self.arguments(), stopping=bool(self.stopping), ranks=self.n_ranks,
-                      epochs=self.plan.epochs)
+                      epochs=self.plan.epochs, lr=opt.lr)
         arrays = dict(theta=net._backend.get_theta(), schedule=np.asarray(self.plan.schedule[1]))
         if opt.state is not None:
             arrays["opt_state"] = opt.state
@@ -454,13 +460,16 @@ class FitRun:
         kind, the data's rows and the fit's arguments (all but ``epochs``, which a
         resumed fit may extend), as JSON values."""
         net, plan = self.net, self.plan
+        if self._targets_crc is None:  # the targets and their weights (sample, class)
+            self._targets_crc = zlib.crc32(np.ascontiguousarray(plan.T))
         return dict(dtype=net.dtype.name, activations=net.activations, loss=net.loss_name,
                     l2=net.l2, dropout=list(net.dropout), rows=int(self.rows_per_epoch),
                     batch_size=plan.batch_size, sampling=plan.sampling,
-                    optimizer=type(plan.optimizer).__name__,
-                    hyper=plan.optimizer.hyper().tolist(), schedule=int(plan.schedule[0]),
+                    optimizer=type(plan.optimizer).__name__, hyper=self.start_hyper,
+                    schedule=int(plan.schedule[0]), schedule_args=plan.schedule_args,
                     clip_norm=plan.clip_norm, validation=plan.validation is not None,
-                    patience=plan.patience, restore_best=plan.restore_best)
+                    patience=plan.patience, restore_best=plan.restore_best,
+                    targets=self._targets_crc)
 
     def restore(self, header, arrays):
         """Continue from :meth:`backup`'s output (before the trainer is made)."""
@@ -474,8 +483,13 @@ class FitRun:
             raise ValueError(f"it holds a fit on {ranks} rank{'s' * (ranks != 1)} (MPI); "
                              f"resume it on as many (this fit runs on {where})")
         made, now = header.get("fit"), self.arguments()
-        if made is not None and made != now:  # backups before 2026-11-29 have none
-            name = next(k for k in now if made.get(k) != now[k])
+        # Backups before 2026-11-29 have none, older ones fewer entries.
+        differ = [k for k in now if made is not None and k in made and made[k] != now[k]]
+        if differ:
+            name = differ[0]
+            if name == "targets":
+                raise ValueError("it was made with other targets or weights (y, "
+                                 "sample_weight or class_weight)")
             raise ValueError(f"it was made with {name}={made.get(name)!r}, this fit has "
                              f"{name}={now[name]!r}")
         net._backend.set_theta(arrays["theta"].astype(net.dtype))
@@ -491,6 +505,8 @@ class FitRun:
         if "opt_state" in arrays:
             opt.state = arrays["opt_state"].astype(net.dtype)
         opt.t = int(header["t"])
+        if "lr" in header:  # as a callback set it (the fit began at hyper's)
+            opt.lr = float(header["lr"])
         net._rng.bit_generator.state = header["rng"]
         self.stop.best, self.stop.since_best = float(header["best"]), int(header["since_best"])
         self.best_theta = arrays.get("best_theta")

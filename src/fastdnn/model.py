@@ -829,7 +829,7 @@ class MLP:
         total_steps = opt.t + plan.epochs * -(-plan.X.shape[0] // plan.batch_size)
         plateau = sched if isinstance(sched, ReduceLROnPlateau) else None
         return plan._replace(optimizer=opt, schedule=(sched.code, sched.params(total_steps)),
-                             plateau=plateau)
+                             plateau=plateau, schedule_args=repr(sched))
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path, metadata=None):

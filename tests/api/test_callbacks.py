@@ -188,3 +188,77 @@ def test_only_a_strictly_better_value_is_saved(tmp_path):
         ck.on_epoch_end(epoch, dict(loss=1.0, val_loss=1.0, val_metric=metric, lr=0.1,
                                     seconds=1.0, rate=None))
     assert [p.rsplit("/", 1)[1] for p in saved] == ["1.npz", "4.npz"] and ck.best == 0.75
+
+
+# -- with BackupAndRestore ---------------------------------------------------------------
+class CrashAt:
+    """Raise after the ``epoch``-th epoch's other callbacks, before its backup."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs):
+        if epoch == self.epoch:
+            raise RuntimeError("killed")
+
+
+def halving(opt):
+    def on_epoch_end(epoch, logs):
+        opt.lr = opt.lr / 2
+    return fd.LambdaCallback(on_epoch_end=on_epoch_end)
+
+
+def test_a_fit_whose_lr_a_callback_sets_resumes_bit_for_bit(tmp_path):
+    """The backup held the changed lr among the fit's arguments: the rerun was refused
+    ("it was made with hyper=[0.025, ...]"), and it would have run at the first rate."""
+    X, y = data()
+    backup = tmp_path / "fit.backup.npz"
+
+    def fit(callbacks):
+        opt = fd.SGD(0.1, momentum=0.9)
+        net = fd.MLP([4, 8, 2], seed=0)
+        hist = net.fit(X, y, epochs=5, batch_size=16, optimizer=opt,
+                       callbacks=[halving(opt)] + callbacks)
+        return net, hist
+
+    whole, whole_hist = fit([])
+    with pytest.raises(RuntimeError):
+        fit([fd.BackupAndRestore(backup), CrashAt(2)])
+    resumed, hist = fit([fd.BackupAndRestore(backup)])
+    assert hist.lr == whole_hist.lr == [0.1, 0.05, 0.025, 0.0125, 0.00625]
+    assert_same_weights(resumed.get_weights(), whole.get_weights())
+
+
+@pytest.mark.parametrize("then, now", [
+    (dict(schedule=fd.StepDecay(4, 0.5)), dict(schedule=fd.StepDecay(4, 0.01))),
+    (dict(schedule=fd.InverseTimeDecay(0.0)), dict(schedule=fd.InverseTimeDecay(1.0))),
+    (dict(class_weight={0: 1.0, 1: 2.0}), dict(class_weight={0: 1.0, 1: 5.0})),
+    (dict(), dict(sample_weight=np.linspace(0.5, 1.5, 160))),
+])
+def test_a_backup_of_other_arguments_is_refused(tmp_path, then, now):
+    """A backup with another schedule's parameters went on with the backup's, silently;
+    other class or sample weights went on with the new ones from the backup's state."""
+    X, y = data()
+    backup = tmp_path / "fit.backup.npz"
+    kw = dict(epochs=4, batch_size=16, optimizer=fd.SGD(0.1))
+    with pytest.raises(RuntimeError):
+        fd.MLP([4, 8, 2], seed=0).fit(X, y, callbacks=[fd.BackupAndRestore(backup),
+                                                        CrashAt(1)], **kw, **then)
+    with pytest.raises(ValueError, match="not a backup of this fit"):
+        fd.MLP([4, 8, 2], seed=0).fit(X, y, callbacks=[fd.BackupAndRestore(backup)],
+                                      **kw, **now)
+
+
+def test_csv_logger_of_a_resumed_fit_logs_each_epoch_once(tmp_path):
+    """Killed after an epoch's line and before its backup, the epoch was trained again
+    and logged twice."""
+    X, y = data()
+    backup, log = tmp_path / "fit.backup.npz", tmp_path / "log.csv"
+    fit([fd.CSVLogger(log)], epochs=2)  # an earlier fit's lines stay
+    kw = dict(epochs=6)
+    with pytest.raises(RuntimeError):
+        fit([fd.BackupAndRestore(backup), fd.CSVLogger(log, append=True), CrashAt(2)], **kw)
+    net, hist, _ = fit([fd.BackupAndRestore(backup), fd.CSVLogger(log, append=True)], **kw)
+    rows = read_log(log)
+    assert [r[0] for r in rows] == ["epoch", "0", "1", "0", "1", "2", "3", "4", "5"]
+    assert [float(r[1]) for r in rows[3:]] == hist.loss
