@@ -683,10 +683,30 @@ class MLP:
         """Check every argument of ``fit`` (nothing runs before all are valid)."""
         X = self._backend.check_X(X)
         T = check_targets(y, self._loss, self.sizes[-1], X.shape[0], self.dtype)
-        w = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0])
-        if class_weight is not None:
-            w = normalize_weights(self._class_weights(T, class_weight) * (1.0 if w is None else w),
-                                  "sample_weight times class_weight")
+        sw = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0])
+
+        def sample_weights(rows):
+            """The sample weights of ``rows`` as a fit on them alone has them (normalized
+            among them: the same bits)."""
+            if sw is None or isinstance(rows, slice):
+                return sw
+            if not sw[rows].any():
+                part = "held-out" if rows is held else "training"
+                raise ValueError(f"validation_split={validation_split:g}: every {part} row "
+                                 f"has weight 0")
+            return check_sample_weight(np.asarray(sample_weight, dtype=np.float64)[rows],
+                                       len(rows))
+
+        def weights(rows):
+            """The weights of the training ``rows`` (all: ``slice(None)``)."""
+            own = sample_weights(rows)
+            if class_weight is None:
+                return own
+            return normalize_weights(self._class_weights(T[rows], class_weight)
+                                     * (1.0 if own is None else own),
+                                     "sample_weight times class_weight")
+
+        w = weights(slice(None))
         epochs = check_positive_int("epochs", epochs)
         if patience is not None:
             patience = check_positive_int("patience", patience)
@@ -715,17 +735,16 @@ class MLP:
         elif validation_split is not None:
             fraction = _check_rate("validation_split", validation_split, lowest="(")
             keep, held = self._split(T, fraction)
-            if w is not None:
-                for rows, part in ((keep, "training"), (held, "held-out")):
-                    if not w[rows].any():
-                        raise ValueError(f"validation_split={fraction:g}: every {part} row "
-                                         f"has weight 0")
-            Tw = self._backend.pack_targets(T, w)
+            # The held-out rows count by their sample weights alone, as validation_data's
+            # (and Keras'): with the class weights, val_loss and the "accuracy" were
+            # class-weighted, and "balanced" counted the held-out rows.
+            w, w_held = weights(keep), sample_weights(held)
             # A CUDA device array takes slices only (rows by index raised deep in
             # numba-cuda on a GPU): split on the host; the trainer uploads the parts.
             X = self._backend.to_numpy(X)
-            validation = (self._backend.check_X(X[held]), Tw[held])
-            X, T, w = np.ascontiguousarray(X[keep]), T[keep], None if w is None else w[keep]
+            validation = (self._backend.check_X(X[held]),
+                          self._backend.pack_targets(T[held], w_held))
+            X, T = np.ascontiguousarray(X[keep]), T[keep]
         # Capped here, once: the trainers size their buffers from it.
         batch_size = min(check_positive_int("batch_size", batch_size), X.shape[0])
         plan = FitPlan(X, self._backend.pack_targets(T, w), epochs, batch_size,

@@ -220,6 +220,26 @@ def test_validation_split_fit_equals_a_fit_on_the_split_by_hand():
     assert all(math.isfinite(v) for v in hist.val_loss + hist.val_metric)
 
 
+@pytest.mark.parametrize("class_weight", ["balanced", {0: 1.0, 1: 10.0, 2: 0.5}])
+def test_validation_split_with_class_weights_equals_the_split_by_hand(class_weight):
+    """The class weights are the training rows' (counted over them, for "balanced"); the
+    held-out rows weigh by their sample weights alone, as validation_data's: with them
+    val_loss and the "accuracy" were class-weighted."""
+    X, y = problem(n=300)
+    w = np.linspace(0.5, 2.0, 300)
+    net = fd.MLP([5, 16, 3], dtype="float64", seed=0)
+    hist = net.fit(X, y, epochs=3, batch_size=32, validation_split=0.2, sample_weight=w,
+                   class_weight=class_weight)
+    twin = fd.MLP([5, 16, 3], dtype="float64", seed=0)
+    train, held, _ = split_rows(twin, X, y, 0.2)
+    twin_hist = twin.fit(X[train], y[train], epochs=3, batch_size=32, sample_weight=w[train],
+                         class_weight=class_weight,
+                         validation_data=(X[held], y[held], w[held]))
+    assert_same_weights(net.get_weights(), twin.get_weights())
+    assert hist.val_loss == twin_hist.val_loss and hist.val_metric == twin_hist.val_metric
+    assert hist.val_loss[-1] == net.loss(X[held], y[held], sample_weight=w[held])
+
+
 @pytest.mark.parametrize("fraction, error, match", [
     (0, ValueError, r"validation_split must be in \(0, 1\)"),
     (0.0, ValueError, r"validation_split must be in \(0, 1\)"),
