@@ -847,6 +847,8 @@ class MLP:
         sched = make_schedule(schedule)
         total_steps = opt.t + plan.epochs * -(-plan.X.shape[0] // plan.batch_size)
         plateau = sched if isinstance(sched, ReduceLROnPlateau) else None
+        if plateau is not None:
+            plateau._claim(net)
         return plan._replace(optimizer=opt, schedule=(sched.code, sched.params(total_steps)),
                              plateau=plateau, schedule_args=repr(sched))
 

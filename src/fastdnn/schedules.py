@@ -4,6 +4,7 @@ of optimizer steps).  The classes here only configure; the factor is
 """
 import inspect
 import math
+import weakref
 
 import numpy as np
 
@@ -168,7 +169,8 @@ class ReduceLROnPlateau(Schedule):
     The watched loss is the validation loss when ``fit`` has validation data, else the
     training loss; it is read at each epoch end, and the new rate applies from the next
     step.  The instance keeps its state (current scale, best loss, epochs waited)
-    across ``fit`` calls, as an optimizer does; a new instance starts over.
+    across ``fit`` calls of one net, as an optimizer does; given to another net, or as
+    a new instance, it starts over.
 
     Parameters
     ----------
@@ -195,6 +197,20 @@ class ReduceLROnPlateau(Schedule):
         self.threshold = _positive("threshold", threshold, allow_zero=True)
         self.cooldown = _count("cooldown", cooldown)
         self.reset()
+
+    _owner = None  # a weak reference to the net whose fit the state is of
+
+    def _claim(self, net):
+        """Take ``net``'s fit: the state of another net's starts over (net B ran at net
+        A's reduced rate, and A's best loss made B's first epoch no improvement)."""
+        if self._owner is not None and self._owner() is not net:
+            self.reset()
+        self._owner = weakref.ref(net)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_owner", None)  # a weak reference: not pickled, not copied
+        return state
 
     def reset(self):
         """Forget the state: scale 1, no best loss yet."""

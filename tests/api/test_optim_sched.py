@@ -319,3 +319,18 @@ def test_a_schedule_subclass_whose_formula_the_kernels_cannot_run_is_refused():
     X, y = np.random.default_rng(0).normal(size=(12, 3)), np.arange(12) % 3
     with pytest.raises(TypeError, match="not a subclass's factor"):  # trained at 0.1
         fd.MLP([3, 4, 3], seed=0).fit(X, y, epochs=1, optimizer=fd.SGD(0.1), schedule=Warmup())
+
+
+def test_a_plateau_schedule_given_to_another_net_starts_over():
+    """Net B ran at net A's reduced rate, and A's best loss made B's first epochs no
+    improvement."""
+    X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 3
+    kw = dict(epochs=3, batch_size=8)
+    plateau = fd.ReduceLROnPlateau(factor=0.5, patience=1, threshold=0.9)
+    fd.MLP([3, 8, 3], seed=0).fit(X, y, optimizer=fd.SGD(0.1), schedule=plateau, **kw)
+    assert plateau.scale < 1  # reduced on net A
+    hist = fd.MLP([3, 8, 3], seed=1).fit(X, y, optimizer=fd.SGD(0.1), schedule=plateau, **kw)
+    fresh = fd.MLP([3, 8, 3], seed=1).fit(X, y, optimizer=fd.SGD(0.1), **kw,
+                                          schedule=fd.ReduceLROnPlateau(factor=0.5, patience=1,
+                                                                        threshold=0.9))
+    assert hist.lr == fresh.lr and hist.lr[0] == 0.1
