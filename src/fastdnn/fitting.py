@@ -156,7 +156,36 @@ class FitRun:
         # made after it is still one of this fit).
         self.start_hyper = plan.optimizer.hyper().tolist()
         self._targets_crc = None
-        # A backup restores the weights and the optimizer before the trainer binds them.
+        # A backup restores the weights and the optimizer before the trainer binds them;
+        # a fit refused after that (in on_train_begin) goes back to what it had.
+        before = self._keep() if any(hasattr(cb, "attach") for cb in self.callbacks) else None
+        try:
+            self._begin()
+        except BaseException:
+            if before is not None:
+                self._put_back(before)
+            self.close()  # the callbacks let go of the fit
+            raise
+
+    def _keep(self):
+        """What a backup's restore changes: the weights, the optimizer's and the plateau
+        schedule's states."""
+        opt, plateau = self.plan.optimizer, self.plan.plateau
+        return (self.net._backend.get_theta(), None if opt.state is None else opt.state.copy(),
+                opt.t, opt.lr, None if plateau is None else plateau.state())
+
+    def _put_back(self, kept):
+        """Undo a backup's restore (:meth:`_keep`'s)."""
+        theta, state, t, lr, plateau = kept
+        opt = self.plan.optimizer
+        self.net._backend.set_theta(theta)
+        opt.state, opt.t, opt.lr = state, t, lr
+        if plateau is not None:
+            self.plan.plateau.set_state(plateau)
+
+    def _begin(self):
+        """Restore from a backup, make the trainer, and call ``on_train_begin``."""
+        net, plan = self.net, self.plan
         self._attach()
         self.trainer = self._make_trainer()
         # The weights at this epoch's start and the last one's (two buffers, swapped each
@@ -194,7 +223,7 @@ class FitRun:
     def close(self):
         """Release what the trainer holds for the fit (the CPU's helper thread), and the
         callbacks' hold on the fit (``detach``: a kept BackupAndRestore held its data)."""
-        close = getattr(self.trainer, "close", None)
+        close = getattr(getattr(self, "trainer", None), "close", None)
         if close is not None:
             close()
         for callback in self.callbacks:

@@ -649,11 +649,18 @@ class MLP:
         check_verbose(verbose)
         with training_alone([self], [optimizer]):
             self._backend.compile_ahead(batch_size, optimizer, clip_norm)
-            plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule, validation_data,
-                                  shuffle, patience, sample_weight=sample_weight,
-                                  class_weight=class_weight, clip_norm=clip_norm,
-                                  restore_best=restore_best, validation_split=validation_split,
-                                  callbacks=callbacks)
+            # A refused fit leaves the net as it was: validation_split drew from the
+            # generator before later arguments were checked, and a backup rewound it.
+            before = self._rng.bit_generator.state
+            try:
+                plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule,
+                                      validation_data, shuffle, patience,
+                                      sample_weight=sample_weight, class_weight=class_weight,
+                                      clip_norm=clip_norm, restore_best=restore_best,
+                                      validation_split=validation_split, callbacks=callbacks)
+            except BaseException:
+                self._rng.bit_generator.state = before
+                raise
             if isinstance(plan.optimizer, LBFGS):
                 history = History()
                 try:
@@ -666,7 +673,11 @@ class MLP:
             run = None
             try:
                 with self._backend.limit_threads(self.n_threads), deferred_interrupts() as pressed:
-                    run = FitRun(self, plan, verbose)
+                    try:
+                        run = FitRun(self, plan, verbose)
+                    except BaseException:  # refused (a backup of another fit): as it was
+                        self._rng.bit_generator.state = before
+                        raise
                     while not run.done:
                         run.train_epoch(pressed)
             except KeyboardInterrupt as exc:

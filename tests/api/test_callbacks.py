@@ -262,3 +262,36 @@ def test_csv_logger_of_a_resumed_fit_logs_each_epoch_once(tmp_path):
     rows = read_log(log)
     assert [r[0] for r in rows] == ["epoch", "0", "1", "0", "1", "2", "3", "4", "5"]
     assert [float(r[1]) for r in rows[3:]] == hist.loss
+
+
+def test_a_refused_fit_leaves_the_net_as_it_was(tmp_path):
+    """(a) validation_split drew from the net's generator before batch_size was checked;
+    (b) a refused backup had rewound it; (c) a fit refused in on_train_begin after a
+    backup's restore kept the backup's weights, and its callbacks held the fit."""
+    X, y = data()
+
+    def net():
+        return fd.MLP([4, 8, 2], seed=0)
+
+    def same_after(refused):
+        a, b = net(), net()
+        b.fit(X, y, epochs=1, validation_split=0.25)
+        a.fit(X, y, epochs=1, validation_split=0.25)
+        with pytest.raises((ValueError, TypeError)):
+            refused(a)
+        a.fit(X, y, epochs=1, validation_split=0.25)
+        b.fit(X, y, epochs=1, validation_split=0.25)
+        assert_same_weights(a.get_weights(), b.get_weights())
+        return a
+
+    same_after(lambda a: a.fit(X, y, epochs=1, validation_split=0.25, batch_size=0))
+    backup = tmp_path / "fit.backup.npz"
+    with pytest.raises(RuntimeError):
+        net().fit(X, y, epochs=3, batch_size=10, callbacks=[fd.BackupAndRestore(backup),
+                                                             CrashAt(1)])
+    same_after(lambda a: a.fit(X, y, epochs=3, batch_size=20,  # another fit's backup
+                               callbacks=[fd.BackupAndRestore(backup)]))
+    keep, ck = fd.BackupAndRestore(backup), fd.ModelCheckpoint(tmp_path / "c.npz",
+                                                               monitor="val_loss")
+    a = same_after(lambda a: a.fit(X, y, epochs=3, batch_size=10, callbacks=[keep, ck]))
+    assert keep.run is None and ck._net is None
