@@ -76,6 +76,10 @@ class ProgressBar(Callback):
     """
 
     def __init__(self, stream=None, interval=10.0):
+        if stream is not None and not callable(getattr(stream, "write", None)):
+            # A path was taken, and the fit died at its first line, an epoch in.
+            raise TypeError(f"stream must be a file-like object with write(); got "
+                            f"{type(stream).__name__} (open a path first)")
         self.stream = stream
         if isinstance(interval, (bool, np.bool_)) or not isinstance(interval, numbers.Real) \
                 or not 0 <= interval < math.inf:  # nan wrote no in-epoch line, silently

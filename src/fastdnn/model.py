@@ -101,6 +101,9 @@ def _check_callbacks(callbacks):
         raise TypeError(f"callbacks must be a list, got {type(callbacks).__name__}")
     hooks = ("on_train_begin", "on_progress", "on_epoch_end", "on_train_end")
     for cb in callbacks:
+        if isinstance(cb, type):  # its methods unbound: "missing argument 'logs'" later
+            raise TypeError(f"callbacks holds the class {cb.__name__}; give an instance: "
+                            f"{cb.__name__}(...)")
         if not any(callable(getattr(cb, h, None)) for h in hooks):
             raise TypeError(f"callback {cb!r} has none of the methods {', '.join(hooks)}")
     return list(callbacks)

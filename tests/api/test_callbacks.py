@@ -295,3 +295,10 @@ def test_a_refused_fit_leaves_the_net_as_it_was(tmp_path):
                                                                monitor="val_loss")
     a = same_after(lambda a: a.fit(X, y, epochs=3, batch_size=10, callbacks=[keep, ck]))
     assert keep.run is None and ck._net is None
+
+
+def test_callback_mistakes_are_named_before_training():
+    with pytest.raises(TypeError, match="give an instance: ProgressBar"):
+        fit([fd.ProgressBar], epochs=1)  # "missing 1 required positional argument"
+    with pytest.raises(TypeError, match="file-like object"):
+        fd.ProgressBar(stream="train.log")  # an epoch in: "'str' has no attribute 'write'"
