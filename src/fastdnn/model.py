@@ -781,7 +781,10 @@ class MLP:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise TypeError("validation_data must be a pair (X_val, y_val) or a triple "
                             "(X_val, y_val, sample_weight_val)")
-        return self._XT(*validation_data)
+        try:
+            return self._XT(*validation_data)
+        except (ValueError, TypeError) as exc:  # its X, y, sample_weight: not fit's
+            raise type(exc)(f"validation_data: {exc}") from None
 
     def _class_weights(self, T, class_weight, allow_zero=False):
         """Per-row weights of ``class_weight`` for the checked targets ``T`` (all 0

@@ -269,7 +269,10 @@ def load_npz(path, keys, optional=()):
     except DAMAGE as exc:
         # NumPy's advice for a pickle (allow_pickle=True) is not for a model file: fastdnn
         # writes none, and loading one would run what the file says.
-        reason = "it holds pickled objects" if "allow_pickle" in str(exc) else exc
+        reason = exc
+        if "allow_pickle" in str(exc):  # NumPy takes any unknown bytes for a pickle
+            reason = ("it holds pickled objects" if _starts_like_a_pickle(path) else
+                      "it is no .npz archive: a model file is a zip that MLP.save writes")
         raise ValueError(f"{path!r} is not a readable fastdnn model file ({reason})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValueError(f"{path!r} holds a single array, not a fastdnn model file")
@@ -280,6 +283,18 @@ def load_npz(path, keys, optional=()):
             raise ValueError(str(exc)) from None
         except DAMAGE as exc:
             raise ValueError(f"{path!r} is corrupt ({exc})") from None
+
+
+def _starts_like_a_pickle(path):
+    """Whether the file begins as a pickle (protocol 2 and up: ``\x80`` and the protocol)
+    or an ``.npy`` array (of objects, then) does: a CSV given as the model was told it
+    "holds pickled objects"."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return False
+    return head == b"\x93NUMPY" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 class _Refused(Exception):

@@ -568,3 +568,16 @@ def test_whole_float_class_weight_keys_are_labels_and_a_scalar_y_is_named():
         fd.MLP([2, 4, 3], seed=0).fit(X, y, epochs=1, class_weight={1.5: 2.0})
     with pytest.raises(ValueError, match="got the scalar 1"):
         fd.MLP([2, 4, 3], seed=0).loss(X, 1)
+
+
+@pytest.mark.parametrize("part, match", [
+    (lambda X, y: (X, y[:5]), "y has 5 samples"),
+    (lambda X, y: (X, y, -np.ones(len(y))), "sample_weight must be >= 0"),
+    (lambda X, y: (X[:, :2], y), "2 features"),
+])
+def test_bad_validation_data_is_named_as_such(part, match):
+    """The messages named fit's own X, y and sample_weight (none of them wrong)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), np.arange(20) % 2
+    with pytest.raises(ValueError, match="^validation_data: .*" + match):
+        fd.MLP([3, 4, 2], seed=0).fit(X, y, epochs=1, validation_data=part(X, y))

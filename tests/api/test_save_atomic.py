@@ -1,5 +1,6 @@
 """save leaves no partial or temporary file behind, even when the process is killed."""
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -148,3 +149,17 @@ def test_a_file_of_pickles_is_refused_without_numpys_advice_to_unpickle(tmp_path
     with pytest.raises(ValueError, match="not a readable fastdnn model file") as info:
         fd.MLP.load(path)
     assert "allow_pickle" not in str(info.value) and "pickled objects" in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"x,y\n1,2\n", b"hello", b"\x00\x01\x02\x03"])
+def test_a_file_of_another_kind_is_not_said_to_hold_pickles(tmp_path, content):
+    """np.load takes any unknown bytes for a pickle: a CSV given as the model (the CLI's
+    arguments swapped) was said to hold pickled objects."""
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="no .npz archive") as info:
+        fd.MLP.load(path)
+    assert "pickle" not in str(info.value)
+    path.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="pickled objects"):
+        fd.MLP.load(path)
