@@ -931,9 +931,14 @@ class MLP:
             sizes = _check_sizes(sizes.tolist())
             # Before any buffer is sized: a tiny file may claim a huge net.
             n_params = spec.param_offsets(sizes)[2]
+            if theta.ndim != 1:  # "need 26 weights, the file holds 26"
+                raise ValueError(f"theta must be 1-D (P,); got shape {theta.shape}")
             if theta.shape != (n_params,):
                 raise ValueError(f"the widths {sizes} need {n_params:,} weights, the file holds "
                                  f"{theta.size:,}")
+            if d["activations"].ndim != 1:  # NumPy's "iteration over a 0-d array"
+                raise ValueError(f"activations must be a 1-D array of names; got shape "
+                                 f"{d['activations'].shape}")
             if theta.dtype.kind not in "iuf":
                 raise ValueError(f"weights must be real numbers; got dtype {theta.dtype}")
             # Regularisation: optional keys (files from before them train without).

@@ -36,6 +36,9 @@ def test_a_tiny_file_claiming_a_huge_net_is_refused_at_once(saved, tmp_path):
     (dict(theta=np.zeros(67, dtype=complex)), "real numbers"),
     (dict(theta=np.full(67, np.nan)), "NaN"),
     (dict(sizes=np.array([4, 8, 4])), "need 76 weights"),
+    # "need 67 weights, the file holds 67"; NumPy's "iteration over a 0-d array"
+    (dict(theta=np.zeros((1, 67), np.float32)), r"theta must be 1-D \(P,\); got shape \(1, 67\)"),
+    (dict(activations=np.array("relu")), "activations must be a 1-D array of names"),
 ])
 def test_bad_contents_are_value_errors_naming_the_problem(saved, tmp_path, change, match):
     _, arrays = saved
