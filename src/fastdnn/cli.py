@@ -10,6 +10,7 @@ import argparse
 import atexit
 import csv
 import io
+import math
 import os
 import sys
 import threading
@@ -100,8 +101,8 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not 0 < value < math.inf:  # inf (or 1e400) failed later, exit 1
+            raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages

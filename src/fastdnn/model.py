@@ -86,11 +86,12 @@ def _check_dropout(dropout, n_hidden):
     return [_check_rate("dropout", dropout)] * n_hidden
 
 
-def _check_nonneg(name, value):
+def _check_nonneg(name, value, positive=False):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be finite and >= 0; got {value!r}")
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        raise ValueError(f"{name} must be finite and {'>' if positive else '>='} 0; got "
+                         f"{value!r}")
     return float(value)
 
 
@@ -729,9 +730,7 @@ class MLP:
         if not (isinstance(shuffle, bool) or (isinstance(shuffle, str) and shuffle == "uniform")):
             raise ValueError(f"shuffle must be True, False or 'uniform'; got {shuffle!r}")
         if clip_norm is not None:
-            clip_norm = _check_nonneg("clip_norm", clip_norm)
-            if clip_norm == 0:
-                raise ValueError("clip_norm must be > 0 (None: no clipping)")
+            clip_norm = _check_nonneg("clip_norm", clip_norm, positive=True)
         if not isinstance(restore_best, (bool, np.bool_)):
             raise TypeError(f"restore_best must be True or False; got {restore_best!r}")
         callbacks = _check_callbacks(callbacks)

@@ -16,12 +16,14 @@ import numpy as np
 from .kernels import spec
 
 
-def _check_nonneg(name, value, upper=None):
+def _check_nonneg(name, value, upper=None, positive=False):
     if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (upper is not None and value >= upper):
+    if (not math.isfinite(value) or value < 0 or (positive and value == 0)
+            or (upper is not None and value >= upper)):
         bound = f" and < {upper}" if upper is not None else ""
-        raise ValueError(f"{name} must be finite, >= 0{bound}; got {value!r}")
+        raise ValueError(f"{name} must be finite, {'>' if positive else '>='} 0{bound}; "
+                         f"got {value!r}")
     return float(value)
 
 
@@ -41,9 +43,7 @@ class Optimizer:
         if type(self) is Optimizer:  # it has no update rule of its own
             raise TypeError("fd.Optimizer is the base class; use fd.SGD, fd.Adam, fd.AdamW "
                             "or fd.LBFGS")
-        self.lr = _check_nonneg("lr", lr)
-        if self.lr == 0:
-            raise ValueError("lr must be > 0; got 0")
+        self.lr = _check_nonneg("lr", lr, positive=True)
         self.t = 0
         self.state = None
 

@@ -135,6 +135,8 @@ def test_out_without_npz_suffix_reports_real_file(tmp_path, capsys, monkeypatch)
         (["train", "--dataset", "nope"], 2),
         (["train", "--epochs", "0"], 2),
         (["train", "--lr", "fast"], 2),
+        (["train", "--lr", "inf"], 2),  # exit 1, from the optimizer's check
+        (["train", "--lr", "1e400"], 2),
         (["train", "--target", "label"], 2),
         (["train", "--dataset", "digits", "--data", "x.npz"], 2),
         (["train", "--data", "{tmp}/d.csv"], 2),

@@ -880,11 +880,12 @@ def test_clip_norm_keeps_a_too_large_learning_rate_from_diverging():
 
 
 CLIP_ERRORS = [
-    ("zero", 0.0, ValueError, "clip_norm must be > 0 (None: no clipping)"),
-    ("int zero", 0, ValueError, "clip_norm must be > 0"),
-    ("negative", -1.0, ValueError, "clip_norm must be finite and >= 0; got -1.0"),
-    ("nan", math.nan, ValueError, "clip_norm must be finite and >= 0; got nan"),
-    ("inf", math.inf, ValueError, "clip_norm must be finite and >= 0; got inf"),
+    ("zero", 0.0, ValueError, "clip_norm must be finite and > 0; got 0.0"),
+    ("int zero", 0, ValueError, "clip_norm must be finite and > 0; got 0"),
+    # It said ">= 0" here, and 0 was then refused.
+    ("negative", -1.0, ValueError, "clip_norm must be finite and > 0; got -1.0"),
+    ("nan", math.nan, ValueError, "clip_norm must be finite and > 0; got nan"),
+    ("inf", math.inf, ValueError, "clip_norm must be finite and > 0; got inf"),
     ("bool", True, TypeError, "clip_norm must be a number, got bool"),
     ("text", "1", TypeError, "clip_norm must be a number, got str"),
 ]

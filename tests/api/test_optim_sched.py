@@ -334,3 +334,9 @@ def test_a_plateau_schedule_given_to_another_net_starts_over():
                                           schedule=fd.ReduceLROnPlateau(factor=0.5, patience=1,
                                                                         threshold=0.9))
     assert hist.lr == fresh.lr and hist.lr[0] == 0.1
+
+
+@pytest.mark.parametrize("lr", [-1.0, 0.0, math.inf])
+def test_a_bad_lr_is_told_the_bound_that_holds(lr):
+    with pytest.raises(ValueError, match=r"lr must be finite, > 0; got"):  # it said ">= 0"
+        fd.SGD(lr=lr)
