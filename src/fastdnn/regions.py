@@ -227,22 +227,27 @@ def _find(parent, i):
 
 
 def _share_edge(P, Q, tol):
-    """Whether convex polygons ``P`` and ``Q`` share a boundary segment of positive length."""
-    for i in range(len(P)):
-        p, q = P[i], P[(i + 1) % len(P)]
-        d = q - p
-        length = np.hypot(*d)
-        if length <= tol:
-            continue
-        normal = np.array([-d[1], d[0]]) / length
-        # Q's vertices on the line through p, q, projected onto it.
-        on = np.abs((Q - p) @ normal) <= tol
-        if on.sum() < 2:
-            continue
-        s = ((Q[on] - p) @ d) / (length * length)
-        if min(s.max(), 1.0) - max(s.min(), 0.0) > tol / length:
-            return True
-    return False
+    """Whether convex polygons ``P`` and ``Q`` share a boundary segment of positive length.
+
+    All of ``P``'s edges at once (one at a time in Python, the merge of 1,016 cells took
+    0.9 s, a fifth of it here)."""
+    lo, hi = P.min(axis=0), P.max(axis=0)
+    if (Q.max(axis=0) < lo - tol).any() or (Q.min(axis=0) > hi + tol).any():
+        return False  # apart: most pairs a split asks about
+    d = np.roll(P, -1, axis=0) - P  # edge i from P[i] to P[i + 1]
+    length = np.hypot(d[:, 0], d[:, 1])
+    edges = length > tol
+    if not edges.any():
+        return False
+    P, d, length = P[edges], d[edges], length[edges]
+    normal = np.stack([-d[:, 1], d[:, 0]], axis=1) / length[:, None]
+    rel = Q[None, :, :] - P[:, None, :]  # (edges, Q's vertices, 2)
+    on = np.abs(np.einsum("eqk,ek->eq", rel, normal)) <= tol  # Q's vertices on each line
+    s = np.einsum("eqk,ek->eq", rel, d) / (length * length)[:, None]
+    top = np.where(on, s, -np.inf).max(axis=1)
+    bottom = np.where(on, s, np.inf).min(axis=1)
+    overlap = np.minimum(top, 1.0) - np.maximum(bottom, 0.0)
+    return bool(((on.sum(axis=1) >= 2) & (overlap > tol / length)).any())
 
 
 def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
@@ -271,43 +276,72 @@ def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
     tol = TOL_T * (hi - lo)
     W, b = weights[0]
     square = np.array([[lo, lo], [hi, lo], [hi, hi], [lo, hi]], dtype=np.float64)
-    polys = [square]
-    maps = [np.stack([origin @ W + b, u @ W, v @ W])]  # (3, width): z = m0 + a m1 + b m2
+    # The cells by id, and which share an edge: kept as cells split (a half can only
+    # touch its sibling and the cell's own neighbours), so the merge below compares
+    # neighbours only (all pairs of cells with one map took 213 s at 2,246 cells).
+    polys = {0: square}
+    touching = {0: set()}
+    order = [0]
+    maps = {0: np.stack([origin @ W + b, u @ W, v @ W])}  # (3, width): z = m0 + a m1 + b m2
+    next_id = 1
     for (W, b), negative in zip(weights[1:], slopes):
-        new_polys, new_maps = [], []
-        for poly, M in zip(polys, maps):
-            cells = [poly]
+        new_order, new_maps = [], {}
+        for c in order:
+            M = maps[c]
+            cells = [c]
             for j in range(M.shape[1]):
                 cut = []
                 for cell in cells:
-                    halves = _clip(cell, M[:, j], tol)
-                    cut.extend(halves if halves is not None else (cell,))
+                    halves = _clip(polys[cell], M[:, j], tol)
+                    if halves is None:
+                        cut.append(cell)
+                        continue
+                    ids = (next_id, next_id + 1)
+                    next_id += 2
+                    neighbours = touching.pop(cell)
+                    del polys[cell]
+                    for h, half in zip(ids, halves):
+                        polys[h] = half
+                        touching[h] = {ids[0] + ids[1] - h}  # its sibling
+                    coef = M[:, j]
+                    scale = tol * max(1.0, float(np.abs(coef).max()))  # as _clip's
+                    for x in neighbours:
+                        touching[x].discard(cell)
+                        # A neighbour on one side of the cut touches that half only (the
+                        # edge they share is on that side); one across it, either.
+                        value = coef[0] + polys[x] @ coef[1:]
+                        sides = (ids[1],) if value.min() >= -scale else \
+                            (ids[0],) if value.max() <= scale else ids
+                        for h in sides:
+                            if len(sides) == 1 or _share_edge(polys[h], polys[x], 10 * tol):
+                                touching[h].add(x)
+                                touching[x].add(h)
+                    cut.extend(ids)
                 cells = cut
             for cell in cells:
-                centre = cell.mean(axis=0)
+                centre = polys[cell].mean(axis=0)
                 active = M[0] + centre @ M[1:] > 0
                 D = np.where(active, 1.0, negative)
-                new_polys.append(cell)
-                new_maps.append((M * D) @ W + np.outer([1.0, 0.0, 0.0], b))
-        polys, maps = new_polys, new_maps
-    maps = np.array(maps)
-    # Merge neighbours with the same affine map (union-find over shared edges, checked
-    # only between cells whose maps agree).
-    n = len(polys)
+                new_order.append(cell)
+                new_maps[cell] = (M * D) @ W + np.outer([1.0, 0.0, 0.0], b)
+        order, maps = new_order, new_maps
+    index = {cell: i for i, cell in enumerate(order)}
+    polys_out = [polys[cell] for cell in order]
+    maps = np.array([maps[cell] for cell in order])
+    # Merge neighbours whose maps agree within TOL_MAP (union-find over shared edges; the
+    # maps compared directly: grouped by rounded maps first, two maps 1 ulp apart fell
+    # on two sides of a rounding step, and counted as two regions).
+    n = len(order)
     flat = maps.reshape(n, -1)
     scale = max(1.0, float(np.abs(flat).max()))
-    keys = np.round(flat / (TOL_MAP * scale * 10)).astype(np.int64)
     parent = list(range(n))
-    groups = {}
-    for i in range(n):
-        groups.setdefault(keys[i].tobytes(), []).append(i)
-    for members in groups.values():
-        for x in range(len(members)):
-            for y in range(x + 1, len(members)):
-                i, k = members[x], members[y]
-                if (np.abs(flat[i] - flat[k]) <= TOL_MAP * scale).all() and \
-                        _share_edge(polys[i], polys[k], 10 * tol):
-                    parent[_find(parent, i)] = _find(parent, k)
+    for cell in order:
+        i = index[cell]
+        for x in touching[cell]:
+            k = index[x]
+            if k > i and (np.abs(flat[i] - flat[k]) <= TOL_MAP * scale).all():
+                parent[_find(parent, i)] = _find(parent, k)
+    polys = polys_out
     roots = np.array([_find(parent, i) for i in range(n)])
     _, region = np.unique(roots, return_inverse=True)
     return Regions2D(count=int(region.max()) + 1, n_patterns=n, polygons=polys, maps=maps,

@@ -183,6 +183,34 @@ def test_cells_with_one_map_merge_into_one_region():
     assert (p.n_patterns, p.count) == (2, 1)
 
 
+@pytest.mark.parametrize("slope", [1.5e-8, 2.5e-8])
+def test_maps_a_rounding_error_apart_are_one_region(slope):
+    """Maps were grouped by rounding them to 10 TOL_MAP first: slopes 1 ulp apart on two
+    sides of a rounding step were two regions (linear_pieces, on the same line: one)."""
+    net = fd.MLP([2, 2, 1], loss="mse", dtype="float64")
+    net.set_weights([(np.array([[1.0, -1.0], [0.0, 0.0]]), np.zeros(2)),
+                     (np.array([[slope], [-np.nextafter(slope, 1.0)]]), np.zeros(1))])
+    assert regions.regions_2d(net, [0, 0], [1, 0], [0, 1]).count == 1
+    assert regions.linear_pieces(net, [-1, 0], [1, 0]).count == 1
+
+
+def test_the_merge_compares_neighbours_only(monkeypatch):
+    """Every pair of cells with one map was tested for a shared edge: a net of constant
+    output (2-48-48-1, 2,246 cells) took 213 s.  Now the cells a split makes are tested
+    against the split cell's neighbours: a number of tests linear in the cells."""
+    net = fd.MLP([2, 16, 16, 1], loss="mse", dtype="float64", seed=0)
+    (W1, b1), (W2, b2), (W3, b3) = net.get_weights()
+    rng = np.random.default_rng(1)
+    net.set_weights([(W1, rng.normal(size=b1.shape) * 0.5), (W2, rng.normal(size=b2.shape) * 0.5),
+                     (np.zeros_like(W3), b3)])  # a constant: one region
+    calls = []
+    share_edge = regions._share_edge
+    monkeypatch.setattr(regions, "_share_edge", lambda *a: calls.append(1) or share_edge(*a))
+    r = regions.regions_2d(net, [0, 0], [1, 0], [0, 1])
+    assert r.count == 1 and r.n_patterns > 300
+    assert len(calls) < 4 * r.n_patterns  # all pairs: about n^2 / 2 = 53,000
+
+
 def test_square_errors(rng):
     net = relu_net([3, 4, 1], rng)
     with pytest.raises(ValueError, match="independent"):
