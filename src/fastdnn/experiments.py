@@ -55,10 +55,20 @@ def _fmt(value):
 
 
 def _mean_range(values):
-    values = list(values)
+    """``mean (min to max)``: with a hyphen, "-0.5--0.2" read as a subtraction; and -0.0
+    (a negative value rounded) prints as 0."""
+    values = [v + 0.0 for v in values]  # -0.0 + 0.0 is 0.0
     if min(values) == max(values):
-        return _fmt(float(np.mean(values)))
-    return f"{np.mean(values):.3g} ({min(values):g}-{max(values):g})"
+        return _fmt(float(np.mean(values)) + 0.0)
+    low, high = (float(f"{v:.3g}") + 0.0 for v in (min(values), max(values)))
+    return f"{float(np.mean(values)) + 0.0:.3g} ({low:g} to {high:g})"
+
+
+def _sizes(name, values):
+    """A sequence of integers >= 1 (each checked), as a tuple."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of integers >= 1; got {values!r}")
+    return tuple(check_positive_int(f"{name} entry", v) for v in values)
 
 
 def _check_seeds(seeds):
@@ -129,7 +139,7 @@ def zigzag(seeds=3, units=24, teeth_depth=3, epochs=300, lr=1e-2):
         f"construction: the sawtooth of that depth (2 units a layer, so 2*depth units, "
         f"not {units}); the 'upper bound' is Serra et al.'s for these widths on 1 input",
         "trained: leaky_relu nets fit to the target by Adam; pieces counted exactly "
-        "(fastdnn.regions.linear_pieces); mean (min-max) over seeds",
+        "(fastdnn.regions.linear_pieces); mean (min to max) over seeds",
         "at init: fastdnn starts biases at 0, so every kink sits at x = 0 and the net is "
         "linear on [0, 1] (one piece) until training moves the biases"]
     return table
@@ -141,10 +151,27 @@ def _budget_pair(n, budget):
     ``budget`` parameters each, for ``n`` inputs and 2 outputs."""
     def params(sizes):
         return sum(k * m + m for k, m in zip(sizes[:-1], sizes[1:]))
-    w = max(w for w in range(1, 200) if params([n, w, w, w, 2]) <= budget)
+    smallest = params([n, 1, 1, 1, 2])
+    if budget < smallest:  # max() of nothing said "empty sequence"
+        raise ValueError(f"budget must be at least {smallest} (the deep net {n}-1-1-1-2); "
+                         f"got {budget}")
+    # The widest that fits, by bisection: searches up to widths 200 and 2,000 capped a
+    # budget of 1e6 at 81,791 parameters, the title saying 1,000,000.
+    w = _largest(lambda w: params([n, w, w, w, 2]) <= budget)
     deep = [n, w, w, w, 2]
-    h = max(h for h in range(1, 2000) if params([n, h, 2]) <= params(deep))
+    h = _largest(lambda h: params([n, h, 2]) <= params(deep))
     return deep, [n, h, 2], params(deep), params([n, h, 2])
+
+
+def _largest(fits):
+    """The largest integer ``k >= 1`` with ``fits(k)`` (true at 1, monotone)."""
+    low, high = 1, 2
+    while fits(high):
+        low, high = high, 2 * high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
 
 
 def parity(seeds=5, n_max=10, n_train=8, budget=450, epochs=300):
@@ -175,6 +202,12 @@ def parity(seeds=5, n_max=10, n_train=8, budget=450, epochs=300):
     seeds = _check_seeds(seeds)
     if check_positive_int("n_max", n_max) < 2:
         raise ValueError(f"n_max must be >= 2 (parity of 2 bits or more); got {n_max}")
+    if n_max > constructions.MAX_DNF_BITS:  # said after every smaller n: hours
+        raise ValueError(f"n_max must be at most {constructions.MAX_DNF_BITS} (the DNF "
+                         f"net's limit); got {n_max}")
+    budget = check_positive_int("budget", budget)
+    n_train = check_positive_int("n_train", n_train)
+    epochs = check_positive_int("epochs", epochs)
     table = Table(
         f"parity: constructions (exact on all 2^n inputs), and deep vs shallow nets of "
         f"~{budget} parameters trained on {n_train}-bit parity, {seeds} seeds",
@@ -235,6 +268,10 @@ def regions(seeds=3, unit_counts=(16, 32, 64, 128), depths=(1, 2, 4), n_inputs=4
     """
     seeds = _check_seeds(seeds)
     n_inputs = check_positive_int("n_inputs", n_inputs)
+    # Each entry checked: depth -1 made a row of width -16 (16 % -1 == 0), 0 divided by
+    # zero, '16' % L formatted a string.
+    unit_counts, depths = _sizes("unit_counts", unit_counts), _sizes("depths", depths)
+    epochs = check_positive_int("epochs", epochs)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2048, n_inputs))
     teacher = rng.normal(size=(n_inputs, 3))

@@ -23,6 +23,7 @@ Tjandraatmadja & Ramalingam 2018).
 """
 from dataclasses import dataclass
 from functools import lru_cache
+import numbers
 from math import comb
 
 import numpy as np
@@ -41,6 +42,10 @@ _NEGATIVE_SLOPE = {spec.RELU: 0.0, spec.LEAKY_RELU: spec.LEAKY_SLOPE, spec.IDENT
 
 def _layers(net):
     """The net's ``(W, b)`` in float64 and the negative-side slope of each hidden layer."""
+    from .model import MLP  # here: model imports this module's users
+
+    if not isinstance(net, MLP):  # "'str' object has no attribute 'activations'"
+        raise TypeError(f"net must be a fastdnn.MLP; got {type(net).__name__}")
     bad = [name for name, code in zip(net.activations, net._codes) if code not in _NEGATIVE_SLOPE]
     if bad:
         raise ValueError(
@@ -51,7 +56,11 @@ def _layers(net):
 
 
 def _point(net, x, name):
-    x = np.asarray(x, dtype=np.float64)
+    _layers(net)  # a net first: its widths size the check below
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):  # NumPy's "could not convert string to float"
+        raise TypeError(f"{name} must be a vector of numbers; got {x!r}") from None
     if x.shape != (net.sizes[0],):
         raise ValueError(f"{name} must be a vector of {net.sizes[0]} input values; "
                          f"got shape {x.shape}")
@@ -136,6 +145,7 @@ def _merge(maps_a, maps_b):
     return np.concatenate([[0], np.nonzero(~same)[0] + 1])
 
 
+@np.errstate(over="ignore", invalid="ignore")  # _check_finite says it
 def linear_pieces(net, x0, x1):
     """The exact linear pieces of ``net`` on the segment from ``x0`` to ``x1``.
 
@@ -160,10 +170,19 @@ def linear_pieces(net, x0, x1):
         D = np.where(pattern, 1.0, negative)
         A = (A[parents] * D) @ W + b
         C = (C[parents] * D) @ W
+    _check_finite(A, C)
     first = _merge(A, C)
     merged = np.append(bounds[first], 1.0)
     return LinearPieces(breakpoints=merged[1:-1], count=len(first), n_patterns=len(A),
                         bounds=merged, slopes=C[first], offsets=A[first])
+
+
+def _check_finite(*maps):
+    """A ValueError where a carried map overflowed float64 (endpoints as far apart as
+    +-1e308 made relu on them 1 piece of slope inf, with warnings only)."""
+    if not all(np.isfinite(m).all() for m in maps):
+        raise ValueError("the net's values on this segment or square overflow float64: "
+                         "take a smaller one")
 
 
 # ------------------------------------------------------------------ on a square
@@ -250,6 +269,7 @@ def _share_edge(P, Q, tol):
     return bool(((on.sum(axis=1) >= 2) & (overlap > tol / length)).any())
 
 
+@np.errstate(over="ignore", invalid="ignore")  # _check_finite says it
 def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
     """The exact number of linear regions of ``net`` on the square ``origin + a u + b v``,
     ``a, b`` in [lo, hi] (for a 2-input net with ``u``, ``v`` the unit vectors: the plane).
@@ -268,8 +288,17 @@ def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
     Regions2D
     """
     origin, u, v = (_point(net, x, name) for x, name in ((origin, "origin"), (u, "u"), (v, "v")))
+    for value, name in ((lo, "lo"), (hi, "hi")):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number; got {value!r}")
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise ValueError(f"need finite lo < hi; got lo={lo!r}, hi={hi!r}")
+    if not np.isfinite(hi - lo):  # the tolerances scale with the side: inf merged it all
+        raise ValueError("the net's values on this segment or square overflow float64: "
+                         f"take a smaller one (hi - lo overflows; lo={lo!r}, hi={hi!r})")
+    if net.sizes[0] < 2:
+        raise ValueError(f"regions_2d needs a net of 2 or more inputs (u and v span a plane "
+                         f"of them); this net has {net.sizes[0]}: use linear_pieces")
     if np.linalg.matrix_rank(np.stack([u, v])) < 2:
         raise ValueError("u and v must be linearly independent")
     weights, slopes = _layers(net)
@@ -328,6 +357,7 @@ def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
     index = {cell: i for i, cell in enumerate(order)}
     polys_out = [polys[cell] for cell in order]
     maps = np.array([maps[cell] for cell in order])
+    _check_finite(maps, *polys_out)
     # Merge neighbours whose maps agree within TOL_MAP (union-find over shared edges; the
     # maps compared directly: grouped by rounded maps first, two maps 1 ulp apart fell
     # on two sides of a rounding step, and counted as two regions).
@@ -353,7 +383,8 @@ def _check_dims(widths, d):
     """``widths`` as a list of ints >= 1 (at least one) and ``d`` as an int >= 1; a
     ``TypeError`` for anything not an integer (2.9 widths are no width), a ``ValueError``
     naming the bad value otherwise."""
-    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
+    if isinstance(widths, (str, bytes, dict, set, frozenset)) or not hasattr(widths, "__iter__"):
+        # a dict's keys were taken as the widths
         raise TypeError(f"widths must be a sequence of integers; got {type(widths).__name__}")
     widths = [check_positive_int("each hidden width", w) for w in widths]
     if not widths:

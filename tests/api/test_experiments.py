@@ -66,6 +66,35 @@ def test_arguments_that_leave_nothing_to_run_are_named(call, match):
         call()
 
 
+@pytest.mark.parametrize("call, error, match", [
+    # depth -1 made a row of width -16; 0 divided by zero; '16' % L formatted a string
+    (lambda: experiments.regions(seeds=1, depths=(-1, 1)), ValueError, "depths entry"),
+    (lambda: experiments.regions(seeds=1, depths=(0,)), ValueError, "depths entry"),
+    (lambda: experiments.regions(seeds=1, unit_counts=("16",)), TypeError, "unit_counts"),
+    (lambda: experiments.regions(seeds=1, unit_counts=16), TypeError, "unit_counts"),
+    # max() of an empty sequence; n_max 25 ran every smaller n first (hours)
+    (lambda: experiments.parity(seeds=1, budget=10), ValueError, "budget must be at least 17"),
+    (lambda: experiments.parity(seeds=1, n_max=25), ValueError, "n_max must be at most 24"),
+])
+def test_bad_experiment_arguments_are_named_before_any_work(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_a_large_parity_budget_is_kept():
+    """Searches up to widths 200 and 2,000 capped a budget of 1e6 at 81,791 parameters,
+    the title saying 1,000,000."""
+    deep, shallow, p_deep, p_shallow = experiments._budget_pair(8, 10**6)
+    assert 0.99 * 10**6 < p_deep <= 10**6 and p_deep - 8 - 2 < p_shallow <= p_deep
+    assert experiments._budget_pair(8, 450) == ([8, 12, 12, 12, 2], [8, 40, 2], 446, 442)
+
+
+def test_ranges_read_as_ranges():
+    # "-0.35 (-0.5--0.2)" read as a subtraction, and a negative R^2 rounded to "-0"
+    assert experiments._mean_range([-0.5, -0.2]) == "-0.35 (-0.5 to -0.2)"
+    assert experiments._mean_range([-0.0, 0.476]) == "0.238 (0 to 0.476)"
+
+
 def test_a_table_without_rows_prints():
     table = experiments.Table("empty", ["a", "bb"])
     assert str(table).splitlines() == ["empty", "a  bb"]

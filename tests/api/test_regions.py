@@ -265,3 +265,36 @@ def test_counts_never_exceed_the_bounds(seed):
     one = relu_net([2, 6, 1], rng)
     assert regions.regions_2d(one, [0, 0], [1, 0], [0, 1], -5, 5).n_patterns <= \
         regions.max_regions_one_layer(6, 2)
+
+
+def test_argument_mistakes_are_named(rng):
+    net2 = fd.MLP([2, 4, 1], loss="mse", dtype="float64", seed=0)
+    cases = [
+        (lambda: regions.regions_2d(net2, [0, 0], [1, 0], [0, 1], "a", 1), TypeError,
+         "lo must be a number"),  # NumPy's "ufunc 'isfinite' not supported"
+        (lambda: regions.regions_2d(net2, [0, 0], [1, 0], [0, 1], np.array([0, 1]), 1),
+         TypeError, "lo must be a number"),  # "truth value of an array is ambiguous"
+        (lambda: regions.regions_2d(constructions.sawtooth(2), [0], [1], [2]), ValueError,
+         "2 or more inputs"),  # "u and v must be linearly independent"
+        (lambda: regions.linear_pieces("net", [0.0], [1.0]), TypeError, "fastdnn.MLP"),
+        (lambda: regions.linear_pieces(constructions.sawtooth(2), ["a"], [1.0]), TypeError,
+         "x0 must be a vector of numbers"),
+        (lambda: regions.montufar_lower_bound({4: 1, 5: 0}, 2), TypeError, "got dict"),
+    ]
+    for call, error, match in cases:
+        with pytest.raises(error, match=match):
+            call()
+
+
+def test_a_segment_or_square_whose_values_overflow_is_refused():
+    """relu on [-1e308, 1e308] was 1 piece of slope inf (4 regions of relu(x) + relu(y)
+    were 1), with RuntimeWarnings only."""
+    net = fd.MLP([1, 1, 1], loss="mse", dtype="float64")
+    net.set_weights([(np.array([[1.0]]), np.array([0.0])), (np.array([[1.0]]), np.array([0.0]))])
+    with pytest.raises(ValueError, match="overflow float64"):
+        regions.linear_pieces(net, [-1e308], [1e308])
+    assert regions.linear_pieces(net, [-1e300], [1e300]).count == 2
+    net2 = fd.MLP([2, 2, 1], loss="mse", dtype="float64")
+    net2.set_weights([(np.eye(2), np.zeros(2)), (np.ones((2, 1)), np.zeros(1))])
+    with pytest.raises(ValueError, match="overflow float64"):
+        regions.regions_2d(net2, [0, 0], [1, 0], [0, 1], -1e308, 1e308)
