@@ -237,6 +237,19 @@ def check_output(option, path):
         raise UsageError(f"{option} {path}: {exc}") from None
 
 
+def check_not_an_input(option, path, inputs):
+    """A usage error where the output ``path`` is one of the command's ``inputs``
+    (``(option, path)`` pairs, ``None`` paths skipped): predict's --out over its model
+    or data, train's over its data, replaced them with "done" said."""
+    if path is None:
+        return
+    for name, given in inputs:
+        if given is not None and os.path.exists(given) and \
+                os.path.realpath(path) == os.path.realpath(given):
+            raise UsageError(f"{option} {path} and {name} {given} name one file: the output "
+                             f"would replace the input")
+
+
 def require_matplotlib(option, path):
     """Fail before any work when ``path`` cannot be drawn: no matplotlib, or a file
     type it cannot write."""
@@ -315,7 +328,9 @@ def run_train(args):
     def check_outputs():
         if not args.no_save:
             check_output("--out", args.out)
+            check_not_an_input("--out", args.out, [("--data", args.data)])
         if args.plot:
+            check_not_an_input("--plot", args.plot, [("--data", args.data)])
             require_matplotlib("--plot", args.plot)
             # Two spellings of one file: the plot replaced the model, which was "saved".
             if not args.no_save and os.path.realpath(args.plot) == os.path.realpath(args.out):
@@ -563,11 +578,14 @@ def run_predict(args):
     """Predict for every row of ``--data``; print or write the predictions."""
     if args.out:
         check_output("--out", args.out)
+        check_not_an_input("--out", args.out, [("MODEL", args.model), ("--data", args.data)])
     net, prep = _load_model(args)
     table = _read_data(args.data, net, prep)
     predictions = prep.outputs(net.predict(_inputs(prep, table, net, args.data)))
     rows = _cells(predictions, net.dtype if prep.y_scaler is None else np.float64)
     if not args.out:
+        if sys.stdout is None:  # ">&-": csv said 'argument 1 must have a "write" method'
+            raise UsageError("stdout is closed: give --out FILE for the predictions")
         csv.writer(sys.stdout, lineterminator="\n").writerows(rows)
         return 0
     name = prep.target or "prediction"

@@ -246,3 +246,30 @@ def test_a_feature_beyond_the_models_dtype_is_one_line_naming_the_file(tmp_path,
         code, _, err = run([command, model, "--data", str(tmp_path / "new.npz")], capsys)
         assert_one_line_error(code, err)
         assert "new.npz: a feature column holds values beyond float32's range" in err
+
+
+def test_an_output_that_names_an_input_is_refused(flowers, tmp_path, capsys):
+    """predict --out over its model or data, and train --out over its data, replaced
+    them and said "written"."""
+    data, model, _ = flowers
+    capsys.readouterr()
+    before = {path: open(path, "rb").read() for path in (data, model)}
+    for argv in (["predict", model, "--data", data, "--out", model],
+                 ["predict", model, "--data", data, "--out", data],
+                 ["train", "--data", data, "--target", "species", *TINY, "--out", data],
+                 ["train", "--data", data, "--target", "species", *TINY, "--out",
+                  str(tmp_path / "m2.npz"), "--plot", data]):
+        code, _, err = run(argv, capsys)
+        assert_one_line_error(code, err, 2)
+        assert "name one file" in err
+    assert {path: open(path, "rb").read() for path in (data, model)} == before
+
+
+def test_predict_to_a_closed_stdout_says_so(flowers, capsys, monkeypatch):
+    data, model, _ = flowers
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdout", None)
+    code = main(["predict", model, "--data", data])
+    err = capsys.readouterr().err
+    assert_one_line_error(code, err, 2)
+    assert "stdout is closed: give --out FILE" in err
