@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+from functools import partial
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -343,6 +344,53 @@ def run_train(args):
         agree(comm, check_outputs if rank == 0 else lambda: None)
         if rank != 0:
             args.quiet, args.no_save, args.plot = True, True, None
+    # Everything before the fit reads the same arguments and data on every rank: an
+    # error there is every rank's, agreed, and printed once (N copies with N ranks).
+    setup = (_prepare_training(args, comm, rank, size) if comm is None else
+             agree(comm, lambda: _prepare_training(args, comm, rank, size)))
+    (name, X, net, X_train, y_train, X_test, y_test, shard, epochs, batch_size,
+     optimizer_name, lr, held_out, task, prep) = setup
+    rates = _Rates()
+    hist = net.fit(
+        X_train[shard],
+        y_train[shard],
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=make_optimizer(optimizer_name, lr),
+        validation_data=(X_test[shard], y_test[shard]),
+        verbose=not args.quiet,
+        callbacks=[rates],
+        comm=comm,
+    )
+    if rank != 0:
+        return 0
+
+    score = net.score(X_test, y_test)
+    metric = "accuracy" if task.name == "classification" else "R2"
+    print(f"{held_out} {metric}: {score:.4f} ({len(X_test)} samples)")
+    # One epoch: its rate after the compile, on rank 0's share of the rows.
+    first_rate = rates.rates[0] if rates.rates else None
+    if first_rate is not None:
+        first_rate *= len(X_train) / max(len(X_train[shard]), 1)
+    print(throughput_line(hist.seconds, len(X_train), first_rate))
+    if not args.no_save:
+        net.save(args.out, metadata=prep.to_metadata())
+    if args.plot:
+        widths = "-".join(map(str, net.sizes))
+        title = f"{name}: {widths}, {task.loss}"
+        plot_losses(hist, args.plot, title, f"{held_out} loss")
+    print(f"wall time: {time.perf_counter() - start:.2f} s "
+          f"(including data loading and JIT compile)")
+    if not args.no_save:
+        print(f"model saved to {os.path.abspath(args.out)}")
+    if args.plot:
+        print(f"loss curves: {os.path.abspath(args.plot)}")
+    return 0
+
+
+def _prepare_training(args, comm, rank, size):
+    """Read the data, choose the task, split, scale and build the net of ``fastdnn
+    train``, saying what it does (rank 0); the values the fit and the report need."""
     if args.task and args.loss and \
             (args.task == "classification") != (args.loss in CLASSIFICATION_LOSSES):
         raise UsageError(f"--loss {args.loss} is not a {args.task} loss")
@@ -419,42 +467,8 @@ def run_train(args):
             f"{batch_size} rows per rank and step ({size * batch_size} per step), "
             f"{args.threads} thread(s) per rank")
 
-    rates = _Rates()
-    hist = net.fit(
-        X_train[shard],
-        y_train[shard],
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=make_optimizer(optimizer_name, lr),
-        validation_data=(X_test[shard], y_test[shard]),
-        verbose=not args.quiet,
-        callbacks=[rates],
-        comm=comm,
-    )
-    if rank != 0:
-        return 0
-
-    score = net.score(X_test, y_test)
-    metric = "accuracy" if task.name == "classification" else "R2"
-    print(f"{held_out} {metric}: {score:.4f} ({len(X_test)} samples)")
-    # One epoch: its rate after the compile, on rank 0's share of the rows.
-    first_rate = rates.rates[0] if rates.rates else None
-    if first_rate is not None:
-        first_rate *= len(X_train) / max(len(X_train[shard]), 1)
-    print(throughput_line(hist.seconds, len(X_train), first_rate))
-    if not args.no_save:
-        net.save(args.out, metadata=prep.to_metadata())
-    if args.plot:
-        widths = "-".join(map(str, net.sizes))
-        title = f"{name}: {widths}, {task.loss}"
-        plot_losses(hist, args.plot, title, f"{held_out} loss")
-    print(f"wall time: {time.perf_counter() - start:.2f} s "
-          f"(including data loading and JIT compile)")
-    if not args.no_save:
-        print(f"model saved to {os.path.abspath(args.out)}")
-    if args.plot:
-        print(f"loss curves: {os.path.abspath(args.plot)}")
-    return 0
+    return (name, X, net, X_train, y_train, X_test, y_test, shard, epochs, batch_size,
+            optimizer_name, lr, held_out, task, prep)
 
 
 def plot_losses(hist, path, title, val_label):
@@ -777,6 +791,9 @@ def main(argv=None):
             sys.stdout = _PipeGuard(stdout)
         except (OSError, ValueError):  # no real file behind it (captured, redirected in-process)
             pass
+    started = time.perf_counter()
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = partial(_quiet_interrupts, unraisable)
     try:
         args = parser.parse_args(argv)
         return COMMANDS[args.command].run(args)
@@ -789,12 +806,27 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except RUN_ERRORS as exc:
+    except Exception as exc:
+        from .fitting import PRESSES
+        if PRESSES and PRESSES[-1] >= started:  # Ctrl-C that came out as another error
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+        if not isinstance(exc, RUN_ERRORS):
+            raise
         if _says(exc):
             print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     finally:
         sys.stdout = stdout
+        sys.unraisablehook = unraisable
+
+
+def _quiet_interrupts(hook, unraisable):
+    """``sys.unraisablehook`` without Ctrl-C's: a press inside a ctypes callback of
+    Numba's compile printed "Exception ignored on calling ctypes callback function" and
+    a traceback of KeyboardInterrupt, before the CLI's "interrupted"."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        hook(unraisable)
 
 
 def run():

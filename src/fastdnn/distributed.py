@@ -382,7 +382,7 @@ class DistributedFitRun(FitRun):
         if self.rank != 0:
             if "opt_state" not in arrays:
                 self.plan.optimizer.state = None
-            self.restore(header, arrays)
+            self.restore(header, arrays, check=False)
 
     def _make_trainer(self):
         from .kernels.cpu.distributed import DistributedTrainer

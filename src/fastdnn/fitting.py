@@ -100,6 +100,13 @@ class EarlyStop:
         return self.patience is not None and self.since_best >= self.patience
 
 
+#: When Ctrl-C was pressed during a fit (``time.perf_counter()``), for the CLI: a second
+#: press inside Numba's compile can surface later as another error (a ctypes callback
+#: drops the KeyboardInterrupt and leaves the compile half done: "no compiled object
+#: yet"), which the CLI then reports as the interrupt it was.
+PRESSES = []
+
+
 @contextlib.contextmanager
 def deferred_interrupts():
     """Ctrl-C (SIGINT) during the block sets a flag instead of raising at once.
@@ -118,6 +125,7 @@ def deferred_interrupts():
     previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum, frame):
+        PRESSES.append(time.perf_counter())
         if pressed:
             signal.default_int_handler(signum, frame)
         pressed.append(time.perf_counter())
@@ -500,8 +508,10 @@ class FitRun:
                     patience=plan.patience, restore_best=plan.restore_best,
                     targets=self._targets_crc)
 
-    def restore(self, header, arrays):
-        """Continue from :meth:`backup`'s output (before the trainer is made)."""
+    def restore(self, header, arrays, check=True):
+        """Continue from :meth:`backup`'s output (before the trainer is made); ``check``:
+        that it is a backup of this fit (an MPI rank taking rank 0's state skips it:
+        rank 0 checked, and the targets are each rank's own)."""
         net, opt = self.net, self.plan.optimizer
         if header.get("format") != "fastdnn-backup" or header["sizes"] != net.sizes:
             raise ValueError(f"it holds a fit of a net of widths {header.get('sizes')}, "
@@ -513,7 +523,8 @@ class FitRun:
                              f"resume it on as many (this fit runs on {where})")
         made, now = header.get("fit"), self.arguments()
         # Backups before 2026-11-29 have none, older ones fewer entries.
-        differ = [k for k in now if made is not None and k in made and made[k] != now[k]]
+        differ = [k for k in now if check and made is not None and k in made
+                  and made[k] != now[k]]
         if differ:
             name = differ[0]
             if name == "targets":

@@ -272,3 +272,27 @@ def test_subcommands_plug_in_through_COMMANDS(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "dummy", cli.Command("a test command", configure, run_dummy))
     code, out, err = run(["dummy", "--n", "5"], capsys)
     assert code == 3 and out == "dummy n=5\n"
+
+
+def test_an_error_after_ctrl_c_is_the_interrupt(monkeypatch, capsys):
+    """A second Ctrl-C inside Numba's compile came out later as "RuntimeError: no
+    compiled object yet" (a ctypes callback drops the KeyboardInterrupt): a traceback and
+    exit 1.  An error after a press is the interrupt: one line, exit 130."""
+    import time
+
+    from fastdnn import cli, fitting
+
+    def pressed_then_broken(args):
+        fitting.PRESSES.append(time.perf_counter())
+        raise RuntimeError("no compiled object yet for <Library 'train_steps'>")
+
+    monkeypatch.setattr(fitting, "PRESSES", [])
+    monkeypatch.setitem(cli.COMMANDS, "dummy", cli.Command("a test", lambda p: None,
+                                                           pressed_then_broken))
+    code, out, err = run(["dummy"], capsys)
+    assert code == 130 and err == "fastdnn: interrupted\n"
+    # Without a press, the same error is not hidden.
+    monkeypatch.setitem(cli.COMMANDS, "dummy", cli.Command(
+        "a test", lambda p: None, lambda args: (_ for _ in ()).throw(RuntimeError("bug"))))
+    with pytest.raises(RuntimeError, match="bug"):
+        cli.main(["dummy"])

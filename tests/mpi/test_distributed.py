@@ -378,6 +378,21 @@ def test_cli_prints_an_agreed_error_once(comm, shared_tmp, capsys):
     assert errors.count("fastdnn: error:") == (comm.Get_rank() == 0)
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["--data", "missing.csv", "--target", "x"], 1),
+    (["--target", "x"], 2),
+    (["--dataset", "parity", "--hidden", "4", "--activation", "relu,relu"], 2),
+])
+def test_cli_setup_errors_are_printed_once(comm, capsys, argv, expected):
+    # Each rank reads the arguments and the data, and each printed the same error.
+    from fastdnn import cli
+    code = cli.main(["train", "--distributed", "--epochs", "1", "--threads", "1",
+                     "--no-save", *argv])
+    assert same_on_all_ranks(comm, code) and code == expected
+    errors = capsys.readouterr().err
+    assert errors.count("fastdnn: error:") == (comm.Get_rank() == 0)
+
+
 def test_a_communicator_of_one_trains_as_without(comm):
     X, y, w = make_shards(comm.Get_size())[comm.Get_rank()]
     alone = comm.Split(comm.Get_rank(), 0)  # one communicator per rank, of one rank
