@@ -250,12 +250,10 @@ class MLP:
             # True seeded 1; a NumPy Generator was used in place, shared by every net
             # made from it and advanced by their fits.
             raise TypeError(f"seed must be None or a non-negative integer; got {seed!r}")
+        if seed is not None and seed < 0:  # NumPy's own message said it a second time
+            raise ValueError(f"seed must be None or a non-negative integer; got {seed!r}")
         self.seed = seed
-        try:
-            self._rng = np.random.default_rng(seed)
-        except (TypeError, ValueError) as exc:  # NumPy's message does not name it
-            raise type(exc)(f"seed must be None or a non-negative integer; got {seed!r} "
-                            f"({exc})") from None
+        self._rng = np.random.default_rng(seed)
         self._backend = _make_backend(device, self.sizes, self._codes, self._loss, self.dtype,
                                       self.l2, [spec.dropout_threshold(r) for r in self.dropout])
         self._backend.set_theta(self._init_theta())
@@ -771,7 +769,8 @@ class MLP:
                                                ("clip_norm", clip_norm), ("schedule", schedule))
                       if value not in (None, False)]
             if unused:
-                raise ValueError(f"{', '.join(unused)} do not apply to L-BFGS (it has no "
+                verb = "does" if len(unused) == 1 else "do"
+                raise ValueError(f"{', '.join(unused)} {verb} not apply to L-BFGS (it has no "
                                  f"epochs or learning rate); stop it with a callback")
         return plan
 

@@ -181,7 +181,9 @@ class ReduceLROnPlateau(Schedule):
     min_lr : float, default 0
         Floor of the learning rate (absolute, as in Keras).
     threshold : float, default 1e-4
-        Relative improvement that counts: ``loss < best * (1 - threshold)``.
+        Relative improvement that counts: ``loss < best * (1 - threshold)``, in [0, 1)
+        (PyTorch's ``threshold_mode="rel"``; with a negative loss, as a poisson fit's can
+        be, a loss a little above the best counts as one, as in PyTorch).
     cooldown : int, default 0
         Epochs after a reduction during which no further reduction happens.
     """
@@ -195,6 +197,9 @@ class ReduceLROnPlateau(Schedule):
         self.patience = _count("patience", patience)
         self.min_lr = _positive("min_lr", min_lr, allow_zero=True)
         self.threshold = _positive("threshold", threshold, allow_zero=True)
+        if self.threshold >= 1:  # best * (1 - threshold) <= 0: no positive loss improves
+            raise ValueError(f"threshold must be < 1 (a relative improvement); got "
+                             f"{threshold!r}")
         self.cooldown = _count("cooldown", cooldown)
         self.reset()
 

@@ -900,11 +900,11 @@ def test_lbfgs_calls_back_per_iteration_and_stops_on_true():
 
 
 @pytest.mark.parametrize("net_kwargs, fit_kwargs, match", [
-    ({}, lambda folder: dict(patience=3), "patience do not apply to L-BFGS"),
-    ({}, lambda folder: dict(restore_best=True), "restore_best do not apply to L-BFGS"),
-    ({}, lambda folder: dict(clip_norm=1.0), "clip_norm do not apply to L-BFGS"),
-    ({}, lambda folder: dict(schedule=fd.ReduceLROnPlateau()), "schedule do not apply to L-BFGS"),
-    ({}, lambda folder: dict(schedule=fd.InverseTimeDecay(1e-3)), "schedule do not apply"),
+    ({}, lambda folder: dict(patience=3), "patience does not apply to L-BFGS"),
+    ({}, lambda folder: dict(restore_best=True), "restore_best does not apply to L-BFGS"),
+    ({}, lambda folder: dict(clip_norm=1.0), "clip_norm does not apply to L-BFGS"),
+    ({}, lambda folder: dict(schedule=fd.ReduceLROnPlateau()), "schedule does not apply to L-BFGS"),
+    ({}, lambda folder: dict(schedule=fd.InverseTimeDecay(1e-3)), "schedule does not apply"),
     (dict(dropout=0.2), lambda folder: {}, "L-BFGS needs a deterministic loss: use dropout=0"),
     ({}, lambda folder: dict(callbacks=[fd.BackupAndRestore(folder / "b.npz")]),
      "BackupAndRestore needs an epoch-based optimizer, not L-BFGS"),

@@ -340,3 +340,15 @@ def test_a_plateau_schedule_given_to_another_net_starts_over():
 def test_a_bad_lr_is_told_the_bound_that_holds(lr):
     with pytest.raises(ValueError, match=r"lr must be finite, > 0; got"):  # it said ">= 0"
         fd.SGD(lr=lr)
+
+
+def test_a_plateau_threshold_of_1_or_more_is_refused():
+    # best * (1 - threshold) <= 0: no positive loss could count as an improvement.
+    with pytest.raises(ValueError, match="threshold must be < 1"):
+        fd.ReduceLROnPlateau(threshold=1.0)
+
+
+def test_a_negative_seed_is_said_once():
+    with pytest.raises(ValueError) as info:
+        fd.MLP([2, 3, 2], seed=-1)
+    assert str(info.value) == "seed must be None or a non-negative integer; got -1"
