@@ -299,6 +299,7 @@ class FitRun:
             raise ValueError(f"{', '.join(changed)} cannot change during a fit (lr can); set "
                              f"{'it' if len(changed) == 1 else 'them'} between fits")
         type(optimizer)(**now)  # checked as the constructor checks it
+        optimizer._check_range(self.net.dtype)
         self.trainer.opt.hyper[LR] = now["lr"]
         self._optimizer_set = now
 

@@ -241,10 +241,6 @@ def _scheduled_factor(code, params, t):
 def bounds_are_safe(code, hyper, lr, t, g_max, guard):
     """Whether the bounds of ``guard``, advanced by the update of step ``t`` with
     ``g_max`` >= |grad|, rule out an overflow; if so they are stored advanced."""
-    # The update runs with lr and the decay in the net's dtype: 3.5e38, finite here, is
-    # inf in float32 (the bounds, of the float64 values, let inf weights through).
-    if not (lr <= guard[LIMIT] and hyper[WEIGHT_DECAY] <= guard[LIMIT]):
-        return False
     if code != SGD:
         return _adam_bounds_are_safe(hyper, lr, t, g_max, guard)
     theta_b = guard[THETA_BOUND]
