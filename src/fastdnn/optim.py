@@ -99,12 +99,11 @@ class Optimizer:
         EPYC).  A schedule that grows the rate is left to the guard: past the dtype's
         range its bound holds only for steps under 0.5, which a rate of 1e38 has long
         diverged before."""
-        top = float(np.finfo(dtype).max) / 2  # the guard's limit
+        top = float(np.finfo(dtype).max)  # a finite value up to it the guard bounds
         for name, value in (("lr", self.lr), ("weight_decay", getattr(self, "weight_decay", 0.0))):
             if value > top:
-                raise ValueError(f"{name} {value:g} is beyond what the net's dtype "
-                                 f"{np.dtype(dtype).name} holds with the overflow guard's "
-                                 f"margin (at most {top:.3g})")
+                raise ValueError(f"{name} {value:g} is beyond the range of the net's dtype "
+                                 f"{np.dtype(dtype).name} (largest {top:.3g})")
 
     def __getstate__(self):
         state = dict(self.__dict__)

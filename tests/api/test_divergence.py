@@ -188,7 +188,7 @@ def test_hyper_parameters_beyond_the_nets_dtype_are_refused(optimizer):
     X, y = problem()
     net = fd.MLP([4, 16, 1], loss="mse", seed=0, dtype="float32")
     before = net.get_weights()
-    with pytest.raises(ValueError, match="beyond what the net's dtype float32 holds"):
+    with pytest.raises(ValueError, match="beyond the range of the net's dtype float32"):
         net.fit(X, y, epochs=4, batch_size=BATCH, optimizer=optimizer)
     assert_same_weights(net.get_weights(), before)
     # A float64 net holds them: it trains (and diverges, or not, as the guard says).
