@@ -351,10 +351,10 @@ def _target_column(path, name, cells, body, dt):
         whole = [int(cell) for cell in cells]
     except ValueError:
         whole = None
-    if whole is not None:
-        if any(not -2**63 <= v < 2**63 for v in whole):
-            raise ValueError(f"{path}: column {name!r} holds integers beyond int64's range")
+    if whole is not None and all(-2**63 <= v < 2**63 for v in whole):
         return _labels_or_values(np.array(whole, dtype=np.int64), dt, path, name)
+    # Beyond int64 (3e22): values, read as numbers below (as they were before, and as
+    # the same values written as floats are).
     return _labels_or_values(
         _numbers(path, name, cells, body, "is not a number, unlike the column's other values"),
         dt, path, name)
