@@ -177,7 +177,8 @@ class BackupAndRestore(Callback):
     (it draws the same ``validation_split``).  A backup made with other arguments (all
     but ``epochs``, which may grow: the schedule's parameters, the targets and their
     sample and class weights too) or another kind of net is refused (``ValueError``).
-    An ``optimizer.lr`` a callback set during the fit is backed up, and restored.
+    An ``optimizer.lr`` a callback set during the fit is backed up, and restored (so the
+    rerun's own ``lr`` is not compared: the backup's goes on).
 
     Parameters
     ----------

@@ -275,9 +275,19 @@ def plan_fit(net, comm, args):
                              class_weight=None if dead else class_weight,
                              **{k: args[k] for k in ("clip_norm", "restore_best",
                                                      "validation_split", "callbacks")})
-        scales = (_weight_scale(net, X, y, weight, class_weight),
-                  _weight_scale(net, val[0], val[1], val[2] if len(val) == 3 else None)
-                  if val is not None else (1.0, 0))
+        if plan.split is None:
+            scales = (_weight_scale(net, X, y, weight, class_weight),
+                      _weight_scale(net, val[0], val[1], val[2] if len(val) == 3 else None)
+                      if val is not None else (1.0, 0))
+        else:  # each part's weights were scaled among its rows: the held-out ones by
+            # their sample weights alone (fit's _fit_plan)
+            keep, held = plan.split
+            y_rows = np.asarray(y)
+            w_rows = None if weight is None else np.broadcast_to(
+                np.asarray(weight, dtype=np.float64), (len(y_rows),))
+            scales = tuple(_weight_scale(net, part, y_rows[part],
+                                         None if w_rows is None else w_rows[part], cw)
+                           for part, cw in ((keep, class_weight), (held, None)))
         rows = plan.X.shape[0] if rows is None else rows
         return (plan, _fingerprint(net, plan, batch_size, args["schedule"], class_weight),
                 scales, rows)
@@ -303,10 +313,8 @@ def plan_fit(net, comm, args):
                   for i in range(2))
     if train != 1.0:
         plan.T[:, -1] *= train
-    if plan.validation is not None:  # validation_split's rows carry the training weights
-        factor = val if args["validation_data"] is not None else train
-        if factor != 1.0:
-            plan.validation[1][:, -1] *= factor
+    if plan.validation is not None and val != 1.0:
+        plan.validation[1][:, -1] *= val
     shard_rows = [shard for _, shard, _, _, _ in shared]
     batch_size = min(fingerprint["batch_size"], max(shard_rows))
     steps = max(-(-shard // batch_size) for shard in shard_rows)

@@ -82,6 +82,7 @@ class FitPlan(NamedTuple):
     plateau: object = None  # the ReduceLROnPlateau schedule, when it is the schedule
     schedule_args: str = None  # the schedule's repr: its constructor's arguments
     rng_start: dict = None  # the net's generator before the fit drew anything (its split)
+    split: tuple = None  # validation_split's (kept, held-out) rows of the data given
 
 
 class EarlyStop:
@@ -526,6 +527,12 @@ class FitRun:
         # Backups before 2026-11-29 have none, older ones fewer entries.
         differ = [k for k in now if check and made is not None and k in made
                   and made[k] != now[k]]
+        if "hyper" in differ and "lr" in header and \
+                made["hyper"][:LR] + made["hyper"][LR + 1:] == \
+                now["hyper"][:LR] + now["hyper"][LR + 1:]:
+            # The lr alone: rerun in the same process, the optimizer holds the lr a callback
+            # set (after the backup, maybe); the backup's own is restored below.
+            differ.remove("hyper")
         if differ:
             name = differ[0]
             if name == "targets":

@@ -31,12 +31,23 @@ def _optimizers(optimizer, n):
             _optimizers(o, 1)  # L-BFGS refused as above
         return list(optimizer)
     if isinstance(optimizer, Optimizer):
-        return [copy.deepcopy(optimizer) for _ in range(n)]
+        return [_copy_claimed(optimizer) for _ in range(n)]
     if isinstance(optimizer, LBFGS) or (isinstance(optimizer, str)
                                         and optimizer.lower() == "lbfgs"):
         raise ValueError("fit_many trains by SGD, Adam or AdamW steps; L-BFGS takes whole-"
                          "batch steps of one net at a time: call each net's fit")
     return [optimizer] * n
+
+
+def _copy_claimed(instance):
+    """A copy of an optimizer or a ReduceLROnPlateau that still knows whose fit its state
+    is of (a deep copy drops that weak reference, and a copy of net A's then kept A's
+    state on net C, where C's own fit starts over)."""
+    clone = copy.deepcopy(instance)
+    owner = getattr(instance, "_owner", None)
+    if owner is not None:
+        clone._owner = owner
+    return clone
 
 
 def _check_nets(nets):
@@ -110,7 +121,7 @@ def fit_many(nets, X, y, epochs=10, batch_size=32, optimizer="adam", schedule=No
         optimizers = _optimizers(optimizer, len(nets))
         # A copy of the schedule per net, as of an optimizer instance: a ReduceLROnPlateau
         # keeps one fit's state (shared, it cut every net's rate once per net an epoch).
-        schedules = [copy.deepcopy(schedule) for _ in nets]
+        schedules = [_copy_claimed(schedule) for _ in nets]
         first = nets[0]._fit_plan(X, y, epochs, batch_size, optimizers[0], schedules[0],
                                   validation_data, shuffle, patience)
         # Checked once (the nets agree in everything the checks read); every net reads the

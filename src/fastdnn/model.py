@@ -110,6 +110,24 @@ def _check_callbacks(callbacks):
     return list(callbacks)
 
 
+def _kept_claims(optimizer, schedule):
+    """A function that puts an optimizer instance and a ReduceLROnPlateau back as they
+    are now: a fit claims them (another net's state starts over) before its last checks,
+    and a refused fit left net A's Adam at step 0 and its plateau at scale 1."""
+    kept = []
+    if isinstance(optimizer, Optimizer):
+        kept.append((optimizer, {k: getattr(optimizer, k, None)
+                                 for k in ("state", "t", "_owner", "_bound")}))
+    if isinstance(schedule, ReduceLROnPlateau):
+        kept.append((schedule, dict(vars(schedule))))
+
+    def put_back():
+        for obj, attrs in kept:
+            for name, value in attrs.items():
+                setattr(obj, name, value)
+    return put_back
+
+
 _training = {}  # ids of the nets (and optimizers) in a fit now -> the fit's thread id
 _training_lock = threading.Lock()
 
@@ -654,6 +672,7 @@ class MLP:
             # A refused fit leaves the net as it was: validation_split drew from the
             # generator before later arguments were checked, and a backup rewound it.
             before = self._rng.bit_generator.state
+            claims = _kept_claims(optimizer, schedule)  # another net's, taken by the plan
             try:
                 plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule,
                                       validation_data, shuffle, patience,
@@ -662,6 +681,7 @@ class MLP:
                                       validation_split=validation_split, callbacks=callbacks)
             except BaseException:
                 self._rng.bit_generator.state = before
+                claims()
                 raise
             if isinstance(plan.optimizer, LBFGS):
                 history = History()
@@ -679,6 +699,7 @@ class MLP:
                         run = FitRun(self, plan, verbose)
                     except BaseException:  # refused (a backup of another fit): as it was
                         self._rng.bit_generator.state = before
+                        claims()
                         raise
                     while not run.done:
                         run.train_epoch(pressed)
@@ -707,8 +728,8 @@ class MLP:
                 part = "held-out" if rows is held else "training"
                 raise ValueError(f"validation_split={validation_split:g}: every {part} row "
                                  f"has weight 0")
-            return check_sample_weight(np.asarray(sample_weight, dtype=np.float64)[rows],
-                                       len(rows))
+            raw = np.broadcast_to(np.asarray(sample_weight, dtype=np.float64), sw.shape)
+            return check_sample_weight(raw[rows], len(rows))  # one number: every row's
 
         def weights(rows):
             """The weights of the training ``rows`` (all: ``slice(None)``)."""
@@ -760,7 +781,8 @@ class MLP:
         batch_size = min(check_positive_int("batch_size", batch_size), X.shape[0])
         plan = FitPlan(X, self._backend.pack_targets(T, w), epochs, batch_size,
                        _SAMPLING[shuffle], None, None, validation, patience, clip_norm,
-                       bool(restore_best), tuple(callbacks), rng_start=rng_start)
+                       bool(restore_best), tuple(callbacks), rng_start=rng_start,
+                       split=None if validation_split is None else (keep, held))
         plan = self._with_optimizer(plan, optimizer, schedule, self)
         if isinstance(plan.optimizer, LBFGS):
             if any(self.dropout):

@@ -302,3 +302,62 @@ def test_callback_mistakes_are_named_before_training():
         fit([fd.ProgressBar], epochs=1)  # "missing 1 required positional argument"
     with pytest.raises(TypeError, match="file-like object"):
         fd.ProgressBar(stream="train.log")  # an epoch in: "'str' has no attribute 'write'"
+
+
+def test_a_refused_fit_leaves_another_nets_optimizer_and_plateau_alone():
+    """The plan claimed them (another net's state starts over) before its last checks:
+    a refused fit left net A's Adam at step 0 and its plateau at scale 1."""
+    X, y = data()
+    opt, plateau = fd.Adam(0.01), fd.ReduceLROnPlateau(factor=0.5, patience=1, threshold=0.9)
+    fd.MLP([4, 8, 2], seed=0).fit(X, y, epochs=4, batch_size=16, optimizer=opt,
+                                  schedule=plateau)
+    t, scale, state = opt.t, plateau.scale, opt.state.copy()
+    assert t > 0 and scale < 1
+    other = fd.MLP([4, 8, 2], seed=1)
+    with pytest.raises(TypeError):
+        other.fit(X, y, epochs=1, optimizer=opt, schedule="cosine")
+    with pytest.raises(ValueError):
+        other.fit(X, y, epochs=1, optimizer="lbfgs", schedule=plateau)
+    assert opt.t == t and plateau.scale == scale and np.array_equal(opt.state, state)
+
+
+def test_fit_many_copies_start_over_as_fit_does():
+    """fit_many's copy of net A's optimizer or plateau kept A's state on net C (a deep
+    copy forgot whose it was); C's own fit starts over."""
+    X, y = data()
+    opt, plateau = fd.Adam(0.01), fd.ReduceLROnPlateau(factor=0.5, patience=1, threshold=0.9)
+    fd.MLP([4, 8, 2], seed=0).fit(X, y, epochs=4, batch_size=16, optimizer=opt,
+                                  schedule=plateau)
+    alone, together = fd.MLP([4, 8, 2], seed=1), fd.MLP([4, 8, 2], seed=1)
+    hist = alone.fit(X, y, epochs=3, batch_size=16, optimizer=fd.Adam(0.01),
+                     schedule=fd.ReduceLROnPlateau(factor=0.5, patience=1, threshold=0.9))
+    (many,) = fd.fit_many([together], X, y, epochs=3, batch_size=16, optimizer=opt,
+                          schedule=plateau)
+    assert many.lr == hist.lr
+    assert_same_weights(together.get_weights(), alone.get_weights())
+
+
+def test_a_rerun_in_the_same_process_resumes_though_a_callback_set_lr(tmp_path):
+    """The optimizer held the lr the callback set after the backup: 'it was made with
+    hyper=[0.01, ...], this fit has hyper=[0.0024, ...]'."""
+    X, y = data()
+    backup = tmp_path / "fit.backup.npz"
+
+    def decay(opt, stop_at=None):
+        def on_epoch_end(epoch, logs):
+            opt.lr = 0.01 * 0.7 ** (epoch + 1)
+            if epoch + 1 == stop_at:
+                raise KeyboardInterrupt  # as Ctrl-C between two runs
+        return fd.LambdaCallback(on_epoch_end=on_epoch_end)
+
+    ref_opt = fd.Adam(0.01)
+    ref = fd.MLP([4, 8, 2], seed=1)
+    ref.fit(X, y, epochs=6, batch_size=16, optimizer=ref_opt, callbacks=[decay(ref_opt)])
+    opt = fd.Adam(0.01)
+    net = fd.MLP([4, 8, 2], seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, epochs=6, batch_size=16, optimizer=opt,
+                callbacks=[decay(opt, stop_at=3), fd.BackupAndRestore(backup)])
+    net.fit(X, y, epochs=6, batch_size=16, optimizer=opt,
+            callbacks=[decay(opt), fd.BackupAndRestore(backup)])
+    assert_same_weights(net.get_weights(), ref.get_weights())

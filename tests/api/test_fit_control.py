@@ -240,6 +240,17 @@ def test_validation_split_with_class_weights_equals_the_split_by_hand(class_weig
     assert hist.val_loss[-1] == net.loss(X[held], y[held], sample_weight=w[held])
 
 
+def test_validation_split_with_one_number_for_sample_weight():
+    # It raised NumPy's "too many indices for array: array is 0-dimensional".
+    X, y = problem(n=120)
+    net = fd.MLP([5, 16, 3], dtype="float64", seed=0)
+    hist = net.fit(X, y, epochs=2, batch_size=32, validation_split=0.2, sample_weight=2.0)
+    twin = fd.MLP([5, 16, 3], dtype="float64", seed=0)
+    twin_hist = twin.fit(X, y, epochs=2, batch_size=32, validation_split=0.2)
+    assert_same_weights(net.get_weights(), twin.get_weights())
+    assert hist.val_loss == twin_hist.val_loss
+
+
 @pytest.mark.parametrize("fraction, error, match", [
     (0, ValueError, r"validation_split must be in \(0, 1\)"),
     (0.0, ValueError, r"validation_split must be in \(0, 1\)"),

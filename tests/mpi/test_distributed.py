@@ -336,6 +336,30 @@ def test_checkpoints_and_logs_are_written_by_rank_0_once(comm, shared_tmp):
     assert np.array_equal(fd.MLP.load(best)._backend.theta, net._backend.theta)
 
 
+@pytest.mark.parametrize("weights", ["sample", "class"])
+def test_validation_split_with_weights_equals_the_split_by_hand(comm, weights):
+    """Each part's weights are scaled among its rows (the held-out ones by their sample
+    weights alone): the union's rescale took the shard's all-row mean, 1e-4 off."""
+    rank = comm.Get_rank()
+    rng = np.random.default_rng(10 + rank)
+    n = 80 + 40 * rank
+    X, y = rng.normal(size=(n, N_IN)), rng.integers(0, K, n)
+    sw = rng.uniform(0.1, 3, n) * (1 + 5 * rank) if weights == "sample" else None
+    cw = {0: 3.0, 1: 1.0, 2: 0.2} if weights == "class" else None
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=1)
+    hist = net.fit(X, y, epochs=3, batch_size=B, validation_split=0.25, sample_weight=sw,
+                   class_weight=cw, comm=comm)
+    twin = fd.MLP([N_IN, 8, K], dtype="float64", seed=1)
+    plan = twin._fit_plan(X, y, 1, B, "adam", None, None, True, None, validation_split=0.25)
+    keep, held = plan.split
+    twin_hist = twin.fit(X[keep], y[keep], epochs=3, batch_size=B,
+                         sample_weight=None if sw is None else sw[keep], class_weight=cw,
+                         validation_data=(X[held], y[held]) + (() if sw is None else (sw[held],)),
+                         comm=comm)
+    assert max_diff(net, twin) < 1e-12
+    assert np.allclose(hist.val_loss, twin_hist.val_loss, rtol=1e-12)
+
+
 def test_balanced_class_weight_counts_every_rank(comm):
     size = comm.Get_size()
     shards = make_shards(size)
