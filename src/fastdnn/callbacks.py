@@ -295,7 +295,7 @@ class ModelCheckpoint(Callback):
             raise TypeError("ModelCheckpoint needs a file path")
         try:
             example = path.format(epoch=1, rate=1.0, **{k: 0.5 for k in _LOG_KEYS})
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"ModelCheckpoint: path {path!r} names a field that is not "
                              f"'epoch' or one of {', '.join(_LOG_KEYS)} (or a bad format): "
                              f"{exc!r}") from None
@@ -382,7 +382,8 @@ class CSVLogger(Callback):
         Add to an existing file (no second header) instead of starting it afresh; a
         resumed fit (:class:`BackupAndRestore`) wants ``True``: its file then keeps the
         lines of the epochs backed up, and loses those of an epoch trained again (a fit
-        killed after an epoch's line, before its backup, logged that epoch twice).
+        killed after an epoch's line, before its backup, logged that epoch twice).  Not
+        the first epoch's: killed before any backup, a rerun is a new fit, and appends.
     """
 
     COLUMNS = ("epoch",) + _LOG_KEYS + ("rate",)
@@ -395,7 +396,8 @@ class CSVLogger(Callback):
         if not os.path.isdir(folder):
             raise ValueError(f"CSVLogger: folder {folder} does not exist")
         if (not isinstance(separator, str) or len(separator) != 1 or separator.isalnum()
-                or separator in '.-+"\n\r'):
+                or separator in '.-+"' or len(f"a{separator}b".splitlines()) > 1):
+            # A line break of any kind (\x1e, \u2028 ...) split the log's lines apart.
             raise ValueError(f"separator must be one character that no number holds; got "
                              f"{separator!r}")
         if not isinstance(append, (bool, np.bool_)):
@@ -411,7 +413,8 @@ class CSVLogger(Callback):
         """Remove the last lines of epochs ``first`` and on (atomically)."""
         try:
             with open(self.path, "rb") as f:
-                lines = f.read().decode().splitlines(keepends=True)
+                lines = f.read().decode().split("\n")
+            lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
         except FileNotFoundError:
             return
         end = len(lines)

@@ -402,6 +402,15 @@ class DistributedFitRun(FitRun):
     def _call(self, hook, *args):
         return any(agree(self.comm, lambda: FitRun._call(self, hook, *args), share=True))
 
+    def _take_new_lr(self):
+        # Agreed: refused on one rank, the others waited in the next allreduce; and the
+        # lr must be every rank's (set on one, the weights' checksum blamed MPI).
+        agree(self.comm, super()._take_new_lr)
+        rates = self.comm.allgather(self.plan.optimizer.lr)
+        if len(set(rates)) > 1:
+            raise ValueError(f"the ranks' callbacks set different lr: {rates}; set the same "
+                             f"on every rank")
+
     def _slice(self, remaining):
         from mpi4py import MPI
         return self.comm.allreduce(super()._slice(remaining), op=MPI.MIN)

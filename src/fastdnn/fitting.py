@@ -214,10 +214,7 @@ class FitRun:
         self.done = self.epoch >= plan.epochs or self.stopping or (
             self.epoch > 0 and plan.patience is not None
             and self.stop.since_best >= plan.patience)
-        for callback in self.callbacks:  # the net and the history as restored
-            set_fit = getattr(callback, "set_fit", None)
-            if set_fit is not None:
-                set_fit(net, self.history)
+        self._call("set_fit", net, self.history)  # the net, the history as restored
         self._call("on_train_begin", dict(epochs=plan.epochs, compiling=_compiling(self.trainer),
                                           validation=plan.validation is not None))
         if self.done:
@@ -293,15 +290,19 @@ class FitRun:
         kernel and the optimizer's state: refused until the fit ends."""
         optimizer = self.plan.optimizer
         now = optimizer._params()
-        if now == self._optimizer_set:
+        # A NumPy float32 equals the Python float it rounds from (NEP 50): compared as
+        # a float, or the run kept the old rate.
+        if now == self._optimizer_set and type(optimizer.lr) is float:
             return
         changed = [k for k in now if k != "lr" and now[k] != self._optimizer_set[k]]
         if changed:
             raise ValueError(f"{', '.join(changed)} cannot change during a fit (lr can); set "
                              f"{'it' if len(changed) == 1 else 'them'} between fits")
         type(optimizer)(**now)  # checked as the constructor checks it
+        optimizer.lr = float(optimizer.lr)  # a NumPy float32 went into the backup's JSON
         optimizer._check_range(self.net.dtype)
-        self.trainer.opt.hyper[LR] = now["lr"]
+        self.trainer.opt.hyper[LR] = optimizer.lr
+        now = optimizer._params()
         self._optimizer_set = now
 
     def _slice(self, remaining):
@@ -408,6 +409,9 @@ class FitRun:
         logs = dict(record, rate=rate)
         stop = self._call("on_epoch_end", self.epoch - 1, logs) or stop
         self.stopping = stop
+        # An lr a callback set is checked before a backup holds it (a bad one was backed
+        # up, and a rerun trained with it unchecked).
+        self._take_new_lr()
         # After every on_epoch_end: a backup knows whether a callback stopped the fit
         # (written before, a fit killed then resumed trained one epoch more).
         self._call("after_epoch_end", self.epoch - 1)
@@ -482,7 +486,7 @@ class FitRun:
                       rng=net._rng.bit_generator.state, best=self.stop.best,
                       since_best=self.stop.since_best, rng_start=self.plan.rng_start,
                       fit=self.arguments(), stopping=bool(self.stopping), ranks=self.n_ranks,
-                      epochs=self.plan.epochs, lr=opt.lr)
+                      epochs=self.plan.epochs, lr=float(opt.lr))
         arrays = dict(theta=net._backend.get_theta(), schedule=np.asarray(self.plan.schedule[1]))
         if opt.state is not None:
             arrays["opt_state"] = opt.state
@@ -553,8 +557,10 @@ class FitRun:
         if "opt_state" in arrays:
             opt.state = arrays["opt_state"].astype(net.dtype)
         opt.t = int(header["t"])
-        if "lr" in header:  # as a callback set it (the fit began at hyper's)
+        if "lr" in header:  # as a callback set it (the fit began at hyper's): checked
             opt.lr = float(header["lr"])
+            type(opt)(**opt._params())
+            opt._check_range(net.dtype)
         net._rng.bit_generator.state = header["rng"]
         self.stop.best, self.stop.since_best = float(header["best"]), int(header["since_best"])
         self.best_theta = arrays.get("best_theta")

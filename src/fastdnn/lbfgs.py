@@ -91,13 +91,13 @@ def fit_lbfgs(net, plan, verbose=False, history=None, interrupted=lambda: False)
     from scipy.optimize import minimize  # here: importing it costs 0.4 s of every start
 
     ready = getattr(backend, "gradient_ready", None)
-    for cb in callbacks:
-        if hasattr(cb, "set_fit"):
-            cb.set_fit(net, history)
-    call("on_train_begin", dict(epochs=plan.epochs, validation=plan.validation is not None,
-                                compiling=ready is not None and not ready(X, T)))
     theta0 = backend.get_theta().astype(np.float64)
     try:
+        for cb in callbacks:
+            if hasattr(cb, "set_fit"):
+                cb.set_fit(net, history)
+        call("on_train_begin", dict(epochs=plan.epochs, validation=plan.validation is not None,
+                                    compiling=ready is not None and not ready(X, T)))
         result = minimize(loss_and_gradient, theta0, jac=True, method="L-BFGS-B",
                           callback=iteration,
                           options=dict(maxiter=plan.epochs, maxfun=opt.max_fun, gtol=opt.tol,

@@ -101,7 +101,7 @@ class Optimizer:
         diverged before."""
         top = float(np.finfo(dtype).max)  # a finite value up to it the guard bounds
         for name, value in (("lr", self.lr), ("weight_decay", getattr(self, "weight_decay", 0.0))):
-            if value > top:
+            if float(value) > top:  # float: top cast to a float32 lr overflowed
                 raise ValueError(f"{name} {value:g} is beyond the range of the net's dtype "
                                  f"{np.dtype(dtype).name} (largest {top:.3g})")
 

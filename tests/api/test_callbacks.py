@@ -361,3 +361,52 @@ def test_a_rerun_in_the_same_process_resumes_though_a_callback_set_lr(tmp_path):
     net.fit(X, y, epochs=6, batch_size=16, optimizer=opt,
             callbacks=[decay(opt), fd.BackupAndRestore(backup)])
     assert_same_weights(net.get_weights(), ref.get_weights())
+
+
+def test_a_bad_lr_set_by_a_callback_is_never_backed_up(tmp_path):
+    """lr = -0.5 from a callback was refused at the next run of steps, but the backup of
+    that epoch held it, and a rerun trained by gradient ascent, unchecked."""
+    X, y = data()
+    backup = tmp_path / "fit.backup.npz"
+    opt = fd.SGD(0.1)
+    bad = fd.LambdaCallback(on_epoch_end=lambda epoch, logs: epoch == 1 and setattr(opt, "lr",
+                                                                                    -0.5))
+    with pytest.raises(ValueError, match="lr must be"):
+        fd.MLP([4, 8, 2], seed=0).fit(X, y, epochs=4, batch_size=16, optimizer=opt,
+                                      callbacks=[bad, fd.BackupAndRestore(backup)])
+    import json
+    with np.load(backup) as f:  # the last backup is epoch 1's, before the bad lr
+        assert json.loads(str(f["header"]))["lr"] == 0.1
+
+
+def test_a_numpy_float_lr_from_a_callback_is_backed_up(tmp_path):
+    # "Object of type float32 is not JSON serializable", from inside json.
+    X, y = data()
+    opt = fd.SGD(0.1)
+    rates = np.array([0.1, 0.05, 0.025], dtype=np.float32)
+    cb = fd.LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(opt, "lr", rates[epoch]))
+    hist = fd.MLP([4, 8, 2], seed=0, dtype="float64").fit(
+        X, y, epochs=3, batch_size=16, optimizer=opt,
+        callbacks=[cb, fd.BackupAndRestore(tmp_path / "b.npz")])
+    assert hist.lr[1] == float(np.float32(0.1)) and type(opt.lr) is float
+
+
+@pytest.mark.parametrize("separator", ["\x1e", "\x0b", "\x0c", "\x85", "\u2028"])
+def test_a_line_break_is_no_separator(tmp_path, separator):
+    # str.splitlines breaks there: a resumed fit logged an epoch twice.
+    with pytest.raises(ValueError, match="separator"):
+        fd.CSVLogger(tmp_path / "log.csv", separator=separator)
+
+
+@pytest.mark.parametrize("path", ["net-{loss[0]}.npz", "net-{epoch.value}.npz"])
+def test_model_checkpoint_formats_python_cannot_fill_are_named(tmp_path, path):
+    with pytest.raises(ValueError, match="ModelCheckpoint: path"):
+        fd.ModelCheckpoint(tmp_path / path)
+
+
+def test_lbfgs_lets_go_of_its_callbacks_when_refused_at_the_start(tmp_path):
+    X, y = data()
+    ck = fd.ModelCheckpoint(tmp_path / "c.npz", monitor="val_loss")
+    with pytest.raises(ValueError, match="needs validation data"):
+        fd.MLP([4, 8, 2], seed=0).fit(X, y, epochs=2, optimizer="lbfgs", callbacks=[ck])
+    assert ck._net is None  # it held the net

@@ -360,6 +360,42 @@ def test_validation_split_with_weights_equals_the_split_by_hand(comm, weights):
     assert np.allclose(hist.val_loss, twin_hist.val_loss, rtol=1e-12)
 
 
+class FailsOnRank1:
+    """A callback whose ``hook`` does ``action`` on rank 1 only."""
+
+    def __init__(self, comm, hook, action):
+        self.comm, self.hook, self.action = comm, hook, action
+
+    def set_fit(self, net, history):
+        if self.hook == "set_fit" and self.comm.Get_rank() == 1:
+            self.action()
+
+    def on_epoch_end(self, epoch, logs):
+        if self.hook == "on_epoch_end" and self.comm.Get_rank() == 1:
+            self.action()
+
+
+@pytest.mark.parametrize("hook, what, error", [
+    ("set_fit", "raise", RuntimeError),  # hung: set_fit was called outside the agreement
+    ("on_epoch_end", "lr -1", ValueError),  # refused on rank 1 alone: hung
+    ("on_epoch_end", "lr 0.5", ValueError),  # the checksum blamed MPI
+])
+def test_a_callback_on_one_rank_is_agreed(comm, hook, what, error):
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    opt = fd.SGD(0.1)
+
+    def action():
+        if what == "raise":
+            raise RuntimeError("set_fit failed")
+        opt.lr = float(what.split()[1])
+
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    with pytest.raises(error):
+        net.fit(X, y, epochs=3, batch_size=B, optimizer=opt, comm=comm,
+                callbacks=[FailsOnRank1(comm, hook, action)])
+    comm.Barrier()
+
+
 def test_balanced_class_weight_counts_every_rank(comm):
     size = comm.Get_size()
     shards = make_shards(size)
