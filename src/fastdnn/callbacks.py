@@ -46,6 +46,18 @@ class Callback:
         pass
 
 
+def _file_path(owner, path, folder=True):
+    """``path`` as a string, for the callback ``owner`` to write; a ``ValueError`` where
+    its folder does not exist (unless not ``folder``: checked later)."""
+    path = os.fspath(path)
+    if not isinstance(path, str) or not path:
+        raise TypeError(f"{owner} needs a file path")
+    where = os.path.dirname(os.path.abspath(path))
+    if folder and not os.path.isdir(where):
+        raise ValueError(f"{owner}: folder {where} does not exist")
+    return path
+
+
 def says_stop(answer):
     """Whether a callback's ``on_epoch_end`` answer asks to stop: ``True`` or NumPy's
     ``True`` (what a comparison such as ``np.isfinite(loss)`` returns, which an ``is
@@ -187,13 +199,7 @@ class BackupAndRestore(Callback):
     """
 
     def __init__(self, path):
-        path = os.fspath(path)
-        if not isinstance(path, str) or not path:
-            raise TypeError("BackupAndRestore needs a file path")
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise ValueError(f"BackupAndRestore: folder {folder} does not exist")
-        self.path = path
+        self.path = _file_path("BackupAndRestore", path)
         self.run = None
 
     def start_state(self):
@@ -290,18 +296,14 @@ class ModelCheckpoint(Callback):
     """
 
     def __init__(self, path, monitor="auto", save_best_only=False):
-        path = os.fspath(path)
-        if not isinstance(path, str) or not path:
-            raise TypeError("ModelCheckpoint needs a file path")
+        path = _file_path("ModelCheckpoint", path, folder=False)
         try:
             example = path.format(epoch=1, rate=1.0, **{k: 0.5 for k in _LOG_KEYS})
         except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"ModelCheckpoint: path {path!r} names a field that is not "
                              f"'epoch' or one of {', '.join(_LOG_KEYS)} (or a bad format): "
                              f"{exc!r}") from None
-        folder = os.path.dirname(os.path.abspath(example))
-        if not os.path.isdir(folder):
-            raise ValueError(f"ModelCheckpoint: folder {folder} does not exist")
+        _file_path("ModelCheckpoint", example)  # its folder, as the fields fill it
         if monitor != "auto" and monitor not in _MONITORS:
             raise ValueError(f"monitor must be 'auto' or one of {', '.join(_MONITORS)}; "
                              f"got {monitor!r}")
@@ -389,12 +391,7 @@ class CSVLogger(Callback):
     COLUMNS = ("epoch",) + _LOG_KEYS + ("rate",)
 
     def __init__(self, path, separator=",", append=False):
-        path = os.fspath(path)
-        if not isinstance(path, str) or not path:
-            raise TypeError("CSVLogger needs a file path")
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise ValueError(f"CSVLogger: folder {folder} does not exist")
+        path = _file_path("CSVLogger", path)
         if (not isinstance(separator, str) or len(separator) != 1 or separator.isalnum()
                 or separator in '.-+"' or len(f"a{separator}b".splitlines()) > 1):
             # A line break of any kind (\x1e, \u2028 ...) split the log's lines apart.
