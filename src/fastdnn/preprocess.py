@@ -167,9 +167,9 @@ class Scaler(NamedTuple):
         have a std of 1.4e-17, which scaled them to 1 and a new 0.2 to 7.2e15).  Constant
         up to rounding counts so too (scikit-learn's rule, near enough): a spread within
         ``n * eps`` of the column's magnitude (0.3 and 0.1 + 0.2 were scaled by 5.6e-17).
-        Each column is divided by its largest magnitude first, so that values up to
-        float64's largest give a finite scale (1e160 gave a std of inf, and a model file
-        that predict refused).
+        Where a square or a difference overflows, the columns are divided by their
+        largest magnitude first, so that values up to float64's largest give a finite
+        scale (1e160 gave a std of inf, and a model file that predict refused).
 
         Raises
         ------
