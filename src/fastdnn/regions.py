@@ -31,6 +31,7 @@ from numba import njit
 
 from . import config
 from .kernels import spec
+from .model import MLP
 from .validation import check_positive_int
 
 TOL_T = 1e-12
@@ -40,10 +41,9 @@ TOL_MAP = 1e-9
 _NEGATIVE_SLOPE = {spec.RELU: 0.0, spec.LEAKY_RELU: spec.LEAKY_SLOPE, spec.IDENTITY: 1.0}
 
 
-def _layers(net):
-    """The net's ``(W, b)`` in float64 and the negative-side slope of each hidden layer."""
-    from .model import MLP  # here: model imports this module's users
-
+def _check_net(net):
+    """A ``TypeError`` for what is no MLP, a ``ValueError`` for a net that is not
+    piecewise linear."""
     if not isinstance(net, MLP):  # "'str' object has no attribute 'activations'"
         raise TypeError(f"net must be a fastdnn.MLP; got {type(net).__name__}")
     bad = [name for name, code in zip(net.activations, net._codes) if code not in _NEGATIVE_SLOPE]
@@ -51,12 +51,17 @@ def _layers(net):
         raise ValueError(
             f"linear regions need piecewise-linear hidden activations (relu, leaky_relu, "
             f"identity); this net has {', '.join(sorted(set(bad)))}")
+
+
+def _layers(net):
+    """The net's ``(W, b)`` in float64 and the negative-side slope of each hidden layer."""
+    _check_net(net)
     weights = [(W.astype(np.float64), b.astype(np.float64)) for W, b in net.get_weights()]
     return weights, [_NEGATIVE_SLOPE[code] for code in net._codes]
 
 
 def _point(net, x, name):
-    _layers(net)  # a net first: its widths size the check below
+    _check_net(net)  # a net first: its widths size the check below
     try:
         x = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):  # NumPy's "could not convert string to float"
