@@ -110,11 +110,13 @@ def _check_callbacks(callbacks):
     return list(callbacks)
 
 
-def _kept_claims(optimizer, schedule):
-    """A function that puts an optimizer instance and a ReduceLROnPlateau back as they
-    are now: a fit claims them (another net's state starts over) before its last checks,
-    and a refused fit left net A's Adam at step 0 and its plateau at scale 1."""
-    kept = []
+def _kept_for_refusal(net, optimizer, schedule):
+    """A function that puts back what a refused fit changed: the net's generator
+    (validation_split drew from it before later arguments were checked, and a backup
+    rewound it), and an optimizer instance and a ReduceLROnPlateau the plan claimed
+    (another net's state starts over: net A's Adam was left at step 0, its plateau at
+    scale 1)."""
+    kept = [(net._rng.bit_generator, {"state": net._rng.bit_generator.state})]
     if isinstance(optimizer, Optimizer):
         kept.append((optimizer, {k: getattr(optimizer, k, None)
                                  for k in ("state", "t", "_owner", "_bound")}))
@@ -669,10 +671,7 @@ class MLP:
         check_verbose(verbose)
         with training_alone([self], [optimizer]):
             self._backend.compile_ahead(batch_size, optimizer, clip_norm)
-            # A refused fit leaves the net as it was: validation_split drew from the
-            # generator before later arguments were checked, and a backup rewound it.
-            before = self._rng.bit_generator.state
-            claims = _kept_claims(optimizer, schedule)  # another net's, taken by the plan
+            put_back = _kept_for_refusal(self, optimizer, schedule)  # a refused fit: as it was
             try:
                 plan = self._fit_plan(X, y, epochs, batch_size, optimizer, schedule,
                                       validation_data, shuffle, patience,
@@ -680,8 +679,7 @@ class MLP:
                                       clip_norm=clip_norm, restore_best=restore_best,
                                       validation_split=validation_split, callbacks=callbacks)
             except BaseException:
-                self._rng.bit_generator.state = before
-                claims()
+                put_back()
                 raise
             if isinstance(plan.optimizer, LBFGS):
                 history = History()
@@ -698,8 +696,7 @@ class MLP:
                     try:
                         run = FitRun(self, plan, verbose)
                     except BaseException:  # refused (a backup of another fit): as it was
-                        self._rng.bit_generator.state = before
-                        claims()
+                        put_back()
                         raise
                     while not run.done:
                         run.train_epoch(pressed)
