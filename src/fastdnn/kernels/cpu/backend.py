@@ -385,15 +385,17 @@ class CPUTrainer:
     def kernel_ready(self):
         """Whether the epoch kernel is compiled for this fit's argument types in this
         process or in Numba's disk cache (True when it cannot tell)."""
-        return warmup.ready(self.epoch_kernel,
-                            self.kernel_args(EpochPlan(*self.plan(0, 0, 0, 0))))
+        return warmup.ready(self.epoch_kernel, self._probe_args())
 
     def kernel_loaded(self):
         """Whether the epoch kernel is compiled, or loaded, in this process for this fit's
         argument types: its first run then compiles nothing (a second fit's first epoch
         has a rate)."""
-        return warmup.loaded(self.epoch_kernel,
-                             self.kernel_args(EpochPlan(*self.plan(0, 0, 0, 0))))
+        return warmup.loaded(self.epoch_kernel, self._probe_args())
+
+    def _probe_args(self):
+        """The epoch kernel's arguments for an empty run: their types are any run's."""
+        return self.kernel_args(EpochPlan(*self.plan(0, 0, 0, 0)))
 
     def close(self):
         """The fit is over: let the helper thread go (see :mod:`.pair`)."""
