@@ -351,17 +351,24 @@ def run_train(args):
     (name, X, net, X_train, y_train, X_test, y_test, shard, epochs, batch_size,
      optimizer_name, lr, held_out, task, prep) = setup
     rates = _Rates()
-    hist = net.fit(
-        X_train[shard],
-        y_train[shard],
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=make_optimizer(optimizer_name, lr),
-        validation_data=(X_test[shard], y_test[shard]),
-        verbose=not args.quiet,
-        callbacks=[rates],
-        comm=comm,
-    )
+    optimizer = make_optimizer(optimizer_name, lr)
+    try:
+        hist = net.fit(
+            X_train[shard],
+            y_train[shard],
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            validation_data=(X_test[shard], y_test[shard]),
+            verbose=not args.quiet,
+            callbacks=[rates],
+            comm=comm,
+        )
+    except KeyboardInterrupt as exc:
+        if rank == 0 and not args.no_save:
+            save_interrupted(net, optimizer, getattr(exc, "history", None), epochs,
+                             args.out, prep)
+        raise
     if rank != 0:
         return 0
 
@@ -386,6 +393,22 @@ def run_train(args):
     if args.plot:
         print(f"loss curves: {os.path.abspath(args.plot)}")
     return 0
+
+
+def save_interrupted(net, optimizer, history, epochs, path, prep):
+    """Save the net a Ctrl-C stopped, as the Python API keeps it: the weights after
+    its last step, which may be hours of training; a net stopped before its first step
+    is not saved (an earlier model in ``path`` stays).  A second Ctrl-C stops the save,
+    and the atomic write leaves ``path`` as it was."""
+    if optimizer.t == 0:
+        print(f"{PROG}: interrupted before the first step: nothing saved", file=sys.stderr)
+        return
+    done = len(history) if history is not None else 0
+    into = "" if done == epochs else f", {optimizer.t:,} steps in all"
+    print(f"{PROG}: interrupted after {done} of {epochs} epochs{into}: saving the "
+          f"model trained so far (a second Ctrl-C stops the save)", file=sys.stderr)
+    net.save(path, metadata=prep.to_metadata())
+    print(f"{PROG}: model saved to {os.path.abspath(path)}", file=sys.stderr)
 
 
 def _prepare_training(args, comm, rank, size):

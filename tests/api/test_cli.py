@@ -296,3 +296,43 @@ def test_an_error_after_ctrl_c_is_the_interrupt(monkeypatch, capsys):
         "a test", lambda p: None, lambda args: (_ for _ in ()).throw(RuntimeError("bug"))))
     with pytest.raises(RuntimeError, match="bug"):
         cli.main(["dummy"])
+
+
+def test_ctrl_c_saves_the_model_trained_so_far(tmp_path, monkeypatch, capsys):
+    """The CLI threw the completed epochs away on Ctrl-C (the Python API keeps them):
+    now the net after its last step is saved, bit for bit the net of a shorter run, and
+    a press before the first step leaves an earlier model in place."""
+    pytest.importorskip("sklearn")
+    from fastdnn import cli
+
+    whole, cut = tmp_path / "two.npz", tmp_path / "cut.npz"
+    code, out, err = run(["train", "--quiet", "--epochs", "2", "--hidden", "8",
+                          "--out", str(whole)], capsys)
+    assert code == 0, err
+
+    def press_after_two(self, epoch, logs):
+        self.rates.append(logs.get("rate"))
+        if len(self.rates) == 2:
+            raise KeyboardInterrupt
+        return False
+
+    monkeypatch.setattr(cli._Rates, "on_epoch_end", press_after_two)
+    code, out, err = run(["train", "--quiet", "--epochs", "5", "--hidden", "8",
+                          "--out", str(cut)], capsys)
+    assert code == 130
+    assert "interrupted after 2 of 5 epochs" in err and err.endswith("fastdnn: interrupted\n")
+    a, b = fd.MLP.load(whole), fd.MLP.load(cut)
+    for (Wa, ba), (Wb, bb) in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(Wa, Wb)
+        np.testing.assert_array_equal(ba, bb)
+    assert a.metadata.keys() == b.metadata.keys()
+
+    def press_at_start(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    before = cut.read_bytes()
+    monkeypatch.setattr(fd.MLP, "fit", press_at_start)
+    code, out, err = run(["train", "--quiet", "--epochs", "5", "--hidden", "8",
+                          "--out", str(cut)], capsys)
+    assert code == 130 and "nothing saved" in err
+    assert cut.read_bytes() == before
