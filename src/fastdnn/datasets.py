@@ -309,12 +309,20 @@ def _column(path, name, header, body):
     return [row[j].strip() for _, row in body]
 
 
+def _number(cell, kind=float):
+    """``kind(cell)`` for a number as CSV writers spell it: Python also reads ``1_000``
+    as 1000 and Arabic-Indic digits as ASCII ones, which NumPy and pandas take as text."""
+    if "_" in cell or not cell.isascii():
+        raise ValueError(f"not a number: {cell!r}")
+    return kind(cell)
+
+
 def _numbers(path, name, cells, body, what="is not a number"):
     """``cells`` of column ``name`` as finite float64, or a ValueError naming the line."""
     values = np.empty(len(cells))
     for i, cell in enumerate(cells):
         try:
-            values[i] = float(cell)
+            values[i] = _number(cell)
         except ValueError:
             raise ValueError(
                 f"{path}: line {body[i][0]}, column {name!r}: {cell!r} {what}"
@@ -334,7 +342,7 @@ def _target_column(path, name, cells, body, dt):
     is_number = []
     for cell in cells:
         try:
-            float(cell)
+            _number(cell)
             is_number.append(True)
         except ValueError:
             is_number.append(False)
@@ -348,7 +356,7 @@ def _target_column(path, name, cells, body, dt):
         raise ValueError(f"{path}: line {body[i][0]}, column {name!r}: {cells[i]!r} is a "
                          f"number, unlike the column's other values (text labels)")
     try:  # integers as integers: through float, labels beyond 2**53 became one class
-        whole = [int(cell) for cell in cells]
+        whole = [_number(cell, int) for cell in cells]
     except ValueError:
         whole = None
     if whole is not None and all(-2**63 <= v < 2**63 for v in whole):

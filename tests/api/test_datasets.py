@@ -243,6 +243,10 @@ def test_csv_bad_files(tmp_path, text, target, match):
     ("x,y,y\n1,0,5\n2,1,6\n", "y", "2 columns are named 'y'"),
     ("x,y\n1,cat\n2,\n3,dog\n", "y", "line 3, column 'y' is empty"),  # was class ''
     ("x,y\n1e300,0\n2,1\n", "y", "beyond float32's range"),  # was inf
+    # Python's float() reads these as 1000 and 12; NumPy and pandas as text.
+    ("x,y\n1_000,0\n2,1\n", "y", r"line 2, column 'x': '1_000' is not a number"),
+    ("x,y\n\u0661\u0662,0\n2,1\n", "y", "is not a number"),
+    ("x,y\n1,0\n2,1_0\n3,1\n", "y", "'1_0' is not a number"),
 ])
 def test_csv_refuses_what_it_would_misread(tmp_path, text, target, match):
     with pytest.raises(ValueError, match=match):
