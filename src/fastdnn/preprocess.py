@@ -174,7 +174,8 @@ class Scaler(NamedTuple):
         Raises
         ------
         ValueError
-            For a column whose scale itself overflows float64 (a spread beyond 1.8e308).
+            For a NaN or infinite value, or a column whose scale itself overflows
+            float64 (a spread beyond 1.8e308).
         """
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
@@ -183,6 +184,10 @@ class Scaler(NamedTuple):
             raise ValueError(f"scaling must be 'standard' or 'minmax'; got {method!r}")
         if not len(X):
             return cls(method, np.zeros(X.shape[1]), np.ones(X.shape[1]))
+        if not np.isfinite(X).all():  # "beyond float64's range" blamed a NaN on its spread
+            row, column = np.argwhere(~np.isfinite(X))[0]
+            raise ValueError(f"X[{row}, {column}] is {X[row, column]}: the scaling needs "
+                             f"finite values")
         with np.errstate(over="ignore", invalid="ignore"):
             offset, scale = _moments(method, X)
             big = np.abs(X).max(axis=0)

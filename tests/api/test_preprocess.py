@@ -79,3 +79,12 @@ def test_huge_values_get_a_finite_scale(method):
 def test_a_spread_beyond_float64_is_refused():
     with pytest.raises(ValueError, match="beyond float64's range"):
         Scaler.fit("minmax", np.array([[-1.7e308], [1.7e308]]))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("method", ["standard", "minmax"])
+def test_a_non_finite_value_is_named(method, bad):
+    # A NaN was "column 1's spread is beyond float64's range".
+    X = np.array([[1.0, 2.0], [3.0, bad], [5.0, 6.0]])
+    with pytest.raises(ValueError, match=rf"X\[1, 1\] is {bad}: the scaling needs finite"):
+        Scaler.fit(method, X)
