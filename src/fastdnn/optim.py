@@ -133,6 +133,12 @@ class SGD(Optimizer):
         Use Nesterov momentum (needs ``momentum > 0``).
     weight_decay : float, default 0
         L2 penalty added to the gradient (``grad + weight_decay * theta``).
+
+    Notes
+    -----
+    Plain SGD keeps no velocity.  Momentum switched on between two fits of one net (``opt
+    .momentum = 0.9``) starts from a zero velocity, and one switched off and on again
+    starts from zero once more: PyTorch keeps its buffer through ``momentum = 0``.
     """
 
     code = spec.SGD

@@ -186,6 +186,11 @@ class ReduceLROnPlateau(Schedule):
         be, a loss a little above the best counts as one, as in PyTorch).
     cooldown : int, default 0
         Epochs after a reduction during which no further reduction happens.
+
+    Notes
+    -----
+    There is no ``eps`` (PyTorch skips a reduction that changes the rate by less than
+    its ``eps=1e-8``): reductions go on down to ``min_lr``, as Keras' do.
     """
 
     code = spec.PLATEAU
