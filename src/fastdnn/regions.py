@@ -12,8 +12,10 @@ are then merged into linear pieces (regions).
 
 Tolerances (documented, float64): a crossing closer than ``TOL_T`` (1e-12, relative to
 the segment or square's side) to a piece's boundary is not a split; two affine maps are
-the same when their coefficients differ by at most ``TOL_MAP`` (1e-9) times the
-largest coefficient (at least 1).  Dyadic weights (as in :mod:`fastdnn.constructions`)
+the same when their slopes differ by at most ``TOL_MAP`` (1e-9) times the largest
+slope (at least 1).  Only the slopes: the net is continuous, so neighbours of one slope
+have one offset where they touch, and so one map; an offset compared too scaled the
+tolerance with it (a constant of 1e9 added to the output made 32 regions one).  Dyadic weights (as in :mod:`fastdnn.constructions`)
 make every crossing exact.
 
 Bounds, as exact Python integers: :func:`max_regions_one_layer` (Zaslavsky's count for
@@ -142,11 +144,11 @@ class LinearPieces:
         return self.offsets[piece] + t[:, None] * self.slopes[piece]
 
 
-def _merge(maps_a, maps_b):
-    """Indices of the first piece of each run of neighbours with the same affine map."""
-    coef = np.concatenate([maps_a, maps_b], axis=1)
-    scale = max(1.0, float(np.abs(coef).max())) if coef.size else 1.0
-    same = np.all(np.abs(coef[1:] - coef[:-1]) <= TOL_MAP * scale, axis=1)
+def _merge(slopes):
+    """Indices of the first piece of each run of neighbours with the same affine map:
+    the same slope (module docstring: on a continuous net, the same offset then)."""
+    scale = max(1.0, float(np.abs(slopes).max())) if slopes.size else 1.0
+    same = np.all(np.abs(slopes[1:] - slopes[:-1]) <= TOL_MAP * scale, axis=1)
     return np.concatenate([[0], np.nonzero(~same)[0] + 1])
 
 
@@ -176,7 +178,7 @@ def linear_pieces(net, x0, x1):
         A = (A[parents] * D) @ W + b
         C = (C[parents] * D) @ W
     _check_finite(A, C)
-    first = _merge(A, C)
+    first = _merge(C)
     merged = np.append(bounds[first], 1.0)
     return LinearPieces(breakpoints=merged[1:-1], count=len(first), n_patterns=len(A),
                         bounds=merged, slopes=C[first], offsets=A[first])
@@ -363,11 +365,11 @@ def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
     polys_out = [polys[cell] for cell in order]
     maps = np.array([maps[cell] for cell in order])
     _check_finite(maps, *polys_out)
-    # Merge neighbours whose maps agree within TOL_MAP (union-find over shared edges; the
-    # maps compared directly: grouped by rounded maps first, two maps 1 ulp apart fell
+    # Merge neighbours whose slopes agree within TOL_MAP (union-find over shared edges; the
+    # slopes compared directly: grouped by rounded maps first, two maps 1 ulp apart fell
     # on two sides of a rounding step, and counted as two regions).
     n = len(order)
-    flat = maps.reshape(n, -1)
+    flat = maps[:, 1:].reshape(n, -1)  # row 0 is the offset
     scale = max(1.0, float(np.abs(flat).max()))
     parent = list(range(n))
     for cell in order:

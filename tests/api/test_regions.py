@@ -194,6 +194,25 @@ def test_maps_a_rounding_error_apart_are_one_region(slope):
     assert regions.linear_pieces(net, [-1, 0], [1, 0]).count == 1
 
 
+@pytest.mark.parametrize("shift", [1e9, 1e12])
+def test_a_constant_added_to_the_output_changes_no_count(shift):
+    """The merge compared offsets too, with a tolerance scaled by the largest
+    coefficient: an output bias of 1e9 made a 2-8-8-1 net's 32 regions on the square
+    one, and 1e12 its 2 pieces on a diagonal one.  Neighbours of one slope have one
+    offset (the net is continuous), so the slopes alone decide."""
+    net = fd.MLP([2, 8, 8, 1], loss="mse", dtype="float64", seed=3)
+    weights = net.get_weights()
+    square = regions.regions_2d(net, [0, 0], [1, 0], [0, 1])
+    line = regions.linear_pieces(net, [-1, -1], [1, 1])
+    assert square.count > 1 and line.count > 1
+    (W3, b3) = weights[-1]
+    net.set_weights(weights[:-1] + [(W3, b3 + shift)])
+    shifted = regions.regions_2d(net, [0, 0], [1, 0], [0, 1])
+    assert (shifted.count, shifted.n_patterns) == (square.count, square.n_patterns)
+    np.testing.assert_array_equal(shifted.region, square.region)
+    assert regions.linear_pieces(net, [-1, -1], [1, 1]).count == line.count
+
+
 def test_the_merge_compares_neighbours_only(monkeypatch):
     """Every pair of cells with one map was tested for a shared edge: a net of constant
     output (2-48-48-1, 2,246 cells) took 213 s.  Now the cells a split makes are tested
