@@ -91,6 +91,13 @@ class Optimizer:
         self._owner = weakref.ref(net)
         self.bind(net.n_params, net.dtype)
 
+    def _hand_over(self, old, new):
+        """The state held for net ``old`` is net ``new``'s from now on (the estimators of
+        :mod:`fastdnn.sklearn` rebuild a net, the same parameters under other activations,
+        and a warm fit goes on with Adam's moments and step count: it started over)."""
+        if self._owner is not None and self._owner() is old:
+            self._owner = weakref.ref(new)
+
     def _check_range(self, dtype):
         """Refuse an ``lr`` or a ``weight_decay`` that the net's ``dtype`` does not hold:
         the update runs with them cast to it, where 3.5e38 is inf in float32 (the

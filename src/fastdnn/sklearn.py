@@ -84,6 +84,15 @@ def _loss_and_scales(out_activation, n_outputs):
     return "mse", n_outputs / 2.0, 0.5
 
 
+def _can_stratify(y, fraction):
+    """Whether the split of ``y`` with ``fraction`` held out is stratified: for two
+    classes always (scikit-learn's is, and raises where it cannot be), for more where it
+    can keep every class in both parts (``train_test_split``'s own test)."""
+    _, counts = np.unique(y, return_counts=True)
+    n_val = math.ceil(fraction * len(y))
+    return len(counts) <= 2 or (counts.min() >= 2 and min(n_val, len(y) - n_val) >= len(counts))
+
+
 def _poisson_constant(T, sample_weight):
     """What scikit-learn's Poisson loss, the half deviance ``y log(y / mu) - y + mu``
     summed over the outputs, adds to ``k`` times fastdnn's ``mu - y log(mu)``: the
@@ -181,6 +190,9 @@ class _BaseMLP(BaseEstimator):
     def _hidden_sizes(self):
         sizes = self.hidden_layer_sizes
         sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+        if any(isinstance(s, (bool, np.bool_)) or not isinstance(s, Integral) for s in sizes):
+            # int() made 5.5 units 5, and 0.5 passed the check below (scikit-learn's raises)
+            raise TypeError(f"hidden_layer_sizes must hold whole numbers of units; got {sizes}")
         if any(s <= 0 for s in sizes):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
         return [int(s) for s in sizes]
@@ -276,7 +288,9 @@ class _BaseMLP(BaseEstimator):
                 f"the fitted net has layers {self.net_.sizes} but the parameters and data "
                 f"ask for {layer_units}; fit with warm_start=False to start a new one")
         else:
+            self._check_kept()
             self._follow_activations(len(hidden))
+        self.net_.n_threads = self.n_threads  # a warm fit kept the first fit's
         X = self._net_input(X)
         try:
             if self.solver in _STOCHASTIC_SOLVERS:
@@ -302,6 +316,19 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_, self.best_validation_score_ = None, None
             self.best_loss_, self._no_improvement_count = np.inf, 0
 
+    def _check_kept(self):
+        """A warm fit or ``partial_fit`` goes on with ``net_``: a ``dtype`` or ``device``
+        set since, which it would not follow (it went on in the old one, silently), is
+        refused, as a new ``hidden_layer_sizes`` is."""
+        wanted = {"dtype": None if self.dtype is None else np.dtype(self.dtype),
+                  "device": None if self.device == "auto" else self.device}
+        have = {"dtype": self.net_.dtype, "device": self.net_.device}
+        for name, value in wanted.items():
+            if value is not None and value != have[name]:
+                raise ValueError(f"the fitted net's {name} is {have[name]}, not "
+                                 f"{self.get_params()[name]!r}: a warm fit or partial_fit goes "
+                                 f"on with it; fit with warm_start=False to start a new one")
+
     def _follow_activations(self, n_hidden):
         """On a warm start or ``partial_fit``: ``net_`` with the hidden activations and
         the output activation (the regressor's ``loss``) the parameters name now, its
@@ -319,6 +346,8 @@ class _BaseMLP(BaseEstimator):
                         dropout=old.dropout)
         self.net_._rng = copy.deepcopy(old._rng)  # the fit's shuffles go on as they would
         self.net_.set_weights(old.get_weights())
+        if self._optimizer is not None:  # its moments and step count go on too
+            self._optimizer._hand_over(old, self.net_)
         self.out_activation_ = out
 
     def _reported_constant(self, T, sample_weight):
@@ -360,8 +389,12 @@ class _BaseMLP(BaseEstimator):
         return opt
 
     def _validation_split(self, X, T, y, sample_weight):
-        """scikit-learn's early-stopping split (stratified for single-output classifiers)."""
-        stratify = y if self._stratify(y) else None
+        """scikit-learn's early-stopping split (stratified for single-output classifiers;
+        of more than two classes where it can be: every class twice, and each part with
+        room for every class; train_test_split raised there, on data scikit-learn's MLP,
+        which does not stratify them, trains on)."""
+        stratify = y if self._stratify(y) and _can_stratify(y, self.validation_fraction) \
+            else None
         train, val = train_test_split(np.arange(X.shape[0]), random_state=self._random_state,
                                       test_size=self.validation_fraction, stratify=stratify)
         if val.shape[0] < 2:
@@ -553,9 +586,10 @@ class _BaseMLP(BaseEstimator):
         return self._net_input(X)
 
     def _output_dtype(self, X):
-        """scikit-learn's dtype for values computed from ``X``: float32 only for float32
-        data and a float32 net (float64 data to a fit on float32 data gives float64, as
-        there); the net's with an explicit ``dtype``, which asks for it."""
+        """scikit-learn's dtype for values computed from ``X``, ``result_type`` of the
+        data's and the net's: float32 for a float32 net and data of float32 or a smaller
+        type (float64 data to a fit on float32 data gives float64, as there); the net's
+        with an explicit ``dtype``, which asks for it."""
         if self.dtype is not None:
             return self.net_.dtype
         dtype = getattr(X, "dtype", None)
@@ -564,8 +598,10 @@ class _BaseMLP(BaseEstimator):
                 dtype = np.result_type(*[np.dtype(d) for d in X.dtypes])
             except TypeError:  # pandas' own dtypes (nullable ones): float64, as scikit-learn
                 dtype = None
-        if not isinstance(dtype, np.dtype) or dtype != np.float32:
-            dtype = np.float64
+        if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf":
+            dtype = np.float64  # as a list or an object array becomes
+        # scikit-learn's forward pass multiplies X as it is: uint8 pixels by float32
+        # weights are float32 (float64 here before), int64 ones float64.
         return np.result_type(dtype, self.net_.dtype)
 
     def _score(self, X, y, sample_weight):
@@ -809,7 +845,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y.ndim != 1:
             raise ValueError("class_weight needs single-output targets (not multilabel)")
         weights = compute_sample_weight(self.class_weight, y)
-        return weights if sample_weight is None else weights * sample_weight
+        if not (np.isfinite(weights).all() and (weights >= 0).all()):
+            raise ValueError(f"class_weight must give finite weights >= 0; got "
+                             f"{self.class_weight!r}")
+        weights = weights if sample_weight is None else weights * sample_weight
+        if not weights.any():  # a ZeroDivisionError in the penalty's scale
+            raise ValueError(f"class_weight {self.class_weight!r} gives every row weight 0 "
+                             f"(the classes here: {np.unique(y).tolist()})")
+        return weights
 
     def fit(self, X, y, sample_weight=None):
         """Fit the model to ``X`` and the labels ``y``.
@@ -1027,6 +1070,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True  # y may have several columns
+        # Poisson refuses negative targets (check_estimator gave it some: 10 failures).
+        tags.target_tags.positive_only = self.loss == "poisson"
         return tags
 
 

@@ -546,3 +546,105 @@ def test_ctrl_c_in_lbfgs_leaves_the_attributes_of_the_net_predict_uses(monkeypat
         assert np.array_equal(W, W_net)
     assert clf.n_iter_ == len(info.value.history) > 0
     assert clf.loss_ == pytest.approx(info.value.history.loss[-1], rel=1e-12)
+
+
+# -- the sixth QA sweep: the estimators in scikit-learn's ecosystem --------------------
+@quiet
+@pytest.mark.parametrize("n, n_classes, single", [(100, 12, False), (60, 3, True)])
+def test_early_stopping_trains_where_no_stratified_split_exists(n, n_classes, single):
+    """train_test_split's stratified split raised ("test_size = 10 should be greater or
+    equal to the number of classes = 12"; a class of one row) where scikit-learn's MLP,
+    which stratifies binary problems only, trains: unstratified there now."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(n, 4)
+    y = np.arange(n) % n_classes
+    if single:
+        y[y == 2] = 1
+        y[0] = 2  # a class of one row (of two classes, refused: scikit-learn's too)
+    est = MLPClassifier((5,), early_stopping=True, max_iter=3, random_state=0).fit(X, y)
+    assert len(est.validation_scores_) == 3
+    sk.MLPClassifier((5,), early_stopping=True, max_iter=3, random_state=0).fit(X, y)
+
+
+@pytest.mark.parametrize("class_weight, match", [
+    ({0: 0, 1: 0, 2: 0}, "gives every row weight 0"),  # was ZeroDivisionError
+    ({0: np.nan, 1: 1, 2: 1}, "class_weight must give finite weights >= 0"),  # blamed l2
+    ({0: np.inf, 1: 1, 2: 1}, "class_weight must give finite"),  # blamed sample_weight
+    ({0: -1.0, 1: 1, 2: 1}, "class_weight must give finite"),
+])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_class_weight_values_are_checked(class_weight, match, solver):
+    X, y = problem("multiclass")
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier((3,), solver=solver, max_iter=2, class_weight=class_weight).fit(X, y)
+
+
+def test_a_partial_fit_batch_of_weight_0_classes_is_refused():
+    X, y = problem("multiclass")
+    est = MLPClassifier((3,), class_weight={0: 0, 1: 1, 2: 1})
+    with pytest.raises(ValueError, match=r"every row weight 0 \(the classes here: \[0\]\)"):
+        est.partial_fit(X[y == 0], y[y == 0], classes=[0, 1, 2])
+
+
+@pytest.mark.parametrize("sizes", [[5.5], [2.9, 4], [True], [0.5], [4.0]])
+def test_hidden_layer_sizes_must_be_whole_numbers(sizes):
+    # int() made [2.9, 4] a 2-4 net silently; [0.5] failed as "layer widths >= 1".
+    X, y = problem("multiclass")
+    with pytest.raises(TypeError, match="hidden_layer_sizes must hold whole numbers"):
+        MLPClassifier(sizes, max_iter=1).fit(X, y)
+    assert MLPClassifier([np.int64(3)], max_iter=1).fit(X, y).net_.sizes[1] == 3
+
+
+@quiet
+def test_a_warm_fit_follows_n_threads_and_refuses_another_dtype():
+    """A warm fit or partial_fit kept the first fit's n_threads and dtype while
+    get_params reported the new ones."""
+    X, y = problem("multiclass")
+    est = MLPClassifier((4,), max_iter=2, n_threads=2, warm_start=True, random_state=0)
+    est.fit(X, y)
+    est.set_params(n_threads=1).fit(X, y)
+    assert est.net_.n_threads == 1
+    est.set_params(dtype="float32")
+    with pytest.raises(ValueError, match="the fitted net's dtype is float64, not 'float32'"):
+        est.fit(X, y)
+    with pytest.raises(ValueError, match="dtype is float64"):
+        est.partial_fit(X, y)
+    est.set_params(warm_start=False).fit(X, y)  # a new net
+    assert est.net_.dtype == np.float32
+
+
+@quiet
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_a_warm_fit_after_a_new_activation_keeps_the_optimizer(solver):
+    """The new net built for the new activation made the optimizer start over (Adam's
+    step count 12 where one longer fit has 24): the docs promise warm fits keep it."""
+    X, y = problem("multiclass", n=40)
+    kw = dict(max_iter=3, warm_start=True, random_state=0, batch_size=10, solver=solver)
+    est = MLPClassifier((4,), activation="relu", **kw).fit(X, y)
+    state = est._optimizer.state.copy()
+    est.set_params(activation="tanh").fit(X, y)
+    assert est._optimizer.t == 24
+    if solver == "sgd":  # momentum 0.9: the velocity went on (not from zero)
+        assert np.abs(state).max() > 0
+
+
+def test_the_poisson_regressor_is_tagged_positive_only():
+    assert MLPRegressor(loss="poisson").__sklearn_tags__().target_tags.positive_only
+    assert not MLPRegressor().__sklearn_tags__().target_tags.positive_only
+
+
+@quiet
+@pytest.mark.parametrize("dt", [np.float16, np.int8, np.uint8, np.int16, np.bool_, np.int64])
+def test_output_dtype_of_other_data_types_is_scikit_learns(dt):
+    """scikit-learn's dtype is result_type(X, weights): uint8 pixels to a float32 fit
+    gave float64 here."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(40, 2).astype(np.float32)
+    y = X[:, 0] > 0
+    Xd = (X * 10).astype(dt)
+    for ours, theirs in [(MLPClassifier, sk.MLPClassifier), (MLPRegressor, sk.MLPRegressor)]:
+        a = ours(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)
+        b = theirs(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)
+        assert a.predict(Xd).dtype == b.predict(Xd).dtype
+        if hasattr(b, "predict_proba"):
+            assert a.predict_proba(Xd).dtype == b.predict_proba(Xd).dtype
