@@ -225,6 +225,7 @@ class BackupAndRestore(Callback):
 
     def attach(self, run):
         """Called by ``fit`` before training: restore ``run`` from the backup if any."""
+        serialize.check_writable(self.path)  # not at the first epoch's end, an epoch lost
         self.run = run
         if os.path.exists(self.path):
             try:
@@ -304,6 +305,7 @@ class ModelCheckpoint(Callback):
                              f"'epoch' or one of {', '.join(_LOG_KEYS)} (or a bad format): "
                              f"{exc!r}") from None
         _file_path("ModelCheckpoint", example)  # its folder, as the fields fill it
+        self._example = example
         if monitor != "auto" and monitor not in _MONITORS:
             raise ValueError(f"monitor must be 'auto' or one of {', '.join(_MONITORS)}; "
                              f"got {monitor!r}")
@@ -327,6 +329,7 @@ class ModelCheckpoint(Callback):
         self._net = self._history = None
 
     def on_train_begin(self, logs):
+        serialize.check_writable(getattr(self, "_example", self.path))  # not at epoch 1's end
         watch = self.monitor
         if watch == "auto":
             watch = "val_loss" if logs.get("validation") else "loss"

@@ -74,6 +74,9 @@ def write_atomic(path, write):
     # Through a symbolic link to the file it names (as open() writes), keeping the mode
     # of a file replaced (a 0600 model became 0644).
     given = os.fsdecode(path)  # a bytes path met the temporary file's str name late,
+    if given.endswith((os.sep, os.altsep or os.sep)):  # realpath drops it: "models/" was
+        raise IsADirectoryError(f"cannot write {given!r}: it names a folder; give a file "
+                                f"name")  # written as a file "models"
     path = os.path.realpath(given)  # and left that file behind
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):  # mkstemp's error named its own random file
@@ -93,8 +96,11 @@ def write_atomic(path, write):
                 # a CI run of 2026-11-28 left the named file behind.)
                 _replace(tmp, path)
                 return
-    # No O_TMPFILE here: a named temporary file.
-    fd, tmp = tempfile.mkstemp(prefix=".fastdnn-", suffix=".tmp", dir=folder)
+    # No O_TMPFILE here (or no writing in the folder): a named temporary file.
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".fastdnn-", suffix=".tmp", dir=folder)
+    except OSError as exc:  # it named its own random file ("Read-only file system: .fa..")
+        raise type(exc)(exc.errno, f"cannot write {given!r} ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):  # not on Windows

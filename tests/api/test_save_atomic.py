@@ -163,3 +163,47 @@ def test_a_file_of_another_kind_is_not_said_to_hold_pickles(tmp_path, content):
     path.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(ValueError, match="pickled objects"):
         fd.MLP.load(path)
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_a_path_ending_in_a_separator_is_a_folder_not_a_file(tmp_path, exists):
+    """realpath dropped the "/": save("models/") wrote a file "models" (which load then
+    could not read by the path given), and save("m.npz/") replaced m.npz."""
+    net = fd.MLP([4, 3, 2], seed=0)
+    target = tmp_path / "m.npz"
+    if exists:
+        net.save(target)
+    before = target.read_bytes() if exists else None
+    for writer in (net.save, lambda p: fd.export_onnx(net, p)):
+        with pytest.raises(IsADirectoryError, match="m.npz/'.*names a folder"):
+            writer(str(target) + os.sep)
+    assert os.listdir(tmp_path) == (["m.npz"] if exists else [])
+    if exists:
+        assert target.read_bytes() == before
+
+
+def test_an_unwritable_folder_is_named_not_a_temporary_file(tmp_path, monkeypatch):
+    # "Read-only file system: '.../ro/.fastdnn-sygq5cak.tmp'", a file the user never named.
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(tmp_path / ".fastdnn-sygq5cak.tmp"))
+
+    monkeypatch.setattr(serialize, "_unnamed_file", lambda folder: None)
+    monkeypatch.setattr(serialize.tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError, match=r"cannot write '.*model.npz' \(Read-only") as info:
+        fd.MLP([4, 3, 2], seed=0).save(tmp_path / "model.npz")
+    assert ".tmp" not in str(info.value) and info.value.errno == 30
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: fd.ModelCheckpoint(p), lambda p: fd.BackupAndRestore(p)],
+    ids=["ModelCheckpoint", "BackupAndRestore"])
+def test_a_writing_callbacks_path_is_checked_before_the_first_epoch(tmp_path, make):
+    """ModelCheckpoint and BackupAndRestore found out at the first epoch's end (an epoch
+    trained for nothing), and wrote a path ending in "/" as a file."""
+    net = fd.MLP([4, 3, 2], seed=0)
+    before = net.get_weights()
+    X, y = np.zeros((8, 4), dtype=np.float32), np.arange(8) % 2
+    with pytest.raises(IsADirectoryError, match="names a folder"):
+        net.fit(X, y, epochs=2, callbacks=[make(str(tmp_path / "ckpt") + os.sep)])
+    np.testing.assert_array_equal(net.get_weights()[0][0], before[0][0])
+    assert os.listdir(tmp_path) == []
