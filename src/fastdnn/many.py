@@ -41,13 +41,9 @@ def _optimizers(optimizer, n):
 
 def _copy_claimed(instance):
     """A copy of an optimizer or a ReduceLROnPlateau that still knows whose fit its state
-    is of (a deep copy drops that weak reference, and a copy of net A's then kept A's
-    state on net C, where C's own fit starts over)."""
-    clone = copy.deepcopy(instance)
-    owner = getattr(instance, "_owner", None)
-    if owner is not None:
-        clone._owner = owner
-    return clone
+    is of (:class:`fastdnn.optim.Claimed`: a copy of net A's starts over on net C, as
+    C's own fit does)."""
+    return copy.deepcopy(instance)
 
 
 def _check_nets(nets):

@@ -14,7 +14,7 @@ from .errors import DeviceError
 from .fitting import FitPlan, FitRun, History, deferred_interrupts
 from .kernels import spec
 from .lbfgs import fit_lbfgs
-from .optim import LBFGS, Optimizer, make_optimizer
+from .optim import LBFGS, Claimed, Optimizer, make_optimizer
 from .schedules import ReduceLROnPlateau, make_schedule
 from .validation import (check_dtype, check_n_threads, check_positive_int,
                          check_sample_weight, check_targets, check_verbose, normalize_weights)
@@ -354,6 +354,11 @@ class MLP:
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         new.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        # An optimizer or plateau of this net's fit copied before it, in the same
+        # deepcopy, holds the copy's state (one copied after it finds the copy in memo).
+        for other in list(memo.values()):
+            if isinstance(other, Claimed):
+                other._follow(self, new)
         return new
 
     def __getstate__(self):

@@ -8,6 +8,7 @@ the step count ``t``) between ``fit`` calls of one net, as a PyTorch optimizer d
 its parameters; given to another net it starts over (:meth:`Optimizer._claim`).  A name
 such as ``"adam"`` makes a fresh instance each time.  The trainer of a fit advances ``t``.
 """
+import copy
 import math
 import weakref
 
@@ -27,12 +28,41 @@ def _check_nonneg(name, value, upper=None, positive=False):
     return float(value)
 
 
-class Optimizer:
+class Claimed:
+    """What holds the state of one net's fit (an optimizer, a ReduceLROnPlateau): a
+    weak reference ``_owner`` to that net, which a pickle drops (the net is not known on
+    the other side: the state is kept for whichever net comes) and a deep copy keeps,
+    pointed at the net's copy where the same ``deepcopy`` copies the net too (either
+    order; :meth:`fastdnn.MLP.__deepcopy__`).  A deep copy dropped it, and a copy of net
+    A's Adam given to net B went on from A's moments and step count."""
+
+    _owner = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_owner", None)  # a weak reference: not pickled
+        return state
+
+    def __deepcopy__(self, memo):
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__getstate__(), memo))
+        if self._owner is not None:  # a net gone still is another net than the next
+            owner = self._owner()
+            new._owner = self._owner if owner is None else weakref.ref(memo.get(id(owner), owner))
+        return new
+
+    def _follow(self, old, new):
+        """The state held for net ``old`` is net ``new``'s from now on."""
+        if self._owner is not None and self._owner() is old:
+            self._owner = weakref.ref(new)
+
+
+class Optimizer(Claimed):
     """Base class: holds hyper-parameters, the step count ``t`` and the state arrays."""
 
     code = spec.SGD
     n_state = 1
-    _owner = None  # a weak reference to the net whose state this holds
     #: 0, or the batch weight at which the net's ``l2`` holds, each batch's penalty then
     #: scaled by ``_l2_weight / batch weight`` (``spec.step_l2``; the sample weights as
     #: the kernels see them, scaled to mean 1): scikit-learn's ``alpha``, which the
@@ -91,13 +121,6 @@ class Optimizer:
         self._owner = weakref.ref(net)
         self.bind(net.n_params, net.dtype)
 
-    def _hand_over(self, old, new):
-        """The state held for net ``old`` is net ``new``'s from now on (the estimators of
-        :mod:`fastdnn.sklearn` rebuild a net, the same parameters under other activations,
-        and a warm fit goes on with Adam's moments and step count: it started over)."""
-        if self._owner is not None and self._owner() is old:
-            self._owner = weakref.ref(new)
-
     def _check_range(self, dtype):
         """Refuse an ``lr`` or a ``weight_decay`` that the net's ``dtype`` does not hold:
         the update runs with them cast to it, where 3.5e38 is inf in float32 (the
@@ -111,11 +134,6 @@ class Optimizer:
             if float(value) > top:  # float: top cast to a float32 lr overflowed
                 raise ValueError(f"{name} {value:g} is beyond the range of the net's dtype "
                                  f"{np.dtype(dtype).name} (largest {top:.3g})")
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_owner", None)  # a weak reference: not pickled, not copied
-        return state
 
     def reset(self):
         """Forget the state and step count."""

@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 
 from .kernels import spec
+from .optim import Claimed
 
 
 def _positive(name, value, allow_zero=False):
@@ -156,7 +157,7 @@ class CosineDecay(Schedule):
         return p
 
 
-class ReduceLROnPlateau(Schedule):
+class ReduceLROnPlateau(Schedule, Claimed):
     """Scale the learning rate by ``factor`` when the watched loss stops improving (Keras'
     and PyTorch's ``ReduceLROnPlateau``, with Keras' count of ``patience``).
 
@@ -208,19 +209,12 @@ class ReduceLROnPlateau(Schedule):
         self.cooldown = _count("cooldown", cooldown)
         self.reset()
 
-    _owner = None  # a weak reference to the net whose fit the state is of
-
     def _claim(self, net):
         """Take ``net``'s fit: the state of another net's starts over (net B ran at net
         A's reduced rate, and A's best loss made B's first epoch no improvement)."""
         if self._owner is not None and self._owner() is not net:
             self.reset()
         self._owner = weakref.ref(net)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_owner", None)  # a weak reference: not pickled, not copied
-        return state
 
     def reset(self):
         """Forget the state: scale 1, no best loss yet."""

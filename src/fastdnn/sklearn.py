@@ -347,7 +347,7 @@ class _BaseMLP(BaseEstimator):
         self.net_._rng = copy.deepcopy(old._rng)  # the fit's shuffles go on as they would
         self.net_.set_weights(old.get_weights())
         if self._optimizer is not None:  # its moments and step count go on too
-            self._optimizer._hand_over(old, self.net_)
+            self._optimizer._follow(old, self.net_)
         self.out_activation_ = out
 
     def _reported_constant(self, T, sample_weight):

@@ -1548,3 +1548,36 @@ def test_a_progress_bar_interval_is_a_finite_number_of_seconds(interval):
     with pytest.raises(ValueError, match="interval must be a finite number of seconds"):
         fd.ProgressBar(interval=interval)
     assert fd.ProgressBar(interval=0).interval == 0.0
+
+
+@pytest.mark.parametrize("order", ["net first", "optimizer first"])
+def test_a_deep_copy_of_an_optimizer_follows_its_nets_copy(order):
+    """A deep copy dropped the optimizer's owner: a copy of net A's Adam given to net B
+    went on from A's moments and step count (the original starts over on B, as the
+    README says).  A copy made with its net's (either order) goes on with that copy."""
+    import copy
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)), rng.integers(0, 2, 64)
+    A = fd.MLP([4, 8, 2], seed=0)
+    opt, plateau = fd.Adam(lr=0.01), fd.ReduceLROnPlateau(patience=0, factor=0.5)
+    A.fit(X, y, epochs=3, batch_size=16, optimizer=opt, schedule=plateau)
+    plateau.scale = 0.25  # as after two cuts: a state a copy must not carry to B
+
+    def on_b(optimizer, schedule):
+        B = fd.MLP([4, 8, 2], seed=1)
+        B.fit(X, y, epochs=1, batch_size=16, optimizer=optimizer, schedule=schedule)
+        return B.get_weights()[0][0], optimizer.t
+
+    fresh = on_b(fd.Adam(lr=0.01), fd.ReduceLROnPlateau(patience=0, factor=0.5))
+    copied = on_b(copy.deepcopy(opt), copy.deepcopy(plateau))
+    assert copied[1] == 4
+    np.testing.assert_array_equal(copied[0], fresh[0])
+    if order == "net first":
+        A2, opt2, plateau2 = copy.deepcopy((A, opt, plateau))
+    else:
+        opt2, plateau2, A2 = copy.deepcopy((opt, plateau, A))
+    A2.fit(X, y, epochs=1, batch_size=16, optimizer=opt2, schedule=plateau2)
+    A.fit(X, y, epochs=1, batch_size=16, optimizer=opt, schedule=plateau)
+    assert opt2.t == opt.t == 16
+    np.testing.assert_array_equal(A2.get_weights()[0][0], A.get_weights()[0][0])
