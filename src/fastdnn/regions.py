@@ -15,8 +15,8 @@ the segment or square's side) to a piece's boundary is not a split; two affine m
 the same when their slopes differ by at most ``TOL_MAP`` (1e-9) times the largest
 slope (at least 1).  Only the slopes: the net is continuous, so neighbours of one slope
 have one offset where they touch, and so one map; an offset compared too scaled the
-tolerance with it (a constant of 1e9 added to the output made 32 regions one).  Dyadic weights (as in :mod:`fastdnn.constructions`)
-make every crossing exact.
+tolerance with it (a constant of 1e9 added to the output made 32 regions one).  Dyadic
+weights (as in :mod:`fastdnn.constructions`) make every crossing exact.
 
 Bounds, as exact Python integers: :func:`max_regions_one_layer` (Zaslavsky's count for
 ``h`` hyperplanes in general position in ``d`` dimensions), :func:`montufar_lower_bound`
