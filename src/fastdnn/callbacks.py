@@ -21,13 +21,13 @@ None of them runs per step: a callback costs nothing inside the compiled loop.
 """
 import json
 import math
-import numbers
 import os
 import sys
 
 import numpy as np
 
 from . import config, serialize
+from .validation import as_real
 
 
 class Callback:
@@ -93,11 +93,14 @@ class ProgressBar(Callback):
             raise TypeError(f"stream must be a file-like object with write(); got "
                             f"{type(stream).__name__} (open a path first)")
         self.stream = stream
-        if isinstance(interval, (bool, np.bool_)) or not isinstance(interval, numbers.Real) \
-                or not 0 <= interval < math.inf:  # nan wrote no in-epoch line, silently
+        try:
+            seconds = as_real("interval", interval)
+        except TypeError:
+            seconds = math.nan
+        if not 0 <= seconds < math.inf:  # nan wrote no in-epoch line, silently
             raise ValueError(f"interval must be a finite number of seconds >= 0; got "
                              f"{interval!r}")
-        self.interval = float(interval)
+        self.interval = seconds
         self.epochs = None
         self._last = 0.0  # seconds into the epoch of the last in-epoch line
         self._first = None  # (rows, seconds) at the epoch's first report
@@ -306,7 +309,7 @@ class ModelCheckpoint(Callback):
                              f"{exc!r}") from None
         _file_path("ModelCheckpoint", example)  # its folder, as the fields fill it
         self._example = example
-        if monitor != "auto" and monitor not in _MONITORS:
+        if not isinstance(monitor, str) or (monitor != "auto" and monitor not in _MONITORS):
             raise ValueError(f"monitor must be 'auto' or one of {', '.join(_MONITORS)}; "
                              f"got {monitor!r}")
         if not isinstance(save_best_only, (bool, np.bool_)):

@@ -16,7 +16,7 @@ sawtooth's breakpoints are exact dyadic numbers.  Each function returns a float6
 import numpy as np
 
 from . import datasets
-from .model import MLP
+from .model import MLP, check_net
 from .validation import check_positive_int
 
 
@@ -30,6 +30,7 @@ def _net(weights):
 
 def units(net):
     """Hidden units of ``net`` (the sum of its hidden widths)."""
+    check_net(net, "units(estimator.net_)")
     return sum(net.sizes[1:-1])
 
 
@@ -121,6 +122,8 @@ def parity_shallow(n, kind="dnf"):
         ``S - 2 relu(S - 1) + 2 relu(S - 2) - ...`` (``n`` units).
     """
     n = _check_bits(n)
+    if not isinstance(kind, str):  # an array: "truth value ... is ambiguous"
+        raise TypeError(f"kind must be 'dnf' or 'saw'; got {type(kind).__name__}")
     if kind == "dnf":
         if n > MAX_DNF_BITS:
             raise ValueError(f"the dnf net of {n} bits needs 2**{n - 1} hidden units; "

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .validation import is_integer
+
 __all__ = [
     "load_digits",
     "make_parity",
@@ -96,11 +98,13 @@ def make_parity(n_bits=8, signed=False, dtype=np.float32):
         1 if the row has an odd number of ones, else 0.
     """
     dt = _float_dtype(dtype)
-    if not isinstance(n_bits, (int, np.integer)) or isinstance(n_bits, bool):
+    if not is_integer(n_bits):
         raise TypeError(f"n_bits must be an int, got {type(n_bits).__name__}")
     if not 1 <= n_bits <= 24:
         # 2**24 rows is already 400 MB of float32 features at 24 bits.
         raise ValueError(f"n_bits must be in 1..24, got {n_bits}")
+    if not isinstance(signed, (bool, np.bool_)):  # "no" and [0] gave the +-1 encoding
+        raise TypeError(f"signed must be True or False; got {signed!r}")
     n_bits = int(n_bits)  # 2**n_bits in an int8's own width is 0 rows at 7 bits
     codes = np.arange(2**n_bits, dtype=np.int64)
     shifts = np.arange(n_bits - 1, -1, -1, dtype=np.int64)
@@ -154,7 +158,7 @@ def make_zigzag(n_samples=1024, depth=3, noise=0.0, seed=0, dtype=np.float32):
     """
     dt = _float_dtype(dtype)
     for name, value in (("n_samples", n_samples), ("depth", depth), ("seed", seed)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        if not is_integer(value):
             raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     n_samples, depth = int(n_samples), int(depth)
     if n_samples < 2:
@@ -211,8 +215,7 @@ def train_test_split(X, y, test_size=0.2, seed=0):
         raise ValueError(
             f"test_size={test_size} leaves an empty train or test set for {n} samples"
         )
-    if seed is not None and (isinstance(seed, (bool, np.bool_))
-                             or not isinstance(seed, numbers.Integral) or seed < 0):
+    if seed is not None and (not is_integer(seed) or seed < 0):
         raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
     order = np.random.default_rng(seed).permutation(n)
     test, train = order[:n_test], order[n_test:]

@@ -20,7 +20,7 @@ from . import constructions, datasets, regions as _regions, serialize
 from .many import fit_many
 from .model import MLP
 from .optim import Adam
-from .validation import check_positive_int
+from .validation import check_positive_int, is_integer
 
 
 @dataclass
@@ -71,8 +71,17 @@ def _sizes(name, values):
     return tuple(check_positive_int(f"{name} entry", v) for v in values)
 
 
+def _as_named(inner, outer, make):
+    """``make()``, its argument errors naming the experiment's parameter ``outer`` for the
+    data set's ``inner`` ("depth must be in 0..30" for ``teeth_depth=31``)."""
+    try:
+        return make()
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(str(exc).replace(inner, outer, 1)) from None
+
+
 def _check_seeds(seeds):
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+    if not is_integer(seeds) or seeds < 1:
         raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}")
     return int(seeds)
 
@@ -109,7 +118,8 @@ def zigzag(seeds=3, units=24, teeth_depth=3, epochs=300, lr=1e-2):
     depths = [L for L in (1, 2, 3, 4, 6) if units % L == 0 and units // L >= 2]
     if not depths:
         raise ValueError(f"units must be >= 2 (a layer of 2 units at least); got {units}")
-    X, y = datasets.make_zigzag(n_samples=1024, depth=teeth_depth, seed=0, dtype=np.float64)
+    X, y = _as_named("depth", "teeth_depth", lambda: datasets.make_zigzag(
+        n_samples=1024, depth=teeth_depth, seed=0, dtype=np.float64))
     nets, keys = [], []
     for L in depths:
         for s in range(seeds):
@@ -226,7 +236,8 @@ def parity(seeds=5, n_max=10, n_train=8, budget=450, epochs=300):
             row[f"{name} units"] = constructions.units(net)
             row[f"{name} params"] = net.n_params
         table.rows.append(row)
-    X, y = datasets.make_parity(n_train, dtype=np.float64)
+    X, y = _as_named("n_bits", "n_train", lambda: datasets.make_parity(n_train,
+                                                                         dtype=np.float64))
     deep, shallow, p_deep, p_shallow = _budget_pair(n_train, budget)
     nets = [MLP(sizes, activation="relu", dtype="float64", seed=s)
             for sizes in (deep, shallow) for s in range(seeds)]

@@ -32,6 +32,8 @@ def state_dict(net):
         ``(fan_out, fan_in)``.  For ``torch.nn.Module.load_state_dict``, wrap the
         arrays first: ``{k: torch.from_numpy(v) for k, v in sd.items()}``.
     """
+    from .model import check_net  # model imports this module
+    check_net(net, "state_dict(estimator.net_)")
     sd = {}
     for i, (W, b) in enumerate(net.get_weights()):
         sd[f"{2 * i}.weight"] = np.ascontiguousarray(W.T)

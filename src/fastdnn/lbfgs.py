@@ -101,7 +101,10 @@ def fit_lbfgs(net, plan, verbose=False, history=None, interrupted=lambda: False)
         result = minimize(loss_and_gradient, theta0, jac=True, method="L-BFGS-B",
                           callback=iteration,
                           options=dict(maxiter=plan.epochs, maxfun=opt.max_fun, gtol=opt.tol,
-                                       maxcor=opt.history))
+                                       # Pairs beyond the iterations are never filled (the
+                                       # same steps), but SciPy allocates them: a history
+                                       # of 2**62 was a MemoryError of exabytes.
+                                       maxcor=min(opt.history, plan.epochs)))
     except KeyboardInterrupt:  # out of an evaluation, maybe a trial point's
         backend.set_theta(iterate["theta"])
         raise

@@ -24,11 +24,12 @@ def _optimizers(optimizer, n):
     if isinstance(optimizer, (list, tuple)):
         if len(optimizer) != n:
             raise ValueError(f"got {len(optimizer)} optimizers for {n} nets")
-        if len({id(o) for o in optimizer}) != n:
-            raise ValueError("each net needs an optimizer of its own (one instance keeps one "
-                             "net's state); the list repeats an instance")
         for o in optimizer:
             _optimizers(o, 1)  # L-BFGS refused as above
+        instances = [id(o) for o in optimizer if isinstance(o, Optimizer)]
+        if len(set(instances)) != len(instances):  # names are fresh instances each
+            raise ValueError("each net needs an optimizer of its own (one instance keeps one "
+                             "net's state); the list repeats an instance")
         return list(optimizer)
     if isinstance(optimizer, Optimizer):
         return [_copy_claimed(optimizer) for _ in range(n)]

@@ -2,7 +2,6 @@
 import contextlib
 import copy
 import math
-import numbers
 import threading
 import warnings
 
@@ -16,8 +15,9 @@ from .kernels import spec
 from .lbfgs import fit_lbfgs
 from .optim import LBFGS, Claimed, Optimizer, make_optimizer
 from .schedules import ReduceLROnPlateau, make_schedule
-from .validation import (check_dtype, check_n_threads, check_positive_int,
-                         check_sample_weight, check_targets, check_verbose, normalize_weights)
+from .validation import (as_real, check_dtype, check_n_threads, check_positive_int,
+                         check_sample_weight, check_targets, check_verbose, is_integer,
+                         normalize_weights)
 
 _SAMPLING = {True: spec.SHUFFLE, False: spec.IN_ORDER, "uniform": spec.UNIFORM}
 # He initialisation suits the rectifiers; Glorot the saturating activations.
@@ -40,7 +40,7 @@ def _check_sizes(sizes):
     if len(sizes) < 2:
         raise ValueError(f"sizes needs at least an input and an output width; got {sizes}")
     for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+        if not is_integer(s):
             raise TypeError(f"layer widths must be integers; got {s!r}")
         if s < 1:
             raise ValueError(f"layer widths must be >= 1; got {sizes}")
@@ -66,9 +66,7 @@ def _check_activations(activation, n_hidden):
 
 def _check_rate(name, value, upper=1.0, lowest="["):
     """``value`` as a float in ``[0, upper)`` (``lowest="("``: ``(0, upper)``)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
+    value = as_real(name, value)
     if not (0.0 <= value < upper) or (lowest == "(" and value == 0):
         raise ValueError(f"{name} must be in {lowest}0, {upper:g}); got {value!r}")
     return value
@@ -87,8 +85,7 @@ def _check_dropout(dropout, n_hidden):
 
 
 def _check_nonneg(name, value, positive=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = as_real(name, value)
     if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
         raise ValueError(f"{name} must be finite and {'>' if positive else '>='} 0; got "
                          f"{value!r}")
@@ -200,6 +197,16 @@ def _make_backend(device, sizes, codes, loss, dtype, l2=0.0, drops=None):
     return CPUBackend(sizes, codes, loss, dtype, l2, drops)
 
 
+def check_net(net, call):
+    """A ``TypeError`` for what is no :class:`MLP`, pointing a fitted estimator of
+    :mod:`fastdnn.sklearn` at its ``net_`` (``call`` shows how, e.g.
+    ``"export_onnx(estimator.net_, path)"``)."""
+    if not isinstance(net, MLP):  # "'MLPClassifier' object has no attribute 'sizes'"
+        hint = (f" (a fitted scikit-learn estimator of fastdnn.sklearn holds its net as "
+                f"net_: {call})" if isinstance(getattr(net, "net_", None), MLP) else "")
+        raise TypeError(f"net must be a fastdnn MLP, got {type(net).__name__}{hint}")
+
+
 class MLP:
     """A deep feed-forward net ``h_i = g(h_{i-1} W_i + b_i)`` trained by minibatch SGD.
 
@@ -265,8 +272,7 @@ class MLP:
             raise ValueError("cross_entropy needs >= 2 outputs; use binary_cross_entropy for one")
         self.dtype = check_dtype(dtype)
         self.n_threads = check_n_threads(n_threads)
-        if seed is not None and (isinstance(seed, (bool, np.bool_))
-                                 or not isinstance(seed, numbers.Integral)):
+        if seed is not None and not is_integer(seed):
             # True seeded 1; a NumPy Generator was used in place, shared by every net
             # made from it and advanced by their fits.
             raise TypeError(f"seed must be None or a non-negative integer; got {seed!r}")
@@ -281,6 +287,17 @@ class MLP:
     # -- regularisation ----------------------------------------------------------------
     # Properties: a plain attribute set after construction reached copies, pickles and
     # saved files (which read it) but not the net's own backend (built from it once).
+    @property
+    def n_threads(self):
+        """The thread count of the net's kernels (``None``: the default policy);
+        settable, checked as the constructor checks it (0 failed inside Numba, 2.5 and
+        True were taken)."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value):
+        self._n_threads = check_n_threads(value)
+
     @property
     def l2(self):
         """The L2 penalty (see the class docstring); settable between fits."""
@@ -373,7 +390,7 @@ class MLP:
         backend = state.pop("_backend", None)  # pickles before 2026-11-29 kept the backend
         theta = backend.get_theta() if backend is not None else state.pop("_theta")
         device = backend.device if backend is not None else state.pop("_device")
-        for name in ("l2", "dropout"):  # plain attributes in pickles before 2026-11-29
+        for name in ("l2", "dropout", "n_threads"):  # plain attributes in older pickles
             if name in state:
                 state["_" + name] = state.pop(name)
         self.__dict__.update(state)
@@ -437,7 +454,11 @@ class MLP:
         # Another thread's fit went on from them with its old optimizer state, a result
         # that changed from run to run; the fit's own callbacks may set them.
         self._between_fits("the weights", other_threads=True)
-        weights = list(weights)
+        try:
+            weights = list(weights)
+        except TypeError:  # "'int' object is not iterable"
+            raise TypeError(f"weights must be a list of (W, b) pairs, got "
+                            f"{type(weights).__name__}") from None
         if len(weights) != len(self.sizes) - 1:
             raise ValueError(f"expected {len(self.sizes) - 1} (W, b) pairs, got {len(weights)}")
         parts = []
@@ -837,13 +858,15 @@ class MLP:
                 label = int(label)
             if isinstance(label, (float, np.floating)) and float(label).is_integer():
                 label = int(label)  # 1.0, as y may hold the labels (it said "label 1.0")
-            if isinstance(label, (bool, np.bool_)) or not isinstance(label, numbers.Integral) \
-                    or not 0 <= label < n_classes:
+            if not is_integer(label) or not 0 <= label < n_classes:
                 raise ValueError(f"class_weight has label {label!r}; labels are 0..{n_classes - 1}")
-            if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, numbers.Real) \
-                    or not (math.isfinite(weight) and weight >= 0):
+            try:
+                value = as_real("weight", weight)
+            except (TypeError, ValueError):  # 10**400: OverflowError out of isfinite
+                value = math.nan
+            if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"class_weight[{label!r}] must be a number >= 0; got {weight!r}")
-            table[int(label)] = float(weight)
+            table[int(label)] = value
         w = table[labels]
         if not (w.sum() > 0 or allow_zero):
             raise ValueError("class_weight gives every row weight 0")

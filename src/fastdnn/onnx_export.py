@@ -5,8 +5,8 @@ import numpy as np
 
 from . import __version__, serialize
 from .kernels import spec
-from .model import MLP
-from .validation import check_dtype
+from .model import check_net
+from .validation import check_dtype, is_integer
 
 #: Opset 17 is read by every onnxruntime since 1.13 and by onnx >= 1.12.  Softmax takes
 #: its ``axis`` attribute literally from opset 13 on; older opsets are refused.
@@ -184,12 +184,8 @@ def export_onnx(net, path, opset=DEFAULT_OPSET, dtype=None):
         For an opset outside the supported range, an unknown dtype, or weights of 2 GiB
         or more (protobuf's limit for one file).
     """
-    if not isinstance(net, MLP):
-        hint = (" (a fitted scikit-learn estimator of fastdnn.sklearn holds its net as "
-                "net_: export_onnx(estimator.net_, path))"
-                if isinstance(getattr(net, "net_", None), MLP) else "")
-        raise TypeError(f"net must be a fastdnn MLP, got {type(net).__name__}{hint}")
-    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+    check_net(net, "export_onnx(estimator.net_, path)")
+    if not is_integer(opset):
         raise TypeError(f"opset must be an integer, got {type(opset).__name__}")
     dtype = net.dtype if dtype is None else check_dtype(dtype)
     onnx = _import_onnx()

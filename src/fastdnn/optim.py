@@ -15,11 +15,11 @@ import weakref
 import numpy as np
 
 from .kernels import spec
+from .validation import as_real, is_integer
 
 
 def _check_nonneg(name, value, upper=None, positive=False):
-    if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = as_real(name, value)
     if (not math.isfinite(value) or value < 0 or (positive and value == 0)
             or (upper is not None and value >= upper)):
         bound = f" and < {upper}" if upper is not None else ""
@@ -281,8 +281,7 @@ class LBFGS:
     def __init__(self, tol=1e-4, max_fun=15000, history=10):
         self.tol = _check_nonneg("tol", tol)
         for name, value in (("max_fun", max_fun), ("history", history)):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-                    or value < 1:
+            if not is_integer(value) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
         self.max_fun, self.history = int(max_fun), int(history)
         self.lr = 1.0  # read by ReduceLROnPlateau only, which L-BFGS does not use
@@ -295,8 +294,11 @@ class LBFGS:
 
     def _claim(self, net):
         """Check the settings as the constructor does (they may have been set since:
-        ``opt.history = 0`` fitted nothing, silently); no state to take."""
-        LBFGS(**self._params())
+        ``opt.history = 0`` fitted nothing, silently), and keep them as it does: SciPy
+        sized its work arrays in a NumPy ``uint8`` history's type, and wrote past them
+        (a segfault); no state to take."""
+        checked = LBFGS(**self._params())
+        self.tol, self.max_fun, self.history = checked.tol, checked.max_fun, checked.history
 
     def __repr__(self):
         return f"LBFGS(tol={self.tol!r}, max_fun={self.max_fun!r}, history={self.history!r})"

@@ -25,7 +25,6 @@ Tjandraatmadja & Ramalingam 2018).
 """
 from dataclasses import dataclass
 from functools import lru_cache
-import numbers
 from math import comb
 
 import numpy as np
@@ -34,7 +33,7 @@ from numba import njit
 from . import config
 from .kernels import spec
 from .model import MLP
-from .validation import check_positive_int
+from .validation import as_real, check_positive_int
 
 TOL_T = 1e-12
 TOL_MAP = 1e-9
@@ -295,9 +294,7 @@ def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
     Regions2D
     """
     origin, u, v = (_point(net, x, name) for x, name in ((origin, "origin"), (u, "u"), (v, "v")))
-    for value, name in ((lo, "lo"), (hi, "hi")):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name} must be a number; got {value!r}")
+    lo, hi = as_real("lo", lo), as_real("hi", hi)  # a Fraction failed in np.isfinite
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise ValueError(f"need finite lo < hi; got lo={lo!r}, hi={hi!r}")
     if not np.isfinite(hi - lo):  # the tolerances scale with the side: inf merged it all

@@ -10,11 +10,11 @@ import numpy as np
 
 from .kernels import spec
 from .optim import Claimed
+from .validation import as_real, is_integer
 
 
 def _positive(name, value, allow_zero=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = as_real(name, value)
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0; got {value!r}")
     return float(value)
@@ -32,6 +32,12 @@ class Schedule:
 
     def factor(self, t, total_steps=None):
         """Multiplier of the base learning rate at iteration ``t`` (0-based)."""
+        # int(t) took "3", 2.9 and True, and t = -1 gave inf; a total_steps the
+        # constructors refuse gave 0.
+        if not is_integer(t) or t < 0:
+            raise ValueError(f"t must be an integer >= 0; got {t!r}")
+        if total_steps is not None and (not is_integer(total_steps) or total_steps < 1):
+            raise ValueError(f"total_steps must be an integer >= 1; got {total_steps!r}")
         return spec.lr_factor(self.code, self.params(total_steps), int(t))
 
     def _arguments(self):
@@ -85,8 +91,7 @@ class StepDecay(Schedule):
     def __init__(self, step_size, gamma=0.1):
         # Up to 2**53: the kernels read it from a float64 (2**63 became -2**63 there, and
         # every step was a drop by 1/gamma).
-        if (isinstance(step_size, (bool, np.bool_)) or not isinstance(step_size, (int, np.integer))
-                or not 1 <= step_size <= 2**53):
+        if not is_integer(step_size) or not 1 <= step_size <= 2**53:
             raise ValueError(f"step_size must be an integer from 1 to 2**53; got {step_size!r}")
         self.step_size = int(step_size)
         self.gamma = _positive("gamma", gamma)
@@ -138,8 +143,7 @@ class CosineDecay(Schedule):
 
     def __init__(self, total_steps=None, min_factor=0.0):
         if total_steps is not None:
-            if (isinstance(total_steps, (bool, np.bool_))
-                    or not isinstance(total_steps, (int, np.integer)) or total_steps < 1):
+            if not is_integer(total_steps) or total_steps < 1:
                 raise ValueError(f"total_steps must be an integer >= 1; got {total_steps!r}")
             total_steps = int(total_steps)
         self.total_steps = total_steps
@@ -256,7 +260,7 @@ class ReduceLROnPlateau(Schedule, Claimed):
 
 
 def _count(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+    if not is_integer(value) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
     return int(value)
 

@@ -74,6 +74,8 @@ def write_atomic(path, write):
     # Through a symbolic link to the file it names (as open() writes), keeping the mode
     # of a file replaced (a 0600 model became 0644).
     given = os.fsdecode(path)  # a bytes path met the temporary file's str name late,
+    if not given:  # "cannot write '': it is a folder" (the current one)
+        raise ValueError("cannot write '': the path is empty; give a file name")
     if given.endswith((os.sep, os.altsep or os.sep)):  # realpath drops it: "models/" was
         raise IsADirectoryError(f"cannot write {given!r}: it names a folder; give a file "
                                 f"name")  # written as a file "models"

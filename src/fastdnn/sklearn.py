@@ -379,7 +379,7 @@ class _BaseMLP(BaseEstimator):
             opt.momentum, opt.nesterov = float(self.momentum), nesterov
         else:
             if first_pass or not isinstance(opt, Adam):
-                opt = Adam(lr=self.learning_rate_init)
+                opt = Adam(lr=float(self.learning_rate_init))  # True, as scikit-learn's
             # Adam is invariant to the loss scale c but for epsilon, which adds to
             # sqrt(v) and so scales with the gradient.
             opt.lr, opt.betas, opt.eps = (float(self.learning_rate_init),

@@ -134,9 +134,30 @@ def check_targets(y, loss, n_outputs, n_samples, dtype):
     return T
 
 
+def is_integer(value):
+    """Whether ``value`` is an integer argument: a Python or NumPy integer, not a bool
+    (``True`` is no count) nor a ``np.timedelta64`` (a NumPy signed integer: 3 days read
+    as 3)."""
+    return (isinstance(value, numbers.Integral)
+            and not isinstance(value, (bool, np.bool_, np.timedelta64)))
+
+
+def as_real(name, value):
+    """``value`` as a float: a ``TypeError`` naming ``name`` for what is no real number
+    (a bool, a ``np.timedelta64``, a string), a ``ValueError`` for an integer beyond
+    float64's range (``10**400``: an ``OverflowError`` out of ``math.isfinite``)."""
+    if isinstance(value, (bool, np.bool_, np.timedelta64)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be finite; got an integer of "
+                         f"{len(str(abs(int(value))))} digits") from None
+
+
 def check_positive_int(name, value):
     """Return ``value`` as an int >= 1, or raise a ``ValueError``/``TypeError`` naming it."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if not is_integer(value):
         raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1; got {value}")
@@ -147,8 +168,7 @@ def check_n_threads(n_threads):
     """Validate an ``n_threads`` setting (``None`` or an int >= 1)."""
     if n_threads is None:
         return None
-    if (isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral)
-            or n_threads < 1):
+    if not is_integer(n_threads) or n_threads < 1:
         raise ValueError(f"n_threads must be None or an integer >= 1; got {n_threads!r}")
     return int(n_threads)
 

@@ -581,3 +581,129 @@ def test_bad_validation_data_is_named_as_such(part, match):
     X, y = rng.normal(size=(20, 3)), np.arange(20) % 2
     with pytest.raises(ValueError, match="^validation_data: .*" + match):
         fd.MLP([3, 4, 2], seed=0).fit(X, y, epochs=1, validation_data=part(X, y))
+
+
+# -- the sixth QA sweep: the public API fuzzed ------------------------------------------
+@pytest.mark.parametrize("history", [np.uint8(255), np.int8(3), np.int16(200), 2**62])
+def test_lbfgs_history_set_between_fits_as_a_numpy_scalar_trains(history):
+    """The raw np.uint8 went to SciPy, which sized its work arrays in that type and wrote
+    past them (a segfault); int8 overflowed inside SciPy; 2**62 allocated exabytes."""
+    X = np.random.default_rng(0).standard_normal((8, 3))
+    y = np.array([0, 1] * 4)
+    opt = fd.LBFGS()
+    opt.history = history
+    fd.MLP([3, 4, 2], dtype="float64", seed=0).fit(X, y, epochs=2, optimizer=opt)
+    assert type(opt.history) is int
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: fd.SGD(lr=v), lambda v: fd.Adam(eps=v), lambda v: fd.LBFGS(tol=v),
+    lambda v: fd.MLP([2, 3, 2], l2=v), lambda v: fd.ExponentialDecay(rate=v),
+    lambda v: fd.ReduceLROnPlateau(min_lr=v), lambda v: fd.ProgressBar(interval=v)])
+def test_an_integer_beyond_float64_is_a_value_error(make):
+    # 10**400 raised OverflowError out of math.isfinite.
+    with pytest.raises(ValueError):
+        make(10**400)
+
+
+def test_fit_arguments_beyond_float64_are_value_errors():
+    net, (X, y) = fd.MLP([2, 3, 2], seed=0), (np.zeros((4, 2)), np.array([0, 1, 0, 1]))
+    for kwargs in (dict(clip_norm=10**400), dict(class_weight={0: 10**400, 1: 1})):
+        with pytest.raises(ValueError):
+            net.fit(X, y, epochs=1, **kwargs)
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: fd.MLP([2, 3, 2], seed=v), lambda v: fd.MLP([2, v, 2]),
+    lambda v: fd.StepDecay(step_size=v), lambda v: fd.SGD(lr=v),
+    lambda v: fd.MLP([2, 3, 2]).fit(np.zeros((4, 2)), [0, 1, 0, 1], epochs=v)])
+def test_a_timedelta_is_no_number(make):
+    # NumPy makes timedelta64 a signed integer: 3 days read as 3.
+    with pytest.raises((TypeError, ValueError)):
+        make(np.timedelta64(3, "D"))
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True, "2", np.inf])
+def test_n_threads_set_on_a_net_is_checked(value):
+    # 0 failed inside Numba ("must be between 1 and 2"), 2.5 and True were taken.
+    net = fd.MLP([2, 3, 2], seed=0)
+    with pytest.raises(ValueError, match="n_threads must be None or an integer >= 1"):
+        net.n_threads = value
+    net.n_threads = 1
+    assert net.n_threads == 1
+
+
+def test_a_pickle_with_n_threads_as_a_plain_attribute_loads():
+    net = fd.MLP([2, 3, 2], seed=0, n_threads=1)
+    state = net.__getstate__()
+    state["n_threads"] = state.pop("_n_threads")  # as pickles before this change
+    old = fd.MLP.__new__(fd.MLP)
+    old.__setstate__(state)
+    assert old.n_threads == 1
+
+
+@pytest.mark.parametrize("signed", ["False", "no", [0], np.array([True, False])])
+def test_make_parity_signed_is_a_bool(signed):
+    # "no" and [0] gave the +-1 encoding.
+    with pytest.raises(TypeError, match="signed must be True or False"):
+        fd.datasets.make_parity(3, signed=signed)
+
+
+def test_functions_of_a_net_refuse_an_estimator_and_point_to_net_():
+    from fastdnn import constructions, interop
+    from fastdnn.sklearn import MLPClassifier
+
+    est = MLPClassifier((3,), max_iter=1).fit(np.random.default_rng(0).normal(size=(8, 2)),
+                                             [0, 1] * 4)
+    for call in (constructions.units, interop.state_dict):
+        with pytest.raises(TypeError, match=r"net must be a fastdnn MLP.*net_"):
+            call(est)
+        with pytest.raises(TypeError, match="net must be a fastdnn MLP, got str$"):
+            call("net")
+
+
+def test_fit_many_takes_a_list_of_names():
+    # ["adam", "adam"] was "the list repeats an instance" (a name is a fresh instance).
+    nets = [fd.MLP([2, 3, 2], seed=s) for s in range(2)]
+    X, y = np.random.default_rng(0).normal(size=(8, 2)), np.array([0, 1] * 4)
+    fd.fit_many(nets, X, y, epochs=1, optimizer=["adam", "adam"])
+    opt = fd.Adam()
+    with pytest.raises(ValueError, match="repeats an instance"):
+        fd.fit_many(nets, X, y, epochs=1, optimizer=[opt, opt])
+
+
+@pytest.mark.parametrize("t, total_steps", [(-1, None), (-2, None), ("3", None), (2.9, None),
+                                            (True, None), (3, -5), (3, 0.5), (3, True)])
+def test_schedule_factor_checks_its_arguments(t, total_steps):
+    # InverseTimeDecay(1).factor(-1) was inf, factor(-2) -1.0; total_steps=-5 gave 0.
+    for schedule in (fd.InverseTimeDecay(1.0), fd.CosineDecay()):
+        with pytest.raises(ValueError, match="must be an integer"):
+            schedule.factor(t, total_steps=total_steps)
+    assert fd.InverseTimeDecay(1.0).factor(np.int64(1)) == 0.5
+
+
+def test_experiments_name_their_own_parameters():
+    from fastdnn import experiments
+
+    with pytest.raises(ValueError, match="teeth_depth must be in 0..30"):
+        experiments.zigzag(teeth_depth=31)
+    with pytest.raises(ValueError, match="n_train must be in 1..24"):
+        experiments.parity(n_train=30)
+
+
+def test_misc_bad_arguments_are_named():
+    from fastdnn import constructions
+
+    net = fd.MLP([3, 4, 2], seed=0)
+    with pytest.raises(TypeError, match="weights must be a list of"):
+        net.set_weights(5)
+    for monitor in (["loss"], np.array(["loss", "val_loss"])):
+        with pytest.raises(ValueError, match="monitor must be"):
+            fd.ModelCheckpoint("c.npz", monitor=monitor)
+    with pytest.raises(TypeError, match="kind must be 'dnf' or 'saw'"):
+        constructions.parity_shallow(3, kind=np.array(["dnf", "saw"]))
+    with pytest.raises(ValueError, match="the path is empty"):
+        net.save("")
+    r = fd.regions.regions_2d(net, [0, 0, 0], [1, 0, 0], [0, 1, 0], lo=__import__(
+        "fractions").Fraction(-1, 2))
+    assert r.count >= 1

@@ -248,7 +248,7 @@ class CPUBackend:
                 optimizer = make_optimizer(optimizer)
                 plain = isinstance(optimizer, Optimizer) and _plain_sgd(
                     optimizer.code, _hyper(optimizer, self.l2, clip_norm))
-            except (TypeError, ValueError):  # the fit will say what is wrong
+            except (TypeError, ValueError, OverflowError):  # the fit will say what is wrong
                 plain = False
             kernel = epoch_kernel(self.sizes, batch_size, self.n_params, plain)
             warmup.start(self.sizes, self.codes, self.loss, self.dtype, online=online,
