@@ -2,6 +2,7 @@
 of optimizer steps).  The classes here only configure; the factor is
 :func:`fastdnn.kernels.spec.lr_factor`, evaluated per step inside the training kernels.
 """
+import functools
 import inspect
 import math
 import weakref
@@ -18,6 +19,13 @@ def _positive(name, value, allow_zero=False):
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0; got {value!r}")
     return float(value)
+
+
+@functools.cache
+def _parameters(cls):
+    """The names of ``cls``'s constructor arguments: ``inspect.signature`` took 96 us
+    (``Constant``'s is ``object``'s), 30% of a 20-row fit, which reprs its schedule."""
+    return tuple(inspect.signature(cls).parameters)
 
 
 class Schedule:
@@ -42,7 +50,7 @@ class Schedule:
 
     def _arguments(self):
         """The constructor's arguments, as set now."""
-        return {k: getattr(self, k) for k in inspect.signature(type(self)).parameters}
+        return {k: getattr(self, k) for k in _parameters(type(self))}
 
     def __repr__(self):
         # The constructor's arguments, not the state a fit leaves (ReduceLROnPlateau's
