@@ -536,6 +536,39 @@ def l2_penalty(theta, table, l2, grad):
     return 0.5 * l2 * total
 
 
+@njit(cache=config.CACHE, inline="always")
+def _squares_in_order(x):
+    """``sum(x ** 2)`` in float64, in eight running sums of every eighth element added
+    up in a fixed order: the same bits on every CPU (the step depends on them, unlike
+    :func:`_sum_of_squares`' reported penalty), and eight chains of dependent adds
+    instead of one (4 cycles an element): the norm of a 26,506-parameter gradient took
+    22 us of a 1-row step of 64-128-128-10, AMD EPYC."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    n = x.shape[0]
+    whole = n - n % 8
+    for i in range(0, whole, 8):
+        v0 = np.float64(x[i])
+        v1 = np.float64(x[i + 1])
+        v2 = np.float64(x[i + 2])
+        v3 = np.float64(x[i + 3])
+        v4 = np.float64(x[i + 4])
+        v5 = np.float64(x[i + 5])
+        v6 = np.float64(x[i + 6])
+        v7 = np.float64(x[i + 7])
+        s0 += v0 * v0
+        s1 += v1 * v1
+        s2 += v2 * v2
+        s3 += v3 * v3
+        s4 += v4 * v4
+        s5 += v5 * v5
+        s6 += v6 * v6
+        s7 += v7 * v7
+    for i in range(whole, n):
+        v = np.float64(x[i])
+        s0 += v * v
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
 @separate(returns=types.float64)
 @njit(cache=config.CACHE)
 def clip_by_norm(grad, bound):
@@ -544,11 +577,7 @@ def clip_by_norm(grad, bound):
     Each square in float64: a float32 square overflowed from |g| ~ 1.8e19, the norm read
     inf, and the step was 0.  A float64 gradient beyond ~1e154 overflows so too: then
     the squares are taken again, of ``g / max|g|`` (a second pass in that case only)."""
-    total = 0.0
-    for v in grad:
-        w = np.float64(v)
-        total += w * w
-    norm = math.sqrt(total)
+    norm = math.sqrt(_squares_in_order(grad))
     if math.isinf(norm):  # the gradient is finite (checked before): its squares overflowed
         big = 0.0
         for v in grad:
