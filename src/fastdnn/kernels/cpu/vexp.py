@@ -102,3 +102,121 @@ def _vexp(x):
     if x == types.float32:
         return lambda x: _exp32(x)
     raise TypingError(f"vexp takes float64 or float32, not {x}")
+
+
+# expm1 and log1p for the smooth activations (elu, softplus, sigmoid, silu), by the same
+# means: libm's expm1, log1p and exp one element at a time made softplus 8x and gelu 7x
+# a relu epoch of 16-32-32-2 at batch 32 (PyTorch: 1.04x and 1.46x; AMD EPYC).
+_HALF_LN2 = 0.34657359027997264
+
+
+@njit(cache=config.CACHE, inline="always")
+def _expm1_64(x):
+    # |x| <= ln2 / 2: x times the Taylor polynomial of (e^x - 1) / x, _exp64's less its
+    # constant (no cancellation near 0); beyond, e^x - 1 loses nothing: |e^x - 1| > 0.29.
+    p = 1.0 / 6227020800.0
+    p = p * x + 1.0 / 479001600.0
+    p = p * x + 1.0 / 39916800.0
+    p = p * x + 1.0 / 3628800.0
+    p = p * x + 1.0 / 362880.0
+    p = p * x + 1.0 / 40320.0
+    p = p * x + 1.0 / 5040.0
+    p = p * x + 1.0 / 720.0
+    p = p * x + 1.0 / 120.0
+    p = p * x + 1.0 / 24.0
+    p = p * x + 1.0 / 6.0
+    p = p * x + 0.5
+    p = p * x + 1.0
+    near = p * x
+    far = _exp64(x) - 1.0
+    return near if abs(x) <= _HALF_LN2 else far
+
+
+@njit(cache=config.CACHE, inline="always")
+def _expm1_32(x):
+    c = np.float32
+    p = c(1.0 / 5040.0)
+    p = p * x + c(1.0 / 720.0)
+    p = p * x + c(1.0 / 120.0)
+    p = p * x + c(1.0 / 24.0)
+    p = p * x + c(1.0 / 6.0)
+    p = p * x + c(0.5)
+    p = p * x + c(1.0)
+    near = p * x
+    far = _exp32(x) - c(1.0)
+    return near if abs(x) <= c(_HALF_LN2) else far
+
+
+# log1p(y) for y in [0, 1] (the exp(-|z|) of softplus): 2 atanh(s), s = y / (2 + y) in
+# [0, 1/3], by its series s (2 + 2 s^2 / 3 + 2 s^4 / 5 + ...), whose terms shrink 9-fold:
+# 17 of them below float64's half ulp, 8 below float32's.
+_ATANH64 = tuple(2.0 / (2 * k + 1) for k in range(17))
+_ATANH32 = tuple(2.0 / (2 * k + 1) for k in range(8))
+
+
+@njit(cache=config.CACHE, inline="always")
+def _log1p_unit_64(y):
+    s = y / (2.0 + y)
+    s2 = s * s
+    p = _ATANH64[16]
+    p = p * s2 + _ATANH64[15]
+    p = p * s2 + _ATANH64[14]
+    p = p * s2 + _ATANH64[13]
+    p = p * s2 + _ATANH64[12]
+    p = p * s2 + _ATANH64[11]
+    p = p * s2 + _ATANH64[10]
+    p = p * s2 + _ATANH64[9]
+    p = p * s2 + _ATANH64[8]
+    p = p * s2 + _ATANH64[7]
+    p = p * s2 + _ATANH64[6]
+    p = p * s2 + _ATANH64[5]
+    p = p * s2 + _ATANH64[4]
+    p = p * s2 + _ATANH64[3]
+    p = p * s2 + _ATANH64[2]
+    p = p * s2 + _ATANH64[1]
+    p = p * s2 + _ATANH64[0]
+    return s * p
+
+
+@njit(cache=config.CACHE, inline="always")
+def _log1p_unit_32(y):
+    c = np.float32
+    s = y / (c(2.0) + y)
+    s2 = s * s
+    p = c(_ATANH32[7])
+    p = p * s2 + c(_ATANH32[6])
+    p = p * s2 + c(_ATANH32[5])
+    p = p * s2 + c(_ATANH32[4])
+    p = p * s2 + c(_ATANH32[3])
+    p = p * s2 + c(_ATANH32[2])
+    p = p * s2 + c(_ATANH32[1])
+    p = p * s2 + c(_ATANH32[0])
+    return s * p
+
+
+def vexpm1(x):
+    """``expm1(x)`` for a float64 or float32 scalar, in its own precision."""
+    return np.expm1(x)
+
+
+def vlog1p_unit(y):
+    """``log1p(y)`` for ``y`` in [0, 1], a float64 or float32 scalar, in its own precision."""
+    return np.log1p(y)
+
+
+@overload(vexpm1)
+def _vexpm1(x):
+    if x == types.float64:
+        return lambda x: _expm1_64(x)
+    if x == types.float32:
+        return lambda x: _expm1_32(x)
+    raise TypingError(f"vexpm1 takes float64 or float32, not {x}")
+
+
+@overload(vlog1p_unit)
+def _vlog1p_unit(y):
+    if y == types.float64:
+        return lambda y: _log1p_unit_64(y)
+    if y == types.float32:
+        return lambda y: _log1p_unit_32(y)
+    raise TypingError(f"vlog1p_unit takes float64 or float32, not {y}")
