@@ -275,3 +275,146 @@ def test_cli_train_held_out_r2_of_a_scaled_regression(tmp_path, capsys):
     import re
     r2 = float(re.search(r"R2: (-?[0-9.]+)", out).group(1))
     assert r2 > 0.9, out
+
+
+# --- the training math (the core's mutation testing: 48 mutants, 13 survivors) ----------
+# eval_chunks_unweighted: a chunk's loss summed by rows, not weights (> PREDICT_CHUNK rows).
+def test_weighted_loss_over_several_evaluation_chunks():
+    from scipy.special import logsumexp
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    X, y = rng.normal(size=(n, 3)), rng.integers(0, 3, n)
+    w = np.where(np.arange(n) < 4096, 0.1, 5.0)  # the second chunk weighs far more
+    net = fd.MLP([3, 4, 3], activation="tanh", dtype="float64", seed=0)
+    Z = net.forward(X)
+    per_row = logsumexp(Z, axis=1) - Z[np.arange(n), y]
+    assert net.loss(X, y, sample_weight=w) == pytest.approx((w * per_row).sum() / w.sum(),
+                                                           rel=1e-12)
+
+
+# fused_loss_by_rows: the fused online step (a layer of >= 64 units) booked the row
+# mean as the epoch loss.
+def test_online_epoch_loss_of_a_wide_net_is_sample_weighted():
+    rng = np.random.default_rng(0)
+    X, y, w = rng.normal(size=(40, 4)), rng.integers(0, 3, 40), rng.uniform(0.1, 5.0, 40)
+    net = fd.MLP([4, 64, 3], activation="tanh", dtype="float64", seed=0)
+    expected = net.loss(X, y, sample_weight=w)  # lr ~0: the weights barely move
+    hist = net.fit(X, y, epochs=1, batch_size=1, optimizer=fd.SGD(lr=1e-12), sample_weight=w,
+                   shuffle=False)
+    assert hist.loss[0] == pytest.approx(expected, rel=1e-9)
+
+
+# shuffle_sattolo: randint(0, i) in place of (0, i + 1) makes only cyclic orders.
+def test_the_shuffle_draws_every_order():
+    import collections
+
+    import numba
+
+    from fastdnn.kernels.cpu import train
+
+    @numba.njit
+    def seeded(seed, order):
+        np.random.seed(seed)
+        train._shuffle(order)
+
+    counts = collections.Counter()
+    order = np.zeros(3, dtype=np.int64)
+    for seed in range(3000):
+        seeded(seed, order)
+        counts[tuple(order)] += 1
+    assert len(counts) == 6 and min(counts.values()) > 400, counts
+
+
+# hist_loss_by_rows: the epoch loss divided by rows, not weight (shuffle="uniform" draws
+# rows that do not weigh n).
+def test_uniform_sampling_books_the_weighted_mean_loss():
+    n = 50
+    X, y = np.tile([[0.3, -1.2, 0.7]], (n, 1)), np.ones(n, dtype=int)  # every row's loss L
+    w = np.linspace(0.05, 5.0, n)
+    net = fd.MLP([3, 5, 3], activation="tanh", dtype="float64", seed=0)
+    L = net.loss(X, y)
+    hist = net.fit(X, y, epochs=1, batch_size=5, optimizer=fd.SGD(lr=1e-12), sample_weight=w,
+                   shuffle="uniform")
+    assert hist.loss[0] == pytest.approx(L, rel=1e-9)
+
+
+def _sharded(monkeypatch, shards):
+    from fastdnn import config
+
+    monkeypatch.setattr(config, "SHARDS", shards)
+    monkeypatch.setattr(config, "MIN_SHARD_MACS", 0)
+
+
+# pair_share_rows: Numba-pool shards (config.SHARDS > 2) combined by rows, not weight.
+def test_a_sharded_step_with_uneven_weights_is_the_whole_batchs(monkeypatch):
+    _sharded(monkeypatch, 4)
+    rng = np.random.default_rng(0)
+    n = 128
+    X, y = rng.normal(size=(n, 8)), rng.integers(0, 3, n)
+    w = np.where(np.arange(n) < n // 4, 4.0, 0.3)
+    net = fd.MLP([8, 16, 3], activation="tanh", dtype="float64", seed=0)
+    want = [(W - 0.1 * dW, b - 0.1 * db)
+            for (W, b), (dW, db) in zip(net.get_weights(), net.gradients(X, y, sample_weight=w))]
+    net.fit(X, y, epochs=1, batch_size=n, shuffle=False, optimizer=fd.SGD(lr=0.1),
+            sample_weight=w)
+    for (W, b), (V, c) in zip(net.get_weights(), want):
+        np.testing.assert_allclose(W, V, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(b, c, rtol=0, atol=1e-12)
+
+
+# shard_row0: Numba-pool shards drew dropout masks from their own first row.
+def test_dropout_masks_do_not_depend_on_pool_shards(monkeypatch):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(128, 8)), rng.integers(0, 3, 128)
+    out = []
+    for shards in (1, 4):
+        _sharded(monkeypatch, shards)
+        net = fd.MLP([8, 16, 3], activation="tanh", dtype="float64", dropout=0.3, seed=0)
+        net.fit(X, y, epochs=1, batch_size=128, shuffle=False, optimizer=fd.SGD(lr=0.1))
+        out.append(np.concatenate([a.ravel() for Wb in net.get_weights() for a in Wb]))
+    np.testing.assert_allclose(out[0], out[1], rtol=0, atol=1e-12)
+
+
+# bias_grad_2rows: the bias gradient of a 2-row batch taken as a 1-row one's.
+def test_gradients_of_a_two_row_batch():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(2, 4)), np.array([0, 2])
+    net = fd.MLP([4, 7, 3], activation="tanh", dtype="float64", seed=0)
+    (W1, b1), (W2, b2) = net.get_weights()
+    A = np.tanh(X @ W1 + b1)
+    Z = A @ W2 + b2
+    P = np.exp(Z - Z.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    D2 = P.copy()
+    D2[np.arange(2), y] -= 1
+    D2 /= 2
+    D1 = (D2 @ W2.T) * (1 - A ** 2)
+    (dW1, db1), (dW2, db2) = net.gradients(X, y)
+    for got, want in ((dW1, X.T @ D1), (db1, D1.sum(0)), (dW2, A.T @ D2), (db2, D2.sum(0))):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
+
+
+# plateau_le: an exactly equal loss counted as an improvement (PyTorch and Keras: strict).
+def test_plateau_takes_an_equal_loss_as_no_improvement():
+    s = fd.ReduceLROnPlateau(factor=0.5, patience=1, threshold=0.0)
+    s.update(1.0, 0.1)
+    s.update(1.0, 0.1)
+    assert s.scale == 0.5
+
+
+# bce_label_ge0: a logit of exactly 0 (p = 0.5) predicts class 0, as scikit-learn's.
+def test_a_logit_of_zero_predicts_class_zero():
+    net = fd.MLP([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    net.set_weights([(np.zeros((2, 3)), np.zeros(3)), (np.zeros((3, 1)), np.zeros(1))])
+    assert (net.predict(np.ones((2, 2))).ravel() == 0).all()
+
+
+# sumsq_f32: the penalty's squares in float32 overflow from |W| = 1.8e19 (the loss inf).
+def test_the_penalty_of_a_float32_net_is_summed_in_float64():
+    net = fd.MLP([2, 2, 2], dtype="float32", l2=1e-3, seed=0)
+    (W1, b1), (W2, b2) = net.get_weights()
+    W1 = W1.copy()
+    W1[0, 0] = 1e20
+    net.set_weights([(W1, b1), (W2, b2)])
+    assert np.isfinite(net.loss(np.zeros((1, 2), dtype=np.float32), np.array([0])))
