@@ -3,6 +3,7 @@ the option named (a traceback, or a run that measured the wrong thing, before)."
 import pytest
 
 import ab_trees
+import activations
 import compile_profile
 import one_row
 import peers
@@ -24,6 +25,9 @@ import peers
     (one_row.main, ["--thresholds", "1k"], "--thresholds takes whole numbers"),
     (one_row.main, ["--rounds", "0"], "--rounds must be at least 1"),
     (compile_profile.main, ["--top", "-1"], "--top must be at least 1"),
+    (activations.main, ["src", "--rounds", "0"], "--rounds must be at least 1"),
+    (activations.main, ["src", "src", "src"], "give one src folder, or two"),
+    (activations.main, ["{tmp}"], "no fastdnn package in"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_a_bad_argument_is_refused_before_any_work(main, argv, says, tmp_path, capsys,
                                                    monkeypatch):
