@@ -234,7 +234,7 @@ def check_output(option, path):
     folder, a folder in its place), rather than after a long run."""
     try:
         serialize.check_writable(path)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise UsageError(f"{option} {path}: {exc}") from None
 
 
@@ -352,6 +352,7 @@ def run_train(args):
      optimizer_name, lr, held_out, task, prep) = setup
     rates = _Rates()
     optimizer = make_optimizer(optimizer_name, lr)
+    hist, saved = None, False
     try:
         hist = net.fit(
             X_train[shard],
@@ -364,24 +365,25 @@ def run_train(args):
             callbacks=[rates],
             comm=comm,
         )
-    except KeyboardInterrupt as exc:
-        if rank == 0 and not args.no_save:
-            save_interrupted(net, optimizer, getattr(exc, "history", None), epochs,
+        if rank != 0:
+            return 0
+
+        score = net.score(X_test, y_test)
+        metric = "accuracy" if task.name == "classification" else "R2"
+        print(f"{held_out} {metric}: {score:.4f} ({len(X_test)} samples)")
+        # One epoch: its rate after the compile, on rank 0's share of the rows.
+        first_rate = rates.rates[0] if rates.rates else None
+        if first_rate is not None:
+            first_rate *= len(X_train) / max(len(X_train[shard]), 1)
+        print(throughput_line(hist.seconds, len(X_train), first_rate))
+        if not args.no_save:
+            net.save(args.out, metadata=prep.to_metadata())
+            saved = True
+    except KeyboardInterrupt as exc:  # also while scoring the held-out rows, after the fit
+        if rank == 0 and not args.no_save and not saved:
+            save_interrupted(net, optimizer, hist or getattr(exc, "history", None), epochs,
                              args.out, prep)
         raise
-    if rank != 0:
-        return 0
-
-    score = net.score(X_test, y_test)
-    metric = "accuracy" if task.name == "classification" else "R2"
-    print(f"{held_out} {metric}: {score:.4f} ({len(X_test)} samples)")
-    # One epoch: its rate after the compile, on rank 0's share of the rows.
-    first_rate = rates.rates[0] if rates.rates else None
-    if first_rate is not None:
-        first_rate *= len(X_train) / max(len(X_train[shard]), 1)
-    print(throughput_line(hist.seconds, len(X_train), first_rate))
-    if not args.no_save:
-        net.save(args.out, metadata=prep.to_metadata())
     if args.plot:
         widths = "-".join(map(str, net.sizes))
         title = f"{name}: {widths}, {task.loss}"

@@ -13,7 +13,7 @@ from .errors import DeviceError
 from .fitting import FitPlan, FitRun, History, deferred_interrupts
 from .kernels import spec
 from .lbfgs import fit_lbfgs
-from .optim import LBFGS, Claimed, Optimizer, make_optimizer
+from .optim import LBFGS, PENDING, Optimizer, make_optimizer
 from .schedules import ReduceLROnPlateau, make_schedule
 from .validation import (as_real, check_dtype, check_n_threads, check_positive_int,
                          check_sample_weight, check_targets, check_verbose, is_integer,
@@ -373,9 +373,9 @@ class MLP:
         new.__setstate__(copy.deepcopy(self.__getstate__(), memo))
         # An optimizer or plateau of this net's fit copied before it, in the same
         # deepcopy, holds the copy's state (one copied after it finds the copy in memo).
-        for other in list(memo.values()):
-            if isinstance(other, Claimed):
-                other._follow(self, new)
+        # Those only: a walk over all of memo made a list of 4,000 nets 19x slower.
+        for other in memo.get(PENDING, ()):
+            other._follow(self, new)
         return new
 
     def __getstate__(self):

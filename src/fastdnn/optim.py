@@ -28,6 +28,11 @@ def _check_nonneg(name, value, upper=None, positive=False):
     return float(value)
 
 
+#: The key under which a ``deepcopy``'s memo lists the copies of :class:`Claimed`
+#: objects made before their net's copy (that copy takes them over).
+PENDING = "fastdnn: claimed copies before their net's"
+
+
 class Claimed:
     """What holds the state of one net's fit (an optimizer, a ReduceLROnPlateau): a
     weak reference ``_owner`` to that net, which a pickle drops (the net is not known on
@@ -43,13 +48,26 @@ class Claimed:
         state.pop("_owner", None)  # a weak reference: not pickled
         return state
 
+    def __copy__(self):
+        # The same net's (a pickle's way, through __getstate__, dropped it: a copy of net
+        # A's Adam went on from A's moments on net B, writing them in A's arrays).
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def __deepcopy__(self, memo):
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         new.__dict__.update(copy.deepcopy(self.__getstate__(), memo))
         if self._owner is not None:  # a net gone still is another net than the next
             owner = self._owner()
-            new._owner = self._owner if owner is None else weakref.ref(memo.get(id(owner), owner))
+            if owner is None:
+                new._owner = self._owner
+            elif id(owner) in memo:
+                new._owner = weakref.ref(memo[id(owner)])
+            else:  # the net's copy, if this deepcopy makes one later, takes it over
+                new._owner = self._owner
+                memo.setdefault(PENDING, []).append(new)
         return new
 
     def _follow(self, old, new):

@@ -228,6 +228,8 @@ def check_writable(path):
     a long run fails before it starts rather than at its end.
     """
     path = os.fspath(path)
+    if not path:  # realpath('') is the current folder, which passed: a run lost at the end
+        raise ValueError("the path is empty; give a file name")
     # The folder write_atomic writes in: that of the file a symbolic link names.
     folder = os.path.dirname(os.path.realpath(path))
     if os.path.isdir(path):

@@ -150,9 +150,9 @@ def as_real(name, value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     try:
         return float(value)
-    except OverflowError:
-        raise ValueError(f"{name} must be finite; got an integer of "
-                         f"{len(str(abs(int(value))))} digits") from None
+    except OverflowError:  # 10**400, or a Fraction of such integers
+        raise ValueError(f"{name} must be finite; got a number beyond float64's "
+                         f"range") from None
 
 
 def check_positive_int(name, value):

@@ -336,3 +336,32 @@ def test_ctrl_c_saves_the_model_trained_so_far(tmp_path, monkeypatch, capsys):
                           "--out", str(cut)], capsys)
     assert code == 130 and "nothing saved" in err
     assert cut.read_bytes() == before
+
+
+def test_ctrl_c_while_scoring_the_held_out_rows_saves_the_trained_model(tmp_path, monkeypatch,
+                                                                         capsys):
+    """The press between the fit's end and the save (scoring the held-out rows, slow on a
+    big set) threw the whole trained model away."""
+    pytest.importorskip("sklearn")
+    whole, cut = tmp_path / "two.npz", tmp_path / "cut.npz"
+    code, out, err = run(["train", "--quiet", "--epochs", "2", "--hidden", "8",
+                          "--out", str(whole)], capsys)
+    assert code == 0, err
+
+    def press(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fd.MLP, "score", press)
+    code, out, err = run(["train", "--quiet", "--epochs", "2", "--hidden", "8",
+                          "--out", str(cut)], capsys)
+    assert code == 130 and "interrupted after 2 of 2 epochs: saving" in err
+    for (Wa, ba), (Wb, bb) in zip(fd.MLP.load(whole).get_weights(), fd.MLP.load(cut).get_weights()):
+        np.testing.assert_array_equal(Wa, Wb)
+        np.testing.assert_array_equal(ba, bb)
+
+
+def test_an_empty_out_is_refused_before_training(capsys):
+    # realpath('') is the current folder, which passed the check: trained, then failed.
+    code, out, err = run(["train", "--epochs", "2", "--out", ""], capsys)
+    assert_one_line_error(code, err, 2)
+    assert "the path is empty" in err and "epoch" not in out

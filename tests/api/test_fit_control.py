@@ -1581,3 +1581,19 @@ def test_a_deep_copy_of_an_optimizer_follows_its_nets_copy(order):
     A.fit(X, y, epochs=1, batch_size=16, optimizer=opt, schedule=plateau)
     assert opt2.t == opt.t == 16
     np.testing.assert_array_equal(A2.get_weights()[0][0], A.get_weights()[0][0])
+
+
+def test_a_shallow_copy_of_an_optimizer_starts_over_on_another_net():
+    """copy.copy went the pickle's way (the owner dropped): a copy of net A's Adam went on
+    from A's moments on net B, and wrote B's moments into A's arrays."""
+    import copy
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)), rng.integers(0, 2, 64)
+    opt = fd.Adam(lr=0.01)
+    fd.MLP([4, 8, 2], seed=0).fit(X, y, epochs=3, batch_size=16, optimizer=opt)
+    moments = opt.state.copy()
+    twin = copy.copy(opt)
+    fd.MLP([4, 8, 2], seed=1).fit(X, y, epochs=1, batch_size=16, optimizer=twin)
+    assert twin.t == 4 and opt.t == 12
+    np.testing.assert_array_equal(opt.state, moments)
