@@ -65,41 +65,72 @@ def activate(Z, code, A):
 
 # The smooth activations, each a call: their loops inlined into every pass cost a cold
 # `fastdnn train` about 1 s of compiling for nets that mostly use relu or tanh, and a
-# call per layer and pass is ~10 ns.  error_model="numpy": a division under Python's
-# checks its divisor and keeps the loop scalar (none divides by zero).  spec's formulas
-# with vexp's exp, expm1 and log1p in place of libm's, one element at a time (a call of
-# ~20 cycles each: softplus cost 8x, silu 4x, elu 3.8x, sigmoid 2.7x a relu epoch of
-# 16-32-32-2 at batch 32, AMD EPYC); within 4 ulp of them, in the array's own precision.
-# gelu's erfc: a float32 net's in float64 arithmetic by a Chebyshev fit (_erfc_nonneg);
-# a float64 net's still calls libm's.
+# call per layer and pass is ~10 ns.  spec's formulas with vexp's exp, expm1 and log1p in
+# place of libm's, one element at a time (a call of ~20 cycles each: softplus cost 8x,
+# silu 4x, elu 3.8x, sigmoid 2.7x a relu epoch of 16-32-32-2 at batch 32, AMD EPYC);
+# within 4 ulp of them, in the array's own precision.  gelu's erfc: a float32 net's in
+# float64 arithmetic by a Chebyshev fit (_erfc_nonneg); a float64 net's calls libm's.
+# One loop per activation, each compiled when a fit first reaches it: the five long
+# polynomial loops in one function compiled 0.4 s longer for every smooth net (a cold
+# `fastdnn train --activation sigmoid` 3.5 -> 4.2 s).  error_model="numpy": a division
+# under Python's checks its divisor and keeps the loop scalar (none divides by zero).
 @separate(returns=types.none)
-@njit(cache=config.CACHE, error_model="numpy")
+@njit(cache=config.CACHE)
 def _activate_smooth(A, code):
     """``A = g(A)`` in place for sigmoid, elu, softplus, gelu, silu."""
-    n = A.shape[0]
     if code == SIGMOID:
-        for i in range(n):
-            A[i] = _sigmoid(A[i])
+        _sigmoid_rows(A)
     elif code == ELU:
-        for i in range(n):
-            z = A[i]
-            A[i] = z if z > 0 else vexpm1(z)
+        _elu_rows(A)
     elif code == SOFTPLUS:
-        for i in range(n):
-            A[i] = _softplus(A[i])
+        _softplus_rows(A)
     elif code == GELU:
-        if A.itemsize == 4:
-            for i in range(n):
-                A[i] = _gelu32(A[i])
-        else:
-            for i in range(n):
-                A[i] = F.gelu(A[i])
+        _gelu_rows(A)
     elif code == SILU:
-        for i in range(n):
-            z = A[i]
-            A[i] = z * _sigmoid(z)
+        _silu_rows(A)
     else:
         raise ValueError("unknown activation code")
+
+
+@separate(returns=types.none)
+@njit(cache=config.CACHE, error_model="numpy")
+def _sigmoid_rows(A):
+    for i in range(A.shape[0]):
+        A[i] = _sigmoid(A[i])
+
+
+@separate(returns=types.none)
+@njit(cache=config.CACHE, error_model="numpy")
+def _elu_rows(A):
+    for i in range(A.shape[0]):
+        z = A[i]
+        A[i] = z if z > 0 else vexpm1(z)
+
+
+@separate(returns=types.none)
+@njit(cache=config.CACHE, error_model="numpy")
+def _softplus_rows(A):
+    for i in range(A.shape[0]):
+        A[i] = _softplus(A[i])
+
+
+@separate(returns=types.none)
+@njit(cache=config.CACHE, error_model="numpy")
+def _gelu_rows(A):
+    if A.itemsize == 4:
+        for i in range(A.shape[0]):
+            A[i] = _gelu32(A[i])
+    else:
+        for i in range(A.shape[0]):
+            A[i] = F.gelu(A[i])
+
+
+@separate(returns=types.none)
+@njit(cache=config.CACHE, error_model="numpy")
+def _silu_rows(A):
+    for i in range(A.shape[0]):
+        z = A[i]
+        A[i] = z * _sigmoid(z)
 
 
 def _one(x):
@@ -208,27 +239,51 @@ def _silu_grad(z):
 
 
 @separate(returns=types.none)
-@njit(cache=config.CACHE, error_model="numpy")
+@njit(cache=config.CACHE)
 def _activation_backward_smooth(delta, A, Z, code):
-    """:func:`activation_backward` for elu, softplus, gelu, silu."""
-    n = delta.shape[0]
+    """:func:`activation_backward` for elu, softplus, gelu, silu (one loop each, as the
+    forward's)."""
     if code == ELU:
-        for i in range(n):
-            g = F.elu_grad(A[i])
-            if g != 1.0:
-                delta[i] *= g
+        _elu_backward(delta, A)
     elif code == SOFTPLUS:
-        for i in range(n):
-            delta[i] *= -vexpm1(-A[i])  # spec's softplus_grad
+        _softplus_backward(delta, A)
     elif code == GELU:
-        if Z.itemsize == 4:
-            for i in range(n):
-                delta[i] *= _gelu_grad32(Z[i])
-        else:
-            for i in range(n):
-                delta[i] *= F.gelu_grad(Z[i])
+        _gelu_backward(delta, Z)
     elif code == SILU:
-        for i in range(n):
-            delta[i] *= _silu_grad(np.float64(Z[i]))  # float32: 94 ulp near its root
+        _silu_backward(delta, Z)
     else:
         raise ValueError("unknown activation code")
+
+
+@separate(returns=types.none)
+@njit(cache=config.CACHE, error_model="numpy")
+def _elu_backward(delta, A):
+    for i in range(delta.shape[0]):
+        g = F.elu_grad(A[i])
+        if g != 1.0:
+            delta[i] *= g
+
+
+@separate(returns=types.none)
+@njit(cache=config.CACHE, error_model="numpy")
+def _softplus_backward(delta, A):
+    for i in range(delta.shape[0]):
+        delta[i] *= -vexpm1(-A[i])  # spec's softplus_grad
+
+
+@separate(returns=types.none)
+@njit(cache=config.CACHE, error_model="numpy")
+def _gelu_backward(delta, Z):
+    if Z.itemsize == 4:
+        for i in range(delta.shape[0]):
+            delta[i] *= _gelu_grad32(Z[i])
+    else:
+        for i in range(delta.shape[0]):
+            delta[i] *= F.gelu_grad(Z[i])
+
+
+@separate(returns=types.none)
+@njit(cache=config.CACHE, error_model="numpy")
+def _silu_backward(delta, Z):
+    for i in range(delta.shape[0]):
+        delta[i] *= _silu_grad(np.float64(Z[i]))  # float32: 94 ulp near its root
