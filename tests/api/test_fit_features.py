@@ -848,6 +848,26 @@ def test_a_float64_gradient_whose_squares_overflow_float64_is_still_clipped():
     assert step == pytest.approx(0.1, rel=1e-12)
 
 
+@pytest.mark.parametrize("g, bound", [
+    ([1.5e308, 1.5e308, 1.0], 1.0), ([1.5e308, 1.5e308, 1.0], 1e308),  # a norm past 1.8e308
+    ([3e-170, 4e-170, 0.0], 1e-175),  # squares that underflow to 0
+    ([3e-160, 4e-160, 1e-170], 1e-162)])  # squares among the subnormals
+def test_clip_by_norm_of_a_norm_beyond_float64_or_of_underflowing_squares(g, bound):
+    """A norm past 1.8e308 made the factor bound / inf = 0 (no step); squares that
+    underflowed made the norm 0 and left the gradient unclipped (5e5 times the bound)."""
+    from fastdnn.kernels.cpu.train import clip_by_norm
+
+    g = np.array(g)
+    big = np.abs(g).max()
+    norm_scaled = np.linalg.norm(g / big)  # the norm is big * norm_scaled
+    clipped = g.copy()
+    factor = clip_by_norm(clipped, bound)
+    assert factor == pytest.approx((bound / big) / norm_scaled, rel=1e-14)
+    np.testing.assert_allclose(clipped / bound, (g / big) / norm_scaled, rtol=1e-14)
+    zero = np.zeros(5)
+    assert clip_by_norm(zero, 1e-300) == 1.0 and not zero.any()
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("M", [1e4, 1e8, 1e16, 1e30])
 def test_cross_entropy_keeps_log_2_of_two_tied_huge_logits(dtype, M):

@@ -295,6 +295,8 @@ def formula_cases():
                           for wd in (0.0, 0.1) for dec in (False, True)]
     cases["step_l2"] = [(l2, ref, w) for l2 in (0.0, 0.3) for ref in (0.0, 16.0)
                         for w in (0.0, 12.0, 16.0, 40.5)]
+    cases["clip_factor"] = [(root, scale, bound) for root in (0.0, 0.5, 1.0, 2.0, 1.9e300)
+                            for scale in (1.0, 1.5e308, 1e-170) for bound in (1e-175, 1.0, 1e308)]
     cases["lr_factor"] = [(c, sched.get(c, np.ones(spec.N_SCHEDULE)), t)
                           for c in sorted(spec.SCHEDULE_CODES) + BAD_CODES[:2] for t in T_VALUES]
     keys = [np.uint64(k) for k in (0, 1, 12345, 2**63, 2**64 - 1)]
@@ -500,3 +502,12 @@ def test_gelu_and_tanh_grad_keep_their_tails():
             ndtr(z) + z * math.exp(-z * z / 2) / math.sqrt(2 * math.pi), rel=1e-12)
     a = math.tanh(-8.0)
     assert spec.tanh_grad(a) == pytest.approx(1 / math.cosh(8.0) ** 2, rel=1e-9)
+
+
+def test_clip_factor_is_bound_over_the_norm_without_forming_it():
+    # The norm scale * root of 1.5e308 * sqrt(2) is inf in float64: the factor was 0.
+    assert spec.clip_factor(math.sqrt(2.0), 1.5e308, 1.0) == pytest.approx(
+        1.0 / 1.5e308 / math.sqrt(2.0), rel=1e-15)
+    assert spec.clip_factor(5.0, 1e-170, 1e-175) == pytest.approx(2e-6, rel=1e-15)
+    assert spec.clip_factor(1.0, 1.0, 1.0) == 1.0 and spec.clip_factor(0.5, 2.0, 1.0) == 1.0
+    assert spec.clip_factor(2.0, 1.0, 1.0) == 0.5

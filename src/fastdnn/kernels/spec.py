@@ -584,6 +584,20 @@ def adam_step(theta, g, avg_grad, avg_sq, step_size, inv_sqrt_bias2, beta1, beta
     return theta - step_size * avg_grad / denom, avg_grad, avg_sq
 
 
+#: Below this a sum of float64 squares may have lost digits to subnormals (or all of
+#: them: 3e-170 squared is 0), and :func:`clip_factor`'s norm is taken again rescaled.
+CLIP_TINY_SQUARES = 1e-290
+
+
+def clip_factor(root, scale, bound):
+    """The factor that clips a gradient of norm ``scale * root`` to ``bound``: 1 within
+    it, else ``bound / (scale * root)``, without forming the norm (``scale`` is 1, or
+    ``max|g|`` where the squares of ``g`` overflowed or underflowed and ``root`` is the
+    norm of ``g / max|g|``: a norm past 1.8e308 was inf, and the factor 0, no step)."""
+    limit = bound / scale
+    return 1.0 if root <= limit else limit / root
+
+
 def step_l2(l2, l2_weight, batch_weight):
     """The L2 coefficient of a step whose batch weighs ``batch_weight`` (its rows, or
     the sum of their sample weights): ``l2``, or where ``l2_weight`` > 0
@@ -626,6 +640,7 @@ FORMULAS = (
     "softmax_row", "first_argmax",
     "mix64", "step_key", "random_index", "dropout_scale",
     "flush", "sgd_step", "adam_scalars", "decoupled_decay", "adam_step", "step_l2", "lr_factor",
+    "clip_factor",
 )
 
 

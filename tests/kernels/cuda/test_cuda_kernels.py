@@ -523,6 +523,24 @@ def test_clip_by_norm_of_a_gradient_whose_squares_overflow(rng):
     assert np.linalg.norm(bufs.grad.copy_to_host()) == pytest.approx(1.0, rel=1e-12)
 
 
+@pytest.mark.parametrize("scale, bound", [(1e307, 1.0), (1e-165, 1e-170)])
+def test_clip_by_norm_beyond_float64_or_of_underflowing_squares_is_the_cpus(scale, bound, rng):
+    """A norm past 1.8e308 made the factor 0; squares that underflowed, a norm of 0 and no
+    clip: as the CPU's (spec.clip_factor)."""
+    from fastdnn.kernels.cpu.train import clip_by_norm as cpu_clip
+
+    backend, _, bufs = setup_net([7, 33, 1], [ACTIVATIONS["tanh"]], MSE, "float64", 1)
+    grad = rng.normal(size=backend.n_params) * scale
+    bufs.grad.copy_to_device(grad)
+    with np.errstate(over="ignore", under="ignore"):  # the simulator's float64 squares
+        gpu_train.clip_by_norm(bufs, bound)
+    want = grad.copy()
+    factor = cpu_clip(want, bound)
+    assert bufs.acc.copy_to_host()[gpu_losses.CLIP_FACTOR] == pytest.approx(factor, rel=1e-12)
+    assert factor < 1.0
+    np.testing.assert_allclose(bufs.grad.copy_to_host(), want, rtol=1e-12)
+
+
 def test_uniform_draws_are_the_cpus(rng):
     """``shuffle='uniform'`` draws row ``spec.random_index(mix64(seed), i, n)`` for the
     ``i``-th row of the epoch, as the CPU's gather does (the same rows on both)."""

@@ -21,9 +21,10 @@ import numpy as np
 from numba import prange, types
 
 from ... import config
-from ..spec import (A_OFF, ACT, ADAM, B_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, GEMM_MIN, IN_OFF,
-                    L2, L2_WEIGHT, LR, MOMENTUM, NESTEROV, OUT_OFF, SGD, SHUFFLE, UNIFORM, W_OFF,
-                    WEIGHT_DECAY, Z_OFF, OptimizerArgs, ScheduleArgs)
+from ..spec import (A_OFF, ACT, ADAM, B_OFF, CLIP_NORM, CLIP_TINY_SQUARES, DROP, FAN_IN,
+                    FAN_OUT, GEMM_MIN, IN_OFF, L2, L2_WEIGHT, LR, MOMENTUM, NESTEROV, OUT_OFF,
+                    SGD, SHUFFLE, UNIFORM, W_OFF, WEIGHT_DECAY, Z_OFF, OptimizerArgs,
+                    ScheduleArgs)
 from . import formulas as F
 from . import pair  # an import cycle: pair's shards call loss_and_gradient (when compiled)
 from .activations import activate, activation_backward
@@ -575,21 +576,25 @@ def clip_by_norm(grad, bound):
     """Scale ``grad`` to Euclidean norm ``bound`` when it is longer; returns the factor.
 
     Each square in float64: a float32 square overflowed from |g| ~ 1.8e19, the norm read
-    inf, and the step was 0.  A float64 gradient beyond ~1e154 overflows so too: then
-    the squares are taken again, of ``g / max|g|`` (a second pass in that case only)."""
-    norm = math.sqrt(_squares_in_order(grad))
-    if math.isinf(norm):  # the gradient is finite (checked before): its squares overflowed
+    inf, and the step was 0.  A float64 gradient beyond ~1e154 overflows so too, and one
+    below ~1e-145 underflows: then the squares are taken again, of ``g / max|g|`` (a
+    second pass in those cases only; spec's ``clip_factor``)."""
+    total = _squares_in_order(grad)
+    scale = 1.0
+    if not CLIP_TINY_SQUARES < total < math.inf:  # the gradient is finite (checked before)
         big = 0.0
         for v in grad:
             big = max(big, abs(np.float64(v)))
+        if big == 0.0:
+            return 1.0
         total = 0.0
         for v in grad:
             w = np.float64(v) / big
             total += w * w
-        norm = big * math.sqrt(total)
-    if norm <= bound:
+        scale = big
+    factor = F.clip_factor(math.sqrt(total), scale, bound)
+    if factor == 1.0:
         return 1.0
-    factor = bound / norm
     for i in range(grad.shape[0]):
         grad[i] *= factor
     return factor

@@ -23,8 +23,8 @@ from collections import namedtuple
 import numpy as np
 from numba import cuda, float64
 
-from ..spec import (A_OFF, CLIP_NORM, DROP, FAN_IN, FAN_OUT, L2, L2_WEIGHT, LR, W_OFF, lr_factor,
-                    step_key)
+from ..spec import (A_OFF, CLIP_NORM, CLIP_TINY_SQUARES, DROP, FAN_IN, FAN_OUT, L2, L2_WEIGHT,
+                    LR, W_OFF, lr_factor, step_key)
 from . import dispatch, launch
 from . import formulas as F
 from .dense import NO_KEY, dense_backward, dense_forward
@@ -158,24 +158,27 @@ def _reductions(tpb):
     def finish_clip(partials, n_blocks, bound, acc, grad):
         """``acc[CLIP_FACTOR]``: 1 when ``sqrt(sum(partials)) <= bound``, else ``bound / norm``.
 
-        Where the squares overflowed (a float64 gradient beyond ~1e154), the norm is
-        taken again here, of ``grad / max|grad|`` (``cpu.train.clip_by_norm``); the test
-        is the same in every thread, so every thread reaches the reductions' barriers."""
+        Where the squares overflowed (a float64 gradient beyond ~1e154) or underflowed
+        (below ~1e-145), the norm is taken again here, of ``grad / max|grad|``
+        (``cpu.train.clip_by_norm``, spec's ``clip_factor``); the tests are the same in
+        every thread, so every thread reaches the reductions' barriers."""
         sh = cuda.shared.array(tpb, dtype=float64)
         total = sum_partials(sh, partials, n_blocks)
-        norm = math.sqrt(total)
-        if math.isinf(norm):
+        scale = float64(1.0)
+        if not CLIP_TINY_SQUARES < total < math.inf:
             big = float64(0.0)
             for p in range(cuda.threadIdx.x, grad.shape[0], cuda.blockDim.x):
                 big = max(big, abs(float64(grad[p])))
             big = block_reduce(sh, big, True)
-            total = float64(0.0)
-            for p in range(cuda.threadIdx.x, grad.shape[0], cuda.blockDim.x):
-                w = float64(grad[p]) / big
-                total += w * w
-            norm = big * math.sqrt(block_reduce(sh, total, False))
+            if big > 0.0:
+                total = float64(0.0)
+                for p in range(cuda.threadIdx.x, grad.shape[0], cuda.blockDim.x):
+                    w = float64(grad[p]) / big
+                    total += w * w
+                total = block_reduce(sh, total, False)
+                scale = big
         if cuda.threadIdx.x == 0:
-            acc[CLIP_FACTOR] = 1.0 if norm <= bound else bound / norm
+            acc[CLIP_FACTOR] = F.clip_factor(math.sqrt(total), scale, bound)
 
     return penalty_partials, square_partials, finish_penalty, finish_clip
 
