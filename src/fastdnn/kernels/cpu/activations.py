@@ -6,7 +6,9 @@ plain loop LLVM vectorises.  Inlined once per pass: applied per row inside each 
 the dense layer's two paths, the nine branches were compiled twice into the forward
 pass (a cold `fastdnn train` spent 16 s of CPU compiling, now 11 s).  All as calls they
 compile faster still, but their array arguments' reference counting cost a batch-1 step
-on a 2-8-8-1 net 9%: the classic five stay inlined, the four smooth ones are a call.
+on a 2-8-8-1 net 9%: identity, relu, leaky_relu and tanh stay inlined; the five smooth
+ones (sigmoid among them since its exp is vexp's: a division in the inlined loop kept it
+scalar under Python's error model) are calls.
 Derivatives read the stored output ``A = g(Z)``; ``Z`` only for the activations in
 ``spec.NEEDS_Z``.
 
@@ -36,8 +38,8 @@ def activate(Z, code, A):
     The loops run in place on ``A`` (after a copy of ``Z`` where the two differ): with
     ``A`` and ``Z`` the same memory, as they are for every activation but gelu and silu,
     LLVM's run-time overlap check failed and the loops ran scalar (relu: ``vmaxsd`` one
-    element at a time, Intel Xeon); over one array they vectorise.  The classic five
-    are inlined; sigmoid, elu, softplus, gelu and silu are one call
+    element at a time, Intel Xeon); over one array they vectorise.  identity, relu,
+    leaky_relu and tanh are inlined; sigmoid, elu, softplus, gelu and silu are one call
     (:func:`_activate_smooth`).
     """
     n = Z.shape[0]
