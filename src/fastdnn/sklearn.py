@@ -385,6 +385,11 @@ class _BaseMLP(BaseEstimator):
             opt.lr, opt.betas, opt.eps = (float(self.learning_rate_init),
                                           (float(self.beta_1), float(self.beta_2)),
                                           self.epsilon / c)
+        try:  # the fit's own check named fastdnn's "lr", which the user never set
+            opt._check_range(self.net_.dtype)
+        except ValueError:
+            raise ValueError(f"learning_rate_init={self.learning_rate_init!r} is beyond the "
+                             f"range of the net's dtype {self.net_.dtype.name}") from None
         self._optimizer = opt
         return opt
 

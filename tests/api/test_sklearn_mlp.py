@@ -648,3 +648,14 @@ def test_output_dtype_of_other_data_types_is_scikit_learns(dt):
         assert a.predict(Xd).dtype == b.predict(Xd).dtype
         if hasattr(b, "predict_proba"):
             assert a.predict_proba(Xd).dtype == b.predict_proba(Xd).dtype
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_a_learning_rate_beyond_float32_names_learning_rate_init(solver):
+    # "lr 1e+39 is beyond the range of the net's dtype float32": no parameter lr here.
+    X, y = problem("multiclass")
+    est = MLPClassifier((3,), solver=solver, learning_rate_init=1e39, dtype="float32",
+                        max_iter=1)
+    with pytest.raises(ValueError, match=r"learning_rate_init=1e\+39 is beyond the range of "
+                                         r"the net's dtype float32"):
+        est.fit(X, y)
