@@ -383,3 +383,24 @@ def test_openmp_workers_spin_briefly_unless_the_user_chose():
     assert _spin_count(GOMP_SPINCOUNT="77") == ("77", "77")
     assert _spin_count(OMP_WAIT_POLICY="active")[1] != str(SPIN_COUNT)
     assert _spin_count(load_first=True)[1] != str(SPIN_COUNT)
+
+
+def test_the_pool_start_leaves_pytorchs_openmp_thread_count(tmp_path):
+    """Numba's OpenMP pool sets libgomp's thread count as it starts; PyTorch shares that
+    libgomp (libgomp.so.1), so ``torch.set_num_threads(1)`` read 2 after a first fit
+    (one that compiles: an empty cache)."""
+    pytest.importorskip("torch")
+    from support import run_python
+
+    out = run_python(NUMBA_CACHE_DIR=str(tmp_path), code="""
+        import torch
+        torch.set_num_threads(1)
+        import numba, numpy as np
+        import fastdnn as fd
+        X = np.random.default_rng(0).standard_normal((256, 16)).astype(np.float32)
+        before = torch.get_num_threads()  # PyTorch's pool started, as by any torch work
+        fd.MLP([16, 32, 32, 2], seed=0).fit(X, (X[:, 0] > 0).astype(int), epochs=1,
+                                            batch_size=32, optimizer="sgd")
+        print(before, torch.get_num_threads(), numba.get_num_threads())
+    """)
+    assert out.split() == ["1", "1", str(numba.config.NUMBA_NUM_THREADS)]

@@ -153,9 +153,14 @@ def launch_pool():
 
     The variable is set only while the pool starts: libgomp reads it as it loads (an
     OpenMP loaded before keeps what it read), and processes started later inherit the
-    user's environment as it was."""
+    user's environment as it was.  The OpenMP thread count of a libgomp loaded before
+    (PyTorch's, the same ``libgomp.so.1``) is put back after: Numba's OpenMP pool sets
+    it as it starts (its parallel regions name their own count), and a process's
+    ``torch.set_num_threads(1)`` read 2 after its first fit."""
     from numba.np.ufunc.parallel import _launch_threads
 
+    openmp = _loaded_openmp()
+    threads = openmp.omp_get_max_threads() if openmp is not None else None
     ours = not any(os.environ.get(v) for v in _WAIT_VARIABLES)
     if ours:
         os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
@@ -164,6 +169,20 @@ def launch_pool():
     finally:
         if ours:
             os.environ.pop("GOMP_SPINCOUNT", None)
+        if threads is not None:
+            openmp.omp_set_num_threads(threads)
+
+
+def _loaded_openmp():
+    """libgomp where the process has loaded it already (``RTLD_NOLOAD``: never loads
+    it), else ``None``."""
+    noload = getattr(os, "RTLD_NOLOAD", None)
+    if noload is None:
+        return None
+    try:
+        return ctypes.CDLL("libgomp.so.1", mode=noload | os.RTLD_LAZY)
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager
