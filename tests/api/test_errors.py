@@ -650,11 +650,14 @@ def test_make_parity_signed_is_a_bool(signed):
 
 
 def test_functions_of_a_net_refuse_an_estimator_and_point_to_net_():
+    pytest.importorskip("sklearn")
     from fastdnn import constructions, interop
     from fastdnn.sklearn import MLPClassifier
 
-    est = MLPClassifier((3,), max_iter=1).fit(np.random.default_rng(0).normal(size=(8, 2)),
-                                             [0, 1] * 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_iter=1: "has not converged"
+        est = MLPClassifier((3,), max_iter=1).fit(np.random.default_rng(0).normal(size=(8, 2)),
+                                                 [0, 1] * 4)
     for call in (constructions.units, interop.state_dict):
         with pytest.raises(TypeError, match=r"net must be a fastdnn MLP.*net_"):
             call(est)

@@ -586,6 +586,7 @@ def test_a_partial_fit_batch_of_weight_0_classes_is_refused():
         est.partial_fit(X[y == 0], y[y == 0], classes=[0, 1, 2])
 
 
+@quiet
 @pytest.mark.parametrize("sizes", [[5.5], [2.9, 4], [True], [0.5], [4.0]])
 def test_hidden_layer_sizes_must_be_whole_numbers(sizes):
     # int() made [2.9, 4] a 2-4 net silently; [0.5] failed as "layer widths >= 1".
