@@ -46,10 +46,10 @@ def _from_bits(typingctx, bits):
 
 
 @njit(cache=config.CACHE, inline="always")
-def _exp64(x):
-    xc = min2(max2(x, -746.0), 710.0)  # x first: a NaN x passes through (see test_edges)
-    kf = (xc * _LOG2E + _SHIFT64) - _SHIFT64
-    r = (xc - kf * _LN2_HI) - kf * _LN2_LO
+def _expm1_over_x64(r):
+    """The Taylor polynomial of ``(e^r - 1) / r`` to degree 12 (``e^r``'s to 13, less its
+    constant, over ``r``), in Horner's order: ``_exp64``'s ``e^r`` is ``1 + r`` times it,
+    ``_expm1_64``'s ``e^r - 1`` near 0 is ``r`` times it."""
     p = 1.0 / 6227020800.0
     p = p * r + 1.0 / 479001600.0
     p = p * r + 1.0 / 39916800.0
@@ -62,8 +62,28 @@ def _exp64(x):
     p = p * r + 1.0 / 24.0
     p = p * r + 1.0 / 6.0
     p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    return p * r + 1.0
+
+
+@njit(cache=config.CACHE, inline="always")
+def _expm1_over_x32(r):
+    """:func:`_expm1_over_x64` in float32, to degree 6 (``e^r``'s to 7)."""
+    c = np.float32
+    p = c(1.0 / 5040.0)
+    p = p * r + c(1.0 / 720.0)
+    p = p * r + c(1.0 / 120.0)
+    p = p * r + c(1.0 / 24.0)
+    p = p * r + c(1.0 / 6.0)
+    p = p * r + c(0.5)
+    return p * r + c(1.0)
+
+
+@njit(cache=config.CACHE, inline="always")
+def _exp64(x):
+    xc = min2(max2(x, -746.0), 710.0)  # x first: a NaN x passes through (see test_edges)
+    kf = (xc * _LOG2E + _SHIFT64) - _SHIFT64
+    r = (xc - kf * _LN2_HI) - kf * _LN2_LO
+    p = _expm1_over_x64(r) * r + 1.0
     k = np.int64(kf)
     half = k >> 1
     return p * _from_bits((half + 1023) << 52) * _from_bits((k - half + 1023) << 52)
@@ -75,14 +95,7 @@ def _exp32(x):
     xc = min2(max2(x, c(-105.0)), c(89.0))  # x first, as in _exp64
     kf = (xc * c(_LOG2E) + c(_SHIFT32)) - c(_SHIFT32)
     r = (xc - kf * c(_LN2_HI32)) - kf * c(_LN2_LO32)
-    p = c(1.0 / 5040.0)
-    p = p * r + c(1.0 / 720.0)
-    p = p * r + c(1.0 / 120.0)
-    p = p * r + c(1.0 / 24.0)
-    p = p * r + c(1.0 / 6.0)
-    p = p * r + c(0.5)
-    p = p * r + c(1.0)
-    p = p * r + c(1.0)
+    p = _expm1_over_x32(r) * r + c(1.0)
     k = np.int64(kf)
     half = k >> 1
     # int32 bits: Numba widens int32 arithmetic to int64.
@@ -114,20 +127,7 @@ _HALF_LN2 = 0.34657359027997264
 def _expm1_64(x):
     # |x| <= ln2 / 2: x times the Taylor polynomial of (e^x - 1) / x, _exp64's less its
     # constant (no cancellation near 0); beyond, e^x - 1 loses nothing: |e^x - 1| > 0.29.
-    p = 1.0 / 6227020800.0
-    p = p * x + 1.0 / 479001600.0
-    p = p * x + 1.0 / 39916800.0
-    p = p * x + 1.0 / 3628800.0
-    p = p * x + 1.0 / 362880.0
-    p = p * x + 1.0 / 40320.0
-    p = p * x + 1.0 / 5040.0
-    p = p * x + 1.0 / 720.0
-    p = p * x + 1.0 / 120.0
-    p = p * x + 1.0 / 24.0
-    p = p * x + 1.0 / 6.0
-    p = p * x + 0.5
-    p = p * x + 1.0
-    near = p * x
+    near = _expm1_over_x64(x) * x
     far = _exp64(x) - 1.0
     return near if abs(x) <= _HALF_LN2 else far
 
@@ -135,14 +135,7 @@ def _expm1_64(x):
 @njit(cache=config.CACHE, inline="always")
 def _expm1_32(x):
     c = np.float32
-    p = c(1.0 / 5040.0)
-    p = p * x + c(1.0 / 720.0)
-    p = p * x + c(1.0 / 120.0)
-    p = p * x + c(1.0 / 24.0)
-    p = p * x + c(1.0 / 6.0)
-    p = p * x + c(0.5)
-    p = p * x + c(1.0)
-    near = p * x
+    near = _expm1_over_x32(x) * x
     far = _exp32(x) - c(1.0)
     return near if abs(x) <= c(_HALF_LN2) else far
 
