@@ -105,6 +105,12 @@ MIN_SHARD_MACS = 300_000
 #: ``fit``'s memory (measured: 1024-4096-4096-1024 SGD, peak 1.41x -> 1.0x the data,
 #: weights, gradient and buffers).
 SNAPSHOT_BYTES = 64 << 20
+#: The rows a fit's last update is checked on: the loss at the weights a fit ends with is
+#: evaluated on the first this many rows, and a loss that is not finite there
+#: is a divergence (each earlier update is checked by the next step's loss).  A bound on
+#: the cost: one forward pass of 1024 rows (a 784-1024-1024-10 net: ~20 ms, ~1% of an
+#: epoch of 60,000 rows); the rows of an overflow are usually all of them.
+END_CHECK_ROWS = 1024
 
 #: ``fit`` runs an epoch's steps in compiled runs of about this many seconds; between
 #: them it reports progress and answers Ctrl-C (so within about this long).  Where an

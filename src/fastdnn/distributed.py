@@ -450,9 +450,9 @@ class DistributedFitRun(FitRun):
     def n_ranks(self):
         return self.comm.Get_size()
 
-    def _loss_is_finite(self):
+    def _loss_is_finite(self, rows=None):
         # Every rank's shard: the ranks keep the same weights.
-        return all(self.comm.allgather(super()._loss_is_finite()))
+        return all(self.comm.allgather(super()._loss_is_finite(rows)))
 
     def backup(self):
         header, arrays = super().backup()

@@ -93,6 +93,11 @@ class EarlyStop:
         self.best = math.inf
         self.since_best = 0
 
+    def would_stop(self, watched):
+        """Whether :meth:`update` with ``watched`` will say stop."""
+        return (self.patience is not None and not watched < self.best
+                and self.since_best + 1 >= self.patience)
+
     def update(self, watched):
         if watched < self.best:
             self.best, self.since_best = watched, 0
@@ -385,7 +390,20 @@ class FitRun:
             After restoring usable weights (see :meth:`_recover`).
         """
         backend = self.net._backend
-        if result.failed_step >= 0 or not backend.theta_finite():
+        diverged = result.failed_step >= 0 or not backend.theta_finite()
+        if not diverged:
+            record = dict(loss=result.loss_sum / result.weight_sum if result.weight_sum else
+                          math.nan, lr=result.lr, seconds=seconds, val_loss=math.nan,
+                          val_metric=math.nan)
+            if self.plan.validation is not None:
+                record["val_loss"], record["val_metric"] = self.validate()
+            watched = record["val_loss"] if self.plan.validation is not None else record["loss"]
+            # Each step checks the loss before its update: the fit's last update is checked
+            # here, or a fit ended at finite weights whose loss overflowed (a 4-8-1 tanh
+            # net's mse went from 1.4e37 to inf), and returned as if it had trained.
+            last = self.epoch + 1 >= self.plan.epochs or self.stop.would_stop(watched)
+            diverged = last and not self._loss_is_finite(config.END_CHECK_ROWS)
+        if diverged:
             kept = self._recover(first_step=result.failed_step == 0)
             where = f"step {result.failed_step + 1}" if result.failed_step >= 0 else "its last step"
             self.done = True
@@ -393,13 +411,8 @@ class FitRun:
                 f"training diverged in epoch {self.epoch + 1} at {where}: the loss or the "
                 f"weights would become NaN/inf (lr too large?); the net keeps {kept}",
                 self.history)
-        record = dict(loss=result.loss_sum / result.weight_sum if result.weight_sum else math.nan,
-                      lr=result.lr, seconds=seconds, val_loss=math.nan, val_metric=math.nan)
-        if self.plan.validation is not None:
-            record["val_loss"], record["val_metric"] = self.validate()
         self.history.append(**record)
         self.epoch += 1
-        watched = record["val_loss"] if self.plan.validation is not None else record["loss"]
         improved = watched < self.stop.best
         stop = self.stop.update(watched)
         if self.plan.restore_best and improved:
@@ -471,9 +484,10 @@ class FitRun:
                 "fastdnn.config.SNAPSHOT_BYTES keep no copy of the epoch's start; fit with "
                 "restore_best=True, or save the net, to have weights to go back to)")
 
-    def _loss_is_finite(self):
-        """Whether the training loss at the net's weights is finite (rows that count)."""
-        X, T = self.plan.X, self.plan.T
+    def _loss_is_finite(self, rows=None):
+        """Whether the training loss at the net's weights is finite (on the first ``rows``
+        rows; ``None``: all)."""
+        X, T = self.plan.X[:rows], self.plan.T[:rows]
         if not (T[:, -1] > 0).any():  # no row of weight (an MPI rank's shard)
             return True
         return math.isfinite(self.net._backend.evaluate(X, T)[0])

@@ -64,7 +64,10 @@ def test_diverging_fit_keeps_the_weights_before_the_failing_step(monkeypatch, sn
     replay_hist = replay.fit(X, y, epochs=epoch - 1, **args)
     if step > 1 and snapshot_bytes == 0:
         rows = (step - 1) * BATCH
-        replay.fit(X[:rows], y[:rows], epochs=1, **args)
+        # The replay ends where the loss of the failing step's batch is not finite: its
+        # check of the last update says so, and it keeps those weights (no snapshot).
+        with pytest.raises(fd.TrainingDivergedError, match="at its last step"):
+            replay.fit(X[:rows], y[:rows], epochs=1, **args)
     assert replay_hist.loss == hist.loss
     assert_same_weights(net.get_weights(), replay.get_weights())
 
@@ -86,6 +89,32 @@ def test_a_diverged_net_trains_again(dtype):
     assert np.isfinite(net.loss(X, y))
     hist = net.fit(X, y, epochs=3, batch_size=BATCH, optimizer=fd.SGD(lr=1e-3))
     assert np.isfinite(hist.loss).all()
+
+
+@pytest.mark.parametrize("dtype, activation, lr, epochs, stop", [
+    ("float32", "tanh", 2.0, 2, "epochs"), ("float64", "identity", 0.5, 1, "epochs"),
+    ("float32", "tanh", 2.0, 2, "patience")])  # epoch 2's loss did not improve: the last
+def test_a_last_update_that_overflows_the_loss_is_a_divergence(dtype, activation, lr, epochs,
+                                                              stop):
+    """Each step checks the loss before its update, so the fit's last update went
+    unchecked: these fits returned as if trained, at finite weights whose loss was inf
+    (and the next fit failed at its first step).  The last epoch (by count, or by
+    patience) now fails at its last step, and the net keeps that epoch's start."""
+    X, y = problem()
+    args = dict(batch_size=BATCH, optimizer=fd.SGD(lr=lr), shuffle=False)
+    net = fd.MLP([4, 16, 1], activation=activation, loss="mse", seed=0, dtype=dtype)
+    extra = dict(epochs=epochs) if stop == "epochs" else dict(epochs=epochs + 5, patience=1)
+    with pytest.raises(fd.TrainingDivergedError, match=f"epoch {epochs} at its last step") as info:
+        net.fit(X, y, **extra, **args)
+    assert f"the weights from the start of epoch {epochs} and can be trained" in str(info.value)
+    assert len(info.value.history) == epochs - 1
+    replay = fd.MLP([4, 16, 1], activation=activation, loss="mse", seed=0, dtype=dtype)
+    if epochs > 1:
+        replay.fit(X, y, epochs=epochs - 1, **args)
+    assert_same_weights(net.get_weights(), replay.get_weights())
+    assert np.isfinite(net.loss(X, y))
+    net.fit(X, y, epochs=1, batch_size=BATCH, optimizer=fd.SGD(lr=lr / 100), shuffle=False)
+    assert np.isfinite(net.loss(X, y))
 
 
 @pytest.mark.parametrize("optimizer", [fd.SGD(lr=1.7e38), fd.SGD(lr=1.7e38, momentum=0.9),
