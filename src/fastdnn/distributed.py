@@ -113,15 +113,19 @@ def _bcast_state(comm, state):
     return header, arrays
 
 
-def _balanced_class_weight(net, comm, X, y):
+def _balanced_class_weight(net, comm, args):
     """``class_weight="balanced"`` over the union of the shards, as a ``{label: weight}``
-    dict (scikit-learn's ``n / (k * count)`` with every rank's rows counted)."""
+    dict (scikit-learn's ``n / (k * count)`` with every rank's training rows counted: a
+    ``validation_split``'s held-out rows not, as in one process)."""
+    X, y = args["X"], args["y"]
+
     def local_counts():
         if getattr(X, "ndim", None) == 2 and X.shape[0] == 0:  # an empty shard (_stand_in)
             return np.zeros(max(net.sizes[-1], 2), dtype=np.int64)
         X_checked = net._backend.check_X(X)
         T = check_targets(y, net._loss, net.sizes[-1], X_checked.shape[0], net.dtype)
         net._class_weights(T, "balanced")  # for its checks: a classifier, one label per row
+        T = T[net._training_rows(T, args["validation_split"], args["callbacks"])]
         labels = T[:, 0] > 0.5 if net._loss == spec.BINARY_CROSS_ENTROPY else T[:, 0]
         return np.bincount(labels.astype(np.int64), minlength=max(net.sizes[-1], 2))
 
@@ -244,8 +248,9 @@ def plan_fit(net, comm, args):
             raise ValueError(f"the ranks disagree on class_weight: 'balanced' on rank "
                              f"{balanced.index(True)}, not on rank {balanced.index(False)}; "
                              f"every rank must call fit with the same arguments")
-        args = dict(args, class_weight=_balanced_class_weight(net, comm, args["X"], args["y"]))
-    args = _resumed_starts(net, comm, args)
+    args = _resumed_starts(net, comm, args)  # before the counts: the held-out rows
+    if any(balanced):
+        args = dict(args, class_weight=_balanced_class_weight(net, comm, args))
 
     def local_plan():
         if net.device != "cpu":

@@ -776,12 +776,7 @@ class MLP:
         if not isinstance(restore_best, (bool, np.bool_)):
             raise TypeError(f"restore_best must be True or False; got {restore_best!r}")
         callbacks = _check_callbacks(callbacks)
-        for callback in callbacks:  # a resumed fit starts as the one backed up began
-            start = getattr(callback, "start_state", None)
-            state = start() if start is not None else None
-            if state is not None:
-                self._rng.bit_generator.state = state
-        rng_start = self._rng.bit_generator.state
+        rng_start = self._start_rng(callbacks)
         validation = None
         if validation_data is not None:
             if validation_split is not None:
@@ -871,6 +866,29 @@ class MLP:
         if not (w.sum() > 0 or allow_zero):
             raise ValueError("class_weight gives every row weight 0")
         return w
+
+    def _start_rng(self, callbacks):
+        """Set the generator where the fit starts, and return its state: a resumed fit's
+        where the backed-up one began (its callbacks' ``start_state``)."""
+        for callback in callbacks:
+            start = getattr(callback, "start_state", None)
+            state = start() if start is not None else None
+            if state is not None:
+                self._rng.bit_generator.state = state
+        return self._rng.bit_generator.state
+
+    def _training_rows(self, T, validation_split, callbacks):
+        """The rows of ``T`` a fit with ``validation_split`` trains on (all: ``slice``),
+        the generator left as it was."""
+        if validation_split is None:
+            return slice(None)
+        fraction = _check_rate("validation_split", validation_split, lowest="(")
+        state = self._rng.bit_generator.state
+        try:
+            self._start_rng(_check_callbacks(callbacks))
+            return self._split(T, fraction)[0]
+        finally:
+            self._rng.bit_generator.state = state
 
     def _split(self, T, fraction):
         """Row indices ``(train, validation)``: ``fraction`` held out, per label for the

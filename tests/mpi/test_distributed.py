@@ -411,6 +411,28 @@ def test_balanced_class_weight_counts_every_rank(comm):
     assert max_diff(net, ref) < 1e-10
 
 
+def test_balanced_class_weight_counts_the_training_rows_alone(comm):
+    """With validation_split, 'balanced' counted every rank's held-out rows too (one
+    process counts its training rows alone): the weights are those of the dict the
+    training rows give."""
+    X, y, _ = make_shards(comm.Get_size())[comm.Get_rank()]
+    args = dict(epochs=2, batch_size=B, shuffle=False, validation_split=0.3, comm=comm)
+    net = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    net.fit(X, y, class_weight="balanced", **args)
+    probe = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    T = fd.validation.check_targets(y, probe._loss, K, len(y), probe.dtype)
+    keep = probe._training_rows(T, 0.3, None)
+    assert 0 < len(keep) < len(y)
+    counts = np.sum(comm.allgather(np.bincount(np.asarray(y)[keep], minlength=K)), axis=0)
+    every = np.sum(comm.allgather(np.bincount(y, minlength=K)), axis=0)
+    table = counts.sum() / (K * counts)
+    # The held-out rows change the table (stratified, by rounding only), or this is no test.
+    assert not np.allclose(table, every.sum() / (K * every), rtol=1e-6, atol=0)
+    ref = fd.MLP([N_IN, 8, K], dtype="float64", seed=0)
+    ref.fit(X, y, class_weight={k: float(table[k]) for k in range(K)}, **args)
+    assert max_diff(net, ref) == 0
+
+
 def test_cli_train_distributed(comm, shared_tmp, capsys):
     from fastdnn import cli
     out = os.path.join(shared_tmp, "model.npz")
