@@ -849,7 +849,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return sample_weight
         if y.ndim != 1:
             raise ValueError("class_weight needs single-output targets (not multilabel)")
-        weights = compute_sample_weight(self.class_weight, y)
+        try:
+            weights = compute_sample_weight(self.class_weight, y)
+        except OverflowError:  # a weight of 10**400 (as an int, past float64)
+            weights = np.array([np.nan])
         if not (np.isfinite(weights).all() and (weights >= 0).all()):
             raise ValueError(f"class_weight must give finite weights >= 0; got "
                              f"{self.class_weight!r}")

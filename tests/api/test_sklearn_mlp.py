@@ -571,6 +571,7 @@ def test_early_stopping_trains_where_no_stratified_split_exists(n, n_classes, si
     ({0: np.nan, 1: 1, 2: 1}, "class_weight must give finite weights >= 0"),  # blamed l2
     ({0: np.inf, 1: 1, 2: 1}, "class_weight must give finite"),  # blamed sample_weight
     ({0: -1.0, 1: 1, 2: 1}, "class_weight must give finite"),
+    ({0: 10**400, 1: 1, 2: 1}, "class_weight must give finite"),  # scikit-learn's OverflowError
 ])
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_class_weight_values_are_checked(class_weight, match, solver):
