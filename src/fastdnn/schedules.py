@@ -140,9 +140,13 @@ class CosineDecay(Schedule):
     total_steps : int, optional
         Length of the decay in the optimizer's steps, counted from its first step;
         default: where the ``fit`` call ends (the optimizer's step count at its start
-        plus its iterations).  So a fresh optimizer anneals over the whole fit, and one
-        that trained before (its count goes on across ``fit`` calls) continues the curve
-        from where its count is: pass ``total_steps`` to anneal a later fit anew.
+        plus its iterations).  So a fresh optimizer anneals over the whole fit; one that
+        trained before (its count goes on across ``fit`` calls) anneals over a curve as
+        long as all its steps, this fit's the end of it (its first lr below ``lr``).  To
+        anneal a later fit anew from ``lr``: a fresh optimizer, or ``optimizer.reset()``
+        (the curve counts from the optimizer's first step, as Keras' counts its
+        ``iterations``).  A ``total_steps`` the optimizer has passed already
+        (``min_factor=0``: every step's lr 0) is refused.
     min_factor : float, default 0
         Final multiplier in [0, 1], held after ``total_steps``.
     """

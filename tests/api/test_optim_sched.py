@@ -233,6 +233,28 @@ def test_cosine_decay_anneals_down_only():
     assert fd.CosineDecay(total_steps=10, min_factor=1.0).factor(5) == 1.0
 
 
+def test_a_cosine_curve_the_optimizer_has_passed_is_refused():
+    """Its steps count the optimizer's, which go on across fits: a later fit with
+    total_steps=20 after 20 steps ran every step at lr 0 and changed nothing."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 3)), rng.integers(0, 2, 64)
+    net, opt = fd.MLP([3, 8, 2], seed=0), fd.SGD(lr=0.1)
+    net.fit(X, y, epochs=5, batch_size=16, optimizer=opt, schedule=fd.CosineDecay())
+    assert opt.t == 20
+    before = net.get_weights()
+    with pytest.raises(ValueError, match=r"CosineDecay\(total_steps=20, min_factor=0.0\) ended "
+                                         r"before this fit: the optimizer has taken 20 steps"):
+        net.fit(X, y, epochs=5, batch_size=16, optimizer=opt, schedule=fd.CosineDecay(20))
+    assert_same_weights(net.get_weights(), before)
+    # What the message offers anneals anew from lr; a floor above 0 trains at it.
+    opt.reset()
+    hist = net.fit(X, y, epochs=5, batch_size=16, optimizer=opt, schedule=fd.CosineDecay(20))
+    assert hist.lr[0] > 0.09 and hist.lr[-1] < 1e-3
+    hist = net.fit(X, y, epochs=1, batch_size=16, optimizer=opt,
+                   schedule=fd.CosineDecay(total_steps=20, min_factor=0.1))
+    assert hist.lr == [pytest.approx(0.01)]
+
+
 @pytest.mark.parametrize("schedule", [fd.Constant(), fd.InverseTimeDecay(0.5), fd.StepDecay(3, 0.5),
                                       fd.ExponentialDecay(0.5, 4), fd.CosineDecay(10, 0.5),
                                       fd.ReduceLROnPlateau(factor=0.5, patience=2, cooldown=1)])
