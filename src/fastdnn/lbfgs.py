@@ -64,6 +64,7 @@ def fit_lbfgs(net, plan, verbose=False, history=None, interrupted=lambda: False)
 
     clock = [time.perf_counter()]
     stopped = []
+    last_logs = []  # the last iteration's, for on_train_end (as an epoch's fit passes)
 
     def iteration(intermediate_result):
         value = float(intermediate_result.fun)
@@ -81,6 +82,7 @@ def fit_lbfgs(net, plan, verbose=False, history=None, interrupted=lambda: False)
         # No rate for the first iteration: its evaluations compiled or loaded the kernel.
         rate = X.shape[0] / max(record["seconds"], 1e-12) if len(history) > 1 else None
         logs = dict(record, rate=rate)
+        last_logs[:] = [logs]
         if call("on_epoch_end", len(history) - 1, logs):
             stopped.append(True)
             raise StopIteration
@@ -118,5 +120,10 @@ def fit_lbfgs(net, plan, verbose=False, history=None, interrupted=lambda: False)
                                     "keeps its best point so far", history)
     backend.set_theta(result.x.astype(net.dtype))
     opt.result = result
-    call("on_train_end", {"loss": float(result.fun)})
+    # The last iteration's record (on_train_end read only "loss" here, and KeyError on
+    # "val_loss", which an SGD fit's has); SciPy's last point is that iteration's.
+    logs = last_logs[0] if last_logs else dict(loss=float(result.fun), lr=math.nan,
+                                               seconds=math.nan, val_loss=math.nan,
+                                               val_metric=math.nan, rate=None)
+    call("on_train_end", logs)
     return history

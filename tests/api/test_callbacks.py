@@ -175,6 +175,21 @@ def test_lambda_callback_calls_its_functions_and_may_stop():
         fd.LambdaCallback(on_epoch_end=3)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_on_train_end_gets_the_last_epochs_record(optimizer):
+    # L-BFGS passed {"loss"} alone: a callback reading logs["val_loss"] raised KeyError.
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 3)), rng.integers(0, 2, 64)
+    ends, epochs = [], []
+    cb = fd.LambdaCallback(on_epoch_end=lambda epoch, logs: epochs.append(dict(logs)),
+                           on_train_end=ends.append)
+    hist = fd.MLP([3, 8, 2], seed=0).fit(X, y, epochs=3, optimizer=optimizer,
+                                         validation_split=0.2, callbacks=[cb])
+    assert len(ends) == 1 and ends[0] == epochs[-1]
+    assert set(ends[0]) == set(fd.History.KEYS) | {"rate"}
+    assert ends[0]["loss"] == hist.loss[-1] and ends[0]["val_loss"] == hist.val_loss[-1]
+
+
 def test_only_a_strictly_better_value_is_saved(tmp_path):
     class Net:
         def save(self, path):
