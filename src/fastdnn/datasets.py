@@ -527,7 +527,8 @@ def load_csv_or_npz(path, target=None, dtype=np.float32):
     """
     if target is None:
         if _file_type(path) == ".csv":
-            raise ValueError(f"{path}: a CSV file needs --target COLUMN to name the label column")
+            raise ValueError(f"{path}: a CSV file needs target= (the CLI's --target "
+                             f"COLUMN) to name the label column")
         target = "y"
     X, y, _ = load_table(path, target=target, dtype=dtype)
     return X, y

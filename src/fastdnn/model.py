@@ -446,6 +446,8 @@ class MLP:
 
         Raises
         ------
+        TypeError
+            If ``weights`` is not a sequence of pairs of real arrays.
         ValueError
             On a wrong number of layers, a wrong shape, or non-finite values.
         RuntimeError
@@ -953,7 +955,8 @@ class MLP:
         path : str or os.PathLike
         metadata : dict, optional
             Extra arrays to keep with the net (booleans, numbers or text, by names of
-            letters, digits, ``_``, ``.``, ``-``, not ending in ``.npy``), stored as
+            letters, digits, ``_``, ``.``, ``-``, not starting with ``.`` or ``-`` nor
+            ending in ``.npy``), stored as
             ``meta.<name>`` and read back by :meth:`load` into ``net.metadata``.
             Default: the ``metadata`` this net was loaded with, if any.
         """

@@ -221,7 +221,8 @@ def write_figure(fig, path, dpi=110):
 
 
 def check_writable(path):
-    """Raise ``OSError`` naming the problem if :func:`write_atomic` cannot write ``path``.
+    """Raise ``OSError`` naming the problem if :func:`write_atomic` cannot write ``path``
+    (``ValueError`` if it is empty).
 
     Checked by creating (and dropping) a temporary file where the real one will be
     written, the only test that also holds for root, ACLs and read-only mounts, so that
