@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .validation import is_integer
+from .validation import check_dtype, is_integer
 
 __all__ = [
     "load_digits",
@@ -28,14 +28,9 @@ __all__ = [
 
 
 def _float_dtype(dtype):
-    """Return ``np.dtype(dtype)``, insisting on float32 or float64."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
+    """Return ``np.dtype(dtype)``, insisting on float32 or float64 (``ValueError``, as
+    ``MLP``'s: these raised ``TypeError``)."""
+    return check_dtype(dtype)
 
 
 def load_digits(dtype=np.float32):

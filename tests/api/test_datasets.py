@@ -94,7 +94,7 @@ def test_parity_takes_small_numpy_integers(n_bits):
 
 
 def test_parity_rejects_non_float_dtype():
-    with pytest.raises(TypeError, match="dtype"):
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
         make_parity(3, dtype=np.int32)
 
 
