@@ -76,3 +76,21 @@ def test_gradients_match_finite_differences(activation, head, depth, make_data):
         np.testing.assert_allclose(db, fdb, rtol=RTOL, atol=atol, err_msg=f"db of layer {layer}")
     # The gradient must not be trivially zero (that would make the check vacuous).
     assert max(np.abs(dW).max() for dW, _ in analytic) > 1e-4
+
+
+@pytest.mark.parametrize("path", ["gradients", "fit"])
+def test_a_large_batchs_float32_bias_gradient_is_summed_accurately(path):
+    """The bias gradient was a float32 running sum over the rows: m * eps off (0.9% on
+    a million rows, ~0.1% here); NumPy's and PyTorch's sums are pairwise.  Equal rows:
+    the exact gradient of the output bias is -2, each row's term fl32(-2/m)."""
+    m = 120_000
+    X, y = np.zeros((m, 4), np.float32), np.ones(m, np.float32)
+    net = fd.MLP([4, 8, 1], activation="tanh", loss="mse", dtype="float32", seed=0)
+    zero = [(np.zeros((4, 8)), np.zeros(8)), (np.zeros((8, 1)), np.zeros(1))]
+    net.set_weights(zero)
+    if path == "gradients":
+        db = net.gradients(X, y)[1][1][0]
+    else:  # one step of the training kernels: b = 0 - lr * db
+        net.fit(X, y, epochs=1, batch_size=m, optimizer=fd.SGD(lr=1.0), shuffle=False)
+        db = -net.get_weights()[1][1][0]
+    assert abs(float(db) / -2.0 - 1.0) < 4 * 2.0 ** -24
