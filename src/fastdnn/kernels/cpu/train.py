@@ -400,8 +400,10 @@ def _write_weight_grad(table, inputs, work, grad, i):
 # product adds ``-lr A_prev.T @ delta`` onto the weights themselves (BLAS with beta 1),
 # and the guard's bound on |dW| comes from the operands: each element is a sum of m
 # products, so |dW| <= m max|A_prev| max|delta| (twice that covers the sum's rounding).
-# The update rounds once where the general sequence rounded the gradient, then the
-# step: the last bits differ from it, never between thread counts.
+# The weights take a rounding per BLAS K-panel of rows (~256; OpenBLAS adds each panel
+# onto C), where the general sequence rounded the gradient, then the step: as accurate
+# at batch 256, ~1 ulp of W more at 4,096 rows, ~3 at 65,536 (float32 against float64,
+# 256-512-1); the last bits differ from it, never between thread counts.
 @njit(cache=config.CACHE, inline="always")
 def plain_sgd(code, hyper):
     """Whether the optimizer ``code`` with the float64 ``hyper`` (the penalty and the
