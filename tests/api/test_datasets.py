@@ -224,6 +224,10 @@ def test_csv_regression_target_stays_float(tmp_path):
         ("a,b\n1,x\n", "a", r"line 2, column 'b': 'x' is not a number"),
         ("a,b\n1,\n", "a", "is not a number"),
         ("a,b\n1,nan\n", "a", "not finite"),
+        # Line numbers past a blank line, in the middle of the file and of its row.
+        ("a,b,c\n1,2,3\n\n4, x ,6\n7,8,9\n", "a", r"line 4, column 'b': 'x' is not a number"),
+        ("a,b,c\n1,2,3\n\n4,5,6\n7,8,inf\n", "a", r"line 5, column 'c' is not finite"),
+        ("a,b,c\n1,2,3\n\n4,5,6\n7,8,9,10\n", "a", "line 5 has 4 fields, the header has 3"),
         ("a,b\n1,2,3\n", "a", "3 fields"),
         ("", "a", "empty"),
         ("a,b\n", "a", "no data rows"),
@@ -415,3 +419,25 @@ def test_train_test_split_names_a_bad_seed(seed):
     """NumPy's "expected non-negative integer" did not say which argument."""
     with pytest.raises(ValueError, match="seed must be None or an integer >= 0"):
         datasets.train_test_split(np.zeros((10, 2)), np.zeros(10), seed=seed)
+
+
+def test_a_csv_is_read_without_a_python_string_per_cell(tmp_path):
+    """Every cell was kept as a Python str (rows of lists, then a list per column):
+    ~20x the features' float32 bytes at the peak.  Now a float64 buffer (2x), the
+    float32 copy (1x), and the target column's text."""
+    import tracemalloc
+    n, d = 4000, 20
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, d)).round(6)
+    path = tmp_path / "big.csv"
+    with open(path, "w") as f:
+        f.write(",".join([f"f{j}" for j in range(d)] + ["y"]) + "\n")
+        np.savetxt(f, np.column_stack([X, X[:, 0] > 0]), delimiter=",", fmt="%.6f")
+    tracemalloc.start()
+    try:
+        table = load_table(path, target="y")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(table.X, X.astype(np.float32))
+    assert peak < 6 * n * d * 4, peak / (n * d * 4)
