@@ -486,15 +486,16 @@ class MLP:
         self._backend.set_theta(theta)
 
     # -- evaluation ------------------------------------------------------------------
-    def _XT(self, X, y, sample_weight=None):
-        """Checked inputs, and targets with their sample weights as the backend takes them."""
-        X = self._backend.check_X(X)
+    def _XT(self, X, y, sample_weight=None, convert=True):
+        """Checked inputs (``convert``: see ``check_X``), and targets with their sample
+        weights as the backend takes them."""
+        X = self._backend.check_X(X, convert)
         T = check_targets(y, self._loss, self.sizes[-1], X.shape[0], self.dtype)
         w = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0])
         return X, self._backend.pack_targets(T, w)
 
     def _outputs(self, X, head):
-        X = self._backend.check_X(X)
+        X = self._backend.check_X(X, convert=False)  # a chunk at a time
         with self._backend.limit_threads(self.n_threads):
             return self._backend.outputs(X, head)
 
@@ -547,7 +548,7 @@ class MLP:
             Targets as :meth:`fit` takes them.
         sample_weight : array_like of shape (n_samples,), optional
         """
-        X, T = self._XT(X, y, sample_weight)
+        X, T = self._XT(X, y, sample_weight, convert=False)
         with self._backend.limit_threads(self.n_threads):
             Z = self._backend.to_numpy(self._backend.outputs(X, spec.LOGITS))
         if self._loss in spec.CLASSIFIERS and not np.isfinite(Z).all():
@@ -583,7 +584,7 @@ class MLP:
             Targets as :meth:`fit` takes them.
         sample_weight : array_like of shape (n_samples,), optional
         """
-        X, T = self._XT(X, y, sample_weight)
+        X, T = self._XT(X, y, sample_weight, convert=False)
         with self._backend.limit_threads(self.n_threads):
             return self._backend.evaluate(X, T)[0]
 

@@ -62,7 +62,7 @@ def _as_numeric(a, name):
     return a
 
 
-def check_X(X, n_features, dtype):
+def check_X(X, n_features, dtype, convert=True):
     """Return ``X`` as a finite, C-contiguous, writeable 2-D array of ``dtype`` with
     ``n_features`` columns.
 
@@ -70,6 +70,11 @@ def check_X(X, n_features, dtype):
     one-column pandas frame under copy-on-write) is copied: Numba types it apart, and
     every kernel it reached compiled a second time (2.7 s for ``predict``, 49 s for
     ``fit_many``).  ``mmap_mode="c"`` maps a file writeable without a copy.
+
+    ``convert=False``: an ``X`` that is not so already comes back as a checked 2-D
+    NumPy array, for the caller to convert a chunk of rows at a time (:func:`X_rows`):
+    inference on a float64, Fortran-ordered or read-only ``X`` made a whole copy first
+    (a memory map bigger than the memory left raised MemoryError).
     """
     X = _as_numeric(X, "X")
     if X.ndim != 2:
@@ -84,6 +89,19 @@ def check_X(X, n_features, dtype):
         raise ValueError("X is empty: it has 0 samples")
     if X.shape[1] != n_features:
         raise ValueError(f"X has {X.shape[1]} features but the net expects {n_features}")
+    if not convert and not is_kernel_ready(X, dtype):
+        return X
+    return X_rows(X, dtype)
+
+
+def is_kernel_ready(X, dtype):
+    """Whether the kernels take ``X`` as it is: ``dtype``, C-contiguous, writeable."""
+    return X.dtype == dtype and X.flags.c_contiguous and X.flags.writeable
+
+
+def X_rows(X, dtype):
+    """Rows of a checked 2-D ``X`` as the kernels take them (:func:`is_kernel_ready`), or
+    a ``ValueError`` where a value is not finite."""
     with np.errstate(over="ignore"):  # the error below says it, not a warning beside it
         X = np.ascontiguousarray(X, dtype=dtype)
     if not X.flags.writeable:

@@ -116,3 +116,43 @@ def test_sparse_matrices_and_iterators_are_named():
         net.fit((row for row in X), [0, 1, 0, 1], epochs=1)
     with pytest.raises(TypeError, match="y must be an array, not an iterator"):
         net.fit(X, iter([0, 1, 0, 1]), epochs=1)
+
+
+@pytest.mark.parametrize("form", ["float64", "fortran", "strided", "read-only", "int"])
+def test_inference_converts_x_a_chunk_at_a_time(form, tmp_path):
+    """predict, forward, score and loss converted the whole X first (a float64 or
+    Fortran-ordered X, a view, a read-only memory map): one X-sized copy at the peak,
+    and a MemoryError for a map bigger than the memory left.  The same bits, within
+    a few chunks' bytes."""
+    import tracemalloc
+    from fastdnn import config
+    n, d = 10 * config.PREDICT_CHUNK + 17, 40
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((n, 2 * d)) * 3
+    X = {"float64": lambda: np.ascontiguousarray(base[:, :d]),
+         "fortran": lambda: np.asfortranarray(base[:, :d], dtype=np.float32),
+         "strided": lambda: base[:, ::2],
+         "int": lambda: np.ascontiguousarray(base[:, :d]).astype(np.int64),
+         "read-only": lambda: _read_only_map(tmp_path, base[:, :d].astype(np.float32))}[form]()
+    y = rng.integers(0, 3, n)
+    net = fd.MLP([d, 16, 3], dtype="float32", seed=0)
+    reference = np.ascontiguousarray(X, dtype=np.float32)
+    expected = (net.forward(reference), net.predict(reference), net.score(reference, y),
+                net.loss(reference, y))
+    del reference
+    tracemalloc.start()
+    try:
+        got = (net.forward(X), net.predict(X), net.score(X, y), net.loss(X, y))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+    assert got[2:] == expected[2:]
+    # The outputs, targets and labels ~0.25, a chunk 0.1; a whole copy added 1.0.
+    assert peak < 0.6 * n * d * 4, peak / (n * d * 4)
+
+
+def _read_only_map(folder, X):
+    np.save(folder / "X.npy", X)
+    return np.load(folder / "X.npy", mmap_mode="r")

@@ -15,7 +15,7 @@ from numba import typed
 
 from ... import config
 from ...optim import Optimizer, make_optimizer
-from ...validation import check_X
+from ...validation import X_rows, check_X, is_kernel_ready
 from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, MSE,
                     PROBABILITIES, EpochResult, Layout, OptimizerArgs, ScheduleArgs,
                     non_finite_outputs, pack_targets)
@@ -119,9 +119,10 @@ class CPUBackend:
         return threads.limit_threads(n_threads)
 
     # -- evaluation ------------------------------------------------------------------
-    def check_X(self, X):
-        """``X`` checked and converted (:func:`fastdnn.validation.check_X`)."""
-        return check_X(X, self.sizes[0], self.dtype)
+    def check_X(self, X, convert=True):
+        """``X`` checked and converted (:func:`fastdnn.validation.check_X`; ``convert=False``:
+        inference converts it a chunk at a time, see :meth:`_logits`)."""
+        return check_X(X, self.sizes[0], self.dtype, convert)
 
     def pack_targets(self, T, w=None):
         """Checked targets and sample weights as the kernels take them (``spec.pack_targets``)."""
@@ -160,11 +161,18 @@ class CPUBackend:
             self._infer[single] = infer
 
     def _logits(self, X):
-        Z = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
-        with self._inference(X.shape[0]) as (layout, work, _):
+        n = X.shape[0]
+        Z = np.empty((n, self.sizes[-1]), dtype=self.dtype)
+        with self._inference(n) as (layout, work, _):
             # Returns nothing: boxing a returned array costs more than the whole kernel
             # for a single-row predict.
-            forward_chunks(X, self.theta, layout.table, work, Z, layout.cap)
+            if is_kernel_ready(X, self.dtype):
+                forward_chunks(X, self.theta, layout.table, work, Z, layout.cap)
+            else:  # converted a chunk at a time (check_X's convert=False)
+                for start in range(0, n, layout.cap):
+                    rows = slice(start, start + layout.cap)
+                    forward_chunks(X_rows(X[rows], self.dtype), self.theta, layout.table,
+                                   work, Z[rows], layout.cap)
         return Z
 
     def outputs(self, X, head):

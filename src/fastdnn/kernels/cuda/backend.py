@@ -173,10 +173,10 @@ class CUDABackend:
         """The host does no parallel work for the GPU: nothing to limit."""
         return contextlib.nullcontext()
 
-    def check_X(self, X):
+    def check_X(self, X, convert=True):
         """A device array is validated where it is (2-D, C-contiguous, the net's width and
         dtype, finite) and stays there; anything else goes through
-        :func:`fastdnn.validation.check_X`."""
+        :func:`fastdnn.validation.check_X` (converted whole: it is uploaded whole)."""
         if not is_device_array(X):
             return check_X(X, self.sizes[0], self.dtype)
         if not cuda.devicearray.is_cuda_ndarray(X):
