@@ -348,7 +348,7 @@ def run_train(args):
     # error there is every rank's, agreed, and printed once (N copies with N ranks).
     setup = (_prepare_training(args, comm, rank, size) if comm is None else
              agree(comm, lambda: _prepare_training(args, comm, rank, size)))
-    (name, X, net, X_train, y_train, X_test, y_test, shard, epochs, batch_size,
+    (name, net, X_train, y_train, X_test, y_test, shard, epochs, batch_size,
      optimizer_name, lr, held_out, task, prep) = setup
     rates = _Rates()
     optimizer = make_optimizer(optimizer_name, lr)
@@ -492,7 +492,8 @@ def _prepare_training(args, comm, rank, size):
             f"{batch_size} rows per rank and step ({size * batch_size} per step), "
             f"{args.threads} thread(s) per rank")
 
-    return (name, X, net, X_train, y_train, X_test, y_test, shard, epochs, batch_size,
+    # Not the data as read (float64): held through the fit, 2x the data it trains on.
+    return (name, net, X_train, y_train, X_test, y_test, shard, epochs, batch_size,
             optimizer_name, lr, held_out, task, prep)
 
 

@@ -6,15 +6,21 @@ from fastdnn.preprocess import Scaler, choose_task
 
 
 @pytest.mark.parametrize("method", ["standard", "minmax"])
-def test_scaling_matches_its_formula(method):
-    X = np.random.default_rng(0).normal(3.0, 2.0, size=(50, 4))
+@pytest.mark.parametrize("n", [50, 40_001])  # one block of rows, and several
+def test_scaling_matches_its_formula(method, n):
+    X = np.random.default_rng(0).normal(3.0, 2.0, size=(n, 4))
     s = Scaler.fit(method, X)
     if method == "standard":
         offset, scale = X.mean(axis=0), X.std(axis=0)
     else:
         offset, scale = X.min(axis=0), X.max(axis=0) - X.min(axis=0)
     np.testing.assert_array_equal(s.transform(X, np.float64), (X - offset) / scale)
-    np.testing.assert_allclose(s.inverse(s.transform(X, np.float64)), X, rtol=1e-14)
+    np.testing.assert_array_equal(s.transform(X, np.float32),
+                                  ((X - offset) / scale).astype(np.float32))
+    y = X[:, 0]  # a 1-D column (the CLI's regression targets) keeps its shape
+    t = Scaler.fit(method, y)
+    np.testing.assert_array_equal(t.transform(y, np.float64), (y - t.offset) / t.scale)
+    np.testing.assert_allclose(s.inverse(s.transform(X, np.float64)), X, rtol=1e-14, atol=1e-14)
 
 
 @pytest.mark.parametrize("method", ["standard", "minmax"])
