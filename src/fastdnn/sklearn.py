@@ -264,6 +264,19 @@ class _BaseMLP(BaseEstimator):
             X = X.toarray()
         return np.require(X, dtype=self.net_.dtype, requirements=["C", "W"])
 
+    def _input_dtypes(self, reset=True):
+        """``validate_data``'s float dtypes for a fit, the first the one an integer ``X``
+        becomes: the net's (a fitted net's, or the ``dtype`` parameter's), else float64
+        as scikit-learn's (uint8 pixels went through float64 on their way to a float32
+        net: 3x their float32 bytes at the peak)."""
+        if not reset and hasattr(self, "net_"):
+            first = self.net_.dtype
+        elif self.dtype is not None:
+            first = np.dtype(self.dtype)
+        else:
+            return (np.float64, np.float32)
+        return (first.type, np.float64 if first == np.float32 else np.float32)
+
     # -- fitting ---------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
         self._validate_params()
@@ -583,12 +596,14 @@ class _BaseMLP(BaseEstimator):
 
     # -- prediction ------------------------------------------------------------------
     def _checked_X(self, X, check_input=True):
-        """``X`` checked as scikit-learn does, in the net's dtype."""
+        """``X`` checked as scikit-learn does, dense, of its own numeric dtype: the net
+        converts it to its dtype a chunk of rows at a time (a float64, integer or
+        Fortran-ordered ``X`` was copied whole, uint8 pixels through float64)."""
         if check_input:
             check_is_fitted(self)
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
-                              dtype=(np.float64, np.float32))
-        return self._net_input(X)
+                              dtype="numeric")
+        return X.toarray() if hasattr(X, "toarray") else X
 
     def _output_dtype(self, X):
         """scikit-learn's dtype for values computed from ``X``, ``result_type`` of the
@@ -798,7 +813,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             dtype=(np.float64, np.float32), reset=reset)
+                             dtype=self._input_dtypes(reset), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -1016,7 +1031,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+                             y_numeric=True, dtype=self._input_dtypes(reset), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return X, y
