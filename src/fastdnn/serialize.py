@@ -7,6 +7,7 @@ skip keys they do not ask for, and files without metadata read as an empty dict.
 """
 import os
 import re
+import sys
 import stat
 import tempfile
 import threading
@@ -69,7 +70,13 @@ def write_atomic(path, write):
     partial file behind.  On Linux the data is written to an unnamed file (``O_TMPFILE``),
     which a killed process leaves nowhere; it gets a name only when complete, for the
     instant before the rename (with ``mkstemp`` alone, 2 of 6 SIGKILLs during a save left
-    a 10-80 MB ``.tmp`` file behind).
+    a 10-80 MB ``.tmp`` file behind).  A file replaced keeps its mode; its owner becomes
+    the writer, and a hard link to it keeps the old file (as for any atomic save).
+
+    A device, a pipe or a descriptor's name (``/dev/null``, a FIFO, ``/dev/stdout``) is
+    written where it is, appended to, as ``open()`` would reach it: renamed over, root's
+    ``--out /dev/null`` made ``/dev/null`` a file, and ``CSVLogger("/dev/stdout")`` swapped
+    the file a shell sent the output to for the log's header.
     """
     # Through a symbolic link to the file it names (as open() writes), keeping the mode
     # of a file replaced (a 0600 model became 0644).
@@ -85,6 +92,10 @@ def write_atomic(path, write):
         raise FileNotFoundError(f"cannot write {given!r}: folder {folder} does not exist")
     if os.path.isdir(path):  # the rename's error named the temporary file, after the write
         raise IsADirectoryError(f"cannot write {given!r}: it is a folder; give a file name")
+    if written_in_place(given):
+        with open_in_place(given) as f:
+            write(f)
+        return
     mode = _mode_for(path)
     fd = _unnamed_file(folder)
     if fd is not None:
@@ -112,6 +123,53 @@ def write_atomic(path, write):
         _unlink_quietly(tmp)
         raise
     _replace(tmp, path)
+
+
+def written_in_place(path):
+    """Whether :func:`write_atomic` writes ``path`` where it is: it exists and is not a
+    regular file (a device, a FIFO), or is reached through a descriptor's name
+    (``/dev/stdout``, ``/dev/fd/N``, ``/proc/<pid>/fd/N``: their link leads to a file
+    another open holds)."""
+    return _in_place(path) is not None
+
+
+_DESCRIPTOR = re.compile(r"/(?:proc/(self|\d+)/fd|dev/fd)/(\d+)")
+
+
+def _in_place(path):
+    """``None`` (a regular file or none: replaced atomically), this process' descriptor
+    number that ``path`` names, or ``-1`` (another file written where it is)."""
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # not there (or not reachable): a new file
+        return None
+    for _ in range(40):  # the links followed one by one (the kernel's own limit)
+        path = os.path.abspath(path)
+        named = _DESCRIPTOR.fullmatch(path)
+        if named:
+            own = named[1] in (None, "self", str(os.getpid()))
+            return int(named[2]) if own else -1
+        if path.startswith("/proc/") or not os.path.islink(path):
+            break
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+    return None if regular else -1
+
+
+def open_in_place(path):
+    """A binary file appending to ``path`` where it is (:func:`written_in_place`); one of
+    this process' descriptors (``/dev/stdout``) is written through itself, at its own
+    offset, after Python's buffered text for it (opened anew, a shell's ``> file`` had
+    its later output written over the log, and the log over its earlier output)."""
+    fd = _in_place(path)
+    if fd is None or fd < 0:
+        return open(path, "ab")
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.fileno() == fd:
+                stream.flush()
+        except (AttributeError, OSError, ValueError):  # replaced, or closed
+            pass
+    return os.fdopen(os.dup(fd), "wb")
 
 
 def _mode_for(path):
@@ -239,6 +297,10 @@ def check_writable(path):
         raise IsADirectoryError(f"{path} names a folder, not a file")
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder {folder} does not exist")
+    if written_in_place(path):  # no file is made beside it (/dev/null's folder is root's)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"cannot write {path}: permission denied")
+        return
     try:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as exc:

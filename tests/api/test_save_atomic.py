@@ -12,6 +12,7 @@ import pytest
 
 import fastdnn as fd
 from fastdnn import serialize
+from support import assert_same_weights
 
 SAVER = textwrap.dedent("""
     import sys
@@ -207,3 +208,53 @@ def test_a_writing_callbacks_path_is_checked_before_the_first_epoch(tmp_path, ma
         net.fit(X, y, epochs=2, callbacks=[make(str(tmp_path / "ckpt") + os.sep)])
     np.testing.assert_array_equal(net.get_weights()[0][0], before[0][0])
     assert os.listdir(tmp_path) == []
+
+
+def test_a_fifo_is_written_into_not_replaced(tmp_path):
+    """A FIFO (and a device: /dev/null) was renamed over: a regular file of the model
+    took its place (root's `fastdnn train --out /dev/null` made /dev/null a file)."""
+    import stat
+    import threading
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    net = fd.MLP([4, 8, 2], seed=0)
+    serialize.check_writable(fifo)
+    net.save(fifo)
+    reader.join(10)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(got[0])
+    assert_same_weights(fd.MLP.load(copy).get_weights(), net.get_weights())
+    assert sorted(os.listdir(tmp_path)) == ["copy.npz", "pipe"]  # no temporary file
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="mknod needs root")
+def test_a_device_stays_a_device(tmp_path):
+    import stat
+    null = tmp_path / "null"  # a private /dev/null (the same device numbers)
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    fd.MLP([4, 8, 2], seed=0).save(null)
+    assert stat.S_ISCHR(os.stat(null).st_mode)
+
+
+def test_csv_logger_to_dev_stdout_keeps_a_redirected_files_other_output(tmp_path):
+    """`python fit.py > out.txt` with CSVLogger("/dev/stdout"): the header replaced
+    out.txt (everything printed before was lost), and lines written through a new open
+    of the file overwrote, and were overwritten by, the script's own prints."""
+    script = textwrap.dedent("""
+        import numpy as np, fastdnn as fd
+        print("before the fit")
+        X = np.random.default_rng(0).normal(size=(16, 3)); y = (X[:, 0] > 0).astype(int)
+        fd.MLP([3, 4, 2], seed=0).fit(X, y, epochs=2, callbacks=[fd.CSVLogger("/dev/stdout")])
+        print("after the fit")
+    """)
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f:
+        subprocess.run([sys.executable, "-c", script], stdout=f, check=True, timeout=300)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "before the fit" and lines[-1] == "after the fit", lines
+    assert lines[1].startswith("epoch,loss") and [line[:2] for line in lines[2:4]] == ["0,", "1,"]
+    assert len(lines) == 5
