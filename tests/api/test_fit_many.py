@@ -275,3 +275,20 @@ def test_the_groups_lists_compile_no_list_code_in_a_warm_process():
     """
     run_python(code, FASTDNN_WARMUP="0")  # fills this run's cache, where cold
     assert run_python(code, FASTDNN_WARMUP="0").strip() == "[]"
+
+
+def test_fit_many_leaves_no_dummy_thread_behind():
+    """A Numba pool worker's call back into Python (a slot's compile) asked for
+    threading.current_thread(), which registers a "Dummy-1" for good: the process then
+    had two threads, and the compile helpers' fork (one thread alive) was refused."""
+    out = run_python("""
+        import threading
+        import numpy as np
+        import fastdnn as fd
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(200, 8)).astype(np.float32)
+        y = (X[:, 0] > 0).astype(int)
+        fd.fit_many([fd.MLP([8, 4, 2], seed=i) for i in range(3)], X, y, epochs=2)
+        print([t.name for t in threading.enumerate()])
+    """)
+    assert out.strip() == "['MainThread']"

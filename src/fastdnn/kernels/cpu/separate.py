@@ -141,8 +141,12 @@ def _works_for_a_fit():
     Python did not start (Numba's pool) or a fastdnn helper thread (``fastdnn-*``), not a
     thread of the program's own (whose predict said "compiling" on another's fit, and
     left that fit's run out of its rate)."""
-    thread = threading.current_thread()
-    return isinstance(thread, threading._DummyThread) or thread.name.startswith("fastdnn-")
+    # By ident: current_thread() in a thread Python did not start registers a dummy
+    # Thread that stays in threading.enumerate() for good (a fit_many left "Dummy-1",
+    # and warmup's fork test, one thread alive, failed from then on).
+    here = threading.get_ident()
+    thread = next((t for t in threading.enumerate() if t.ident == here), None)
+    return thread is None or thread.name.startswith("fastdnn-")
 
 
 def _tell_compiling(module, name, signature):
