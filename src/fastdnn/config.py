@@ -153,12 +153,29 @@ try:
     CACHE, CACHE_ERROR = switch("FASTDNN_CACHE"), None
 except ValueError as _exc:
     CACHE, CACHE_ERROR = False, str(_exc)
+def _callers_stacklevel():
+    """``warnings.warn``'s ``stacklevel`` (called from the caller of this) of the first
+    frame outside fastdnn: the user's ``import fastdnn`` (``stacklevel=2`` named
+    ``fastdnn/callbacks.py``, the first module to import this one).  The import
+    machinery's frames are not counted, as ``warnings`` skips them."""
+    import sys
+    package = _os.path.dirname(_os.path.abspath(__file__)) + _os.sep
+    level, frame = 1, sys._getframe(2)
+    while frame is not None and (frame.f_code.co_filename.startswith(package)
+                                 or "importlib" in frame.f_code.co_filename):
+        if "importlib" not in frame.f_code.co_filename:
+            level += 1
+        frame = frame.f_back
+    return level + 1
+
+
 if CACHE and not _cache_writable():
     import warnings as _warnings
     _warnings.warn("fastdnn: no writable folder for Numba's cache (beside fastdnn's kernels, "
                    "NUMBA_CACHE_DIR, or the user's cache folder): every process compiles the "
                    "kernels again; set NUMBA_CACHE_DIR to a writable folder to keep them "
-                   "(FASTDNN_CACHE=0 says this is meant)", RuntimeWarning, stacklevel=2)
+                   "(FASTDNN_CACHE=0 says this is meant)", RuntimeWarning,
+                   stacklevel=_callers_stacklevel())
     CACHE = False
 
 #: CUDA threads per block for 1-D launches and the tile width of the 2-D GEMM kernels

@@ -450,7 +450,11 @@ assert isinstance(helper.process, warmup._Child) is {forked}
 print(helper.process.pid, flush=True)
 """
     environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    environ.update(NUMBA_CACHE_DIR=str(tmp_path / "cache"), FASTDNN_WARMUP="1")
+    # TMPDIR: the helper killed below leaves its claims folder, here and not in /tmp
+    # (two a run, for good).
+    (tmp_path / "tmp").mkdir()
+    environ.update(NUMBA_CACHE_DIR=str(tmp_path / "cache"), FASTDNN_WARMUP="1",
+                   TMPDIR=str(tmp_path / "tmp"))
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
                           text=True, timeout=120)
@@ -613,6 +617,26 @@ def test_no_writable_cache_folder_compiles_without_and_says_so():
     proc = subprocess.run([sys.executable, "-m", "fastdnn", "--version"], env=environ,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.startswith("fastdnn "), proc.stderr
+
+
+@pytest.mark.parametrize("statement", ["import fastdnn", "from fastdnn import cli"])
+def test_the_no_cache_warning_points_at_the_users_import(tmp_path, statement):
+    # stacklevel=2 named fastdnn/callbacks.py (the first module to import config).
+    import numba
+    if not hasattr(numba.config, "CACHE_LOCATOR_CLASSES"):
+        pytest.skip("this Numba has no NUMBA_CACHE_LOCATOR_CLASSES")
+    script = tmp_path / "user.py"
+    script.write_text("import warnings\n"
+                      "with warnings.catch_warnings(record=True) as caught:\n"
+                      "    warnings.simplefilter('always')\n"
+                      f"    {statement}\n"
+                      "print([(w.filename, w.lineno) for w in caught])\n")
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    environ.update(NUMBA_CACHE_LOCATOR_CLASSES="IPythonCacheLocator", FASTDNN_WARMUP="0")
+    proc = subprocess.run([sys.executable, str(script)], env=environ, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == repr([(str(script), 4)])
 
 
 def test_ready_is_false_for_a_kernel_without_disk_cache_until_compiled():
