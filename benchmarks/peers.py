@@ -715,7 +715,9 @@ def _fastdnn_cache_dir(package=None):
     of the kernels it calls (whose code it holds a copy of), so after an edit to, say,
     dense.py the cached epoch loop can run stale machine code (we saw segfaults).
     A folder per source hash always holds code built from the sources measured; the
-    first round compiles, the others load from it.
+    first round compiles, the others load from it.  A new source state's folder makes
+    room: only the :data:`KEPT_CACHES` latest used stay (each edit left one, 1-2 MB, for
+    good: 29 on one machine).
     """
     import hashlib
     import importlib.util
@@ -729,7 +731,30 @@ def _fastdnn_cache_dir(package=None):
     h = hashlib.sha1()
     for f in sorted(Path(package).rglob("*.py")):
         h.update(f.read_bytes())
-    return str(Path(tempfile.gettempdir()) / f"fastdnn-peers-numba-{h.hexdigest()[:12]}")
+    folder = Path(tempfile.gettempdir()) / f"fastdnn-peers-numba-{h.hexdigest()[:12]}"
+    if not folder.exists():
+        _prune_caches(folder.parent)
+    return str(folder)
+
+
+#: The source states' kernel caches :func:`_fastdnn_cache_dir` keeps.
+KEPT_CACHES = 4
+
+
+def _prune_caches(parent):
+    """Remove the ``fastdnn-peers-numba-*`` folders in ``parent`` but the
+    ``KEPT_CACHES - 1`` latest used (by modification time), for a new one."""
+    import shutil
+
+    def used(folder):
+        try:
+            return folder.stat().st_mtime
+        except OSError:  # removed meanwhile
+            return 0.0
+
+    folders = sorted(parent.glob("fastdnn-peers-numba-*"), key=used, reverse=True)
+    for old in folders[KEPT_CACHES - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _spawn(system, key, quick, timeout):

@@ -57,7 +57,9 @@ def test_parse_setting_refuses_src_for_jax(tmp_path):
         pe.parse_setting(f"jax,src={tmp_path}")
 
 
-def test_worker_env(tmp_path):
+def test_worker_env(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # its caches, not /tmp's
     (tmp_path / "fastdnn").mkdir()
     (tmp_path / "fastdnn" / "__init__.py").write_text("x = 1\n")
     base = {"PATH": "/bin", "PYTHONPATH": "/elsewhere", "NUMBA_ENABLE_CUDASIM": "1"}
@@ -75,6 +77,31 @@ def test_worker_env(tmp_path):
     # The installed tree: the same folder as benchmarks/peers.py's workers use.
     assert pe.worker_env(pe.parse_setting("fastdnn"), {})["NUMBA_CACHE_DIR"] \
         == peers._fastdnn_cache_dir()
+
+
+def test_a_new_source_states_cache_folder_makes_room(tmp_path, monkeypatch):
+    """Each source state left a 1-2 MB cache folder in /tmp for good (29 on one
+    machine): a new one keeps the KEPT_CACHES - 1 latest used besides itself."""
+    import os
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old = []
+    for i in range(6):
+        folder = tmp_path / f"fastdnn-peers-numba-{i:012d}"
+        folder.mkdir()
+        os.utime(folder, (1000 + i, 1000 + i))
+        old.append(folder)
+    (tmp_path / "other").mkdir()
+    package = tmp_path / "src" / "fastdnn"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("x = 1\n")
+    new = Path(peers._fastdnn_cache_dir(package))
+    left = sorted(p.name for p in tmp_path.glob("fastdnn-peers-numba-*"))
+    assert left == sorted(f.name for f in old[-(peers.KEPT_CACHES - 1):])
+    assert (tmp_path / "other").is_dir() and not new.exists()
+    new.mkdir()
+    assert peers._fastdnn_cache_dir(package) == str(new)  # an existing one prunes nothing
+    assert len(list(tmp_path.glob("fastdnn-peers-numba-*"))) == peers.KEPT_CACHES
 
 
 # --------------------------------------------------------------------------- summaries
