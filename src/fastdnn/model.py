@@ -17,7 +17,7 @@ from .optim import LBFGS, PENDING, Optimizer, make_optimizer
 from .schedules import CosineDecay, ReduceLROnPlateau, make_schedule
 from .validation import (as_real, check_dtype, check_n_threads, check_positive_int,
                          check_sample_weight, check_targets, check_verbose, is_integer,
-                         normalize_weights)
+                         normalize_weights, take_rows)
 
 _SAMPLING = {True: spec.SHUFFLE, False: spec.IN_ORDER, "uniform": spec.UNIFORM}
 # He initialisation suits the rectifiers; Glorot the saturating activations.
@@ -741,7 +741,9 @@ class MLP:
                   shuffle, patience, *, sample_weight=None, class_weight=None, clip_norm=None,
                   restore_best=False, validation_split=None, callbacks=None):
         """Check every argument of ``fit`` (nothing runs before all are valid)."""
-        X = self._backend.check_X(X)
+        # A split gathers its parts from X as given (converted whole first, X took
+        # twice its converted size at the peak, with a float64 or Fortran-ordered X).
+        X = self._backend.check_X(X, convert=validation_split is None)
         T = check_targets(y, self._loss, self.sizes[-1], X.shape[0], self.dtype)
         sw = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0])
 
@@ -795,9 +797,9 @@ class MLP:
             # A CUDA device array takes slices only (rows by index raised deep in
             # numba-cuda on a GPU): split on the host; the trainer uploads the parts.
             X = self._backend.to_numpy(X)
-            validation = (self._backend.check_X(X[held]),
+            validation = (self._backend.check_X(take_rows(X, held, self.dtype)),
                           self._backend.pack_targets(T[held], w_held))
-            X, T = np.ascontiguousarray(X[keep]), T[keep]
+            X, T = take_rows(X, keep, self.dtype), T[keep]
         # Capped here, once: the trainers size their buffers from it.
         batch_size = min(check_positive_int("batch_size", batch_size), X.shape[0])
         plan = FitPlan(X, self._backend.pack_targets(T, w), epochs, batch_size,

@@ -45,6 +45,7 @@ except ImportError as exc:  # scikit-learn missing, or older than 1.6 (no valida
 from .errors import NonFiniteOutputError, TrainingDivergedError
 from .model import MLP
 from .optim import LBFGS, SGD, Adam
+from .validation import take_rows
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -304,7 +305,12 @@ class _BaseMLP(BaseEstimator):
             self._check_kept()
             self._follow_activations(len(hidden))
         self.net_.n_threads = self.n_threads  # a warm fit kept the first fit's
-        X = self._net_input(X)
+        if self.solver in _STOCHASTIC_SOLVERS and self.early_stopping and not incremental:
+            # Its parts are gathered from X as it is (_validation_split): converted whole
+            # first, a Fortran-ordered or float64 X took twice its converted size.
+            X = X.toarray() if hasattr(X, "toarray") else X
+        else:
+            X = self._net_input(X)
         try:
             if self.solver in _STOCHASTIC_SOLVERS:
                 self._fit_stochastic(X, T, y, sample_weight, incremental, first_pass)
@@ -419,7 +425,9 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              "or the size of your dataset.")
         sw = (None, None) if sample_weight is None else (sample_weight[train], sample_weight[val])
-        return (X[train], T[train], sw[0]), (X[val], y[val], sw[1])
+        dtype = self.net_.dtype  # gathered straight into the net's dtype and layout
+        return ((take_rows(X, train, dtype), T[train], sw[0]),
+                (take_rows(X, val, dtype), y[val], sw[1]))
 
     def _stratify(self, y):
         """Whether the early-stopping split keeps the class proportions."""

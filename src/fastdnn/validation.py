@@ -99,6 +99,17 @@ def is_kernel_ready(X, dtype):
     return X.dtype == dtype and X.flags.c_contiguous and X.flags.writeable
 
 
+def take_rows(X, rows, dtype):
+    """``X[rows]`` as the kernels take them (:func:`X_rows`), gathered a block of rows at
+    a time: gathered whole, a float64 ``X`` bound for a float32 net made a float64 copy
+    of the rows first."""
+    out = np.empty((len(rows), X.shape[1]), dtype=dtype)
+    step = 4096
+    for start in range(0, len(rows), step):
+        out[start:start + step] = X_rows(X[rows[start:start + step]], dtype)
+    return out
+
+
 def X_rows(X, dtype):
     """Rows of a checked 2-D ``X`` as the kernels take them (:func:`is_kernel_ready`), or
     a ``ValueError`` where a value is not finite."""
