@@ -105,12 +105,14 @@ MIN_SHARD_MACS = 300_000
 #: ``fit``'s memory (measured: 1024-4096-4096-1024 SGD, peak 1.41x -> 1.0x the data,
 #: weights, gradient and buffers).
 SNAPSHOT_BYTES = 64 << 20
-#: The rows a fit's last update is checked on: the loss at the weights a fit ends with is
-#: evaluated on the first this many rows, and a loss that is not finite there
-#: is a divergence (each earlier update is checked by the next step's loss).  A bound on
-#: the cost: one forward pass of 1024 rows (a 784-1024-1024-10 net: ~20 ms, ~1% of an
-#: epoch of 60,000 rows); the rows of an overflow are usually all of them.
-END_CHECK_ROWS = 1024
+#: The multiply-adds a fit's check of its last update may take: the loss at the weights a
+#: fit ends with is evaluated on its first rows, a batch of them at most, and fewer where
+#: a batch's forward pass would take more than this; a loss that is not finite there is a
+#: divergence (each earlier update is checked by the next step's loss).  The rows of an
+#: overflow are usually all of them.  At 2**22, a 16-32-32-2 net checks a batch (32
+#: rows), 784-1024-1024-10 two rows, 1024-4096-4096-1024 one (25M multiply-adds, 0.1% of
+#: its batch-512 step; 1,024 rows there took 0.3 s, a fifth of a 1,536-row epoch).
+END_CHECK_MACS = 1 << 22
 
 #: ``fit`` runs an epoch's steps in compiled runs of about this many seconds; between
 #: them it reports progress and answers Ctrl-C (so within about this long).  Where an

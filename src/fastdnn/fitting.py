@@ -402,7 +402,7 @@ class FitRun:
             # here, or a fit ended at finite weights whose loss overflowed (a 4-8-1 tanh
             # net's mse went from 1.4e37 to inf), and returned as if it had trained.
             last = self.epoch + 1 >= self.plan.epochs or self.stop.would_stop(watched)
-            diverged = last and not self._loss_is_finite(config.END_CHECK_ROWS)
+            diverged = last and not self._loss_is_finite(self._end_check_rows())
         if diverged:
             kept = self._recover(first_step=result.failed_step == 0)
             where = f"step {result.failed_step + 1}" if result.failed_step >= 0 else "its last step"
@@ -483,6 +483,12 @@ class FitRun:
         return ("the last finite weights, at which the loss may not be finite (nets over "
                 "fastdnn.config.SNAPSHOT_BYTES keep no copy of the epoch's start; fit with "
                 "restore_best=True, or save the net, to have weights to go back to)")
+
+    def _end_check_rows(self):
+        """The rows the fit's last update is checked on (``config.END_CHECK_MACS``)."""
+        sizes = self.net.sizes
+        macs = sum(k * n for k, n in zip(sizes[:-1], sizes[1:]))
+        return max(1, min(self.plan.batch_size, config.END_CHECK_MACS // max(macs, 1)))
 
     def _loss_is_finite(self, rows=None):
         """Whether the training loss at the net's weights is finite (on the first ``rows``
