@@ -776,9 +776,10 @@ class Backend(Protocol):
         """A context manager: run the block with ``n_threads`` host threads (``None``: as
         set); the thread policy is the backend's own."""
 
-    def check_X(self, X):
+    def check_X(self, X, convert=True):
         """``X`` as this backend takes it: device arrays validated in place (CUDA), anything
-        else through :func:`fastdnn.validation.check_X`."""
+        else through :func:`fastdnn.validation.check_X` (``convert=False``: left for
+        inference to convert a chunk of rows at a time, where the backend can)."""
 
     def pack_targets(self, T, w=None):
         """Checked targets ``T`` and sample weights ``w`` (``None``: all 1) as every other
