@@ -19,7 +19,7 @@ from . import config
 from .callbacks import ProgressBar, says_stop
 from .errors import TrainingDivergedError
 from .kernels.cpu.separate import filled_from_kernels, listening, take_interrupt
-from .kernels.spec import COSINE, LR, SCALE, TOTAL_STEPS, EpochResult
+from .kernels.spec import COSINE, LR, MIN_FACTOR, SCALE, TOTAL_STEPS, EpochResult
 
 
 class History:
@@ -201,6 +201,7 @@ class FitRun:
         """Restore from a backup, make the trainer, and call ``on_train_begin``."""
         net, plan = self.net, self.plan
         self._attach()
+        self._check_schedule()
         self.trainer = self._make_trainer()
         # The weights at this epoch's start and the last one's (two buffers, swapped each
         # epoch): a first step can fail where the last epoch's last update left a loss
@@ -224,6 +225,20 @@ class FitRun:
                                           validation=plan.validation is not None))
         if self.done:
             self._finish(dict(list(self.history)[-1], rate=None) if len(self.history) else {})
+
+    def _check_schedule(self):
+        """Refuse a ``CosineDecay`` the optimizer has passed as the fit starts (a resumed
+        one: as its backup restored it): its curve counts the optimizer's steps, which go
+        on across fits, and the fit ran every step at lr 0, without a word."""
+        code, params = self.plan.schedule
+        t = self.plan.optimizer.t
+        if (code == COSINE and params[MIN_FACTOR] == 0 and t >= params[TOTAL_STEPS]
+                and self.epoch < self.plan.epochs and not self.stopping):
+            raise ValueError(f"{self.plan.schedule_args} ended before this fit: the optimizer "
+                             f"has taken {t} steps (its count goes on across fits), so every "
+                             f"step would have lr 0; anneal this fit anew from lr with a fresh "
+                             f"optimizer or after optimizer.reset(), or give a total_steps "
+                             f"past {t}")
 
     def _attach(self):
         """Let the callbacks with an ``attach`` method (a backup) restore the fit."""
@@ -398,29 +413,29 @@ class FitRun:
             if self.plan.validation is not None:
                 record["val_loss"], record["val_metric"] = self.validate()
             watched = record["val_loss"] if self.plan.validation is not None else record["loss"]
-            # Each step checks the loss before its update: the fit's last update is checked
-            # here, or a fit ended at finite weights whose loss overflowed (a 4-8-1 tanh
-            # net's mse went from 1.4e37 to inf), and returned as if it had trained.
             last = self.epoch + 1 >= self.plan.epochs or self.stop.would_stop(watched)
-            diverged = last and not self._loss_is_finite(self._end_check_rows())
+            diverged = last and not self._ends_finite(watched)
         if diverged:
-            kept = self._recover(first_step=result.failed_step == 0)
-            where = f"step {result.failed_step + 1}" if result.failed_step >= 0 else "its last step"
-            self.done = True
-            raise TrainingDivergedError(
-                f"training diverged in epoch {self.epoch + 1} at {where}: the loss or the "
-                f"weights would become NaN/inf (lr too large?); the net keeps {kept}",
-                self.history)
+            self._diverged(result.failed_step)
         self.history.append(**record)
         self.epoch += 1
         improved = watched < self.stop.best
         stop = self.stop.update(watched)
-        if self.plan.restore_best and improved:
-            self.best_theta = backend.get_theta(self.best_theta)
         if self.plan.plateau is not None:
             self.plan.schedule[1][SCALE] = self.plan.plateau.update(watched, self.plan.optimizer.lr)
         logs = dict(record, rate=rate)
-        stop = self._call("on_epoch_end", self.epoch - 1, logs) or stop
+        called = self._call("on_epoch_end", self.epoch - 1, logs)
+        if (called and not stop and self.epoch < self.plan.epochs
+                and not self._ends_finite(watched, improved)):
+            # A callback's stop (the estimators' tol) ends the fit here: its last update
+            # is checked after all; the epoch goes, as a diverged one (no backup holds it).
+            for key in History.KEYS:
+                getattr(self.history, key).pop()
+            self.epoch -= 1
+            self._diverged(-1)
+        if self.plan.restore_best and improved:  # (after that check: not these weights)
+            self.best_theta = backend.get_theta(self.best_theta)
+        stop = called or stop
         self.stopping = stop
         # An lr a callback set is checked before a backup holds it (a bad one was backed
         # up, and a rerun trained with it unchecked).
@@ -431,6 +446,33 @@ class FitRun:
         self.done = stop or self.epoch >= self.plan.epochs
         if self.done:
             self._finish(logs)
+
+    def _ends_finite(self, watched, improved=None):
+        """Whether the loss at the weights the fit ends with, if it ends after this epoch,
+        is finite on its first rows (:meth:`_end_check_rows`).
+
+        Each step checks the loss before its update, so the fit's last update is checked
+        here: a fit ended at finite weights whose loss overflowed (a 4-16-1 tanh net's mse
+        went from 1.4e37 to inf), and returned as if it had trained.  A fit that goes back
+        to its best weights ends at them: an earlier epoch's, whose next step's loss was
+        finite (unless this epoch improved on them, ``improved``: ``None``, not booked
+        yet)."""
+        if improved is None:
+            improved = watched < self.stop.best
+        if self.plan.restore_best and not improved and self.best_theta is not None:
+            return True
+        return self._loss_is_finite(self._end_check_rows())
+
+    def _diverged(self, failed_step):
+        """Go back to usable weights and raise ``TrainingDivergedError`` for a failed step
+        of this epoch (-1: its last update)."""
+        kept = self._recover(first_step=failed_step == 0)
+        where = f"step {failed_step + 1}" if failed_step >= 0 else "its last step"
+        self.done = True
+        raise TrainingDivergedError(
+            f"training diverged in epoch {self.epoch + 1} at {where}: the loss or the "
+            f"weights would become NaN/inf (lr too large?); the net keeps {kept}",
+            self.history)
 
     def _finish(self, logs):
         """The end of a fit that ran its course: the best weights back, ``on_train_end``."""
@@ -494,6 +536,9 @@ class FitRun:
         """Whether the training loss at the net's weights is finite (on the first ``rows``
         rows; ``None``: all)."""
         X, T = self.plan.X[:rows], self.plan.T[:rows]
+        if rows is not None and not (T[:, -1] > 0).all():  # the first rows that count
+            first = np.flatnonzero(self.plan.T[:, -1] > 0)[:rows]
+            X, T = self.plan.X[first], self.plan.T[first]
         if not (T[:, -1] > 0).any():  # no row of weight (an MPI rank's shard)
             return True
         return math.isfinite(self.net._backend.evaluate(X, T)[0])

@@ -14,7 +14,7 @@ from .fitting import FitPlan, FitRun, History, deferred_interrupts
 from .kernels import spec
 from .lbfgs import fit_lbfgs
 from .optim import LBFGS, PENDING, Optimizer, make_optimizer
-from .schedules import CosineDecay, ReduceLROnPlateau, make_schedule
+from .schedules import ReduceLROnPlateau, make_schedule
 from .validation import (as_real, check_dtype, check_n_threads, check_positive_int,
                          check_sample_weight, check_targets, check_verbose, is_integer,
                          normalize_weights, take_rows)
@@ -931,15 +931,6 @@ class MLP:
         opt._claim(net)
         sched = make_schedule(schedule)
         total_steps = opt.t + plan.epochs * -(-plan.X.shape[0] // plan.batch_size)
-        if (isinstance(sched, CosineDecay) and sched.total_steps is not None
-                and sched.total_steps <= opt.t and sched.min_factor == 0):
-            # Its curve counts the optimizer's steps, which go on across fits: the fit ran
-            # at lr 0, and left the weights as they were, without a word.
-            raise ValueError(f"{sched!r} ended before this fit: the optimizer has taken "
-                             f"{opt.t} steps (its count goes on across fits), so every step "
-                             f"would have lr 0; anneal this fit anew from lr with a fresh "
-                             f"optimizer or after optimizer.reset(), or give a total_steps "
-                             f"past {opt.t}")
         plateau = sched if isinstance(sched, ReduceLROnPlateau) else None
         if plateau is not None:
             plateau._claim(net)

@@ -117,6 +117,45 @@ def test_a_last_update_that_overflows_the_loss_is_a_divergence(dtype, activation
     assert np.isfinite(net.loss(X, y))
 
 
+def _overflowing_last_epoch(**kwargs):
+    """The float32 fit above whose second (last) epoch's last update overflows the loss."""
+    X, y = problem()
+    net = fd.MLP([4, 16, 1], activation="tanh", loss="mse", seed=0, dtype="float32")
+    args = dict(epochs=2, batch_size=BATCH, optimizer=fd.SGD(lr=2.0), shuffle=False)
+    return net, X, y, dict(args, **kwargs)
+
+
+def test_a_callbacks_stop_checks_the_last_update_too():
+    # The estimators stop by a callback (tol): those fits ended unchecked, loss inf.
+    net, X, y, args = _overflowing_last_epoch(epochs=5)
+    ends = []
+    stop = fd.LambdaCallback(on_epoch_end=lambda epoch, logs: epoch == 1,
+                             on_train_end=ends.append)
+    with pytest.raises(fd.TrainingDivergedError, match="epoch 2 at its last step") as info:
+        net.fit(X, y, callbacks=[stop], **args)
+    assert len(info.value.history) == 1 and not ends  # the epoch went, as a diverged one's
+    assert np.isfinite(net.loss(X, y))
+
+
+def test_restore_best_ends_at_the_best_weights_unrefused():
+    # The last epoch's weights overflowed the loss, and the fit ends at its best ones
+    # anyway: it raised, and on_train_end (a BackupAndRestore's cleanup) never ran.
+    net, X, y, args = _overflowing_last_epoch(restore_best=True)
+    ends = []
+    hist = net.fit(X, y, callbacks=[fd.LambdaCallback(on_train_end=ends.append)], **args)
+    assert len(hist) == 2 and len(ends) == 1 and np.isfinite(net.loss(X, y))
+
+
+def test_the_last_update_is_checked_on_rows_that_count():
+    # The first rows weighing 0 (sorted data, a class weighted 0) passed the check.
+    net, X, y, args = _overflowing_last_epoch()
+    pad = 1024  # batches of weight 0 first (no update), then the fit that overflows
+    Xp, yp = np.vstack([np.zeros((pad, 4)), X]), np.concatenate([np.zeros(pad), y])
+    w = np.concatenate([np.zeros(pad), np.ones(len(y))])
+    with pytest.raises(fd.TrainingDivergedError, match="at its last step"):
+        net.fit(Xp, yp, sample_weight=w, **dict(args, optimizer=fd.SGD(lr=2.9)))
+
+
 @pytest.mark.parametrize("optimizer", [fd.SGD(lr=1.7e38), fd.SGD(lr=1.7e38, momentum=0.9),
                                        fd.Adam(lr=1.7e38)])
 def test_an_overflowing_update_never_reaches_a_large_net(monkeypatch, optimizer):

@@ -255,6 +255,32 @@ def test_a_cosine_curve_the_optimizer_has_passed_is_refused():
     assert hist.lr == [pytest.approx(0.01)]
 
 
+def test_a_resumed_fit_is_judged_by_the_steps_of_its_backup(tmp_path):
+    """Interrupted at t=24 with a backup at t=16, a rerun of the same fit (the same
+    optimizer) was refused for CosineDecay(total_steps=20): the check read the
+    optimizer's count before the backup set it back."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 4)), rng.standard_normal(64)
+    path = tmp_path / "backup.npz"
+
+    def stop_in_epoch_3(epoch, logs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    net, opt = fd.MLP([4, 8, 1], loss="mse", seed=0), fd.SGD(lr=0.1)
+    args = dict(epochs=4, batch_size=8, optimizer=opt, schedule=fd.CosineDecay(total_steps=20),
+                shuffle=False)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, callbacks=[fd.BackupAndRestore(path),
+                                 fd.LambdaCallback(on_epoch_end=stop_in_epoch_3)], **args)
+    assert opt.t == 24
+    hist = net.fit(X, y, callbacks=[fd.BackupAndRestore(path)], **args)
+    assert len(hist) == 4 and opt.t == 32
+    # Done (the backup gone), the same optimizer has passed the curve: refused.
+    with pytest.raises(ValueError, match="ended before this fit: the optimizer has taken 32"):
+        net.fit(X, y, **args)
+
+
 @pytest.mark.parametrize("schedule", [fd.Constant(), fd.InverseTimeDecay(0.5), fd.StepDecay(3, 0.5),
                                       fd.ExponentialDecay(0.5, 4), fd.CosineDecay(10, 0.5),
                                       fd.ReduceLROnPlateau(factor=0.5, patience=2, cooldown=1)])
