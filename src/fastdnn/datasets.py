@@ -376,18 +376,21 @@ def _load_csv(path, target, features, dt):
                                      f"header has {len(header)}")
                 cells = pick(row)
                 joined = "".join(cells)
+                done = len(values)
                 try:
                     if "_" in joined or not joined.isascii():
-                        raise ValueError  # _number's rule, for the cell below to name
+                        raise ValueError  # _number's rule, checked cell by cell below
                     values.extend(map(float, cells))
-                except ValueError:
+                except ValueError:  # stripped first (a no-break space around a number)
+                    del values[done:]
+                    cells = [cell.strip() for cell in cells]
                     for name, cell in zip(names, cells):
                         try:
                             _number(cell)
                         except ValueError:
                             raise ValueError(f"{path}: line {line}, column {name!r}: "
-                                             f"{cell.strip()!r} is not a number") from None
-                    raise
+                                             f"{cell!r} is not a number") from None
+                    values.extend(map(float, cells))
                 lines.append(line)
                 if t is not None:
                     labels.append(row[t].strip())

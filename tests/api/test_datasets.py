@@ -441,3 +441,16 @@ def test_a_csv_is_read_without_a_python_string_per_cell(tmp_path):
         tracemalloc.stop()
     np.testing.assert_array_equal(table.X, X.astype(np.float32))
     assert peak < 6 * n * d * 4, peak / (n * d * 4)
+
+
+def test_a_csv_number_with_unicode_spaces_around_it_reads(tmp_path):
+    """Cells are stripped as str.strip() strips them (a no-break space from a web page, an
+    em space, an ASCII file separator): the streaming reader refused "\\xa01" as "'1'
+    is not a number"."""
+    path = tmp_path / "ws.csv"
+    path.write_text("a,b,y\n\xa01,2\u2003,0\n3,\x1c5,1\n\xa04,\x1c\x1c6 ,0\n", encoding="utf-8")
+    table = load_table(path, target="y", dtype=np.float64)
+    np.testing.assert_array_equal(table.X, [[1, 2], [3, 5], [4, 6]])
+    path.write_text("a,b,y\n1,2,0\n\xa0\u0661,2,1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 3, column 'a': '\u0661' is not a number"):
+        load_table(path, target="y")
