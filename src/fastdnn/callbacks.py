@@ -448,7 +448,9 @@ class CSVLogger(Callback):
             serialize.write_atomic(self.path, lambda f: f.write(header.encode()))
         elif not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
             self._write(header, os.O_APPEND)
-        elif self._done:  # resumed: the lines of the epochs trained again go
+        elif self._done and not serialize.written_in_place(self.path):  # resumed: the
+            # lines of the epochs trained again go (a stream, /dev/stdout, keeps them: it
+            # cannot be rewritten, and the kept lines were appended to it again)
             self._drop_epochs_from(self._done)
 
     def on_epoch_end(self, epoch, logs):

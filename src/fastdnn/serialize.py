@@ -5,6 +5,7 @@ metadata (what a caller needs to use the net again: input scaling, label names) 
 keys ``meta.<name>``.  Adding metadata kept the format at version 1: readers before it
 skip keys they do not ask for, and files without metadata read as an empty dict.
 """
+import io
 import os
 import re
 import sys
@@ -93,8 +94,12 @@ def write_atomic(path, write):
     if os.path.isdir(path):  # the rename's error named the temporary file, after the write
         raise IsADirectoryError(f"cannot write {given!r}: it is a folder; give a file name")
     if written_in_place(given):
+        # Whole, in order: a zip archive seeks back to finish its headers, which a
+        # stream cannot and an O_APPEND descriptor (`>> model.npz`) sends to the end.
+        data = io.BytesIO()
+        write(data)
         with open_in_place(given) as f:
-            write(f)
+            f.write(data.getbuffer())
         return
     mode = _mode_for(path)
     fd = _unnamed_file(folder)
@@ -133,7 +138,7 @@ def written_in_place(path):
     return _in_place(path) is not None
 
 
-_DESCRIPTOR = re.compile(r"/(?:proc/(self|\d+)/fd|dev/fd)/(\d+)")
+_DESCRIPTOR = re.compile(r"/(?:proc/(self|thread-self|\d+)(?:/task/\d+)?/fd|dev/fd)/(\d+)")
 
 
 def _in_place(path):
@@ -144,10 +149,10 @@ def _in_place(path):
     except OSError:  # not there (or not reachable): a new file
         return None
     for _ in range(40):  # the links followed one by one (the kernel's own limit)
-        path = os.path.abspath(path)
+        path = "/" + os.path.abspath(path).lstrip("/")  # POSIX keeps a leading "//"
         named = _DESCRIPTOR.fullmatch(path)
         if named:
-            own = named[1] in (None, "self", str(os.getpid()))
+            own = named[1] in (None, "self", "thread-self", str(os.getpid()))
             return int(named[2]) if own else -1
         if path.startswith("/proc/") or not os.path.islink(path):
             break

@@ -258,3 +258,17 @@ def test_csv_logger_to_dev_stdout_keeps_a_redirected_files_other_output(tmp_path
     assert lines[0] == "before the fit" and lines[-1] == "after the fit", lines
     assert lines[1].startswith("epoch,loss") and [line[:2] for line in lines[2:4]] == ["0,", "1,"]
     assert len(lines) == 5
+
+
+@pytest.mark.parametrize("name", ["/dev/stdout", "/proc/thread-self/fd/1", "//proc/self/fd/1"])
+@pytest.mark.parametrize("mode", ["w", "a"])  # `> model.npz` and `>> model.npz`
+def test_a_save_to_stdout_redirected_to_a_file_loads(tmp_path, name, mode):
+    """Through O_APPEND (`>>`) the zip writer's seeks back went to the end: a corrupt
+    model; /proc/thread-self/fd/1 and //proc/self/fd/1 still replaced the file."""
+    if not os.path.exists(name):
+        pytest.skip(f"no {name} here")
+    script = f"import fastdnn as fd; fd.MLP([2, 3, 1], loss='mse', seed=0).save({name!r})"
+    out = tmp_path / "model.npz"
+    with open(out, mode + "b") as f:
+        subprocess.run([sys.executable, "-c", script], stdout=f, check=True, timeout=300)
+    assert fd.MLP.load(out).sizes == [2, 3, 1]
