@@ -469,9 +469,13 @@ class FitRun:
         kept = self._recover(first_step=failed_step == 0)
         where = f"step {failed_step + 1}" if failed_step >= 0 else "its last step"
         self.done = True
+        hint = "lr too large?"
+        if getattr(self.plan.optimizer, "eps", None) == 0:  # no lr helped, it said
+            hint = ("Adam's eps=0 makes 0/0 of a gradient that is exactly 0, a dead unit's "
+                    "or a column of zeros': use eps > 0; or lr too large?")
         raise TrainingDivergedError(
             f"training diverged in epoch {self.epoch + 1} at {where}: the loss or the "
-            f"weights would become NaN/inf (lr too large?); the net keeps {kept}",
+            f"weights would become NaN/inf ({hint}); the net keeps {kept}",
             self.history)
 
     def _finish(self, logs):

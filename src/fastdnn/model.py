@@ -175,6 +175,15 @@ def _predictions(loss, Z):
         return np.exp(Z.astype(np.float64))
 
 
+def _check_l2_range(l2, dtype):
+    """Refuse an ``l2`` the net's ``dtype`` does not hold, as ``lr`` is refused: 1e39 on
+    a float32 net gave inf gradients, and every fit failed at its first step, at any lr."""
+    top = float(np.finfo(dtype).max)
+    if l2 > top:
+        raise ValueError(f"l2 {l2:g} is beyond the range of the net's dtype {dtype.name} "
+                         f"(largest {top:.3g})")
+
+
 def _make_backend(device, sizes, codes, loss, dtype, l2=0.0, drops=None):
     if config.CACHE_ERROR:  # read at import, said here (config.CACHE)
         raise ValueError(config.CACHE_ERROR)
@@ -271,6 +280,7 @@ class MLP:
         if self._loss == spec.CROSS_ENTROPY and self.sizes[-1] < 2:
             raise ValueError("cross_entropy needs >= 2 outputs; use binary_cross_entropy for one")
         self.dtype = check_dtype(dtype)
+        _check_l2_range(self._l2, self.dtype)
         self.n_threads = check_n_threads(n_threads)
         if seed is not None and not is_integer(seed):
             # True seeded 1; a NumPy Generator was used in place, shared by every net
@@ -306,6 +316,7 @@ class MLP:
     @l2.setter
     def l2(self, value):
         value = _check_nonneg("l2", value)
+        _check_l2_range(value, self.dtype)
         if value != self._l2:  # the same value is no change (a warm estimator sets it)
             self._between_fits("l2")
             self._l2 = self._backend.l2 = value

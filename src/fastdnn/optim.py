@@ -133,6 +133,12 @@ class Optimizer(Claimed):
         pickle's) keeps its state.  Then bind, so the step count is final before a
         schedule reads it."""
         type(self)(**self._params())
+        # The step count too: np.int32(2**31 - 5) wrapped negative as the fit added its
+        # steps (a "divergence"), 2.5 compiled another kernel, np.int64 failed the backup.
+        if not is_integer(self.t) or not 0 <= self.t < 2 ** 62:
+            raise ValueError(f"t (the optimizer's step count) must be an integer in "
+                             f"[0, 2**62); got {self.t!r}")
+        self.t = int(self.t)
         self._check_range(net.dtype)
         if self._owner is not None and self._owner() is not net:
             self.reset()

@@ -710,3 +710,49 @@ def test_misc_bad_arguments_are_named():
     r = fd.regions.regions_2d(net, [0, 0, 0], [1, 0, 0], [0, 1, 0], lo=__import__(
         "fractions").Fraction(-1, 2))
     assert r.count >= 1
+
+
+@pytest.mark.parametrize("t", [np.int32(2**31 - 5), -1, 2.5, "3", 2**63 - 3, True])
+def test_an_optimizers_step_count_is_checked_as_a_fit_takes_it(t):
+    # np.int32 wrapped negative as the fit added its steps ("lr too large?"), -1 made
+    # Adam's bias correction 0, 2.5 compiled another kernel, 2**63-3 a bare OverflowError.
+    X, y = np.random.default_rng(0).normal(size=(16, 3)), np.arange(16) % 2
+    net, opt = fd.MLP([3, 4, 2], seed=0), fd.Adam()
+    net.fit(X, y, epochs=1, optimizer=opt)
+    opt.t = t
+    if not isinstance(t, np.int32):
+        with pytest.raises(ValueError, match=r"t \(the optimizer's step count\) must be an "
+                                             r"integer in \[0, 2\*\*62\)"):
+            net.fit(X, y, epochs=1, optimizer=opt)
+        return
+    net.fit(X, y, epochs=1, batch_size=4, optimizer=opt)
+    assert type(opt.t) is int and opt.t == 2**31 - 5 + 4  # an int: no wrap at 2**31
+
+
+def test_an_np_int64_step_count_is_backed_up(tmp_path):
+    # It reached the backup's JSON header as np.int64: TypeError after the first epoch.
+    X, y = np.random.default_rng(0).normal(size=(16, 3)), np.arange(16) % 2
+    net, opt = fd.MLP([3, 4, 2], seed=0), fd.Adam()
+    net.fit(X, y, epochs=1, optimizer=opt)
+    opt.t = np.int64(1000)
+    net.fit(X, y, epochs=2, batch_size=8, optimizer=opt,
+            callbacks=[fd.BackupAndRestore(tmp_path / "b.npz")])
+    assert opt.t == 1004
+
+
+@pytest.mark.parametrize("make", [lambda: fd.MLP([3, 4, 2], l2=1e39),
+                                  lambda: setattr(fd.MLP([3, 4, 2]), "l2", 1e39)])
+def test_an_l2_beyond_a_float32_nets_range_is_refused(make):
+    # As lr is: inf gradients, and every fit failed at its first step "lr too large?".
+    with pytest.raises(ValueError, match="l2 1e\\+39 is beyond the range of the net's dtype"):
+        make()
+    fd.MLP([3, 4, 2], l2=1e39, dtype="float64")  # float64 holds it
+
+
+def test_adam_without_eps_meeting_a_zero_gradient_says_so():
+    # A column of zeros: 0/0 at the first step, a "divergence" no lr helped, it said.
+    X = np.random.default_rng(0).normal(size=(16, 3))
+    X[:, 2] = 0.0
+    net = fd.MLP([3, 4, 2], seed=0, dtype="float64")
+    with pytest.raises(fd.TrainingDivergedError, match="Adam's eps=0 makes 0/0"):
+        net.fit(X, np.arange(16) % 2, epochs=1, optimizer=fd.Adam(lr=1e-12, eps=0.0))
