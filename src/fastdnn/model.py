@@ -103,7 +103,10 @@ def _check_callbacks(callbacks):
             raise TypeError(f"callbacks holds the class {cb.__name__}; give an instance: "
                             f"{cb.__name__}(...)")
         if not any(callable(getattr(cb, h, None)) for h in hooks):
-            raise TypeError(f"callback {cb!r} has none of the methods {', '.join(hooks)}")
+            hint = (" (a function: wrap it, fd.LambdaCallback(on_epoch_end=f))"
+                    if callable(cb) else "")
+            raise TypeError(f"callback {cb!r} has none of the methods {', '.join(hooks)}"
+                            f"{hint}")
     return list(callbacks)
 
 
@@ -278,7 +281,9 @@ class MLP:
         self._dropout = _check_dropout(dropout, len(self.sizes) - 2)
         self._loss = spec.loss_code(loss)
         if self._loss == spec.CROSS_ENTROPY and self.sizes[-1] < 2:
-            raise ValueError("cross_entropy needs >= 2 outputs; use binary_cross_entropy for one")
+            raise ValueError("cross_entropy (the default loss) needs >= 2 outputs; for one "
+                             "output use loss='mse' (regression) or 'binary_cross_entropy' "
+                             "(two classes)")
         self.dtype = check_dtype(dtype)
         _check_l2_range(self._l2, self.dtype)
         self.n_threads = check_n_threads(n_threads)
@@ -627,8 +632,14 @@ class MLP:
         Parameters
         ----------
         X : array-like, shape (n_samples, n_features)
+            Features as they are: scale them first (``sklearn.preprocessing.
+            StandardScaler``, or ``fastdnn.preprocess.Scaler.fit("standard", X)``), as for
+            any MLP; columns in the thousands train poorly (breast cancer, 20 epochs of
+            SGD: training accuracy 0.63 unscaled, 0.96 scaled).  The CLI scales a file's
+            columns itself.
         y : array-like
-            Integer labels (cross_entropy) or targets of shape ``(n,)``/``(n, n_outputs)``.
+            Integer labels (cross_entropy) or targets of shape ``(n,)``/``(n, n_outputs)``;
+            regression targets far from unit scale train better standardized too.
         epochs : int, default 10
             Epochs to train (with L-BFGS: its most iterations, one History record each).
         batch_size : int, default 32

@@ -342,6 +342,9 @@ def make_optimizer(optimizer):
             raise ValueError(
                 f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
             ) from None
+    if isinstance(optimizer, type) and issubclass(optimizer, (Optimizer, LBFGS)):
+        raise TypeError(f"optimizer must be a name or an instance; got the class "
+                        f"{optimizer.__name__}: give {optimizer.__name__}(...)")
     raise TypeError(
         f"optimizer must be a name or an fd.SGD/Adam/AdamW/LBFGS instance, got "
         f"{type(optimizer).__name__}"

@@ -284,6 +284,9 @@ def make_schedule(schedule):
     kernel)."""
     if schedule is None:
         return Constant()
+    if isinstance(schedule, type) and schedule in _SCHEDULES:  # fd.CosineDecay itself
+        raise TypeError(f"schedule must be an instance or None; got the class "
+                        f"{schedule.__name__}: give {schedule.__name__}(...)")
     if type(schedule) not in _SCHEDULES:
         # The kernels evaluate the formulas of these: a subclass's factor() never ran,
         # and a warm-up schedule trained at the constant rate, silently.

@@ -135,6 +135,11 @@ def X_rows(X, dtype):
     return X
 
 
+#: What cross_entropy's refusals add: it is the default loss, and a regression's
+#: continuous targets met it (the messages never said mse).
+_DEFAULT_LOSS = " (cross_entropy is MLP's default loss; for regression use loss='mse')"
+
+
 def check_targets(y, loss, n_outputs, n_samples, dtype):
     """Return targets as the 2-D array ``T`` the loss kernels read (see
     :mod:`fastdnn.kernels.cpu.losses`)."""
@@ -150,20 +155,25 @@ def check_targets(y, loss, n_outputs, n_samples, dtype):
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
-            raise ValueError(f"cross_entropy needs y of shape (n_samples,) with class labels; got {y.shape}")
+            raise ValueError(f"cross_entropy needs y of shape (n_samples,) with class labels; "
+                             f"got {y.shape}{_DEFAULT_LOSS}")
         if np.any(y != np.round(y)):
-            raise ValueError("cross_entropy labels must be integers 0..n_classes-1")
+            raise ValueError(f"cross_entropy labels must be integers 0..n_classes-1"
+                             f"{_DEFAULT_LOSS}")
         if y.min() < 0 or y.max() >= n_outputs:
             raise ValueError(
                 f"labels out of range: got {y.min():g}..{y.max():g}, the net has {n_outputs} "
                 f"classes (labels 0..{n_outputs - 1})"
             )
         return np.ascontiguousarray(y.reshape(-1, 1), dtype=dtype)
+    given = y.shape  # the message's: a 1-D y said "got (60, 1)"
     if y.ndim == 1:
         y = y.reshape(-1, 1)
     if y.ndim != 2 or y.shape[1] != n_outputs:
+        hint = (" (one column per output; integer class labels go with "
+                "loss='cross_entropy')" if len(given) == 1 else "")
         raise ValueError(f"y must have shape ({n_samples}, {n_outputs}) for a net with "
-                         f"{n_outputs} outputs; got {y.shape}")
+                         f"{n_outputs} outputs; got {given}{hint}")
     if loss == BINARY_CROSS_ENTROPY and (y.min() < 0 or y.max() > 1):
         raise ValueError("binary_cross_entropy targets must lie in [0, 1]")
     if loss == POISSON and y.min() < 0:

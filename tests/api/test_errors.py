@@ -756,3 +756,30 @@ def test_adam_without_eps_meeting_a_zero_gradient_says_so():
     net = fd.MLP([3, 4, 2], seed=0, dtype="float64")
     with pytest.raises(fd.TrainingDivergedError, match="Adam's eps=0 makes 0/0"):
         net.fit(X, np.arange(16) % 2, epochs=1, optimizer=fd.Adam(lr=1e-12, eps=0.0))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda X, y: fd.MLP([3, 8, 1]), r"cross_entropy \(the default loss\) needs >= 2 outputs; "
+                                     r"for one output use loss='mse'"),
+    (lambda X, y: fd.MLP([3, 8, 3]).fit(X, y + 0.5, epochs=1),
+     r"integers 0..n_classes-1 \(cross_entropy is MLP's default loss; for regression use "
+     r"loss='mse'\)"),
+    (lambda X, y: fd.MLP([3, 8, 2]).fit(X, np.stack([y, y], 1) + 0.5, epochs=1),
+     r"got \(12, 2\) \(cross_entropy is MLP's default loss"),
+    (lambda X, y: fd.MLP([3, 8, 2], loss="binary_cross_entropy").fit(X, y % 2, epochs=1),
+     r"got \(12,\) \(one column per output; integer class labels go with "
+     r"loss='cross_entropy'\)"),
+    (lambda X, y: fd.MLP([3, 8, 2]).fit(X, y % 2, epochs=1, optimizer=fd.Adam),
+     r"got the class Adam: give Adam\(\.\.\.\)"),
+    (lambda X, y: fd.MLP([3, 8, 2]).fit(X, y % 2, epochs=1, schedule=fd.CosineDecay),
+     r"got the class CosineDecay: give CosineDecay\(\.\.\.\)"),
+    (lambda X, y: fd.MLP([3, 8, 2]).fit(X, y % 2, epochs=1, callbacks=[lambda e, logs: None]),
+     r"fd.LambdaCallback\(on_epoch_end=f\)"),
+])
+def test_a_new_users_common_mistakes_are_told_the_fix(make, match):
+    # A regression without loss='mse' met cross_entropy's errors, which never said mse
+    # (one output: "use binary_cross_entropy", a logistic model of the targets); a 1-D y
+    # for two outputs read "got (12, 1)"; a class for an instance, a plain function.
+    X, y = np.random.default_rng(0).normal(size=(12, 3)), np.arange(12) % 3
+    with pytest.raises((ValueError, TypeError), match=match):
+        make(X, y.astype(float))
