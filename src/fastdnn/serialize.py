@@ -8,8 +8,8 @@ skip keys they do not ask for, and files without metadata read as an empty dict.
 import io
 import os
 import re
-import sys
 import stat
+import sys
 import tempfile
 import threading
 import zipfile
