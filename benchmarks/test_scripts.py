@@ -16,6 +16,7 @@ import peers
      "--fastdnn-threads must be at least 1"),
     (peers.main, ["--worker", "pytorch", "--workload", "a"], "--worker takes one of"),
     (peers.main, ["--worker", "torch", "--workload", "zz"], "--worker takes one of"),
+    (peers.main, ["--worker", "matmul", "--workload", "e,zz"], "--worker takes one of"),
     (peers.main, ["--quick", "--json", "{tmp}/missing/r.json"], "--json"),
     (ab_trees.main, ["{tmp}", "src"], "no fastdnn package in"),
     (ab_trees.main, ["src", "src", "--rounds", "0"], "--rounds must be at least 1"),
@@ -36,3 +37,14 @@ def test_a_bad_argument_is_refused_before_any_work(main, argv, says, tmp_path, c
         main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     assert exit.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_the_matmul_worker_is_a_worker(capsys, monkeypatch):
+    """The argument check refused --worker matmul (workloads e,f): every run since lost
+    its SGEMM rate and the targets on it, with nothing said."""
+    import json
+    monkeypatch.setattr(peers, "worker_matmul", lambda shapes: {"x": float(len(shapes))})
+    assert peers.main(["--worker", "matmul", "--workload", "e,f"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out == {"system": "matmul", "gflops": {"x": float(len(peers.matmul_shapes(
+        [peers.WORKLOADS["e"], peers.WORKLOADS["f"]])))}}
