@@ -412,7 +412,9 @@ def _read(path, data, keys, optional):
 
 def _listed_members(path):
     """The count of members that the end record of the zip archive at ``path`` states
-    (exact below 65,535 members, zip64 or not), or ``None`` where none is found."""
+    (exact below 65,535 members, zip64 or not), or ``None`` where none is found or it is
+    65,535: a zip64 archive's record says 0xFFFF for any count above (a model saved
+    with 70,000 metadata keys was refused as corrupt)."""
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         f.seek(max(0, size - _END_RECORD - 0xFFFF))  # the record, and a comment at most
@@ -420,4 +422,5 @@ def _listed_members(path):
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or at + _END_RECORD > len(tail):
         return None
-    return int.from_bytes(tail[at + 10:at + 12], "little")
+    count = int.from_bytes(tail[at + 10:at + 12], "little")
+    return None if count == 0xFFFF else count

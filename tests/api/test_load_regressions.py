@@ -110,3 +110,13 @@ def test_a_good_file_still_loads(saved):
         np.concatenate([np.concatenate([W.ravel(), b]) for W, b in net.get_weights()]),
         arrays["theta"])
     assert os.path.getsize(path) > 0
+
+
+def test_a_model_of_more_than_65535_members_loads(tmp_path):
+    """A zip64 end record says 0xFFFF members for any count above: a model saved with
+    70,000 metadata keys was refused as corrupt ("its index lists 65535 members")."""
+    net = fd.MLP([2, 3, 1], loss="mse", seed=0)
+    path = tmp_path / "many.npz"
+    net.save(path, metadata={f"k{i}": i for i in range(70_000)})
+    loaded = fd.MLP.load(path)
+    assert len(loaded.metadata) == 70_000 and loaded.metadata["k69999"] == 69_999
