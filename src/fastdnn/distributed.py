@@ -441,7 +441,7 @@ class DistributedFitRun(FitRun):
                                                w @ (T - self._val_mean) ** 2]))
         return _ratio(sums[0], sums[1]), _r2(sums[2:2 + k], sums[2 + k:])
 
-    def book(self, result, seconds, rate=None):
+    def book(self, result, seconds, rate=None, interrupted=lambda: False):
         # The allreduce gives every rank the same sums, so the weights stay the same; a
         # checksum per epoch turns an MPI that broke that into an error, not a drift.
         # The epoch's time and rate are rank 0's, so the History is the same everywhere.
@@ -449,7 +449,7 @@ class DistributedFitRun(FitRun):
         if len({crc for crc, _, _ in shared}) > 1:
             raise RuntimeError(f"the ranks' weights differ after epoch {self.epoch + 1}: this "
                                "MPI's allreduce did not give every rank the same sum")
-        super().book(result, *shared[0][1:])
+        super().book(result, *shared[0][1:], interrupted)
 
     @property
     def n_ranks(self):

@@ -232,8 +232,10 @@ class FitRun:
         on across fits, and the fit ran every step at lr 0, without a word."""
         code, params = self.plan.schedule
         t = self.plan.optimizer.t
+        # Only as a fit begins: one resumed (epoch > 0) began before its curve's end and
+        # holds lr 0 past it, as it would have run on (its rerun was refused).
         if (code == COSINE and params[MIN_FACTOR] == 0 and t >= params[TOTAL_STEPS]
-                and self.epoch < self.plan.epochs and not self.stopping):
+                and self.epoch == 0 and not self.stopping):
             raise ValueError(f"{self.plan.schedule_args} ended before this fit: the optimizer "
                              f"has taken {t} steps (its count goes on across fits), so every "
                              f"step would have lr 0; anneal this fit anew from lr with a fresh "
@@ -391,18 +393,22 @@ class FitRun:
             rate = samples / max(seconds, 1e-12)
         elif samples > cold[0]:  # the rate of the runs after the compile
             rate = (samples - cold[0]) / max(seconds - cold[1], 1e-12)
-        self.book(EpochResult(loss_sum, samples, steps, failed, lr, weights), seconds, rate)
+        self.book(EpochResult(loss_sum, samples, steps, failed, lr, weights), seconds, rate,
+                  interrupted)
         if interrupted() and not self.done:  # pressed during the epoch's last run
             raise KeyboardInterrupt
 
-    def book(self, result, seconds, rate=None):
+    def book(self, result, seconds, rate=None, interrupted=lambda: False):
         """Record a trained epoch (an ``EpochResult``) that took ``seconds`` at ``rate``
         samples/s (``None``: unknown, the epoch compiled the kernels); raise if it diverged.
+        ``interrupted``: whether Ctrl-C was pressed (asked at the fit's last epoch).
 
         Raises
         ------
         TrainingDivergedError
             After restoring usable weights (see :meth:`_recover`).
+        KeyboardInterrupt
+            Pressed during the fit's last run of steps: before its end (the backup kept).
         """
         backend = self.net._backend
         diverged = result.failed_step >= 0 or not backend.theta_finite()
@@ -444,6 +450,10 @@ class FitRun:
         # (written before, a fit killed then resumed trained one epoch more).
         self._call("after_epoch_end", self.epoch - 1)
         self.done = stop or self.epoch >= self.plan.epochs
+        if self.done and interrupted():  # pressed during the fit's last run of steps: it
+            # stops before its end, the backup (of the ended fit) kept: on_train_end
+            # removed it, and the rerun of a script trained the whole fit again
+            raise KeyboardInterrupt
         if self.done:
             self._finish(logs)
 

@@ -1597,3 +1597,29 @@ def test_a_shallow_copy_of_an_optimizer_starts_over_on_another_net():
     fd.MLP([4, 8, 2], seed=1).fit(X, y, epochs=1, batch_size=16, optimizer=twin)
     assert twin.t == 4 and opt.t == 12
     np.testing.assert_array_equal(opt.state, moments)
+
+
+def test_ctrl_c_in_the_last_run_keeps_the_backup_of_the_ended_fit(tmp_path):
+    """Pressed during the last epoch's last run: on_train_end removed the backup, then
+    the fit raised KeyboardInterrupt, so a rerun trained the whole fit again (and an
+    appending CSVLogger logged every epoch twice).  Now it stops before its end, the
+    backup kept: the rerun only ends the fit."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("the test runner handles SIGINT itself")
+    X, y = problem(n=64)
+    path, log = tmp_path / "backup.npz", tmp_path / "log.csv"
+
+    def callbacks(*more):
+        return [fd.BackupAndRestore(path), fd.CSVLogger(log, append=True), *more]
+
+    net = fd.MLP([5, 8, 3], seed=0)
+    args = dict(epochs=3, batch_size=16, optimizer=fd.SGD(lr=0.1), shuffle=False)
+    with pytest.raises(KeyboardInterrupt) as info:
+        net.fit(X, y, callbacks=callbacks(InterruptAtEpoch(net, 3)), **args)
+    assert len(info.value.history) == 3 and path.exists()
+    ended = net.get_weights()
+    hist = net.fit(X, y, callbacks=callbacks(), **args)
+    assert len(hist) == 3 and not path.exists()
+    assert_same_weights(net.get_weights(), ended)
+    epochs = [line.split(",")[0] for line in log.read_text().splitlines()[1:]]
+    assert epochs == ["0", "1", "2"]

@@ -400,3 +400,27 @@ def test_a_negative_seed_is_said_once():
     with pytest.raises(ValueError) as info:
         fd.MLP([2, 3, 2], seed=-1)
     assert str(info.value) == "seed must be None or a non-negative integer; got -1"
+
+
+def test_a_resumed_fit_that_began_before_its_cosine_end_runs_on(tmp_path):
+    # A fit longer than its CosineDecay(total_steps=10) holds lr 0 after step 10; its
+    # rerun after a kill (t=16 restored) was refused as "ended before this fit".
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 4)), rng.standard_normal(64)
+    path = tmp_path / "backup.npz"
+
+    def stop_in_epoch_3(epoch, logs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    args = dict(epochs=4, batch_size=8, schedule=fd.CosineDecay(total_steps=10), shuffle=False)
+    whole = fd.MLP([4, 8, 1], loss="mse", seed=0)
+    whole_hist = whole.fit(X, y, optimizer=fd.SGD(lr=0.1), **args)
+    net = fd.MLP([4, 8, 1], loss="mse", seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, optimizer=fd.SGD(lr=0.1), callbacks=[fd.BackupAndRestore(path),
+                fd.LambdaCallback(on_epoch_end=stop_in_epoch_3)], **args)
+    hist = net.fit(X, y, optimizer=fd.SGD(lr=0.1), callbacks=[fd.BackupAndRestore(path)],
+                   **args)
+    assert hist.lr == whole_hist.lr and hist.loss == whole_hist.loss
+    assert_same_weights(net.get_weights(), whole.get_weights())
