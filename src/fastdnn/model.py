@@ -1018,8 +1018,20 @@ class MLP:
         if not isinstance(device, str) or device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
         n_threads = check_n_threads(n_threads)
+        def theta_fits(arrays, shape):  # before theta is read: a tiny file may claim a
+            # huge one (2**27 zeros, deflated to 1 MB, took 1.1 GB to be refused)
+            try:
+                sizes = _check_sizes(arrays["sizes"].tolist())
+            except (TypeError, ValueError, AttributeError):
+                return  # refused below, for what it is
+            n_params = spec.param_offsets(sizes)[2]
+            if math.prod(shape) != n_params:
+                raise ValueError(f"the widths {sizes} need {n_params:,} weights, the file "
+                                 f"holds {math.prod(shape):,}")
+
         d, metadata = serialize.load_npz(path, ("sizes", "activations", "loss", "dtype",
-                                                "theta"), optional=("l2", "dropout"))
+                                                "theta"), optional=("l2", "dropout"),
+                                         checks={"theta": theta_fits})
         theta = d["theta"]
         try:
             sizes = d["sizes"]

@@ -6,6 +6,7 @@ keys ``meta.<name>``.  Adding metadata kept the format at version 1: readers bef
 skip keys they do not ask for, and files without metadata read as an empty dict.
 """
 import io
+import math
 import os
 import re
 import stat
@@ -323,8 +324,15 @@ DAMAGE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, Runtime
           NotImplementedError)
 
 
-def load_npz(path, keys, optional=()):
+def load_npz(path, keys, optional=(), checks=None):
     """Read a file written by :func:`save_npz`.
+
+    Each member's header is read first, and a member whose data is not the size its
+    header declares is refused as corrupt before it is read (a 128-byte member that
+    declared 10**12 float64s raised MemoryError: 7.3 TiB).  ``checks``: ``{key: f}``,
+    ``f(arrays, shape)`` raises ``ValueError`` where member ``key``'s declared ``shape``
+    does not go with the other arrays (read first), before it is read (a 1 MB file of
+    2**27 zeros took 1.1 GB and 8 s to be refused).
 
     Returns
     -------
@@ -356,7 +364,7 @@ def load_npz(path, keys, optional=()):
         raise ValueError(f"{path!r} holds a single array, not a fastdnn model file")
     with data:
         try:
-            return _read(path, data, keys, optional)
+            return _read(path, data, keys, optional, checks or {})
         except _Refused as exc:
             raise ValueError(str(exc)) from None
         except DAMAGE as exc:
@@ -379,7 +387,25 @@ class _Refused(Exception):
     """A readable archive that is not a model file this fastdnn loads (the message)."""
 
 
-def _read(path, data, keys, optional):
+def declared_member(data, key):
+    """``(shape, dtype)`` that member ``key``'s ``.npy`` header declares, read without its
+    data; ``BadZipFile`` where its data is not that many bytes."""
+    info = data.zip.getinfo(key + ".npy")
+    fmt = np.lib.format
+    with data.zip.open(info) as f:
+        version = fmt.read_magic(f)
+        read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+        if version not in read:
+            raise zipfile.BadZipFile(f"member {key} is .npy version {version}")
+        shape, _, dtype = read[version](f)
+        payload = info.file_size - f.tell()
+    if not dtype.hasobject and math.prod(shape) * dtype.itemsize != payload:
+        raise zipfile.BadZipFile(f"member {key} declares {shape} of {dtype}, and holds "
+                                 f"{payload:,} bytes")
+    return shape, dtype
+
+
+def _read(path, data, keys, optional, checks):
     """:func:`load_npz`'s arrays and metadata from the open archive ``data``; raises
     :class:`_Refused` for a file it does not load, and what :data:`DAMAGE` names for a
     damaged one."""
@@ -405,9 +431,19 @@ def _read(path, data, keys, optional):
         raise _Refused(f"{path!r} has an unreadable format version") from None
     if version > VERSION:
         raise _Refused(f"{path!r} was written by a newer fastdnn (format {version})")
-    arrays = {k: data[k] for k in (*keys, *(o for o in optional if o in data.files))}
-    metadata = {k[len(META_PREFIX):]: data[k] for k in data.files if k.startswith(META_PREFIX)}
-    return arrays, metadata
+    wanted = (*keys, *(o for o in optional if o in data.files))
+    meta = [k for k in data.files if k.startswith(META_PREFIX)]
+    declared = {k: declared_member(data, k) for k in (*wanted, *meta)}
+    arrays = {k: data[k] for k in wanted if k not in checks}
+    for k in wanted:
+        if k in checks:  # checked against the others before it is read
+            try:
+                checks[k](arrays, declared[k][0])
+            except ValueError as exc:
+                raise _Refused(f"{path!r} holds an invalid model: {exc}") from None
+            arrays[k] = data[k]
+    metadata = {k[len(META_PREFIX):]: data[k] for k in meta}
+    return {k: arrays[k] for k in wanted}, metadata
 
 
 def _listed_members(path):

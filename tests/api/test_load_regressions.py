@@ -120,3 +120,61 @@ def test_a_model_of_more_than_65535_members_loads(tmp_path):
     net.save(path, metadata={f"k{i}": i for i in range(70_000)})
     loaded = fd.MLP.load(path)
     assert len(loaded.metadata) == 70_000 and loaded.metadata["k69999"] == 69_999
+
+
+def _npy(a):
+    import io
+    buffer = io.BytesIO()
+    np.save(buffer, a)
+    return buffer.getvalue()
+
+
+def _header_only(descr, shape):
+    import io
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_2_0(buffer, {"descr": descr, "fortran_order": False,
+                                                  "shape": shape})
+    return buffer.getvalue()
+
+
+def _crafted_model(path, theta):
+    import zipfile
+    members = dict(format=_npy(np.array("fastdnn-mlp")), version=_npy(np.array(1)),
+                   sizes=_npy(np.array([3, 4, 2])), activations=_npy(np.array(["relu"])),
+                   loss=_npy(np.array("cross_entropy")), dtype=_npy(np.array("float64")),
+                   theta=theta)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for key, value in members.items():
+            z.writestr(key + ".npy", value)
+
+
+def test_a_member_declaring_more_than_it_holds_is_refused_unread(tmp_path):
+    """A 128-byte theta member whose header declared 10**12 float64s: NumPy allocated
+    for it first, a MemoryError (7.3 TiB) naming no file; so did a data file's X."""
+    import zipfile
+
+    from fastdnn import datasets
+    _crafted_model(tmp_path / "m.npz", _header_only("<f8", (10**12,)))
+    with pytest.raises(ValueError, match=r"is corrupt \(member theta declares "
+                                         r"\(1000000000000,\) of float64, and holds 0 bytes"):
+        fd.MLP.load(tmp_path / "m.npz")
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as z:
+        z.writestr("X.npy", _header_only("<f8", (10**6, 10**6)))
+        z.writestr("y.npy", _npy(np.zeros(3)))
+    with pytest.raises(ValueError, match="member X declares"):
+        datasets.load_table(tmp_path / "d.npz", target="y")
+
+
+def test_a_theta_that_does_not_fit_the_widths_is_refused_unread(tmp_path):
+    # 2**27 zeros deflate to 1 MB: read before the widths' check, 1.1 GB and 8 s.
+    import tracemalloc
+    _crafted_model(tmp_path / "m.npz", _npy(np.zeros(2**24)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"the widths \[3, 4, 2\] need 26 weights, the "
+                                             r"file holds 16,777,216"):
+            fd.MLP.load(tmp_path / "m.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**24, peak  # the theta member alone is 128 MiB
