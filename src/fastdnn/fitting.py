@@ -20,6 +20,7 @@ from .callbacks import ProgressBar, says_stop
 from .errors import TrainingDivergedError
 from .kernels.cpu.separate import filled_from_kernels, listening, take_interrupt
 from .kernels.spec import COSINE, LR, MIN_FACTOR, SCALE, TOTAL_STEPS, EpochResult
+from .validation import is_integer
 
 
 class History:
@@ -598,6 +599,8 @@ class FitRun:
         that it is a backup of this fit (an MPI rank taking rank 0's state skips it:
         rank 0 checked, and the targets are each rank's own)."""
         net, opt = self.net, self.plan.optimizer
+        if not isinstance(header, dict):  # a JSON list raised AttributeError
+            raise ValueError("its header is no record of a fit")
         if header.get("format") != "fastdnn-backup" or header["sizes"] != net.sizes:
             raise ValueError(f"it holds a fit of a net of widths {header.get('sizes')}, "
                              f"this net has {net.sizes}")
@@ -623,6 +626,7 @@ class FitRun:
                                  "sample_weight or class_weight)")
             raise ValueError(f"it was made with {name}={made.get(name)!r}, this fit has "
                              f"{name}={now[name]!r}")
+        _backup_checks(self, header, arrays)
         net._backend.set_theta(arrays["theta"].astype(net.dtype))
         schedule = np.array(arrays["schedule"], dtype=np.float64)
         code, params = self.plan.schedule
@@ -649,6 +653,51 @@ class FitRun:
             getattr(self.history, key)[:] = arrays["history_" + key].tolist()
         self.epoch = int(header["epoch"])
         self.stopping = bool(header.get("stopping", False))
+
+
+def _backup_checks(run, header, arrays):
+    """Refuse a backup whose arrays or counts do not fit ``run``, before anything of it is
+    restored: a theta of one value was broadcast to every weight, a best_theta too (the
+    fit ended with all weights 3.0), an Adam state of another shape dropped for zeros,
+    and a header's t of Infinity or a list raised OverflowError and TypeError."""
+    n, opt, plan = run.net.n_params, run.plan.optimizer, run.plan
+
+    def shaped(key, shape, required=True):
+        a = arrays.get(key)
+        if a is None:
+            if required:
+                raise ValueError(f"it has no {key}")
+            return
+        if a.shape != shape or a.dtype.kind not in "iuf":
+            raise ValueError(f"its {key} is {a.shape} of {a.dtype}; this fit's is {shape}")
+        if not np.isfinite(a).all() and key not in ("plateau", "schedule") \
+                and not key.startswith("history_"):
+            raise ValueError(f"its {key} is not finite")
+
+    def whole(key, low, high):
+        value = header.get(key)
+        if not is_integer(value) or not low <= value <= high:
+            raise ValueError(f"its {key} is {value!r}; this fit's is an integer in "
+                             f"[{low}, {high}]")
+
+    shaped("theta", (n,))
+    shaped("best_theta", (n,), required=False)
+    if "opt_state" in arrays and opt.state is not None:
+        shaped("opt_state", opt.state.shape)
+    shaped("schedule", plan.schedule[1].shape)
+    if plan.plateau is not None:
+        shaped("plateau", plan.plateau.state().shape, required=False)
+    try:  # before anything is restored (TypeError out of NumPy, with theta set already)
+        type(run.net._rng.bit_generator)().state = header.get("rng")
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"its rng is no state of the net's generator ({exc})") from None
+    whole("t", 0, 2 ** 62 - 1)
+    whole("epoch", 0, plan.epochs)
+    whole("since_best", 0, 2 ** 62 - 1)
+    for key in History.KEYS:
+        shaped("history_" + key, (header["epoch"],))
+    if not isinstance(header.get("best"), (int, float)) or isinstance(header["best"], bool):
+        raise ValueError(f"its best is {header.get('best')!r}")
 
 
 def kernel_loaded(trainer):

@@ -907,7 +907,12 @@ class MLP:
             start = getattr(callback, "start_state", None)
             state = start() if start is not None else None
             if state is not None:
-                self._rng.bit_generator.state = state
+                try:  # a backup's header (KeyError, TypeError out of NumPy before)
+                    self._rng.bit_generator.state = state
+                except (TypeError, ValueError, KeyError) as exc:
+                    raise ValueError(f"{getattr(callback, 'path', callback)!r} is not a "
+                                     f"backup of this fit: its rng_start is no state of "
+                                     f"the net's generator ({exc})") from None
         return self._rng.bit_generator.state
 
     def _training_rows(self, T, validation_split, callbacks):

@@ -5,6 +5,7 @@ at the epochs saved, the History's records.
 """
 import csv
 import math
+import re
 
 import numpy as np
 import pytest
@@ -425,3 +426,46 @@ def test_lbfgs_lets_go_of_its_callbacks_when_refused_at_the_start(tmp_path):
     with pytest.raises(ValueError, match="needs validation data"):
         fd.MLP([4, 8, 2], seed=0).fit(X, y, epochs=2, optimizer="lbfgs", callbacks=[ck])
     assert ck._net is None  # it held the net
+
+
+@pytest.mark.parametrize("change", [
+    ("theta", lambda a: np.array([7.0], np.float32), "its theta is (1,)"),
+    ("best_theta", lambda a: np.array([3.0], np.float32), "its best_theta is (1,)"),
+    ("opt_state", lambda a: np.zeros(1, np.float32), "its opt_state is (1,)"),
+    ("theta", lambda a: np.full_like(a, np.nan), "its theta is not finite"),
+    ("history_loss", lambda a: np.zeros((3, 3)), "its history_loss is (3, 3)"),
+    ("t", [1], "its t is [1]"), ("t", 10**30, "its t is"), ("epoch", 99, "its epoch is 99"),
+    ("rng", "x", "its rng is no state"), ("rng_start", {"bit_generator": "PCG64"},
+                                          "its rng_start is no state"),
+], ids=lambda c: c[0] if isinstance(c, tuple) else "")
+def test_a_backup_that_does_not_fit_is_refused_before_anything_is_restored(tmp_path, change):
+    """A theta of one value was broadcast to every weight (and a best_theta applied at
+    the end: all weights 3.0), an Adam state of another shape dropped for zeros, a t of
+    a list or 10**30 raised TypeError or Numba's TypingError."""
+    import json
+    key, value, says = change
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(32, 3)), np.arange(32) % 2
+    path = tmp_path / "backup.npz"
+
+    def stop_after_two(epoch, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    net = fd.MLP([3, 4, 2], seed=0)
+    args = dict(epochs=4, batch_size=8, optimizer=fd.Adam(), restore_best=True)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, callbacks=[fd.BackupAndRestore(path),
+                                 fd.LambdaCallback(on_epoch_end=stop_after_two)], **args)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    header = json.loads(str(arrays.pop("header")))
+    if key in arrays:
+        arrays[key] = value(arrays[key])
+    else:
+        header[key] = value
+    np.savez(path, header=np.array(json.dumps(header)), **arrays)
+    before = net.get_weights()
+    with pytest.raises(ValueError, match=f"is not a backup of this fit: {re.escape(says)}"):
+        net.fit(X, y, callbacks=[fd.BackupAndRestore(path)], **args)
+    assert_same_weights(net.get_weights(), before)
