@@ -571,7 +571,8 @@ class MLP:
             raise spec.non_finite_outputs(Z)  # the labels would be made up
         targets = None
         if self._loss not in spec.CLASSIFIERS:  # R^2 of y as given, as scikit-learn's
-            targets = np.asarray(_as_numeric(y, "y"), dtype=np.float64).reshape(len(Z), -1)
+            host = self._backend.to_numpy(y)  # a CUDA device array's copy
+            targets = np.asarray(_as_numeric(host, "y"), dtype=np.float64).reshape(len(Z), -1)
         return self._metric(Z, T, targets)
 
     def _metric(self, Z, T, targets=None):
