@@ -276,7 +276,7 @@ def _cast(values, dt, path, name):
 def _column_index(path, name, header, where):
     """Where column ``name`` is in ``header`` (``where``: :func:`_positions` of it), or a
     ValueError listing the columns."""
-    if name not in where:
+    if not isinstance(name, str) or name not in where:  # (a list: "unhashable type")
         shown = ", ".join(header[:50]) + (f", ... ({len(header)} in all)"
                                           if len(header) > 50 else "")
         raise ValueError(f"{path}: no column named {name!r}; columns are {shown}")

@@ -692,7 +692,7 @@ def _backup_checks(run, header, arrays):
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"its rng is no state of the net's generator ({exc})") from None
     whole("t", 0, 2 ** 62 - 1)
-    whole("epoch", 0, plan.epochs)
+    whole("epoch", 0, 2 ** 62 - 1)  # more than this fit's epochs: it ends at once
     whole("since_best", 0, 2 ** 62 - 1)
     for key in History.KEYS:
         shaped("history_" + key, (header["epoch"],))

@@ -389,14 +389,18 @@ class _Refused(Exception):
 
 def declared_member(data, key):
     """``(shape, dtype)`` that member ``key``'s ``.npy`` header declares, read without its
-    data; ``BadZipFile`` where its data is not that many bytes."""
-    info = data.zip.getinfo(key + ".npy")
+    data (``None`` for a header NumPy's own reader is left to: version 3); ``BadZipFile``
+    where its data is not that many bytes."""
+    # As NpzFile names them: "X.npy" is key "X", and so is a member named "X" (another
+    # tool's archive: getinfo("X.npy") raised KeyError).
+    name = key + ".npy" if key + ".npy" in data.zip.NameToInfo else key
+    info = data.zip.getinfo(name)
     fmt = np.lib.format
     with data.zip.open(info) as f:
         version = fmt.read_magic(f)
         read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
         if version not in read:
-            raise zipfile.BadZipFile(f"member {key} is .npy version {version}")
+            return None
         shape, _, dtype = read[version](f)
         payload = info.file_size - f.tell()
     if not dtype.hasobject and math.prod(shape) * dtype.itemsize != payload:
@@ -436,11 +440,12 @@ def _read(path, data, keys, optional, checks):
     declared = {k: declared_member(data, k) for k in (*wanted, *meta)}
     arrays = {k: data[k] for k in wanted if k not in checks}
     for k in wanted:
-        if k in checks:  # checked against the others before it is read
+        if k in checks and declared[k] is not None:  # checked against the others first
             try:
                 checks[k](arrays, declared[k][0])
             except ValueError as exc:
                 raise _Refused(f"{path!r} holds an invalid model: {exc}") from None
+        if k not in arrays:
             arrays[k] = data[k]
     metadata = {k[len(META_PREFIX):]: data[k] for k in meta}
     return {k: arrays[k] for k in wanted}, metadata

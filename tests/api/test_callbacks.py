@@ -434,7 +434,7 @@ def test_lbfgs_lets_go_of_its_callbacks_when_refused_at_the_start(tmp_path):
     ("opt_state", lambda a: np.zeros(1, np.float32), "its opt_state is (1,)"),
     ("theta", lambda a: np.full_like(a, np.nan), "its theta is not finite"),
     ("history_loss", lambda a: np.zeros((3, 3)), "its history_loss is (3, 3)"),
-    ("t", [1], "its t is [1]"), ("t", 10**30, "its t is"), ("epoch", 99, "its epoch is 99"),
+    ("t", [1], "its t is [1]"), ("t", 10**30, "its t is"), ("epoch", -3, "its epoch is -3"),
     ("rng", "x", "its rng is no state"), ("rng_start", {"bit_generator": "PCG64"},
                                           "its rng_start is no state"),
 ], ids=lambda c: c[0] if isinstance(c, tuple) else "")

@@ -454,3 +454,9 @@ def test_a_csv_number_with_unicode_spaces_around_it_reads(tmp_path):
     path.write_text("a,b,y\n1,2,0\n\xa0\u0661,2,1\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"line 3, column 'a': '\u0661' is not a number"):
         load_table(path, target="y")
+
+
+def test_a_list_for_a_column_name_is_named_in_the_error(tmp_path):
+    path = write(tmp_path / "t.csv", "a,b,y\n1,2,0\n3,4,1\n")
+    with pytest.raises(ValueError, match=r"no column named \['y'\]; columns are a, b, y"):
+        load_table(path, target=["y"])

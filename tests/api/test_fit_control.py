@@ -1623,3 +1623,21 @@ def test_ctrl_c_in_the_last_run_keeps_the_backup_of_the_ended_fit(tmp_path):
     assert_same_weights(net.get_weights(), ended)
     epochs = [line.split(",")[0] for line in log.read_text().splitlines()[1:]]
     assert epochs == ["0", "1", "2"]
+
+
+def test_a_rerun_asking_fewer_epochs_than_its_backup_holds_ends_at_once(tmp_path):
+    # The backup checks refused it ("its epoch is 4; ... in [0, 3]"); it ends, as before.
+    X, y = problem(n=64)
+    path = tmp_path / "backup.npz"
+
+    def stop_after_four(epoch, logs):  # in the fifth's on_epoch_end: 4 backed up
+        if epoch == 4:
+            raise KeyboardInterrupt
+
+    net = fd.MLP([5, 8, 3], seed=0)
+    args = dict(batch_size=16, optimizer=fd.SGD(lr=0.1), shuffle=False)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, epochs=6, callbacks=[fd.BackupAndRestore(path),
+                fd.LambdaCallback(on_epoch_end=stop_after_four)], **args)
+    hist = net.fit(X, y, epochs=3, callbacks=[fd.BackupAndRestore(path)], **args)
+    assert len(hist) == 4

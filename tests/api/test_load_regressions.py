@@ -178,3 +178,18 @@ def test_a_theta_that_does_not_fit_the_widths_is_refused_unread(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 2**24, peak  # the theta member alone is 128 MiB
+
+
+def test_an_npz_of_members_without_the_npy_suffix_loads(tmp_path):
+    # Another tool's archive names its members "X" and "y" (np.load reads them): the
+    # header check looked for "X.npy" and raised KeyError.
+    import zipfile
+
+    from fastdnn import datasets
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), np.arange(20) % 2
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as z:
+        z.writestr("X", _npy(X))
+        z.writestr("y", _npy(y))
+    table = datasets.load_table(tmp_path / "d.npz", target="y", dtype=np.float64)
+    np.testing.assert_array_equal(table.X, X)
