@@ -193,7 +193,10 @@ class BackupAndRestore(Callback):
     but ``epochs``, which may grow: the schedule's parameters, the targets and their
     sample and class weights too) or another kind of net is refused (``ValueError``).
     An ``optimizer.lr`` a callback set during the fit is backed up, and restored (so the
-    rerun's own ``lr`` is not compared: the backup's goes on).
+    rerun's own ``lr`` is not compared: the backup's goes on).  Ctrl-C during the last
+    epoch's last run keeps the backup (of the ended fit: a rerun only ends it); a
+    backup whose arrays or counts do not fit the fit is refused before anything of it
+    is restored; one of more epochs than a rerun asks for ends that rerun at once.
 
     Parameters
     ----------
