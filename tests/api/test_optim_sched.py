@@ -255,24 +255,31 @@ def test_a_cosine_curve_the_optimizer_has_passed_is_refused():
     assert hist.lr == [pytest.approx(0.01)]
 
 
-def test_a_resumed_fit_is_judged_by_the_steps_of_its_backup(tmp_path):
-    """Interrupted at t=24 with a backup at t=16, a rerun of the same fit (the same
-    optimizer) was refused for CosineDecay(total_steps=20): the check read the
-    optimizer's count before the backup set it back."""
+def _interrupted_in_epoch_3(net, path, **args):
+    """``(X, y)``: ``net``'s fit of 4 epochs of 8 steps with ``args``, interrupted in its
+    third epoch's end, its backup (of 2 epochs, t=16) at ``path``."""
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 4)), rng.standard_normal(64)
-    path = tmp_path / "backup.npz"
 
     def stop_in_epoch_3(epoch, logs):
         if epoch == 2:
             raise KeyboardInterrupt
 
-    net, opt = fd.MLP([4, 8, 1], loss="mse", seed=0), fd.SGD(lr=0.1)
-    args = dict(epochs=4, batch_size=8, optimizer=opt, schedule=fd.CosineDecay(total_steps=20),
-                shuffle=False)
     with pytest.raises(KeyboardInterrupt):
         net.fit(X, y, callbacks=[fd.BackupAndRestore(path),
                                  fd.LambdaCallback(on_epoch_end=stop_in_epoch_3)], **args)
+    return X, y
+
+
+def test_a_resumed_fit_is_judged_by_the_steps_of_its_backup(tmp_path):
+    """Interrupted at t=24 with a backup at t=16, a rerun of the same fit (the same
+    optimizer) was refused for CosineDecay(total_steps=20): the check read the
+    optimizer's count before the backup set it back."""
+    path = tmp_path / "backup.npz"
+    net, opt = fd.MLP([4, 8, 1], loss="mse", seed=0), fd.SGD(lr=0.1)
+    args = dict(epochs=4, batch_size=8, optimizer=opt, schedule=fd.CosineDecay(total_steps=20),
+                shuffle=False)
+    X, y = _interrupted_in_epoch_3(net, path, **args)
     assert opt.t == 24
     hist = net.fit(X, y, callbacks=[fd.BackupAndRestore(path)], **args)
     assert len(hist) == 4 and opt.t == 32
@@ -405,21 +412,12 @@ def test_a_negative_seed_is_said_once():
 def test_a_resumed_fit_that_began_before_its_cosine_end_runs_on(tmp_path):
     # A fit longer than its CosineDecay(total_steps=10) holds lr 0 after step 10; its
     # rerun after a kill (t=16 restored) was refused as "ended before this fit".
-    rng = np.random.default_rng(0)
-    X, y = rng.standard_normal((64, 4)), rng.standard_normal(64)
     path = tmp_path / "backup.npz"
-
-    def stop_in_epoch_3(epoch, logs):
-        if epoch == 2:
-            raise KeyboardInterrupt
-
     args = dict(epochs=4, batch_size=8, schedule=fd.CosineDecay(total_steps=10), shuffle=False)
+    net = fd.MLP([4, 8, 1], loss="mse", seed=0)
+    X, y = _interrupted_in_epoch_3(net, path, optimizer=fd.SGD(lr=0.1), **args)
     whole = fd.MLP([4, 8, 1], loss="mse", seed=0)
     whole_hist = whole.fit(X, y, optimizer=fd.SGD(lr=0.1), **args)
-    net = fd.MLP([4, 8, 1], loss="mse", seed=0)
-    with pytest.raises(KeyboardInterrupt):
-        net.fit(X, y, optimizer=fd.SGD(lr=0.1), callbacks=[fd.BackupAndRestore(path),
-                fd.LambdaCallback(on_epoch_end=stop_in_epoch_3)], **args)
     hist = net.fit(X, y, optimizer=fd.SGD(lr=0.1), callbacks=[fd.BackupAndRestore(path)],
                    **args)
     assert hist.lr == whole_hist.lr and hist.loss == whole_hist.loss
