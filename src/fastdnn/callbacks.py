@@ -434,8 +434,9 @@ class CSVLogger(Callback):
             serialize.write_atomic(self.path, lambda f: f.write(kept))
 
     def _write(self, line, mode):
-        if serialize.written_in_place(self.path):  # /dev/stdout: through the descriptor
-            with serialize.open_in_place(self.path) as f:
+        in_place = serialize.open_in_place(self.path)  # /dev/stdout: its descriptor
+        if in_place is not None:
+            with in_place as f:
                 f.write(line.encode())
             return
         fd = os.open(self.path, mode | os.O_WRONLY | os.O_CREAT, 0o666)

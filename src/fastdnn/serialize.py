@@ -94,12 +94,13 @@ def write_atomic(path, write):
         raise FileNotFoundError(f"cannot write {given!r}: folder {folder} does not exist")
     if os.path.isdir(path):  # the rename's error named the temporary file, after the write
         raise IsADirectoryError(f"cannot write {given!r}: it is a folder; give a file name")
-    if written_in_place(given):
+    place = _in_place(given)  # resolved once
+    if place is not None:
         # Whole, in order: a zip archive seeks back to finish its headers, which a
         # stream cannot and an O_APPEND descriptor (`>> model.npz`) sends to the end.
         data = io.BytesIO()
         write(data)
-        with open_in_place(given) as f:
+        with _open_in_place(given, place) as f:
             f.write(data.getbuffer())
         return
     mode = _mode_for(path)
@@ -162,12 +163,18 @@ def _in_place(path):
 
 
 def open_in_place(path):
-    """A binary file appending to ``path`` where it is (:func:`written_in_place`); one of
+    """A binary file appending to ``path`` where it is (:func:`written_in_place`), or
+    ``None`` for a path to replace atomically (the path resolved once); one of
     this process' descriptors (``/dev/stdout``) is written through itself, at its own
     offset, after Python's buffered text for it (opened anew, a shell's ``> file`` had
     its later output written over the log, and the log over its earlier output)."""
     fd = _in_place(path)
-    if fd is None or fd < 0:
+    return None if fd is None else _open_in_place(path, fd)
+
+
+def _open_in_place(path, fd):
+    """:func:`open_in_place` for ``fd``, :func:`_in_place`'s answer for ``path``."""
+    if fd < 0:
         return open(path, "ab")
     for stream in (sys.stdout, sys.stderr):
         try:
