@@ -12,11 +12,16 @@ are then merged into linear pieces (regions).
 
 Tolerances (documented, float64): a crossing closer than ``TOL_T`` (1e-12, relative to
 the segment or square's side) to a piece's boundary is not a split; two affine maps are
-the same when their slopes differ by at most ``TOL_MAP`` (1e-9) times the largest
-slope (at least 1).  Only the slopes: the net is continuous, so neighbours of one slope
-have one offset where they touch, and so one map; an offset compared too scaled the
-tolerance with it (a constant of 1e9 added to the output made 32 regions one).  Dyadic
-weights (as in :mod:`fastdnn.constructions`) make every crossing exact.
+the same when the slopes of each output differ by at most ``TOL_MAP`` (1e-9) times
+that output's largest slope, or ``TOL_ROUND`` (1e-12) times the magnitude its slopes
+are computed from (the same sums over ``|W|``), whichever is more: the rounding the
+slopes can carry.  Both scale with the output and the segment, so a net and the same
+net with its output times ``c`` have the same pieces (a floor of slope 1 merged the kinks
+of an output in units of 1e-10, and of any net on a segment 1e-10 long).  Only the
+slopes: the net is continuous, so neighbours of one slope have one offset where they
+touch, and so one map; an offset compared too scaled the tolerance with it (a constant
+of 1e9 added to the output made 32 regions one).  Dyadic weights (as in
+:mod:`fastdnn.constructions`) make every crossing exact.
 
 Bounds, as exact Python integers: :func:`max_regions_one_layer` (Zaslavsky's count for
 ``h`` hyperplanes in general position in ``d`` dimensions), :func:`montufar_lower_bound`
@@ -37,6 +42,7 @@ from .validation import as_real, check_positive_int
 
 TOL_T = 1e-12
 TOL_MAP = 1e-9
+TOL_ROUND = 1e-12
 
 #: Slope of each piecewise-linear activation for negative inputs (1 above zero).
 _NEGATIVE_SLOPE = {spec.RELU: 0.0, spec.LEAKY_RELU: spec.LEAKY_SLOPE, spec.IDENTITY: 1.0}
@@ -143,11 +149,21 @@ class LinearPieces:
         return self.offsets[piece] + t[:, None] * self.slopes[piece]
 
 
-def _merge(slopes):
+def _tolerance(slopes, magnitude):
+    """Per column of ``slopes`` (rows: pieces): how far two slopes may be apart and be
+    one (module docstring); ``magnitude`` bounds the terms each slope is a sum of."""
+    if not slopes.size:
+        return np.zeros(slopes.shape[1:])
+    magnitude = np.where(np.isfinite(magnitude), magnitude, 0.0)  # then relative only
+    return np.maximum(TOL_MAP * np.abs(slopes).max(axis=0),
+                      TOL_ROUND * magnitude.max(axis=0))
+
+
+def _merge(slopes, magnitude):
     """Indices of the first piece of each run of neighbours with the same affine map:
     the same slope (module docstring: on a continuous net, the same offset then)."""
-    scale = max(1.0, float(np.abs(slopes).max())) if slopes.size else 1.0
-    same = np.all(np.abs(slopes[1:] - slopes[:-1]) <= TOL_MAP * scale, axis=1)
+    tol = _tolerance(slopes, magnitude)
+    same = np.all(np.abs(slopes[1:] - slopes[:-1]) <= tol, axis=1)
     return np.concatenate([[0], np.nonzero(~same)[0] + 1])
 
 
@@ -171,13 +187,15 @@ def linear_pieces(net, x0, x1):
     bounds = np.array([0.0, 1.0])
     A = (x0 @ W + b)[None, :]
     C = ((x1 - x0) @ W)[None, :]
+    G = (np.abs(x1 - x0) @ np.abs(W))[None, :]  # C's terms in magnitude: its rounding
     for (W, b), negative in zip(weights[1:], slopes):
         bounds, parents, pattern = _split_segment(bounds, A, C, TOL_T)
         D = np.where(pattern, 1.0, negative)
         A = (A[parents] * D) @ W + b
         C = (C[parents] * D) @ W
+        G = (G[parents] * D) @ np.abs(W)
     _check_finite(A, C)
-    first = _merge(C)
+    first = _merge(C, G)
     merged = np.append(bounds[first], 1.0)
     return LinearPieces(breakpoints=merged[1:-1], count=len(first), n_patterns=len(A),
                         bounds=merged, slopes=C[first], offsets=A[first])
@@ -316,9 +334,10 @@ def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
     touching = {0: set()}
     order = [0]
     maps = {0: np.stack([origin @ W + b, u @ W, v @ W])}  # (3, width): z = m0 + a m1 + b m2
+    sizes = {0: np.stack([np.abs(u) @ np.abs(W), np.abs(v) @ np.abs(W)])}  # m1, m2's terms
     next_id = 1
     for (W, b), negative in zip(weights[1:], slopes):
-        new_order, new_maps = [], {}
+        new_order, new_maps, new_sizes = [], {}, {}
         for c in order:
             M = maps[c]
             cells = [c]
@@ -357,7 +376,8 @@ def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
                 D = np.where(active, 1.0, negative)
                 new_order.append(cell)
                 new_maps[cell] = (M * D) @ W + np.outer([1.0, 0.0, 0.0], b)
-        order, maps = new_order, new_maps
+                new_sizes[cell] = (sizes[c] * D) @ np.abs(W)
+        order, maps, sizes = new_order, new_maps, new_sizes
     index = {cell: i for i, cell in enumerate(order)}
     polys_out = [polys[cell] for cell in order]
     maps = np.array([maps[cell] for cell in order])
@@ -367,13 +387,13 @@ def regions_2d(net, origin, u, v, lo=-1.0, hi=1.0):
     # on two sides of a rounding step, and counted as two regions).
     n = len(order)
     flat = maps[:, 1:].reshape(n, -1)  # row 0 is the offset
-    scale = max(1.0, float(np.abs(flat).max()))
+    tol = _tolerance(flat, np.array([sizes[cell] for cell in order]).reshape(n, -1))
     parent = list(range(n))
     for cell in order:
         i = index[cell]
         for x in touching[cell]:
             k = index[x]
-            if k > i and (np.abs(flat[i] - flat[k]) <= TOL_MAP * scale).all():
+            if k > i and (np.abs(flat[i] - flat[k]) <= tol).all():
                 parent[_find(parent, i)] = _find(parent, k)
     polys = polys_out
     roots = np.array([_find(parent, i) for i in range(n)])

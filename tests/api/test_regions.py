@@ -317,3 +317,26 @@ def test_a_segment_or_square_whose_values_overflow_is_refused():
     net2.set_weights([(np.eye(2), np.zeros(2)), (np.ones((2, 1)), np.zeros(1))])
     with pytest.raises(ValueError, match="overflow float64"):
         regions.regions_2d(net2, [0, 0], [1, 0], [0, 1], -1e308, 1e308)
+
+
+@pytest.mark.parametrize("c", [1e-6, 1e-8, 1e-10, 1e-14])
+def test_an_output_in_small_units_keeps_its_pieces(c):
+    """The slope tolerance was TOL_MAP times the largest slope *at least 1*: below slope 1
+    it was an absolute 1e-9, so an output in units of 1e-10 (or a segment 1e-10 long)
+    was one piece, and a depth-6 zigzag net trained to slopes of 1e-13..3e-11 (3
+    pieces, docs/depth.md) counted as 1.  A net times c has the same pieces."""
+    rng = np.random.default_rng(0)
+    net = relu_net([2, 16, 16, 1], rng)
+    (W3, b3) = net.get_weights()[-1]
+    line = regions.linear_pieces(net, [-2, -1], [2, 1.5])
+    square = regions.regions_2d(net, [0, 0], [1, 0], [0, 1])
+    assert line.count > 10 and square.count > 100
+    net.set_weights(net.get_weights()[:-1] + [(W3 * c, b3 * c)])
+    assert regions.linear_pieces(net, [-2, -1], [2, 1.5]).count == line.count
+    scaled = regions.regions_2d(net, [0, 0], [1, 0], [0, 1])
+    assert scaled.count == square.count
+    np.testing.assert_array_equal(scaled.region, square.region)
+    # |x| on a short segment: 2 pieces however short.
+    absolute = fd.MLP([1, 2, 1], loss="mse", dtype="float64")
+    absolute.set_weights([(np.array([[1.0, -1.0]]), np.zeros(2)), (np.ones((2, 1)), np.zeros(1))])
+    assert regions.linear_pieces(absolute, [-c], [c]).count == 2
