@@ -320,7 +320,8 @@ def regions(seeds=3, unit_counts=(16, 32, 64, 128), depths=(1, 2, 4), n_inputs=4
         table.rows.append({"depth": L, "units": U, "width": U // L, "at init": a,
                            "per unit": a / U, "trained": b, "trained per unit": b / U})
     table.notes.append(
-        f"relu nets with fastdnn's He-uniform init (zero biases); trained {epochs} epochs of "
+        f"relu nets with fastdnn's init for rectifiers, LeCun-uniform (limit sqrt(3/fan_in), "
+        f"zero biases); trained {epochs} epochs of "
         f"Adam on a {n_inputs}-input, 3-class teacher task; counts by "
         f"fastdnn.regions.linear_pieces (patterns crossed)")
     return table

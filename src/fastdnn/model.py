@@ -20,8 +20,9 @@ from .validation import (_as_numeric, as_real, check_dtype, check_n_threads,
                          check_verbose, is_integer, normalize_weights, take_rows)
 
 _SAMPLING = {True: spec.SHUFFLE, False: spec.IN_ORDER, "uniform": spec.UNIFORM}
-# He initialisation suits the rectifiers; Glorot the saturating activations.
-_HE = frozenset({spec.RELU, spec.LEAKY_RELU, spec.ELU})
+# Rectifiers: LeCun-uniform on the fan-in (variance 1/fan_in; He's is 2/fan_in); the
+# saturating activations: Glorot.
+_FAN_IN = frozenset({spec.RELU, spec.LEAKY_RELU, spec.ELU})
 
 
 #: More parameters than any machine holds: refused with a ValueError before any buffer
@@ -432,7 +433,7 @@ class MLP:
         parts = []
         n_layers = len(self.sizes) - 1
         for i, (k, n) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            fan_avg = k if i < n_layers - 1 and self._codes[i] in _HE else (k + n) / 2
+            fan_avg = k if i < n_layers - 1 and self._codes[i] in _FAN_IN else (k + n) / 2
             limit = math.sqrt(3.0 / fan_avg)
             parts.append(self._rng.uniform(-limit, limit, size=k * n))
             parts.append(np.zeros(n))

@@ -150,3 +150,14 @@ def test_docs_depth_tables_are_what_the_commands_print(name, seeds):
     prints on any machine: the zigzag table had drifted from the code unnoticed."""
     table = getattr(experiments, name)(seeds=seeds).markdown()
     assert table in DEPTH_DOC.read_text(), f"rerun: fastdnn experiment {name} --seeds {seeds}"
+
+
+def test_the_init_the_depth_notes_name_is_the_init_relu_nets_get():
+    """docs/depth.md said "He-uniform" (limit sqrt(6/fan_in)); relu layers are drawn
+    from U(-sqrt(3/fan_in), sqrt(3/fan_in)): LeCun-uniform, half He's variance."""
+    import numpy as np
+    import fastdnn as fd
+    W = fd.MLP([400, 400, 10], activation="relu", seed=0, dtype="float64").get_weights()[0][0]
+    assert np.sqrt(3 / 400) * 0.99 < np.abs(W).max() <= np.sqrt(3 / 400)
+    assert "He-uniform" not in DEPTH_DOC.read_text()
+    assert "LeCun-uniform (limit sqrt(3/fan_in)" in DEPTH_DOC.read_text()
