@@ -30,6 +30,17 @@ _FAN_IN = frozenset({spec.RELU, spec.LEAKY_RELU, spec.ELU})
 _MAX_PARAMS = 1 << 40
 
 
+def _check_seed(seed):
+    """``seed`` checked: None or a non-negative integer."""
+    if seed is not None and not is_integer(seed):
+        # True seeded 1; a NumPy Generator was used in place, shared by every net
+        # made from it and advanced by their fits.
+        raise TypeError(f"seed must be None or a non-negative integer; got {seed!r}")
+    if seed is not None and seed < 0:  # NumPy's own message said it a second time
+        raise ValueError(f"seed must be None or a non-negative integer; got {seed!r}")
+    return seed
+
+
 def _check_sizes(sizes):
     if isinstance(sizes, (set, frozenset, dict, str, bytes)):
         raise TypeError(f"sizes must be an ordered list of layer widths, got a "
@@ -288,17 +299,26 @@ class MLP:
         self.dtype = check_dtype(dtype)
         _check_l2_range(self._l2, self.dtype)
         self.n_threads = check_n_threads(n_threads)
-        if seed is not None and not is_integer(seed):
-            # True seeded 1; a NumPy Generator was used in place, shared by every net
-            # made from it and advanced by their fits.
-            raise TypeError(f"seed must be None or a non-negative integer; got {seed!r}")
-        if seed is not None and seed < 0:  # NumPy's own message said it a second time
-            raise ValueError(f"seed must be None or a non-negative integer; got {seed!r}")
-        self.seed = seed
+        self._seed = _check_seed(seed)
         self._rng = np.random.default_rng(seed)
         self._backend = _make_backend(device, self.sizes, self._codes, self._loss, self.dtype,
                                       self.l2, [spec.dropout_threshold(r) for r in self.dropout])
         self._backend.set_theta(self._init_theta())
+
+    @property
+    def seed(self):
+        """The seed the net's generator was last seeded with (``None``: from the OS).
+        Settable between fits, which seeds the generator again: the fits that follow draw
+        their shuffles, dropout masks and ``validation_split`` from it, the same on every
+        run (a plain attribute before, it was taken and changed nothing: a loaded net's
+        fine-tuning could not be seeded)."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, value):
+        value = _check_seed(value)
+        self._between_fits("seed")
+        self._seed, self._rng = value, np.random.default_rng(value)
 
     # -- regularisation ----------------------------------------------------------------
     # Properties: a plain attribute set after construction reached copies, pickles and
@@ -407,7 +427,7 @@ class MLP:
         backend = state.pop("_backend", None)  # pickles before 2026-11-29 kept the backend
         theta = backend.get_theta() if backend is not None else state.pop("_theta")
         device = backend.device if backend is not None else state.pop("_device")
-        for name in ("l2", "dropout", "n_threads"):  # plain attributes in older pickles
+        for name in ("l2", "dropout", "n_threads", "seed"):  # plain attributes in older pickles
             if name in state:
                 state["_" + name] = state.pop(name)
         self.__dict__.update(state)
@@ -1002,18 +1022,20 @@ class MLP:
         ), metadata)
 
     @classmethod
-    def load(cls, path, device="cpu", n_threads=None):
+    def load(cls, path, device="cpu", n_threads=None, seed=None):
         """Load a net saved by :meth:`save` (on either device) onto ``device``.
 
         The file's metadata come back as ``net.metadata``, a dict of NumPy arrays
-        (empty for a file saved without).
+        (empty for a file saved without).  The file holds no generator: the loaded net's
+        fits draw from ``seed`` as a net made with it and given the file's weights would.
 
         Parameters
         ----------
         path : str or os.PathLike
         device : {"cpu", "cuda", "auto"}, default "cpu"
-        n_threads : int, optional
-            As :class:`MLP` takes them.
+        n_threads, seed : int, optional
+            As :class:`MLP` takes them (``seed=None``: a fit of the loaded net draws
+            from the OS, another each run).
 
         Raises
         ------
@@ -1025,6 +1047,7 @@ class MLP:
         if not isinstance(device, str) or device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}")
         n_threads = check_n_threads(n_threads)
+        seed = _check_seed(seed)
         def theta_fits(arrays, shape):  # before theta is read: a tiny file may claim a
             # huge one (2**27 zeros, deflated to 1 MB, took 1.1 GB to be refused)
             try:
@@ -1062,7 +1085,7 @@ class MLP:
             dropout = d["dropout"].tolist() if "dropout" in d else 0.0
             net = cls(sizes, activation=[str(a) for a in d["activations"]], loss=str(d["loss"]),
                       dtype=str(d["dtype"]), device=device, n_threads=n_threads, l2=l2,
-                      dropout=dropout)
+                      dropout=dropout, seed=seed)
             with np.errstate(over="ignore"):
                 theta = theta.astype(net.dtype)
             if not np.isfinite(theta).all():
