@@ -65,6 +65,13 @@ def says_stop(answer):
     return answer is True or (isinstance(answer, np.bool_) and bool(answer))
 
 
+def prints_to_stdout(callbacks):
+    """Whether one of ``callbacks`` is a :class:`ProgressBar` on standard output, which
+    ``verbose=True`` would add a second of (every line printed twice)."""
+    return any(isinstance(cb, ProgressBar) and cb.stream in (None, sys.stdout)
+               for cb in callbacks)
+
+
 def _hms(seconds):
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import config
-from .callbacks import ProgressBar, says_stop
+from .callbacks import ProgressBar, prints_to_stdout, says_stop
 from .errors import TrainingDivergedError
 from .kernels.cpu.separate import filled_from_kernels, listening, take_interrupt
 from .kernels.spec import COSINE, LR, MIN_FACTOR, SCALE, TOTAL_STEPS, EpochResult
@@ -164,7 +164,7 @@ class FitRun:
         self.epoch = 0
         self.stopping = False  # a callback asked the last epoch to be the last
         self.callbacks = list(plan.callbacks)
-        if verbose:
+        if verbose and not prints_to_stdout(self.callbacks):  # one bar on stdout
             self.callbacks.append(ProgressBar())
         self._hooks = {}  # hook name -> the callbacks' bound methods (see _call)
         # The fit's arguments as given (a callback may set lr during the fit: a backup

@@ -32,8 +32,8 @@ def fit_lbfgs(net, plan, verbose=False, history=None, interrupted=lambda: False)
     opt = plan.optimizer
     history = History() if history is None else history
     callbacks = list(plan.callbacks)
-    if verbose:
-        from .callbacks import ProgressBar
+    from .callbacks import ProgressBar, prints_to_stdout
+    if verbose and not prints_to_stdout(callbacks):  # one bar on stdout, as fit's
         callbacks.append(ProgressBar())
     for cb in callbacks:
         if hasattr(cb, "attach"):

@@ -469,3 +469,15 @@ def test_a_backup_that_does_not_fit_is_refused_before_anything_is_restored(tmp_p
     with pytest.raises(ValueError, match=f"is not a backup of this fit: {re.escape(says)}"):
         net.fit(X, y, callbacks=[fd.BackupAndRestore(path)], **args)
     assert_same_weights(net.get_weights(), before)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_verbose_with_a_progress_bar_prints_each_epoch_once(capsys, optimizer):
+    # verbose=True added a second bar beside the caller's (every line twice); Keras adds
+    # its own only where none is given.
+    X = np.random.default_rng(0).normal(size=(32, 3))
+    y = (X[:, 0] > 0).astype(int)
+    fd.MLP([3, 4, 2], seed=0).fit(X, y, epochs=2, optimizer=optimizer, verbose=True,
+                                  callbacks=[fd.ProgressBar()])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
