@@ -917,6 +917,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         -------
         self : MLPClassifier
         """
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            # Balanced over each call's rows alone: a call of one class weighed 1, so a
+            # stream of one-class calls trained as without class weights (scikit-learn's
+            # partial_fit estimators refuse it for that reason).
+            raise ValueError("class_weight='balanced' is not supported for partial_fit: "
+                             "it would balance each call's rows on their own; pass the "
+                             "weights of the whole data instead, e.g. dict(zip(classes, "
+                             "sklearn.utils.class_weight.compute_class_weight('balanced', "
+                             "classes=classes, y=y)))")
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):

@@ -692,3 +692,19 @@ def test_integer_pixels_go_straight_to_the_nets_dtype(Estimator):
     est2.fit(X, y)
     np.testing.assert_array_equal(est2.predict(X), est2.predict(X.astype(np.float32)))
     assert out.shape == expected.shape
+
+
+def test_partial_fit_refuses_balanced_class_weight():
+    # Balanced over each call's rows alone, a stream of one-class calls trained as
+    # without class weights (scikit-learn's partial_fit estimators refuse it too).
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), np.r_[np.zeros(15, int), np.ones(5, int)]
+    clf = MLPClassifier((4,), class_weight="balanced", random_state=0)
+    with pytest.raises(ValueError, match="balanced.*partial_fit"):
+        clf.partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match="balanced.*partial_fit"):  # on every call
+        clf.partial_fit(X[y == 1], y[y == 1])
+    # a dict of the whole data's weights is taken, and fit keeps 'balanced'
+    MLPClassifier((4,), class_weight={0: 0.67, 1: 2.0}, random_state=0).partial_fit(
+        X, y, classes=[0, 1])
+    MLPClassifier((4,), class_weight="balanced", max_iter=2, random_state=0).fit(X, y)
