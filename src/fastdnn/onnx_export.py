@@ -14,6 +14,8 @@ DEFAULT_OPSET = 17
 MIN_OPSET = 13
 #: The first opset with a ``Gelu`` operator; below it gelu is spelled with ``Erf``.
 GELU_OPSET = 20
+#: The metadata of the scaling ``fastdnn train`` saves with a net (``preprocess``).
+_SCALING_KEYS = ("x_offset", "x_scale", "y_offset", "y_scale")
 #: Bytes a protobuf message (an ONNX file without external data) can hold.
 PROTOBUF_LIMIT = 2**31
 
@@ -108,12 +110,19 @@ class _Graph:
         raise ValueError(f"no ONNX form for activation {name!r}")
 
 
-def _build(onnx, net, opset, dtype):
-    """The ``ModelProto`` of ``net``: a Gemm per layer, the hidden activations between."""
+def _build(onnx, net, opset, dtype, preprocessing=True):
+    """The ``ModelProto`` of ``net``: a Gemm per layer, the hidden activations between
+    (and, with ``preprocessing``, the scaling saved with the net around them)."""
+    from .preprocess import Preprocessing
     helper = onnx.helper
     elem_type = helper.np_dtype_to_tensor_dtype(dtype)
     graph = _Graph(onnx, dtype)
     A = "input"
+    scaled = any(key in getattr(net, "metadata", {}) for key in _SCALING_KEYS)
+    prep = Preprocessing.from_net(net) if preprocessing and scaled else Preprocessing()
+    if prep.x_scaler is not None:  # (x - offset) / scale, as Scaler.transform
+        A = graph.op("Div", graph.op("Sub", A, graph.constant("x_offset", prep.x_scaler.offset)),
+                     graph.constant("x_scale", prep.x_scaler.scale), out="scaled_input")
     weights = net.get_weights()
     for i, (W, b) in enumerate(weights, start=1):
         last = i == len(weights)
@@ -135,6 +144,10 @@ def _build(onnx, net, opset, dtype):
     if loss in spec.CLASSIFIERS:
         outputs.append(helper.make_tensor_value_info("probabilities", elem_type,
                                                      ["batch", n_classes]))
+    if prep.y_scaler is not None:  # regression in the targets' units, as fastdnn predict
+        graph.op("Add", graph.op("Mul", "logits", graph.constant("y_scale", prep.y_scaler.scale)),
+                 graph.constant("y_offset", prep.y_scaler.offset), out="predictions")
+        outputs.append(helper.make_tensor_value_info("predictions", elem_type, ["batch", n_out]))
     inputs = [helper.make_tensor_value_info("input", elem_type, ["batch", net.sizes[0]])]
     opset_id = helper.make_opsetid("", opset)
     model = helper.make_model(
@@ -148,7 +161,7 @@ def _build(onnx, net, opset, dtype):
     return model
 
 
-def export_onnx(net, path, opset=DEFAULT_OPSET, dtype=None):
+def export_onnx(net, path, opset=DEFAULT_OPSET, dtype=None, preprocessing=True):
     """Write ``net`` to ``path`` as an ONNX model, atomically.
 
     The graph takes ``input`` of shape ``(batch, n_features)`` (any batch size) and
@@ -173,6 +186,12 @@ def export_onnx(net, path, opset=DEFAULT_OPSET, dtype=None):
         ONNX opset version, from 13 up to what the installed onnx supports.
     dtype : {"float32", "float64"}, optional
         Element type of the graph's input, weights and outputs; default the net's.
+    preprocessing : bool, default True
+        For a net that holds the scaling ``fastdnn train`` saves (``net.metadata``'s
+        ``x_offset``/``x_scale``, ``y_offset``/``y_scale``), put it in the graph, so that
+        it takes raw rows as ``fastdnn predict`` does: the input is scaled first, and a
+        scaled regression adds the output ``predictions`` in the targets' units
+        (``logits`` stay the net's).  ``False`` exports the net alone.
 
     Raises
     ------
@@ -204,5 +223,7 @@ def export_onnx(net, path, opset=DEFAULT_OPSET, dtype=None):
                          f"{size / 2**30:.1f} GiB; an ONNX file holds less than 2 GiB "
                          "(protobuf's limit) without external data, which export_onnx does "
                          "not write")
-    data = _build(onnx, net, int(opset), dtype).SerializeToString()
+    if not isinstance(preprocessing, (bool, np.bool_)):
+        raise TypeError(f"preprocessing must be True or False; got {preprocessing!r}")
+    data = _build(onnx, net, int(opset), dtype, bool(preprocessing)).SerializeToString()
     serialize.write_atomic(path, lambda f: f.write(data))

@@ -482,3 +482,41 @@ def test_doc_states_the_format_as_written():
         text = f.read()
     assert f'`"{serialize.FORMAT}"`' in text
     assert f"the format version, `{serialize.VERSION}`" in text
+
+
+def test_onnx_takes_raw_rows_of_a_model_that_carries_its_scaling(ort, tmp_path):
+    """A `fastdnn train` model (scaling in net.metadata) exported lost its scaling: the
+    graph read raw diabetes rows as scaled ones (318.7 off what `fastdnn predict` gave)."""
+    from fastdnn.preprocess import Preprocessing, Scaler
+    rng = np.random.default_rng(0)
+    X = rng.normal(50, 20, size=(40, 3))
+    y = X @ [1.0, -2.0, 0.5] + 100
+    prep = Preprocessing(x_scaler=Scaler.fit("standard", X),
+                         y_scaler=Scaler.fit("standard", y[:, None]))
+    fd.MLP([3, 5, 1], loss="mse", dtype="float64", seed=0).save(
+        tmp_path / "m.npz", metadata=prep.to_metadata())
+    net = fd.MLP.load(tmp_path / "m.npz")
+    fd.export_onnx(net, tmp_path / "m.onnx")
+    out = run_onnx(ort, tmp_path / "m.onnx", X, np.float64)
+    scaled = prep.inputs(X, np.float64)
+    assert_close(out["predictions"].ravel(), np.ravel(prep.outputs(net.predict(scaled))), 1e-12)
+    assert_close(out["logits"], net.forward(scaled), 1e-12)
+    fd.export_onnx(net, tmp_path / "bare.onnx", preprocessing=False)  # the net alone
+    bare = run_onnx(ort, tmp_path / "bare.onnx", X, np.float64)
+    assert list(bare) == ["logits"]
+    assert_close(bare["logits"], net.forward(X), 1e-12)
+    # A classifier's probabilities from raw rows; other metadata changes nothing.
+    prep = Preprocessing(x_scaler=Scaler.fit("minmax", X), classes=np.array(["a", "b"]))
+    fd.MLP([3, 6, 2], dtype="float64", seed=0).save(tmp_path / "c.npz",
+                                                    metadata=prep.to_metadata())
+    net = fd.MLP.load(tmp_path / "c.npz")
+    fd.export_onnx(net, tmp_path / "c.onnx")
+    out = run_onnx(ort, tmp_path / "c.onnx", X, np.float64)
+    assert_close(out["probabilities"], net.predict_proba(prep.inputs(X, np.float64)), 1e-12)
+    fd.MLP([3, 4, 2], seed=0).save(tmp_path / "n.npz", metadata={"note": 1})
+    net = fd.MLP.load(tmp_path / "n.npz")
+    fd.export_onnx(net, tmp_path / "n.onnx")
+    assert_onnx_matches(run_onnx(ort, tmp_path / "n.onnx", X, np.float32), net,
+                        X.astype(np.float32), 1e-6)
+    with pytest.raises(TypeError, match="preprocessing"):
+        fd.export_onnx(net, tmp_path / "x.onnx", preprocessing="yes")
