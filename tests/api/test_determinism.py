@@ -2,6 +2,7 @@
 not change results; and the compiled training kernel keeps one signature per dtype
 whatever the architecture, batch size, epochs or hyper-parameters."""
 
+import numba
 import numpy as np
 import pytest
 
@@ -166,3 +167,44 @@ def test_a_rows_outputs_do_not_depend_on_earlier_calls(dtype):
     np.testing.assert_array_equal(before[0], after[0])
     assert before[1] == after[1]
     assert_same_weights(before[2], after[2])
+
+
+@numba.njit
+def _numba_seed(s):
+    np.random.seed(s)
+
+
+@numba.njit
+def _numba_draws():
+    return np.random.random(), np.random.standard_normal()
+
+
+@pytest.mark.parametrize("how", ["fit", "fit_many"])
+@pytest.mark.parametrize("batch_size", [8, 1])
+def test_a_fit_leaves_numbas_generator_as_it_was(how, batch_size):
+    """Numba's thread-local np.random is the one a user's own @njit code draws from: the
+    shuffled epochs seeded it for their permutation (the user's seeded stream became
+    the epoch's); permutations come from counter draws now."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)), np.arange(64) % 2
+    _numba_seed(42)
+    _numba_draws()
+    expected = _numba_draws()
+    _numba_seed(42)
+    _numba_draws()
+    if how == "fit":
+        fd.MLP([4, 8, 2], seed=0).fit(X, y, epochs=2, batch_size=batch_size)
+    else:
+        fd.fit_many([fd.MLP([4, 8, 2], seed=s) for s in range(3)], X, y, epochs=2,
+                    batch_size=batch_size)
+    assert _numba_draws() == expected
+
+
+def test_an_epochs_permutation_is_a_permutation_of_every_row():
+    orders = []
+    for seed in (0, 1):
+        order = np.full(1000, -1, dtype=np.int64)
+        train._shuffle(order, seed)
+        assert sorted(order) == list(range(1000))
+        orders.append(order)
+    assert (orders[0] != orders[1]).mean() > 0.9

@@ -510,6 +510,13 @@ def random_index(key, i, n):
     return np.int64(mix64(key + np.uint64(i)) % np.uint64(n))
 
 
+def shuffle_key(seed):
+    """The key of the permutation of an epoch drawn with ``seed``: apart from its step
+    keys (``mix64(mix64(seed) + step)``), so that the row a permutation puts in place
+    ``i`` does not go with step ``i``'s dropout masks."""
+    return mix64(mix64(np.uint64(seed)) ^ np.uint64(0x5348554646_4C4544))
+
+
 def dropout_scale(key, row, layer, unit, threshold):
     """Inverted dropout's multiplier of unit ``unit`` of hidden layer ``layer`` for row
     ``row`` of a batch: 0 (dropped, with probability ``threshold / 2**32``) or
@@ -638,7 +645,7 @@ FORMULAS = (
     "gelu_grad", "silu_grad", "activate", "derivative",
     "cross_entropy_term", "squared_error", "sigmoid_cross_entropy", "poisson_nll", "inverse_link",
     "softmax_row", "first_argmax",
-    "mix64", "step_key", "random_index", "dropout_scale",
+    "mix64", "step_key", "random_index", "shuffle_key", "dropout_scale",
     "flush", "sgd_step", "adam_scalars", "decoupled_decay", "adam_step", "step_l2", "lr_factor",
     "clip_factor",
 )

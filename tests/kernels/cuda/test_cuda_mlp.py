@@ -325,11 +325,12 @@ def test_gradient_with_a_dropout_key_matches_cpu(make_data, rng):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.parametrize("shuffle", [False, "uniform"])
+@pytest.mark.parametrize("shuffle", [False, True, "uniform"])
 def test_fit_with_weights_l2_clip_and_dropout_matches_cpu(shuffle, make_data, rng):
     """One fit with every option (sample and class weights, L2, clipping that clips,
     dropout, weighted validation data): the same history and weights as the CPU's, as
-    the batches (uniform draws included) and the dropout masks are the same hashes."""
+    the batches (permutations and uniform draws included) and the dropout masks are the
+    same hashes."""
     X, y = make_data("cross_entropy", 6, 4, 3)
     w = weights_of(6, rng)
     results = []

@@ -146,8 +146,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, red, path, wide):
     # train._steps, with the batch's loss and gradient those of the global batch; ``wide``
     # (a constant): the guard's scan and the update in parallel chunks (.wide).
     if plan.first == 0 and plan.sampling == SHUFFLE:
-        np.random.seed(plan.seed)
-        _shuffle(bufs.order)
+        _shuffle(bufs.order, plan.seed)
     dropping = False
     for i in range(table.shape[0]):
         dropping = dropping or table[i, DROP] > 0

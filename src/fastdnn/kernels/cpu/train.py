@@ -651,12 +651,17 @@ def loss_of_logits(Z, T, loss, G, cap):
 
 @separate(returns=types.none)
 @njit(cache=config.CACHE)
-def _shuffle(order):
-    """In-place Fisher-Yates permutation, drawn from Numba's seeded generator."""
+def _shuffle(order, seed):
+    """``order`` in place: the permutation of an epoch drawn with ``seed``, Fisher-Yates
+    whose swap of place ``i`` draws ``spec.random_index(shuffle_key(seed), i, i + 1)``.
+    Counter draws, no generator: the CUDA backend draws the same permutation, and Numba's
+    thread-local ``np.random`` (the one a user's own ``@njit`` code draws from) is left
+    alone -- seeded here before, a fit replaced the user's seeded stream."""
+    key = F.shuffle_key(seed)
     for i in range(order.shape[0]):
         order[i] = i
     for i in range(order.shape[0] - 1, 0, -1):
-        j = np.random.randint(0, i + 1)
+        j = F.random_index(key, i, i + 1)
         order[i], order[j] = order[j], order[i]
 
 
@@ -804,8 +809,7 @@ def _steps(X, T, theta, table, bufs, opt, sched, plan, path, one_pass, fused, wi
     n = X.shape[0]
     bs = plan.batch_size
     if plan.first == 0 and plan.sampling == SHUFFLE:
-        np.random.seed(plan.seed)
-        _shuffle(bufs.order)
+        _shuffle(bufs.order, plan.seed)
     draw_key = F.mix64(np.uint64(plan.seed))
     dropping = False
     for i in range(table.shape[0]):

@@ -500,7 +500,7 @@ def _compile_online_callees(dtype, claims, wide):
         _PAIR + "settle": lambda: _compile_only(pair.settle)(rows, counts, rows),
         _UPDATES + "sgd_update":
             lambda: _compile_only(sgd_update)(flat, flat, flat, 0.0, 0.0, False, 0.0, False),
-        _TRAIN + "_shuffle": lambda: _shuffle(np.arange(2, dtype=np.int64)),
+        _TRAIN + "_shuffle": lambda: _shuffle(np.arange(2, dtype=np.int64), 0),
         _TRAIN + "_sgd_rank_one":
             lambda: _compile_only(_sgd_rank_one)(flat, table, flat, flat, flat, flat, 0.0, 0.0,
                                                  False, 0.0, False),

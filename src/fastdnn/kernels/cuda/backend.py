@@ -15,11 +15,10 @@ packed targets' last column, every mean weighted), the L2 penalty and gradient
 clipping (slots ``L2`` and ``CLIP_NORM`` of the step vector), dropout with the CPU's
 masks, and the overflow guard (:mod:`.updates`).
 
-Sampling: the epoch's order is drawn on the host from the epoch's seed.  Uniform draws
-are the CPU's (``spec.random_index``, vectorised), so both backends visit the same
-rows; a permutation comes from NumPy's generator and differs from the CPU backend's
-Numba one.  With ``shuffle=False`` or ``"uniform"`` and the same seed, both train on
-the same batches with the same dropout masks and agree to rounding.
+Sampling: the epoch's order is drawn on the host from the epoch's seed, as the CPU
+draws it: the same permutation (the CPU kernel's ``train._shuffle``) or the same
+uniform draws (``spec.random_index``, vectorised).  So with the same seed both backends
+train on the same batches with the same dropout masks, and agree to rounding.
 """
 import contextlib
 import threading
@@ -349,8 +348,11 @@ class CUDATrainer:
 
     def _order(self, sampling, seed):
         """The epoch's rows: a permutation, the CPU's uniform draws, or ``None`` (in order)."""
-        if sampling == SHUFFLE:
-            return np.random.default_rng(seed).permutation(self.n)
+        if sampling == SHUFFLE:  # the CPU's permutation (counter draws), drawn here
+            from ..cpu.train import _shuffle
+            order = np.empty(self.n, dtype=np.int64)
+            _shuffle(order, seed)
+            return order
         if sampling == UNIFORM:
             # spec.random_index(mix64(seed), i, n) for every i at once: uint64 arrays wrap
             # around 2**64 as the hash means them to.
