@@ -244,3 +244,48 @@ def test_a_float32_nets_r2_is_of_the_targets_as_given():
     assert net.score(X, y) == pytest.approx(r2_score(y, net.predict(X)), rel=1e-6)
     assert net.score(X, y, sample_weight=w) == pytest.approx(
         r2_score(y, net.predict(X), sample_weight=w), rel=1e-6)
+
+
+def test_a_wide_mixed_frame_is_converted_in_runs_of_columns_not_one_by_one(monkeypatch):
+    """predict on a 1-row frame of int64 + float64 columns converted each column by
+    itself (~70 us each: 43 ms for 500 columns, against 0.03 ms for to_numpy()); runs of
+    one dtype now convert together, the same values."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    d = 1000
+    frame = pd.DataFrame(rng.normal(size=(3, d)))
+    frame[0] = np.array([1, 2, 3], dtype=np.int64)
+    net = fd.MLP([d, 4, 2], seed=0)
+    expected = net.forward(frame.to_numpy())
+    calls = []
+    for cls in (pd.Series, pd.DataFrame):
+        original = cls.to_numpy
+        def counted(self, *args, _original=original, **kwargs):
+            calls.append(type(self).__name__)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "to_numpy", counted)
+    got = net.forward(frame.iloc[:3])
+    np.testing.assert_array_equal(got, expected)
+    assert len(calls) <= 4, len(calls)  # 1,000 before
+
+
+@pytest.mark.parametrize("name", ["bfloat16", "float8_e4m3fn", "float8_e5m2", "int4"])
+def test_ml_dtypes_arrays_are_read_as_their_values(name):
+    """A JAX bfloat16 array was refused as 'X must hold real numbers; got an array of
+    dtype bfloat16' (float8_e5m2, of kind 'f', was taken)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    t = getattr(ml_dtypes, name)
+    rng = np.random.default_rng(0)
+    X = rng.integers(-3, 4, size=(20, 3)).astype(t)
+    y = np.arange(20) % 2
+    net = fd.MLP([3, 4, 2], seed=0)
+    X32 = X.astype(np.float32)
+    np.testing.assert_array_equal(net.forward(X), net.forward(X32))
+    assert net.loss(X, y.astype(t)) == net.loss(X32, y)
+    net.fit(X, y, epochs=1)
+
+
+def test_a_structured_array_is_still_refused():
+    X = np.zeros(3, dtype=[("a", "f8"), ("b", "f8"), ("c", "f8")])
+    with pytest.raises(TypeError, match="real numbers"):
+        fd.MLP([3, 4, 2], seed=0).predict(X)
