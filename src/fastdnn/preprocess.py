@@ -169,7 +169,9 @@ class Scaler(NamedTuple):
         ``n * eps`` of the column's magnitude (0.3 and 0.1 + 0.2 were scaled by 5.6e-17).
         Where a square or a difference overflows, the columns are divided by their
         largest magnitude first, so that values up to float64's largest give a finite
-        scale (1e160 gave a std of inf, and a model file that predict refused).
+        scale (1e160 gave a std of inf, and a model file that predict refused); so too
+        where a column's squares underflow (values below ~1e-130: 1e-200 gave a std of
+        0, so scale 1, and float32 inputs of 0).
 
         Raises
         ------
@@ -191,9 +193,11 @@ class Scaler(NamedTuple):
         with np.errstate(over="ignore", invalid="ignore"):
             offset, scale = _moments(method, X)
             big = np.abs(X).max(axis=0)
-            if not (np.isfinite(offset).all() and np.isfinite(scale).all()):
-                # A square or a difference overflowed: again, of each column within
-                # [-1, 1] (only then: the plain formulas' bits for the others).
+            if not (np.isfinite(offset).all() and np.isfinite(scale).all()) \
+                    or ((big > 0) & (big < _UNDERFLOWS)).any():
+                # A square or a difference overflowed, or a square underflowed: again, of
+                # each column within [-1, 1] (only then: the plain formulas' bits for the
+                # others).
                 unit = np.where(big > 0, big, 1.0)
                 offset, scale = (v * unit for v in _moments(method, X / unit))
             spread = X.max(axis=0) / 2 - X.min(axis=0) / 2
@@ -214,7 +218,7 @@ class Scaler(NamedTuple):
         temporaries of ``X``'s size besides the result (``fastdnn train`` peaked at 4x
         the float64 data there); the same bits."""
         X = np.asarray(X, dtype=np.float64)
-        rows = X.reshape(len(X), -1)
+        rows = self._rows(X, "X")
         out = np.empty(rows.shape, dtype=dtype)
         step = max(1, (1 << 16) // max(rows.shape[1], 1))  # ~512 KiB of float64 a block
         for start in range(0, len(rows), step):
@@ -225,7 +229,25 @@ class Scaler(NamedTuple):
     def inverse(self, Z):
         """``Z * scale + offset`` (float64), in the shape of ``Z``."""
         Z = np.asarray(Z, dtype=np.float64)
-        return (Z.reshape(len(Z), -1) * self.scale + self.offset).reshape(Z.shape)
+        return (self._rows(Z, "Z") * self.scale + self.offset).reshape(Z.shape)
+
+    def _rows(self, X, name):
+        """``X`` as a 2-D array of rows, or a ValueError where its columns are not the
+        scaling's (NumPy's broadcast errors said 'could not broadcast input array from
+        shape (5,3) into shape (5,1)'); 0 rows too ('cannot reshape array of size 0')."""
+        if X.ndim == 0:
+            raise ValueError(f"{name} must be an array of rows; got a scalar")
+        rows = X.reshape(len(X), int(np.prod(X.shape[1:], dtype=np.int64)))
+        if rows.shape[1] != np.size(self.offset):
+            raise ValueError(f"{name} has {rows.shape[1]} columns (shape {X.shape}); the "
+                             f"scaling was fitted to {np.size(self.offset)}")
+        return rows
+
+
+#: Columns whose largest magnitude is below this are scaled as if within [-1, 1]: the
+#: squares of their deviations (below ulp(1e-130)**2, ~1e-292) would lose digits to the
+#: subnormal numbers, or be 0.
+_UNDERFLOWS = 1e-130
 
 
 def _moments(method, X):

@@ -94,3 +94,29 @@ def test_a_non_finite_value_is_named(method, bad):
     X = np.array([[1.0, 2.0], [3.0, bad], [5.0, 6.0]])
     with pytest.raises(ValueError, match=rf"X\[1, 1\] is {bad}: the scaling needs finite"):
         Scaler.fit(method, X)
+
+
+@pytest.mark.parametrize("magnitude", [1e-200, 1e-310])
+@pytest.mark.parametrize("method", ["standard", "minmax"])
+def test_a_column_of_tiny_values_is_scaled_not_left_as_it_is(method, magnitude):
+    """The squares of 1e-200 underflow: std 0, so scale 1, and float32 inputs of 0 (the
+    CLI trained on zeros: held-out accuracy 0.5). The overflow's remedy applies."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 2)) * magnitude
+    scaler = Scaler.fit(method, X)
+    Z = scaler.transform(X, np.float32)
+    reference = Scaler.fit(method, X / magnitude).transform(X / magnitude, np.float64)
+    np.testing.assert_allclose(Z, reference, rtol=1e-4 if magnitude > 1e-300 else 1e-2,
+                               atol=1e-6)
+
+
+def test_transform_of_no_rows_and_of_other_columns():
+    # 0 rows raised "cannot reshape array of size 0"; other columns NumPy's broadcast error.
+    scaler = Scaler.fit("standard", np.arange(12.0).reshape(4, 3))
+    assert scaler.transform(np.zeros((0, 3)), np.float32).shape == (0, 3)
+    assert scaler.inverse(np.zeros((0, 3))).shape == (0, 3)
+    for shape in [(5, 4), (5, 1), (3,)]:
+        with pytest.raises(ValueError, match="the scaling was fitted to 3"):
+            scaler.transform(np.zeros(shape), np.float32)
+    one = Scaler.fit("standard", np.arange(4.0))  # a 1-D target's scaler
+    assert one.transform(np.arange(4.0), np.float64).shape == (4,)
