@@ -126,7 +126,8 @@ def from_state_dict(cls, sd, activation="relu", loss="cross_entropy", dtype=None
     activation, loss, device, seed
         As for :class:`~fastdnn.MLP`; the state dict holds no activations or loss.
     dtype : {"float32", "float64"}, optional
-        Default: float64 when any array is float64, else float32 (PyTorch's default).
+        Default: float64 when any array is float64 (of either byte order) or wider,
+        else float32 (PyTorch's default).
 
     Returns
     -------
@@ -144,7 +145,10 @@ def from_state_dict(cls, sd, activation="relu", loss="cross_entropy", dtype=None
     layers = _layers(sd)
     sizes = _sizes(layers)
     if dtype is None:
-        wide = any(a.dtype == np.float64 for _, W, b in layers for a in (W, b))
+        # By kind and size: a big-endian float64 ('>f8') is not np.float64, and a
+        # longdouble is wider still (both gave float32 nets).
+        wide = any(a.dtype.kind == "f" and a.dtype.itemsize >= 8
+                   for _, W, b in layers for a in (W, b))
         dtype = "float64" if wide else "float32"
     dtype = check_dtype(dtype)
     weights = []

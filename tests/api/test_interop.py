@@ -520,3 +520,22 @@ def test_onnx_takes_raw_rows_of_a_model_that_carries_its_scaling(ort, tmp_path):
                         X.astype(np.float32), 1e-6)
     with pytest.raises(TypeError, match="preprocessing"):
         fd.export_onnx(net, tmp_path / "x.onnx", preprocessing="yes")
+
+
+@pytest.mark.parametrize("dtype", [">f8", np.longdouble])
+def test_a_float64_state_dict_of_other_byte_order_or_wider_gives_a_float64_net(dtype):
+    # '>f8' is not np.float64, and a longdouble is wider still: both gave float32 nets.
+    net = fd.MLP([3, 4, 2], dtype="float64", seed=0)
+    sd = {k: v.astype(dtype) for k, v in net.state_dict().items()}
+    back = fd.MLP.from_state_dict(sd)
+    assert back.dtype == np.float64
+    for (W, b), (W0, b0) in zip(back.get_weights(), net.get_weights()):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
+
+
+def test_float32_and_float16_state_dicts_still_give_float32_nets():
+    net = fd.MLP([3, 4, 2], dtype="float32", seed=0)
+    for dtype in ("<f4", ">f4", np.float16):
+        sd = {k: v.astype(dtype) for k, v in net.state_dict().items()}
+        assert fd.MLP.from_state_dict(sd).dtype == np.float32
