@@ -271,11 +271,21 @@ def check_metadata(metadata):
             array = np.asarray(value)
         except (TypeError, ValueError) as exc:  # e.g. ragged lists
             raise TypeError(f"metadata {name!r} is not an array ({exc})") from None
-        if array.dtype.kind not in "biufcU":
+        if array.dtype.kind not in "biufcU" or not _reads_back(array.dtype):
             raise TypeError(f"metadata {name!r} must hold booleans, numbers or text; "
                             f"got dtype {array.dtype}")
         out[name] = array
     return out
+
+
+def _reads_back(dtype):
+    """Whether a ``.npy`` header of ``dtype`` reads back as ``dtype``: ml_dtypes'
+    float8_e5m2 is of kind 'f' but writes the descriptor '<f1', which no reader takes
+    (the whole model file was then refused as corrupt)."""
+    try:
+        return np.lib.format.descr_to_dtype(np.lib.format.dtype_to_descr(dtype)) == dtype
+    except (TypeError, ValueError):
+        return False
 
 
 def write_figure(fig, path, dpi=110):

@@ -212,3 +212,25 @@ def test_members_read_in_one_pass_are_what_numpy_reads(saved, tmp_path):
         assert got.dtype == value.dtype and got.shape == value.shape, name
         np.testing.assert_array_equal(got, value)
         assert got.flags.writeable and got.flags.f_contiguous == value.flags.f_contiguous
+
+
+def test_metadata_of_a_dtype_no_reader_takes_is_refused_before_the_file_is_written(tmp_path):
+    """float8_e5m2 (ml_dtypes, kind 'f') was written with the descriptor '<f1', and
+    MLP.load refused the whole file as corrupt, the good file it replaced gone."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    path = tmp_path / "model.npz"
+    net = fd.MLP([3, 4, 2], seed=0)
+    net.save(path)
+    with pytest.raises(TypeError, match="metadata 'q' must hold"):
+        net.save(path, metadata={"q": np.array([1.5], dtype=ml_dtypes.float8_e5m2)})
+    fd.MLP.load(path)  # the earlier file, untouched
+
+
+@pytest.mark.parametrize("value", [np.array([1.5], dtype=">f8"), np.float16([1, 2]),
+                                   np.array([1.5], dtype=np.longdouble), np.array(["ab"]),
+                                   np.array([True]), np.array([2**64 - 1], np.uint64)])
+def test_metadata_numpy_reads_back_is_still_kept(tmp_path, value):
+    net = fd.MLP([3, 4, 2], seed=0)
+    net.save(tmp_path / "m.npz", metadata={"v": value})
+    got = fd.MLP.load(tmp_path / "m.npz").metadata["v"]
+    assert got.dtype == value.dtype and np.array_equal(got, value)
