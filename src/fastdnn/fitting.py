@@ -146,6 +146,18 @@ def deferred_interrupts():
         raise KeyboardInterrupt
 
 
+#: Inputs beyond this in magnitude are named in a divergence's message: the README's
+#: "columns in the thousands train poorly", and beyond 1e4 no lr may help.
+_LARGE_INPUT = 1e4
+
+
+def _largest_input(X):
+    """``max |X|`` of a host ``X`` (0 for a CUDA device array: not copied for a message)."""
+    if not isinstance(X, np.ndarray) or X.size == 0:
+        return 0.0
+    return float(np.abs(X).max())
+
+
 class FitRun:
     """One net's fit in progress: its trainer, the history so far, and when to stop.
 
@@ -484,6 +496,10 @@ class FitRun:
         if getattr(self.plan.optimizer, "eps", None) == 0:  # no lr helped, it said
             hint = ("Adam's eps=0 makes 0/0 of a gradient that is exactly 0, a dead unit's "
                     "or a column of zeros': use eps > 0; or lr too large?")
+        big = _largest_input(self.plan.X)
+        if big > _LARGE_INPUT:  # unscaled data: no lr helped either (1e20: not 1e-8)
+            hint = (f"the inputs reach |x| = {big:.3g}: scale them first (fastdnn."
+                    f"preprocess.Scaler, sklearn's StandardScaler); or {hint}")
         raise TrainingDivergedError(
             f"training diverged in epoch {self.epoch + 1} at {where}: the loss or the "
             f"weights would become NaN/inf ({hint}); the net keeps {kept}",

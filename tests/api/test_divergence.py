@@ -273,3 +273,20 @@ def test_an_lr_beyond_the_dtype_set_by_a_callback_is_refused():
     with pytest.raises(ValueError, match="lr 3.5e"):
         net.fit(X, y, epochs=3, batch_size=BATCH, optimizer=opt, callbacks=[cb])
     assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in net.get_weights())
+
+
+def test_a_divergence_on_huge_inputs_names_them_not_only_the_lr():
+    """|x| ~ 1e20 diverges at any lr (1e-8 too); the message said only 'lr too large?'."""
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(200, 3)) * 1e20).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.raises(fd.TrainingDivergedError, match=r"inputs reach \|x\| = .*scale them"):
+        fd.MLP([3, 16, 2], seed=0).fit(X, y, epochs=3, optimizer=fd.SGD(lr=1e-8))
+
+
+def test_scaled_inputs_keep_the_lr_hint():
+    X = np.random.default_rng(0).normal(size=(64, 3))
+    with pytest.raises(fd.TrainingDivergedError) as info:
+        fd.MLP([3, 16, 1], loss="mse", seed=0).fit(X, X[:, 0], epochs=3,
+                                                   optimizer=fd.SGD(lr=1e30))
+    assert "lr too large?" in str(info.value) and "inputs reach" not in str(info.value)
