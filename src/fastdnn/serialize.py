@@ -472,15 +472,17 @@ def _read(path, data, keys, optional, checks):
     for info in data.zip.infolist():
         if id(info) not in opened:
             data.zip.open(info).close()
+    # The version before the keys: a later format may lack some of this one's (a file of
+    # format 2 without theta was 'missing theta', as if damaged, not one to upgrade for).
+    if "version" in data.files:
+        version = _format_version(data["version"])
+        if version is None:
+            raise _Refused(f"{path!r} has an unreadable format version")
+        if version > VERSION:
+            raise _Refused(f"{path!r} was written by a newer fastdnn (format {version})")
     missing = [k for k in ("version", *keys) if k not in data.files]
     if missing:
         raise _Refused(f"{path!r} is missing {', '.join(missing)}")
-    try:
-        version = int(data["version"])
-    except (TypeError, ValueError):
-        raise _Refused(f"{path!r} has an unreadable format version") from None
-    if version > VERSION:
-        raise _Refused(f"{path!r} was written by a newer fastdnn (format {version})")
     # Each member is opened once where it can be (its header is parsed once); one that
     # ``checks`` names is read after its header passed them.
     read = {k: declared_member(data, k, read=k not in checks) for k in (*wanted, *meta)}
@@ -497,6 +499,25 @@ def _read(path, data, keys, optional, checks):
     metadata = {k[len(META_PREFIX):]: data[k] if read[k][2] is None else read[k][2]
                 for k in meta}
     return {k: arrays[k] for k in wanted}, metadata
+
+
+def _format_version(value):
+    """The format version that the array ``value`` states: a 0-d whole number >= 1 (an
+    integer, or a float or text of one); ``None`` for anything else (infinity raised
+    OverflowError, and 1.5, 0, -1 and True loaded as format 1)."""
+    if value.shape != () or value.dtype.kind not in "iufU":
+        return None
+    if value.dtype.kind in "iu":
+        version = int(value)
+    else:
+        try:
+            number = float(str(value)) if value.dtype.kind == "U" else float(value)
+        except ValueError:
+            return None
+        if not number.is_integer():  # also NaN and infinity
+            return None
+        version = int(number)
+    return version if version >= 1 else None
 
 
 def _listed_members(path):

@@ -52,6 +52,31 @@ def test_an_unreadable_version_is_a_value_error(saved, tmp_path):
         fd.MLP.load(tampered(tmp_path, arrays, version=np.array([1, 2])))
 
 
+@pytest.mark.parametrize("version", [np.inf, -np.inf, np.nan, 1.5, 0, -1, True, "abc"])
+def test_a_version_that_is_no_format_number_is_unreadable(saved, tmp_path, version):
+    """int() of the member: infinity raised a bare OverflowError (fastdnn predict printed
+    a traceback), and 1.5, 0, -1 and True loaded as format 1."""
+    _, arrays = saved
+    with pytest.raises(ValueError, match="tampered.npz' has an unreadable format version"):
+        fd.MLP.load(tampered(tmp_path, arrays, version=np.array(version)))
+
+
+@pytest.mark.parametrize("version", [2, 2.0, np.int32(2), "2"])
+def test_a_newer_version_is_named_however_it_is_spelled(saved, tmp_path, version):
+    _, arrays = saved
+    with pytest.raises(ValueError, match=r"written by a newer fastdnn \(format 2\)"):
+        fd.MLP.load(tampered(tmp_path, arrays, version=np.array(version)))
+
+
+def test_a_newer_version_without_a_key_of_this_one_is_named_as_newer(saved, tmp_path):
+    """A later format may drop keys of format 1 (theta split per layer): it was refused
+    as "is missing theta", a damaged file, not one to upgrade fastdnn for."""
+    _, arrays = saved
+    arrays = {k: v for k, v in arrays.items() if k not in ("theta", "sizes")}
+    with pytest.raises(ValueError, match=r"written by a newer fastdnn \(format 2\)"):
+        fd.MLP.load(tampered(tmp_path, arrays, version=np.array(2), W1=np.zeros((4, 8))))
+
+
 def test_bad_arguments_are_blamed_on_the_arguments(saved):
     path, _ = saved
     with pytest.raises(ValueError, match="^device must be"):
