@@ -198,7 +198,9 @@ class BackupAndRestore(Callback):
     weights bit-identical to a fit never interrupted, on a new net or on the same one
     (it draws the same ``validation_split``).  A backup made with other arguments (all
     but ``epochs``, which may grow: the schedule's parameters, the targets and their
-    sample and class weights too) or another kind of net is refused (``ValueError``).
+    sample and class weights too) or another kind of net is refused (``ValueError``), and
+    so is one of a fastdnn before 2026-11-29 (which did not record them all, and whose
+    epochs drew other permutations: backup version 1).
     An ``optimizer.lr`` a callback set during the fit is backed up, and restored (so the
     rerun's own ``lr`` is not compared: the backup's goes on).  Ctrl-C during the last
     epoch's last run keeps the backup (of the ended fit: a rerun only ends it); a
@@ -232,7 +234,7 @@ class BackupAndRestore(Callback):
         try:
             with np.load(self.path, allow_pickle=False) as f:
                 header = json.loads(str(f["header"]))
-        except (OSError, KeyError, AttributeError, *serialize.DAMAGE):
+        except (OSError, KeyError, AttributeError, TypeError, *serialize.DAMAGE):
             return {}  # no backup; a damaged one is reported by attach
         return header if isinstance(header, dict) else {}
 
@@ -242,11 +244,20 @@ class BackupAndRestore(Callback):
         self.run = run
         if os.path.exists(self.path):
             try:
-                with np.load(self.path, allow_pickle=False) as f:
-                    state = {k: f[k] for k in f.files}
+                data = np.load(self.path, allow_pickle=False)
+                if not isinstance(data, np.lib.npyio.NpzFile):  # TypeError of the with
+                    raise ValueError("it holds a single array (.npy), not a backup")
+                with data:
+                    state = {k: data[k] for k in data.files}
+                if "header" not in state:  # said "'header'"
+                    raise ValueError("it has no header: BackupAndRestore did not write it "
+                                     "(a model file of MLP.save, or data?)")
                 header = json.loads(str(state.pop("header")))
             except (KeyError, *serialize.DAMAGE) as exc:  # truncated, damaged, not a zip
-                raise ValueError(f"{self.path!r} is not a backup of this fit: {exc}") from None
+                reason = exc
+                if "allow_pickle" in str(exc):  # NumPy's advice to unpickle it
+                    reason = "it is no .npz archive: a backup is a zip BackupAndRestore writes"
+                raise ValueError(f"{self.path!r} is not a backup of this fit: {reason}") from None
             try:
                 run.restore(header, state)
             except (OSError, ValueError, KeyError) as exc:

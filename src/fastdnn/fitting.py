@@ -575,10 +575,16 @@ class FitRun:
         return math.isfinite(self.net._backend.evaluate(X, T)[0])
 
     # -- backups (BackupAndRestore) ----------------------------------------------------
+    #: The version of a backup's contents: 2 from 2026-11-29, whose epochs draw their
+    #: permutations from counter draws (a backup of an earlier fastdnn, resumed here, went
+    #: on with other permutations: a fit that matched neither version's uninterrupted one).
+    BACKUP_VERSION = 2
+
     def backup(self):
         """``(header, arrays)``: everything needed to continue this fit bit for bit."""
         net, opt = self.net, self.plan.optimizer
-        header = dict(format="fastdnn-backup", sizes=net.sizes, epoch=self.epoch, t=opt.t,
+        header = dict(format="fastdnn-backup", version=self.BACKUP_VERSION, sizes=net.sizes,
+                      epoch=self.epoch, t=opt.t,
                       rng=net._rng.bit_generator.state, best=self.stop.best,
                       since_best=self.stop.since_best, rng_start=self.plan.rng_start,
                       fit=self.arguments(), stopping=bool(self.stopping), ranks=self.n_ranks,
@@ -617,7 +623,20 @@ class FitRun:
         net, opt = self.net, self.plan.optimizer
         if not isinstance(header, dict):  # a JSON list raised AttributeError
             raise ValueError("its header is no record of a fit")
-        if header.get("format") != "fastdnn-backup" or header["sizes"] != net.sizes:
+        if header.get("format") != "fastdnn-backup":  # said "widths [3, 4, 2], this net
+            # has [3, 4, 2]"
+            raise ValueError(f"its format is {header.get('format')!r}, not 'fastdnn-backup' "
+                             f"(a file of another program, or of a later fastdnn)")
+        version = header.get("version", 1)
+        if not is_integer(version) or version > self.BACKUP_VERSION:
+            raise ValueError(f"it was written by a newer fastdnn (backup version {version!r})")
+        if version < self.BACKUP_VERSION:
+            raise ValueError("it was written by an earlier fastdnn, whose epochs draw other "
+                             "permutations (and which may not have recorded the fit's data "
+                             "and arguments), so this fit cannot go on from it; delete it to "
+                             "start the fit over (or finish the fit with the fastdnn that "
+                             "wrote it)")
+        if header.get("sizes") != net.sizes:
             raise ValueError(f"it holds a fit of a net of widths {header.get('sizes')}, "
                              f"this net has {net.sizes}")
         ranks = header.get("ranks", 1)
@@ -626,7 +645,15 @@ class FitRun:
             raise ValueError(f"it holds a fit on {ranks} rank{'s' * (ranks != 1)} (MPI); "
                              f"resume it on as many (this fit runs on {where})")
         made, now = header.get("fit"), self.arguments()
-        # Backups before 2026-11-29 have none, older ones fewer entries.
+        if check and (not isinstance(made, dict) or "targets" not in made):
+            # Backups before 2026-11-29 had no record of the fit, those of its morning none
+            # of the targets: resumed unchecked, a stale one of another experiment (other
+            # data, dtype, optimizer) took the fit over, and one of more epochs ended it at
+            # once with the other net's weights.  (Refused as version 1 now: a header
+            # written by hand.)
+            raise ValueError("it holds no record of the fit's data and arguments, so it "
+                             "cannot be checked against this fit; delete it to start the "
+                             "fit over")
         differ = [k for k in now if check and made is not None and k in made
                   and made[k] != now[k]]
         if "hyper" in differ and "lr" in header and \

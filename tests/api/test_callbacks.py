@@ -481,3 +481,116 @@ def test_verbose_with_a_progress_bar_prints_each_epoch_once(capsys, optimizer):
                                   callbacks=[fd.ProgressBar()])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+
+
+@pytest.mark.parametrize("record", ["none", "without targets"])
+def test_a_backup_of_an_earlier_fastdnn_is_refused_not_resumed_unchecked(tmp_path, record):
+    """Backups before 2026-11-29 hold no record of the fit (header keys format, sizes,
+    epoch, t, rng, best, since_best), those of its morning one without the targets: a
+    stale one of another experiment (float64, Adam, other data) took over a float32
+    AdamW fit, which ended at once with the other net's weights; one of other targets
+    went on as if they were the same."""
+    import json
+    rng = np.random.default_rng(0)
+    X1, y1 = rng.normal(size=(64, 3)), np.arange(64) % 2
+    path = tmp_path / "backup.npz"
+
+    def stop_after_three(epoch, logs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fd.MLP([3, 4, 2], dtype="float64", seed=0).fit(
+            X1, y1, epochs=6, callbacks=[fd.BackupAndRestore(path),
+                                         fd.LambdaCallback(on_epoch_end=stop_after_three)])
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    header = json.loads(str(arrays.pop("header")))
+    old = {k: header[k] for k in ("format", "sizes", "epoch", "t", "rng", "best",
+                                  "since_best")}
+    if record == "none":  # another experiment: other data, dtype and optimizer
+        X2 = rng.normal(size=(80, 3))
+        y2, net, optimizer = (X2[:, 0] > 0).astype(int), fd.MLP([3, 4, 2], seed=1), "adamw"
+    else:  # the same fit's arguments and rows, other targets
+        old["fit"] = {k: v for k, v in header["fit"].items()
+                      if k not in ("targets", "schedule_args")}
+        X2, y2, optimizer = X1, 1 - y1, "adam"
+        net = fd.MLP([3, 4, 2], dtype="float64", seed=1)
+    np.savez(path, header=np.array(json.dumps(old)), **arrays)
+    before = net.get_weights()
+    with pytest.raises(ValueError, match="written by an earlier fastdnn.*delete it"):
+        net.fit(X2, y2, epochs=2, optimizer=optimizer, callbacks=[fd.BackupAndRestore(path)])
+    assert_same_weights(net.get_weights(), before)
+    assert path.exists()  # left for the fastdnn that wrote it
+
+
+@pytest.mark.parametrize("kind,says", [
+    ("later format", "its format is 'fastdnn-backup-2', not 'fastdnn-backup'"),
+    ("model file", "it has no header: BackupAndRestore did not write it"),
+    ("npy", r"it holds a single array \(.npy\), not a backup"),
+    ("text", "it is no .npz archive"),
+])
+def test_a_file_that_is_no_backup_of_this_fastdnn_is_refused_saying_so(tmp_path, kind, says):
+    """A backup of another format said "widths [3, 4, 2], this net has [3, 4, 2]", a
+    model file "'header'", a .npy raised TypeError, and a text file came with NumPy's
+    advice to load it with allow_pickle."""
+    import json
+    X, y = data()
+    path = tmp_path / "backup.npz"
+    if kind == "later format":
+        def stop_after_two(epoch, logs):
+            if epoch == 1:
+                raise KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt):
+            fd.MLP([4, 8, 2], seed=0).fit(X, y, epochs=3, callbacks=[
+                fd.BackupAndRestore(path), fd.LambdaCallback(on_epoch_end=stop_after_two)])
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        header = json.loads(str(arrays.pop("header")))
+        header["format"] = "fastdnn-backup-2"
+        np.savez(path, header=np.array(json.dumps(header)), **arrays)
+    elif kind == "model file":
+        fd.MLP([4, 8, 2], seed=0).save(path)
+    elif kind == "npy":
+        with open(path, "wb") as f:
+            np.save(f, X)
+    else:
+        path.write_text("epoch,loss\n")
+    content = path.read_bytes()
+    with pytest.raises(ValueError, match=f"is not a backup of this fit: {says}"):
+        fd.MLP([4, 8, 2], seed=0).fit(X, y, epochs=3, callbacks=[fd.BackupAndRestore(path)])
+    assert path.read_bytes() == content  # left as it was
+
+
+@pytest.mark.parametrize("version", [None, 1, 3, "2", 2.5])
+def test_a_backup_of_another_version_is_refused(tmp_path, version):
+    """Backups of version 1 (before 2026-11-29's counter-draw permutations) went on with
+    other permutations: a fit that matched neither fastdnn's uninterrupted one."""
+    import json
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 3)), np.arange(64) % 2
+    path = tmp_path / "backup.npz"
+
+    def stop_after_two(epoch, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    args = dict(epochs=4, batch_size=8)
+    with pytest.raises(KeyboardInterrupt):
+        fd.MLP([3, 4, 2], seed=0).fit(X, y, callbacks=[
+            fd.BackupAndRestore(path), fd.LambdaCallback(on_epoch_end=stop_after_two)], **args)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    header = json.loads(str(arrays.pop("header")))
+    assert header["version"] == 2
+    if version is None:
+        del header["version"]
+    else:
+        header["version"] = version
+    np.savez(path, header=np.array(json.dumps(header)), **arrays)
+    net = fd.MLP([3, 4, 2], seed=0)
+    before = net.get_weights()
+    older = version in (None, 1)
+    with pytest.raises(ValueError, match="an earlier fastdnn" if older else "a newer fastdnn"):
+        net.fit(X, y, callbacks=[fd.BackupAndRestore(path)], **args)
+    assert_same_weights(net.get_weights(), before)
