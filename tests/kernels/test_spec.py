@@ -302,6 +302,7 @@ def formula_cases():
     keys = [np.uint64(k) for k in (0, 1, 12345, 2**63, 2**64 - 1)]
     cases["mix64"] = [(k,) for k in keys]
     cases["step_key"] = [(seed, step) for seed in (0, 7, 2**31 - 2) for step in (0, 1, 10**6)]
+    cases["shuffle_key"] = [(seed,) for seed in (0, 7, 2**31 - 2, 2**62)]
     cases["random_index"] = [(k, i, n) for k in keys for i in (0, 5) for n in (1, 3, 10**9)]
     cases["dropout_scale"] = [(k, row, layer, unit, spec.dropout_threshold(rate))
                               for k in keys[:3] for row in (0, 9) for layer in (0, 2)
