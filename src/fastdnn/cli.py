@@ -9,6 +9,7 @@ A new subcommand is one more entry there, without touching ``main``.
 import argparse
 import atexit
 import csv
+import errno
 import io
 import math
 import os
@@ -758,18 +759,35 @@ def _one_line(exc):
     return text
 
 
+#: What a write to stdout fails with once its reader or its disk is gone mid-run: a
+#: closed pipe, a terminal that hung up (ssh dropped, the job disowned), a full disk or
+#: quota, a file size limit.
+_LOST_OUTPUT = frozenset({errno.EPIPE, errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 class _PipeGuard:
     """stdout that outlives its reader: when the pipe closes (``fastdnn train | head -1``)
     the rest of the output goes to /dev/null and the run goes on, so the model is still
-    trained and saved (it died of BrokenPipeError before)."""
+    trained and saved (it died of BrokenPipeError before).  So does a log that cannot be
+    written any more (``keep_going``: ``train``, whose output is a log): a full
+    disk under ``> train.log``, or a terminal that hung up, ended hours of training
+    with "[Errno 28] No space left on device" and no model; :attr:`lost` keeps that
+    error, which :func:`main` reports at the end."""
 
     def __init__(self, stream):
         self.stream = stream
+        self.keep_going = False
+        self.lost = None
 
     def _guard(self, call, *args):
         try:
             return call(*args)
-        except BrokenPipeError:
+        except OSError as exc:
+            if exc.errno != errno.EPIPE and not (self.keep_going
+                                                 and exc.errno in _LOST_OUTPUT):
+                raise
+            if exc.errno != errno.EPIPE and self.lost is None:
+                self.lost = exc
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, self.stream.fileno())
             os.close(devnull)
@@ -822,6 +840,8 @@ def main(argv=None):
     sys.unraisablehook = partial(_quiet_interrupts, unraisable)
     try:
         args = parser.parse_args(argv)
+        if isinstance(sys.stdout, _PipeGuard):  # train's stdout is a log, its result the
+            sys.stdout.keep_going = args.command == "train"  # model; the others' is stdout
         return COMMANDS[args.command].run(args)
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else 0
@@ -843,8 +863,19 @@ def main(argv=None):
             print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     finally:
-        sys.stdout = stdout
+        guard, sys.stdout = sys.stdout, stdout
         sys.unraisablehook = unraisable
+        if isinstance(guard, _PipeGuard) and guard.lost is not None:
+            _warn_lost_output(guard.lost)
+
+
+def _warn_lost_output(exc):
+    """Say on stderr that stdout could not be written from some point on."""
+    try:
+        print(f"{PROG}: warning: the output to stdout was lost from a point on "
+              f"({' '.join(str(exc).split())}); the run went on", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _quiet_interrupts(hook, unraisable):

@@ -122,3 +122,35 @@ def test_evaluate_with_targets_of_the_wrong_width_is_one_line(tmp_path, capsys):
     assert main(["evaluate", model, "--data", str(path)]) == 1
     err = capsys.readouterr().err
     assert "the model predicts 2 values per sample" in err, err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_log_that_cannot_be_written_does_not_stop_training_or_saving(tmp_path):
+    """stdout on a disk that filled up (or a terminal that hung up: EIO) ended the run at
+    its next progress line with "fastdnn: error: [Errno 28] No space left on device",
+    and the model, whose --out had room, was never saved."""
+    out = tmp_path / "m.npz"
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "fastdnn", "train", "--epochs", "3",
+                               "--out", str(out)], stdout=full, stderr=subprocess.PIPE,
+                              timeout=300)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert out.exists()
+    assert "warning: the output to stdout was lost" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_predictions_that_cannot_be_written_are_an_error(tmp_path):
+    """predict's stdout is its result: a full disk there stays an error (exit 1)."""
+    model = tmp_path / "m.npz"
+    assert main(["train", "--dataset", "parity", "--epochs", "1", "--out", str(model),
+                 "--quiet"]) == 0
+    X = np.random.default_rng(0).normal(size=(5, 8))
+    np.savez(tmp_path / "x.npz", X=X, y=np.zeros(5))
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "fastdnn", "predict", str(model),
+                               "--data", str(tmp_path / "x.npz")], stdout=full,
+                              stderr=subprocess.PIPE, timeout=300)
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert "No space left on device" in proc.stderr.decode()
