@@ -98,7 +98,8 @@ def _compile_serial(dispatcher):
     options["pipeline_class"] = dispatcher._compiler.pipeline_class
     # Cached where the region is (a FunctionCache), not where it is not (NullCache).
     cache = type(dispatcher._cache).__name__ != "NullCache"
-    return numba.jit(cache=cache, **options)(twin_fn)
+    from .pipeline import cache_may_fail
+    return cache_may_fail(numba.jit(cache=cache, **options)(twin_fn))
 
 
 def runnable(dispatcher):

@@ -35,6 +35,7 @@ the collector as it found it; the heap peaks about 35 MB higher meanwhile.
 import gc
 import inspect
 import threading
+import warnings
 
 import numba
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
@@ -162,4 +163,41 @@ def njit(*args, **kwargs):
     if SUPPORTED:
         kwargs.setdefault("pipeline_class", Compiler)
     kwargs.setdefault("no_cfunc_wrapper", True)
-    return numba.njit(*args, **kwargs)
+    made = numba.njit(*args, **kwargs)
+    if not callable(getattr(made, "py_func", None)):  # a decorator: njit(cache=...)
+        decorator = made
+        return lambda func: cache_may_fail(decorator(func))
+    return cache_may_fail(made)
+
+
+_cache_failed = []
+
+
+def cache_may_fail(dispatcher):
+    """``dispatcher``, whose compiles are kept when Numba's disk cache cannot be written.
+
+    Numba checks its cache folder once (an empty file made in it) and then raises any
+    error of a later write from the compile: a cache folder on a full disk or over its
+    quota (or past ``ulimit -f``) failed every first fit with "[Errno 28] No space left
+    on device", which named no file.  The compile is done and in use by then, so it
+    goes on; a warning says once per process that the cache is not kept."""
+    cache = getattr(dispatcher, "_cache", None)
+    save = getattr(cache, "save_overload", None)
+    if save is None or getattr(save, "may_fail", False):
+        return dispatcher
+
+    def save_overload(sig, data):
+        try:
+            save(sig, data)
+        except OSError as exc:
+            if not _cache_failed:
+                _cache_failed.append(exc)
+                where = getattr(cache, "_cache_path", None) or "Numba's cache folder"
+                warnings.warn(f"fastdnn: cannot write the compiled kernels to {where} "
+                              f"({exc.strerror or exc}): they compile again in the next "
+                              f"process; free space there or set NUMBA_CACHE_DIR",
+                              RuntimeWarning, stacklevel=2)
+
+    save_overload.may_fail = True
+    cache.save_overload = save_overload
+    return dispatcher

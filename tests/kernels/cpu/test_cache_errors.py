@@ -1,0 +1,47 @@
+"""A Numba disk cache that cannot be written (:func:`fastdnn.kernels.cpu.pipeline.cache_may_fail`)."""
+import errno
+import importlib.util
+import os
+import warnings
+
+import pytest
+from numba.core import caching
+
+from fastdnn.kernels.cpu import pipeline
+
+SOURCE = """
+from fastdnn.kernels.cpu.pipeline import njit
+
+
+@njit(cache=True)
+def twice(x):
+    return 2 * x
+
+
+@njit(cache=True)
+def thrice(x):
+    return 3 * x
+"""
+
+
+def test_a_full_cache_folder_warns_once_and_the_kernels_run(tmp_path, monkeypatch):
+    """Numba checks its cache folder with an empty file, then raised the error of each
+    later write from the compile: a cache on a full disk (or over its quota) failed
+    every first fit with "[Errno 28] No space left on device", naming no file."""
+    source = tmp_path / "fastdnn_cache_probe.py"
+    source.write_text(SOURCE)
+    spec = importlib.util.spec_from_file_location("fastdnn_cache_probe", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def disk_full(self, key, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(caching.IndexDataCacheFile, "save", disk_full)
+    monkeypatch.setattr(pipeline, "_cache_failed", [], raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert module.twice(21) == 42
+        assert module.thrice(2) == 6
+    said = [w for w in caught if "cannot write the compiled kernels" in str(w.message)]
+    assert len(said) == 1 and "No space left on device" in str(said[0].message)
