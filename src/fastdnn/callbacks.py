@@ -459,7 +459,7 @@ class CSVLogger(Callback):
             return
         fd = os.open(self.path, mode | os.O_WRONLY | os.O_CREAT, 0o666)
         try:
-            os.write(fd, line.encode())
+            _write_whole(fd, line.encode(), self.path)
         finally:
             os.close(fd)
 
@@ -480,6 +480,28 @@ class CSVLogger(Callback):
         values.append("" if logs.get("rate") is None else repr(float(logs["rate"])))
         self._write(self.separator.join(values) + "\n", os.O_APPEND)
         return False
+
+
+def _write_whole(fd, data, path):
+    """Append ``data`` to the file open at ``fd`` (``O_APPEND``) whole, or not at all.
+
+    ``os.write`` may write part of it and return the count: a disk that filled up (or
+    a file size limit) took the first bytes of a line and none of the rest, so the log
+    ended in half a line whose cut number still parsed, and the next append (a resumed
+    fit's) was glued onto it.  A part written is taken back before the error is raised.
+    """
+    start = os.fstat(fd).st_size
+    done = 0
+    try:
+        while done < len(data):
+            done += os.write(fd, data[done:])
+    except OSError as exc:
+        if done:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+        raise type(exc)(exc.errno, f"cannot write {path!r} ({exc.strerror or exc})") from None
 
 
 class LambdaCallback(Callback):
