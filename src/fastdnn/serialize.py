@@ -5,6 +5,7 @@ metadata (what a caller needs to use the net again: input scaling, label names) 
 keys ``meta.<name>``.  Adding metadata kept the format at version 1: readers before it
 skip keys they do not ask for, and files without metadata read as an empty dict.
 """
+import errno
 import io
 import math
 import os
@@ -41,25 +42,50 @@ def _write(f, arrays):
     np.savez(f, format=np.array(FORMAT), version=np.array(VERSION), **arrays)
 
 
-def _name_unnamed(f, folder):
-    """Give the unnamed file ``f`` a temporary name in ``folder``; ``None`` if it cannot.
+def _name_unnamed(f, tmp):
+    """Give the unnamed file ``f`` the temporary name ``tmp`` (a path in its folder);
+    whether it could.
 
     ``linkat(..., AT_SYMLINK_FOLLOW)`` on ``/proc/self/fd/N``: passing ``dst_dir_fd``
-    makes Python call linkat (plain ``link`` does not follow the /proc link).
+    makes Python call linkat (plain ``link`` does not follow the /proc link).  The
+    folder is opened with ``O_PATH``, which needs no read permission (a folder of mode
+    0333 raised PermissionError here, after the whole file was written).
     """
-    name = f".fastdnn-{os.getpid()}-{id(f):x}.tmp"
-    dir_fd = os.open(folder, os.O_RDONLY)
+    folder, name = os.path.split(tmp)
+    try:
+        dir_fd = os.open(folder, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY)
+    except OSError:
+        return False
     try:
         os.link(f"/proc/self/fd/{f.fileno()}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
     except OSError:
-        return None
+        return False
     finally:
         os.close(dir_fd)
-    return os.path.join(folder, name)
+    return True
+
+
+def _interrupt_behind(exc):
+    """The ``KeyboardInterrupt`` that ``exc`` was raised while handling, if any: Ctrl-C
+    inside ``np.savez`` came out of its zip file as ``ValueError: Can't close the ZIP
+    file while there is an open writing handle``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None
 
 
 def _write_synced(f, write):
-    write(f)
+    try:
+        write(f)
+    except Exception as exc:
+        interrupt = _interrupt_behind(exc)
+        if interrupt is None:
+            raise
+        raise interrupt from None
     f.flush()
     os.fsync(f.fileno())
 
@@ -94,6 +120,26 @@ def write_atomic(path, write):
         raise FileNotFoundError(f"cannot write {given!r}: folder {folder} does not exist")
     if os.path.isdir(path):  # the rename's error named the temporary file, after the write
         raise IsADirectoryError(f"cannot write {given!r}: it is a folder; give a file name")
+    try:
+        _write_atomic(given, path, folder, write)
+    except OSError as exc:  # a full disk, a file size limit: "[Errno 28] No space left on
+        # device" named no file, the same words for a model, a plot, a log or stdout
+        if exc.errno is None or exc.filename is not None or repr(given) in str(exc):
+            raise
+        raise type(exc)(exc.errno, f"cannot write {given!r} ({exc.strerror or exc})") from None
+
+
+def _refuse_read_only(given, path):
+    """``PermissionError`` where ``path`` is a file this process may not write, as
+    ``open(path, "w")`` (NumPy's, PyTorch's, Keras' saves) refuses it: renamed over, a
+    model made read-only to keep it was replaced (and kept its 0444 mode)."""
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, f"cannot write {given!r}: the file is "
+                                            f"read-only")
+
+
+def _write_atomic(given, path, folder, write):
+    """:func:`write_atomic`, its path checked: ``path`` is ``given`` resolved."""
     place = _in_place(given)  # resolved once
     if place is not None:
         # Whole, in order: a zip archive seeks back to finish its headers, which a
@@ -103,19 +149,24 @@ def write_atomic(path, write):
         with _open_in_place(given, place) as f:
             f.write(data.getbuffer())
         return
+    _refuse_read_only(given, path)
     mode = _mode_for(path)
     fd = _unnamed_file(folder)
     if fd is not None:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
             _write_synced(f, write)
-            tmp = _name_unnamed(f, folder)
-            if tmp is not None:
-                # Renamed at once, before the file is closed: the name exists for three
-                # system calls.  (Renamed after the close, 1 of the test's 6 SIGKILLs in
-                # a CI run of 2026-11-28 left the named file behind.)
-                _replace(tmp, path)
-                return
+            tmp = os.path.join(folder, f".fastdnn-{os.getpid()}-{id(f):x}.tmp")
+            try:
+                if _name_unnamed(f, tmp):
+                    # Renamed at once, before the file is closed: the name exists for
+                    # three system calls.  (Renamed after the close, 1 of the test's 6
+                    # SIGKILLs in a CI run of 2026-11-28 left the named file behind.)
+                    os.replace(tmp, path)
+                    return
+            except BaseException:  # Ctrl-C once the link was made (in 0.5% of the
+                _unlink_quietly(tmp)  # presses during a save it left the .tmp file),
+                raise  # or the rename failed
     # No O_TMPFILE here (or no writing in the folder): a named temporary file.
     try:
         fd, tmp = tempfile.mkstemp(prefix=".fastdnn-", suffix=".tmp", dir=folder)
@@ -328,6 +379,7 @@ def check_writable(path):
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as exc:
         raise type(exc)(f"cannot write in folder {folder} ({exc.strerror or exc})") from None
+    _refuse_read_only(path, os.path.realpath(path))
 
 
 #: Bytes of a zip archive's end record without its comment.

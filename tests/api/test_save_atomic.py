@@ -272,3 +272,38 @@ def test_a_save_to_stdout_redirected_to_a_file_loads(tmp_path, name, mode):
     with open(out, mode + "b") as f:
         subprocess.run([sys.executable, "-c", script], stdout=f, check=True, timeout=300)
     assert fd.MLP.load(out).sizes == [2, 3, 1]
+
+
+def test_an_error_of_the_disk_names_the_file(tmp_path, monkeypatch):
+    """"[Errno 28] No space left on device" named no file: the same words for a model,
+    a plot, a checkpoint, a backup or a log (and, from the CLI, for stdout)."""
+    import errno
+
+    def disk_full(f, arrays):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(serialize, "_write", disk_full)
+    with pytest.raises(OSError, match=r"m\.npz'.*No space left on device") as info:
+        fd.MLP([4, 8, 3], seed=0).save(tmp_path / "m.npz")
+    assert info.value.errno == errno.ENOSPC and os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    if os.path.exists("/dev/full"):  # written where it is: the same words
+        with pytest.raises(OSError, match="'/dev/full'.*No space left on device"):
+            fd.MLP([4, 8, 3], seed=0).save("/dev/full")
+
+
+def test_a_read_only_file_is_refused_not_replaced(tmp_path):
+    """open(path, "w") refuses a file without write permission (so do NumPy's,
+    PyTorch's and Keras' saves); the rename replaced it, a model made read-only to keep
+    it, and the CLI's --out check let it through."""
+    target = tmp_path / "keep.npz"
+    fd.MLP([4, 8, 3], seed=0).save(target)
+    before = target.read_bytes()
+    target.chmod(0o444)
+    if os.access(target, os.W_OK):
+        pytest.skip("this process writes read-only files (root)")
+    with pytest.raises(PermissionError, match="keep.npz'.*read-only"):
+        fd.MLP([4, 8, 3], seed=1).save(target)
+    with pytest.raises(PermissionError, match="read-only"):
+        serialize.check_writable(target)
+    assert os.listdir(tmp_path) == ["keep.npz"] and target.read_bytes() == before
