@@ -122,6 +122,12 @@ SLICE_SECONDS = 0.2
 #: Rows processed per call when ``forward``/``predict`` stream through a large X;
 #: bounds the activation buffers allocated for inference.
 PREDICT_CHUNK = 4096
+#: A net keeps its evaluation buffers (``PREDICT_CHUNK`` rows of every layer's
+#: activations at most) for its next ``predict``, ``score`` or validation only up to this
+#: many bytes; bigger ones are allocated for each call and freed with it, where the
+#: call's products cost far more than the allocation (784-1024-1024-10's, 64 MB at 4096
+#: rows, are kept).
+KEEP_EVAL_BYTES = 128 << 20
 
 
 def _cache_writable():

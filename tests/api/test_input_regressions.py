@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastdnn as fd
+from fastdnn import config
 
 
 def test_numpy_integer_n_threads_and_numpy_bool_shuffle_are_accepted():
@@ -289,3 +290,48 @@ def test_a_structured_array_is_still_refused():
     X = np.zeros(3, dtype=[("a", "f8"), ("b", "f8"), ("c", "f8")])
     with pytest.raises(TypeError, match="real numbers"):
         fd.MLP([3, 4, 2], seed=0).predict(X)
+
+
+def _held_bytes(net):
+    return sum(a.nbytes for v in net._backend._infer.values() for a in v[1:])
+
+
+@pytest.mark.parametrize("call", ["predict", "predict_proba", "score", "loss", "fit_validation"])
+def test_big_evaluation_buffers_are_not_kept(monkeypatch, call):
+    monkeypatch.setattr(config, "KEEP_EVAL_BYTES", 1 << 20, raising=False)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((5000, 16)).astype(np.float32)
+    y = rng.integers(0, 2000, 5000)
+    net = fd.MLP([16, 64, 2000], seed=0)
+    if call == "fit_validation":
+        net.fit(X[:64], y[:64], epochs=1, validation_data=(X, y))
+    elif call in ("score", "loss"):
+        getattr(net, call)(X, y)
+    else:
+        getattr(net, call)(X)
+    assert _held_bytes(net) <= (1 << 20)
+
+
+def test_small_buffers_are_kept_and_results_unchanged(monkeypatch):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((5000, 16)).astype(np.float32)
+    y = rng.integers(0, 30, 5000)
+    net = fd.MLP([16, 64, 30], seed=0)
+    first = (net.forward(X), net.predict_proba(X), net.loss(X, y), net.score(X, y))
+    assert 0 < _held_bytes(net) <= getattr(config, "KEEP_EVAL_BYTES", np.inf)
+    held = [id(a) for v in net._backend._infer.values() for a in v[1:]]
+    again = (net.forward(X), net.predict_proba(X), net.loss(X, y), net.score(X, y))
+    assert held == [id(a) for v in net._backend._infer.values() for a in v[1:]]  # reused
+    monkeypatch.setattr(config, "KEEP_EVAL_BYTES", 0, raising=False)
+    other = fd.MLP([16, 64, 30], seed=0)
+    fresh = (other.forward(X), other.predict_proba(X), other.loss(X, y), other.score(X, y))
+    for a, b, c in zip(first, again, fresh):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_evaluation_allocates_one_delta_block():
+    net = fd.MLP([4, 8, 3], seed=0)
+    net.predict(np.zeros((10, 4), np.float32))
+    layout, work, deltas = net._backend._infer[False]
+    assert deltas.shape[0] == 1

@@ -154,11 +154,17 @@ class CPUBackend:
             infer = self._infer.pop(single, None)
         if infer is None or infer[0].cap < cap:
             layout = _layout(self.sizes, self.codes, cap)
-            infer = (layout, *self._buffers(layout))
+            # One delta block: the evaluation's loss takes deltas[0] as its scratch, the
+            # second block of training's pair was never written.
+            infer = (layout, np.zeros(layout.work_size, dtype=self.dtype),
+                     np.zeros((1, layout.delta_size), dtype=self.dtype))
         try:
             yield infer
         finally:
-            self._infer[single] = infer
+            # Kept for the next call only up to config.KEEP_EVAL_BYTES: a 16-512-20000 net
+            # (39 MB of weights) held 1 GB of them for good after one score of 4096 rows.
+            if infer[1].nbytes + infer[2].nbytes <= config.KEEP_EVAL_BYTES:
+                self._infer[single] = infer
 
     def _logits(self, X):
         n = X.shape[0]
