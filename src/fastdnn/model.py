@@ -958,7 +958,11 @@ class MLP:
             groups = [np.arange(n)]
         else:
             labels = (T[:, 0] > 0.5) if self._loss == spec.BINARY_CROSS_ENTROPY else T[:, 0]
-            groups = [np.flatnonzero(labels == v) for v in np.unique(labels)]
+            # Each label's rows in order, from one stable sort: a comparison per label
+            # took O(rows * labels) (1M rows of 20,000 classes: 16 s before the first step).
+            order = np.argsort(labels, kind="stable")
+            starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
+            groups = np.split(order, starts[1:])
         # ``fraction`` of all rows, rounded half up, shared out between the labels by
         # largest remainder: rounded per label, 10 labels of 3 rows held out none at 0.1,
         # and 10 of 5 held out 20 rows at 0.3.
@@ -974,8 +978,9 @@ class MLP:
         held = np.sort(np.concatenate(held))
         if held.size == 0:
             raise ValueError(f"validation_split={fraction:g} holds out no row of {n}")
-        keep = np.setdiff1d(np.arange(n), held)
-        return keep, held
+        kept = np.ones(n, dtype=bool)  # np.setdiff1d: 2.4 s for 1M rows (NumPy 2's hashing)
+        kept[held] = False
+        return np.flatnonzero(kept), held
 
     @staticmethod
     def _with_optimizer(plan, optimizer, schedule, net):

@@ -938,3 +938,39 @@ def test_sharded_batches_report_the_loss(monkeypatch, sizes, batch):
         losses.append(net.fit(X, y, epochs=2, batch_size=batch, shuffle=False,
                               optimizer=fd.SGD(lr=0.1)).loss)
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-12)
+
+
+def _old_split_groups(labels):
+    return [np.flatnonzero(labels == v) for v in np.unique(labels)]
+
+
+@pytest.mark.parametrize("loss,k", [("cross_entropy", 2), ("cross_entropy", 7),
+                                    ("cross_entropy", 500), ("binary_cross_entropy", 1)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_split_rows_unchanged(loss, k, seed):
+    rng = np.random.default_rng(seed)
+    n = 2000
+    if loss == "cross_entropy":
+        y = rng.integers(0, k, n)
+        y[:k] = np.arange(k)
+    else:
+        y = rng.integers(0, 2, n).astype(float)
+    net = fd.MLP([3, 4, max(k, 1)], loss=loss, seed=seed)
+    T = y.astype(np.float32).reshape(-1, 1)
+    keep, held = net._split(T, 0.2)
+    # the reference: the per-label comparison, with the same generator state
+    ref = fd.MLP([3, 4, max(k, 1)], loss=loss, seed=seed)
+    labels = (T[:, 0] > 0.5) if loss == "binary_cross_entropy" else T[:, 0]
+    groups = _old_split_groups(labels)
+    sizes = np.array([g.size for g in groups])
+    quota = 0.2 * sizes
+    counts = np.floor(quota).astype(np.int64)
+    extra = int(np.floor(0.2 * n + 0.5)) - counts.sum()
+    counts[np.argsort(-(quota - counts), kind="stable")[:max(extra, 0)]] += 1
+    want = np.sort(np.concatenate([ref._rng.permutation(g)[:min(c, g.size - 1)]
+                                   for g, c in zip(groups, counts)]))
+    np.testing.assert_array_equal(held, want)
+    np.testing.assert_array_equal(keep, np.setdiff1d(np.arange(n), want))
+    assert keep.dtype == np.intp
+
+
