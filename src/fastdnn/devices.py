@@ -19,9 +19,18 @@ def cuda_status():
     """``None`` when CUDA is usable, else a sentence saying why not and how to fix it."""
     try:
         import numba_cuda  # noqa: F401
-        from numba import cuda
     except ImportError:
         return "device='cuda' needs the numba-cuda package, which is not installed: " + _INSTALL
+    try:
+        from numba import cuda
+    except Exception as exc:  # installed, but not for this numba (an AttributeError or an
+        # ImportError of a numba internal), or without its CUDA bindings: said as such,
+        # where it was "not installed", and device="auto" raised the AttributeError
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return (f"device='cuda': numba-cuda is installed but does not import "
+                f"({type(exc).__name__}: {first}); a numba-cuda older than the installed "
+                f"numba fails so (pip install -U numba-cuda), or its CUDA bindings are "
+                f"missing: " + _INSTALL)
     try:
         if not cuda.is_available():
             return ("device='cuda' found no usable CUDA GPU (numba.cuda.is_available() is False: "

@@ -37,6 +37,27 @@ def test_cuda_without_numba_cuda_raises_device_error():
     assert "numba-cuda" in message and "pip install 'fastdnn[cuda]'" in message
 
 
+def test_a_numba_cuda_that_does_not_import_is_a_device_error():
+    """numba-cuda 0.20-0.30.3 beside numba 0.68 raised an AttributeError (or an ImportError
+    of a numba internal) at ``from numba import cuda``: ``device="cuda"`` said "not
+    installed" or raised it, and ``device="auto"`` raised it for a big net."""
+    breaks = """
+        import sys
+        class Break:
+            def find_spec(self, name, path=None, target=None):
+                if name == "numba.cuda":
+                    raise AttributeError("module 'numba.cuda.types' has no attribute 'X'")
+        sys.meta_path.insert(0, Break())
+    """
+    pytest.importorskip("numba_cuda")
+    message = run(textwrap.dedent(breaks) + textwrap.dedent(NO_CUDA), NUMBA_ENABLE_CUDASIM="0")
+    assert "numba-cuda is installed but does not import (AttributeError" in message
+    auto = run(textwrap.dedent(breaks) + "import fastdnn as fd\n"
+               "print(fd.MLP([784, 1024, 1024, 10], device='auto').device)\n",
+               NUMBA_ENABLE_CUDASIM="0")
+    assert auto.strip() == "cpu"
+
+
 def test_a_gpu_without_cudas_compiler_raises_device_error():
     """``is_available`` asks the driver only: a toolkit without libnvrtc passed, and the
     first fit failed deep inside numba-cuda.  (A GPU is stood in for: the driver says
