@@ -106,6 +106,11 @@ class _Graph:
             half_z = self.op("Mul", Z, self.constant("half", 0.5))
             return self.op("Mul", half_z, self.op("Add", erf, self.constant("one", 1.0)), out=A)
         if code == spec.SILU:  # z sigmoid(z)
+            if double:  # z / (1 + exp(-z)): onnxruntime before 1.31 fused z * Sigmoid(z)
+                # into QuickGelu, which has no double kernel (the session failed to load)
+                exp = self.op("Exp", self.op("Neg", Z))
+                return self.op("Div", Z, self.op("Add", exp, self.constant("one", 1.0)),
+                               out=A)
             return self.op("Mul", Z, self.op("Sigmoid", Z), out=A)
         raise ValueError(f"no ONNX form for activation {name!r}")
 
@@ -214,7 +219,7 @@ def export_onnx(net, path, opset=DEFAULT_OPSET, dtype=None, preprocessing=True):
                          f"installed onnx {onnx.__version__} knows); got {opset}")
     if np.finfo(dtype).max < np.finfo(net.dtype).max:  # a narrower type: do they fit?
         largest = float(np.abs(net._backend.get_theta()).max())
-        if largest > np.finfo(dtype).max:  # cast, they became inf with a RuntimeWarning only
+        if largest > float(np.finfo(dtype).max):  # (a float32 max cast largest: inf, warning)
             raise ValueError(f"the net's weights reach {largest:g}, beyond "
                              f"{np.dtype(dtype).name}'s range: export it in {net.dtype.name}")
     size = net.n_params * np.dtype(dtype).itemsize

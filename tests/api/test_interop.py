@@ -300,6 +300,8 @@ def test_onnx_gelu_in_each_opset(ort, opset, X, tmp_path):
     """Spelled with Erf before opset 20, the Gelu operator from it on."""
     import onnx
 
+    if opset > onnx.defs.onnx_opset_version():  # onnx 1.14 (the declared minimum): 19
+        pytest.skip(f"the installed onnx {onnx.__version__} has no opset {opset}")
     net, _ = build(SIZES, activation="gelu", dtype="float32")
     fd.export_onnx(net, tmp_path / "net.onnx", opset=opset)
     ops = {node.op_type for node in onnx.load(tmp_path / "net.onnx").graph.node}
@@ -423,6 +425,7 @@ def test_onnx_export_of_weights_beyond_protobufs_limit_says_so(ort, monkeypatch,
     assert os.listdir(tmp_path) == ["net.onnx"]
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # NumPy 2 warned of its overflow
 def test_onnx_export_to_a_dtype_too_narrow_for_the_weights_is_refused(ort, tmp_path):
     net = fd.MLP([2, 3, 2], dtype="float64", seed=0)
     net.set_weights([(W * 1e300, b) for W, b in net.get_weights()])
