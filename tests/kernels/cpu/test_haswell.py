@@ -63,7 +63,10 @@ from fastdnn.kernels.cpu import blas, haswell
 blas.prepare()
 out = dict(prepared=blas._prepared, rule=blas.big_rule())
 if haswell.loaded():
-    out["core"] = haswell.load().scipy_openblas_get_corename().decode()
+    lib = haswell.load()  # SciPy 1.14+: scipy_openblas_*; SciPy 1.11-1.13: openblas_*
+    out["core"] = next(getattr(lib, name) for name in ("scipy_openblas_get_corename",
+                                                       "openblas_get_corename")
+                       if hasattr(lib, name))().decode()
 rng = np.random.default_rng(0)
 errors = {}
 for dtype in (np.float32, np.float64):

@@ -100,7 +100,7 @@ def wanted(core):
 _lib = None
 _failure = None  # why the instance did not load, once it did not: not tried again
 _loading = threading.Lock()  # networks may be made on several threads
-#: The addresses of the instance's ``scipy_cblas_sgemm`` and ``scipy_cblas_dgemm``, which
+#: The addresses of the instance's ``[scipy_]cblas_sgemm`` and ``[scipy_]cblas_dgemm``, which
 #: :func:`gemm_address`'s function reads at each call: null until :func:`load`.
 _gemms = (ctypes.c_void_p * 2)()
 
@@ -157,15 +157,21 @@ def _load():
                     os.environ[name] = value
     finally:
         os.close(fd)  # the loaded library keeps its mapping
-    corename = getattr(lib, "scipy_openblas_get_corename", None)
-    if corename is None or not hasattr(lib, "scipy_cblas_sgemm"):
+    # SciPy's wheels from 1.14 on ship scipy-openblas, its symbols prefixed "scipy_";
+    # those of SciPy 1.11-1.13 (libopenblasp-r0-*.so) the plain names.
+    prefix = next((p for p in ("scipy_", "") if all(
+        hasattr(lib, p + name) for name in ("openblas_get_corename",
+                                            "openblas_set_num_threads", "cblas_sgemm",
+                                            "cblas_dgemm"))), None)
+    if prefix is None:
         raise ImportError(f"{path} is not the OpenBLAS of SciPy's wheels")
+    corename = getattr(lib, prefix + "openblas_get_corename")
     corename.restype = ctypes.c_char_p
     if corename().decode("ascii", "replace").strip().lower() != _CORE.lower():
         raise ImportError(f"a second copy of {path} did not take the {_CORE} kernels")
-    lib.scipy_openblas_set_num_threads(1)  # no one else calls this instance
-    for i, name in enumerate(("scipy_cblas_sgemm", "scipy_cblas_dgemm")):
-        _gemms[i] = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+    getattr(lib, prefix + "openblas_set_num_threads")(1)  # no one else calls this instance
+    for i, name in enumerate(("cblas_sgemm", "cblas_dgemm")):
+        _gemms[i] = ctypes.cast(getattr(lib, prefix + name), ctypes.c_void_p).value
     _lib = lib  # last: loaded() says so once the addresses are in place
 
 
