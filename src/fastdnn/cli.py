@@ -479,7 +479,10 @@ def _prepare_training(args, comm, rank, size):
     say(f"data: {name}, {len(X)} samples x {X.shape[1]} features, "
         f"train {len(X_train)}, test {len(X_test)} ({held_out})")
     say(f"task: {task.name} ({task.reason})")
-    if classes is not None and not np.array_equal(classes, np.arange(len(classes))):
+    # Text labels are never the codes (compared, NumPy < 1.25 warned "elementwise
+    # comparison failed" on the command line).
+    if classes is not None and (classes.dtype.kind in "USO"
+                                or not np.array_equal(classes, np.arange(len(classes)))):
         say(f"note: {describe_classes(classes)} mapped to 0..{len(classes) - 1}")
     if scaling != "none":
         say(f"scaling: {scaling}, from the training rows (saved with the model)")

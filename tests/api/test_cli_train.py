@@ -203,3 +203,16 @@ def test_train_holds_no_float64_copy_of_the_data_through_the_fit(tmp_path, monke
     assert code == 0 and len(alive) == 1
     # The float32 training and test rows (1x) and the net's small arrays.
     assert alive[0] < 1.5 * data_bytes, alive[0] / data_bytes
+
+
+@pytest.mark.filterwarnings("error::FutureWarning", "error::DeprecationWarning")
+def test_text_labels_are_noted_without_a_numpy_warning(tmp_path, capsys):
+    # NumPy 1.24 (the declared minimum) warned "elementwise comparison failed" on stderr
+    # where the text labels were compared with the codes 0..k-1.
+    data = tmp_path / "d.npz"
+    np.savez(data, X=np.random.default_rng(0).normal(size=(40, 2)),
+             y=np.where(np.arange(40) % 2, "yes", "no"))
+    code, out, err = run(["train", "--data", str(data), *TINY, "--no-save"], capsys)
+    assert code == 0, err
+    assert "note: labels ['no', 'yes'] mapped to 0..1" in out
+    assert "Warning" not in err
