@@ -67,7 +67,11 @@ def test_no_function_is_compiled_for_them():
         compiled.clear()
         njit(builtin_twice)(np.int16(3), 2.5)
     assert [name.split(".")[-1] for name in ours] == ["twice"]
-    assert any("ol_max" in name for name in compiled), compiled
+    # Numba 0.66 made the builtins overloads (numba.cpython.builtins.ol_max); before, they
+    # were lowered in place and compiled no function either.
+    from numba.cpython import builtins
+    if hasattr(builtins, "ol_max"):
+        assert any("ol_max" in name for name in compiled), compiled
 
 
 def test_other_arguments_are_refused():
