@@ -29,7 +29,7 @@ import numpy as np
 from .callbacks import BackupAndRestore, CSVLogger, ModelCheckpoint, ProgressBar
 from .fitting import FitRun, History, deferred_interrupts
 from .kernels import spec
-from .model import _predictions, _r2, training_alone
+from .model import _kept_for_refusal, _predictions, _r2, training_alone
 from .optim import LBFGS
 from .schedules import make_schedule
 from .validation import _as_numeric, check_positive_int, check_targets, check_verbose
@@ -340,11 +340,22 @@ def fit(net, comm, args):
         agree(comm, lambda: (check_verbose(args["verbose"]),
                              alone.enter_context(training_alone([net],
                                                                 [args["optimizer"]]))))
-        plan, steps, rows = plan_fit(net, comm, args)
+        # A refused fit leaves the net as it was, as in one process: the checks drew the
+        # validation_split from its generator, and a backup rewound it.
+        put_back = _kept_for_refusal(net, args["optimizer"], args["schedule"])
+        try:
+            plan, steps, rows = plan_fit(net, comm, args)
+        except BaseException:
+            put_back()
+            raise
         run = None
         try:
             with net._backend.limit_threads(net.n_threads), deferred_interrupts() as pressed:
-                run = DistributedFitRun(net, plan, args["verbose"], comm, steps, rows)
+                try:
+                    run = DistributedFitRun(net, plan, args["verbose"], comm, steps, rows)
+                except BaseException:  # refused (a backup of another fit): as it was
+                    put_back()
+                    raise
                 while not run.done:
                     run.train_epoch(lambda: comm.allreduce(int(pressed()), op=MPI.MAX) > 0)
                 # Ctrl-C in the last run of steps: every rank stops, not only the one

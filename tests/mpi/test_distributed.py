@@ -599,3 +599,34 @@ def test_a_rank_that_counts_for_nothing_trains(comm):
     assert max_diff(net, ref) < 1e-10
     np.testing.assert_allclose(hist.val_loss, ref_hist.val_loss, rtol=1e-10)
     net.fit(local[0], local[1], epochs=1, batch_size=B, class_weight="balanced", comm=comm)
+
+
+def test_a_refused_fit_leaves_the_net_and_optimizer_as_they_were(comm, shared_tmp):
+    """As in one process (model._kept_for_refusal): the checks drew validation_split from
+    the net's generator and a backup rewound it, and the optimizer was claimed; a refused
+    distributed fit kept all that, so the same fit rerun without the fault trained
+    differently from one never refused."""
+    rank = comm.Get_rank()
+    X, y, _ = make_shards(comm.Get_size())[rank]
+    path = os.path.join(shared_tmp, "refused.backup.npz")
+    kw = dict(batch_size=B, validation_split=0.3, comm=comm)
+    if rank == 0:  # a backup of a fit in one process: refused on several ranks
+        with pytest.raises(RuntimeError):
+            fd.MLP([N_IN, 8, K], dtype="float64", seed=5).fit(
+                X, y, epochs=4, batch_size=B, validation_split=0.3,
+                callbacks=[fd.BackupAndRestore(path), Crash()])
+    comm.Barrier()
+    for fault in (dict(epochs=2 + rank), dict(epochs=2, callbacks=[fd.BackupAndRestore(path)])):
+        net, opt = fd.MLP([N_IN, 8, K], dtype="float64", seed=rank), fd.Adam(0.01)
+        state = net._rng.bit_generator.state
+        with pytest.raises(ValueError):
+            net.fit(X, y, optimizer=opt, **kw, **fault)
+        assert net._rng.bit_generator.state == state
+        assert opt.t == 0 and opt.state is None
+        net.fit(X, y, epochs=2, optimizer=opt, **kw)
+        ref = fd.MLP([N_IN, 8, K], dtype="float64", seed=rank)
+        ref.fit(X, y, epochs=2, optimizer=fd.Adam(0.01), **kw)
+        assert np.array_equal(net._backend.theta, ref._backend.theta)
+    comm.Barrier()
+    if rank == 0:
+        os.remove(path)
