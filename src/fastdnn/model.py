@@ -308,7 +308,8 @@ class MLP:
     @property
     def seed(self):
         """The seed the net's generator was last seeded with (``None``: from the OS).
-        Settable between fits, which seeds the generator again: the fits that follow draw
+        Settable between fits, which seeds the generator again, as a net made with that
+        seed has it (``MLP.load(..., seed=)``'s): the fits that follow draw
         their shuffles, dropout masks and ``validation_split`` from it, the same on every
         run (a plain attribute before, it was taken and changed nothing: a loaded net's
         fine-tuning could not be seeded)."""
@@ -318,7 +319,12 @@ class MLP:
     def seed(self, value):
         value = _check_seed(value)
         self._between_fits("seed")
-        self._seed, self._rng = value, np.random.default_rng(value)
+        rng = np.random.default_rng(value)
+        # Past the initial weights' draws (one 64-bit output each), as MLP(seed=value)
+        # and MLP.load(..., seed=value) leave it: a bare generator trained otherwise, and
+        # ``net.seed = net.seed`` was no no-op.
+        rng.bit_generator.advance(sum(k * n for k, n in zip(self.sizes[:-1], self.sizes[1:])))
+        self._seed, self._rng = value, rng
 
     # -- regularisation ----------------------------------------------------------------
     # Properties: a plain attribute set after construction reached copies, pickles and

@@ -75,3 +75,17 @@ def test_seed_cannot_change_during_a_fit():
 
     with pytest.raises(RuntimeError, match="seed"):
         net.fit(X, y, epochs=1, callbacks=[fd.LambdaCallback(on_epoch_end=change)])
+
+
+def test_setting_seed_gives_the_generator_of_a_net_made_with_it(tmp_path):
+    """net.seed = s seeded a bare generator, while MLP(seed=s) and MLP.load(..., seed=s)
+    leave theirs past the initial weights' draws: the two ways to seed a loaded net's
+    fine-tuning trained differently, and net.seed = net.seed was no no-op."""
+    path = tmp_path / "m.npz"
+    fd.MLP([5, 16, 3], seed=3).save(path)
+    net = fd.MLP.load(path)
+    net.seed = 7
+    assert _same(_fit(net), _fit(fd.MLP.load(path, seed=7)))
+    same = fd.MLP([5, 16, 3], activation="tanh", seed=2)
+    same.seed = same.seed
+    assert _same(_fit(same), _fit(fd.MLP([5, 16, 3], activation="tanh", seed=2)))
