@@ -65,12 +65,13 @@ def _name_unnamed(f, tmp):
     return True
 
 
-def _interrupt_behind(exc):
+def _interrupt_behind(exc, handled=None):
     """The ``KeyboardInterrupt`` that ``exc`` was raised while handling, if any: Ctrl-C
     inside ``np.savez`` came out of its zip file as ``ValueError: Can't close the ZIP
-    file while there is an open writing handle``."""
+    file while there is an open writing handle``.  The chain is followed up to
+    ``handled``, the exception the caller handled as the write began."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
+    while exc is not None and exc is not handled and id(exc) not in seen:
         if isinstance(exc, KeyboardInterrupt):
             return exc
         seen.add(id(exc))
@@ -79,10 +80,13 @@ def _interrupt_behind(exc):
 
 
 def _write_synced(f, write):
+    # A KeyboardInterrupt the caller is handling (a save after Ctrl-C) is not this
+    # write's: an error of the write raised in its handler has it as __context__.
+    handled = sys.exc_info()[1]
     try:
         write(f)
     except Exception as exc:
-        interrupt = _interrupt_behind(exc)
+        interrupt = _interrupt_behind(exc, handled)
         if interrupt is None:
             raise
         raise interrupt from None
@@ -520,7 +524,8 @@ def _read(path, data, keys, optional, checks):
     # they are opened.
     wanted = (*keys, *(o for o in optional if o in data.files))
     meta = [k for k in data.files if k.startswith(META_PREFIX)]
-    opened = {id(_member_info(data, k)) for k in (*wanted, *meta) if k in data.files}
+    files = set(data.files)  # a list: 'in' it per key took 2.4 s of 3.3 at 20,000 keys
+    opened = {id(_member_info(data, k)) for k in (*wanted, *meta) if k in files}
     for info in data.zip.infolist():
         if id(info) not in opened:
             data.zip.open(info).close()
@@ -537,7 +542,9 @@ def _read(path, data, keys, optional, checks):
         raise _Refused(f"{path!r} is missing {', '.join(missing)}")
     # Each member is opened once where it can be (its header is parsed once); one that
     # ``checks`` names is read after its header passed them.
-    read = {k: declared_member(data, k, read=k not in checks) for k in (*wanted, *meta)}
+    # (``None`` for a header NumPy's own reader is left to, as ``(None, None, None)``)
+    read = {k: declared_member(data, k, read=k not in checks) or (None, None, None)
+            for k in (*wanted, *meta)}
     arrays = {k: data[k] if read[k][2] is None else read[k][2]
               for k in wanted if k not in checks}
     for k in wanted:

@@ -1,6 +1,8 @@
 """MLP.load refuses bad files early and with the right message (issue 9's list)."""
+import io
 import os
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -259,3 +261,22 @@ def test_metadata_numpy_reads_back_is_still_kept(tmp_path, value):
     net.save(tmp_path / "m.npz", metadata={"v": value})
     got = fd.MLP.load(tmp_path / "m.npz").metadata["v"]
     assert got.dtype == value.dtype and np.array_equal(got, value)
+
+
+def test_a_theta_with_a_version_3_npy_header_loads(tmp_path):
+    """NumPy writes .npy format 3.0 (and reads it); declared_member leaves that header
+    to NumPy's reader (None), and the checks of theta then subscripted None: TypeError
+    from MLP.load (6cd82f0), where the file loaded before."""
+    path, v3 = tmp_path / "m.npz", tmp_path / "v3.npz"
+    net = fd.MLP([3, 4, 2], seed=0)
+    net.save(path)
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(v3, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename in ("theta.npy", "sizes.npy"):
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.load(io.BytesIO(data)), version=(3, 0))
+                data = buf.getvalue()
+            zout.writestr(info.filename, data)
+    loaded = fd.MLP.load(v3)
+    np.testing.assert_array_equal(loaded.get_weights()[0][0], net.get_weights()[0][0])

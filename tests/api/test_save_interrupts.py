@@ -1,4 +1,5 @@
 """Ctrl-C and folder permissions during an atomic save (serialize.write_atomic)."""
+import errno
 import os
 import zipfile
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastdnn as fd
+from fastdnn import serialize
 
 
 def _old_model(tmp_path):
@@ -68,3 +70,21 @@ def test_a_folder_without_the_read_bit_is_written(tmp_path):
                                       net.get_weights()[0][0])
     finally:
         box.chmod(0o755)
+
+
+def test_a_save_in_a_ctrl_c_handler_keeps_its_own_error(tmp_path, monkeypatch):
+    """An error of the write made while the caller handles a KeyboardInterrupt (a save
+    after Ctrl-C stopped a fit) has that interrupt as its __context__: bb56f1b's search
+    for a Ctrl-C inside np.savez raised the caller's old KeyboardInterrupt instead of
+    the disk's error, which was lost."""
+    def disk_full(f, arrays):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(serialize, "_write", disk_full)
+    net = fd.MLP([4, 8, 3], seed=0)
+    with pytest.raises(OSError, match="No space left on device"):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            net.save(tmp_path / "m.npz")
+    assert os.listdir(tmp_path) == []
