@@ -844,7 +844,10 @@ def main(argv=None):
     try:
         args = parser.parse_args(argv)
         if isinstance(sys.stdout, _PipeGuard):  # train's stdout is a log, its result the
-            sys.stdout.keep_going = args.command == "train"  # model; the others' is stdout
+            # model; the others' is stdout, and so is train's when it saves there (--out
+            # /dev/stdout: sent to /dev/null with the log, the model was lost, exit 0)
+            sys.stdout.keep_going = (args.command == "train"
+                                     and not _saves_to_stdout(args, sys.stdout))
         return COMMANDS[args.command].run(args)
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else 0
@@ -870,6 +873,16 @@ def main(argv=None):
         sys.unraisablehook = unraisable
         if isinstance(guard, _PipeGuard) and guard.lost is not None:
             _warn_lost_output(guard.lost)
+
+
+def _saves_to_stdout(args, stdout):
+    """Whether train's --out or --plot names stdout's descriptor (/dev/stdout)."""
+    paths = [args.plot] + ([] if args.no_save else [args.out])
+    try:
+        fd = stdout.fileno()
+        return any(p is not None and serialize._in_place(p) == fd for p in paths)
+    except (OSError, ValueError):
+        return False
 
 
 def _warn_lost_output(exc):

@@ -154,3 +154,19 @@ def test_predictions_that_cannot_be_written_are_an_error(tmp_path):
                               stderr=subprocess.PIPE, timeout=300)
     assert proc.returncode == 1, proc.stderr.decode()
     assert "No space left on device" in proc.stderr.decode()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_train_saving_to_a_stdout_that_cannot_be_written_fails():
+    """train --out /dev/stdout: the stdout guard (keep_going) sent the rest of stdout to
+    /dev/null at the first line that failed, the model with it: exit 0 and 'model saved'
+    for a model written nowhere (exit 1 before the guard kept train going)."""
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "fastdnn", "train", "--epochs", "1",
+                               "--quiet", "--out", "/dev/stdout"], stdout=full,
+                              stderr=subprocess.PIPE, timeout=300)
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert "No space left on device" in proc.stderr.decode()
