@@ -37,6 +37,7 @@ from numba import njit
 
 from . import config
 from .kernels import spec
+from .kernels.cpu.pipeline import cache_may_fail
 from .model import MLP
 from .validation import as_real, check_positive_int
 
@@ -82,6 +83,7 @@ def _point(net, x, name):
 
 
 # ------------------------------------------------------------------ along a segment
+@cache_may_fail  # a cache that cannot be written: warned, not raised
 @njit(cache=config.CACHE)
 def _split_segment(bounds, A, C, tol):
     """Split the pieces ``[bounds[i], bounds[i+1]]`` of a layer with pre-activations

@@ -21,6 +21,7 @@ from ..spec import (CLASSIFIERS, CLIP_NORM, CROSS_ENTROPY, L2, LABELS, LOGITS, M
                     non_finite_outputs, pack_targets)
 from . import blas, forks, mkl, pair, threads, warmup
 from .checks import finite
+from .pipeline import cache_may_fail
 from .losses import compile_head, labels, predictions, probabilities
 from .train import (NO_KEY, Buffers, EpochPlan, forward_chunks, l2_penalty, loss_and_gradient,
                     loss_of_logits, plain_sgd, stack_size, train_epoch_many, train_steps,
@@ -430,6 +431,7 @@ class CPUTrainer:
                            float(weights))
 
 
+@cache_may_fail  # a cache that cannot be written: warned, not raised
 @numba.njit(cache=config.CACHE)
 def _list_of(item):
     """A typed list holding ``item``; with :func:`_append`, what ``numba.typed.List(items)``
@@ -441,6 +443,7 @@ def _list_of(item):
     return items
 
 
+@cache_may_fail  # a cache that cannot be written: warned, not raised
 @numba.njit(cache=config.CACHE)
 def _append(items, item):
     items.append(item)
