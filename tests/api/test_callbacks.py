@@ -4,6 +4,7 @@ Each file a callback writes is checked against the fit itself: the weights the n
 at the epochs saved, the History's records.
 """
 import csv
+import json
 import math
 import re
 
@@ -428,6 +429,25 @@ def test_lbfgs_lets_go_of_its_callbacks_when_refused_at_the_start(tmp_path):
     assert ck._net is None  # it held the net
 
 
+def _interrupted_backup(path, net, X, y, last_epoch, **args):
+    """The ``(header, arrays)`` of the backup at ``path`` of ``net``'s fit interrupted
+    (Ctrl-C) at the end of epoch ``last_epoch`` (from 0)."""
+    def stop(epoch, logs):
+        if epoch == last_epoch:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, callbacks=[fd.BackupAndRestore(path),
+                                 fd.LambdaCallback(on_epoch_end=stop)], **args)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    return json.loads(str(arrays.pop("header"))), arrays
+
+
+def _rewrite_backup(path, header, arrays):
+    np.savez(path, header=np.array(json.dumps(header)), **arrays)
+
+
 @pytest.mark.parametrize("change", [
     ("theta", lambda a: np.array([7.0], np.float32), "its theta is (1,)"),
     ("best_theta", lambda a: np.array([3.0], np.float32), "its best_theta is (1,)"),
@@ -442,29 +462,18 @@ def test_a_backup_that_does_not_fit_is_refused_before_anything_is_restored(tmp_p
     """A theta of one value was broadcast to every weight (and a best_theta applied at
     the end: all weights 3.0), an Adam state of another shape dropped for zeros, a t of
     a list or 10**30 raised TypeError or Numba's TypingError."""
-    import json
     key, value, says = change
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(32, 3)), np.arange(32) % 2
     path = tmp_path / "backup.npz"
-
-    def stop_after_two(epoch, logs):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
     net = fd.MLP([3, 4, 2], seed=0)
     args = dict(epochs=4, batch_size=8, optimizer=fd.Adam(), restore_best=True)
-    with pytest.raises(KeyboardInterrupt):
-        net.fit(X, y, callbacks=[fd.BackupAndRestore(path),
-                                 fd.LambdaCallback(on_epoch_end=stop_after_two)], **args)
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    header = json.loads(str(arrays.pop("header")))
+    header, arrays = _interrupted_backup(path, net, X, y, 1, **args)
     if key in arrays:
         arrays[key] = value(arrays[key])
     else:
         header[key] = value
-    np.savez(path, header=np.array(json.dumps(header)), **arrays)
+    _rewrite_backup(path, header, arrays)
     before = net.get_weights()
     with pytest.raises(ValueError, match=f"is not a backup of this fit: {re.escape(says)}"):
         net.fit(X, y, callbacks=[fd.BackupAndRestore(path)], **args)
@@ -490,22 +499,11 @@ def test_a_backup_of_an_earlier_fastdnn_is_refused_not_resumed_unchecked(tmp_pat
     stale one of another experiment (float64, Adam, other data) took over a float32
     AdamW fit, which ended at once with the other net's weights; one of other targets
     went on as if they were the same."""
-    import json
     rng = np.random.default_rng(0)
     X1, y1 = rng.normal(size=(64, 3)), np.arange(64) % 2
     path = tmp_path / "backup.npz"
-
-    def stop_after_three(epoch, logs):
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fd.MLP([3, 4, 2], dtype="float64", seed=0).fit(
-            X1, y1, epochs=6, callbacks=[fd.BackupAndRestore(path),
-                                         fd.LambdaCallback(on_epoch_end=stop_after_three)])
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    header = json.loads(str(arrays.pop("header")))
+    header, arrays = _interrupted_backup(path, fd.MLP([3, 4, 2], dtype="float64", seed=0),
+                                         X1, y1, 2, epochs=6)
     old = {k: header[k] for k in ("format", "sizes", "epoch", "t", "rng", "best",
                                   "since_best")}
     if record == "none":  # another experiment: other data, dtype and optimizer
@@ -516,7 +514,7 @@ def test_a_backup_of_an_earlier_fastdnn_is_refused_not_resumed_unchecked(tmp_pat
                       if k not in ("targets", "schedule_args")}
         X2, y2, optimizer = X1, 1 - y1, "adam"
         net = fd.MLP([3, 4, 2], dtype="float64", seed=1)
-    np.savez(path, header=np.array(json.dumps(old)), **arrays)
+    _rewrite_backup(path, old, arrays)
     before = net.get_weights()
     with pytest.raises(ValueError, match="written by an earlier fastdnn.*delete it"):
         net.fit(X2, y2, epochs=2, optimizer=optimizer, callbacks=[fd.BackupAndRestore(path)])
@@ -566,28 +564,17 @@ def test_a_file_that_is_no_backup_of_this_fastdnn_is_refused_saying_so(tmp_path,
 def test_a_backup_of_another_version_is_refused(tmp_path, version):
     """Backups of version 1 (before 2026-11-29's counter-draw permutations) went on with
     other permutations: a fit that matched neither fastdnn's uninterrupted one."""
-    import json
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(64, 3)), np.arange(64) % 2
     path = tmp_path / "backup.npz"
-
-    def stop_after_two(epoch, logs):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
     args = dict(epochs=4, batch_size=8)
-    with pytest.raises(KeyboardInterrupt):
-        fd.MLP([3, 4, 2], seed=0).fit(X, y, callbacks=[
-            fd.BackupAndRestore(path), fd.LambdaCallback(on_epoch_end=stop_after_two)], **args)
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    header = json.loads(str(arrays.pop("header")))
+    header, arrays = _interrupted_backup(path, fd.MLP([3, 4, 2], seed=0), X, y, 1, **args)
     assert header["version"] == 2
     if version is None:
         del header["version"]
     else:
         header["version"] = version
-    np.savez(path, header=np.array(json.dumps(header)), **arrays)
+    _rewrite_backup(path, header, arrays)
     net = fd.MLP([3, 4, 2], seed=0)
     before = net.get_weights()
     older = version in (None, 1)
